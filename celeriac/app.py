@@ -1,0 +1,211 @@
+"""The application object: settings, task registry, routing and sending.
+
+One :class:`Celeriac` per project, usually a module-level ``app``. It is cheap
+to create: the broker and result backend are opened lazily, once per process,
+so importing the app in a parent that later starts workers opens nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+
+from celeriac.backends import ResultBackend, backend_from_url
+from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
+from celeriac.context import current_request
+from celeriac.errors import ConfigurationError, NotRegistered
+from celeriac.message import encode
+from celeriac.result import AsyncResult
+from celeriac.settings import Settings, suggest
+from celeriac.task import Task, TaskOptions, to_timestamp
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Celeriac:
+    """A celeriac application.
+
+    ``Celeriac("tasks")`` with nothing else keeps messages and results in
+    ``./celeriac.db`` (SQLite): nothing to install to get started. ``broker=``
+    and ``backend=`` take URLs; any other keyword is a setting (see
+    :mod:`celeriac.settings`).
+    """
+
+    def __init__(self, main: str | None = None, *, broker: str | None = None,
+                 backend: str | None = None, **settings: Any) -> None:
+        self.main = main
+        self.conf = Settings()
+        if broker is not None:
+            settings.setdefault("broker_url", broker)
+        if backend is not None:
+            settings.setdefault("result_backend", backend)
+        self.conf.update(settings)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._broker: Broker | None = None
+        self._backend: ResultBackend | None = None
+
+    def __repr__(self) -> str:
+        return f"<Celeriac {self.main or '__main__'} broker={self.conf.broker_url}>"
+
+    # -- tasks ------------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, *, bind: Literal[True], **options: Any
+             ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+    @overload
+    def task(self, *, bind: Literal[False] = False, **options: Any
+             ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``."""
+        checked = TaskOptions.check(options)
+
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            task: Task[Any, Any] = Task(self, func, checked)
+            existing = self.tasks.get(task.name)
+            if existing is not None and existing.fn is not func and (
+                    getattr(existing.fn, "__code__", None) is not getattr(func, "__code__", None)):
+                raise ConfigurationError(f"two different functions registered as task {task.name!r}")
+            self.tasks[task.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(f"no task named {name!r} is registered"
+                                f"{suggest(name, self.tasks)}") from None
+
+    # -- connections (one set per process, opened on first use) ------------------------
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            self._broker = None
+            self._backend = None
+            self._pid = os.getpid()
+
+    @property
+    def broker(self) -> Broker:
+        with self._lock:
+            self._check_pid()
+            if self._broker is None:
+                self._broker = broker_from_url(
+                    self.conf.broker_url, max_deliveries=self.conf.broker_max_deliveries,
+                    poll_interval=self.conf.broker_poll_interval)
+            return self._broker
+
+    @property
+    def backend(self) -> ResultBackend:
+        with self._lock:
+            self._check_pid()
+            if self._backend is None:
+                self._backend = backend_from_url(self.conf.result_backend,
+                                                 expires=self.conf.result_expires)
+            return self._backend
+
+    def close(self) -> None:
+        """Close this process's broker and backend connections."""
+        with self._lock:
+            if self._pid == os.getpid():
+                for conn in (self._broker, self._backend):
+                    if conn is not None:
+                        conn.close()
+            self._broker = self._backend = None
+
+    # -- routing and sending ------------------------------------------------------------
+    def route(self, name: str, queue: str | None = None) -> str:
+        """Queue for task ``name``: explicit ``queue``, then ``task_routes``, then the
+        task's own ``queue`` option, then ``task_default_queue``."""
+        if queue:
+            return queue
+        routes: dict[str, Any] = self.conf.task_routes
+        target = routes.get(name)
+        if target is None:
+            for pattern, candidate in routes.items():
+                if fnmatch.fnmatchcase(name, pattern):
+                    target = candidate
+                    break
+        if isinstance(target, dict):
+            target = target.get("queue")
+        if target:
+            return str(target)
+        task = self.tasks.get(name)
+        if task is not None and task.options.queue:
+            return task.options.queue
+        return str(self.conf.task_default_queue)
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        serializer: str | None = None,
+        ignore_result: bool = False,
+        retries: int = 0,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group: str | None = None,
+    ) -> AsyncResult[Any]:
+        """Send a task by name (it need not be registered here) and return its result handle."""
+        task_id = task_id or str(uuid.uuid4())
+        now = time.time()
+        eta_ts = now + countdown if countdown else to_timestamp(eta)
+        expires_ts = to_timestamp(expires)
+        if isinstance(expires, int | float):
+            expires_ts = now + expires
+        if priority is None:
+            priority = self.conf.task_default_priority
+        if not 0 <= priority <= 9:
+            raise ConfigurationError(f"priority={priority!r}: must be 0-9")
+        serializer = serializer or self.conf.task_serializer
+        if serializer not in self.conf.accept_content:
+            raise ConfigurationError(
+                f"serializer {serializer!r} is not in accept_content {self.conf.accept_content}; "
+                "workers would refuse the message")
+        parent = current_request.get()
+        if parent is not None and parent.id and parent_id is None:
+            parent_id = parent.id
+            root_id = root_id or parent.root_id or parent.id
+        target = self.route(name, queue)
+        body = encode(
+            name, task_id, list(args or ()), dict(kwargs or {}), queue=target,
+            serializer=serializer, eta=eta_ts, expires=expires_ts, retries=retries,
+            time_limit=time_limit, soft_time_limit=soft_time_limit, root_id=root_id,
+            parent_id=parent_id, group=group, priority=priority, ignore_result=ignore_result)
+        self.broker.publish([OutgoingMessage(queue=target, body=body, priority=priority,
+                                             eta=eta_ts if eta_ts and eta_ts > now else None)])
+        return AsyncResult(task_id, self, name)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
+        """A handle on the result of ``task_id``."""
+        return AsyncResult(task_id, self)
+
+    # -- workers ------------------------------------------------------------------------
+    def worker_main(self, argv: Sequence[str] | None = None) -> int:
+        """Run ``celeriac worker`` for this app from Python code, e.g.
+        ``app.worker_main(["worker", "-P", "threads", "-c", "4"])``; returns the exit code."""
+        from celeriac.cli.main import run_for_app
+
+        return run_for_app(self, list(argv or ["worker"]))

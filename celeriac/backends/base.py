@@ -1,0 +1,126 @@
+"""The result-backend interface.
+
+A backend stores one record per task id: its state and, once finished, its
+return value or the description of its exception. Records are plain JSON
+objects (see :class:`ResultRecord`), so any process can read them without
+importing the task's code. ``tests/contract/test_backend.py`` runs over every
+implementation.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from celeriac.errors import TimeoutError
+
+#: States a task can be in. PENDING means "nothing recorded yet" (unknown ids too).
+PENDING = "PENDING"
+STARTED = "STARTED"
+RETRY = "RETRY"
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+REVOKED = "REVOKED"
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+ALL_STATES = frozenset({PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED})
+
+
+@dataclass
+class ResultRecord:
+    """What a backend stores for a task."""
+
+    task_id: str
+    status: str = PENDING
+    #: The return value (SUCCESS) -- any JSON value.
+    result: Any = None
+    #: For FAILURE/RETRY/REVOKED: the exception's type name and message.
+    exc_type: str | None = None
+    exc_message: str | None = None
+    traceback: str | None = None
+    name: str | None = None
+    retries: int = 0
+    date_done: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.status in READY_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id, "status": self.status, "result": self.result,
+            "exc_type": self.exc_type, "exc_message": self.exc_message,
+            "traceback": self.traceback, "name": self.name, "retries": self.retries,
+            "date_done": self.date_done, "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
+        return cls(
+            task_id=str(data["task_id"]), status=str(data.get("status", PENDING)),
+            result=data.get("result"), exc_type=data.get("exc_type"),
+            exc_message=data.get("exc_message"), traceback=data.get("traceback"),
+            name=data.get("name"), retries=int(data.get("retries") or 0),
+            date_done=data.get("date_done"), extra=dict(data.get("extra") or {}),
+        )
+
+
+class ResultBackend(ABC):
+    """Stores and fetches task results."""
+
+    schemes: tuple[str, ...] = ()
+
+    def __init__(self, url: str, *, expires: float = 86400.0) -> None:
+        self.url = url
+        #: Seconds a record is kept after it is stored.
+        self.expires = expires
+
+    @abstractmethod
+    def store(self, record: ResultRecord) -> None:
+        """Write ``record`` (replacing any earlier record of the same task id)."""
+
+    def store_many(self, records: Sequence[ResultRecord]) -> None:
+        """Write several records; backends override this to batch."""
+        for record in records:
+            self.store(record)
+
+    @abstractmethod
+    def get(self, task_id: str) -> ResultRecord | None:
+        """The stored record, or None (PENDING) when there is none or it expired."""
+
+    def wait(self, task_id: str, timeout: float | None = None,
+             interval: float = 0.005) -> ResultRecord:
+        """Block until the task is in a ready state; raise :class:`TimeoutError` after ``timeout``.
+
+        The default polls with a growing interval (5 ms up to 100 ms), which suits
+        backends that cannot push; backends that can (Redis) override it.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.get(task_id)
+            if record is not None and record.ready:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"result of {task_id} not ready after {timeout}s")
+            pause = interval
+            if deadline is not None:
+                pause = min(interval, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            interval = min(interval * 1.5, 0.1)
+
+    @abstractmethod
+    def forget(self, task_id: str) -> None:
+        """Delete the record of ``task_id``."""
+
+    @abstractmethod
+    def cleanup(self) -> int:
+        """Delete expired records; return how many."""
+
+    def ping(self) -> None:  # noqa: B027 - optional hook
+        """Check the backend is reachable; raise :class:`BackendError` if not."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections held by this process."""

@@ -1,0 +1,125 @@
+"""An in-process result backend (``memory://``).
+
+It exists for tests, for ``task_always_eager``-style runs and for a worker
+with a thread or green pool whose callers live in the same process. Nothing
+leaves the process, and every instance has its own store: two
+``MemoryBackend("memory://")`` objects do not see each other's results, which
+keeps tests independent of each other.
+
+Records are kept as JSON text, not as objects. That costs an encode per store
+and a decode per get, but it makes this backend behave like the ones that
+cross process boundaries: a result that is not JSON fails here too (instead of
+only in production), and a caller mutating a record it stored or fetched
+cannot change what other callers see.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from celeriac.backends.base import ResultBackend, ResultRecord
+from celeriac.errors import BackendError, SerializationError, TimeoutError
+
+
+class _Entry(NamedTuple):
+    payload: str
+    #: ``time.monotonic()`` after which the record is gone; None = never.
+    expires_at: float | None
+
+
+def _encode(record: ResultRecord) -> str:
+    # allow_nan=False: NaN/Infinity are not JSON and other readers would choke on them.
+    try:
+        return json.dumps(record.to_dict(), allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"result of task {record.task_id} is not JSON-serialisable: {exc}") from exc
+
+
+def _decode(payload: str) -> ResultRecord:
+    try:
+        data: dict[str, Any] = json.loads(payload)
+        return ResultRecord.from_dict(data)
+    except (ValueError, KeyError, TypeError) as exc:  # should not happen: we wrote it
+        raise BackendError(f"corrupt result record in memory backend: {exc}") from exc
+
+
+class MemoryBackend(ResultBackend):
+    """Results in a dict guarded by one lock; ``wait()`` sleeps on a condition.
+
+    The condition is notified on every store, so a waiter wakes as soon as its
+    result arrives instead of after the next poll interval, and burns no CPU
+    while nothing happens.
+    """
+
+    schemes = ("memory",)
+
+    def __init__(self, url: str = "memory://", *, expires: float = 86400.0) -> None:
+        super().__init__(url, expires=expires)
+        self._records: dict[str, _Entry] = {}
+        self._changed = threading.Condition(threading.Lock())
+
+    def _expiry(self) -> float | None:
+        # expires <= 0 means "keep forever", as Celery treats result_expires=0/None.
+        return time.monotonic() + self.expires if self.expires > 0 else None
+
+    def _live_payload(self, task_id: str, now: float) -> str | None:
+        """The payload of ``task_id`` unless absent or expired; caller holds the lock."""
+        entry = self._records.get(task_id)
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
+            return None
+        return entry.payload
+
+    def store(self, record: ResultRecord) -> None:
+        self.store_many([record])
+
+    def store_many(self, records: Sequence[ResultRecord]) -> None:
+        # Encode everything first so a bad record stores nothing (like a rolled-back
+        # transaction in the SQL backend).
+        encoded = [(record.task_id, _encode(record)) for record in records]
+        expires_at = self._expiry()
+        with self._changed:
+            for task_id, payload in encoded:
+                self._records[task_id] = _Entry(payload, expires_at)
+            self._changed.notify_all()
+
+    def get(self, task_id: str) -> ResultRecord | None:
+        with self._changed:
+            payload = self._live_payload(task_id, time.monotonic())
+        return None if payload is None else _decode(payload)
+
+    def wait(self, task_id: str, timeout: float | None = None,
+             interval: float = 0.005) -> ResultRecord:
+        """Block on the condition until a ready record shows up (``interval`` is unused)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                payload = self._live_payload(task_id, now)
+                if payload is not None:
+                    record = _decode(payload)
+                    if record.ready:
+                        return record
+                if deadline is None:
+                    self._changed.wait()
+                elif now >= deadline:
+                    raise TimeoutError(f"result of {task_id} not ready after {timeout}s")
+                else:
+                    self._changed.wait(deadline - now)
+
+    def forget(self, task_id: str) -> None:
+        with self._changed:
+            self._records.pop(task_id, None)
+
+    def cleanup(self) -> int:
+        now = time.monotonic()
+        with self._changed:
+            expired = [task_id for task_id, entry in self._records.items()
+                       if entry.expires_at is not None and entry.expires_at <= now]
+            for task_id in expired:
+                del self._records[task_id]
+        return len(expired)

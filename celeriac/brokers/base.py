@@ -1,0 +1,189 @@
+"""The broker interface every transport implements.
+
+A broker stores opaque message bodies in named queues and hands them out under
+*leases*. Delivery is at-least-once: a fetched message stays in the broker,
+reserved for one consumer, until that consumer acks it; if the consumer dies
+or stops renewing, the message becomes available again. Each claim increments a
+per-message *fencing token*; ``ack``, ``nack``, ``requeue`` and ``renew`` only act
+when the token still matches, so a frozen consumer that wakes up after its lease
+was handed to someone else cannot touch the message any more.
+
+Brokers are synchronous and thread-safe. They never carry a connection across
+``fork()``. Under a green pool the worker calls them through
+:func:`celeriac.blocking.offload`, so a call that would block the event loop
+(SQLite) runs on a real thread instead.
+
+The contract test suite in ``tests/contract/test_broker.py`` runs over every
+implementation; a new transport is done when it passes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message to publish."""
+
+    queue: str
+    body: bytes
+    #: 0-9; higher runs first.
+    priority: int = 0
+    #: Unix time before which the message is not delivered (countdown/eta), or None.
+    eta: float | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed message, as handed to a consumer."""
+
+    #: Broker-assigned id, unique within the broker (not the task id).
+    id: str
+    queue: str
+    body: bytes
+    #: How many times the message has been claimed, this claim included.
+    delivery_count: int
+    #: Fencing token of this claim; ack/nack/requeue/renew must present it.
+    token: int
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that could not be processed, kept with the reason."""
+
+    id: str
+    queue: str
+    body: bytes
+    reason: str
+    delivery_count: int
+    failed_at: float
+
+
+@dataclass
+class QueueStats:
+    """Counts for one queue, as shown by ``celeriac status``."""
+
+    #: Available to fetch now.
+    ready: int = 0
+    #: Waiting for their eta/countdown.
+    scheduled: int = 0
+    #: Claimed by a consumer and not yet acked.
+    in_flight: int = 0
+    #: In the dead-letter store.
+    dead: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"ready": self.ready, "scheduled": self.scheduled,
+                "in_flight": self.in_flight, "dead": self.dead}
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker as recorded by its heartbeat."""
+
+    name: str
+    info: dict[str, Any] = field(default_factory=dict)
+    last_seen: float = 0.0
+
+
+class Broker(ABC):
+    """Stores messages in queues and hands them out under leases."""
+
+    #: URL scheme(s) this broker serves, e.g. ``("sqlite",)``.
+    schemes: tuple[str, ...] = ()
+    #: True when the broker can be shared by separate processes (not memory://).
+    shared_between_processes: bool = True
+
+    def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05) -> None:
+        self.url = url
+        self.max_deliveries = max_deliveries
+        self.poll_interval = poll_interval
+
+    # -- producing -------------------------------------------------------------------
+    @abstractmethod
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Store ``messages`` atomically (all or none) and return their broker ids in order."""
+
+    # -- consuming -------------------------------------------------------------------
+    @abstractmethod
+    def fetch(self, queues: Sequence[str], count: int, *, consumer: str, lease: float,
+              timeout: float = 0.0) -> list[Delivery]:
+        """Claim up to ``count`` ready messages from ``queues`` for ``consumer``.
+
+        Highest priority first, then oldest first, across all ``queues`` (so no
+        listed queue is starved). Each claimed message gets a lease of ``lease``
+        seconds, a new fencing token and ``delivery_count + 1``. A message whose
+        count would exceed ``max_deliveries`` is moved to the dead-letter store
+        instead, with reason ``"max deliveries (N) exceeded"``, and not returned.
+        Messages whose lease expired are claimable again. If nothing is ready,
+        wait up to ``timeout`` seconds for something to arrive (0: don't wait).
+        """
+
+    @abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Remove finished messages; per delivery, False when its token is stale."""
+
+    @abstractmethod
+    def renew(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        """Extend leases to ``now + lease``; per delivery, False when its token is stale."""
+
+    @abstractmethod
+    def requeue(self, deliveries: Sequence[Delivery], *, delay: float = 0.0,
+                uncharge: bool = False) -> list[bool]:
+        """Make messages available again after ``delay`` seconds.
+
+        ``uncharge=True`` takes this delivery off the message's delivery count:
+        used when the worker hands back a message it never started.
+        """
+
+    @abstractmethod
+    def dead_letter(self, deliveries: Sequence[Delivery], reason: str) -> list[bool]:
+        """Move messages that cannot be processed to the dead-letter store with ``reason``."""
+
+    @abstractmethod
+    def release_consumer(self, consumer: str, *, started: Collection[str] = ()) -> int:
+        """Make every message held by ``consumer`` available again at once.
+
+        Called by the supervisor when a worker process died, so its messages do
+        not wait for their leases to expire. Messages whose ids are not in
+        ``started`` were never run and are uncharged (their delivery count goes
+        back down); started ones keep the charge, so a message that keeps killing
+        its worker ends in the dead-letter store. Returns how many were released.
+        """
+
+    # -- inspection and maintenance --------------------------------------------------
+    @abstractmethod
+    def stats(self) -> dict[str, QueueStats]:
+        """Counts per queue, for every queue that has or had a message or a dead letter."""
+
+    @abstractmethod
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters, of one queue or all."""
+
+    @abstractmethod
+    def purge(self, queue: str | None = None) -> int:
+        """Delete ready and scheduled messages (not in-flight ones) of one queue or all."""
+
+    @abstractmethod
+    def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
+        """Record that ``worker`` is alive for ``ttl`` seconds, with ``info`` for status."""
+
+    @abstractmethod
+    def forget_worker(self, worker: str) -> None:
+        """Remove a worker's heartbeat (clean shutdown)."""
+
+    @abstractmethod
+    def workers(self) -> list[WorkerInfo]:
+        """Workers whose heartbeat has not expired."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Check the broker is reachable; raise :class:`BrokerUnreachable` if not."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections held by this process."""

@@ -1,0 +1,282 @@
+"""``celeriac``: worker, call, result, status and purge.
+
+Every command takes the app with ``-A``. Errors celeriac raises on purpose are
+printed as one line and exit with status 1; click reports a wrong flag itself
+(status 2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from celeriac import __version__
+from celeriac.errors import CeleriacError, ConfigurationError
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except CeleriacError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _app_command(fn: F) -> F:
+    """Load the ``-A`` app and turn celeriac errors into one-line messages."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        spec: str | None = ctx.obj.get("app_spec")
+        with _errors():
+            if ctx.obj.get("app") is None:
+                if not spec:
+                    raise ConfigurationError("no app given: use -A MODULE[:ATTRIBUTE]")
+                from celeriac.loader import load_app
+
+                ctx.obj["app"] = load_app(spec)
+            return fn(ctx.obj["app"], *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-A", "--app", "app_spec", metavar="MODULE[:ATTR]",
+              help="The app: a module (its 'app'), module:attribute or a file.py.")
+@click.version_option(__version__, prog_name="celeriac")
+@click.pass_context
+def cli(ctx: click.Context, app_spec: str | None) -> None:
+    """celeriac: a distributed task queue built around green threads."""
+    ctx.ensure_object(dict)
+    ctx.obj.setdefault("app_spec", app_spec)
+
+
+def _split_queues(value: str | None) -> list[str]:
+    return [q.strip() for q in (value or "").split(",") if q.strip()]
+
+
+@cli.command()
+@click.option("-P", "--pool", help="Execution pool: solo, threads, prefork [default: worker_pool].")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1),
+              help="Tasks at once (prefork: processes) [default: CPUs].")
+@click.option("--processes", type=click.IntRange(min=1),
+              help="Worker processes for pools that run many tasks per process.")
+@click.option("-Q", "--queues", help="Comma-separated queues to consume [default: default queue].")
+@click.option("-l", "--loglevel", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("-n", "--hostname", "node", help="Node name [default: celeriac.PID@HOST].")
+@click.option("--prefetch-multiplier", type=click.IntRange(min=1),
+              help="Messages reserved per concurrency slot.")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True),
+              help="Hard time limit per task, seconds.")
+@click.option("--soft-time-limit", type=click.FloatRange(min=0, min_open=True),
+              help="Soft time limit per task, seconds.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1),
+              help="Replace a worker process after this many tasks.")
+@click.option("--max-memory-per-child", type=click.IntRange(min=1),
+              help="Replace a worker process above this resident memory (KiB).")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0),
+              help="Seconds running tasks get on a warm shutdown.")
+@_app_command
+def worker(app: Celeriac, pool: str | None, concurrency: int | None, processes: int | None,
+           queues: str | None, loglevel: str, node: str | None,
+           prefetch_multiplier: int | None, time_limit: float | None,
+           soft_time_limit: float | None, max_tasks_per_child: int | None,
+           max_memory_per_child: int | None, shutdown_timeout: float | None) -> None:
+    """Start a worker: a supervisor and its worker processes."""
+    from celeriac.pools import get_pool
+    from celeriac.worker.supervisor import Supervisor, WorkerOptions
+
+    conf = app.conf
+    pool_name = pool or conf.worker_pool
+    get_pool(pool_name)
+    if not app.broker.shared_between_processes:
+        raise ConfigurationError(
+            f"broker {conf.broker_url!r} lives inside one process; a worker needs a shared "
+            "broker such as sqlite:///celeriac.db")
+    app.broker.ping()
+    app.backend.ping()
+    settings: dict[str, Any] = {}
+    if time_limit is not None:
+        settings["task_time_limit"] = time_limit
+    if soft_time_limit is not None:
+        settings["task_soft_time_limit"] = soft_time_limit
+    logging.basicConfig(level=loglevel.upper(), stream=sys.stderr,
+                        format="[%(asctime)s %(levelname)s supervisor] %(message)s")
+    options = WorkerOptions(
+        app=_child_app_spec(app), pool=pool_name,
+        concurrency=concurrency or conf.worker_concurrency or os.cpu_count() or 1,
+        processes=processes or conf.worker_processes,
+        queues=_split_queues(queues) or [conf.task_default_queue], node=node or "",
+        loglevel=loglevel.upper(),
+        prefetch_multiplier=prefetch_multiplier or conf.worker_prefetch_multiplier,
+        max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child,
+        shutdown_timeout=(conf.worker_shutdown_timeout if shutdown_timeout is None
+                          else shutdown_timeout),
+        settings=settings)
+    raise SystemExit(Supervisor(app, options).run())
+
+
+def _child_app_spec(app: Celeriac) -> str:
+    ctx = click.get_current_context()
+    spec: str | None = ctx.obj.get("app_spec")
+    if spec and ctx.obj.get("app_from_spec", True):
+        return spec
+    from celeriac.loader import locate_app
+
+    return locate_app(app)
+
+
+def _json_arg(name: str, text: str | None, kind: type) -> Any:
+    if text is None:
+        return kind()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
+    if not isinstance(value, kind):
+        raise click.BadParameter(f"must be a JSON {kind.__name__}", param_hint=name)
+    return value
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--args", "args_json", metavar="JSON", help="Positional arguments as a JSON list.")
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object.")
+@click.option("--queue", "-Q", help="Queue [default: routed].")
+@click.option("--countdown", type=float, help="Run no sooner than this many seconds from now.")
+@click.option("--priority", type=click.IntRange(0, 9), help="0-9, 9 runs first.")
+@click.option("--expires", type=float, help="Do not run after this many seconds from now.")
+@_app_command
+def call(app: Celeriac, name: str, args_json: str | None, kwargs_json: str | None,
+         queue: str | None, countdown: float | None, priority: int | None,
+         expires: float | None) -> None:
+    """Send task NAME and print its id."""
+    args = _json_arg("--args", args_json, list)
+    kwargs = _json_arg("--kwargs", kwargs_json, dict)
+    result = app.send_task(name, args, kwargs, queue=queue, countdown=countdown,
+                           priority=priority, expires=expires)
+    click.echo(result.id)
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--wait", type=float, help="Wait up to this many seconds for the result.")
+@_app_command
+def result(app: Celeriac, task_id: str, wait: float | None) -> None:
+    """Print the state and result of TASK_ID (as JSON)."""
+    if wait is not None:
+        try:
+            record = app.backend.wait(task_id, timeout=wait)
+        except CeleriacError as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        record = app.backend.get(task_id)
+    if record is None:
+        click.echo(json.dumps({"task_id": task_id, "status": "PENDING"}))
+        return
+    out: dict[str, Any] = {"task_id": task_id, "status": record.status}
+    if record.status == "SUCCESS":
+        out["result"] = record.result
+    elif record.exc_type:
+        out["error"] = {"type": record.exc_type, "message": record.exc_message}
+        if record.traceback:
+            out["traceback"] = record.traceback
+    click.echo(json.dumps(out))
+    if record.status == "FAILURE":
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_app_command
+def status(app: Celeriac, as_json: bool) -> None:
+    """Queues (ready, scheduled, in flight, dead) and live workers."""
+    stats = app.broker.stats()
+    workers = app.broker.workers()
+    if as_json:
+        click.echo(json.dumps({
+            "queues": {name: s.as_dict() for name, s in sorted(stats.items())},
+            "workers": [{"name": w.name, "last_seen": w.last_seen, **w.info} for w in workers],
+        }))
+        return
+    table = Table(title=f"queues on {app.conf.broker_url}")
+    for column in ("queue", "ready", "scheduled", "in flight", "dead"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for name, s in sorted(stats.items()):
+        table.add_row(name, str(s.ready), str(s.scheduled), str(s.in_flight), str(s.dead))
+    console.print(table)
+    if not workers:
+        console.print("no live workers")
+    for w in workers:
+        info = w.info
+        console.print(f"[bold]{w.name}[/]: {info.get('pool')} {info.get('processes')}x"
+                      f"{info.get('concurrency')}, queues {','.join(info.get('queues', []))}, "
+                      f"{info.get('running', 0)} running, {info.get('processed', 0)} done, "
+                      f"seen {time.time() - w.last_seen:.1f}s ago")
+
+
+@cli.command()
+@click.option("-Q", "--queues", help="Comma-separated queues [default: all].")
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@_app_command
+def purge(app: Celeriac, queues: str | None, force: bool) -> None:
+    """Delete waiting messages (ready and scheduled) from queues."""
+    names = _split_queues(queues)
+    what = ", ".join(names) if names else "ALL queues"
+    if not force and sys.stdin.isatty() and not click.confirm(f"Delete waiting messages of {what}?"):
+        raise SystemExit(1)
+    total = sum(app.broker.purge(name) for name in names) if names else app.broker.purge(None)
+    click.echo(f"purged {total} message(s) from {what}")
+
+
+@cli.command()
+@click.option("-Q", "--queue", help="Only this queue.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@_app_command
+def dead(app: Celeriac, queue: str | None, limit: int) -> None:
+    """List dead letters (messages that could not be processed) with their reasons."""
+    from celeriac.message import peek_task_id
+
+    for letter in app.broker.dead_letters(queue, limit):
+        name, task_id = peek_task_id(letter.body)
+        click.echo(json.dumps({"queue": letter.queue, "task": name, "id": task_id,
+                               "reason": letter.reason, "deliveries": letter.delivery_count,
+                               "failed_at": letter.failed_at}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``celeriac`` script."""
+    cli.main(args=argv, prog_name="celeriac", obj={})
+
+
+def run_for_app(app: Celeriac, argv: list[str]) -> int:
+    """Run a celeriac command for an app object (``app.worker_main``)."""
+    try:
+        cli.main(args=argv, prog_name="celeriac", obj={"app": app, "app_from_spec": False},
+                 standalone_mode=False)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0

@@ -1,0 +1,140 @@
+"""The one exception tree of celeriac.
+
+Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
+``except CeleriacError`` catches all of it::
+
+    CeleriacError
+    ├── ConfigurationError          a setting, task option or flag is wrong
+    │   └── UnknownSettingError     a misspelt name (the message carries a hint)
+    ├── BrokerError                 the broker failed
+    │   └── BrokerUnreachable       it cannot be reached at all
+    ├── BackendError                the result backend failed
+    ├── SerializationError          a value cannot be encoded or decoded
+    │   └── MessageDecodeError      a message on the wire is malformed
+    ├── NotRegistered               no task of that name in this app
+    ├── TaskError                   a task raised a non-builtin exception (from get())
+    │   ├── TimeLimitExceeded       the hard time limit killed the task
+    │   └── WorkerLostError         the process running the task died for good
+    ├── TimeoutError                get() waited longer than its timeout
+    └── Retry                       raised by Task.retry() to ask for a new attempt
+
+    SoftTimeLimitExceeded (Exception)  raised *inside* a task at its soft limit
+    WorkerShutdown (BaseException)     interrupts the worker; never swallowed by
+                                       ``except Exception`` in user code
+
+``Retry`` derives from :class:`CeleriacError` and is raised by ``self.retry()``;
+the worker recognises it, so user code should let it propagate.
+"""
+
+from __future__ import annotations
+
+
+class CeleriacError(Exception):
+    """Root of every error celeriac raises on purpose."""
+
+
+class ConfigurationError(CeleriacError):
+    """A setting, a task option, a URL or a command-line flag is wrong."""
+
+
+class UnknownSettingError(ConfigurationError, KeyError):
+    """A setting or option name that does not exist; the message suggests the closest one."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BrokerError(CeleriacError):
+    """The broker failed to do what was asked."""
+
+
+class BrokerUnreachable(BrokerError):
+    """The broker cannot be reached at all (bad path, server down, refused)."""
+
+
+class BackendError(CeleriacError):
+    """The result backend failed to store or fetch a result."""
+
+
+class SerializationError(CeleriacError, ValueError):
+    """A value cannot be encoded with the chosen serializer, or decoded back."""
+
+
+class MessageDecodeError(SerializationError):
+    """A message taken from the broker is not a valid celeriac/Celery v2 message."""
+
+
+class NotRegistered(CeleriacError, KeyError):
+    """No task of that name is registered in this app."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TaskError(CeleriacError):
+    """A task failed with an exception that celeriac will not re-create locally.
+
+    Only builtin exception types are re-raised as themselves by ``AsyncResult.get()``:
+    importing a class named by data from the result store would let whoever can
+    write to the store run code here. Everything else arrives as this error,
+    carrying what the worker recorded.
+    """
+
+    def __init__(self, exc_type: str, message: str, traceback: str | None = None) -> None:
+        super().__init__(f"{exc_type}: {message}" if message else exc_type)
+        self.exc_type = exc_type
+        self.exc_message = message
+        self.remote_traceback = traceback
+
+
+class TimeLimitExceeded(TaskError):
+    """The task ran past its hard time limit and its process or greenlet was killed."""
+
+    def __init__(self, message: str = "", traceback: str | None = None) -> None:
+        super().__init__("TimeLimitExceeded", message, traceback)
+
+
+class WorkerLostError(TaskError):
+    """The process running the task died and the task will not be delivered again."""
+
+    def __init__(self, message: str = "", traceback: str | None = None) -> None:
+        super().__init__("WorkerLostError", message, traceback)
+
+
+class TimeoutError(CeleriacError):
+    """``AsyncResult.get()`` waited longer than its timeout."""
+
+
+class Retry(CeleriacError):
+    """Raised by ``Task.retry()``: the worker re-sends the task and records RETRY."""
+
+    def __init__(
+        self,
+        message: str = "",
+        exc: BaseException | None = None,
+        when: float | None = None,
+    ) -> None:
+        super().__init__(message or (f"Retry in {when}s" if when is not None else "Retry"))
+        self.exc = exc
+        self.when = when
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a running task when its soft time limit is reached.
+
+    It derives from ``Exception`` on purpose: a task may catch it to clean up
+    before the hard limit arrives.
+    """
+
+
+class WorkerShutdown(BaseException):
+    """Interrupts the worker's own loops; a ``BaseException`` so user code cannot swallow it."""
+
+
+#: Names of exceptions whose class ``AsyncResult.get()`` may re-create from a result.
+REMOTE_SAFE_ERRORS: dict[str, type[BaseException]] = {
+    "TimeLimitExceeded": TimeLimitExceeded,
+    "SoftTimeLimitExceeded": SoftTimeLimitExceeded,
+    "WorkerLostError": WorkerLostError,
+    "NotRegistered": NotRegistered,
+}

@@ -1,0 +1,87 @@
+"""Finding the app named by ``-A``.
+
+``-A`` takes ``module``, ``module:attribute``, ``path/to/file.py`` or
+``path/to/file.py:attribute``, resolved from the current directory like
+``python -m`` would. Without an attribute the module's ``app`` is used, or its
+only :class:`Celeriac` instance.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from celeriac.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+
+def _import(target: str) -> ModuleType:
+    if target.endswith(".py") or os.sep in target:
+        path = os.path.abspath(target)
+        if not os.path.isfile(path):
+            raise ConfigurationError(f"-A {target!r}: no such file")
+        name = "__celeriac_app__"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigurationError(f"-A {target!r}: cannot import that file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        sys.path.insert(0, os.path.dirname(path))
+        spec.loader.exec_module(module)
+        return module
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        if exc.name and target.startswith(exc.name):
+            raise ConfigurationError(
+                f"-A {target!r}: no module named {exc.name!r} (looked in {os.getcwd()})") from None
+        raise
+
+
+def load_app(spec: str) -> Celeriac:
+    """Import and return the app named by ``spec``."""
+    from celeriac.app import Celeriac
+
+    module_part, _, attribute = spec.partition(":")
+    if not module_part:
+        raise ConfigurationError("-A needs a module, e.g. -A tasks or -A proj.tasks:app")
+    module = _import(module_part)
+    if attribute:
+        app = getattr(module, attribute, None)
+        if not isinstance(app, Celeriac):
+            raise ConfigurationError(f"-A {spec!r}: {attribute!r} is not a Celeriac app")
+        return app
+    found = getattr(module, "app", None)
+    if isinstance(found, Celeriac):
+        return found
+    apps = [value for value in vars(module).values() if isinstance(value, Celeriac)]
+    if len(apps) != 1:
+        raise ConfigurationError(
+            f"-A {spec!r}: {'no' if not apps else 'several'} Celeriac apps in module "
+            f"{module.__name__!r}; name one with -A {module_part}:ATTRIBUTE")
+    return apps[0]
+
+
+def locate_app(app: Celeriac) -> str:
+    """An ``-A`` value that finds ``app`` again in a fresh interpreter."""
+    for name, module in list(sys.modules.items()):
+        if module is None:
+            continue
+        for attribute, value in list(vars(module).items()):
+            if value is app:
+                if name in ("__main__", "__celeriac_app__"):
+                    path = getattr(module, "__file__", None)
+                    if path:
+                        return f"{os.path.abspath(path)}:{attribute}"
+                    continue
+                return f"{name}:{attribute}"
+    raise ConfigurationError(
+        "cannot find this app in any importable module; define it at module level")

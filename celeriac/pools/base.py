@@ -1,0 +1,105 @@
+"""The pool interface: where tasks run inside one worker process.
+
+A worker process has one consumer (fetch, leases, acks) and one pool. The pool
+gives the consumer a handful of primitives, so the consumer never needs to know
+whether it runs on threads, on the main thread, or on greenlets:
+
+* :meth:`Pool.run` runs the consumer's main loop in the right place;
+* :meth:`Pool.submit` starts a job when :meth:`Pool.free_slots` says there is room;
+* :meth:`Pool.event` makes the kind of event the consumer can wait on and a
+  job can set from wherever it runs;
+* :meth:`Pool.limits` wraps a job in its soft (and, where the pool can, hard)
+  time limit;
+* :meth:`Pool.join` waits for running jobs at shutdown.
+
+How many processes a pool wants is its :meth:`Pool.layout`: prefork is N
+processes of one task each; threads and green pools are one process (or
+``--processes N``) of N tasks each. The supervisor reads it before it starts
+anything.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import ClassVar, Protocol
+
+
+class EventLike(Protocol):
+    """The part of ``threading.Event`` the consumer needs."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+Job = Callable[[], None]
+
+
+class Pool(ABC):
+    """Runs jobs (one task each) concurrently inside one worker process."""
+
+    #: The ``-P`` name.
+    name: ClassVar[str]
+    #: True for greenlet pools (gevent, eventlet): used for routing by compatibility.
+    green: ClassVar[bool] = False
+    #: True when :meth:`limits` enforces the hard limit itself (a greenlet can be
+    #: killed); otherwise the supervisor enforces it by killing the process.
+    enforces_hard_limit: ClassVar[bool] = False
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+
+    @classmethod
+    def layout(cls, concurrency: int, processes: int | None) -> tuple[int, int]:
+        """(processes to start, tasks at once in each) for ``-c``/``--processes``."""
+        return (processes or 1, concurrency)
+
+    @classmethod  # noqa: B027 - optional hook
+    def prepare_process(cls) -> None:
+        """First thing a worker process does, before importing the app (green pools patch here)."""
+
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Get ready to take jobs."""
+
+    @abstractmethod
+    def run(self, main: Callable[[], None]) -> None:
+        """Run the consumer's loop ``main`` and return when it returns."""
+
+    @abstractmethod
+    def submit(self, job: Job) -> None:
+        """Start ``job`` now. Only called while :meth:`free_slots` is positive."""
+
+    @abstractmethod
+    def free_slots(self) -> int:
+        """How many more jobs could start right now."""
+
+    @abstractmethod
+    def running(self) -> int:
+        """How many jobs are running."""
+
+    @abstractmethod
+    def event(self) -> EventLike:
+        """A new event that jobs can set and the consumer can wait on."""
+
+    @abstractmethod
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for running jobs; True when none is left."""
+
+    def limits(self, soft: float | None, hard: float | None) -> AbstractContextManager[None]:
+        """Enforce time limits around one job, called where the job runs.
+
+        The default enforces nothing here: the soft limit is the pool's to
+        implement, and the supervisor enforces the hard limit.
+        """
+        return _no_limits()
+
+    def stop(self) -> None:  # noqa: B027 - optional hook
+        """Release what :meth:`start` took."""
+
+
+@contextmanager
+def _no_limits() -> Iterator[None]:
+    yield

@@ -1,0 +1,251 @@
+"""The one settings registry.
+
+Every setting is declared once here with its name, default, environment
+variable, validator and documentation. The CLI, ``app.conf`` and the docs all
+read this table; nothing else in celeriac reads the environment for settings.
+Names follow Celery's lowercase setting names so existing knowledge carries over.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from celeriac.errors import ConfigurationError, UnknownSettingError
+
+Validator = Callable[[Any], Any]
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        return value.lower() in {"1", "true", "yes", "on"}
+    raise ValueError("must be a boolean")
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be an integer >= 1")
+    return number
+
+
+def _optional(inner: Validator) -> Validator:
+    def check(value: Any) -> Any:
+        return None if value is None or value == "" else inner(value)
+
+    return check
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be a number > 0")
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must be a number >= 0")
+    return number
+
+
+def _priority(value: Any) -> int:
+    number = int(value)
+    if not 0 <= number <= 9:
+        raise ValueError("must be an integer from 0 to 9")
+    return number
+
+
+def _str_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings")
+    return list(value)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping")
+    return dict(value)
+
+
+def _serializer(value: Any) -> str:
+    if value not in {"json", "pickle"}:
+        raise ValueError("must be 'json' or 'pickle'")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting."""
+
+    name: str
+    default: Any
+    doc: str
+    validator: Validator = lambda value: value
+    env: str | None = None
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in [
+        Setting("broker_url", "sqlite:///celeriac.db", "Where messages live: memory://, "
+                "sqlite:///path.db (default, no server needed).", _str, "CELERIAC_BROKER_URL"),
+        Setting("result_backend", "sqlite:///celeriac.db", "Where results live: memory://, "
+                "sqlite:///path.db.", _str, "CELERIAC_RESULT_BACKEND"),
+        Setting("result_expires", 86400.0, "Seconds a stored result is kept.", _positive_float),
+        Setting("broker_lease_timeout", 30.0, "Seconds a fetched message stays reserved for a worker "
+                "that stops renewing its lease (a vanished machine); running tasks renew it.",
+                _positive_float, "CELERIAC_BROKER_LEASE_TIMEOUT"),
+        Setting("broker_max_deliveries", 5, "Deliveries after which a message that keeps crashing "
+                "its worker goes to the dead-letter store.", _positive_int),
+        Setting("broker_poll_interval", 0.05, "Longest wait between two looks at an idle broker "
+                "that cannot push (SQLite).", _positive_float),
+        Setting("task_default_queue", "default", "Queue for tasks with no queue or route.", _str),
+        Setting("task_default_priority", 0, "Priority 0-9 (9 runs first) for tasks that set none.",
+                _priority),
+        Setting("task_routes", {}, "Task name (or glob pattern) -> queue name or {'queue': name}.",
+                _mapping),
+        Setting("task_serializer", "json", "How task arguments are encoded: json, or pickle only "
+                "if also listed in accept_content.", _serializer),
+        Setting("accept_content", ["json"], "Content types a worker will decode; add 'pickle' "
+                "explicitly to accept pickled messages.", _str_list),
+        Setting("task_acks_late", True, "Ack after the task finishes (at-least-once); False acks "
+                "before it starts (at-most-once).", _bool),
+        Setting("task_ignore_result", False, "Do not store results.", _bool),
+        Setting("task_track_started", False, "Record a STARTED state when a task begins.", _bool),
+        Setting("task_time_limit", None, "Hard time limit in seconds: the task is killed.",
+                _optional(_positive_float)),
+        Setting("task_soft_time_limit", None, "Soft time limit in seconds: SoftTimeLimitExceeded "
+                "is raised inside the task.", _optional(_positive_float)),
+        Setting("task_default_max_retries", 3, "Retries allowed by Task.retry() unless the task "
+                "sets max_retries.", _optional(lambda v: int(v))),
+        Setting("task_default_retry_delay", 180.0, "Seconds before a retry when none is given.",
+                _non_negative_float),
+        Setting("task_always_eager", False, "Run tasks locally and at once in apply_async "
+                "(for tests).", _bool),
+        Setting("worker_pool", "prefork", "Execution pool: solo, threads, prefork.", _str,
+                "CELERIAC_WORKER_POOL"),
+        Setting("worker_concurrency", None, "Tasks run at once (default: number of CPUs).",
+                _optional(_positive_int)),
+        Setting("worker_processes", None, "Worker processes for pools that run many tasks in one "
+                "process (threads).", _optional(_positive_int)),
+        Setting("worker_prefetch_multiplier", 4, "Messages reserved per concurrency slot.",
+                _positive_int),
+        Setting("worker_max_tasks_per_child", None, "Replace a worker process after this many tasks.",
+                _optional(_positive_int)),
+        Setting("worker_max_memory_per_child", None, "Replace a worker process whose resident "
+                "memory exceeds this many KiB (checked after each task).", _optional(_positive_int)),
+        Setting("worker_shutdown_timeout", 30.0, "Seconds running tasks get to finish on a warm "
+                "shutdown before the cold one.", _non_negative_float),
+        Setting("worker_heartbeat_interval", 2.0, "Seconds between worker heartbeats in the broker.",
+                _positive_float),
+    ]
+}
+
+
+def suggest(name: str, choices: Iterator[str] | list[str] | dict[str, Any]) -> str:
+    """Return ' (did you mean 'x'?)' for the closest of ``choices``, or ''."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def validate(name: str, value: Any) -> Any:
+    """Check one setting by name and return its normalised value."""
+    setting = SETTINGS.get(name)
+    if setting is None:
+        raise UnknownSettingError(f"unknown setting {name!r}{suggest(name, SETTINGS)}")
+    try:
+        return setting.validator(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"setting {name}={value!r}: {exc}") from None
+
+
+class Settings(MutableMapping[str, Any]):
+    """An app's configuration: registry defaults, then the environment, then code.
+
+    Reads and writes are checked against :data:`SETTINGS`; a misspelt name raises
+    :class:`UnknownSettingError` with a suggestion instead of being ignored.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None, **overrides: Any) -> None:
+        env = os.environ if environ is None else environ
+        self._values: dict[str, Any] = {}
+        for setting in SETTINGS.values():
+            if setting.env and env.get(setting.env):
+                self._values[setting.name] = validate(setting.name, env[setting.env])
+        self.update(overrides)
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._values:
+            return self._values[name]
+        setting = SETTINGS.get(name)
+        if setting is None:
+            raise UnknownSettingError(f"unknown setting {name!r}{suggest(name, SETTINGS)}")
+        default = setting.default
+        return list(default) if isinstance(default, list) else (
+            dict(default) if isinstance(default, dict) else default)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._values[name] = validate(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        validate(name, self[name])
+        self._values.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SETTINGS)
+
+    def __len__(self) -> int:
+        return len(SETTINGS)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except UnknownSettingError as exc:
+            raise AttributeError(str(exc)) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self[name] = value
+
+    def is_set(self, name: str) -> bool:
+        """True when the environment or code gave ``name`` a value."""
+        return name in self._values
+
+
+def markdown() -> str:
+    """``docs/settings.md``, generated from the registry (a test keeps the file in sync)."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated from `celeriac/settings.py` by "
+        "`python -c 'import celeriac.settings as s; print(s.markdown(), end=\"\")'`.",
+        "Set them in code (`Celeriac(..., name=value)` or `app.conf.update(name=value)`); the",
+        "environment variable, where there is one, overrides the default but not code.",
+        "A misspelt name is an error that suggests the right one.",
+        "",
+        "| setting | default | environment | meaning |",
+        "|---|---|---|---|",
+    ]
+    for setting in SETTINGS.values():
+        env = f"`{setting.env}`" if setting.env else ""
+        lines.append(f"| `{setting.name}` | `{setting.default!r}` | {env} | {setting.doc} |")
+    return "\n".join(lines) + "\n"

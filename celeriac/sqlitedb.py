@@ -1,0 +1,119 @@
+"""A SQLite database file shared by many processes and threads.
+
+Both the SQLite broker and the SQLite result backend use this. It keeps one
+connection per (process, thread): connections are never carried across
+``fork()`` (the pid is checked on every use) nor shared between threads. The
+file runs in WAL mode so readers never wait for the writer, and every write
+transaction starts with ``BEGIN IMMEDIATE`` so two writers queue on the lock at
+the start instead of failing half-way. Every call runs through
+:func:`celeriac.blocking.offload`, so under a green pool it never blocks the
+event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+from celeriac.blocking import offload
+from celeriac.errors import BrokerUnreachable, ConfigurationError
+
+T = TypeVar("T")
+
+#: Seconds a writer waits for the lock before SQLite gives up.
+BUSY_TIMEOUT = 30.0
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
+    parsed = urlparse(url)
+    if parsed.scheme != "sqlite":
+        raise ConfigurationError(f"not a sqlite URL: {url!r}")
+    if parsed.netloc:
+        raise ConfigurationError(
+            f"sqlite URL {url!r} has a host part; use sqlite:///relative.db or sqlite:////abs.db")
+    path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
+    if not path:
+        raise ConfigurationError(f"sqlite URL {url!r} names no file")
+    return path
+
+
+class Database:
+    """Connections to one SQLite file, one per process and thread."""
+
+    def __init__(self, path: str, schema: str) -> None:
+        self.path = path
+        self._schema = schema
+        self._local = threading.local()
+        self._schema_ready_pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        parent = Path(self.path).resolve().parent
+        if not parent.is_dir():
+            raise BrokerUnreachable(f"cannot open SQLite database {self.path!r}: "
+                                    f"directory {str(parent)!r} does not exist")
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+        except sqlite3.Error as exc:
+            raise BrokerUnreachable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        with self._lock:
+            if self._schema_ready_pid != os.getpid():
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in filter(None, (s.strip() for s in self._schema.split(";"))):
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+                self._schema_ready_pid = os.getpid()
+        return conn
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection in this process, opened on first use."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn = self._connect()
+            local.pid = os.getpid()
+        conn: sqlite3.Connection = local.conn
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction, off the event loop."""
+        def run() -> T:
+            with self._transaction() as conn:
+                return fn(conn)
+        return offload(run)
+
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` outside an explicit transaction (a consistent WAL snapshot per statement)."""
+        return offload(lambda: fn(self.connection()))
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits (cheap: no I/O of pages)."""
+        return offload(lambda: int(self.connection().execute("PRAGMA data_version").fetchone()[0]))
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            conn.close()
+        self._local = threading.local()

@@ -1,0 +1,234 @@
+"""Tasks: a function registered with an app, plus how to send it.
+
+``@app.task`` wraps a function in a :class:`Task`. Calling the task runs the
+function here and now; ``delay()``/``apply_async()`` send a message for a worker.
+Options are checked when the decorator runs: a misspelt option is an error with
+a hint, not a silently ignored keyword.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from celeriac.context import Request, current_request
+from celeriac.errors import ConfigurationError, Retry, UnknownSettingError
+from celeriac.settings import suggest
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.result import AsyncResult, EagerResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Every option ``@app.task(...)`` accepts. None means "use the app's setting"."""
+
+    name: str | None = None
+    bind: bool = False
+    queue: str | None = None
+    priority: int | None = None
+    max_retries: int | None = None
+    default_retry_delay: float | None = None
+    acks_late: bool | None = None
+    ignore_result: bool | None = None
+    track_started: bool | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    expires: float | None = None
+    serializer: str | None = None
+    #: Exception types that trigger an automatic retry.
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    #: Exponential backoff for automatic retries: True (base 1 s) or the base in seconds.
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def check(cls, options: dict[str, Any]) -> TaskOptions:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        for key in options:
+            if key not in known:
+                raise UnknownSettingError(f"unknown task option {key!r}{suggest(key, sorted(known))}")
+        opts = cls(**options)
+        if opts.priority is not None and not 0 <= opts.priority <= 9:
+            raise ConfigurationError(f"task option priority={opts.priority!r}: must be 0-9")
+        for limit in ("time_limit", "soft_time_limit"):
+            value = getattr(opts, limit)
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"task option {limit}={value!r}: must be > 0")
+        if not isinstance(opts.autoretry_for, tuple):
+            raise ConfigurationError("task option autoretry_for must be a tuple of exception types")
+        return opts
+
+
+def to_timestamp(value: datetime | float | None) -> float | None:
+    """A datetime (naive means UTC) or a Unix time as a Unix time."""
+    if value is None or isinstance(value, int | float):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+class Task(Generic[P, R]):
+    """A registered task. Call it to run locally; ``delay()`` to run it on a worker."""
+
+    def __init__(self, app: Celeriac, fn: Callable[..., R], options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.name = options.name or f"{fn.__module__}.{fn.__qualname__}"
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    # -- option resolution (task option first, then the app's setting) ---------------
+    def _opt(self, option: str, setting: str) -> Any:
+        value = getattr(self.options, option)
+        return self.app.conf[setting] if value is None else value
+
+    @property
+    def acks_late(self) -> bool:
+        return bool(self._opt("acks_late", "task_acks_late"))
+
+    @property
+    def ignore_result(self) -> bool:
+        return bool(self._opt("ignore_result", "task_ignore_result"))
+
+    @property
+    def track_started(self) -> bool:
+        return bool(self._opt("track_started", "task_track_started"))
+
+    @property
+    def time_limit(self) -> float | None:
+        value: float | None = self._opt("time_limit", "task_time_limit")
+        return value
+
+    @property
+    def soft_time_limit(self) -> float | None:
+        value: float | None = self._opt("soft_time_limit", "task_soft_time_limit")
+        return value
+
+    @property
+    def max_retries(self) -> int | None:
+        value: int | None = self._opt("max_retries", "task_default_max_retries")
+        return value
+
+    @property
+    def request(self) -> Request:
+        """The message behind the current run (an empty request when called directly)."""
+        return current_request.get() or Request(id="", task=self.name)
+
+    # -- running ----------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.options.bind:
+            return self.fn(self, *args, **kwargs)
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send the task with these arguments; shorthand for ``apply_async(args, kwargs)``."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        serializer: str | None = None,
+        ignore_result: bool | None = None,
+        retries: int = 0,
+    ) -> AsyncResult[R]:
+        """Send the task. ``countdown`` (seconds) or ``eta`` delay it; ``expires`` is
+        seconds from now or a datetime after which it is not run."""
+        if self.app.conf["task_always_eager"]:
+            return self.apply(args, kwargs, task_id=task_id)
+        return self.app.send_task(
+            self.name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
+            expires=expires if expires is not None else self.options.expires,
+            queue=queue, priority=priority if priority is not None else self.options.priority,
+            time_limit=time_limit if time_limit is not None else self.time_limit,
+            soft_time_limit=soft_time_limit if soft_time_limit is not None else self.soft_time_limit,
+            serializer=serializer or self.options.serializer,
+            ignore_result=self.ignore_result if ignore_result is None else ignore_result,
+            retries=retries,
+        )
+
+    def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
+              kwargs: dict[str, Any] | None = None, *, task_id: str | None = None) -> EagerResult[R]:
+        """Run the task here and now, as a worker would, and return its result."""
+        from celeriac.worker.run import run_eagerly
+
+        return run_eagerly(self, list(args or ()), dict(kwargs or {}), task_id or str(uuid.uuid4()))
+
+    def retry(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        max_retries: int | None = None,
+        throw: bool = True,
+    ) -> Retry:
+        """Send this task again and stop the current run.
+
+        Call it inside a running task (``raise self.retry(exc=exc)`` reads well).
+        When the retries are used up, ``exc`` (or a :class:`Retry`) is raised
+        instead and the task fails.
+        """
+        request = current_request.get()
+        if request is None or not request.id:
+            raise ConfigurationError(f"{self.name}.retry() called outside a running task")
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise Retry(f"max retries ({limit}) exceeded for {self.name}[{request.id}]")
+        when = self._retry_delay(request.retries, countdown, eta)
+        if not request.is_eager:
+            self.app.send_task(
+                self.name, request.args if args is None else args,
+                request.kwargs if kwargs is None else kwargs, task_id=request.id,
+                countdown=when, queue=request.queue, retries=request.retries + 1,
+                root_id=request.root_id, parent_id=request.parent_id, group=request.group,
+                expires=request.expires, priority=self.options.priority,
+                time_limit=self.time_limit, soft_time_limit=self.soft_time_limit,
+                serializer=self.options.serializer, ignore_result=self.ignore_result)
+        signal = Retry(exc=exc, when=when)
+        if throw:
+            raise signal
+        return signal
+
+    def _retry_delay(self, retries: int, countdown: float | None,
+                     eta: datetime | float | None) -> float:
+        if eta is not None:
+            return max(0.0, (to_timestamp(eta) or 0.0) - datetime.now(timezone.utc).timestamp())
+        if countdown is not None:
+            return countdown
+        backoff = self.options.retry_backoff
+        if backoff:
+            base = 1.0 if backoff is True else float(backoff)
+            delay = min(base * (2 ** retries), self.options.retry_backoff_max)
+            return random.uniform(0, delay) if self.options.retry_jitter else delay
+        value = self.options.default_retry_delay
+        return float(self.app.conf["task_default_retry_delay"] if value is None else value)

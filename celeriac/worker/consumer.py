@@ -1,0 +1,182 @@
+"""The consumer: the loop in each worker process that talks to the broker.
+
+It keeps up to ``prefetch`` messages claimed (running plus waiting), fetches in
+batches, hands messages to the pool as slots free up, renews the leases of
+everything it holds, and settles finished messages in batches (one ``ack`` call
+for all that finished since the last turn). Jobs never talk to the broker
+themselves, except for the early ack of ``acks_late=False`` tasks, which must
+happen before the task runs.
+
+Shutdown is warm: stop fetching, hand unstarted messages back at once
+(uncharged), let running tasks finish, settle them, return.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from functools import partial
+from typing import TYPE_CHECKING
+
+import psutil
+
+from celeriac.brokers.base import Delivery
+from celeriac.pools.base import Pool
+from celeriac.worker.executor import ACK, DEAD, RETRY_LATER, Executor, Outcome
+from celeriac.worker.spec import WorkerSpec
+from celeriac.worker.status import StatusWriter
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+log = logging.getLogger("celeriac.worker")
+
+#: Longest the loop waits for new messages before it settles and looks around again.
+FETCH_WAIT = 0.05
+#: Delay before a message whose result could not be stored is delivered again.
+RETRY_LATER_DELAY = 1.0
+
+
+class Consumer:
+    """Fetches, dispatches, renews and settles for one worker process."""
+
+    def __init__(self, app: Celeriac, pool: Pool, spec: WorkerSpec, status: StatusWriter) -> None:
+        self.app = app
+        self.pool = pool
+        self.spec = spec
+        self.status = status
+        self.broker = app.broker
+        self.lease = float(app.conf.broker_lease_timeout)
+        self.executor = Executor(app, pool, status, self._early_ack)
+        #: Every message claimed and not yet settled, by delivery id.
+        self.held: dict[str, Delivery] = {}
+        #: Claimed messages not yet handed to the pool.
+        self.waiting: deque[Delivery] = deque()
+        #: Finished jobs waiting to be settled (appended from jobs, drained by the loop).
+        self.finished: deque[tuple[Delivery, Outcome]] = deque()
+        self.wake = pool.event()
+        self.stopping = False
+        self.stop_reason = ""
+        self.tasks_run = 0
+        self._process = psutil.Process()
+
+    def stop(self, reason: str = "shutdown") -> None:
+        """Ask the loop to shut down warm (safe from a signal handler)."""
+        if not self.stopping:
+            self.stop_reason = reason
+            self.stopping = True
+        self.wake.set()
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self) -> None:
+        self.status.ready()
+        renew_every = self.lease / 3
+        next_renew = time.monotonic() + renew_every
+        while True:
+            self._settle()
+            self._check_parent()
+            if self.stopping:
+                break
+            if time.monotonic() >= next_renew:
+                self._renew()
+                next_renew = time.monotonic() + renew_every
+            self._dispatch()
+            room = self.spec.prefetch - len(self.held)
+            if room > 0 and self._fetch(room):
+                continue
+            self.wake.clear()
+            if room <= 0 and not self.finished:
+                self.wake.wait(FETCH_WAIT * 4)
+        self._shutdown()
+
+    def _fetch(self, room: int) -> bool:
+        timeout = 0.0 if self.finished else FETCH_WAIT
+        deliveries = self.broker.fetch(self.spec.queues, room, consumer=self.spec.consumer_id,
+                                       lease=self.lease, timeout=timeout)
+        for delivery in deliveries:
+            self.held[delivery.id] = delivery
+            self.waiting.append(delivery)
+        return bool(deliveries)
+
+    def _dispatch(self) -> None:
+        while self.waiting and self.pool.free_slots() > 0 and not self.stopping:
+            delivery = self.waiting.popleft()
+            self.pool.submit(partial(self._job, delivery))
+
+    def _job(self, delivery: Delivery) -> None:
+        try:
+            outcome = self.executor.handle(delivery)
+        except BaseException:
+            # Interrupted (shutdown, a killed greenlet): leave the message to be
+            # released; it is still held and goes back when the process ends.
+            raise
+        self.finished.append((delivery, outcome))
+        self.wake.set()
+
+    def _early_ack(self, delivery: Delivery) -> None:
+        self.broker.ack([delivery])
+
+    # -- settling -----------------------------------------------------------------------
+    def _settle(self) -> None:
+        if not self.finished:
+            return
+        batch: list[tuple[Delivery, Outcome]] = []
+        while self.finished:
+            batch.append(self.finished.popleft())
+        acks = [d for d, o in batch if o.action == ACK]
+        if acks:
+            for delivery, ok in zip(acks, self.broker.ack(acks), strict=True):
+                if not ok:
+                    log.warning("ack of message %s refused: its lease passed to another worker "
+                                "(the task may run twice)", delivery.id)
+        for delivery, outcome in batch:
+            if outcome.action == DEAD:
+                self.broker.dead_letter([delivery], outcome.reason)
+            elif outcome.action == RETRY_LATER:
+                self.broker.requeue([delivery], delay=RETRY_LATER_DELAY)
+            self.held.pop(delivery.id, None)
+        self.tasks_run += sum(1 for _, outcome in batch if outcome.ran)
+        self._check_recycle()
+
+    def _check_recycle(self) -> None:
+        limit = self.spec.max_tasks
+        if limit and self.tasks_run >= limit:
+            self.stop(f"max tasks per child ({limit}) reached")
+            return
+        memory_limit = self.spec.max_memory_kb
+        if memory_limit:
+            rss_kb = self._process.memory_info().rss // 1024
+            if rss_kb > memory_limit:
+                self.stop(f"memory {rss_kb} KiB over max memory per child ({memory_limit} KiB)")
+
+    def _renew(self) -> None:
+        if not self.held:
+            return
+        held = list(self.held.values())
+        for delivery, ok in zip(held, self.broker.renew(held, self.lease), strict=True):
+            if not ok:
+                log.warning("lease of message %s was lost; it may run elsewhere", delivery.id)
+                if delivery in self.waiting:
+                    self.waiting.remove(delivery)
+                    self.held.pop(delivery.id, None)
+
+    def _check_parent(self) -> None:
+        if not self.stopping and (os.getppid() != self.spec.parent_pid
+                                  or not self.status.connected):
+            self.stop("the supervisor is gone")
+
+    def _shutdown(self) -> None:
+        log.info("worker process %d stopping: %s", os.getpid(), self.stop_reason)
+        unstarted = list(self.waiting)
+        self.waiting.clear()
+        if unstarted:
+            self.broker.requeue(unstarted, uncharge=True)
+            for delivery in unstarted:
+                self.held.pop(delivery.id, None)
+            log.info("handed back %d unstarted message(s)", len(unstarted))
+        while not self.pool.join(timeout=self.lease / 3):
+            self._settle()
+            self._renew()
+        self._settle()

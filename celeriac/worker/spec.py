@@ -1,0 +1,56 @@
+"""What the supervisor tells a worker process it starts, and how.
+
+The supervisor starts each worker process as a fresh interpreter and hands it a
+:class:`WorkerSpec` as JSON in the ``CELERIAC_WORKER_SPEC`` environment
+variable: nothing is inherited through ``fork()`` but this value and one pipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ENV_VAR = "CELERIAC_WORKER_SPEC"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything one worker process needs to know."""
+
+    #: The ``-A`` value: ``module``, ``module:attr`` or ``path/to/file.py[:attr]``.
+    app: str
+    pool: str
+    #: Tasks at once in this process.
+    concurrency: int
+    queues: list[str]
+    #: Most messages this process holds at once (running and prefetched).
+    prefetch: int
+    #: Broker consumer id; unique per process start, so a dead process's
+    #: messages can be released without touching its replacement's.
+    consumer_id: str
+    node: str
+    index: int
+    #: Write end of the status pipe to the supervisor.
+    status_fd: int
+    #: PID of the supervisor; the process shuts down when it is gone.
+    parent_pid: int
+    max_tasks: int | None = None
+    max_memory_kb: int | None = None
+    loglevel: str = "INFO"
+    #: Settings from the command line, applied over the app's own.
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: Directory the app is imported from.
+    workdir: str = "."
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> WorkerSpec:
+        raw = os.environ.get(ENV_VAR)
+        if not raw:
+            raise SystemExit(f"{ENV_VAR} is not set: worker processes are started by "
+                             "'celeriac worker', not by hand")
+        return cls(**json.loads(raw))

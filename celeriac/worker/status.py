@@ -1,0 +1,113 @@
+"""The status channel from a worker process to its supervisor.
+
+One pipe per process, one JSON object per line. The supervisor learns from it
+which messages a process has *started* (so that when the process dies it can
+give back the unstarted ones uncharged and charge the started ones), and each
+started task's hard deadline (so it can kill a process whose task overran).
+Lines stay far below ``PIPE_BUF``, so writes from several threads never mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from celeriac.brokers.base import Delivery
+
+#: Task names longer than this are cut in status lines (keeps writes atomic).
+NAME_LIMIT = 200
+
+
+class StatusWriter:
+    """The worker process's end: reports task starts and ends."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        #: False once the supervisor is gone (the pipe broke).
+        self.connected = True
+
+    def _send(self, event: dict[str, Any]) -> None:
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        try:
+            os.write(self._fd, line)
+        except OSError:
+            self.connected = False
+
+    def ready(self) -> None:
+        self._send({"e": "ready", "pid": os.getpid()})
+
+    def started(self, delivery: Delivery, task_id: str, name: str,
+                hard_limit: float | None, ignore_result: bool) -> None:
+        self._send({"e": "start", "d": delivery.id, "tok": delivery.token, "q": delivery.queue,
+                    "n": delivery.delivery_count, "id": task_id, "task": name[:NAME_LIMIT],
+                    "hard": hard_limit, "ir": ignore_result})
+
+    def finished(self, delivery: Delivery) -> None:
+        self._send({"e": "done", "d": delivery.id})
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+@dataclass
+class RunningTask:
+    """A task a worker process reported as started, as the supervisor tracks it."""
+
+    delivery_id: str
+    token: int
+    queue: str
+    delivery_count: int
+    task_id: str
+    name: str
+    ignore_result: bool
+    #: time.monotonic() in the supervisor when the hard limit runs out, or None.
+    deadline: float | None
+
+    def delivery(self) -> Delivery:
+        return Delivery(id=self.delivery_id, queue=self.queue, body=b"",
+                        delivery_count=self.delivery_count, token=self.token)
+
+
+class StatusReader:
+    """The supervisor's end: turns bytes from the pipe into events."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self._partial = b""
+
+    def read(self) -> tuple[list[dict[str, Any]], bool]:
+        """Events available now, and whether the pipe is still open."""
+        chunks: list[bytes] = []
+        open_ = True
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                open_ = False
+                break
+            if not chunk:
+                open_ = False
+                break
+            chunks.append(chunk)
+        data = self._partial + b"".join(chunks)
+        *lines, self._partial = data.split(b"\n")
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events, open_
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)

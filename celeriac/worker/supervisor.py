@@ -1,0 +1,288 @@
+"""The supervisor: the process ``celeriac worker`` runs.
+
+It never runs tasks. It starts worker processes as fresh interpreters
+(``python -m celeriac.worker.process``: never a fork of a process that imported
+the app or opened connections), reads each one's status pipe, and
+
+* replaces a process that died, giving its messages back to the broker at once:
+  unstarted ones uncharged, started ones charged a delivery, so a message that
+  keeps killing its worker ends in the dead-letter store;
+* enforces hard time limits the pool cannot enforce itself, by killing the
+  process, failing the task with ``TimeLimitExceeded`` and acking its message;
+* records a heartbeat in the broker for ``celeriac status``;
+* on SIGTERM/SIGINT shuts down warm (children finish their running tasks within
+  ``shutdown_timeout``); on a second signal, or after the timeout, cold: children
+  are killed and everything they held goes back to the broker uncharged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from celeriac.errors import TimeLimitExceeded
+from celeriac.worker.run import failure_record
+from celeriac.worker.spec import ENV_VAR, WorkerSpec
+from celeriac.worker.status import RunningTask, StatusReader
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+log = logging.getLogger("celeriac.supervisor")
+
+#: Seconds the supervisor waits between looks when nothing happens.
+TICK = 0.1
+#: Extra seconds past a hard limit before the supervisor kills, for pools that
+#: enforce the limit themselves (their own kill should come first).
+HARD_LIMIT_GRACE = 1.0
+#: A process that dies sooner than this after starting counts as a crash loop.
+QUICK_DEATH = 2.0
+#: Longest pause between restarts of a crash-looping process.
+MAX_BACKOFF = 10.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What ``celeriac worker`` was asked to run."""
+
+    app: str
+    pool: str
+    concurrency: int
+    queues: list[str]
+    processes: int | None = None
+    node: str = ""
+    loglevel: str = "INFO"
+    prefetch_multiplier: int = 4
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None
+    shutdown_timeout: float = 30.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Child:
+    """One worker process as the supervisor knows it."""
+
+    index: int
+    consumer_id: str
+    proc: subprocess.Popen[bytes]
+    reader: StatusReader
+    started_at: float
+    running: dict[str, RunningTask] = field(default_factory=dict)
+    ready: bool = False
+    processed: int = 0
+    #: Set when the supervisor killed it on purpose (time limit, cold shutdown).
+    killed_for: str = ""
+
+
+class Supervisor:
+    """Starts, watches and replaces the worker processes of one node."""
+
+    def __init__(self, app: Celeriac, options: WorkerOptions) -> None:
+        from celeriac.pools import get_pool
+
+        self.app = app
+        self.options = options
+        self.pool_class = get_pool(options.pool)
+        self.process_count, self.per_process = self.pool_class.layout(
+            options.concurrency, options.processes)
+        self.node = options.node or f"celeriac.{os.getpid()}@{socket.gethostname()}"
+        self.children: dict[int, Child] = {}
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self.cold = False
+        self.stop_deadline = 0.0
+        self.backoff: dict[int, float] = {}
+        self.restart_at: dict[int, float] = {}
+        self.processed = 0
+        self.started_at = time.time()
+        self._next_heartbeat = 0.0
+        self.announced = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGQUIT, self._on_cold)
+        log.info("%s: %s pool, %d process(es) x %d, queues %s, broker %s", self.node,
+                 self.options.pool, self.process_count, self.per_process,
+                 ",".join(self.options.queues), self.app.conf.broker_url)
+        for index in range(self.process_count):
+            self._spawn(index)
+        while self.children or not self.stopping:
+            self._tick()
+        self.app.broker.forget_worker(self.node)
+        log.info("%s: stopped", self.node)
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            self._on_cold(signum, frame)
+            return
+        log.info("warm shutdown: running tasks get %ss to finish (signal again for cold)",
+                 self.options.shutdown_timeout)
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + self.options.shutdown_timeout
+        for child in self.children.values():
+            self._signal(child, signal.SIGTERM)
+
+    def _on_cold(self, signum: int, frame: FrameType | None) -> None:
+        log.warning("cold shutdown: killing worker processes; their messages go back to the queue")
+        self.stopping = True
+        self.cold = True
+
+    # -- one turn of the loop -------------------------------------------------------------
+    def _tick(self) -> None:
+        for key, _ in self.selector.select(TICK):
+            self._read(key.data)
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            if child.proc.poll() is not None:
+                self._read(child)
+                self._reap(child)
+            elif self.cold or (self.stopping and now >= self.stop_deadline):
+                self._kill(child, "shutdown timeout" if not self.cold else "cold shutdown")
+            else:
+                self._enforce_time_limits(child, now)
+        if not self.stopping:
+            for index, when in list(self.restart_at.items()):
+                if now >= when:
+                    del self.restart_at[index]
+                    self._spawn(index)
+            self._heartbeat()
+
+    def _read(self, child: Child) -> None:
+        events, _ = child.reader.read()
+        for event in events:
+            kind = event.get("e")
+            if kind == "start":
+                hard = event.get("hard")
+                grace = HARD_LIMIT_GRACE if self.pool_class.enforces_hard_limit else 0.0
+                child.running[str(event["d"])] = RunningTask(
+                    delivery_id=str(event["d"]), token=int(event["tok"]), queue=str(event["q"]),
+                    delivery_count=int(event.get("n", 1)), task_id=str(event["id"]),
+                    name=str(event["task"]), ignore_result=bool(event.get("ir")),
+                    deadline=time.monotonic() + float(hard) + grace if hard else None)
+            elif kind == "done":
+                if child.running.pop(str(event["d"]), None) is not None:
+                    child.processed += 1
+                    self.processed += 1
+            elif kind == "ready":
+                child.ready = True
+                self.backoff.pop(child.index, None)
+                log.debug("worker process %d (pid %d) ready", child.index, child.proc.pid)
+                if not self.announced and len(self.children) == self.process_count and all(
+                        c.ready for c in self.children.values()):
+                    self.announced = True
+                    log.info("%s: all worker processes ready", self.node)
+
+    def _enforce_time_limits(self, child: Child, now: float) -> None:
+        late = [t for t in child.running.values() if t.deadline is not None and now >= t.deadline]
+        if not late:
+            return
+        # Fail and ack first: once the process is gone its messages are released,
+        # and the one that overran must not run again.
+        for task in late:
+            log.error("task %s[%s] exceeded its hard time limit; killing worker process %d",
+                      task.name, task.task_id, child.proc.pid)
+            child.running.pop(task.delivery_id, None)
+            if not task.ignore_result:
+                error = TimeLimitExceeded(f"task {task.name} exceeded its hard time limit")
+                self.app.backend.store(failure_record(task.task_id, task.name, error, tb=""))
+            self.app.broker.ack([task.delivery()])
+        self._kill(child, "hard time limit")
+
+    # -- processes ------------------------------------------------------------------------
+    def _spawn(self, index: int) -> None:
+        read_fd, write_fd = os.pipe()
+        spec = WorkerSpec(
+            app=self.options.app, pool=self.options.pool, concurrency=self.per_process,
+            queues=self.options.queues,
+            prefetch=self.per_process * self.options.prefetch_multiplier,
+            consumer_id=f"{self.node}/{index}/{uuid.uuid4().hex[:12]}", node=self.node,
+            index=index, status_fd=write_fd, parent_pid=os.getpid(),
+            max_tasks=self.options.max_tasks_per_child,
+            max_memory_kb=self.options.max_memory_per_child, loglevel=self.options.loglevel,
+            settings=self.options.settings, workdir=os.getcwd())
+        env = dict(os.environ, **{ENV_VAR: spec.to_env()})
+        proc = subprocess.Popen([sys.executable, "-m", "celeriac.worker.process"],
+                                env=env, pass_fds=(write_fd,), close_fds=True)
+        os.close(write_fd)
+        child = Child(index=index, consumer_id=spec.consumer_id, proc=proc,
+                      reader=StatusReader(read_fd), started_at=time.monotonic())
+        self.children[index] = child
+        self.selector.register(read_fd, selectors.EVENT_READ, child)
+        log.debug("started worker process %d (pid %d)", index, proc.pid)
+
+    def _signal(self, child: Child, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.proc.send_signal(signum)
+
+    def _kill(self, child: Child, reason: str) -> None:
+        child.killed_for = reason
+        self._signal(child, signal.SIGKILL)
+        child.proc.wait()
+        self._reap(child)
+
+    def _reap(self, child: Child) -> None:
+        if self.children.get(child.index) is not child:
+            return
+        del self.children[child.index]
+        self.selector.unregister(child.reader.fd)
+        child.reader.close()
+        code = child.proc.returncode
+        # A kill we did on purpose charges nobody; a crash charges what was running.
+        started = () if child.killed_for else tuple(child.running)
+        released = self.app.broker.release_consumer(child.consumer_id, started=started)
+        if code == 0 and not child.killed_for:
+            log.info("worker process %d (pid %d) exited", child.index, child.proc.pid)
+        else:
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            what = child.killed_for or f"died with {how}"
+            running = ", ".join(f"{t.name}[{t.task_id}]" for t in child.running.values())
+            log.error("worker process %d (pid %d) %s%s; %d message(s) released", child.index,
+                      child.proc.pid, what, f" while running {running}" if running else "",
+                      released)
+        if not self.stopping:
+            self._schedule_restart(child)
+
+    def _schedule_restart(self, child: Child) -> None:
+        delay = 0.0
+        if not child.ready or time.monotonic() - child.started_at < QUICK_DEATH:
+            delay = min(MAX_BACKOFF, self.backoff.get(child.index, 0.25) * 2)
+            self.backoff[child.index] = delay
+            if not child.ready:
+                log.warning("worker process %d failed to start; retrying in %.1fs",
+                            child.index, delay)
+        self.restart_at[child.index] = time.monotonic() + delay
+
+    # -- heartbeat ------------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now < self._next_heartbeat:
+            return
+        interval = float(self.app.conf.worker_heartbeat_interval)
+        self._next_heartbeat = now + interval
+        info = {
+            "hostname": socket.gethostname(), "pid": os.getpid(), "pool": self.options.pool,
+            "processes": self.process_count, "concurrency": self.per_process,
+            "queues": self.options.queues, "started": self.started_at,
+            "processed": self.processed,
+            "running": sum(len(c.running) for c in self.children.values()),
+            "children": [c.proc.pid for c in self.children.values()],
+        }
+        try:
+            self.app.broker.heartbeat(self.node, info, ttl=interval * 3)
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", exc)

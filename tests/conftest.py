@@ -1,0 +1,181 @@
+"""Shared fixtures: a temporary project directory and real CLI workers in subprocesses.
+
+End-to-end tests run ``celeriac -A tasks worker ...`` exactly as a user would,
+in a temporary directory holding a ``tasks.py`` and a SQLite database, and talk
+to it through the same app from the test process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: Task module used by most end-to-end tests; tests may append their own tasks.
+TASKS = '''
+import os, time
+from celeriac import Celeriac
+
+app = Celeriac("tasks")
+
+@app.task
+def add(x, y):
+    return x + y
+
+@app.task
+def noop():
+    return None
+
+@app.task
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+@app.task
+def fail(message):
+    raise ValueError(message)
+
+@app.task
+def pid():
+    return os.getpid()
+
+@app.task(bind=True)
+def record(self, path, seconds=0.0):
+    """Append this delivery to a file, then sleep: lets tests count executions."""
+    with open(path, "a") as f:
+        f.write(f"{self.request.id} {os.getpid()}\\n")
+    time.sleep(seconds)
+    return self.request.id
+'''
+
+
+@dataclass
+class Worker:
+    """A ``celeriac worker`` subprocess."""
+
+    proc: subprocess.Popen[str]
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in worker log after {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def children(self) -> list[int]:
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.proc.pid).children()]
+
+
+@dataclass
+class Project:
+    """A temporary project: ``tasks.py`` plus a SQLite database, and workers started in it."""
+
+    path: Path
+    broker_url: str
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["CELERIAC_BROKER_URL"] = self.broker_url
+        env["CELERIAC_RESULT_BACKEND"] = self.broker_url
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("PYTHONPATH", None)
+        return env
+
+    def write_tasks(self, extra: str = "", name: str = "tasks") -> None:
+        (self.path / f"{name}.py").write_text(TASKS + textwrap.dedent(extra))
+
+    def app(self, name: str = "tasks") -> Any:
+        """Import the project's app in the test process (fresh each call)."""
+        os.environ["CELERIAC_BROKER_URL"] = self.broker_url
+        os.environ["CELERIAC_RESULT_BACKEND"] = self.broker_url
+        if str(self.path) not in sys.path:
+            sys.path.insert(0, str(self.path))
+        sys.modules.pop(name, None)
+        module = importlib.import_module(name)
+        return module.app
+
+    def cli(self, *args: str, timeout: float = 60.0, check: bool = True
+            ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "celeriac", *args], cwd=self.path,
+                              env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"celeriac {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def start_worker(self, *args: str, app: str = "tasks", ready: bool = True) -> Worker:
+        log_path = self.path / f"worker-{len(self.workers)}.log"
+        argv = [sys.executable, "-m", "celeriac", "-A", app, "worker", "-l", "INFO", *args]
+        proc = subprocess.Popen(argv, cwd=self.path, env=self.env, text=True,
+                                stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+        worker = Worker(proc, log_path, argv)
+        self.workers.append(worker)
+        if ready:
+            self.wait_ready(worker)
+        return worker
+
+    def wait_ready(self, worker: Worker, timeout: float = 30.0) -> None:
+        """Wait until every worker process has reported ready (the supervisor logs it)."""
+        worker.wait_for_log("all worker processes ready", timeout)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
+    project = Project(tmp_path, f"sqlite:///{tmp_path / 'celeriac.db'}")
+    project.write_tasks()
+    monkeypatch.setenv("CELERIAC_BROKER_URL", project.broker_url)
+    monkeypatch.setenv("CELERIAC_RESULT_BACKEND", project.broker_url)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield project
+    for worker in project.workers:
+        if worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGQUIT)
+            try:
+                worker.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+    sys.modules.pop("tasks", None)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
+               message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{message} not met after {timeout}s")

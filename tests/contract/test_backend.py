@@ -1,0 +1,331 @@
+"""The contract every result backend must meet.
+
+Each test runs once per backend in ``backend``'s params. Tests only use the
+public ``ResultBackend`` interface (plus ``type(backend)(backend.url, ...)`` to
+get a sibling with other options), so a new backend joins by adding a param.
+Task ids are random so backends on a shared server do not see each other's rows.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from celeriac.backends import (
+    BACKENDS,
+    FAILURE,
+    RETRY,
+    STARTED,
+    SUCCESS,
+    ResultBackend,
+    ResultRecord,
+    backend_from_url,
+)
+from celeriac.errors import BackendError, ConfigurationError, SerializationError, TimeoutError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
+    urls = {
+        "memory": "memory://",
+        "sqlite": f"sqlite:///{tmp_path / 'celeriac.db'}",
+    }
+    instance = backend_from_url(urls[request.param])
+    instance.ping()
+    yield instance
+    instance.close()
+
+
+def new_id() -> str:
+    return f"test-{uuid.uuid4()}"
+
+
+def later(delay: float, action: Callable[[], None]) -> threading.Thread:
+    """Run ``action`` on another thread after ``delay`` seconds."""
+    def run() -> None:
+        time.sleep(delay)
+        action()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+# -- get / store -------------------------------------------------------------------
+
+
+def test_get_unknown_id_is_none(backend: ResultBackend) -> None:
+    assert backend.get(new_id()) is None
+
+
+def test_success_round_trip_keeps_json_value(backend: ResultBackend) -> None:
+    task_id = new_id()
+    value = {
+        "nested": {"list": [1, 2.5, "three", None, True, {"deep": []}]},
+        "unicode": "çélériac ☃ 日本 \U0001f955",
+        "none": None,
+        "empty": {},
+    }
+    backend.store(ResultRecord(task_id=task_id, status=SUCCESS, result=value,
+                               name="tasks.add", retries=2, date_done=1700000000.5,
+                               extra={"worker": "w1@host"}))
+    got = backend.get(task_id)
+    assert got is not None
+    assert got.task_id == task_id
+    assert got.status == SUCCESS
+    assert got.ready
+    assert got.result == value
+    assert got.name == "tasks.add"
+    assert got.retries == 2
+    assert got.date_done == 1700000000.5
+    assert got.extra == {"worker": "w1@host"}
+
+
+@pytest.mark.parametrize("value", [None, 0, "", [], "plain", 3.25, [None, [None]]])
+def test_scalar_and_falsy_results_survive(backend: ResultBackend, value: object) -> None:
+    task_id = new_id()
+    backend.store(ResultRecord(task_id=task_id, status=SUCCESS, result=value))
+    got = backend.get(task_id)
+    assert got is not None
+    assert got.result == value
+    assert type(got.result) is type(value)
+
+
+def test_failure_round_trip(backend: ResultBackend) -> None:
+    task_id = new_id()
+    tb = 'Traceback (most recent call last):\n  File "t.py", line 1\nValueError: bad ü\n'
+    backend.store(ResultRecord(task_id=task_id, status=FAILURE, exc_type="ValueError",
+                               exc_message="bad ü", traceback=tb))
+    got = backend.get(task_id)
+    assert got is not None
+    assert got.status == FAILURE
+    assert got.ready
+    assert (got.exc_type, got.exc_message, got.traceback) == ("ValueError", "bad ü", tb)
+    assert got.result is None
+
+
+def test_store_overwrites_earlier_state(backend: ResultBackend) -> None:
+    task_id = new_id()
+    backend.store(ResultRecord(task_id=task_id, status=STARTED))
+    started = backend.get(task_id)
+    assert started is not None
+    assert started.status == STARTED
+    assert not started.ready
+    backend.store(ResultRecord(task_id=task_id, status=SUCCESS, result=42))
+    got = backend.get(task_id)
+    assert got is not None
+    assert (got.status, got.result) == (SUCCESS, 42)
+
+
+def test_records_are_independent_copies(backend: ResultBackend) -> None:
+    task_id = new_id()
+    record = ResultRecord(task_id=task_id, status=SUCCESS, result={"items": [1]})
+    backend.store(record)
+    record.result["items"].append(2)
+    first = backend.get(task_id)
+    assert first is not None
+    first.result["items"].append(3)
+    second = backend.get(task_id)
+    assert second is not None
+    assert second.result == {"items": [1]}
+
+
+def test_unserialisable_result_is_rejected(backend: ResultBackend) -> None:
+    task_id = new_id()
+    with pytest.raises(SerializationError):
+        backend.store(ResultRecord(task_id=task_id, status=SUCCESS, result=object()))
+    with pytest.raises(SerializationError):
+        backend.store(ResultRecord(task_id=task_id, status=SUCCESS, result=float("nan")))
+    assert backend.get(task_id) is None
+
+
+def test_store_many(backend: ResultBackend) -> None:
+    ids = [new_id() for _ in range(5)]
+    backend.store_many([ResultRecord(task_id=t, status=SUCCESS, result=i)
+                        for i, t in enumerate(ids)])
+    for i, task_id in enumerate(ids):
+        got = backend.get(task_id)
+        assert got is not None
+        assert (got.status, got.result) == (SUCCESS, i)
+    backend.store_many([])
+
+
+def test_store_many_is_all_or_nothing(backend: ResultBackend) -> None:
+    good, bad = new_id(), new_id()
+    with pytest.raises(SerializationError):
+        backend.store_many([ResultRecord(task_id=good, status=SUCCESS, result=1),
+                            ResultRecord(task_id=bad, status=SUCCESS, result={1j})])
+    assert backend.get(good) is None
+    assert backend.get(bad) is None
+
+
+def test_concurrent_stores_from_threads(backend: ResultBackend) -> None:
+    errors: list[BaseException] = []
+
+    def writer(prefix: str) -> None:
+        try:
+            for i in range(20):
+                backend.store(ResultRecord(task_id=f"{prefix}-{i}", status=SUCCESS, result=i))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    prefixes = [new_id() for _ in range(6)]
+    threads = [threading.Thread(target=writer, args=(p,)) for p in prefixes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    for prefix in prefixes:
+        for i in range(20):
+            got = backend.get(f"{prefix}-{i}")
+            assert got is not None
+            assert got.result == i
+
+
+# -- forget / expiry ---------------------------------------------------------------
+
+
+def test_forget(backend: ResultBackend) -> None:
+    keep, drop = new_id(), new_id()
+    backend.store_many([ResultRecord(task_id=keep, status=SUCCESS, result="keep"),
+                        ResultRecord(task_id=drop, status=SUCCESS, result="drop")])
+    backend.forget(drop)
+    assert backend.get(drop) is None
+    assert backend.get(keep) is not None
+    backend.forget(new_id())  # unknown ids are not an error
+
+
+def test_expired_records_vanish_and_cleanup_counts_them(backend: ResultBackend) -> None:
+    short = type(backend)(backend.url, expires=0.2)
+    try:
+        gone, kept = new_id(), new_id()
+        short.store(ResultRecord(task_id=gone, status=SUCCESS, result=1))
+        backend.store(ResultRecord(task_id=kept, status=SUCCESS, result=2))
+        assert short.get(gone) is not None
+        time.sleep(0.3)
+        assert short.get(gone) is None
+        assert short.cleanup() == 1
+        assert short.cleanup() == 0
+        assert backend.get(kept) is not None  # not expired, so not cleaned up
+        assert backend.cleanup() == 0
+    finally:
+        short.close()
+
+
+# -- wait --------------------------------------------------------------------------
+
+
+def test_wait_returns_ready_record_at_once(backend: ResultBackend) -> None:
+    task_id = new_id()
+    backend.store(ResultRecord(task_id=task_id, status=SUCCESS, result="done"))
+    start = time.monotonic()
+    got = backend.wait(task_id, timeout=5)
+    assert got.result == "done"
+    assert time.monotonic() - start < 0.5
+
+
+def test_wait_sees_record_stored_by_another_thread(backend: ResultBackend) -> None:
+    task_id = new_id()
+    assert backend.get(task_id) is None
+    thread = later(0.15, lambda: backend.store(
+        ResultRecord(task_id=task_id, status=SUCCESS, result={"by": "thread"})))
+    start = time.monotonic()
+    got = backend.wait(task_id, timeout=5)
+    elapsed = time.monotonic() - start
+    thread.join()
+    assert got.result == {"by": "thread"}
+    assert 0.1 <= elapsed < 1.5
+
+
+def test_wait_times_out_on_time(backend: ResultBackend) -> None:
+    timeout = 0.4
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        backend.wait(new_id(), timeout=timeout)
+    elapsed = time.monotonic() - start
+    assert timeout <= elapsed < timeout + 1.0
+
+
+def test_wait_ignores_states_that_are_not_ready(backend: ResultBackend) -> None:
+    task_id = new_id()
+    backend.store(ResultRecord(task_id=task_id, status=STARTED))
+    with pytest.raises(TimeoutError):
+        backend.wait(task_id, timeout=0.2)
+
+    def progress() -> None:
+        backend.store(ResultRecord(task_id=task_id, status=RETRY, exc_type="IOError",
+                                   exc_message="again", retries=1))
+        time.sleep(0.2)
+        backend.store(ResultRecord(task_id=task_id, status=SUCCESS, result="finally",
+                                   retries=1))
+
+    thread = later(0.1, progress)
+    start = time.monotonic()
+    got = backend.wait(task_id, timeout=5)
+    elapsed = time.monotonic() - start
+    thread.join()
+    assert (got.status, got.result) == (SUCCESS, "finally")
+    assert elapsed >= 0.25  # it did not return the RETRY record
+
+
+CHILD_STORES = """
+import sys, time
+from celeriac.backends import SUCCESS, ResultRecord, backend_from_url
+backend = backend_from_url(sys.argv[1])
+backend.ping()
+print("ready", flush=True)
+time.sleep(0.2)
+backend.store(ResultRecord(task_id=sys.argv[2], status=SUCCESS, result={"pid": sys.argv[3]}))
+"""
+
+
+def test_wait_sees_record_stored_by_another_process(backend: ResultBackend) -> None:
+    if not backend.url.startswith("sqlite"):
+        pytest.skip("only backends shared between processes")
+    task_id = new_id()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_STORES, backend.url, task_id, "child"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        assert backend.get(task_id) is None
+        got = backend.wait(task_id, timeout=10)
+        assert (got.status, got.result) == (SUCCESS, {"pid": "child"})
+    finally:
+        assert child.wait(10) == 0
+
+
+# -- SQLite specifics and the URL registry -------------------------------------------
+
+
+def test_sqlite_unopenable_path_fails_clearly_on_ping(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "r.db"
+    instance = backend_from_url(f"sqlite:///{missing}")
+    with pytest.raises(BackendError, match="no/such/dir") as info:
+        instance.ping()
+    assert "\n" not in str(info.value)
+    directory = backend_from_url(f"sqlite:///{tmp_path}")  # a directory, not a file
+    with pytest.raises(BackendError, match="unable to open"):
+        directory.ping()
+
+
+def test_backend_from_url_picks_class_by_scheme(tmp_path: Path) -> None:
+    assert type(backend_from_url("memory://")) is BACKENDS["memory"]
+    sqlite = backend_from_url(f"sqlite:///{tmp_path / 'x.db'}", expires=7.0)
+    assert type(sqlite) is BACKENDS["sqlite"]
+    assert sqlite.expires == 7.0
+
+
+def test_backend_from_url_rejects_unknown_scheme() -> None:
+    with pytest.raises(ConfigurationError, match=r"memory.*sqlite"):
+        backend_from_url("nosuch://host/0")
