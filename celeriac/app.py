@@ -68,8 +68,10 @@ class Celeriac:
     def task(self, *, bind: Literal[False] = False, **options: Any
              ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def task(self, *fn: Callable[..., Any], **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``."""
+        if len(fn) > 1 or (fn and options) or (fn and not callable(fn[0])):
+            raise ConfigurationError("use @app.task or @app.task(option=value, ...)")
         checked = TaskOptions.check(options)
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -81,7 +83,7 @@ class Celeriac:
             self.tasks[task.name] = task
             return task
 
-        return register(fn) if fn is not None else register
+        return register(fn[0]) if fn else register
 
     def get_task(self, name: str) -> Task[Any, Any]:
         try:

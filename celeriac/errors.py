@@ -19,8 +19,6 @@ Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
     └── Retry                       raised by Task.retry() to ask for a new attempt
 
     SoftTimeLimitExceeded (Exception)  raised *inside* a task at its soft limit
-    WorkerShutdown (BaseException)     interrupts the worker; never swallowed by
-                                       ``except Exception`` in user code
 
 ``Retry`` derives from :class:`CeleriacError` and is raised by ``self.retry()``;
 the worker recognises it, so user code should let it propagate.
@@ -125,10 +123,6 @@ class SoftTimeLimitExceeded(Exception):
     It derives from ``Exception`` on purpose: a task may catch it to clean up
     before the hard limit arrives.
     """
-
-
-class WorkerShutdown(BaseException):
-    """Interrupts the worker's own loops; a ``BaseException`` so user code cannot swallow it."""
 
 
 #: Names of exceptions whose class ``AsyncResult.get()`` may re-create from a result.

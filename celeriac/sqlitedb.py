@@ -91,10 +91,15 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A failed COMMIT can leave the transaction open, holding the write
+            # lock for every process; and after errors such as a full disk SQLite
+            # has already rolled back, so an unconditional ROLLBACK would raise
+            # and hide the real error.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction, off the event loop."""

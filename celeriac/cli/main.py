@@ -26,6 +26,7 @@ from celeriac.errors import CeleriacError, ConfigurationError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.backends.base import ResultRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -184,11 +185,9 @@ def call(app: Celeriac, name: str, args_json: str | None, kwargs_json: str | Non
 @_app_command
 def result(app: Celeriac, task_id: str, wait: float | None) -> None:
     """Print the state and result of TASK_ID (as JSON)."""
+    record: ResultRecord | None
     if wait is not None:
-        try:
-            record = app.backend.wait(task_id, timeout=wait)
-        except CeleriacError as exc:
-            raise click.ClickException(str(exc)) from None
+        record = app.backend.wait(task_id, timeout=wait)
     else:
         record = app.backend.get(task_id)
     if record is None:

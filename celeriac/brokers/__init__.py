@@ -1,0 +1,89 @@
+"""Brokers, chosen by the scheme of the ``broker_url``.
+
+Callers should only need :func:`broker_from_url` and the names re-exported from
+:mod:`celeriac.brokers.base`. Built-in brokers that need nothing beyond the
+standard library are registered in :data:`BROKERS` directly; brokers that need
+a client library (redis, amqp) go in :data:`LAZY_BROKERS` as a
+``"module:Class"`` path, so ``import celeriac`` never imports -- or requires --
+a client the user does not use. The first use of such a scheme imports the
+class and moves it into :data:`BROKERS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from urllib.parse import urlparse
+
+from celeriac.brokers.base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    OutgoingMessage,
+    QueueStats,
+    WorkerInfo,
+)
+from celeriac.brokers.memory import MemoryBroker
+from celeriac.brokers.sqlite import SQLiteBroker
+from celeriac.errors import ConfigurationError
+
+__all__ = [
+    "BROKERS",
+    "LAZY_BROKERS",
+    "Broker",
+    "DeadLetter",
+    "Delivery",
+    "MemoryBroker",
+    "OutgoingMessage",
+    "QueueStats",
+    "SQLiteBroker",
+    "WorkerInfo",
+    "broker_class",
+    "broker_from_url",
+    "known_schemes",
+]
+
+#: URL scheme -> broker class, for brokers that are already imported.
+BROKERS: dict[str, type[Broker]] = {
+    scheme: cls for cls in (MemoryBroker, SQLiteBroker) for scheme in cls.schemes
+}
+
+#: URL scheme -> ``"module:Class"`` of a broker imported on first use.
+LAZY_BROKERS: dict[str, str] = {}
+
+
+def known_schemes() -> list[str]:
+    """Every scheme :func:`broker_from_url` accepts, sorted."""
+    return sorted(BROKERS.keys() | LAZY_BROKERS.keys())
+
+
+def _unknown(what: str) -> ConfigurationError:
+    known = ", ".join(f"{name}://" for name in known_schemes())
+    return ConfigurationError(f"unknown broker {what}; known schemes: {known}")
+
+
+def broker_class(scheme: str) -> type[Broker]:
+    """The broker class serving ``scheme``, importing it if it is a lazy one."""
+    cls = BROKERS.get(scheme)
+    if cls is not None:
+        return cls
+    target = LAZY_BROKERS.get(scheme)
+    if target is None:
+        raise _unknown(f"scheme {scheme!r}")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the {scheme}:// broker needs an extra package: {exc} "
+            f"(try: pip install 'celeriac[{scheme}]')") from exc
+    loaded: type[Broker] = getattr(module, class_name)
+    BROKERS[scheme] = loaded
+    return loaded
+
+
+def broker_from_url(url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05) -> Broker:
+    """Build the broker for ``url`` (``memory://``, ``sqlite:///celeriac.db``...)."""
+    scheme = urlparse(url).scheme
+    if scheme not in BROKERS and scheme not in LAZY_BROKERS:
+        raise _unknown(f"URL {url!r} (scheme {scheme!r})")
+    return broker_class(scheme)(url, max_deliveries=max_deliveries, poll_interval=poll_interval)

@@ -1,0 +1,371 @@
+"""An in-process broker (``memory://``).
+
+It exists for tests and for a worker whose producers live in the same process
+(thread or green pool, ``celeriac worker --pool threads`` in a notebook...).
+Nothing leaves the process, and every instance has its own queues, so two tests
+never see each other's messages. It follows exactly the semantics of the SQLite
+broker (same lease, fencing, delivery-count and dead-letter rules), so code
+tested against it behaves the same in production.
+
+Layout, chosen so that a fetch costs O(log n) per message instead of a scan:
+
+* every live message is in ``_messages`` by id;
+* a message that can be claimed now sits in its queue's *ready* heap, ordered
+  by (priority desc, available_at, id);
+* a message that will only be claimable later -- it has an eta, or it is
+  leased and its lease has not run out -- sits in its queue's *pending* heap,
+  ordered by the time it becomes claimable. Like the SQLite broker, a claimed
+  message's ``available_at`` *is* its lease deadline, so lease expiry and eta
+  are one mechanism.
+
+Heap entries are never removed in place: each carries the message's ``stamp``
+at push time, and any change to the message bumps the stamp, so stale entries
+are recognised and dropped when they surface.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import threading
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celeriac.brokers.base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    OutgoingMessage,
+    QueueStats,
+    WorkerInfo,
+)
+from celeriac.errors import ConfigurationError
+
+#: (-priority, available_at, id, stamp): the smallest entry is claimed first.
+_ReadyEntry = tuple[int, float, int, int]
+#: (available_at, id, stamp): the smallest entry becomes claimable first.
+_PendingEntry = tuple[float, int, int]
+
+
+@dataclass
+class _Message:
+    id: int
+    queue: str
+    body: bytes
+    priority: int
+    #: When the message can be claimed: its eta, or its lease deadline while claimed.
+    available_at: float
+    consumer: str | None = None
+    token: int = 0
+    delivery_count: int = 0
+    #: Bumped on every change; heap entries with an older stamp are stale.
+    stamp: int = 0
+
+
+@dataclass
+class _Worker:
+    info: dict[str, Any]
+    last_seen: float
+    expires_at: float
+
+
+def _check_priority(message: OutgoingMessage) -> None:
+    """Reject priorities outside 0-9 before anything is stored (same rule as SQLite)."""
+    priority = message.priority
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise ConfigurationError(
+            f"message priority must be an integer from 0 to 9, got {priority!r}")
+
+
+def _json_copy(info: dict[str, Any]) -> dict[str, Any]:
+    """Round-trip worker info through JSON, as brokers that store it as text do.
+
+    That way ``workers()`` returns the same shapes (lists, not tuples; str() of
+    exotic values) whatever the broker, and a caller mutating its dict later
+    does not change what others see.
+    """
+    copied: dict[str, Any] = json.loads(json.dumps(info, default=str))
+    return copied
+
+
+class MemoryBroker(Broker):
+    """Queues in heaps guarded by one lock; waiting fetches sleep on a condition."""
+
+    schemes = ("memory",)
+    shared_between_processes = False
+
+    def __init__(self, url: str = "memory://", *, max_deliveries: int = 5,
+                 poll_interval: float = 0.05) -> None:
+        super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval)
+        self._lock = threading.Lock()
+        # Notified whenever a message may have become claimable without the
+        # clock moving (publish, requeue, release), so waiting fetches wake at once.
+        self._arrived = threading.Condition(self._lock)
+        self._ids = itertools.count(1)
+        self._messages: dict[int, _Message] = {}
+        self._ready: dict[str, list[_ReadyEntry]] = {}
+        self._pending: dict[str, list[_PendingEntry]] = {}
+        self._dead: list[DeadLetter] = []
+        self._queues: set[str] = set()
+        self._workers: dict[str, _Worker] = {}
+
+    # -- internal bookkeeping (call with the lock held) ------------------------------
+    def _place(self, message: _Message, now: float) -> None:
+        """Record a change to ``message`` and file it in the right heap."""
+        message.stamp += 1
+        if message.available_at <= now:
+            heapq.heappush(self._ready.setdefault(message.queue, []),
+                           (-message.priority, message.available_at, message.id, message.stamp))
+        else:
+            heapq.heappush(self._pending.setdefault(message.queue, []),
+                           (message.available_at, message.id, message.stamp))
+
+    def _live(self, message_id: int, stamp: int) -> _Message | None:
+        message = self._messages.get(message_id)
+        return message if message is not None and message.stamp == stamp else None
+
+    def _promote(self, queue: str, now: float) -> None:
+        """Move messages whose eta or lease has come due from pending to ready."""
+        pending = self._pending.get(queue)
+        while pending and pending[0][0] <= now:
+            _, message_id, stamp = heapq.heappop(pending)
+            message = self._live(message_id, stamp)
+            if message is not None:
+                heapq.heappush(self._ready.setdefault(queue, []),
+                               (-message.priority, message.available_at, message_id, stamp))
+
+    def _ready_top(self, queue: str) -> _ReadyEntry | None:
+        ready = self._ready.get(queue)
+        while ready and self._live(ready[0][2], ready[0][3]) is None:
+            heapq.heappop(ready)
+        return ready[0] if ready else None
+
+    def _next_due(self, queues: Sequence[str]) -> float | None:
+        """The earliest time a message in ``queues`` becomes claimable, if any is pending."""
+        due: float | None = None
+        for queue in queues:
+            pending = self._pending.get(queue)
+            while pending and self._live(pending[0][1], pending[0][2]) is None:
+                heapq.heappop(pending)
+            if pending and (due is None or pending[0][0] < due):
+                due = pending[0][0]
+        return due
+
+    def _held(self, deliveries: Sequence[Delivery]) -> Iterator[tuple[int, _Message | None]]:
+        """Each delivery's index and its message, or None when the token is stale.
+
+        A message is held by a delivery while it is claimed (not requeued or
+        released) under that delivery's token.
+        """
+        for index, delivery in enumerate(deliveries):
+            try:
+                message = self._messages.get(int(delivery.id))
+            except ValueError:
+                message = None
+            if message is not None and (message.consumer is None
+                                        or message.token != delivery.token):
+                message = None
+            yield index, message
+
+    def _bury(self, message: _Message, reason: str, now: float) -> None:
+        del self._messages[message.id]
+        self._dead.append(DeadLetter(id=str(message.id), queue=message.queue,
+                                     body=message.body, reason=reason,
+                                     delivery_count=message.delivery_count, failed_at=now))
+
+    def _claim(self, queues: Sequence[str], count: int, consumer: str,
+               lease: float) -> list[Delivery]:
+        now = time.time()
+        for queue in queues:
+            self._promote(queue, now)
+        claimed: list[Delivery] = []
+        while len(claimed) < count:
+            best: tuple[_ReadyEntry, str] | None = None
+            for queue in queues:
+                top = self._ready_top(queue)
+                if top is not None and (best is None or top < best[0]):
+                    best = (top, queue)
+            if best is None:
+                break
+            heapq.heappop(self._ready[best[1]])
+            message = self._messages[best[0][2]]
+            if message.delivery_count >= self.max_deliveries:
+                self._bury(message, f"max deliveries ({self.max_deliveries}) exceeded", now)
+                continue
+            message.consumer = consumer
+            message.token += 1
+            message.delivery_count += 1
+            message.available_at = now + lease
+            # Always pending, even for lease <= 0: a message must not be claimed
+            # twice by one fetch. The next fetch promotes it if its lease is over.
+            message.stamp += 1
+            heapq.heappush(self._pending.setdefault(message.queue, []),
+                           (message.available_at, message.id, message.stamp))
+            claimed.append(Delivery(id=str(message.id), queue=message.queue, body=message.body,
+                                    delivery_count=message.delivery_count, token=message.token,
+                                    priority=message.priority))
+        return claimed
+
+    # -- producing -------------------------------------------------------------------
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        for outgoing in messages:
+            _check_priority(outgoing)
+        with self._lock:
+            now = time.time()
+            ids: list[str] = []
+            for outgoing in messages:
+                message = _Message(id=next(self._ids), queue=outgoing.queue,
+                                   body=bytes(outgoing.body), priority=outgoing.priority,
+                                   available_at=now if outgoing.eta is None else outgoing.eta)
+                self._messages[message.id] = message
+                self._queues.add(message.queue)
+                self._place(message, now)
+                ids.append(str(message.id))
+            if ids:
+                self._arrived.notify_all()
+            return ids
+
+    # -- consuming -------------------------------------------------------------------
+    def fetch(self, queues: Sequence[str], count: int, *, consumer: str, lease: float,
+              timeout: float = 0.0) -> list[Delivery]:
+        queues = list(dict.fromkeys(queues))
+        if count <= 0 or not queues:
+            return []
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                claimed = self._claim(queues, count, consumer, lease)
+                remaining = deadline - time.monotonic()
+                if claimed or remaining <= 0:
+                    return claimed
+                due = self._next_due(queues)
+                if due is not None:
+                    remaining = min(remaining, max(due - time.time(), 0.0))
+                self._arrived.wait(remaining)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        with self._lock:
+            done = [False] * len(deliveries)
+            for index, message in self._held(deliveries):
+                if message is not None:
+                    del self._messages[message.id]
+                    done[index] = True
+            return done
+
+    def renew(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        with self._lock:
+            now = time.time()
+            done = [False] * len(deliveries)
+            for index, message in self._held(deliveries):
+                if message is not None:
+                    message.available_at = now + lease
+                    self._place(message, now)
+                    done[index] = True
+            return done
+
+    def requeue(self, deliveries: Sequence[Delivery], *, delay: float = 0.0,
+                uncharge: bool = False) -> list[bool]:
+        with self._lock:
+            now = time.time()
+            done = [False] * len(deliveries)
+            for index, message in self._held(deliveries):
+                if message is not None:
+                    message.consumer = None
+                    message.available_at = now + delay
+                    if uncharge:
+                        message.delivery_count = max(message.delivery_count - 1, 0)
+                    self._place(message, now)
+                    done[index] = True
+            if any(done):
+                self._arrived.notify_all()
+            return done
+
+    def dead_letter(self, deliveries: Sequence[Delivery], reason: str) -> list[bool]:
+        with self._lock:
+            now = time.time()
+            done = [False] * len(deliveries)
+            for index, message in self._held(deliveries):
+                if message is not None:
+                    self._bury(message, reason, now)
+                    done[index] = True
+            return done
+
+    def release_consumer(self, consumer: str, *, started: Collection[str] = ()) -> int:
+        started = set(started)
+        with self._lock:
+            now = time.time()
+            released = [m for m in self._messages.values() if m.consumer == consumer]
+            for message in released:
+                message.consumer = None
+                message.available_at = now
+                if str(message.id) not in started:
+                    message.delivery_count = max(message.delivery_count - 1, 0)
+                self._place(message, now)
+            if released:
+                self._arrived.notify_all()
+            return len(released)
+
+    # -- inspection and maintenance --------------------------------------------------
+    def stats(self) -> dict[str, QueueStats]:
+        with self._lock:
+            now = time.time()
+            result = {queue: QueueStats() for queue in self._queues}
+            for message in self._messages.values():
+                counts = result[message.queue]
+                if message.available_at <= now:
+                    counts.ready += 1
+                elif message.consumer is None:
+                    counts.scheduled += 1
+                else:
+                    counts.in_flight += 1
+            for dead in self._dead:
+                result.setdefault(dead.queue, QueueStats()).dead += 1
+            return result
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        with self._lock:
+            newest_first = (d for d in reversed(self._dead) if queue is None or d.queue == queue)
+            return list(itertools.islice(newest_first, max(limit, 0)))
+
+    def purge(self, queue: str | None = None) -> int:
+        with self._lock:
+            now = time.time()
+            doomed = [m.id for m in self._messages.values()
+                      if (queue is None or m.queue == queue)
+                      and (m.consumer is None or m.available_at <= now)]
+            for message_id in doomed:
+                del self._messages[message_id]
+            # Every ready message of the purged queues is gone, and so are the
+            # scheduled ones: drop their heap entries now rather than lazily, so a
+            # purge of a big backlog gives its memory back at once.
+            for name in [queue] if queue is not None else list(self._queues):
+                self._ready.pop(name, None)
+                pending = [e for e in self._pending.get(name, ())
+                           if self._live(e[1], e[2]) is not None]
+                heapq.heapify(pending)
+                self._pending[name] = pending
+            return len(doomed)
+
+    def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
+        info = _json_copy(info)
+        with self._lock:
+            now = time.time()
+            self._workers[worker] = _Worker(info=info, last_seen=now, expires_at=now + ttl)
+            for name in [n for n, w in self._workers.items() if w.expires_at <= now]:
+                del self._workers[name]
+
+    def forget_worker(self, worker: str) -> None:
+        with self._lock:
+            self._workers.pop(worker, None)
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            now = time.time()
+            return [WorkerInfo(name=name, info=_json_copy(w.info), last_seen=w.last_seen)
+                    for name, w in sorted(self._workers.items()) if w.expires_at > now]
+
+    def ping(self) -> None:
+        """Always reachable: it lives in this process."""

@@ -1,0 +1,453 @@
+"""The embedded default broker: one SQLite file (``sqlite:///celeriac.db``).
+
+Any number of processes on one machine can share the file: every change runs
+in a ``BEGIN IMMEDIATE`` transaction (see :class:`celeriac.sqlitedb.Database`),
+so two consumers can never claim the same message, and readers never wait in
+WAL mode. Times are ``time.time()`` because the file is shared by processes
+that have no common monotonic clock.
+
+Schema and the one idea behind it
+---------------------------------
+``messages`` has a single time column, ``available_at``: the time from which the
+message may be claimed. A published message gets its eta (or now); a claimed
+one gets its *lease deadline*. So "ready" is simply ``available_at <= now``,
+which covers fresh messages, due etas and expired leases alike, and::
+
+    ready      available_at <= now
+    scheduled  available_at >  now AND consumer IS NULL
+    in flight  available_at >  now AND consumer IS NOT NULL
+
+This keeps the claim query on one index, ``(queue, priority DESC,
+available_at)``: within a (queue, priority) pair the claimable rows are a prefix
+of the index, so claiming N messages reads about N index entries however many
+messages are scheduled or in flight. (With a separate lease column, in-flight
+rows would sit at the front of the index and every claim would step over
+them.) A waiting fetch also wakes for free when a lease runs out, because the
+earliest ``available_at`` is also the earliest lease deadline.
+
+``token`` is the fencing token: it goes up by one on every claim and never
+down. ``ack``/``renew``/``requeue``/``dead_letter`` act only on rows that are
+claimed (``consumer IS NOT NULL``) under the presented token. Ids come from
+``AUTOINCREMENT`` so they are never reused: with plain rowids, a stale ack for a
+deleted message could hit a new message that got the same id and token.
+
+``queues`` remembers every queue name ever published to, so ``stats()`` keeps
+listing a queue after it drains; ``dead_letters`` keeps failed messages with
+their reason; ``workers`` holds heartbeats.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from celeriac.brokers.base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    OutgoingMessage,
+    QueueStats,
+    WorkerInfo,
+)
+from celeriac.errors import BrokerError, BrokerUnreachable, ConfigurationError
+from celeriac.sqlitedb import Database, path_from_url
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    body BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    available_at REAL NOT NULL,
+    consumer TEXT,
+    token INTEGER NOT NULL DEFAULT 0,
+    delivery_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_claim ON messages (queue, priority DESC, available_at);
+CREATE INDEX IF NOT EXISTS messages_consumer ON messages (consumer) WHERE consumer IS NOT NULL;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER NOT NULL,
+    queue TEXT NOT NULL,
+    body BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    delivery_count INTEGER NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue);
+CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workers (
+    name TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    expires_at REAL NOT NULL
+)
+"""
+
+#: Longest sleep between two looks at ``PRAGMA data_version`` while waiting.
+#: A look costs microseconds (it reads the WAL index in shared memory), so a
+#: waiting fetch notices a publish from another process within a few ms.
+WAKE_CHECK = 0.005
+
+_PRIORITIES = "9, 8, 7, 6, 5, 4, 3, 2, 1, 0"
+
+# Rows claimed by the delivery whose [id, token] pair is in the JSON array ?1.
+# Rows are found by primary key, so the cost is per delivery, not per table row.
+_HELD = """
+    SELECT m.id FROM json_each(?1) AS d JOIN messages AS m
+    ON m.id = d.value ->> 0 AND m.token = d.value ->> 1 AND m.consumer IS NOT NULL
+"""
+_ACK = f"DELETE FROM messages WHERE id IN ({_HELD}) RETURNING id, token"
+_RENEW = f"UPDATE messages SET available_at = ?2 WHERE id IN ({_HELD}) RETURNING id, token"
+_REQUEUE = f"""
+    UPDATE messages SET consumer = NULL, available_at = ?2,
+        delivery_count = CASE WHEN ?3 THEN max(delivery_count - 1, 0) ELSE delivery_count END
+    WHERE id IN ({_HELD}) RETURNING id, token
+"""
+_UNCLAIM = f"""
+    DELETE FROM messages WHERE id IN ({_HELD})
+    RETURNING id, token, queue, body, priority, delivery_count
+"""
+_BURY = """
+    INSERT INTO dead_letters (message_id, queue, body, priority, reason, delivery_count,
+                              failed_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+_CLAIM = """
+    UPDATE messages SET consumer = ?2, available_at = ?3, token = token + 1,
+        delivery_count = delivery_count + 1
+    WHERE id IN (SELECT value FROM json_each(?1))
+    RETURNING id, queue, body, priority, token, delivery_count
+"""
+# The earliest time after ?2 (now) at which anything in the queues of JSON array
+# ?1 becomes claimable: one index probe per (queue, priority) pair, not a scan.
+_NEXT_DUE = """
+    SELECT min((SELECT available_at FROM messages
+                WHERE queue = q.value AND priority = p.column1 AND available_at > ?2
+                ORDER BY available_at LIMIT 1))
+    FROM json_each(?1) AS q,
+         (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS p
+"""
+_STATS = """
+    SELECT queue, total(available_at <= ?1),
+           total(available_at > ?1 AND consumer IS NULL),
+           total(available_at > ?1 AND consumer IS NOT NULL)
+    FROM messages GROUP BY queue
+"""
+
+
+@lru_cache(maxsize=64)
+def _candidates_sql(queue_count: int) -> str:
+    """The ids to claim next from ``queue_count`` queues, best first.
+
+    One branch per queue. In a branch, ``priority IN (9..0)`` makes SQLite
+    probe the index once per priority, in descending order, and read the ready
+    rows of each in ``available_at, id`` order (the index ends with the rowid),
+    stopping after the limit: no sort, no scan of scheduled or in-flight rows.
+    The outer query merges at most ``queue_count * limit`` rows, which is what
+    keeps several queues fair (oldest first across them) in one statement.
+    Parameters: ``?1`` now, ``?2`` limit, then one queue name per branch.
+    """
+    branch = ("SELECT * FROM (SELECT id, priority, available_at FROM messages"
+              f" WHERE queue = ?{{n}} AND priority IN ({_PRIORITIES}) AND available_at <= ?1"
+              " ORDER BY priority DESC, available_at, id LIMIT ?2)")
+    union = " UNION ALL ".join(branch.format(n=3 + i) for i in range(queue_count))
+    return f"SELECT id FROM ({union}) ORDER BY priority DESC, available_at, id LIMIT ?2"
+
+
+def _check_priority(message: OutgoingMessage) -> None:
+    """Reject priorities outside 0-9 before anything is stored.
+
+    The claim query only looks at priorities 9 to 0, so a message with
+    priority 12 would otherwise sit in the table unseen forever.
+    """
+    priority = message.priority
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise ConfigurationError(
+            f"message priority must be an integer from 0 to 9, got {priority!r}")
+
+
+def _pairs(deliveries: Sequence[Delivery]) -> str:
+    """The deliveries as a JSON array of [id, token] (ids that are not ours never match)."""
+    pairs = [[int(d.id), d.token] for d in deliveries if d.id.isascii() and d.id.isdigit()]
+    return json.dumps(pairs, separators=(",", ":"))
+
+
+def _matched(deliveries: Sequence[Delivery], rows: Iterable[tuple[Any, ...]]) -> list[bool]:
+    """Per delivery, whether a returned row was its (id, token); each row counts once."""
+    hits = {(str(row[0]), int(row[1])) for row in rows}
+    result = []
+    for delivery in deliveries:
+        key = (delivery.id, delivery.token)
+        result.append(key in hits)
+        hits.discard(key)
+    return result
+
+
+class _ChangeWatch:
+    """Tells a waiting fetch whether another connection committed since its last claim.
+
+    ``PRAGMA data_version`` is a counter *per connection*, and the connection
+    depends on the thread that runs the call: under a green pool every call may
+    land on a different thread of the hub's pool. So a reading is only compared
+    with an earlier reading of the same connection; a connection never seen
+    before counts as "changed" (one claim too many is harmless, a missed
+    wake-up is not).
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, int] = {}
+
+    def note(self, connection: int, version: int) -> bool:
+        """Record a reading; True if it differs from this connection's last one."""
+        previous = self._seen.get(connection)
+        self._seen[connection] = version
+        return previous != version
+
+
+def _data_version(conn: sqlite3.Connection) -> tuple[int, int]:
+    return id(conn), int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+class SQLiteBroker(Broker):
+    """Messages in a SQLite file, claimed under leases in ``BEGIN IMMEDIATE`` transactions."""
+
+    schemes = ("sqlite",)
+    shared_between_processes = True
+
+    def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05) -> None:
+        super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval)
+        self._db = Database(path_from_url(url), SCHEMA)
+
+    # -- plumbing --------------------------------------------------------------------
+    def _fail(self, exc: sqlite3.Error) -> BrokerError:
+        return BrokerError(f"SQLite broker {self._db.path!r}: {exc}")
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return self._db.write(fn)
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return self._db.read(fn)
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+
+    # -- producing -------------------------------------------------------------------
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        for message in messages:
+            _check_priority(message)
+        if not messages:
+            return []
+
+        def insert(conn: sqlite3.Connection) -> list[str]:
+            now = time.time()
+            cursor = conn.cursor()
+            ids: list[str] = []
+            # One execute per row is what gives each row's id exactly (via
+            # lastrowid); with the statement cached it costs a few µs per row.
+            for m in messages:
+                cursor.execute(
+                    "INSERT INTO messages (queue, body, priority, available_at) VALUES (?,?,?,?)",
+                    (m.queue, bytes(m.body), m.priority, now if m.eta is None else m.eta))
+                ids.append(str(cursor.lastrowid))
+            conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
+                             [(q,) for q in {m.queue for m in messages}])
+            return ids
+
+        return self._write(insert)
+
+    # -- consuming -------------------------------------------------------------------
+    def _claim(self, conn: sqlite3.Connection, queues: Sequence[str], count: int,
+               consumer: str, lease: float, now: float) -> list[Delivery]:
+        """Claim up to ``count`` messages; burn those past ``max_deliveries`` on the way.
+
+        Two statements per round: pick the ids in order, then claim them all
+        with ``RETURNING`` (the returned rows come in no defined order, so the
+        picked order is kept in Python). A second round only happens when some
+        picked messages turned out to be over their delivery limit.
+        """
+        order: dict[int, int] = {}
+        claimed: list[tuple[Any, ...]] = []
+        while len(claimed) < count:
+            wanted = count - len(claimed)
+            # Skipping ids seen in an earlier round matters only for lease <= 0,
+            # where a row claimed a moment ago still looks claimable.
+            ids = [row[0] for row in conn.execute(_candidates_sql(len(queues)),
+                                                  (now, wanted, *queues)) if row[0] not in order]
+            if not ids:
+                break
+            order.update((message_id, len(order)) for message_id in ids)
+            rows = conn.execute(_CLAIM, (json.dumps(ids), consumer, now + lease)).fetchall()
+            spent = [row for row in rows if row[5] > self.max_deliveries]
+            claimed.extend(row for row in rows if row[5] <= self.max_deliveries)
+            if not spent:
+                break
+            reason = f"max deliveries ({self.max_deliveries}) exceeded"
+            conn.execute("DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+                         (json.dumps([row[0] for row in spent]),))
+            conn.executemany(_BURY, [(row[0], row[1], row[2], row[3], reason, row[5] - 1, now)
+                                     for row in spent])
+        claimed.sort(key=lambda row: order[row[0]])
+        return [Delivery(id=str(row[0]), queue=row[1], body=row[2], priority=row[3],
+                         token=row[4], delivery_count=row[5]) for row in claimed]
+
+    def fetch(self, queues: Sequence[str], count: int, *, consumer: str, lease: float,
+              timeout: float = 0.0) -> list[Delivery]:
+        queues = list(dict.fromkeys(queues))
+        if count <= 0 or not queues:
+            return []
+        deadline = time.monotonic() + timeout
+        watch = _ChangeWatch()
+        queue_list = json.dumps(queues)
+
+        def attempt(conn: sqlite3.Connection) -> tuple[list[Delivery], float | None]:
+            # Read data_version inside the write transaction: nobody else can
+            # commit until we do, so every later change shows up as a new value.
+            watch.note(*_data_version(conn))
+            now = time.time()
+            claimed = self._claim(conn, queues, count, consumer, lease, now)
+            if claimed or timeout <= 0:
+                return claimed, None
+            due: float | None = conn.execute(_NEXT_DUE, (queue_list, now)).fetchone()[0]
+            return claimed, due
+
+        while True:
+            claimed, due = self._write(attempt)
+            if claimed or not self._wait(deadline, due, watch):
+                return claimed
+
+    def _wait(self, deadline: float, due: float | None, watch: _ChangeWatch) -> bool:
+        """Sleep until another connection commits or ``due`` arrives; False at the deadline."""
+        step = min(WAKE_CHECK, self.poll_interval)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            until_due = float("inf") if due is None else due - time.time()
+            if until_due <= 0:
+                return True
+            time.sleep(max(min(step, remaining, until_due), 0.0))
+            if watch.note(*self._read(_data_version)):
+                return True
+
+    def _settle(self, sql: str, deliveries: Sequence[Delivery], *args: Any) -> list[bool]:
+        """Run a token-checked statement over ``deliveries``; per delivery, whether it acted."""
+        if not deliveries:
+            return []
+        pairs = _pairs(deliveries)
+        rows = self._write(lambda conn: conn.execute(sql, (pairs, *args)).fetchall())
+        return _matched(deliveries, rows)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        return self._settle(_ACK, deliveries)
+
+    def renew(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        return self._settle(_RENEW, deliveries, time.time() + lease)
+
+    def requeue(self, deliveries: Sequence[Delivery], *, delay: float = 0.0,
+                uncharge: bool = False) -> list[bool]:
+        return self._settle(_REQUEUE, deliveries, time.time() + delay, uncharge)
+
+    def dead_letter(self, deliveries: Sequence[Delivery], reason: str) -> list[bool]:
+        if not deliveries:
+            return []
+        pairs = _pairs(deliveries)
+
+        def bury(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            now = time.time()
+            rows = conn.execute(_UNCLAIM, (pairs,)).fetchall()
+            conn.executemany(_BURY, [(row[0], row[2], row[3], row[4], reason, row[5], now)
+                                     for row in rows])
+            return rows
+
+        return _matched(deliveries, self._write(bury))
+
+    def release_consumer(self, consumer: str, *, started: Collection[str] = ()) -> int:
+        started_ids = json.dumps([int(i) for i in started if i.isascii() and i.isdigit()])
+
+        def release(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE messages SET consumer = NULL, available_at = ?1,"
+                " delivery_count = CASE WHEN id IN (SELECT value FROM json_each(?2))"
+                " THEN delivery_count ELSE max(delivery_count - 1, 0) END"
+                " WHERE consumer = ?3", (time.time(), started_ids, consumer)).rowcount
+
+        return self._write(release)
+
+    # -- inspection and maintenance --------------------------------------------------
+    def stats(self) -> dict[str, QueueStats]:
+        def count(conn: sqlite3.Connection) -> dict[str, QueueStats]:
+            result = {name: QueueStats() for (name,) in conn.execute("SELECT name FROM queues")}
+            for queue, ready, scheduled, in_flight in conn.execute(_STATS, (time.time(),)):
+                result[queue] = QueueStats(ready=int(ready), scheduled=int(scheduled),
+                                           in_flight=int(in_flight))
+            for queue, dead in conn.execute(
+                    "SELECT queue, count(*) FROM dead_letters GROUP BY queue"):
+                result.setdefault(queue, QueueStats()).dead = dead
+            return result
+
+        return self._read(count)
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        def select(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                "SELECT message_id, queue, body, reason, delivery_count, failed_at"
+                " FROM dead_letters WHERE ?1 IS NULL OR queue = ?1 ORDER BY seq DESC LIMIT ?2",
+                (queue, max(limit, 0)))
+            return [DeadLetter(id=str(row[0]), queue=row[1], body=row[2], reason=row[3],
+                               delivery_count=row[4], failed_at=row[5]) for row in rows]
+
+        return self._read(select)
+
+    def purge(self, queue: str | None = None) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM messages WHERE (?1 IS NULL OR queue = ?1)"
+                " AND (consumer IS NULL OR available_at <= ?2)", (queue, time.time())).rowcount
+
+        return self._write(delete)
+
+    def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
+        # default=str: a heartbeat must not fail because of one odd value in ``info``.
+        payload = json.dumps(info, default=str)
+
+        def beat(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.execute(
+                "INSERT INTO workers (name, info, last_seen, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET info = excluded.info,"
+                " last_seen = excluded.last_seen, expires_at = excluded.expires_at",
+                (worker, payload, now, now + ttl))
+            conn.execute("DELETE FROM workers WHERE expires_at <= ?", (now,))
+
+        self._write(beat)
+
+    def forget_worker(self, worker: str) -> None:
+        self._write(lambda conn: conn.execute("DELETE FROM workers WHERE name = ?", (worker,)))
+
+    def workers(self) -> list[WorkerInfo]:
+        rows = self._read(lambda conn: conn.execute(
+            "SELECT name, info, last_seen FROM workers WHERE expires_at > ? ORDER BY name",
+            (time.time(),)).fetchall())
+        return [WorkerInfo(name=name, info=json.loads(info), last_seen=last_seen)
+                for name, info, last_seen in rows]
+
+    def ping(self) -> None:
+        try:
+            self._db.read(lambda conn: conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall())
+        except sqlite3.Error as exc:
+            raise BrokerUnreachable(
+                f"cannot use SQLite broker database {self._db.path!r}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,548 @@
+"""The contract every broker must meet.
+
+Each test runs once per broker in ``broker``'s params and only uses the public
+:class:`~celeriac.brokers.Broker` interface, so a new transport joins by adding a
+param (and, if it needs a server, skipping when none is available). Queue names
+are random, so brokers on a shared server do not see each other's messages.
+Timing tests use short leases (0.2 s) and generous upper bounds: they must fail
+when a lease or a wake-up is ignored, not when the machine is busy.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from celeriac.brokers import (
+    Broker,
+    Delivery,
+    OutgoingMessage,
+    QueueStats,
+    broker_from_url,
+)
+from celeriac.errors import BrokerUnreachable, ConfigurationError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: The fixture's broker gives up on a message after this many deliveries.
+MAX_DELIVERIES = 3
+LEASE = 0.2
+#: Comfortably past LEASE, for "the lease has run out by now".
+AFTER_LEASE = 0.3
+LONG = 30.0
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    urls = {
+        "memory": "memory://",
+        "sqlite": f"sqlite:///{tmp_path / 'broker.db'}",
+    }
+    instance = broker_from_url(urls[request.param], max_deliveries=MAX_DELIVERIES,
+                               poll_interval=0.01)
+    instance.ping()
+    yield instance
+    instance.close()
+
+
+def new_queue() -> str:
+    return f"q-{uuid.uuid4().hex[:12]}"
+
+
+def publish(broker: Broker, queue: str, *bodies: bytes, priority: int = 0,
+            eta: float | None = None) -> list[str]:
+    return broker.publish([OutgoingMessage(queue=queue, body=body, priority=priority, eta=eta)
+                           for body in bodies])
+
+
+def fetch(broker: Broker, *queues: str, count: int = 10, consumer: str = "c1",
+          lease: float = LONG, timeout: float = 0.0) -> list[Delivery]:
+    return broker.fetch(list(queues), count, consumer=consumer, lease=lease, timeout=timeout)
+
+
+def fetch_one_by_one(broker: Broker, *queues: str) -> list[bytes]:
+    """Bodies in the order single-message fetches hand them out, until none is left."""
+    bodies = []
+    while got := fetch(broker, *queues, count=1):
+        bodies.append(got[0].body)
+    return bodies
+
+
+def stats_of(broker: Broker, queue: str) -> QueueStats:
+    return broker.stats().get(queue, QueueStats())
+
+
+def later(delay: float, action: Callable[[], object]) -> threading.Thread:
+    """Run ``action`` on another thread after ``delay`` seconds."""
+    def run() -> None:
+        time.sleep(delay)
+        action()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+# -- publish / fetch / ack -----------------------------------------------------------
+
+
+def test_round_trip_keeps_body_bytes(broker: Broker) -> None:
+    queue = new_queue()
+    bodies = [b"", b"\x00\xff\x80 binary\n", "çélériac ☃".encode(), bytes(range(256)) * 40]
+    ids = publish(broker, queue, *bodies)
+    assert len(ids) == len(bodies) and len(set(ids)) == len(bodies)
+    assert all(isinstance(i, str) for i in ids)
+    got = fetch(broker, queue)
+    assert [d.body for d in got] == bodies
+    assert [d.id for d in got] == ids
+    assert all(d.queue == queue and d.delivery_count == 1 for d in got)
+    assert broker.ack(got) == [True] * len(bodies)
+    assert fetch(broker, queue) == []
+    assert broker.ack(got[:1]) == [False]  # already gone
+
+
+def test_publish_nothing_and_fetch_nothing(broker: Broker) -> None:
+    assert broker.publish([]) == []
+    assert fetch(broker, new_queue()) == []
+    assert fetch(broker, count=5) == []
+
+
+def test_fetch_claims_at_most_count(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, *(b"%d" % i for i in range(5)))
+    assert [d.body for d in fetch(broker, queue, count=3)] == [b"0", b"1", b"2"]
+    assert [d.body for d in fetch(broker, queue, count=3)] == [b"3", b"4"]
+
+
+def test_priority_orders_highest_first(broker: Broker) -> None:
+    queue = new_queue()
+    for priority in (0, 5, 9, 3, 9):
+        publish(broker, queue, b"p%d" % priority, priority=priority)
+    got = fetch(broker, queue)
+    assert [d.body for d in got] == [b"p9", b"p9", b"p5", b"p3", b"p0"]
+    assert [d.priority for d in got] == [9, 9, 5, 3, 0]
+    broker.requeue(got)
+    assert fetch_one_by_one(broker, queue) == [b"p9", b"p9", b"p5", b"p3", b"p0"]
+
+
+def test_fifo_within_a_priority(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"a", b"b", b"c")
+    publish(broker, queue, b"d")
+    publish(broker, queue, b"e")
+    publish(broker, queue, b"high", priority=1)
+    assert fetch_one_by_one(broker, queue) == [b"high", b"a", b"b", b"c", b"d", b"e"]
+
+
+def test_out_of_range_priority_is_refused_and_nothing_is_stored(broker: Broker) -> None:
+    queue = new_queue()
+    with pytest.raises(ConfigurationError, match="priority"):
+        broker.publish([OutgoingMessage(queue, b"ok"), OutgoingMessage(queue, b"bad", priority=10)])
+    with pytest.raises(ConfigurationError):
+        broker.publish([OutgoingMessage(queue, b"bad", priority=-1)])
+    assert fetch(broker, queue) == []
+
+
+def test_several_queues_are_served_oldest_first(broker: Broker) -> None:
+    q1, q2, q3 = new_queue(), new_queue(), new_queue()
+    for queue, body in [(q1, b"1"), (q2, b"2"), (q3, b"3"), (q2, b"4"), (q1, b"5"), (q3, b"6")]:
+        publish(broker, queue, body)
+    assert [d.body for d in fetch(broker, q3, q1, q2, count=4)] == [b"1", b"2", b"3", b"4"]
+    assert fetch_one_by_one(broker, q2, q3, q1) == [b"5", b"6"]
+
+
+def test_other_queues_are_not_touched(broker: Broker) -> None:
+    mine, other = new_queue(), new_queue()
+    publish(broker, other, b"not mine")
+    assert fetch(broker, mine) == []
+    assert stats_of(broker, other).ready == 1
+
+
+# -- eta -----------------------------------------------------------------------------
+
+
+def test_eta_message_is_invisible_until_due(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"later", eta=time.time() + 0.3)
+    publish(broker, queue, b"now")
+    assert [d.body for d in fetch(broker, queue)] == [b"now"]
+    assert fetch(broker, queue) == []
+    assert stats_of(broker, queue).scheduled == 1
+    assert stats_of(broker, queue).ready == 0
+    time.sleep(0.35)
+    assert stats_of(broker, queue).ready == 1
+    assert [d.body for d in fetch(broker, queue)] == [b"later"]
+
+
+def test_eta_in_the_past_is_ready_at_once(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"overdue", eta=time.time() - 60)
+    assert [d.body for d in fetch(broker, queue)] == [b"overdue"]
+
+
+def test_waiting_fetch_wakes_when_an_eta_comes_due(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"soon", eta=time.time() + 0.3)
+    started = time.monotonic()
+    got = fetch(broker, queue, timeout=5)
+    elapsed = time.monotonic() - started
+    assert [d.body for d in got] == [b"soon"]
+    assert 0.25 <= elapsed < 2.5
+
+
+# -- leases and fencing tokens ---------------------------------------------------------
+
+
+def test_expired_lease_makes_message_claimable_with_new_token(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"job")
+    [first] = fetch(broker, queue, consumer="c1", lease=LEASE)
+    assert fetch(broker, queue, consumer="c2") == []
+    assert stats_of(broker, queue).in_flight == 1
+    time.sleep(AFTER_LEASE)
+    [second] = fetch(broker, queue, consumer="c2")
+    assert second.id == first.id and second.body == b"job"
+    assert second.delivery_count == 2
+    assert second.token != first.token
+    assert broker.ack([second]) == [True]
+
+
+def test_waiting_fetch_wakes_when_a_lease_runs_out(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"job")
+    fetch(broker, queue, consumer="c1", lease=LEASE)
+    started = time.monotonic()
+    got = fetch(broker, queue, consumer="c2", timeout=5)
+    assert [d.delivery_count for d in got] == [2]
+    assert time.monotonic() - started < 2.5
+
+
+def test_stale_token_cannot_touch_the_message(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"job")
+    [stale] = fetch(broker, queue, consumer="c1", lease=LEASE)
+    time.sleep(AFTER_LEASE)
+    [current] = fetch(broker, queue, consumer="c2")
+    assert broker.ack([stale]) == [False]
+    assert broker.renew([stale], LONG) == [False]
+    assert broker.requeue([stale]) == [False]
+    assert broker.dead_letter([stale], "should not happen") == [False]
+    # Nothing happened: still claimed by c2, no dead letter, c2's token still works.
+    assert stats_of(broker, queue) == QueueStats(in_flight=1)
+    assert broker.dead_letters(queue) == []
+    assert fetch(broker, queue, consumer="c3") == []
+    assert broker.renew([current], LONG) == [True]
+    assert broker.ack([current]) == [True]
+
+
+def test_results_are_per_delivery(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"a", b"b", b"c")
+    a, b, c = fetch(broker, queue)
+    assert broker.ack([b]) == [True]
+    assert broker.ack([a, b, c, b]) == [True, False, True, False]
+    forged = Delivery(id="not-an-id", queue=queue, body=b"", delivery_count=1, token=1)
+    assert broker.ack([forged]) == [False]
+
+
+def test_renew_extends_the_lease(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"slow")
+    [held] = fetch(broker, queue, lease=LEASE)
+    assert broker.renew([held], 2.0) == [True]
+    time.sleep(AFTER_LEASE)  # past the first lease, well within the renewed one
+    assert fetch(broker, queue, consumer="c2") == []
+    assert stats_of(broker, queue).in_flight == 1
+    assert broker.ack([held]) == [True]
+
+
+def test_renewing_after_expiry_keeps_the_message_if_nobody_took_it(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"slow")
+    [held] = fetch(broker, queue, lease=LEASE)
+    time.sleep(AFTER_LEASE)
+    assert broker.renew([held], LONG) == [True]
+    assert fetch(broker, queue, consumer="c2") == []
+
+
+# -- requeue -----------------------------------------------------------------------------
+
+
+def test_requeue_at_once_keeps_the_charge(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"job")
+    [first] = fetch(broker, queue)
+    assert broker.requeue([first]) == [True]
+    assert broker.ack([first]) == [False]  # handed back: no longer held
+    [second] = fetch(broker, queue)
+    assert second.delivery_count == 2
+
+
+def test_requeue_with_delay_schedules_the_message(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"job")
+    [first] = fetch(broker, queue)
+    assert broker.requeue([first], delay=0.3) == [True]
+    assert fetch(broker, queue) == []
+    assert stats_of(broker, queue) == QueueStats(scheduled=1)
+    time.sleep(0.35)
+    [second] = fetch(broker, queue)
+    assert second.delivery_count == 2
+
+
+def test_requeue_with_uncharge_takes_the_delivery_back(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"job")
+    for _ in range(MAX_DELIVERIES + 2):  # never started: may go round forever
+        [held] = fetch(broker, queue)
+        assert held.delivery_count == 1
+        assert broker.requeue([held], uncharge=True) == [True]
+    assert broker.dead_letters(queue) == []
+
+
+# -- dead letters ------------------------------------------------------------------------
+
+
+def test_max_deliveries_moves_message_to_dead_letters(broker: Broker) -> None:
+    queue = new_queue()
+    [message_id] = publish(broker, queue, b"poison")
+    for attempt in range(1, MAX_DELIVERIES + 1):
+        [held] = fetch(broker, queue)
+        assert held.delivery_count == attempt
+        broker.requeue([held])
+    before = time.time()
+    assert fetch(broker, queue) == []
+    [dead] = broker.dead_letters(queue)
+    assert (dead.id, dead.queue, dead.body) == (message_id, queue, b"poison")
+    assert dead.reason == f"max deliveries ({MAX_DELIVERIES}) exceeded"
+    assert dead.delivery_count == MAX_DELIVERIES
+    assert before - 1 <= dead.failed_at <= time.time() + 1
+    assert stats_of(broker, queue) == QueueStats(dead=1)
+
+
+def test_a_batch_is_filled_past_a_message_over_its_limit(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"poison")
+    for _ in range(MAX_DELIVERIES):
+        broker.requeue(fetch(broker, queue))
+    publish(broker, queue, b"a", b"b")
+    assert [d.body for d in fetch(broker, queue, count=2)] == [b"a", b"b"]
+    assert [d.body for d in broker.dead_letters(queue)] == [b"poison"]
+
+
+def test_expired_leases_count_towards_max_deliveries(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"hangs")
+    for _ in range(MAX_DELIVERIES):
+        assert len(fetch(broker, queue, lease=0.05)) == 1
+        time.sleep(0.1)
+    assert fetch(broker, queue) == []
+    assert stats_of(broker, queue).dead == 1
+
+
+def test_dead_letter_keeps_the_reason(broker: Broker) -> None:
+    queue, other = new_queue(), new_queue()
+    publish(broker, queue, b"first", b"second")
+    publish(broker, other, b"elsewhere")
+    first, second = fetch(broker, queue)
+    assert broker.dead_letter([first], "undecodable") == [True]
+    assert broker.dead_letter([second], "rejected") == [True]
+    assert broker.ack([first]) == [False]
+    assert fetch(broker, queue) == []
+    newest_first = broker.dead_letters(queue)
+    assert [(d.body, d.reason, d.delivery_count) for d in newest_first] == [
+        (b"second", "rejected", 1), (b"first", "undecodable", 1)]
+    assert [d.id for d in newest_first] == [second.id, first.id]
+    assert [d.body for d in broker.dead_letters(queue, limit=1)] == [b"second"]
+    assert broker.dead_letters(other) == []
+    assert {d.body for d in broker.dead_letters()} >= {b"first", b"second"}
+    assert stats_of(broker, queue) == QueueStats(dead=2)
+
+
+# -- release_consumer --------------------------------------------------------------------
+
+
+def test_release_consumer_frees_messages_and_uncharges_unstarted(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"a", b"b", b"c", b"other's")
+    a, b, c = fetch(broker, queue, count=3, consumer="dead")
+    [others] = fetch(broker, queue, consumer="alive")
+    assert broker.release_consumer("dead", started=[b.id]) == 3
+    assert stats_of(broker, queue) == QueueStats(ready=3, in_flight=1)
+    again = {d.body: d for d in fetch(broker, queue, consumer="new")}
+    assert set(again) == {b"a", b"b", b"c"}
+    assert again[b"a"].delivery_count == 1
+    assert again[b"b"].delivery_count == 2  # started: keeps the charge
+    assert again[b"c"].delivery_count == 1
+    assert broker.ack([a, b, c]) == [False, False, False]  # the dead consumer's tokens
+    assert broker.ack([others]) == [True]
+    assert broker.release_consumer("nobody") == 0
+
+
+# -- purge and stats ---------------------------------------------------------------------
+
+
+def test_purge_one_queue_spares_in_flight_and_other_queues(broker: Broker) -> None:
+    queue, other = new_queue(), new_queue()
+    publish(broker, queue, b"held")
+    [held] = fetch(broker, queue)
+    publish(broker, queue, b"ready 1", b"ready 2")
+    publish(broker, queue, b"scheduled", eta=time.time() + LONG)
+    publish(broker, other, b"other")
+    assert broker.purge(queue) == 3
+    assert stats_of(broker, queue) == QueueStats(in_flight=1)
+    assert stats_of(broker, other) == QueueStats(ready=1)
+    assert broker.ack([held]) == [True]
+
+
+def test_purge_everything(broker: Broker) -> None:
+    q1, q2 = new_queue(), new_queue()
+    publish(broker, q1, b"1", b"2")
+    publish(broker, q2, b"3", eta=time.time() + LONG)
+    [held] = fetch(broker, q1, count=1)
+    assert broker.purge() == 2
+    assert fetch(broker, q1, q2) == []
+    assert stats_of(broker, q1) == QueueStats(in_flight=1)
+    assert stats_of(broker, q2) == QueueStats()
+    assert broker.ack([held]) == [True]
+
+
+def test_stats_count_every_state(broker: Broker) -> None:
+    queue, drained = new_queue(), new_queue()
+    publish(broker, queue, b"1", b"2", b"3", b"4", b"5")
+    publish(broker, queue, b"scheduled", eta=time.time() + LONG)
+    f1, f2, doomed = fetch(broker, queue, count=3)
+    broker.dead_letter([doomed], "bad")
+    publish(broker, drained, b"x")
+    broker.ack(fetch(broker, drained))
+    stats = broker.stats()
+    assert stats[queue] == QueueStats(ready=2, scheduled=1, in_flight=2, dead=1)
+    assert stats[queue].as_dict() == {"ready": 2, "scheduled": 1, "in_flight": 2, "dead": 1}
+    assert stats[drained] == QueueStats()  # had messages: still listed
+    assert broker.ack([f1, f2]) == [True, True]
+
+
+# -- workers -----------------------------------------------------------------------------
+
+
+def test_heartbeats_expire_and_can_be_forgotten(broker: Broker) -> None:
+    short, steady = f"w-{uuid.uuid4().hex[:8]}", f"w-{uuid.uuid4().hex[:8]}"
+    before = time.time()
+    broker.heartbeat(short, {"pid": 1, "queues": ["a", "b"]}, ttl=LEASE)
+    broker.heartbeat(steady, {"pid": 2}, ttl=LONG)
+    seen = {w.name: w for w in broker.workers()}
+    assert seen[short].info == {"pid": 1, "queues": ["a", "b"]}
+    assert before - 1 <= seen[short].last_seen <= time.time() + 1
+    broker.heartbeat(steady, {"pid": 2, "active": 7}, ttl=LONG)
+    time.sleep(AFTER_LEASE)
+    seen = {w.name: w for w in broker.workers()}
+    assert short not in seen
+    assert seen[steady].info == {"pid": 2, "active": 7}
+    broker.forget_worker(steady)
+    assert steady not in {w.name for w in broker.workers()}
+    broker.forget_worker("never-seen")  # no error
+
+
+# -- waiting fetch -----------------------------------------------------------------------
+
+
+def test_waiting_fetch_returns_a_message_published_meanwhile(broker: Broker) -> None:
+    queue = new_queue()
+    publisher = later(0.2, lambda: publish(broker, queue, b"late"))
+    started = time.monotonic()
+    got = fetch(broker, queue, timeout=10)
+    elapsed = time.monotonic() - started
+    publisher.join()
+    assert [d.body for d in got] == [b"late"]
+    assert 0.15 <= elapsed < 3
+
+
+def test_waiting_fetch_gives_up_at_the_timeout(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"far future", eta=time.time() + LONG)
+    started = time.monotonic()
+    assert fetch(broker, queue, timeout=0.3) == []
+    assert 0.3 <= time.monotonic() - started < 2
+
+
+def test_concurrent_consumers_never_share_a_message(broker: Broker) -> None:
+    queue = new_queue()
+    ids = broker.publish([OutgoingMessage(queue, b"%d" % i) for i in range(300)])
+    claimed: list[list[str]] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def consume(slot: int) -> None:
+        try:
+            while got := fetch(broker, queue, count=7, consumer=f"c{slot}"):
+                claimed[slot].extend(d.id for d in got)
+                assert all(broker.ack(got))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consume, args=(slot,)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    everything = [i for ids_of_one in claimed for i in ids_of_one]
+    assert len(everything) == len(set(everything))
+    assert sorted(everything) == sorted(ids)
+
+
+# -- shared between processes (SQLite and servers) ------------------------------------------
+
+CHILD_PUBLISHES = """
+import sys, time
+from celeriac.brokers import OutgoingMessage, broker_from_url
+broker = broker_from_url(sys.argv[1])
+broker.ping()
+print("ready", flush=True)
+time.sleep(0.2)
+broker.publish([OutgoingMessage(queue=sys.argv[2], body=sys.argv[3].encode())])
+"""
+
+
+def test_message_published_by_another_process_is_fetched(broker: Broker) -> None:
+    if not broker.shared_between_processes:
+        pytest.skip("only brokers shared between processes")
+    queue = new_queue()
+    child = subprocess.Popen([sys.executable, "-c", CHILD_PUBLISHES, broker.url, queue, "hi"],
+                             cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        got = fetch(broker, queue, timeout=10)  # waiting when the child publishes
+        assert [d.body for d in got] == [b"hi"]
+    finally:
+        assert child.wait(10) == 0
+
+
+def test_ping_succeeds_on_a_live_broker(broker: Broker) -> None:
+    broker.ping()
+
+
+# -- SQLite specifics and the URL registry -------------------------------------------------
+
+
+def test_sqlite_ping_on_unusable_path_raises_unreachable(tmp_path: Path) -> None:
+    missing = broker_from_url(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'b.db'}")
+    with pytest.raises(BrokerUnreachable, match="no/such/dir") as info:
+        missing.ping()
+    assert "\n" not in str(info.value)
+    directory = broker_from_url(f"sqlite:///{tmp_path}")  # a directory, not a file
+    with pytest.raises(BrokerUnreachable):
+        directory.ping()
+
+
+def test_unknown_scheme_names_the_known_ones() -> None:
+    with pytest.raises(ConfigurationError, match="memory://") as info:
+        broker_from_url("carrierpigeon://loft")
+    assert "sqlite://" in str(info.value)
+    assert "carrierpigeon" in str(info.value)
