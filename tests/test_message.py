@@ -34,7 +34,7 @@ def test_round_trip_keeps_protocol_v2_fields() -> None:
 
 
 def test_unserialisable_argument_is_a_clear_error() -> None:
-    with pytest.raises(SerializationError, match="cannot be encoded as JSON.*object"):
+    with pytest.raises(SerializationError, match=r"cannot be encoded as JSON.*object"):
         encode("t", "id", [object()], {}, queue="q")
 
 

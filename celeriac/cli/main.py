@@ -186,10 +186,7 @@ def call(app: Celeriac, name: str, args_json: str | None, kwargs_json: str | Non
 def result(app: Celeriac, task_id: str, wait: float | None) -> None:
     """Print the state and result of TASK_ID (as JSON)."""
     record: ResultRecord | None
-    if wait is not None:
-        record = app.backend.wait(task_id, timeout=wait)
-    else:
-        record = app.backend.get(task_id)
+    record = app.backend.wait(task_id, timeout=wait) if wait is not None else app.backend.get(task_id)
     if record is None:
         click.echo(json.dumps({"task_id": task_id, "status": "PENDING"}))
         return

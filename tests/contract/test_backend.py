@@ -33,14 +33,31 @@ from celeriac.errors import BackendError, ConfigurationError, SerializationError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
+#: Every backend; SHARED are those that separate processes can share.
+KINDS = ["memory", "sqlite"]
+SHARED = ["sqlite"]
+
+
+def _make_backend(kind: str, tmp_path: Path) -> ResultBackend:
     urls = {
         "memory": "memory://",
         "sqlite": f"sqlite:///{tmp_path / 'celeriac.db'}",
     }
-    instance = backend_from_url(urls[request.param])
+    instance = backend_from_url(urls[kind])
     instance.ping()
+    return instance
+
+
+@pytest.fixture(params=KINDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
+    instance = _make_backend(request.param, tmp_path)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture(params=SHARED)
+def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
+    instance = _make_backend(request.param, tmp_path)
     yield instance
     instance.close()
 
@@ -288,9 +305,8 @@ backend.store(ResultRecord(task_id=sys.argv[2], status=SUCCESS, result={"pid": s
 """
 
 
-def test_wait_sees_record_stored_by_another_process(backend: ResultBackend) -> None:
-    if not backend.url.startswith("sqlite"):
-        pytest.skip("only backends shared between processes")
+def test_wait_sees_record_stored_by_another_process(shared_backend: ResultBackend) -> None:
+    backend = shared_backend
     task_id = new_id()
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD_STORES, backend.url, task_id, "child"],

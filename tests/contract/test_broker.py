@@ -39,15 +39,31 @@ AFTER_LEASE = 0.3
 LONG = 30.0
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+#: Every broker; SHARED are those that separate processes can share.
+BROKERS = ["memory", "sqlite"]
+SHARED = ["sqlite"]
+
+
+def _make_broker(kind: str, tmp_path: Path) -> Iterator[Broker]:
     urls = {
         "memory": "memory://",
         "sqlite": f"sqlite:///{tmp_path / 'broker.db'}",
     }
-    instance = broker_from_url(urls[request.param], max_deliveries=MAX_DELIVERIES,
-                               poll_interval=0.01)
+    instance = broker_from_url(urls[kind], max_deliveries=MAX_DELIVERIES, poll_interval=0.01)
     instance.ping()
+    yield instance
+    instance.close()
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    yield from _make_broker(request.param, tmp_path)
+
+
+@pytest.fixture(params=SHARED)
+def shared_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    instance = next(_make_broker(request.param, tmp_path))
+    assert instance.shared_between_processes
     yield instance
     instance.close()
 
@@ -509,9 +525,8 @@ broker.publish([OutgoingMessage(queue=sys.argv[2], body=sys.argv[3].encode())])
 """
 
 
-def test_message_published_by_another_process_is_fetched(broker: Broker) -> None:
-    if not broker.shared_between_processes:
-        pytest.skip("only brokers shared between processes")
+def test_message_published_by_another_process_is_fetched(shared_broker: Broker) -> None:
+    broker = shared_broker
     queue = new_queue()
     child = subprocess.Popen([sys.executable, "-c", CHILD_PUBLISHES, broker.url, queue, "hi"],
                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
