@@ -9,13 +9,14 @@ implementation.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from celeriac.errors import TimeoutError
+from celeriac.errors import BackendError, SerializationError, TimeoutError
 
 #: States a task can be in. PENDING means "nothing recorded yet" (unknown ids too).
 PENDING = "PENDING"
@@ -56,6 +57,22 @@ class ResultRecord:
             "traceback": self.traceback, "name": self.name, "retries": self.retries,
             "date_done": self.date_done, "extra": self.extra,
         }
+
+    def to_json(self) -> str:
+        """The stored form. NaN and Infinity are refused: other readers would choke on them."""
+        try:
+            return json.dumps(self.to_dict(), allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"result of task {self.task_id} is not JSON-serialisable: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, payload: str | bytes, where: str) -> ResultRecord:
+        """Parse a stored record; ``where`` names the store in the error."""
+        try:
+            return cls.from_dict(json.loads(payload))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise BackendError(f"{where}: corrupt result record: {exc}") from exc
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultRecord:

@@ -15,37 +15,19 @@ cannot change what other callers see.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from celeriac.backends.base import ResultBackend, ResultRecord
-from celeriac.errors import BackendError, SerializationError, TimeoutError
+from celeriac.errors import TimeoutError
 
 
 class _Entry(NamedTuple):
     payload: str
     #: ``time.monotonic()`` after which the record is gone; None = never.
     expires_at: float | None
-
-
-def _encode(record: ResultRecord) -> str:
-    # allow_nan=False: NaN/Infinity are not JSON and other readers would choke on them.
-    try:
-        return json.dumps(record.to_dict(), allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(
-            f"result of task {record.task_id} is not JSON-serialisable: {exc}") from exc
-
-
-def _decode(payload: str) -> ResultRecord:
-    try:
-        data: dict[str, Any] = json.loads(payload)
-        return ResultRecord.from_dict(data)
-    except (ValueError, KeyError, TypeError) as exc:  # should not happen: we wrote it
-        raise BackendError(f"corrupt result record in memory backend: {exc}") from exc
 
 
 class MemoryBackend(ResultBackend):
@@ -80,7 +62,7 @@ class MemoryBackend(ResultBackend):
     def store_many(self, records: Sequence[ResultRecord]) -> None:
         # Encode everything first so a bad record stores nothing (like a rolled-back
         # transaction in the SQL backend).
-        encoded = [(record.task_id, _encode(record)) for record in records]
+        encoded = [(record.task_id, record.to_json()) for record in records]
         expires_at = self._expiry()
         with self._changed:
             for task_id, payload in encoded:
@@ -90,7 +72,7 @@ class MemoryBackend(ResultBackend):
     def get(self, task_id: str) -> ResultRecord | None:
         with self._changed:
             payload = self._live_payload(task_id, time.monotonic())
-        return None if payload is None else _decode(payload)
+        return None if payload is None else ResultRecord.from_json(payload, "memory backend")
 
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float = 0.005) -> ResultRecord:
@@ -101,7 +83,7 @@ class MemoryBackend(ResultBackend):
                 now = time.monotonic()
                 payload = self._live_payload(task_id, now)
                 if payload is not None:
-                    record = _decode(payload)
+                    record = ResultRecord.from_json(payload, "memory backend")
                     if record.ready:
                         return record
                 if deadline is None:

@@ -13,15 +13,14 @@ NULL means the row never expires.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from celeriac.backends.base import ResultBackend, ResultRecord
-from celeriac.errors import BackendError, BrokerError, SerializationError, TimeoutError
+from celeriac.errors import BackendError, BrokerError, TimeoutError
 from celeriac.sqlitedb import Database, path_from_url
 
 T = TypeVar("T")
@@ -41,15 +40,6 @@ _SELECT_LIVE = ("SELECT payload FROM results "
 
 #: Returned by a wait probe when nothing was committed since the last look.
 _UNCHANGED = object()
-
-
-def _encode(record: ResultRecord) -> str:
-    # allow_nan=False: NaN/Infinity are not JSON and other readers would choke on them.
-    try:
-        return json.dumps(record.to_dict(), allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(
-            f"result of task {record.task_id} is not JSON-serialisable: {exc}") from exc
 
 
 class SQLiteBackend(ResultBackend):
@@ -84,14 +74,6 @@ class SQLiteBackend(ResultBackend):
         with self._errors():
             return self._db.write(fn)
 
-    def _decode(self, payload: str) -> ResultRecord:
-        try:
-            data: dict[str, Any] = json.loads(payload)
-            return ResultRecord.from_dict(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BackendError(f"SQLite result backend {self.path!r}: "
-                               f"corrupt result record: {exc}") from exc
-
     def _expiry(self) -> float | None:
         # expires <= 0 means "keep forever", as Celery treats result_expires=0/None.
         return time.time() + self.expires if self.expires > 0 else None
@@ -108,7 +90,7 @@ class SQLiteBackend(ResultBackend):
         if not records:
             return
         expires_at = self._expiry()
-        rows = [(r.task_id, r.status, _encode(r), expires_at) for r in records]
+        rows = [(r.task_id, r.status, r.to_json(), expires_at) for r in records]
         self._write(lambda conn: conn.executemany(
             "INSERT OR REPLACE INTO results (task_id, status, payload, expires_at) "
             "VALUES (?, ?, ?, ?)", rows))
@@ -116,7 +98,7 @@ class SQLiteBackend(ResultBackend):
     def get(self, task_id: str) -> ResultRecord | None:
         row = self._read(lambda conn: conn.execute(
             _SELECT_LIVE, (task_id, time.time())).fetchone())
-        return None if row is None else self._decode(row[0])
+        return None if row is None else ResultRecord.from_json(row[0], f"SQLite result backend {self.path!r}")
 
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float = 0.005) -> ResultRecord:
@@ -153,7 +135,7 @@ class SQLiteBackend(ResultBackend):
         while True:
             payload = self._read(probe)
             if isinstance(payload, str):
-                record = self._decode(payload)
+                record = ResultRecord.from_json(payload, f"SQLite result backend {self.path!r}")
                 if record.ready:
                     return record
             now = time.monotonic()

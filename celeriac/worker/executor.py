@@ -111,8 +111,9 @@ class Executor:
             if record.status == "SUCCESS":
                 log.info("task %s[%s] succeeded in %.3fs", task.name, message.id, elapsed)
             else:
-                log.warning("task %s[%s] %s in %.3fs: %s: %s", task.name, message.id,
-                            record.status.lower(), elapsed, record.exc_type, record.exc_message)
+                outcome = "failed" if record.status == "FAILURE" else "will be retried"
+                log.warning("task %s[%s] %s after %.3fs: %s: %s", task.name, message.id, outcome,
+                            elapsed, record.exc_type, record.exc_message)
             if not ignore:
                 self._store(record, raise_errors=True)
         except BackendError as exc:
