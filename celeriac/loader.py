@@ -21,17 +21,47 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 
+#: Modules this loader imported from a file path (not importable by name from the cwd).
+_FROM_FILE: set[str] = set()
+
+
+def file_module_name(path: str) -> str:
+    """The module name ``import`` would give the file at ``path``: its stem."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def importable_name(module_name: str) -> str:
+    """``module_name``, except that ``__main__`` (a script run directly or with
+    ``python -m``) becomes the name a worker process imports that file under."""
+    if module_name != "__main__":
+        return module_name
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return str(spec.name)
+    path = getattr(main, "__file__", None)
+    return file_module_name(path) if path else module_name
+
+
 def _import(target: str) -> ModuleType:
     if target.endswith(".py") or os.sep in target:
         path = os.path.abspath(target)
         if not os.path.isfile(path):
             raise ConfigurationError(f"-A {target!r}: no such file")
-        name = "__celeriac_app__"
+        # Named after the file, as ``import`` would name it, so its tasks get the same
+        # names in every process (``myapp.add``), whichever way the app was found.
+        name = file_module_name(path)
+        existing = sys.modules.get(name)
+        if existing is not None and os.path.abspath(getattr(existing, "__file__", None) or "") == path:
+            return existing
+        if existing is not None or name in sys.stdlib_module_names:
+            name = "__celeriac_app__"
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise ConfigurationError(f"-A {target!r}: cannot import that file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
+        _FROM_FILE.add(name)
         sys.path.insert(0, os.path.dirname(path))
         spec.loader.exec_module(module)
         return module
@@ -40,7 +70,7 @@ def _import(target: str) -> ModuleType:
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
-        if exc.name and target.startswith(exc.name):
+        if exc.name and (target == exc.name or target.startswith(f"{exc.name}.")):
             raise ConfigurationError(
                 f"-A {target!r}: no module named {exc.name!r} (looked in {os.getcwd()})") from None
         raise
@@ -55,7 +85,10 @@ def load_app(spec: str) -> Celeriac:
         raise ConfigurationError("-A needs a module, e.g. -A tasks or -A proj.tasks:app")
     module = _import(module_part)
     if attribute:
-        app = getattr(module, attribute, None)
+        if not hasattr(module, attribute):
+            raise ConfigurationError(
+                f"-A {spec!r}: module {module_part!r} has no attribute {attribute!r}")
+        app = getattr(module, attribute)
         if not isinstance(app, Celeriac):
             raise ConfigurationError(f"-A {spec!r}: {attribute!r} is not a Celeriac app")
         return app
@@ -66,7 +99,7 @@ def load_app(spec: str) -> Celeriac:
     if len(apps) != 1:
         raise ConfigurationError(
             f"-A {spec!r}: {'no' if not apps else 'several'} Celeriac apps in module "
-            f"{module.__name__!r}; name one with -A {module_part}:ATTRIBUTE")
+            f"{module_part!r}; name one with -A {module_part}:ATTRIBUTE")
     return apps[0]
 
 
@@ -77,7 +110,10 @@ def locate_app(app: Celeriac) -> str:
             continue
         for attribute, value in list(vars(module).items()):
             if value is app:
-                if name in ("__main__", "__celeriac_app__"):
+                spec = getattr(module, "__spec__", None)
+                if name == "__main__" and spec is not None and spec.name:
+                    return f"{spec.name}:{attribute}"  # run with python -m
+                if name == "__main__" or name in _FROM_FILE:
                     path = getattr(module, "__file__", None)
                     if path:
                         return f"{os.path.abspath(path)}:{attribute}"

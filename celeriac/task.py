@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from celeriac.context import Request, current_request
 from celeriac.errors import ConfigurationError, Retry, UnknownSettingError
+from celeriac.loader import importable_name
 from celeriac.settings import suggest
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class Task(Generic[P, R]):
         self.app = app
         self.fn = fn
         self.options = options
-        self.name = options.name or f"{fn.__module__}.{fn.__qualname__}"
+        self.name = options.name or f"{importable_name(fn.__module__)}.{fn.__qualname__}"
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 

@@ -239,8 +239,11 @@ def purge(app: Celeriac, queues: str | None, force: bool) -> None:
     """Delete waiting messages (ready and scheduled) from queues."""
     names = _split_queues(queues)
     what = ", ".join(names) if names else "ALL queues"
-    if not force and sys.stdin.isatty() and not click.confirm(f"Delete waiting messages of {what}?"):
-        raise SystemExit(1)
+    if not force:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not a terminal, so cannot ask: pass -f to purge")
+        if not click.confirm(f"Delete waiting messages of {what}?"):
+            raise SystemExit(1)
     total = sum(app.broker.purge(name) for name in names) if names else app.broker.purge(None)
     click.echo(f"purged {total} message(s) from {what}")
 
