@@ -19,6 +19,9 @@ Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
     └── Retry                       raised by Task.retry() to ask for a new attempt
 
     SoftTimeLimitExceeded (Exception)  raised *inside* a task at its soft limit
+    HardTimeLimit (BaseException)      interrupts a green task at its hard limit;
+                                       ``except Exception`` in user code cannot
+                                       swallow it. Recorded as TimeLimitExceeded.
 
 ``Retry`` derives from :class:`CeleriacError` and is raised by ``self.retry()``;
 the worker recognises it, so user code should let it propagate.
@@ -122,6 +125,16 @@ class SoftTimeLimitExceeded(Exception):
 
     It derives from ``Exception`` on purpose: a task may catch it to clean up
     before the hard limit arrives.
+    """
+
+
+
+class HardTimeLimit(BaseException):
+    """Thrown into a green task at its hard time limit.
+
+    A ``BaseException`` on purpose: the task must stop, and user code that
+    catches ``Exception`` must not be able to carry on. The worker records the
+    task as failed with :class:`TimeLimitExceeded`.
     """
 
 

@@ -143,7 +143,9 @@ SETTINGS: dict[str, Setting] = {
                 _optional(_positive_int)),
         Setting("worker_processes", None, "Worker processes for pools that run many tasks in one "
                 "process (threads).", _optional(_positive_int)),
-        Setting("worker_prefetch_multiplier", 4, "Messages reserved per concurrency slot.",
+        Setting("worker_prefetch_multiplier", 4, "Messages reserved per concurrency slot by a "
+                "node of one worker process; with several processes (prefork, --processes) each "
+                "reserves only what it can start, so idle siblings are never starved.",
                 _positive_int),
         Setting("worker_max_tasks_per_child", None, "Replace a worker process after this many tasks.",
                 _optional(_positive_int)),

@@ -8,6 +8,7 @@ to it through the same app from the test process.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -95,6 +96,13 @@ class Worker:
 
         return [c.pid for c in psutil.Process(self.proc.pid).children()]
 
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the worker to exit on its own; its exit code."""
+        return self.proc.wait(timeout)
+
 
 @dataclass
 class Project:
@@ -135,6 +143,16 @@ class Project:
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
 
+    def status(self, app: str = "tasks") -> dict[str, Any]:
+        """``celeriac status --json``, parsed."""
+        data: dict[str, Any] = json.loads(self.cli("-A", app, "status", "--json").stdout)
+        return data
+
+    def queue(self, name: str = "default", app: str = "tasks") -> dict[str, int]:
+        """One queue's counts (ready, scheduled, in_flight, dead) from ``celeriac status --json``."""
+        counts: dict[str, int] = self.status(app)["queues"].get(name, {})
+        return {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 0, **counts}
+
     def start_worker(self, *args: str, app: str = "tasks", ready: bool = True) -> Worker:
         log_path = self.path / f"worker-{len(self.workers)}.log"
         argv = [sys.executable, "-m", "celeriac", "-A", app, "worker", "-l", "INFO", *args]
@@ -167,6 +185,16 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
             except subprocess.TimeoutExpired:
                 worker.proc.kill()
     sys.modules.pop("tasks", None)
+
+
+def executions(path: Path) -> dict[str, list[int]]:
+    """What the ``record`` task appended to ``path``: task id -> pid of each execution."""
+    runs: dict[str, list[int]] = {}
+    if path.exists():
+        for line in path.read_text().split("\n")[:-1]:  # not a line still being written
+            task_id, pid = line.split()
+            runs.setdefault(task_id, []).append(int(pid))
+    return runs
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,

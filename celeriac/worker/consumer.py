@@ -8,7 +8,9 @@ themselves, except for the early ack of ``acks_late=False`` tasks, which must
 happen before the task runs.
 
 Shutdown is warm: stop fetching, hand unstarted messages back at once
-(uncharged), let running tasks finish, settle them, return.
+(uncharged), let running tasks finish, settle them, return. When the supervisor
+is gone nobody else enforces the shutdown timeout, so the process does: past
+it, it exits and leaves the running tasks' messages to their leases.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import time
 from collections import deque
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import psutil
 
@@ -60,6 +62,8 @@ class Consumer:
         self.stopping = False
         self.stop_reason = ""
         self.tasks_run = 0
+        #: Jobs handed to the pool and not settled yet (they count towards max_tasks).
+        self.unsettled = 0
         self._process = psutil.Process()
 
     def stop(self, reason: str = "shutdown") -> None:
@@ -83,7 +87,7 @@ class Consumer:
                 self._renew()
                 next_renew = time.monotonic() + renew_every
             self._dispatch()
-            room = self.spec.prefetch - len(self.held)
+            room = 0 if self._at_task_limit() else self.spec.prefetch - len(self.held)
             if room > 0 and self._fetch(room):
                 continue
             self.wake.clear()
@@ -101,9 +105,20 @@ class Consumer:
         return bool(deliveries)
 
     def _dispatch(self) -> None:
-        while self.waiting and self.pool.free_slots() > 0 and not self.stopping:
+        while (self.waiting and self.pool.free_slots() > 0 and not self.stopping
+               and not self._at_task_limit()):
             delivery = self.waiting.popleft()
+            self.unsettled += 1
             self.pool.submit(partial(self._job, delivery))
+
+    def _at_task_limit(self) -> bool:
+        """True when the tasks run plus those under way reach max_tasks: start no more.
+
+        Counting only settled tasks would let a slot that frees before the loop
+        settles start one more task than the limit.
+        """
+        limit = self.spec.max_tasks
+        return limit is not None and self.tasks_run + self.unsettled >= limit
 
     def _job(self, delivery: Delivery) -> None:
         try:
@@ -125,6 +140,7 @@ class Consumer:
         batch: list[tuple[Delivery, Outcome]] = []
         while self.finished:
             batch.append(self.finished.popleft())
+        self.unsettled -= len(batch)
         acks = [d for d, o in batch if o.action == ACK]
         if acks:
             for delivery, ok in zip(acks, self.broker.ack(acks), strict=True):
@@ -162,9 +178,11 @@ class Consumer:
                     self.waiting.remove(delivery)
                     self.held.pop(delivery.id, None)
 
+    def _orphaned(self) -> bool:
+        return os.getppid() != self.spec.parent_pid or not self.status.connected
+
     def _check_parent(self) -> None:
-        if not self.stopping and (os.getppid() != self.spec.parent_pid
-                                  or not self.status.connected):
+        if not self.stopping and self._orphaned():
             self.stop("the supervisor is gone")
 
     def _shutdown(self) -> None:
@@ -176,7 +194,25 @@ class Consumer:
             for delivery in unstarted:
                 self.held.pop(delivery.id, None)
             log.info("handed back %d unstarted message(s)", len(unstarted))
-        while not self.pool.join(timeout=self.lease / 3):
+        next_renew = time.monotonic() + self.lease / 3
+        give_up: float | None = None
+        while not self.pool.join(timeout=FETCH_WAIT * 4):
             self._settle()
-            self._renew()
+            now = time.monotonic()
+            if now >= next_renew:
+                self._renew()
+                next_renew = now + self.lease / 3
+            if self._orphaned():
+                if give_up is None:
+                    give_up = now + self.spec.shutdown_timeout
+                if now >= give_up:
+                    self._abandon()
         self._settle()
+
+    def _abandon(self) -> NoReturn:
+        """Exit at once, running tasks and all: what a cold shutdown would do to them."""
+        log.warning("worker process %d: the supervisor is gone and %d task(s) still run after "
+                    "the shutdown timeout (%ss); exiting, their messages will be delivered "
+                    "again when their leases expire", os.getpid(), self.pool.running(),
+                    self.spec.shutdown_timeout)
+        os._exit(1)

@@ -38,6 +38,9 @@ class WorkerSpec:
     parent_pid: int
     max_tasks: int | None = None
     max_memory_kb: int | None = None
+    #: Seconds running tasks get on a warm shutdown; the supervisor enforces it, or the
+    #: process itself when the supervisor is gone.
+    shutdown_timeout: float = 30.0
     loglevel: str = "INFO"
     #: Settings from the command line, applied over the app's own.
     settings: dict[str, Any] = field(default_factory=dict)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from celeriac.errors import TimeLimitExceeded
+from celeriac.errors import TimeLimitExceeded, WorkerLostError
 from celeriac.worker.run import failure_record
 from celeriac.worker.spec import ENV_VAR, WorkerSpec
 from celeriac.worker.status import RunningTask, StatusReader
@@ -206,14 +206,18 @@ class Supervisor:
     # -- processes ------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
         read_fd, write_fd = os.pipe()
+        # With several processes, one that reserved more than it can start would sit on
+        # messages its idle siblings could run now (a burst of 4 tasks on prefork -c 4
+        # would run one after another in one process): only a lone process prefetches.
+        per_slot = self.options.prefetch_multiplier if self.process_count == 1 else 1
         spec = WorkerSpec(
             app=self.options.app, pool=self.options.pool, concurrency=self.per_process,
-            queues=self.options.queues,
-            prefetch=self.per_process * self.options.prefetch_multiplier,
+            queues=self.options.queues, prefetch=self.per_process * per_slot,
             consumer_id=f"{self.node}/{index}/{uuid.uuid4().hex[:12]}", node=self.node,
             index=index, status_fd=write_fd, parent_pid=os.getpid(),
             max_tasks=self.options.max_tasks_per_child,
-            max_memory_kb=self.options.max_memory_per_child, loglevel=self.options.loglevel,
+            max_memory_kb=self.options.max_memory_per_child,
+            shutdown_timeout=self.options.shutdown_timeout, loglevel=self.options.loglevel,
             settings=self.options.settings, workdir=os.getcwd())
         env = dict(os.environ, **{ENV_VAR: spec.to_env()})
         proc = subprocess.Popen([sys.executable, "-m", "celeriac.worker.process"],
@@ -245,6 +249,8 @@ class Supervisor:
         # A kill we did on purpose charges nobody; a crash charges what was running.
         started = () if child.killed_for else tuple(child.running)
         released = self.app.broker.release_consumer(child.consumer_id, started=started)
+        if started:
+            self._fail_spent(child)
         if code == 0 and not child.killed_for:
             log.info("worker process %d (pid %d) exited", child.index, child.proc.pid)
         else:
@@ -256,6 +262,21 @@ class Supervisor:
                       released)
         if not self.stopping:
             self._schedule_restart(child)
+
+    def _fail_spent(self, child: Child) -> None:
+        """Fail the tasks that a crash cost their last delivery (WorkerLostError).
+
+        The broker dead-letters them on the next fetch instead of delivering
+        them, so without a result ``get()`` would wait forever.
+        """
+        limit = self.app.broker.max_deliveries
+        for task in child.running.values():
+            if task.delivery_count >= limit and not task.ignore_result:
+                error = WorkerLostError(
+                    f"the worker process running task {task.name} died on delivery "
+                    f"{task.delivery_count} of {limit} (broker_max_deliveries); the message "
+                    "goes to the dead-letter store")
+                self.app.backend.store(failure_record(task.task_id, task.name, error, tb=""))
 
     def _schedule_restart(self, child: Child) -> None:
         delay = 0.0

@@ -1,0 +1,217 @@
+"""The pool contract, end to end: every pool, same tasks, a real worker.
+
+Each test starts ``celeriac -A tasks worker -P <pool>`` as a subprocess, exactly
+as a user would, on a SQLite broker in a temporary directory, and talks to it
+through the same app from the test process. A new pool is done when it passes
+this file: add its ``-P`` name to :data:`POOLS`.
+
+Timing is measured by the tasks themselves (they return when they started and
+ended), never by asserting how fast something was; waits have generous upper
+bounds and only decide "did it happen".
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import Project, Worker, executions, wait_until
+
+from celeriac import TaskError
+
+#: Every ``-P`` pool; each test below runs once per pool.
+POOLS = ["solo", "threads", "prefork"]
+#: Pools that run one task at a time in one process whatever ``-c`` says.
+SERIAL_POOLS = {"solo"}
+
+#: Tasks added to the project's ``tasks.py`` for these tests.
+EXTRA = r'''
+from celeriac import SoftTimeLimitExceeded
+
+@app.task
+def interval(seconds):
+    """Sleep, and say when this ran and where."""
+    start = time.time()
+    time.sleep(seconds)
+    return [start, time.time(), os.getpid()]
+
+@app.task
+def now():
+    return time.time()
+
+@app.task(bind=True)
+def queue_of(self):
+    return self.request.queue
+
+@app.task(bind=True, max_retries=5)
+def flaky(self, path, times):
+    """Fail ``times`` times (retrying after 0.1 s), recording the retries seen by each run."""
+    with open(path, "a") as f:
+        f.write(f"{self.request.retries}\n")
+    if self.request.retries < times:
+        raise self.retry(countdown=0.1)
+    return self.request.retries
+
+@app.task
+def spin():
+    """Loop until the soft time limit interrupts it: Python bytecode (which a thread's
+    async exception needs) and short sleeps (which a green pool's timer needs)."""
+    try:
+        while True:
+            sum(range(1000))
+            time.sleep(0.01)
+    except SoftTimeLimitExceeded:
+        return "soft limit"
+
+@app.task(acks_late=False)
+def early(x):
+    return x * 2
+'''
+
+
+@pytest.fixture(params=POOLS)
+def pool(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def tasks(project: Project) -> ModuleType:
+    """The project's ``tasks`` module (with :data:`EXTRA`), imported in the test process."""
+    project.write_tasks(EXTRA)
+    project.app()
+    return sys.modules["tasks"]
+
+
+def stop(worker: Worker) -> None:
+    """A warm shutdown that must succeed."""
+    assert worker.stop() == 0, worker.log()
+
+
+def test_tasks_run_and_results_come_back(project: Project, tasks: ModuleType, pool: str) -> None:
+    worker = project.start_worker("-P", pool, "-c", "2")
+    results = [tasks.add.delay(i, i) for i in range(40)]
+    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(40)]
+    assert {r.status for r in results} == {"SUCCESS"}
+    wait_until(lambda: project.queue()["in_flight"] == 0, message="every message acked")
+    assert project.queue() == {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 0}
+    stop(worker)
+
+
+def test_failure_is_stored_and_reraised(project: Project, tasks: ModuleType, pool: str) -> None:
+    worker = project.start_worker("-P", pool)
+    result = tasks.fail.delay("boom")
+    with pytest.raises(ValueError, match="boom"):
+        result.get(timeout=30)
+    assert result.status == "FAILURE"
+    assert "ValueError" in (result.traceback or "")
+    assert tasks.add.delay(1, 2).get(timeout=30) == 3  # the worker goes on
+    stop(worker)
+
+
+def test_concurrency_is_real(project: Project, tasks: ModuleType, pool: str) -> None:
+    worker = project.start_worker("-P", pool, "-c", "4")
+    runs = sorted(r.get(timeout=30) for r in [tasks.interval.delay(0.5) for _ in range(4)])
+    starts, ends = [run[0] for run in runs], [run[1] for run in runs]
+    if pool in SERIAL_POOLS:
+        # One at a time: each run starts after the previous one ended.
+        assert all(later >= earlier for earlier, later in zip(ends[:-1], starts[1:], strict=True)), runs
+    else:
+        # All four were running at one instant: the last start precedes the first end.
+        assert max(starts) < min(ends), runs
+    if pool == "prefork":
+        assert len({run[2] for run in runs}) == 4, "prefork runs each task in its own process"
+    stop(worker)
+
+
+def test_countdown_runs_after_its_delay(project: Project, tasks: ModuleType, pool: str) -> None:
+    worker = project.start_worker("-P", pool)
+    sent = time.time()
+    delayed = tasks.now.apply_async(countdown=1.0)
+    assert tasks.app.broker.stats()["default"].scheduled == 1
+    prompt = tasks.now.delay()
+    ran_prompt, ran_delayed = prompt.get(timeout=30), delayed.get(timeout=30)
+    assert ran_delayed >= sent + 1.0, "a countdown task ran before its delay"
+    assert ran_prompt < ran_delayed, "a waiting countdown task held up the queue"
+    stop(worker)
+
+
+def test_consumes_every_listed_queue(project: Project, tasks: ModuleType, pool: str) -> None:
+    other = tasks.queue_of.apply_async(queue="c")
+    worker = project.start_worker("-P", pool, "-Q", "a,b")
+    assert tasks.queue_of.apply_async(queue="a").get(timeout=30) == "a"
+    assert tasks.queue_of.apply_async(queue="b").get(timeout=30) == "b"
+    assert other.status == "PENDING"
+    assert project.queue("c")["ready"] == 1, "a queue not listed with -Q was consumed"
+    stop(worker)
+
+
+def test_higher_priority_runs_first(project: Project, tasks: ModuleType, pool: str,
+                                    tmp_path: Path) -> None:
+    log = tmp_path / "runs.txt"
+    low = [tasks.record.apply_async((str(log),), priority=0) for _ in range(3)]
+    high = tasks.record.apply_async((str(log),), priority=9)
+    worker = project.start_worker("-P", pool, "-c", "1")
+    for result in [*low, high]:
+        result.get(timeout=30)
+    first = log.read_text().split()[0]
+    assert first == high.id, "the priority 9 task, sent last, should run first"
+    stop(worker)
+
+
+def test_bound_task_sees_its_retries(project: Project, tasks: ModuleType, pool: str,
+                                     tmp_path: Path) -> None:
+    log = tmp_path / "retries.txt"
+    worker = project.start_worker("-P", pool)
+    result = tasks.flaky.delay(str(log), 2)
+    assert result.get(timeout=30) == 2
+    assert log.read_text().split() == ["0", "1", "2"]
+    stop(worker)
+
+
+def test_soft_time_limit_raises_inside_the_task(project: Project, tasks: ModuleType,
+                                                pool: str) -> None:
+    worker = project.start_worker("-P", pool, "-c", "1", "--soft-time-limit", "0.5")
+    assert tasks.spin.delay().get(timeout=30) == "soft limit"
+    assert tasks.add.delay(2, 2).get(timeout=30) == 4
+    stop(worker)
+
+
+def test_max_tasks_per_child_recycles_processes(project: Project, tasks: ModuleType,
+                                                pool: str) -> None:
+    worker = project.start_worker("-P", pool, "-c", "2", "--max-tasks-per-child", "2")
+    results = [tasks.pid.delay() for _ in range(8)]
+    pids = [r.get(timeout=60) for r in results]
+    assert len(set(pids)) >= 4, f"processes were not replaced: {pids}"
+    over = {pid: pids.count(pid) for pid in set(pids) if pids.count(pid) > 2}
+    assert not over, f"processes ran more than 2 tasks: {over}"
+    assert worker.proc.poll() is None
+    stop(worker)
+
+
+def test_early_ack_task_runs(project: Project, tasks: ModuleType, pool: str) -> None:
+    worker = project.start_worker("-P", pool)
+    assert tasks.early.delay(21).get(timeout=30) == 42
+    wait_until(lambda: project.queue()["in_flight"] == 0, message="message acked")
+    assert project.queue()["ready"] == 0
+    stop(worker)
+
+
+def test_expired_task_is_revoked_not_run(project: Project, tasks: ModuleType, pool: str,
+                                         tmp_path: Path) -> None:
+    log = tmp_path / "runs.txt"
+    expired = tasks.record.apply_async((str(log),), expires=0.5)
+    time.sleep(1.0)
+    worker = project.start_worker("-P", pool)
+    assert tasks.add.delay(1, 1).get(timeout=30) == 2
+    with pytest.raises(TaskError) as info:
+        expired.get(timeout=30)
+    assert info.value.exc_type == "TaskRevokedError"
+    assert expired.status == "REVOKED"
+    assert expired.id not in executions(log), "an expired task ran"
+    wait_until(lambda: project.queue()["in_flight"] == 0, message="expired message acked")
+    assert project.queue()["ready"] == 0
+    stop(worker)
