@@ -5,24 +5,61 @@
 >>> @app.task
 ... def add(x, y):
 ...     return x + y
+
+The names below are imported on first use (PEP 562), not when ``celeriac`` is
+imported: a green worker process must monkey-patch before ``threading``,
+``socket`` and friends are imported, and it starts from inside this package.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from celeriac.app import Celeriac
-from celeriac.errors import (
-    CeleriacError,
-    ConfigurationError,
-    NotRegistered,
-    Retry,
-    SoftTimeLimitExceeded,
-    TaskError,
-    TimeLimitExceeded,
-)
-from celeriac.result import AsyncResult, EagerResult
-from celeriac.task import Task
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.errors import (
+        CeleriacError,
+        ConfigurationError,
+        NotRegistered,
+        Retry,
+        SoftTimeLimitExceeded,
+        TaskError,
+        TimeLimitExceeded,
+    )
+    from celeriac.result import AsyncResult, EagerResult
+    from celeriac.task import Task
+
+#: Public name -> module that defines it.
+_EXPORTS = {
+    "Celeriac": "celeriac.app",
+    "AsyncResult": "celeriac.result",
+    "EagerResult": "celeriac.result",
+    "Task": "celeriac.task",
+    "CeleriacError": "celeriac.errors",
+    "ConfigurationError": "celeriac.errors",
+    "NotRegistered": "celeriac.errors",
+    "Retry": "celeriac.errors",
+    "SoftTimeLimitExceeded": "celeriac.errors",
+    "TaskError": "celeriac.errors",
+    "TimeLimitExceeded": "celeriac.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'celeriac' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "AsyncResult",

@@ -137,7 +137,8 @@ SETTINGS: dict[str, Setting] = {
                 _non_negative_float),
         Setting("task_always_eager", False, "Run tasks locally and at once in apply_async "
                 "(for tests).", _bool),
-        Setting("worker_pool", "prefork", "Execution pool: solo, threads, prefork.", _str,
+        Setting("worker_pool", "prefork", "Execution pool: solo, threads, prefork, gevent, "
+                "eventlet.", _str,
                 "CELERIAC_WORKER_POOL"),
         Setting("worker_concurrency", None, "Tasks run at once (default: number of CPUs).",
                 _optional(_positive_int)),
@@ -153,6 +154,9 @@ SETTINGS: dict[str, Setting] = {
                 "memory exceeds this many KiB (checked after each task).", _optional(_positive_int)),
         Setting("worker_shutdown_timeout", 30.0, "Seconds running tasks get to finish on a warm "
                 "shutdown before the cold one.", _non_negative_float),
+        Setting("worker_max_blocking_time", 0.1, "Green pools: seconds a task may hold the event "
+                "loop without switching before it is reported as blocking (with its stack).",
+                _positive_float),
         Setting("worker_heartbeat_interval", 2.0, "Seconds between worker heartbeats in the broker.",
                 _positive_float),
     ]

@@ -75,7 +75,8 @@ def _split_queues(value: str | None) -> list[str]:
 
 
 @cli.command()
-@click.option("-P", "--pool", help="Execution pool: solo, threads, prefork [default: worker_pool].")
+@click.option("-P", "--pool",
+              help="Execution pool: solo, threads, prefork, gevent, eventlet [default: worker_pool].")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1),
               help="Tasks at once (prefork: processes) [default: CPUs].")
 @click.option("--processes", type=click.IntRange(min=1),
@@ -96,12 +97,15 @@ def _split_queues(value: str | None) -> list[str]:
               help="Replace a worker process above this resident memory (KiB).")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0),
               help="Seconds running tasks get on a warm shutdown.")
+@click.option("--max-blocking-time", type=click.FloatRange(min=0, min_open=True),
+              help="Green pools: report a task that blocks the event loop this long (s).")
 @_app_command
 def worker(app: Celeriac, pool: str | None, concurrency: int | None, processes: int | None,
            queues: str | None, loglevel: str, node: str | None,
            prefetch_multiplier: int | None, time_limit: float | None,
            soft_time_limit: float | None, max_tasks_per_child: int | None,
-           max_memory_per_child: int | None, shutdown_timeout: float | None) -> None:
+           max_memory_per_child: int | None, shutdown_timeout: float | None,
+           max_blocking_time: float | None) -> None:
     """Start a worker: a supervisor and its worker processes."""
     from celeriac.pools import get_pool
     from celeriac.worker.supervisor import Supervisor, WorkerOptions
@@ -120,6 +124,8 @@ def worker(app: Celeriac, pool: str | None, concurrency: int | None, processes: 
         settings["task_time_limit"] = time_limit
     if soft_time_limit is not None:
         settings["task_soft_time_limit"] = soft_time_limit
+    if max_blocking_time is not None:
+        settings["worker_max_blocking_time"] = max_blocking_time
     logging.basicConfig(level=loglevel.upper(), stream=sys.stderr,
                         format="[%(asctime)s %(levelname)s supervisor] %(message)s")
     options = WorkerOptions(

@@ -21,9 +21,10 @@ anything.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from typing import ClassVar, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 
 class EventLike(Protocol):
@@ -38,6 +39,27 @@ class EventLike(Protocol):
 Job = Callable[[], None]
 
 
+@dataclass(frozen=True)
+class JobInfo:
+    """Which message and task a job runs: lets a pool name the task in its reports."""
+
+    delivery_id: str
+    task: str
+    task_id: str
+
+
+@dataclass
+class Stall:
+    """A stretch of time during which one job blocked a green pool's event loop."""
+
+    job: JobInfo | None
+    #: Seconds the loop was blocked (so far, while ``ended`` is False).
+    seconds: float
+    #: The blocking job's stack, innermost call last.
+    stack: str
+    ended: bool = False
+
+
 class Pool(ABC):
     """Runs jobs (one task each) concurrently inside one worker process."""
 
@@ -48,9 +70,16 @@ class Pool(ABC):
     #: True when :meth:`limits` enforces the hard limit itself (a greenlet can be
     #: killed); otherwise the supervisor enforces it by killing the process.
     enforces_hard_limit: ClassVar[bool] = False
+    #: Modules that patching affects which were imported before :meth:`prepare_process`
+    #: patched (the worker logs a warning naming them).
+    imported_too_early: ClassVar[list[str]] = []
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, conf: Mapping[str, Any] | None = None) -> None:
         self.concurrency = concurrency
+        #: The app's settings (a green pool reads worker_max_blocking_time from it).
+        self.conf: Mapping[str, Any] = conf or {}
+        #: Called with a :class:`Stall` when the pool saw its event loop blocked.
+        self.on_stall: Callable[[Stall], None] | None = None
 
     @classmethod
     def layout(cls, concurrency: int, processes: int | None) -> tuple[int, int]:
@@ -88,7 +117,8 @@ class Pool(ABC):
     def join(self, timeout: float | None = None) -> bool:
         """Wait for running jobs; True when none is left."""
 
-    def limits(self, soft: float | None, hard: float | None) -> AbstractContextManager[None]:
+    def limits(self, soft: float | None, hard: float | None,
+               job: JobInfo | None = None) -> AbstractContextManager[None]:
         """Enforce time limits around one job, called where the job runs.
 
         The default enforces nothing here: the soft limit is the pool's to

@@ -10,12 +10,13 @@ from __future__ import annotations
 import queue
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
+from typing import Any
 
 from celeriac.errors import SoftTimeLimitExceeded
-from celeriac.pools.base import EventLike, Job, Pool
+from celeriac.pools.base import EventLike, Job, JobInfo, Pool
 
 
 class SoloPool(Pool):
@@ -23,8 +24,8 @@ class SoloPool(Pool):
 
     name = "solo"
 
-    def __init__(self, concurrency: int = 1) -> None:
-        super().__init__(1)
+    def __init__(self, concurrency: int = 1, conf: Mapping[str, Any] | None = None) -> None:
+        super().__init__(1, conf)
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._pending = 0
         self._idle = threading.Condition()
@@ -82,7 +83,8 @@ class SoloPool(Pool):
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
-    def limits(self, soft: float | None, hard: float | None) -> AbstractContextManager[None]:
+    def limits(self, soft: float | None, hard: float | None,
+               job: JobInfo | None = None) -> AbstractContextManager[None]:
         return self._alarm(soft)
 
     @contextmanager

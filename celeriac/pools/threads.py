@@ -14,12 +14,13 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 from celeriac.errors import SoftTimeLimitExceeded
-from celeriac.pools.base import EventLike, Job, Pool
+from celeriac.pools.base import EventLike, Job, JobInfo, Pool
 
 #: How often the soft-limit watchdog looks at deadlines (seconds).
 WATCH_INTERVAL = 0.05
@@ -62,8 +63,8 @@ class ThreadPool(Pool):
 
     name = "threads"
 
-    def __init__(self, concurrency: int) -> None:
-        super().__init__(concurrency)
+    def __init__(self, concurrency: int, conf: Mapping[str, Any] | None = None) -> None:
+        super().__init__(concurrency, conf)
         self._executor: ThreadPoolExecutor | None = None
         self._active = 0
         self._idle = threading.Condition()
@@ -102,7 +103,8 @@ class ThreadPool(Pool):
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
-    def limits(self, soft: float | None, hard: float | None) -> AbstractContextManager[None]:
+    def limits(self, soft: float | None, hard: float | None,
+               job: JobInfo | None = None) -> AbstractContextManager[None]:
         return self._soft_limit(soft)
 
     @contextmanager

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, NoReturn
 import psutil
 
 from celeriac.brokers.base import Delivery
+from celeriac.errors import CeleriacError
 from celeriac.pools.base import Pool
 from celeriac.worker.executor import ACK, DEAD, RETRY_LATER, Executor, Outcome
 from celeriac.worker.spec import WorkerSpec
@@ -88,15 +89,17 @@ class Consumer:
                 next_renew = time.monotonic() + renew_every
             self._dispatch()
             room = 0 if self._at_task_limit() else self.spec.prefetch - len(self.held)
-            if room > 0 and self._fetch(room):
-                continue
+            # While jobs run, a finishing one must be settled (its result stored) at
+            # once, so the loop waits on the wake-up event rather than in the broker.
+            busy = bool(self.finished) or self.pool.running() > 0
             self.wake.clear()
-            if room <= 0 and not self.finished:
-                self.wake.wait(FETCH_WAIT * 4)
+            if room > 0 and self._fetch(room, 0.0 if busy else FETCH_WAIT):
+                continue
+            if not self.finished and (busy or room <= 0):
+                self.wake.wait(FETCH_WAIT)
         self._shutdown()
 
-    def _fetch(self, room: int) -> bool:
-        timeout = 0.0 if self.finished else FETCH_WAIT
+    def _fetch(self, room: int, timeout: float) -> bool:
         deliveries = self.broker.fetch(self.spec.queues, room, consumer=self.spec.consumer_id,
                                        lease=self.lease, timeout=timeout)
         for delivery in deliveries:
@@ -121,12 +124,9 @@ class Consumer:
         return limit is not None and self.tasks_run + self.unsettled >= limit
 
     def _job(self, delivery: Delivery) -> None:
-        try:
-            outcome = self.executor.handle(delivery)
-        except BaseException:
-            # Interrupted (shutdown, a killed greenlet): leave the message to be
-            # released; it is still held and goes back when the process ends.
-            raise
+        # Anything but an Outcome (a killed greenlet, an interpreter exit) leaves the
+        # message held: it goes back to the broker when the process ends.
+        outcome = self.executor.handle(delivery)
         self.finished.append((delivery, outcome))
         self.wake.set()
 
@@ -141,6 +141,7 @@ class Consumer:
         while self.finished:
             batch.append(self.finished.popleft())
         self.unsettled -= len(batch)
+        batch = self._store_results(batch)
         acks = [d for d, o in batch if o.action == ACK]
         if acks:
             for delivery, ok in zip(acks, self.broker.ack(acks), strict=True):
@@ -155,6 +156,25 @@ class Consumer:
             self.held.pop(delivery.id, None)
         self.tasks_run += sum(1 for _, outcome in batch if outcome.ran)
         self._check_recycle()
+
+    def _store_results(self, batch: list[tuple[Delivery, Outcome]]
+                       ) -> list[tuple[Delivery, Outcome]]:
+        """Store the batch's results in one call, before any of its messages is acked.
+
+        If the backend fails, the messages whose results were not stored are
+        delivered again later instead of being acked (at-least-once for results too).
+        """
+        records = [outcome.record for _, outcome in batch if outcome.record is not None]
+        if not records:
+            return batch
+        try:
+            self.app.backend.store_many(records)
+        except CeleriacError as exc:
+            log.error("could not store %d result(s): %s; their tasks will be delivered again",
+                      len(records), exc)
+            return [(d, Outcome(RETRY_LATER, str(exc), o.ran) if o.record and o.action == ACK
+                     else o) for d, o in batch]
+        return batch
 
     def _check_recycle(self) -> None:
         limit = self.spec.max_tasks

@@ -2,7 +2,8 @@
 
 The executor runs inside a pool job (a thread, the main thread or a greenlet).
 It returns what should happen to the message -- ack it, or dead-letter it with a
-reason -- and the consumer settles that in batches. A message that cannot be
+reason -- and the result to store; the consumer stores results and settles
+messages in batches (one transaction for many tasks, results before acks). A message that cannot be
 processed (malformed, unknown task) is dead-lettered with the reason and, where
 a task id is known, a FAILURE result is stored so that ``get()`` does not wait
 forever.
@@ -22,7 +23,7 @@ from celeriac.brokers.base import Delivery
 from celeriac.context import Request
 from celeriac.errors import BackendError, MessageDecodeError, NotRegistered
 from celeriac.message import CONTENT_TYPES, TaskMessage, decode, peek_task_id
-from celeriac.pools.base import Pool
+from celeriac.pools.base import JobInfo, Pool
 from celeriac.worker.run import failure_record, run_task
 from celeriac.worker.status import StatusWriter
 
@@ -46,6 +47,8 @@ class Outcome:
     reason: str = ""
     #: True when the task body started (counts towards max_tasks_per_child).
     ran: bool = False
+    #: The result to store before the message is settled (None: nothing to store).
+    record: ResultRecord | None = None
 
 
 class Executor:
@@ -67,24 +70,22 @@ class Executor:
             name, task_id = peek_task_id(delivery.body)
             log.error("dead-lettered malformed message %s from queue %r: %s",
                       task_id or delivery.id, delivery.queue, exc)
-            if task_id:
-                self._store(failure_record(task_id, name, exc))
-            return Outcome(DEAD, f"malformed message: {exc}")
+            record = failure_record(task_id, name, exc) if task_id else None
+            return Outcome(DEAD, f"malformed message: {exc}", record=record)
         try:
             task = self.app.get_task(message.task)
         except NotRegistered as exc:
             log.error("dead-lettered task %s[%s] from queue %r: %s", message.task, message.id,
                       delivery.queue, exc)
-            if not message.ignore_result:
-                self._store(failure_record(message.id, message.task, exc, message.retries))
-            return Outcome(DEAD, f"unknown task {message.task!r}")
+            record = None if message.ignore_result else failure_record(
+                message.id, message.task, exc, message.retries)
+            return Outcome(DEAD, f"unknown task {message.task!r}", record=record)
         if message.expires is not None and time.time() > message.expires:
             log.info("task %s[%s] expired; not running it", task.name, message.id)
-            if not message.ignore_result:
-                self._store(ResultRecord(task_id=message.id, status=REVOKED, name=task.name,
-                                         exc_type="TaskRevokedError", exc_message="expired",
-                                         date_done=time.time()))
-            return Outcome(ACK)
+            revoked = None if message.ignore_result else ResultRecord(
+                task_id=message.id, status=REVOKED, name=task.name, exc_type="TaskRevokedError",
+                exc_message="expired", date_done=time.time())
+            return Outcome(ACK, record=revoked)
         return self._run(delivery, message, task.acks_late)
 
     def _run(self, delivery: Delivery, message: TaskMessage, acks_late: bool) -> Outcome:
@@ -106,28 +107,21 @@ class Executor:
                 self._store(ResultRecord(task_id=message.id, status="STARTED", name=task.name,
                                          retries=message.retries))
             started = time.monotonic()
-            record = run_task(task, request, self.pool.limits(soft, hard))
+            guard = self.pool.limits(soft, hard, JobInfo(delivery.id, task.name, message.id))
+            record = run_task(task, request, guard)
             elapsed = time.monotonic() - started
-            if record.status == "SUCCESS":
-                log.info("task %s[%s] succeeded in %.3fs", task.name, message.id, elapsed)
-            else:
-                outcome = "failed" if record.status == "FAILURE" else "will be retried"
-                log.warning("task %s[%s] %s after %.3fs: %s: %s", task.name, message.id, outcome,
-                            elapsed, record.exc_type, record.exc_message)
-            if not ignore:
-                self._store(record, raise_errors=True)
-        except BackendError as exc:
-            log.error("could not store the result of %s[%s]: %s; delivering it again later",
-                      task.name, message.id, exc)
-            return Outcome(RETRY_LATER if acks_late else SETTLED, str(exc), ran=True)
         finally:
             self.status.finished(delivery)
-        return Outcome(ACK if acks_late else SETTLED, ran=True)
+        if record.status == "SUCCESS":
+            log.info("task %s[%s] succeeded in %.3fs", task.name, message.id, elapsed)
+        else:
+            outcome = "failed" if record.status == "FAILURE" else "will be retried"
+            log.warning("task %s[%s] %s after %.3fs: %s: %s", task.name, message.id, outcome,
+                        elapsed, record.exc_type, record.exc_message)
+        return Outcome(ACK if acks_late else SETTLED, ran=True, record=None if ignore else record)
 
-    def _store(self, record: ResultRecord, raise_errors: bool = False) -> None:
+    def _store(self, record: ResultRecord) -> None:
         try:
             self.app.backend.store(record)
-        except BackendError:
-            if raise_errors:
-                raise
-            log.exception("could not store result of %s", record.task_id)
+        except BackendError as exc:
+            log.error("could not store the state of %s: %s", record.task_id, exc)

@@ -1,23 +1,24 @@
 """The main function of one worker process (started by the supervisor).
 
-Order matters: the pool prepares the process (a green pool patches here) before
-the user's app is imported, then the app, the pool and the consumer start.
-SIGTERM asks for a warm shutdown; SIGINT is ignored, because Ctrl-C reaches the
-whole process group and the supervisor decides what it means.
+Order matters: the pool prepares the process (a green pool monkey-patches here)
+before anything else is imported -- this module imports only ``os``, ``sys``
+and the spec at the top, because even ``logging`` imports ``threading`` -- then
+logging, the user's app, the pool and the consumer start. SIGTERM asks for a
+warm shutdown; SIGINT is ignored, because Ctrl-C reaches the whole process
+group and the supervisor decides what it means.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import sys
-from types import FrameType
 
 from celeriac.worker.spec import WorkerSpec
 
 
 def configure_logging(level: str, name: str) -> None:
+    import logging
+
     logging.basicConfig(
         level=level.upper(), stream=sys.stderr,
         format=f"[%(asctime)s %(levelname)s {name}] %(message)s")
@@ -29,7 +30,17 @@ def main() -> int:
 
     pool_class = get_pool(spec.pool)
     pool_class.prepare_process()
+
+    import logging
+    import signal
+    from types import FrameType
+
     configure_logging(spec.loglevel, f"{spec.node}/{spec.index}")
+    log = logging.getLogger("celeriac.worker")
+    if pool_class.imported_too_early:
+        log.warning("modules %s were imported before %s patching (from sitecustomize, a .pth "
+                    "file or PYTHONSTARTUP?); objects created from them are not cooperative",
+                    ", ".join(pool_class.imported_too_early), pool_class.name)
     os.chdir(spec.workdir)
 
     from celeriac.loader import load_app
@@ -38,8 +49,9 @@ def main() -> int:
 
     app = load_app(spec.app)
     app.conf.update(spec.settings)
-    pool = pool_class(spec.concurrency)
+    pool = pool_class(spec.concurrency, app.conf)
     status = StatusWriter(spec.status_fd)
+    pool.on_stall = status.stall
     consumer = Consumer(app, pool, spec, status)
 
     def on_term(signum: int, frame: FrameType | None) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.backends.base import FAILURE, RETRY, SUCCESS, ResultRecord
 from celeriac.context import Request, current_request
-from celeriac.errors import Retry, SerializationError, TaskError
+from celeriac.errors import HardTimeLimit, Retry, SerializationError, TaskError, TimeLimitExceeded
 
 if TYPE_CHECKING:
     from celeriac.result import EagerResult
@@ -55,6 +55,8 @@ def run_task(task: Task[Any, Any], request: Request,
                             name=task.name, retries=request.retries, date_done=time.time())
     except Retry as signal:
         return _retry_record(task, request, signal)
+    except HardTimeLimit as exc:
+        return failure_record(request.id, task.name, TimeLimitExceeded(str(exc)), request.retries)
     except Exception as exc:
         if task.options.autoretry_for and isinstance(exc, task.options.autoretry_for):
             try:

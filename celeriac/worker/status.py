@@ -4,7 +4,9 @@ One pipe per process, one JSON object per line. The supervisor learns from it
 which messages a process has *started* (so that when the process dies it can
 give back the unstarted ones uncharged and charge the started ones), and each
 started task's hard deadline (so it can kill a process whose task overran).
-Lines stay far below ``PIPE_BUF``, so writes from several threads never mix.
+Lines stay below ``PIPE_BUF`` (4096 bytes), so a write is atomic and writes
+from several threads never mix; no lock is taken, so a green pool's monitor
+thread can report while the event loop is blocked.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from celeriac.brokers.base import Delivery
+from celeriac.pools.base import Stall
 
 #: Task names longer than this are cut in status lines (keeps writes atomic).
 NAME_LIMIT = 200
+#: Characters of a blocking stack sent to the supervisor (the innermost calls).
+STACK_LIMIT = 2500
 
 
 class StatusWriter:
@@ -27,7 +31,6 @@ class StatusWriter:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._lock = threading.Lock()
         #: False once the supervisor is gone (the pipe broke).
         self.connected = True
 
@@ -46,6 +49,14 @@ class StatusWriter:
         self._send({"e": "start", "d": delivery.id, "tok": delivery.token, "q": delivery.queue,
                     "n": delivery.delivery_count, "id": task_id, "task": name[:NAME_LIMIT],
                     "hard": hard_limit, "ir": ignore_result})
+
+    def stall(self, stall: Stall) -> None:
+        """A green pool's event loop was blocked (safe from any thread: no locks)."""
+        job = stall.job
+        self._send({"e": "stall", "d": job.delivery_id if job else None,
+                    "task": job.task[:NAME_LIMIT] if job else None,
+                    "id": job.task_id if job else None, "secs": round(stall.seconds, 3),
+                    "end": stall.ended, "stack": stall.stack[-STACK_LIMIT:]})
 
     def finished(self, delivery: Delivery) -> None:
         self._send({"e": "done", "d": delivery.id})

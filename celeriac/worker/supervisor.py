@@ -84,6 +84,10 @@ class Child:
     processed: int = 0
     #: Set when the supervisor killed it on purpose (time limit, cold shutdown).
     killed_for: str = ""
+    #: Delivery id of the task blocking its event loop right now (green pools).
+    blocker: str | None = None
+    #: Delivery ids charged a delivery although the kill was on purpose.
+    charged: list[str] = field(default_factory=list)
 
 
 class Supervisor:
@@ -109,6 +113,8 @@ class Supervisor:
         self.started_at = time.time()
         self._next_heartbeat = 0.0
         self.announced = False
+        #: Task name -> times it blocked a green event loop (shown by ``celeriac status``).
+        self.stalls: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
@@ -178,6 +184,8 @@ class Supervisor:
                 if child.running.pop(str(event["d"]), None) is not None:
                     child.processed += 1
                     self.processed += 1
+            elif kind == "stall":
+                self._on_stall(child, event)
             elif kind == "ready":
                 child.ready = True
                 self.backoff.pop(child.index, None)
@@ -187,9 +195,27 @@ class Supervisor:
                     self.announced = True
                     log.info("%s: all worker processes ready", self.node)
 
+    def _on_stall(self, child: Child, event: dict[str, Any]) -> None:
+        """A green process reported its event loop blocked (start) or free again (end)."""
+        name = str(event.get("task") or "<no task>")
+        what = f"task {name}[{event.get('id')}]" if event.get("task") else "code outside any task"
+        if event.get("end"):
+            child.blocker = None
+            log.warning("%s blocked the event loop of worker process %d for %.3fs", what,
+                        child.proc.pid, float(event.get("secs") or 0))
+            return
+        child.blocker = str(event["d"]) if event.get("d") else None
+        self.stalls[name] = self.stalls.get(name, 0) + 1
+        log.warning("%s is blocking the event loop of worker process %d (all its other tasks "
+                    "wait); blocking call:\n%s", what, child.proc.pid,
+                    str(event.get("stack") or "").rstrip())
+
     def _enforce_time_limits(self, child: Child, now: float) -> None:
         late = [t for t in child.running.values() if t.deadline is not None and now >= t.deadline]
         if not late:
+            return
+        if self.pool_class.enforces_hard_limit:
+            self._kill_blocked(child, late)
             return
         # Fail and ack first: once the process is gone its messages are released,
         # and the one that overran must not run again.
@@ -202,6 +228,22 @@ class Supervisor:
                 self.app.backend.store(failure_record(task.task_id, task.name, error, tb=""))
             self.app.broker.ack([task.delivery()])
         self._kill(child, "hard time limit")
+
+    def _kill_blocked(self, child: Child, late: list[RunningTask]) -> None:
+        """A green pool missed a hard limit it enforces itself: its event loop is blocked.
+
+        Only the task that blocks it is to blame: it is named and charged a delivery
+        (so one that keeps doing it ends in the dead-letter store); every other
+        message of the process goes back uncharged, at once.
+        """
+        blocker = child.running.get(child.blocker or "")
+        guilty = [blocker] if blocker is not None else late
+        for task in guilty:
+            log.error("task %s[%s] blocked the event loop of worker process %d past its hard "
+                      "time limit; killing the process", task.name, task.task_id,
+                      child.proc.pid)
+        child.charged = [t.delivery_id for t in guilty]
+        self._kill(child, "killed: event loop blocked past a hard time limit")
 
     # -- processes ------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
@@ -246,11 +288,12 @@ class Supervisor:
         self.selector.unregister(child.reader.fd)
         child.reader.close()
         code = child.proc.returncode
-        # A kill we did on purpose charges nobody; a crash charges what was running.
-        started = () if child.killed_for else tuple(child.running)
+        # A kill we did on purpose charges nobody but a task that blocked the event
+        # loop; a crash charges what was running.
+        started = tuple(child.charged) if child.killed_for else tuple(child.running)
         released = self.app.broker.release_consumer(child.consumer_id, started=started)
         if started:
-            self._fail_spent(child)
+            self._fail_spent(child, started)
         if code == 0 and not child.killed_for:
             log.info("worker process %d (pid %d) exited", child.index, child.proc.pid)
         else:
@@ -263,7 +306,7 @@ class Supervisor:
         if not self.stopping:
             self._schedule_restart(child)
 
-    def _fail_spent(self, child: Child) -> None:
+    def _fail_spent(self, child: Child, charged: tuple[str, ...]) -> None:
         """Fail the tasks that a crash cost their last delivery (WorkerLostError).
 
         The broker dead-letters them on the next fetch instead of delivering
@@ -271,7 +314,8 @@ class Supervisor:
         """
         limit = self.app.broker.max_deliveries
         for task in child.running.values():
-            if task.delivery_count >= limit and not task.ignore_result:
+            if task.delivery_id in charged and task.delivery_count >= limit and (
+                    not task.ignore_result):
                 error = WorkerLostError(
                     f"the worker process running task {task.name} died on delivery "
                     f"{task.delivery_count} of {limit} (broker_max_deliveries); the message "
@@ -302,6 +346,7 @@ class Supervisor:
             "processed": self.processed,
             "running": sum(len(c.running) for c in self.children.values()),
             "children": [c.proc.pid for c in self.children.values()],
+            "stalls": dict(self.stalls),
         }
         try:
             self.app.broker.heartbeat(self.node, info, ttl=interval * 3)
