@@ -14,11 +14,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import posix
 from dataclasses import dataclass
 from typing import Any
 
 from celeriac.brokers.base import Delivery
 from celeriac.pools.base import Stall
+
+#: The C ``write()``: green pools patch ``os.write`` (eventlet's waits on the hub for
+#: every write, and refuses two green threads writing one fd); a status line is small
+#: and the supervisor drains the pipe, so the plain call never waits long.
+_raw_write = posix.write
 
 #: Task names longer than this are cut in status lines (keeps writes atomic).
 NAME_LIMIT = 200
@@ -37,7 +43,7 @@ class StatusWriter:
     def _send(self, event: dict[str, Any]) -> None:
         line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
         try:
-            os.write(self._fd, line)
+            _raw_write(self._fd, line)
         except OSError:
             self.connected = False
 
