@@ -24,6 +24,7 @@ from celeriac.message import encode
 from celeriac.result import AsyncResult
 from celeriac.settings import Settings, suggest
 from celeriac.task import Task, TaskOptions, to_timestamp
+from celeriac.worker.options import pool_queue
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -130,7 +131,8 @@ class Celeriac:
     # -- routing and sending ------------------------------------------------------------
     def route(self, name: str, queue: str | None = None) -> str:
         """Queue for task ``name``: explicit ``queue``, then ``task_routes``, then the
-        task's own ``queue`` option, then ``task_default_queue``."""
+        task's own ``queue`` option, then its ``pool`` option (the pool's own queue,
+        ``default.prefork``), then ``task_default_queue``."""
         if queue:
             return queue
         routes: dict[str, Any] = self.conf.task_routes
@@ -145,9 +147,12 @@ class Celeriac:
         if target:
             return str(target)
         task = self.tasks.get(name)
+        default = str(self.conf.task_default_queue)
         if task is not None and task.options.queue:
             return task.options.queue
-        return str(self.conf.task_default_queue)
+        if task is not None and task.options.pool:
+            return pool_queue(default, task.options.pool)
+        return default
 
     def send_task(
         self,

@@ -45,6 +45,10 @@ class TaskOptions:
     soft_time_limit: float | None = None
     expires: float | None = None
     serializer: str | None = None
+    #: The kind of pool this task needs (``"prefork"`` for CPU-bound or not
+    #: green-safe code, ``"gevent"`` for code that relies on patching): routes it
+    #: to ``<task_default_queue>.<pool>``, which every worker group of that pool serves.
+    pool: str | None = None
     #: Exception types that trigger an automatic retry.
     autoretry_for: tuple[type[BaseException], ...] = ()
     #: Exponential backoff for automatic retries: True (base 1 s) or the base in seconds.
@@ -66,6 +70,12 @@ class TaskOptions:
             value = getattr(opts, limit)
             if value is not None and value <= 0:
                 raise ConfigurationError(f"task option {limit}={value!r}: must be > 0")
+        if opts.pool is not None:
+            from celeriac.pools import POOLS
+
+            if opts.pool not in POOLS:
+                raise ConfigurationError(f"task option pool={opts.pool!r}: choose from "
+                                         f"{', '.join(POOLS)}{suggest(opts.pool, POOLS)}")
         if not isinstance(opts.autoretry_for, tuple):
             raise ConfigurationError("task option autoretry_for must be a tuple of exception types")
         return opts

@@ -75,8 +75,9 @@ def _split_queues(value: str | None) -> list[str]:
 
 
 @cli.command()
-@click.option("-P", "--pool",
-              help="Execution pool: solo, threads, prefork, gevent, eventlet [default: worker_pool].")
+@click.option("-P", "--pool", "pools", multiple=True, metavar="NAME[:C[:QUEUES]]",
+              help="Execution pool: solo, threads, prefork, gevent, eventlet [default: "
+                   "worker_pool]. Repeat to run several, e.g. -P gevent:1000:io -P prefork:2:cpu.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1),
               help="Tasks at once (prefork: processes) [default: CPUs].")
 @click.option("--processes", type=click.IntRange(min=1),
@@ -100,19 +101,23 @@ def _split_queues(value: str | None) -> list[str]:
 @click.option("--max-blocking-time", type=click.FloatRange(min=0, min_open=True),
               help="Green pools: report a task that blocks the event loop this long (s).")
 @_app_command
-def worker(app: Celeriac, pool: str | None, concurrency: int | None, processes: int | None,
+def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, processes: int | None,
            queues: str | None, loglevel: str, node: str | None,
            prefetch_multiplier: int | None, time_limit: float | None,
            soft_time_limit: float | None, max_tasks_per_child: int | None,
            max_memory_per_child: int | None, shutdown_timeout: float | None,
            max_blocking_time: float | None) -> None:
     """Start a worker: a supervisor and its worker processes."""
-    from celeriac.pools import get_pool
-    from celeriac.worker.supervisor import Supervisor, WorkerOptions
+    from celeriac.worker.options import WorkerOptions, parse_groups
+    from celeriac.worker.supervisor import Supervisor
 
     conf = app.conf
-    pool_name = pool or conf.worker_pool
-    get_pool(pool_name)
+    groups = parse_groups(
+        pools or [conf.worker_pool],
+        concurrency=concurrency or conf.worker_concurrency or os.cpu_count() or 1,
+        processes=processes or conf.worker_processes,
+        queues=_split_queues(queues) or [conf.task_default_queue],
+        default_queue=conf.task_default_queue)
     if not app.broker.shared_between_processes:
         raise ConfigurationError(
             f"broker {conf.broker_url!r} lives inside one process; a worker needs a shared "
@@ -129,10 +134,7 @@ def worker(app: Celeriac, pool: str | None, concurrency: int | None, processes: 
     logging.basicConfig(level=loglevel.upper(), stream=sys.stderr,
                         format="[%(asctime)s %(levelname)s supervisor] %(message)s")
     options = WorkerOptions(
-        app=_child_app_spec(app), pool=pool_name,
-        concurrency=concurrency or conf.worker_concurrency or os.cpu_count() or 1,
-        processes=processes or conf.worker_processes,
-        queues=_split_queues(queues) or [conf.task_default_queue], node=node or "",
+        app=_child_app_spec(app), groups=groups, node=node or "",
         loglevel=loglevel.upper(),
         prefetch_multiplier=prefetch_multiplier or conf.worker_prefetch_multiplier,
         max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
@@ -215,26 +217,33 @@ def status(app: Celeriac, as_json: bool) -> None:
     """Queues (ready, scheduled, in flight, dead) and live workers."""
     stats = app.broker.stats()
     workers = app.broker.workers()
+    served = {q for w in workers for q in w.info.get("queues", [])}
+    unserved = sorted(name for name, s in stats.items()
+                      if (s.ready or s.scheduled or s.in_flight) and name not in served)
     if as_json:
         click.echo(json.dumps({
             "queues": {name: s.as_dict() for name, s in sorted(stats.items())},
             "workers": [{"name": w.name, "last_seen": w.last_seen, **w.info} for w in workers],
+            "unserved": unserved,
         }))
         return
     table = Table(title=f"queues on {app.conf.broker_url}")
     for column in ("queue", "ready", "scheduled", "in flight", "dead"):
         table.add_column(column, justify="left" if column == "queue" else "right")
     for name, s in sorted(stats.items()):
-        table.add_row(name, str(s.ready), str(s.scheduled), str(s.in_flight), str(s.dead))
+        label = f"{name} [red](no live worker)[/]" if name in unserved else name
+        table.add_row(label, str(s.ready), str(s.scheduled), str(s.in_flight), str(s.dead))
     console.print(table)
     if not workers:
         console.print("no live workers")
     for w in workers:
         info = w.info
-        console.print(f"[bold]{w.name}[/]: {info.get('pool')} {info.get('processes')}x"
-                      f"{info.get('concurrency')}, queues {','.join(info.get('queues', []))}, "
-                      f"{info.get('running', 0)} running, {info.get('processed', 0)} done, "
-                      f"seen {time.time() - w.last_seen:.1f}s ago")
+        pools = ", ".join(f"{p['pool']} {p['processes']}x{p['concurrency']} on "
+                          f"{','.join(p['queues'])}" for p in info.get("pools", []))
+        console.print(f"[bold]{w.name}[/]: {pools}; {info.get('running', 0)} running, "
+                      f"{info.get('processed', 0)} done, seen {time.time() - w.last_seen:.1f}s ago")
+        for task, count in sorted(info.get("stalls", {}).items()):
+            console.print(f"  [yellow]{task}[/] blocked the event loop {count} time(s)")
 
 
 @cli.command()

@@ -32,12 +32,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from celeriac.errors import TimeLimitExceeded, WorkerLostError
+from celeriac.worker.options import PoolGroup, WorkerOptions
 from celeriac.worker.run import failure_record
 from celeriac.worker.spec import ENV_VAR, WorkerSpec
 from celeriac.worker.status import RunningTask, StatusReader
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.pools.base import Pool
 
 log = logging.getLogger("celeriac.supervisor")
 
@@ -52,22 +54,18 @@ QUICK_DEATH = 2.0
 MAX_BACKOFF = 10.0
 
 
-@dataclass(frozen=True)
-class WorkerOptions:
-    """What ``celeriac worker`` was asked to run."""
+@dataclass(frozen=True, eq=False)
+class _Group:
+    """A pool group with its pool class and process layout resolved."""
 
-    app: str
-    pool: str
-    concurrency: int
-    queues: list[str]
-    processes: int | None = None
-    node: str = ""
-    loglevel: str = "INFO"
-    prefetch_multiplier: int = 4
-    max_tasks_per_child: int | None = None
-    max_memory_per_child: int | None = None
-    shutdown_timeout: float = 30.0
-    settings: dict[str, Any] = field(default_factory=dict)
+    spec: PoolGroup
+    pool_class: type[Pool]
+    processes: int
+    per_process: int
+
+    def describe(self) -> str:
+        return (f"{self.spec.pool} {self.processes}x{self.per_process} on "
+                f"{','.join(self.spec.queues)}")
 
 
 @dataclass
@@ -75,6 +73,7 @@ class Child:
     """One worker process as the supervisor knows it."""
 
     index: int
+    group: _Group
     consumer_id: str
     proc: subprocess.Popen[bytes]
     reader: StatusReader
@@ -98,9 +97,14 @@ class Supervisor:
 
         self.app = app
         self.options = options
-        self.pool_class = get_pool(options.pool)
-        self.process_count, self.per_process = self.pool_class.layout(
-            options.concurrency, options.processes)
+        #: Process index -> its group; a node runs each group's processes side by side.
+        self.slots: list[_Group] = []
+        for spec in options.groups:
+            pool_class = get_pool(spec.pool)
+            processes, per_process = pool_class.layout(spec.concurrency, spec.processes)
+            group = _Group(spec, pool_class, processes, per_process)
+            self.slots.extend([group] * processes)
+        self.groups = list(dict.fromkeys(self.slots))
         self.node = options.node or f"celeriac.{os.getpid()}@{socket.gethostname()}"
         self.children: dict[int, Child] = {}
         self.selector = selectors.DefaultSelector()
@@ -121,10 +125,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGQUIT, self._on_cold)
-        log.info("%s: %s pool, %d process(es) x %d, queues %s, broker %s", self.node,
-                 self.options.pool, self.process_count, self.per_process,
-                 ",".join(self.options.queues), self.app.conf.broker_url)
-        for index in range(self.process_count):
+        log.info("%s: %s; broker %s", self.node,
+                 "; ".join(group.describe() for group in self.groups), self.app.conf.broker_url)
+        for index in range(len(self.slots)):
             self._spawn(index)
         while self.children or not self.stopping:
             self._tick()
@@ -174,7 +177,7 @@ class Supervisor:
             kind = event.get("e")
             if kind == "start":
                 hard = event.get("hard")
-                grace = HARD_LIMIT_GRACE if self.pool_class.enforces_hard_limit else 0.0
+                grace = HARD_LIMIT_GRACE if child.group.pool_class.enforces_hard_limit else 0.0
                 child.running[str(event["d"])] = RunningTask(
                     delivery_id=str(event["d"]), token=int(event["tok"]), queue=str(event["q"]),
                     delivery_count=int(event.get("n", 1)), task_id=str(event["id"]),
@@ -190,7 +193,7 @@ class Supervisor:
                 child.ready = True
                 self.backoff.pop(child.index, None)
                 log.debug("worker process %d (pid %d) ready", child.index, child.proc.pid)
-                if not self.announced and len(self.children) == self.process_count and all(
+                if not self.announced and len(self.children) == len(self.slots) and all(
                         c.ready for c in self.children.values()):
                     self.announced = True
                     log.info("%s: all worker processes ready", self.node)
@@ -214,7 +217,7 @@ class Supervisor:
         late = [t for t in child.running.values() if t.deadline is not None and now >= t.deadline]
         if not late:
             return
-        if self.pool_class.enforces_hard_limit:
+        if child.group.pool_class.enforces_hard_limit:
             self._kill_blocked(child, late)
             return
         # Fail and ack first: once the process is gone its messages are released,
@@ -251,10 +254,11 @@ class Supervisor:
         # With several processes, one that reserved more than it can start would sit on
         # messages its idle siblings could run now (a burst of 4 tasks on prefork -c 4
         # would run one after another in one process): only a lone process prefetches.
-        per_slot = self.options.prefetch_multiplier if self.process_count == 1 else 1
+        group = self.slots[index]
+        per_slot = self.options.prefetch_multiplier if group.processes == 1 else 1
         spec = WorkerSpec(
-            app=self.options.app, pool=self.options.pool, concurrency=self.per_process,
-            queues=self.options.queues, prefetch=self.per_process * per_slot,
+            app=self.options.app, pool=group.spec.pool, concurrency=group.per_process,
+            queues=group.spec.queues, prefetch=group.per_process * per_slot,
             consumer_id=f"{self.node}/{index}/{uuid.uuid4().hex[:12]}", node=self.node,
             index=index, status_fd=write_fd, parent_pid=os.getpid(),
             max_tasks=self.options.max_tasks_per_child,
@@ -265,7 +269,7 @@ class Supervisor:
         proc = subprocess.Popen([sys.executable, "-m", "celeriac.worker.process"],
                                 env=env, pass_fds=(write_fd,), close_fds=True)
         os.close(write_fd)
-        child = Child(index=index, consumer_id=spec.consumer_id, proc=proc,
+        child = Child(index=index, group=group, consumer_id=spec.consumer_id, proc=proc,
                       reader=StatusReader(read_fd), started_at=time.monotonic())
         self.children[index] = child
         self.selector.register(read_fd, selectors.EVENT_READ, child)
@@ -340,9 +344,15 @@ class Supervisor:
         interval = float(self.app.conf.worker_heartbeat_interval)
         self._next_heartbeat = now + interval
         info = {
-            "hostname": socket.gethostname(), "pid": os.getpid(), "pool": self.options.pool,
-            "processes": self.process_count, "concurrency": self.per_process,
-            "queues": self.options.queues, "started": self.started_at,
+            "hostname": socket.gethostname(), "pid": os.getpid(),
+            "pool": "+".join(g.spec.pool for g in self.groups),
+            "processes": len(self.slots),
+            "concurrency": sum(g.processes * g.per_process for g in self.groups),
+            "queues": sorted({q for g in self.groups for q in g.spec.queues}),
+            "pools": [{"pool": g.spec.pool, "processes": g.processes,
+                       "concurrency": g.per_process, "queues": g.spec.queues}
+                      for g in self.groups],
+            "started": self.started_at,
             "processed": self.processed,
             "running": sum(len(c.running) for c in self.children.values()),
             "children": [c.proc.pid for c in self.children.values()],
