@@ -104,8 +104,16 @@ def load_app(spec: str) -> Celeriac:
 
 
 def locate_app(app: Celeriac) -> str:
-    """An ``-A`` value that finds ``app`` again in a fresh interpreter."""
-    for name, module in list(sys.modules.items()):
+    """An ``-A`` value that finds ``app`` again in a fresh interpreter.
+
+    A script that imported its app (``from tasks import app``) holds it too: any
+    other module comes before ``__main__``, so that a worker process imports
+    ``tasks`` and not the script (whose ``app.worker_main()`` would start workers
+    again, in every worker process).
+    """
+    modules = list(sys.modules.items())
+    modules.sort(key=lambda item: item[0] == "__main__")
+    for name, module in modules:
         if module is None:
             continue
         for attribute, value in list(vars(module).items()):

@@ -50,7 +50,8 @@ class EventletPool(Pool):
         cls.imported_too_early = [name for name in PATCH_SENSITIVE if name in sys.modules]
         import warnings
 
-        warnings.filterwarnings("ignore", message=".*Eventlet is deprecated")
+        # The message starts with a newline, which ".*" would not match.
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
         import eventlet
 
         eventlet.monkey_patch()

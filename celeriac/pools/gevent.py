@@ -18,14 +18,19 @@ Exception`` in user code cannot swallow it) at the hard one. A task that never
 switches -- a CPU loop, a C call -- blocks the whole hub; then the supervisor
 kills and replaces the process shortly after the hard limit.
 
-Blocking detection: gevent's monitor thread (a real OS thread) checks every
-``worker_max_blocking_time`` seconds whether the hub has switched; when it has
-not, this pool learns which greenlet held it and its stack, and reports one
+Blocking detection: a greenlet trace function notes the time of every switch
+and the greenlet switched to; a monitor thread (a real OS thread, so it runs
+while the hub is blocked) looks a few times per ``worker_max_blocking_time``.
+When a greenlet other than the hub has run that long without switching, the
+pool takes the hub thread's stack and reports one
 :class:`~celeriac.pools.base.Stall` when the stall starts and one when it ends,
-naming the task that caused it. Reports go to ``on_stall``, which must not
-take locks (it runs on the monitor thread, where gevent's patched locks do not
-belong): the worker process writes them to the supervisor's status pipe, and the
-supervisor logs them -- even when the hub stays blocked for good.
+naming the task that caused it and timed from the switch before it to the switch
+after it. (gevent's own monitor builds a report of every greenlet before it tells
+anyone, which comes late enough to time stalls wrongly and to blame a greenlet
+that has moved on.) Reports go to ``on_stall``, which must not take locks (it
+runs on the monitor thread, where gevent's patched locks do not belong): the
+worker process writes them to the supervisor's status pipe, and the supervisor
+logs them -- even when the hub stays blocked for good.
 """
 
 from __future__ import annotations
@@ -69,8 +74,13 @@ class GeventPool(Pool):
         #: Greenlet -> (the job it runs, when it started); read by the monitor thread.
         self._jobs: dict[Any, tuple[JobInfo, float]] = {}
         self._stall: Stall | None = None
-        self._stall_greenlet: Any = None
         self._stall_started = 0.0
+        #: Set by the trace function on every switch: when, and to which greenlet.
+        self._switched_at = time.monotonic()
+        self._active: Any = None
+        #: The last (start, end) without a switch longer than worker_max_blocking_time.
+        self._gap = (0.0, 0.0)
+        self._stopped = False
         self._max_blocking = float(self.conf.get("worker_max_blocking_time") or 0.1)
 
     @classmethod
@@ -98,43 +108,69 @@ class GeventPool(Pool):
 
     # -- blocking detection ---------------------------------------------------------------
     def _start_monitor(self, hub: Any) -> None:
-        import gevent.events
+        from gevent import monkey
 
-        config = gevent.config
-        config.monitor_thread = True
-        config.max_blocking_time = self._max_blocking
-        config.print_blocking_reports = False
-        gevent.events.subscribers.append(self._on_event)
-        hub.start_periodic_monitoring_thread()
+        self._trace_switches()
+        start_thread = monkey.get_original("_thread", "start_new_thread")
+        start_thread(self._monitor, (hub, monkey.get_original("time", "sleep")))
         gevent.spawn(self._watch_stalls)
 
-    def _on_event(self, event: Any) -> None:
-        """Called on gevent's monitor thread, while the hub is blocked."""
-        import gevent.events
+    def _trace_switches(self) -> None:
+        """Note every greenlet switch in this (the hub's) thread: when, and to which greenlet.
 
-        if not isinstance(event, gevent.events.EventLoopBlocked):
-            return
+        The time between two switches that passes ``worker_max_blocking_time`` is
+        remembered as a gap: if it was a stall, it started and ended exactly there.
+        Runs on every switch, so it does as little as it can.
+        """
+        import greenlet
+
+        monotonic = time.monotonic
+        longest = self._max_blocking
+        previous = greenlet.gettrace()
+
+        def trace(event: str, args: Any) -> None:
+            now = monotonic()
+            if now - self._switched_at >= longest:
+                self._gap = (self._switched_at, now)
+            self._switched_at = now
+            self._active = args[1] if event in ("switch", "throw") else None
+            if previous is not None:
+                previous(event, args)
+
+        greenlet.settrace(trace)
+
+    def _monitor(self, hub: Any, sleep: Callable[[float], None]) -> None:
+        """The monitor thread: a real OS thread, so it runs while the hub is blocked."""
+        period = max(self._max_blocking / 4, 0.005)
+        while not self._stopped:
+            sleep(period)
+            self._check(hub)
+
+    def _check(self, hub: Any) -> None:
+        """On the monitor thread: report a greenlet that has held the loop too long."""
+        since, greenlet = self._switched_at, self._active
         now = time.monotonic()
-        if self._stall is not None and event.greenlet is self._stall_greenlet:
-            self._stall.seconds = now - self._stall_started
+        # Waiting in the hub is idle (I/O, timers), not blocked.
+        if now - since < self._max_blocking or greenlet is None or greenlet is hub:
+            return
+        if self._stall is not None and self._stall_started == since:
+            self._stall.seconds = now - since
             return
         self._finish_stall()
         # The blocking greenlet is running, so its frames are the hub thread's frames.
-        hub_thread = getattr(event.hub, "thread_ident", None)
-        frame = sys._current_frames().get(hub_thread) if hub_thread is not None else None
+        frame = sys._current_frames().get(hub.thread_ident)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
-        job, job_started = self._jobs.get(event.greenlet, (None, 0.0))
-        # The monitor samples every period, so the loop has been blocked for one to two
-        # periods; a job that started within that window blocked from its start.
-        self._stall_started = max(job_started, now - 1.5 * self._max_blocking)
-        self._stall_greenlet = event.greenlet
-        self._stall = Stall(job, now - self._stall_started, stack)
+        if self._switched_at != since:
+            return  # it switched while we looked: over already, and that stack is not its own
+        job, _ = self._jobs.get(greenlet, (None, 0.0))
+        self._stall_started = since
+        self._stall = Stall(job, now - since, stack)
         if self.on_stall:
             self.on_stall(self._stall)
 
     def _watch_stalls(self) -> None:
         """A greenlet on the hub: whenever it gets to run, nothing is blocking the hub,
-        so a stall the monitor recorded is over (and it ended about now)."""
+        so a stall the monitor recorded is over."""
         while True:
             gevent.sleep(self._max_blocking / 2)
             if self._stall is not None:
@@ -142,9 +178,12 @@ class GeventPool(Pool):
 
     def _finish_stall(self) -> None:
         stall, self._stall = self._stall, None
-        self._stall_greenlet = None
         if stall is not None:
-            stall.seconds = max(stall.seconds, time.monotonic() - self._stall_started)
+            started, ended = self._gap
+            if started == self._stall_started:  # the switch that ended it
+                stall.seconds = ended - started
+            else:
+                stall.seconds = max(stall.seconds, time.monotonic() - self._stall_started)
             stall.ended = True
             if self.on_stall:
                 self.on_stall(stall)
@@ -200,4 +239,5 @@ class GeventPool(Pool):
     def stop(self) -> None:
         from celeriac.blocking import set_offloader
 
+        self._stopped = True
         set_offloader(None)

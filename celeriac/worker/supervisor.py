@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from celeriac.errors import TimeLimitExceeded, WorkerLostError
+from celeriac.errors import ConfigurationError, TimeLimitExceeded, WorkerLostError
 from celeriac.worker.options import PoolGroup, WorkerOptions
 from celeriac.worker.run import failure_record
 from celeriac.worker.spec import ENV_VAR, WorkerSpec
@@ -95,6 +95,12 @@ class Supervisor:
     def __init__(self, app: Celeriac, options: WorkerOptions) -> None:
         from celeriac.pools import get_pool
 
+        if getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", "") == (
+                "celeriac.worker.process"):
+            # Importing the app started a worker: each worker process would start another.
+            raise ConfigurationError(
+                "a worker was started while a worker process imported the app; call "
+                "app.worker_main() under 'if __name__ == \"__main__\":'")
         self.app = app
         self.options = options
         #: Process index -> its group; a node runs each group's processes side by side.

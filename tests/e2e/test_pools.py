@@ -23,9 +23,12 @@ from conftest import Project, Worker, executions, wait_until
 from celeriac import TaskError
 
 #: Every ``-P`` pool; each test below runs once per pool.
-POOLS = ["solo", "threads", "prefork"]
+POOLS = ["solo", "threads", "prefork", "gevent", "eventlet"]
 #: Pools that run one task at a time in one process whatever ``-c`` says.
 SERIAL_POOLS = {"solo"}
+#: Pools that run ``-c`` tasks as greenlets of one process; patching makes the
+#: ``time.sleep`` of the tasks below cooperative there.
+GREEN_POOLS = {"gevent", "eventlet"}
 
 #: Tasks added to the project's ``tasks.py`` for these tests.
 EXTRA = r'''
@@ -124,6 +127,8 @@ def test_concurrency_is_real(project: Project, tasks: ModuleType, pool: str) -> 
         assert max(starts) < min(ends), runs
     if pool == "prefork":
         assert len({run[2] for run in runs}) == 4, "prefork runs each task in its own process"
+    if pool in GREEN_POOLS:
+        assert len({run[2] for run in runs}) == 1, "a green pool runs them in one process"
     stop(worker)
 
 
