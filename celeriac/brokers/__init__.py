@@ -20,6 +20,7 @@ from celeriac.brokers.base import (
     Delivery,
     OutgoingMessage,
     QueueStats,
+    WorkerEvent,
     WorkerInfo,
 )
 from celeriac.brokers.memory import MemoryBroker
@@ -36,6 +37,7 @@ __all__ = [
     "OutgoingMessage",
     "QueueStats",
     "SQLiteBroker",
+    "WorkerEvent",
     "WorkerInfo",
     "broker_class",
     "broker_from_url",

@@ -91,6 +91,27 @@ class WorkerInfo:
     last_seen: float = 0.0
 
 
+#: Worker events a broker keeps: the newest this many; older ones are dropped.
+EVENTS_KEPT = 10_000
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    """Something a worker node reports for dashboards (``celeriac events``).
+
+    Types emitted today: ``worker-online``, ``worker-offline``, ``task-blocked``
+    and ``task-unblocked``. ``data`` is JSON (brokers store it as text).
+    """
+
+    type: str
+    worker: str
+    data: dict[str, Any] = field(default_factory=dict)
+    #: Unix time the event happened (0: the broker stamps the time of ``emit``).
+    time: float = 0.0
+    #: Assigned by the broker on :meth:`Broker.emit`, increasing; 0 before that.
+    seq: int = 0
+
+
 class Broker(ABC):
     """Stores messages in queues and hands them out under leases."""
 
@@ -103,6 +124,8 @@ class Broker(ABC):
         self.url = url
         self.max_deliveries = max_deliveries
         self.poll_interval = poll_interval
+        #: How many worker events the broker keeps (the newest ones).
+        self.events_kept = EVENTS_KEPT
 
     # -- producing -------------------------------------------------------------------
     @abstractmethod
@@ -180,6 +203,23 @@ class Broker(ABC):
     @abstractmethod
     def workers(self) -> list[WorkerInfo]:
         """Workers whose heartbeat has not expired."""
+
+    # -- worker events -----------------------------------------------------------------
+    @abstractmethod
+    def emit(self, events: Sequence[WorkerEvent]) -> None:
+        """Store ``events`` atomically, each with a new, increasing ``seq``.
+
+        The ``seq`` of the given events is ignored. The store is capped: only
+        the newest :data:`EVENTS_KEPT` (``events_kept``) events are kept, so it
+        never grows without bound.
+        """
+
+    @abstractmethod
+    def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
+        """Stored events with ``seq > after``, oldest first, at most ``limit``.
+
+        To follow the stream, pass the ``seq`` of the last event seen as ``after``.
+        """
 
     @abstractmethod
     def ping(self) -> None:

@@ -40,6 +40,7 @@ from celeriac.brokers.base import (
     Delivery,
     OutgoingMessage,
     QueueStats,
+    WorkerEvent,
     WorkerInfo,
 )
 from celeriac.errors import ConfigurationError
@@ -111,6 +112,9 @@ class MemoryBroker(Broker):
         self._dead: list[DeadLetter] = []
         self._queues: set[str] = set()
         self._workers: dict[str, _Worker] = {}
+        #: Worker events, oldest first; seqs are consecutive, so a seq's index is arithmetic.
+        self._events: list[WorkerEvent] = []
+        self._event_seq = 0
 
     # -- internal bookkeeping (call with the lock held) ------------------------------
     def _place(self, message: _Message, now: float) -> None:
@@ -366,6 +370,30 @@ class MemoryBroker(Broker):
             now = time.time()
             return [WorkerInfo(name=name, info=_json_copy(w.info), last_seen=w.last_seen)
                     for name, w in sorted(self._workers.items()) if w.expires_at > now]
+
+    def emit(self, events: Sequence[WorkerEvent]) -> None:
+        copies = [(e, _json_copy(e.data)) for e in events]
+        now = time.time()
+        with self._lock:
+            for event, data in copies:
+                self._event_seq += 1
+                self._events.append(WorkerEvent(type=event.type, worker=event.worker, data=data,
+                                                time=event.time or now, seq=self._event_seq))
+            # Trim in slices of a tenth of the cap: O(1) amortised per event.
+            excess = len(self._events) - self.events_kept
+            if excess > max(self.events_kept // 10, 0):
+                del self._events[:excess]
+
+    def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
+        with self._lock:
+            if not self._events or limit <= 0:
+                return []
+            # Only the newest events_kept count, whether or not trimmed yet.
+            first = max(self._events[0].seq, self._event_seq - self.events_kept + 1, after + 1)
+            start = first - self._events[0].seq
+            return [WorkerEvent(type=e.type, worker=e.worker, data=_json_copy(e.data),
+                                time=e.time, seq=e.seq)
+                    for e in self._events[start:start + limit]]
 
     def ping(self) -> None:
         """Always reachable: it lives in this process."""

@@ -33,7 +33,11 @@ deleted message could hit a new message that got the same id and token.
 
 ``queues`` remembers every queue name ever published to, so ``stats()`` keeps
 listing a queue after it drains; ``dead_letters`` keeps failed messages with
-their reason; ``workers`` holds heartbeats.
+their reason; ``workers`` holds heartbeats; ``events`` holds worker events
+(``AUTOINCREMENT`` again: a seq is never reused, so ``events(after=seq)`` is a
+stable cursor). Only the newest ``events_kept`` events count; the older rows are
+deleted in one primary-key range delete each time the seq crosses a multiple of
+a tenth of the cap, so trimming costs next to nothing per emit.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from celeriac.brokers.base import (
     Delivery,
     OutgoingMessage,
     QueueStats,
+    WorkerEvent,
     WorkerInfo,
 )
 from celeriac.errors import BrokerError, BrokerUnreachable, ConfigurationError
@@ -88,6 +93,13 @@ CREATE TABLE IF NOT EXISTS workers (
     info TEXT NOT NULL,
     last_seen REAL NOT NULL,
     expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    type TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    data TEXT NOT NULL
 )
 """
 
@@ -192,28 +204,34 @@ def _matched(deliveries: Sequence[Delivery], rows: Iterable[tuple[Any, ...]]) ->
 
 
 class _ChangeWatch:
-    """Tells a waiting fetch whether another connection committed since its last claim.
+    """Tells a waiting fetch whether anyone committed since its last claim.
 
     ``PRAGMA data_version`` is a counter *per connection*, and the connection
-    depends on the thread that runs the call: under a green pool every call may
-    land on a different thread of the hub's pool. So a reading is only compared
-    with an earlier reading of the same connection; a connection never seen
-    before counts as "changed" (one claim too many is harmless, a missed
-    wake-up is not).
+    depends on the thread that runs the call: under a green pool (or in a
+    monkey-patched client) every call may land on a different thread of the
+    hub's pool. So a reading is only compared with an earlier reading of the
+    same connection; a connection never seen before counts as "changed" (one
+    claim too many is harmless, a missed wake-up is not).
+
+    ``data_version`` ignores the connection's *own* commits, and the pool thread
+    that answers the wait may be the very one that ran another greenlet's
+    publish; so a reading also carries ``total_changes``, which counts exactly
+    those.
     """
 
     def __init__(self) -> None:
-        self._seen: dict[int, int] = {}
+        self._seen: dict[int, tuple[int, int]] = {}
 
-    def note(self, connection: int, version: int) -> bool:
+    def note(self, connection: int, version: tuple[int, int]) -> bool:
         """Record a reading; True if it differs from this connection's last one."""
         previous = self._seen.get(connection)
         self._seen[connection] = version
         return previous != version
 
 
-def _data_version(conn: sqlite3.Connection) -> tuple[int, int]:
-    return id(conn), int(conn.execute("PRAGMA data_version").fetchone()[0])
+def _data_version(conn: sqlite3.Connection) -> tuple[int, tuple[int, int]]:
+    """(which connection, its change signature: others' commits and its own)."""
+    return id(conn), (int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes)
 
 
 class SQLiteBroker(Broker):
@@ -441,6 +459,41 @@ class SQLiteBroker(Broker):
             (time.time(),)).fetchall())
         return [WorkerInfo(name=name, info=json.loads(info), last_seen=last_seen)
                 for name, info, last_seen in rows]
+
+    def emit(self, events: Sequence[WorkerEvent]) -> None:
+        if not events:
+            return
+        # default=str: an event must not fail because of one odd value in ``data``.
+        now = time.time()
+        rows = [(e.time or now, e.type, e.worker, json.dumps(e.data, default=str)) for e in events]
+        kept = self.events_kept
+        step = max(kept // 10, 1)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            cursor = conn.cursor()
+            first = last = 0
+            for row in rows:
+                cursor.execute("INSERT INTO events (time, type, worker, data) VALUES (?,?,?,?)",
+                               row)
+                last = int(cursor.lastrowid or 0)
+                first = first or last
+            if (first - 1) // step != last // step:
+                conn.execute("DELETE FROM events WHERE seq <= ?", (last - kept,))
+
+        self._write(insert)
+
+    def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
+        kept = self.events_kept
+
+        def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            # Rows past the cap that the last trim left count as gone already.
+            return conn.execute(
+                "SELECT seq, time, type, worker, data FROM events WHERE seq > ?1"
+                " AND seq > (SELECT coalesce(max(seq), 0) FROM events) - ?2"
+                " ORDER BY seq LIMIT ?3", (after, kept, max(limit, 0))).fetchall()
+
+        return [WorkerEvent(seq=seq, time=when, type=kind, worker=worker, data=json.loads(data))
+                for seq, when, kind, worker, data in self._read(select)]
 
     def ping(self) -> None:
         try:

@@ -1,4 +1,4 @@
-"""``celeriac``: worker, call, result, status and purge.
+"""``celeriac``: worker, call, result, status, events, purge and dead.
 
 Every command takes the app with ``-A``. Errors celeriac raises on purpose are
 printed as one line and exit with status 1; click reports a wrong flag itself
@@ -244,6 +244,45 @@ def status(app: Celeriac, as_json: bool) -> None:
                       f"{info.get('processed', 0)} done, seen {time.time() - w.last_seen:.1f}s ago")
         for task, count in sorted(info.get("stalls", {}).items()):
             console.print(f"  [yellow]{task}[/] blocked the event loop {count} time(s)")
+
+
+#: Seconds between two looks at the broker for ``celeriac events --follow``.
+FOLLOW_INTERVAL = 0.2
+
+
+@cli.command()
+@click.option("--after", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Only events with a larger seq.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1),
+              help="At most this many events (per look, with --follow).")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing new events until Ctrl-C or SIGTERM.")
+@_app_command
+def events(app: Celeriac, after: int, limit: int, follow: bool) -> None:
+    """Print worker events (online, offline, blocked event loops) as JSON lines."""
+    import signal
+
+    stop: list[int] = []
+    if follow:
+        def on_signal(signum: int, frame: object) -> None:
+            stop.append(signum)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    while True:
+        got = app.broker.events(after=after, limit=limit)
+        for event in got:
+            click.echo(json.dumps({"seq": event.seq, "time": event.time, "type": event.type,
+                                   "worker": event.worker, "data": event.data}))
+        if got:
+            after = got[-1].seq
+        sys.stdout.flush()
+        if not follow or stop:
+            return
+        if len(got) < limit:
+            time.sleep(FOLLOW_INTERVAL)
+        if stop:
+            return
 
 
 @cli.command()

@@ -9,7 +9,9 @@ the app or opened connections), reads each one's status pipe, and
   keeps killing its worker ends in the dead-letter store;
 * enforces hard time limits the pool cannot enforce itself, by killing the
   process, failing the task with ``TimeLimitExceeded`` and acking its message;
-* records a heartbeat in the broker for ``celeriac status``;
+* records a heartbeat in the broker for ``celeriac status``, and worker events
+  (online, offline, a task blocking the event loop and when it stops) for
+  ``celeriac events``;
 * on SIGTERM/SIGINT shuts down warm (children finish their running tasks within
   ``shutdown_timeout``); on a second signal, or after the timeout, cold: children
   are killed and everything they held goes back to the broker uncharged.
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from celeriac.brokers.base import WorkerEvent
 from celeriac.errors import ConfigurationError, TimeLimitExceeded, WorkerLostError
 from celeriac.worker.options import PoolGroup, WorkerOptions
 from celeriac.worker.run import failure_record
@@ -133,11 +136,14 @@ class Supervisor:
         signal.signal(signal.SIGQUIT, self._on_cold)
         log.info("%s: %s; broker %s", self.node,
                  "; ".join(group.describe() for group in self.groups), self.app.conf.broker_url)
+        self._emit("worker-online", hostname=socket.gethostname(), pid=os.getpid(),
+                   pools=[g.spec.pool for g in self.groups])
         for index in range(len(self.slots)):
             self._spawn(index)
         while self.children or not self.stopping:
             self._tick()
         self.app.broker.forget_worker(self.node)
+        self._emit("worker-offline", processed=self.processed, cold=self.cold)
         log.info("%s: stopped", self.node)
         return 0
 
@@ -208,16 +214,21 @@ class Supervisor:
         """A green process reported its event loop blocked (start) or free again (end)."""
         name = str(event.get("task") or "<no task>")
         what = f"task {name}[{event.get('id')}]" if event.get("task") else "code outside any task"
+        task = {"task": event.get("task") or None, "id": event.get("id") or None,
+                "pid": child.proc.pid}
         if event.get("end"):
             child.blocker = None
+            seconds = float(event.get("secs") or 0)
             log.warning("%s blocked the event loop of worker process %d for %.3fs", what,
-                        child.proc.pid, float(event.get("secs") or 0))
+                        child.proc.pid, seconds)
+            self._emit("task-unblocked", **task, seconds=seconds)
             return
         child.blocker = str(event["d"]) if event.get("d") else None
         self.stalls[name] = self.stalls.get(name, 0) + 1
+        stack = str(event.get("stack") or "").rstrip()
         log.warning("%s is blocking the event loop of worker process %d (all its other tasks "
-                    "wait); blocking call:\n%s", what, child.proc.pid,
-                    str(event.get("stack") or "").rstrip())
+                    "wait); blocking call:\n%s", what, child.proc.pid, stack)
+        self._emit("task-blocked", **task, stack=stack)
 
     def _enforce_time_limits(self, child: Child, now: float) -> None:
         late = [t for t in child.running.values() if t.deadline is not None and now >= t.deadline]
@@ -342,7 +353,15 @@ class Supervisor:
                             child.index, delay)
         self.restart_at[child.index] = time.monotonic() + delay
 
-    # -- heartbeat ------------------------------------------------------------------------
+    # -- heartbeat and events -------------------------------------------------------------
+    def _emit(self, kind: str, **data: Any) -> None:
+        """Record a worker event in the broker (``celeriac events``); a failure is only logged."""
+        event = WorkerEvent(type=kind, worker=self.node, data=data, time=time.time())
+        try:
+            self.app.broker.emit([event])
+        except Exception as exc:
+            log.warning("could not record %s event: %s", kind, exc)
+
     def _heartbeat(self) -> None:
         now = time.monotonic()
         if now < self._next_heartbeat:

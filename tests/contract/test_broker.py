@@ -25,6 +25,7 @@ from celeriac.brokers import (
     Delivery,
     OutgoingMessage,
     QueueStats,
+    WorkerEvent,
     broker_from_url,
 )
 from celeriac.errors import BrokerUnreachable, ConfigurationError
@@ -463,6 +464,63 @@ def test_heartbeats_expire_and_can_be_forgotten(broker: Broker) -> None:
     broker.forget_worker(steady)
     assert steady not in {w.name for w in broker.workers()}
     broker.forget_worker("never-seen")  # no error
+
+
+# -- worker events -------------------------------------------------------------------------
+
+
+def event(kind: str, n: int, worker: str = "w1") -> WorkerEvent:
+    return WorkerEvent(type=kind, worker=worker, data={"n": n}, time=1000.0 + n)
+
+
+def test_events_round_trip_in_order_with_increasing_seq(broker: Broker) -> None:
+    assert broker.events() == []
+    broker.emit([])
+    broker.emit([WorkerEvent(type="task-blocked", worker="node-a", time=123.5,
+                             data={"task": "t.hog", "id": "abc", "pid": 7,
+                                   "stack": "line 1\nline 2", "nested": {"x": [1, 2]}})])
+    broker.emit([event("e", 1), event("e", 2, worker="node-b")])
+    got = broker.events()
+    assert [(e.type, e.worker, e.time) for e in got] == [
+        ("task-blocked", "node-a", 123.5), ("e", "w1", 1001.0), ("e", "node-b", 1002.0)]
+    assert got[0].data == {"task": "t.hog", "id": "abc", "pid": 7, "stack": "line 1\nline 2",
+                           "nested": {"x": [1, 2]}}
+    seqs = [e.seq for e in got]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3 and seqs[0] > 0
+
+
+def test_events_without_a_time_are_stamped_by_the_broker(broker: Broker) -> None:
+    before = time.time()
+    broker.emit([WorkerEvent(type="worker-online", worker="w")])
+    [got] = broker.events()
+    assert before - 1 <= got.time <= time.time() + 1
+    assert got.data == {}
+
+
+def test_events_page_with_after_and_limit(broker: Broker) -> None:
+    broker.emit([event("e", n) for n in range(25)])
+    first = broker.events(limit=10)
+    assert [e.data["n"] for e in first] == list(range(10))
+    second = broker.events(after=first[-1].seq, limit=10)
+    assert [e.data["n"] for e in second] == list(range(10, 20))
+    rest = broker.events(after=second[-1].seq)
+    assert [e.data["n"] for e in rest] == list(range(20, 25))
+    assert broker.events(after=rest[-1].seq) == []
+    assert broker.events(limit=0) == []
+    broker.emit([event("e", 25)])
+    assert [e.data["n"] for e in broker.events(after=rest[-1].seq)] == [25]
+
+
+def test_events_are_capped_to_the_newest(broker: Broker) -> None:
+    broker.events_kept = 20
+    for n in range(0, 95, 5):  # 95 events in 19 emits
+        broker.emit([event("e", m) for m in range(n, n + 5)])
+        got = broker.events(limit=1000)
+        assert [e.data["n"] for e in got] == list(range(max(0, n + 5 - 20), n + 5))
+    # A reader that fell behind resumes at the oldest kept event.
+    assert [e.data["n"] for e in broker.events(after=1, limit=3)] == [75, 76, 77]
+    broker.emit([event("e", 95)])
+    assert [e.data["n"] for e in broker.events(limit=1000)] == list(range(76, 96))
 
 
 # -- waiting fetch -----------------------------------------------------------------------

@@ -167,7 +167,7 @@ def test_status_json_shape_and_live_workers(project: Project) -> None:
                        message="worker listed in status")
     assert entry["pool"] == "threads"
     assert entry["concurrency"] == 3
-    assert entry["queues"] == ["alpha", "beta"]
+    assert entry["queues"] == ["alpha", "beta", "default.threads"], "-Q queues and the pool's own"
 
     assert worker.stop() == 0
     # A clean exit removes the worker at once, without waiting for its heartbeat to expire.
