@@ -1,14 +1,32 @@
 """Where blocking calls run.
 
 SQLite (and any other library without cooperative I/O) blocks the calling OS
-thread. Under a green pool that thread is the event loop, so every broker and
-backend call that may block goes through :func:`offload`. A green pool installs
-its own offloader (a call on the hub's thread pool) when it starts; in thread
-and process pools the default simply calls the function.
+thread. In a green process that thread runs the event loop (the *hub*), so
+every broker and backend call that may block goes through :func:`offload`:
+
+* A **green worker pool** installs its own offloader when it starts (a call on
+  its hub's thread pool) and removes it when it stops.
+* Otherwise, in a process that **gevent or eventlet has monkey-patched** -- a
+  green *client*: a web app sending tasks from request greenlets, a script
+  waiting on results -- ``offload`` notices by itself and runs the call on the
+  hub's native thread pool (gevent's ``hub.threadpool``, 10 threads unless the
+  program sets ``maxsize``; eventlet's ``tpool``, ``EVENTLET_THREADPOOL_SIZE``).
+  A call made where no greenlet can be waiting -- a gevent thread with no hub
+  yet, a thread of the pool itself -- runs in place, so offloaded code that
+  offloads again never waits on itself.
+* In **any other process** it simply calls the function.
+
+"Patched" means the ``socket`` module was patched (every gevent and eventlet
+program does that, also with ``GEVENT_PATCHTHREAD=N``). Besides keeping the hub
+running while SQLite waits for its write lock, the thread pool bounds the number
+of SQLite connections: connections are per thread, and in a patched process
+``threading.local`` is per greenlet, so calls made on the greenlets themselves
+would open one connection per greenlet.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,11 +35,66 @@ T = TypeVar("T")
 Offloader = Callable[..., Any]
 
 
-def _direct(fn: Callable[..., T], *args: Any) -> T:
-    return fn(*args)
+def _green_offloader() -> Offloader | None:
+    """The native thread pool to run a blocking call on, here and now; None to call in place.
+
+    Not None only in a process monkey-patched by gevent or eventlet, on a thread
+    where greenlets run. Costs two dictionary lookups in an unpatched process.
+    """
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("socket"):
+        import gevent
+        from gevent._hub_local import get_hub_if_exists  # gevent.get_hub() would create one
+
+        hub = get_hub_if_exists()
+        # No hub in this thread: no greenlet can be waiting here (spawning one creates
+        # the hub), and threads of the hub's pool have none either. In the hub itself
+        # (a loop callback) nothing may wait, so blocking briefly is all there is.
+        if hub is None or gevent.getcurrent() is hub:
+            return None
+        threadpool = hub.threadpool
+
+        def on_hub_threadpool(fn: Callable[..., Any], *args: Any) -> Any:
+            return threadpool.apply(fn, args)
+
+        return on_hub_threadpool
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("socket"):
+        from eventlet import tpool  # runs the call in place when already on a tpool thread
+
+        execute: Offloader = tpool.execute
+        return execute
+    return None
 
 
-_offloader: Offloader = _direct
+def native_lock() -> Any:
+    """A lock of the OS, even in a monkey-patched process (``threading.Lock`` is green there).
+
+    For state shared by offloaded calls, which run on native threads of a pool: a
+    green lock is only safe within its hub's thread (eventlet's is not thread-safe
+    at all). Hold it only around code that never switches greenlets.
+    """
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+        return gevent_monkey.get_original("_thread", "allocate_lock")()
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
+        return eventlet_patcher.original("_thread").allocate_lock()
+    import _thread
+
+    return _thread.allocate_lock()
+
+
+def _default(fn: Callable[..., T], *args: Any) -> T:
+    """No pool installed an offloader: the hub's thread pool if patched, else in place."""
+    green = _green_offloader()
+    if green is None:
+        return fn(*args)
+    result: T = green(fn, *args)
+    return result
+
+
+_offloader: Offloader = _default
 
 
 def offload(fn: Callable[..., T], *args: Any) -> T:
@@ -31,6 +104,6 @@ def offload(fn: Callable[..., T], *args: Any) -> T:
 
 
 def set_offloader(offloader: Offloader | None) -> None:
-    """Install the process-wide offloader (None restores direct calls)."""
+    """Install the process-wide offloader (None restores the default, see the module doc)."""
     global _offloader
-    _offloader = offloader or _direct
+    _offloader = offloader or _default

@@ -6,8 +6,9 @@ connection per (process, thread): connections are never carried across
 file runs in WAL mode so readers never wait for the writer, and every write
 transaction starts with ``BEGIN IMMEDIATE`` so two writers queue on the lock at
 the start instead of failing half-way. Every call runs through
-:func:`celeriac.blocking.offload`, so under a green pool it never blocks the
-event loop.
+:func:`celeriac.blocking.offload`, so under a green pool, or in a client process
+gevent or eventlet has patched, it never blocks the event loop; it then runs on a
+few native threads, so a thousand greenlets still share a few connections.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-from celeriac.blocking import offload
+from celeriac.blocking import native_lock, offload
 from celeriac.errors import BrokerUnreachable, ConfigurationError
 
 T = TypeVar("T")
@@ -44,6 +46,25 @@ def path_from_url(url: str) -> str:
     return path
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (stored in the file: for later connections, a no-op).
+
+    When several connections switch a new file at once -- threads of one process
+    (serialised by the caller's lock) or several processes -- SQLite refuses all
+    but one with "database is locked" *at once*, without its busy handler (waiting
+    could deadlock). That one is converting the file, so ask again: the next try
+    waits in the busy handler until the conversion is done, then finds WAL.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+
+
 class Database:
     """Connections to one SQLite file, one per process and thread."""
 
@@ -52,7 +73,8 @@ class Database:
         self._schema = schema
         self._local = threading.local()
         self._schema_ready_pid: int | None = None
-        self._lock = threading.Lock()
+        # A lock of the OS: _connect() runs on the native threads of a hub's pool.
+        self._lock = native_lock()
 
     def _connect(self) -> sqlite3.Connection:
         parent = Path(self.path).resolve().parent
@@ -62,9 +84,10 @@ class Database:
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+            with self._lock:
+                _enable_wal(conn)
         except sqlite3.Error as exc:
             raise BrokerUnreachable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         with self._lock:

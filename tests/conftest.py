@@ -60,6 +60,18 @@ def record(self, path, seconds=0.0):
 '''
 
 
+def gevent_patched() -> bool:
+    """True in the gevent-patched leg (``tests/gevent_leg.py``): threads here are greenlets."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if gevent_patched():
+        return "gevent-patched leg: this process ran gevent.monkey.patch_all() before pytest"
+    return "not monkey-patched (tests/gevent_leg.py runs the suite again patched)"
+
+
 @dataclass
 class Worker:
     """A ``celeriac worker`` subprocess."""
