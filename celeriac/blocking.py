@@ -85,6 +85,26 @@ def native_lock() -> Any:
     return _thread.allocate_lock()
 
 
+def native_local() -> Any:
+    """A thread-local of the OS, even in a monkey-patched process.
+
+    There ``threading.local`` is per greenlet, and gevent's is not safe to share
+    with the native threads of a hub's pool, where offloaded calls run: two of
+    them can be handed the same slot. Per OS thread is what SQLite connections
+    need (greenlets of one thread never interleave inside a call that does not
+    switch).
+    """
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+        return gevent_monkey.get_original("_thread", "_local")()
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
+        return eventlet_patcher.original("_thread")._local()
+    import _thread
+
+    return _thread._local()
+
+
 def _default(fn: Callable[..., T], *args: Any) -> T:
     """No pool installed an offloader: the hub's thread pool if patched, else in place."""
     green = _green_offloader()

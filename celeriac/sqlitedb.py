@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-from celeriac.blocking import native_lock, offload
+from celeriac.blocking import native_local, native_lock, offload
 from celeriac.errors import BrokerUnreachable, ConfigurationError
 
 T = TypeVar("T")
@@ -71,7 +70,7 @@ class Database:
     def __init__(self, path: str, schema: str) -> None:
         self.path = path
         self._schema = schema
-        self._local = threading.local()
+        self._local = native_local()
         self._schema_ready_pid: int | None = None
         # A lock of the OS: _connect() runs on the native threads of a hub's pool.
         self._lock = native_lock()
@@ -144,4 +143,4 @@ class Database:
         conn = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             conn.close()
-        self._local = threading.local()
+        self._local = native_local()
