@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from celeriac.blocking import native_local, native_lock, offload
@@ -103,9 +103,16 @@ class Database:
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
             local.conn = self._connect()
+            local.guard = native_lock()
             local.pid = os.getpid()
         conn: sqlite3.Connection = local.conn
         return conn
+
+    def _guard(self) -> Any:
+        """The lock of this thread's connection: every use of a connection holds it, so
+        a connection can never be used by two threads at once, whatever hands it out."""
+        self.connection()
+        return self._local.guard
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -126,17 +133,20 @@ class Database:
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction, off the event loop."""
         def run() -> T:
-            with self._transaction() as conn:
+            with self._guard(), self._transaction() as conn:
                 return fn(conn)
         return offload(run)
 
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` outside an explicit transaction (a consistent WAL snapshot per statement)."""
-        return offload(lambda: fn(self.connection()))
+        def run() -> T:
+            with self._guard():
+                return fn(self.connection())
+        return offload(run)
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits (cheap: no I/O of pages)."""
-        return offload(lambda: int(self.connection().execute("PRAGMA data_version").fetchone()[0]))
+        return self.read(lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0]))
 
     def close(self) -> None:
         """Close this thread's connection (others close when their thread ends)."""
