@@ -67,6 +67,19 @@ def _green_offloader() -> Offloader | None:
     return None
 
 
+def _native_thread(name: str) -> Any:
+    """``_thread.<name>`` as the OS provides it, even where gevent or eventlet patched it."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+        return gevent_monkey.get_original("_thread", name)
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
+        return getattr(eventlet_patcher.original("_thread"), name)
+    import _thread
+
+    return getattr(_thread, name)
+
+
 def native_lock() -> Any:
     """A lock of the OS, even in a monkey-patched process (``threading.Lock`` is green there).
 
@@ -74,35 +87,18 @@ def native_lock() -> Any:
     green lock is only safe within its hub's thread (eventlet's is not thread-safe
     at all). Hold it only around code that never switches greenlets.
     """
-    gevent_monkey = sys.modules.get("gevent.monkey")
-    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
-        return gevent_monkey.get_original("_thread", "allocate_lock")()
-    eventlet_patcher = sys.modules.get("eventlet.patcher")
-    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
-        return eventlet_patcher.original("_thread").allocate_lock()
-    import _thread
-
-    return _thread.allocate_lock()
+    return _native_thread("allocate_lock")()
 
 
 def native_local() -> Any:
     """A thread-local of the OS, even in a monkey-patched process.
 
     There ``threading.local`` is per greenlet, and gevent's is not safe to share
-    with the native threads of a hub's pool, where offloaded calls run: two of
-    them can be handed the same slot. Per OS thread is what SQLite connections
-    need (greenlets of one thread never interleave inside a call that does not
-    switch).
+    with the native threads of a hub's pool, where offloaded calls run. Per OS
+    thread is what SQLite connections need (greenlets of one thread never
+    interleave inside a call that does not switch).
     """
-    gevent_monkey = sys.modules.get("gevent.monkey")
-    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
-        return gevent_monkey.get_original("_thread", "_local")()
-    eventlet_patcher = sys.modules.get("eventlet.patcher")
-    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
-        return eventlet_patcher.original("_thread")._local()
-    import _thread
-
-    return _thread._local()
+    return _native_thread("_local")()
 
 
 def _default(fn: Callable[..., T], *args: Any) -> T:
