@@ -64,6 +64,18 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
                 raise
 
 
+def _closing_cursor(result: T) -> T:
+    """Close a cursor that ``fn`` returned, here, on the connection's own thread.
+
+    Offloaded calls run on a pool thread but return to the caller's thread; a live
+    cursor freed there would reset its cached statement while the pool thread
+    binds the same statement for the next call (SQLite: "API misuse").
+    """
+    if isinstance(result, sqlite3.Cursor):
+        result.close()
+    return result
+
+
 class Database:
     """Connections to one SQLite file, one per process and thread."""
 
@@ -134,14 +146,14 @@ class Database:
         """Run ``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction, off the event loop."""
         def run() -> T:
             with self._guard(), self._transaction() as conn:
-                return fn(conn)
+                return _closing_cursor(fn(conn))
         return offload(run)
 
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` outside an explicit transaction (a consistent WAL snapshot per statement)."""
         def run() -> T:
             with self._guard():
-                return fn(self.connection())
+                return _closing_cursor(fn(self.connection()))
         return offload(run)
 
     def data_version(self) -> int:

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celeriac.backends.base import REVOKED, ResultRecord
 from celeriac.brokers.base import Delivery
@@ -29,6 +29,7 @@ from celeriac.worker.status import StatusWriter
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.task import Task
 
 log = logging.getLogger("celeriac.worker")
 
@@ -86,10 +87,10 @@ class Executor:
                 task_id=message.id, status=REVOKED, name=task.name, exc_type="TaskRevokedError",
                 exc_message="expired", date_done=time.time())
             return Outcome(ACK, record=revoked)
-        return self._run(delivery, message, task.acks_late)
+        return self._run(delivery, message, task)
 
-    def _run(self, delivery: Delivery, message: TaskMessage, acks_late: bool) -> Outcome:
-        task = self.app.get_task(message.task)
+    def _run(self, delivery: Delivery, message: TaskMessage, task: Task[Any, Any]) -> Outcome:
+        acks_late = task.acks_late
         if not acks_late:
             self.early_ack(delivery)
         hard = message.timelimit[0] or task.time_limit
