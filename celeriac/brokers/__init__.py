@@ -50,7 +50,9 @@ BROKERS: dict[str, type[Broker]] = {
 }
 
 #: URL scheme -> ``"module:Class"`` of a broker imported on first use.
-LAZY_BROKERS: dict[str, str] = {}
+LAZY_BROKERS: dict[str, str] = {
+    scheme: "celeriac.brokers.redis:RedisBroker" for scheme in ("redis", "rediss", "unix")
+}
 
 
 def known_schemes() -> list[str]:

@@ -225,5 +225,13 @@ class Broker(ABC):
     def ping(self) -> None:
         """Check the broker is reachable; raise :class:`BrokerUnreachable` if not."""
 
+    def keep_retrying(self) -> None:  # noqa: B027 - optional hook
+        """From now on, wait out lost connections instead of raising.
+
+        Worker processes call this: their running tasks go on while the broker is
+        away, and they pick up where they were when it is back. Brokers without a
+        connection to lose (memory, SQLite) have nothing to do.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections held by this process."""

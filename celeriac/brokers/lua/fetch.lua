@@ -1,0 +1,74 @@
+-- fetch: claim up to COUNT messages across queues, highest priority first, then oldest.
+-- ARGV: P, count, consumer, lease (ms), max_deliveries, queue...
+-- Keys: P:delayed:<q> and P:leased:<q> (due entries move to P:ready:<q>), P:ready:<q>,
+--       P:m:<id> (d and t incremented, c set), P:leased:<q>, P:held:<consumer>,
+--       P:dl:<id>, P:dead, P:dead:<q> (messages out of deliveries).
+-- Returns {wait_ms, id, queue, body, deliveries, token, priority, id, ...}; wait_ms is how
+-- long until something in these queues comes due (-1: nothing scheduled), 0 if claimed.
+local count, consumer = tonumber(ARGV[2]), ARGV[3]
+local lease, maxd = tonumber(ARGV[4]), tonumber(ARGV[5])
+local queues = {}
+for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
+local now = now_ms()
+
+for _, q in ipairs(queues) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('delayed', q), '-inf', now, 'LIMIT', 0, 1000)) do
+    redis.call('ZREM', key('delayed', q), id)
+    local m = key('m', id)
+    if redis.call('EXISTS', m) == 1 then make_ready(id, m, q) end
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('leased', q), '-inf', now, 'LIMIT', 0, 1000)) do
+    local m = key('m', id)
+    unclaim(id, m, q)
+    if redis.call('EXISTS', m) == 1 then make_ready(id, m, q) end
+  end
+end
+
+local out = {0}
+local claimed = 0
+while claimed < count do
+  local want = count - claimed
+  local candidates = {}
+  for _, q in ipairs(queues) do
+    local r = redis.call('ZRANGE', key('ready', q), 0, want - 1, 'WITHSCORES')
+    for j = 1, #r, 2 do candidates[#candidates + 1] = {tonumber(r[j + 1]), r[j], q} end
+  end
+  if #candidates == 0 then break end
+  table.sort(candidates, function(a, b) return a[1] < b[1] end)
+  for j = 1, math.min(#candidates, want) do
+    local id, q = candidates[j][2], candidates[j][3]
+    redis.call('ZREM', key('ready', q), id)
+    local m = key('m', id)
+    local f = redis.call('HMGET', m, 'd', 'b', 'p')
+    if f[2] then
+      if tonumber(f[1]) >= maxd then
+        bury(id, m, q, 'max deliveries (' .. maxd .. ') exceeded', now)
+      else
+        local d = redis.call('HINCRBY', m, 'd', 1)
+        local t = redis.call('HINCRBY', m, 't', 1)
+        redis.call('HSET', m, 'c', consumer)
+        redis.call('ZADD', key('leased', q), now + lease, id)
+        redis.call('SADD', key('held', consumer), id)
+        out[#out + 1] = id
+        out[#out + 1] = q
+        out[#out + 1] = f[2]
+        out[#out + 1] = d
+        out[#out + 1] = t
+        out[#out + 1] = tonumber(f[3])
+        claimed = claimed + 1
+      end
+    end
+  end
+end
+
+if claimed == 0 then
+  local due = nil
+  for _, q in ipairs(queues) do
+    for _, name in ipairs({'delayed', 'leased'}) do
+      local first = redis.call('ZRANGE', key(name, q), 0, 0, 'WITHSCORES')
+      if first[2] and (due == nil or tonumber(first[2]) < due) then due = tonumber(first[2]) end
+    end
+  end
+  if due == nil then out[1] = -1 else out[1] = math.max(due - now, 1) end
+end
+return out

@@ -1,0 +1,70 @@
+-- Prepended to every celeriac script by celeriac/brokers/redis.py.
+--
+-- ARGV[1] is always the key prefix P. Every key lives under it:
+--   P:seq              string  publish counter; orders messages within a priority
+--   P:queues           set     names of every queue that has had a message
+--   P:m:<id>           hash    a live message: q queue, p priority (0-9), s ready score,
+--                              b body, d deliveries so far, t fencing token,
+--                              c consumer (present only while claimed)
+--   P:ready:<q>        zset    id -> s = (9 - p) * 1e13 + seq: lowest is claimed first
+--   P:delayed:<q>      zset    id -> unix ms when its eta/countdown/retry delay is due
+--   P:leased:<q>       zset    id -> unix ms when its lease runs out (server clock)
+--   P:held:<consumer>  set     ids claimed by one worker process (for release at death)
+--   P:wake:<q>         list    wake-up tokens for fetches blocked in BLPOP (at most 16)
+--   P:dl:<id>          hash    a dead letter: q, p, b, d, reason, at (unix ms)
+--   P:dead, P:dead:<q> zset    dead-letter ids -> unix ms, all queues / one queue
+--   P:workers          hash    worker name -> JSON info;  P:workers:exp zset name -> unix ms
+--   P:events           zset    seq -> "seq|json";  P:events:seq string counter
+-- Keys are built from ARGV, so the scripts need a standalone Redis (not Cluster).
+local P = ARGV[1]
+
+local function key(...)
+  return P .. ':' .. table.concat({...}, ':')
+end
+
+-- The Redis server's clock in ms: leases and etas never depend on a worker's clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The message hash of a claim that (id, token) still holds, and its queue; nil if stale.
+local function held(id, token)
+  local m = key('m', id)
+  local v = redis.call('HMGET', m, 't', 'c', 'q')
+  if v[2] and v[1] == token then
+    return m, v[3]
+  end
+  return nil, nil
+end
+
+-- Forget that a message is claimed: its holder, its lease.
+local function unclaim(id, m, q)
+  local c = redis.call('HGET', m, 'c')
+  if c then
+    redis.call('SREM', key('held', c), id)
+    redis.call('HDEL', m, 'c')
+  end
+  redis.call('ZREM', key('leased', q), id)
+end
+
+local function make_ready(id, m, q)
+  redis.call('ZADD', key('ready', q), redis.call('HGET', m, 's'), id)
+end
+
+-- Wake one fetch blocked on this queue; the list is capped so idle queues keep no backlog.
+local function wake(q)
+  redis.call('LPUSH', key('wake', q), '1')
+  redis.call('LTRIM', key('wake', q), 0, 15)
+end
+
+local function bury(id, m, q, reason, now)
+  unclaim(id, m, q)
+  redis.call('ZREM', key('ready', q), id)
+  redis.call('ZREM', key('delayed', q), id)
+  redis.call('HSET', m, 'reason', reason, 'at', now)
+  redis.call('HDEL', m, 't', 's')
+  redis.call('RENAME', m, key('dl', id))
+  redis.call('ZADD', key('dead', q), now, id)
+  redis.call('ZADD', key('dead'), now, id)
+end

@@ -1,0 +1,46 @@
+-- settle: what a consumer does with messages it holds: ack, renew, requeue or dead-letter.
+-- ARGV: P, action, param1, param2, then pairs id, token. Only a pair whose token is still
+-- the message's current one (and which is still claimed) acts: fencing against a worker
+-- that froze past its lease while another one took the message over.
+--   ack                      P:m:<id> deleted; P:leased:<q>, P:held:<c> entries removed
+--   renew   lease_ms         P:leased:<q> score = now + lease
+--   requeue delay_ms uncharge  back to P:ready:<q> (or P:delayed:<q> if delay > 0);
+--                            uncharge = 1 takes this delivery off P:m:<id> d; P:wake:<q>
+--   dead    reason           moved to P:dl:<id>, P:dead, P:dead:<q>
+-- Returns one 1 (done) or 0 (stale token) per pair.
+local action, a, b = ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms()
+local out = {}
+local woken = {}
+for i = 5, #ARGV, 2 do
+  local id = ARGV[i]
+  local m, q = held(id, ARGV[i + 1])
+  if m then
+    if action == 'ack' then
+      unclaim(id, m, q)
+      redis.call('DEL', m)
+    elseif action == 'renew' then
+      redis.call('ZADD', key('leased', q), now + tonumber(a), id)
+    elseif action == 'requeue' then
+      unclaim(id, m, q)
+      if b == '1' and tonumber(redis.call('HGET', m, 'd')) > 0 then
+        redis.call('HINCRBY', m, 'd', -1)
+      end
+      if tonumber(a) > 0 then
+        redis.call('ZADD', key('delayed', q), now + tonumber(a), id)
+      else
+        make_ready(id, m, q)
+      end
+      woken[q] = true
+    elseif action == 'dead' then
+      bury(id, m, q, a, now)
+    else
+      return redis.error_reply('unknown settle action ' .. action)
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+for q in pairs(woken) do wake(q) end
+return out

@@ -1,0 +1,45 @@
+-- workers: heartbeats and worker events, on the server clock.
+-- ARGV: P, action, ...
+--   beat   name, ttl_ms, info_json   P:workers[name] = info; P:workers:exp name -> now + ttl
+--   forget name                      both removed
+--   live                             expired ones removed; returns {name, info, seen_ms, ...}
+--   emit   kept, json...             each event stored in P:events as "seq|json" under a new
+--                                    P:events:seq; only the newest `kept` are kept
+local action = ARGV[2]
+local now = now_ms()
+if action == 'beat' then
+  redis.call('HSET', key('workers'), ARGV[3], now .. '|' .. ARGV[5])
+  redis.call('ZADD', key('workers', 'exp'), now + tonumber(ARGV[4]), ARGV[3])
+  return now
+elseif action == 'forget' then
+  redis.call('HDEL', key('workers'), ARGV[3])
+  redis.call('ZREM', key('workers', 'exp'), ARGV[3])
+  return 1
+elseif action == 'live' then
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', key('workers', 'exp'), '-inf', now)) do
+    redis.call('HDEL', key('workers'), name)
+  end
+  redis.call('ZREMRANGEBYSCORE', key('workers', 'exp'), '-inf', now)
+  local out = {}
+  for _, name in ipairs(redis.call('ZRANGE', key('workers', 'exp'), 0, -1)) do
+    local info = redis.call('HGET', key('workers'), name)
+    if info then
+      out[#out + 1] = name
+      out[#out + 1] = info
+    end
+  end
+  return out
+elseif action == 'emit' then
+  local kept = tonumber(ARGV[3])
+  for i = 4, #ARGV do
+    local seq = redis.call('INCR', key('events', 'seq'))
+    redis.call('ZADD', key('events'), seq, seq .. '|' .. ARGV[i])
+  end
+  if kept > 0 then
+    redis.call('ZREMRANGEBYRANK', key('events'), 0, -(kept + 1))
+  else
+    redis.call('DEL', key('events'))
+  end
+  return 1
+end
+return redis.error_reply('unknown workers action ' .. action)

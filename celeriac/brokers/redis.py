@@ -1,0 +1,322 @@
+"""The Redis broker (``redis://host:port/db``, ``rediss://`` for TLS, ``unix:///path``).
+
+Redis is the distributed engine: many worker machines, one server. Every state
+change of a message happens in one Lua script on the server (``brokers/lua/``;
+the key schema is at the top of ``prelude.lua`` and each script lists what it
+touches), so there is no window in which a message has been popped and not yet
+recorded as claimed: a claim, its lease, its fencing token and its delivery
+count are one atomic step.
+
+* **Ordering.** Each queue's ready messages sit in a sorted set scored
+  ``(9 - priority) * 1e13 + publish sequence``, so a fetch over several queues
+  takes the lowest scores of all of them: highest priority first, then oldest,
+  and no listed queue is starved.
+* **Leases** are deadlines on the server's clock (``TIME``) in a per-queue
+  sorted set; running tasks renew them. A fetch first moves due ``countdown``/
+  ``eta`` messages and expired leases back to ready, so a machine that vanished
+  loses nothing, it only delays its messages by one lease.
+* **Release at death.** Each worker process's claims are also in a set under
+  its consumer id, so the supervisor releases them all with one call.
+* **Waiting.** A fetch that finds nothing blocks in ``BLPOP`` on per-queue wake
+  lists that publish and requeue push to, until something arrives or the next
+  scheduled message comes due: an idle worker starts a task within a round trip
+  of its publication, and costs nothing while idle.
+* **Connection loss.** Calls retry with backoff through :class:`Reconnector`
+  (workers forever, producers for ``broker_reconnect_timeout`` seconds), logging
+  one line when the connection goes and one when it is back. Publishing is safe
+  to retry because ids are chosen by the client and the script skips an id it
+  already has; settle calls are safe because they are fenced by token. A claim
+  whose reply is lost is not retried blind: those messages come back when their
+  lease runs out.
+
+Connections come from a shared, bounded pool per process
+(:mod:`celeriac.redisconn`): a thousand greenlets share a few sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Collection, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from celeriac.brokers.base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    OutgoingMessage,
+    QueueStats,
+    WorkerEvent,
+    WorkerInfo,
+)
+from celeriac.errors import BrokerError, BrokerUnreachable, ConfigurationError
+from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url, split_url
+
+#: Messages per publish script call: bounds the script's run time on the server.
+PUBLISH_CHUNK = 1000
+#: Messages purged per script call.
+PURGE_CHUNK = 5000
+#: Longest single BLPOP of a waiting fetch (it re-checks schedules and leases after).
+MAX_BLOCK = 1.0
+
+
+@cache
+def _script_source(name: str) -> str:
+    lua = resources.files("celeriac.brokers") / "lua"
+    return (lua / "prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _check_priority(priority: int) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise ConfigurationError(f"message priority must be an integer from 0 to 9, got {priority!r}")
+
+
+def _ms(seconds: float) -> int:
+    return max(math.ceil(seconds * 1000), 0)
+
+
+class RedisBroker(Broker):
+    """Messages in Redis, claimed, settled and recovered by server-side scripts."""
+
+    schemes = ("redis", "rediss", "unix")
+
+    def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
+                 reconnect_timeout: float | None = 20.0, max_connections: int = 32) -> None:
+        super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval)
+        self._url, self.prefix = split_url(url)
+        self._redis = client(self._url, max_connections=max_connections)
+        self._where = f"Redis broker {safe_url(self._url)}"
+        self._retry = Reconnector(self._where, BrokerUnreachable, reconnect_timeout)
+        self._scripts: dict[str, Script] = {}
+
+    def keep_retrying(self) -> None:
+        """Retry lost connections forever (worker processes: their tasks keep running)."""
+        self._retry.give_up_after = None
+
+    # -- plumbing --------------------------------------------------------------------
+    def _script(self, name: str) -> Script:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._redis.register_script(_script_source(name))
+        return script
+
+    def _run(self, name: str, args: Sequence[Any], *, retry: bool = True) -> Any:
+        """Run script ``name`` with ``ARGV = [prefix, *args]`` (reloaded if the server lost it)."""
+        script = self._script(name)
+        argv = [self.prefix, *args]
+
+        def call() -> Any:
+            try:
+                return script(args=argv)
+            except redis.ResponseError as exc:
+                if "BUSY" in str(exc) or "LOADING" in str(exc):
+                    raise redis.ConnectionError(str(exc)) from exc
+                raise BrokerError(f"{self._where}: script {name} failed: {exc}") from exc
+
+        return self._retry.call(call, retry=retry)
+
+    def _settle(self, action: str, deliveries: Sequence[Delivery], a: Any = "",
+                b: Any = "") -> list[bool]:
+        if not deliveries:
+            return []
+        args: list[Any] = [action, a, b]
+        for delivery in deliveries:
+            args += (delivery.id, delivery.token)
+        return [bool(flag) for flag in self._run("settle", args)]
+
+    # -- producing -------------------------------------------------------------------
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Store ``messages``; more than :data:`PUBLISH_CHUNK` go in one MULTI of several scripts."""
+        for message in messages:
+            _check_priority(message.priority)
+        ids = [uuid.uuid4().hex for _ in messages]
+        if not messages:
+            return ids
+        chunks: list[list[Any]] = []
+        for start in range(0, len(messages), PUBLISH_CHUNK):
+            args: list[Any] = []
+            for message_id, message in zip(ids[start:start + PUBLISH_CHUNK],
+                                           messages[start:start + PUBLISH_CHUNK], strict=True):
+                eta = "" if message.eta is None else _ms(message.eta)
+                args += (message_id, message.queue, message.priority, eta, message.body)
+            chunks.append(args)
+        if len(chunks) == 1:
+            self._run("publish", chunks[0])
+            return ids
+        script = self._script("publish")
+
+        def send_all() -> None:
+            # One transaction: all or none, like every broker's publish.
+            pipe = self._redis.pipeline(transaction=True)
+            for args in chunks:
+                pipe.evalsha(script.sha, 0, self.prefix, *args)
+            try:
+                pipe.execute()
+            except redis.exceptions.NoScriptError:
+                self._redis.script_load(script.script)
+                send_all()
+
+        self._retry.call(send_all)
+        return ids
+
+    # -- consuming -------------------------------------------------------------------
+    def fetch(self, queues: Sequence[str], count: int, *, consumer: str, lease: float,
+              timeout: float = 0.0) -> list[Delivery]:
+        queues = list(dict.fromkeys(queues))
+        if count <= 0 or not queues:
+            return []
+        deadline = time.monotonic() + timeout
+        wake_keys = [f"{self.prefix}:wake:{q}" for q in queues]
+        while True:
+            reply = self._claim(count, consumer, lease, queues)
+            deliveries = [
+                Delivery(id=decode(reply[i]), queue=decode(reply[i + 1]), body=bytes(reply[i + 2]),
+                         delivery_count=int(reply[i + 3]), token=int(reply[i + 4]),
+                         priority=int(reply[i + 5]))
+                for i in range(1, len(reply), 6)]
+            remaining = deadline - time.monotonic()
+            if deliveries or remaining <= 0:
+                return deliveries
+            wait = min(remaining, MAX_BLOCK)
+            if int(reply[0]) >= 0:
+                wait = min(wait, int(reply[0]) / 1000)
+            if wait >= 0.001:  # BLPOP 0 would block forever
+                self._block(wake_keys, wait)
+
+    def _claim(self, count: int, consumer: str, lease: float, queues: list[str]) -> Any:
+        """Run the claim script; through connection loss, but never resend a claim blindly.
+
+        If the connection drops after the server ran the claim, resending it at once
+        would claim a second batch while the first sits unseen until its lease runs
+        out. So a failed claim is followed by PINGs (with the reconnector's backoff and
+        patience) until the server answers, and only then by a new claim.
+        """
+        while True:
+            try:
+                return self._run("fetch", [count, consumer, _ms(lease), self.max_deliveries,
+                                           *queues], retry=False)
+            except BrokerUnreachable:
+                # Wait for the server with a harmless command, then claim again.
+                self._retry.call(self._redis.ping)
+
+    def _block(self, wake_keys: list[str], wait: float) -> None:
+        try:
+            self._redis.blpop(wake_keys, timeout=wait)
+        except TRANSIENT:
+            return  # the next fetch goes through the reconnector
+
+    def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        return self._settle("ack", deliveries)
+
+    def renew(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        return self._settle("renew", deliveries, _ms(lease))
+
+    def requeue(self, deliveries: Sequence[Delivery], *, delay: float = 0.0,
+                uncharge: bool = False) -> list[bool]:
+        return self._settle("requeue", deliveries, _ms(delay), "1" if uncharge else "0")
+
+    def dead_letter(self, deliveries: Sequence[Delivery], reason: str) -> list[bool]:
+        return self._settle("dead", deliveries, reason)
+
+    def release_consumer(self, consumer: str, *, started: Collection[str] = ()) -> int:
+        return int(self._run("release", [consumer, *started]))
+
+    # -- inspection and maintenance --------------------------------------------------
+    def _queues(self) -> list[str]:
+        """Every queue that has had a message (dead letters included: they were messages)."""
+        names = self._retry.call(lambda: self._redis.smembers(f"{self.prefix}:queues"))
+        return sorted(decode(n) for n in names)
+
+    def stats(self) -> dict[str, QueueStats]:
+        queues = self._queues()
+        if not queues:
+            return {}
+        counts = [int(n) for n in self._run("stats", queues)]
+        return {q: QueueStats(*counts[i * 4:i * 4 + 4]) for i, q in enumerate(queues)}
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        index = f"{self.prefix}:dead" + ("" if queue is None else f":{queue}")
+
+        def read() -> list[DeadLetter]:
+            ids = [decode(i) for i in self._redis.zrevrange(index, 0, limit - 1)]
+            pipe = self._redis.pipeline(transaction=False)
+            for message_id in ids:
+                pipe.hmget(f"{self.prefix}:dl:{message_id}", "q", "b", "reason", "d", "at")
+            letters = []
+            for message_id, (q, body, reason, count, at) in zip(ids, pipe.execute(), strict=True):
+                if body is not None:
+                    letters.append(DeadLetter(id=message_id, queue=decode(q), body=bytes(body),
+                                              reason=decode(reason), delivery_count=int(count),
+                                              failed_at=int(at) / 1000))
+            return letters
+
+        return self._retry.call(read)
+
+    def purge(self, queue: str | None = None) -> int:
+        total = 0
+        for name in [queue] if queue is not None else self._queues():
+            while True:
+                deleted = int(self._run("purge", [name, PURGE_CHUNK]))
+                total += deleted
+                if deleted < PURGE_CHUNK:
+                    break
+        return total
+
+    def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
+        self._run("workers", ["beat", worker, _ms(ttl), json.dumps(info, default=str)])
+
+    def forget_worker(self, worker: str) -> None:
+        self._run("workers", ["forget", worker])
+
+    def workers(self) -> list[WorkerInfo]:
+        reply = self._run("workers", ["live"])
+        found = []
+        for i in range(0, len(reply), 2):
+            seen, _, info = decode(reply[i + 1]).partition("|")
+            found.append(WorkerInfo(name=decode(reply[i]), info=json.loads(info),
+                                    last_seen=int(seen) / 1000))
+        return sorted(found, key=lambda w: w.name)
+
+    def emit(self, events: Sequence[WorkerEvent]) -> None:
+        if not events:
+            return
+        now = time.time()
+        payloads = [json.dumps({"type": e.type, "worker": e.worker, "data": e.data,
+                                "time": e.time or now}, default=str) for e in events]
+        self._run("workers", ["emit", self.events_kept, *payloads])
+
+    def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
+        if limit <= 0:
+            return []
+        raw = self._retry.call(lambda: self._redis.zrangebyscore(
+            f"{self.prefix}:events", f"({after}", "+inf", start=0, num=limit))
+        found = []
+        for entry in raw:
+            seq, _, payload = decode(entry).partition("|")
+            data = json.loads(payload)
+            found.append(WorkerEvent(type=data["type"], worker=data["worker"], data=data["data"],
+                                     time=float(data["time"]), seq=int(seq)))
+        return found
+
+    def ping(self) -> None:
+        """PING without backoff: tells at once whether the server can be reached.
+
+        Tried twice, because the first attempt may land on a pooled connection the
+        server has closed since (a restart, ``CLIENT KILL``); the second one reconnects.
+        """
+        try:
+            self._redis.ping()
+        except TRANSIENT:
+            self._retry.call(self._redis.ping, retry=False)
+
+    def close(self) -> None:
+        """Nothing to do: the connection pool is per process and shared (see redisconn)."""
