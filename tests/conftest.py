@@ -3,6 +3,10 @@
 End-to-end tests run ``celeriac -A tasks worker ...`` exactly as a user would,
 in a temporary directory holding a ``tasks.py`` and a SQLite database, and talk
 to it through the same app from the test process.
+
+Redis tests use a real redis-server (``tests/redisserver.py``): ``redis_server``
+is one per run, ``redis_url`` gives each test its own key prefix on it, and
+``fresh_redis`` is a private, AOF-backed server for tests that kill or restart it.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redisserver import RedisServer, RedisServerError, require_redis_server
 
 #: Task module used by most end-to-end tests; tests may append their own tasks.
 TASKS = '''
@@ -219,3 +225,37 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
             return value
         time.sleep(interval)
     raise AssertionError(f"{message} not met after {timeout}s")
+
+
+# -- Redis ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the whole run (no persistence), stopped at the end.
+
+    Requested lazily, so a run without Redis tests starts no server. Skips when
+    redis-server is missing, except with ``CI=true``, where that fails.
+    """
+    server = RedisServer(tmp_path_factory.mktemp("redis"), binary=require_redis_server())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A URL on the shared server with a key prefix of this test's own, so tests never meet."""
+    if not redis_server.running:  # say so once, plainly, rather than as each test's connection error
+        raise RedisServerError("the session's redis-server is not running (a test that kills or "
+                               f"restarts a server should use fresh_redis):\n{redis_server.log_tail()}")
+    return redis_server.url(prefix=f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, with an fsynced AOF, for tests that kill or restart it."""
+    server = RedisServer(tmp_path / "redis", appendonly=True, binary=require_redis_server())
+    server.start()
+    yield server
+    server.stop()

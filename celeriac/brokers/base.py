@@ -225,12 +225,13 @@ class Broker(ABC):
     def ping(self) -> None:
         """Check the broker is reachable; raise :class:`BrokerUnreachable` if not."""
 
-    def keep_retrying(self) -> None:  # noqa: B027 - optional hook
-        """From now on, wait out lost connections instead of raising.
+    def retry_for(self, seconds: float | None) -> None:  # noqa: B027 - optional hook
+        """How long a call waits out a lost connection before raising (None: forever).
 
-        Worker processes call this: their running tasks go on while the broker is
-        away, and they pick up where they were when it is back. Brokers without a
-        connection to lose (memory, SQLite) have nothing to do.
+        Worker processes pass None: their running tasks go on while the broker is
+        away, and they pick up where they were when it is back. The supervisor
+        passes a few seconds: it must keep watching its children meanwhile. Brokers
+        without a connection to lose (memory, SQLite) have nothing to do.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook

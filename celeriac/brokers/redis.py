@@ -96,9 +96,8 @@ class RedisBroker(Broker):
         self._retry = Reconnector(self._where, BrokerUnreachable, reconnect_timeout)
         self._scripts: dict[str, Script] = {}
 
-    def keep_retrying(self) -> None:
-        """Retry lost connections forever (worker processes: their tasks keep running)."""
-        self._retry.give_up_after = None
+    def retry_for(self, seconds: float | None) -> None:
+        self._retry.give_up_after = seconds
 
     # -- plumbing --------------------------------------------------------------------
     def _script(self, name: str) -> Script:

@@ -141,6 +141,7 @@ class Consumer:
         while self.finished:
             batch.append(self.finished.popleft())
         self.unsettled -= len(batch)
+        self.status.flush()
         batch = self._store_results(batch)
         acks = [d for d, o in batch if o.action == ACK]
         if acks:

@@ -49,7 +49,7 @@ def main() -> int:
 
     app = load_app(spec.app)
     app.conf.update(spec.settings)
-    app.broker.keep_retrying()
+    app.broker.retry_for(None)
     pool = pool_class(spec.concurrency, app.conf)
     status = StatusWriter(spec.status_fd)
     pool.on_stall = status.stall

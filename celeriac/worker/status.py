@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import posix
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ _raw_write = posix.write
 NAME_LIMIT = 200
 #: Characters of a blocking stack sent to the supervisor (the innermost calls).
 STACK_LIMIT = 2500
+#: Delivery ids per "done" line (keeps lines under PIPE_BUF for any broker's ids).
+DONE_PER_LINE = 40
 
 
 class StatusWriter:
@@ -37,6 +40,8 @@ class StatusWriter:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        #: Delivery ids of tasks that ended since the last flush (appended from any job).
+        self._done: deque[str] = deque()
         #: False once the supervisor is gone (the pipe broke).
         self.connected = True
 
@@ -65,7 +70,21 @@ class StatusWriter:
                     "end": stall.ended, "stack": stall.stack[-STACK_LIMIT:]})
 
     def finished(self, delivery: Delivery) -> None:
-        self._send({"e": "done", "d": delivery.id})
+        """Note that a task ended; sent with the others at the next :meth:`flush`.
+
+        Ends are batched (starts are not: the supervisor must know a task started
+        before it can crash the process). An end reported late only means a
+        process that dies in between has that message charged a delivery.
+        """
+        self._done.append(delivery.id)
+
+    def flush(self) -> None:
+        """Send the task ends noted since the last flush, many per line."""
+        while self._done:
+            batch: list[str] = []
+            while self._done and len(batch) < DONE_PER_LINE:
+                batch.append(self._done.popleft())
+            self._send({"e": "done", "ds": batch})
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

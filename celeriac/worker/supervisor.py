@@ -34,7 +34,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import WorkerEvent
-from celeriac.errors import ConfigurationError, TimeLimitExceeded, WorkerLostError
+from celeriac.errors import BrokerError, CeleriacError, ConfigurationError, TimeLimitExceeded, WorkerLostError
 from celeriac.worker.options import PoolGroup, WorkerOptions
 from celeriac.worker.run import failure_record
 from celeriac.worker.spec import ENV_VAR, WorkerSpec
@@ -55,6 +55,8 @@ HARD_LIMIT_GRACE = 1.0
 QUICK_DEATH = 2.0
 #: Longest pause between restarts of a crash-looping process.
 MAX_BACKOFF = 10.0
+#: Seconds a supervisor's broker call waits out a lost connection (see Broker.retry_for).
+SUPERVISOR_PATIENCE = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +136,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGQUIT, self._on_cold)
+        # A broker call must not hold up the watch over the children for long; what
+        # fails here (heartbeats, releases) is logged and made good by leases.
+        self.app.broker.retry_for(SUPERVISOR_PATIENCE)
         log.info("%s: %s; broker %s", self.node,
                  "; ".join(group.describe() for group in self.groups), self.app.conf.broker_url)
         self._emit("worker-online", hostname=socket.gethostname(), pid=os.getpid(),
@@ -142,7 +147,10 @@ class Supervisor:
             self._spawn(index)
         while self.children or not self.stopping:
             self._tick()
-        self.app.broker.forget_worker(self.node)
+        try:
+            self.app.broker.forget_worker(self.node)
+        except BrokerError as exc:
+            log.warning("could not remove this node's heartbeat: %s", exc)
         self._emit("worker-offline", processed=self.processed, cold=self.cold)
         log.info("%s: stopped", self.node)
         return 0
@@ -196,9 +204,10 @@ class Supervisor:
                     name=str(event["task"]), ignore_result=bool(event.get("ir")),
                     deadline=time.monotonic() + float(hard) + grace if hard else None)
             elif kind == "done":
-                if child.running.pop(str(event["d"]), None) is not None:
-                    child.processed += 1
-                    self.processed += 1
+                for delivery_id in event["ds"]:
+                    if child.running.pop(str(delivery_id), None) is not None:
+                        child.processed += 1
+                        self.processed += 1
             elif kind == "stall":
                 self._on_stall(child, event)
             elif kind == "ready":
@@ -243,10 +252,14 @@ class Supervisor:
             log.error("task %s[%s] exceeded its hard time limit; killing worker process %d",
                       task.name, task.task_id, child.proc.pid)
             child.running.pop(task.delivery_id, None)
-            if not task.ignore_result:
-                error = TimeLimitExceeded(f"task {task.name} exceeded its hard time limit")
-                self.app.backend.store(failure_record(task.task_id, task.name, error, tb=""))
-            self.app.broker.ack([task.delivery()])
+            try:
+                if not task.ignore_result:
+                    error = TimeLimitExceeded(f"task {task.name} exceeded its hard time limit")
+                    self.app.backend.store(failure_record(task.task_id, task.name, error, tb=""))
+                self.app.broker.ack([task.delivery()])
+            except CeleriacError as exc:
+                log.error("could not settle %s[%s] after its hard time limit: %s; it will be "
+                          "delivered again", task.name, task.task_id, exc)
         self._kill(child, "hard time limit")
 
     def _kill_blocked(self, child: Child, late: list[RunningTask]) -> None:
@@ -312,7 +325,13 @@ class Supervisor:
         # A kill we did on purpose charges nobody but a task that blocked the event
         # loop; a crash charges what was running.
         started = tuple(child.charged) if child.killed_for else tuple(child.running)
-        released = self.app.broker.release_consumer(child.consumer_id, started=started)
+        try:
+            released = self.app.broker.release_consumer(child.consumer_id, started=started)
+        except BrokerError as exc:
+            # Nothing is lost: the messages come back when their leases run out.
+            log.error("could not release the messages of worker process %d: %s; they will be "
+                      "delivered again when their leases expire", child.index, exc)
+            released = 0
         if started:
             self._fail_spent(child, started)
         if code == 0 and not child.killed_for:

@@ -34,30 +34,33 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 #: Every backend; SHARED are those that separate processes can share.
-KINDS = ["memory", "sqlite"]
-SHARED = ["sqlite"]
+KINDS = ["memory", "sqlite", "redis"]
+SHARED = ["sqlite", "redis"]
 
 
-def _make_backend(kind: str, tmp_path: Path) -> ResultBackend:
+def _make_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> ResultBackend:
     urls = {
-        "memory": "memory://",
-        "sqlite": f"sqlite:///{tmp_path / 'celeriac.db'}",
+        "memory": lambda: "memory://",
+        "sqlite": lambda: f"sqlite:///{tmp_path / 'celeriac.db'}",
+        # Asked for only here, so memory and sqlite runs start no server; the URL has a
+        # key prefix of this test's own on the session's redis-server.
+        "redis": lambda: str(request.getfixturevalue("redis_url")),
     }
-    instance = backend_from_url(urls[kind])
+    instance = backend_from_url(urls[kind]())
     instance.ping()
     return instance
 
 
 @pytest.fixture(params=KINDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
-    instance = _make_backend(request.param, tmp_path)
+    instance = _make_backend(request.param, request, tmp_path)
     yield instance
     instance.close()
 
 
 @pytest.fixture(params=SHARED)
 def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
-    instance = _make_backend(request.param, tmp_path)
+    instance = _make_backend(request.param, request, tmp_path)
     yield instance
     instance.close()
 

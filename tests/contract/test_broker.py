@@ -41,16 +41,19 @@ LONG = 30.0
 
 
 #: Every broker; SHARED are those that separate processes can share.
-BROKERS = ["memory", "sqlite"]
-SHARED = ["sqlite"]
+BROKERS = ["memory", "sqlite", "redis"]
+SHARED = ["sqlite", "redis"]
 
 
-def _make_broker(kind: str, tmp_path: Path) -> Iterator[Broker]:
+def _make_broker(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
     urls = {
-        "memory": "memory://",
-        "sqlite": f"sqlite:///{tmp_path / 'broker.db'}",
+        "memory": lambda: "memory://",
+        "sqlite": lambda: f"sqlite:///{tmp_path / 'broker.db'}",
+        # Asked for only here, so memory and sqlite runs start no server; the URL has a
+        # key prefix of this test's own on the session's redis-server.
+        "redis": lambda: str(request.getfixturevalue("redis_url")),
     }
-    instance = broker_from_url(urls[kind], max_deliveries=MAX_DELIVERIES, poll_interval=0.01)
+    instance = broker_from_url(urls[kind](), max_deliveries=MAX_DELIVERIES, poll_interval=0.01)
     instance.ping()
     yield instance
     instance.close()
@@ -58,12 +61,12 @@ def _make_broker(kind: str, tmp_path: Path) -> Iterator[Broker]:
 
 @pytest.fixture(params=BROKERS)
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
-    yield from _make_broker(request.param, tmp_path)
+    yield from _make_broker(request.param, request, tmp_path)
 
 
 @pytest.fixture(params=SHARED)
 def shared_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
-    instance = next(_make_broker(request.param, tmp_path))
+    instance = next(_make_broker(request.param, request, tmp_path))
     assert instance.shared_between_processes
     yield instance
     instance.close()
