@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.canvas import Signature, group
     from celeriac.errors import (
         CeleriacError,
         ConfigurationError,
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
         TaskError,
         TimeLimitExceeded,
     )
-    from celeriac.result import AsyncResult, EagerResult
+    from celeriac.result import AsyncResult, EagerResult, GroupResult
     from celeriac.task import Task
 
 #: Public name -> module that defines it.
@@ -37,6 +38,9 @@ _EXPORTS = {
     "Celeriac": "celeriac.app",
     "AsyncResult": "celeriac.result",
     "EagerResult": "celeriac.result",
+    "GroupResult": "celeriac.result",
+    "Signature": "celeriac.canvas",
+    "group": "celeriac.canvas",
     "Task": "celeriac.task",
     "CeleriacError": "celeriac.errors",
     "ConfigurationError": "celeriac.errors",
@@ -67,11 +71,14 @@ __all__ = [
     "CeleriacError",
     "ConfigurationError",
     "EagerResult",
+    "GroupResult",
     "NotRegistered",
     "Retry",
+    "Signature",
     "SoftTimeLimitExceeded",
     "Task",
     "TaskError",
     "TimeLimitExceeded",
     "__version__",
+    "group",
 ]

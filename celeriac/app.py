@@ -3,6 +3,10 @@
 One :class:`Celeriac` per project, usually a module-level ``app``. It is cheap
 to create: the broker and result backend are opened lazily, once per process,
 so importing the app in a parent that later starts workers opens nothing.
+
+Every message is built in one place, :meth:`Celeriac._prepare`, whether it is
+sent alone (``send_task``) or with many others (``send_many``: groups and
+``Task.apply_many``), so single and bulk sends route and encode alike.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from celeriac.backends import ResultBackend, backend_from_url
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
@@ -23,11 +27,27 @@ from celeriac.errors import ConfigurationError, NotRegistered
 from celeriac.message import encode
 from celeriac.result import AsyncResult
 from celeriac.settings import Settings, suggest
-from celeriac.task import Task, TaskOptions, to_timestamp
+from celeriac.task import MESSAGE_OPTIONS, Task, TaskOptions, check_send_options, to_timestamp
 from celeriac.worker.options import pool_queue
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from celeriac.canvas import Signature
+    from celeriac.task import MessageOptions, SendOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: Messages per ``Broker.publish`` call in ``send_many``: large enough that the
+#: per-call cost (a transaction, a round trip) vanishes, small enough that one
+#: call never holds the SQLite write lock or builds a Redis pipeline for long.
+BULK_CHUNK_SIZE = 1000
+
+
+def _note(exc: BaseException, text: str) -> None:
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(text)
 
 
 class Celeriac:
@@ -107,7 +127,9 @@ class Celeriac:
             if self._broker is None:
                 self._broker = broker_from_url(
                     self.conf.broker_url, max_deliveries=self.conf.broker_max_deliveries,
-                    poll_interval=self.conf.broker_poll_interval)
+                    poll_interval=self.conf.broker_poll_interval,
+                    pool_limit=self.conf.broker_pool_limit,
+                    reconnect_timeout=self.conf.broker_reconnect_timeout)
             return self._broker
 
     @property
@@ -154,11 +176,82 @@ class Celeriac:
             return pool_queue(default, task.options.pool)
         return default
 
-    def send_task(
+    def send_task(self, name: str, args: Sequence[Any] | None = None,
+                  kwargs: Mapping[str, Any] | None = None,
+                  **options: Unpack[MessageOptions]) -> AsyncResult[Any]:
+        """Send a task by name (it need not be registered here) and return its result handle.
+
+        Takes the options of ``apply_async`` (:class:`celeriac.task.SendOptions`) as
+        they are: the task's own options are not applied, it may not even be known here.
+        """
+        check_send_options(options, "send_task", allowed=MESSAGE_OPTIONS)
+        task_id, message = self._prepare(name, args, kwargs, time.time(), **options)
+        self.broker.publish([message])
+        return AsyncResult(task_id, self, name)
+
+    def signature(self, name: str, args: Sequence[Any] | None = None,
+                  kwargs: Mapping[str, Any] | None = None,
+                  **options: Unpack[SendOptions]) -> Signature[Any]:
+        """A signature of a task by name, like ``send_task`` but not sent yet (for ``send_many``
+        or a ``group`` of tasks this process does not import). A task registered under
+        ``name`` when it is sent gets its own options applied."""
+        from celeriac.canvas import Signature
+
+        return Signature(name, args, kwargs, options, app=self)
+
+    def send_many(self, signatures: Iterable[Signature[R]], *, group_id: str | None = None,
+                  chunk_size: int | None = BULK_CHUNK_SIZE) -> list[AsyncResult[R]]:
+        """Send many tasks in few broker calls and return their results, in order.
+
+        Every message is routed, checked and encoded before the first is published,
+        so a bad argument or option anywhere raises and publishes nothing. They then
+        go out ``chunk_size`` per ``Broker.publish`` call (one transaction on SQLite,
+        one round trip on Redis), each call all-or-nothing; ``chunk_size=None`` sends
+        them all in one call, which is what a ``group`` does. Chunks bound the size of
+        a transaction or pipeline, not this call's memory: all the encoded messages
+        (about 1 KB each) are held until sent, so send millions in slices.
+
+        ``group_id`` goes into every message's ``group`` header. If a publish fails
+        after earlier chunks went out, the error carries a note saying how many were
+        published; those tasks will run. Like ``send_task`` this always sends:
+        ``task_always_eager`` is for ``apply_async``, ``apply_many`` and groups.
+        """
+        if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
+            raise ConfigurationError(f"chunk_size={chunk_size!r}: must be >= 1, or None for one call")
+        now = time.time()
+        results: list[AsyncResult[R]] = []
+        messages: list[OutgoingMessage] = []
+        for index, signature in enumerate(signatures):
+            if signature.app is not self:
+                raise ConfigurationError(f"{signature!r} belongs to {signature.app!r}, not {self!r}: "
+                                         "one bulk send goes to one broker")
+            try:
+                task_id, message = self._prepare(signature.name, signature.args, signature.kwargs, now,
+                                                 group=group_id, **signature.resolved_options())
+            except Exception as exc:
+                _note(exc, f"raised for message {index} ({signature!r}); nothing was published")
+                raise
+            results.append(AsyncResult(task_id, self, signature.name))
+            messages.append(message)
+        self._publish_chunks(messages, chunk_size or len(messages))
+        return results
+
+    def _publish_chunks(self, messages: list[OutgoingMessage], size: int) -> None:
+        for start in range(0, len(messages), size):
+            try:
+                self.broker.publish(messages[start:start + size])
+            except Exception as exc:
+                if start:
+                    _note(exc, f"{start} of {len(messages)} messages were published (in earlier "
+                               "chunks) before this failure; the others were not")
+                raise
+
+    def _prepare(
         self,
         name: str,
-        args: Sequence[Any] | None = None,
-        kwargs: dict[str, Any] | None = None,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        now: float,
         *,
         task_id: str | None = None,
         countdown: float | None = None,
@@ -169,19 +262,20 @@ class Celeriac:
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
         serializer: str | None = None,
-        ignore_result: bool = False,
+        ignore_result: bool | None = None,
         retries: int = 0,
         root_id: str | None = None,
         parent_id: str | None = None,
         group: str | None = None,
-    ) -> AsyncResult[Any]:
-        """Send a task by name (it need not be registered here) and return its result handle."""
+    ) -> tuple[str, OutgoingMessage]:
+        """Route, check and encode one message (its task id and the message); send nothing.
+
+        Raises before anything is sent: ConfigurationError for a bad priority or
+        serializer, SerializationError for arguments the serializer cannot encode.
+        """
         task_id = task_id or str(uuid.uuid4())
-        now = time.time()
         eta_ts = now + countdown if countdown else to_timestamp(eta)
-        expires_ts = to_timestamp(expires)
-        if isinstance(expires, int | float):
-            expires_ts = now + expires
+        expires_ts = now + expires if isinstance(expires, int | float) else to_timestamp(expires)
         if priority is None:
             priority = self.conf.task_default_priority
         if not 0 <= priority <= 9:
@@ -200,10 +294,9 @@ class Celeriac:
             name, task_id, list(args or ()), dict(kwargs or {}), queue=target,
             serializer=serializer, eta=eta_ts, expires=expires_ts, retries=retries,
             time_limit=time_limit, soft_time_limit=soft_time_limit, root_id=root_id,
-            parent_id=parent_id, group=group, priority=priority, ignore_result=ignore_result)
-        self.broker.publish([OutgoingMessage(queue=target, body=body, priority=priority,
-                                             eta=eta_ts if eta_ts and eta_ts > now else None)])
-        return AsyncResult(task_id, self, name)
+            parent_id=parent_id, group=group, priority=priority, ignore_result=bool(ignore_result))
+        return task_id, OutgoingMessage(queue=target, body=body, priority=priority,
+                                        eta=eta_ts if eta_ts and eta_ts > now else None)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         """A handle on the result of ``task_id``."""

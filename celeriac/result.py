@@ -1,12 +1,15 @@
-"""Handles on task results: :class:`AsyncResult` and the local :class:`EagerResult`."""
+"""Handles on task results: :class:`AsyncResult`, the local :class:`EagerResult`, and
+:class:`GroupResult` for the tasks of a group."""
 
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from celeriac.backends.base import FAILURE, PENDING, READY_STATES, SUCCESS, ResultRecord
-from celeriac.errors import REMOTE_SAFE_ERRORS, TaskError
+from celeriac.errors import REMOTE_SAFE_ERRORS, TaskError, TimeoutError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -135,3 +138,84 @@ class EagerResult(AsyncResult[R]):
 
     def forget(self) -> None:
         """Nothing is stored for an eager result."""
+
+
+class GroupResult(Generic[R]):
+    """The results of a group's tasks, in the order the tasks were given.
+
+    A list of :class:`AsyncResult` (index it, iterate it, take its ``len``) plus
+    questions about all of them at once, with Celery's meanings. ``id`` is the group
+    id that every message carried in its ``group`` header (``self.request.group`` in
+    the task). Nothing about the group itself is stored: keep this object (or its
+    task ids) to ask later.
+    """
+
+    def __init__(self, id: str, results: Iterable[AsyncResult[R]]) -> None:
+        self.id = id
+        self.results: list[AsyncResult[R]] = list(results)
+
+    def __repr__(self) -> str:
+        return f"<GroupResult {self.id} ({len(self.results)} tasks)>"
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[AsyncResult[R]]:
+        return iter(self.results)
+
+    @overload
+    def __getitem__(self, index: int) -> AsyncResult[R]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[AsyncResult[R]]: ...
+
+    def __getitem__(self, index: int | slice) -> AsyncResult[R] | list[AsyncResult[R]]:
+        return self.results[index]
+
+    def ready(self) -> bool:
+        """Have all the tasks finished (succeeded, failed or were revoked)?"""
+        return all(result.ready() for result in self.results)
+
+    def waiting(self) -> bool:
+        """Is any task not finished yet?"""
+        return not self.ready()
+
+    def successful(self) -> bool:
+        """Did every task succeed?"""
+        return all(result.successful() for result in self.results)
+
+    def failed(self) -> bool:
+        """Did any task fail?"""
+        return any(result.failed() for result in self.results)
+
+    def completed_count(self) -> int:
+        """How many tasks succeeded (as in Celery, "completed" means successful)."""
+        return sum(result.successful() for result in self.results)
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> list[R]:
+        """The values of all the tasks, in order; same as :meth:`join`."""
+        return self.join(timeout, propagate)
+
+    def join(self, timeout: float | None = None, propagate: bool = True) -> list[R]:
+        """Wait for the tasks one after the other and return their values in order.
+
+        ``timeout`` is for the whole group, not per task: the call returns or raises
+        :class:`celeriac.errors.TimeoutError` within about ``timeout`` seconds. With
+        ``propagate`` the first failed task *in order* re-raises its exception (as
+        :meth:`AsyncResult.get` does); without it, exceptions take their task's place.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values: list[R] = []
+        for index, result in enumerate(self.results):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                values.append(result.get(timeout=remaining, propagate=propagate))
+            except TimeoutError:
+                raise TimeoutError(f"group {self.id}: task {index} of {len(self.results)} "
+                                   f"({result.id}) not ready after {timeout}s") from None
+        return values
+
+    def forget(self) -> None:
+        """Delete the stored results of all the tasks."""
+        for result in self.results:
+            result.forget()

@@ -103,9 +103,10 @@ SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in [
         Setting("broker_url", "sqlite:///celeriac.db", "Where messages live: memory://, "
-                "sqlite:///path.db (default, no server needed).", _str, "CELERIAC_BROKER_URL"),
+                "sqlite:///path.db (default, no server needed), redis://host:port/db (also rediss://, "
+                "unix://).", _str, "CELERIAC_BROKER_URL"),
         Setting("result_backend", "sqlite:///celeriac.db", "Where results live: memory://, "
-                "sqlite:///path.db.", _str, "CELERIAC_RESULT_BACKEND"),
+                "sqlite:///path.db, redis://host:port/db.", _str, "CELERIAC_RESULT_BACKEND"),
         Setting("result_expires", 86400.0, "Seconds a stored result is kept.", _positive_float),
         Setting("broker_lease_timeout", 30.0, "Seconds a fetched message stays reserved for a worker "
                 "that stops renewing its lease (a vanished machine); running tasks renew it.",
@@ -114,6 +115,12 @@ SETTINGS: dict[str, Setting] = {
                 "its worker goes to the dead-letter store.", _positive_int),
         Setting("broker_poll_interval", 0.05, "Longest wait between two looks at an idle broker "
                 "that cannot push (SQLite).", _positive_float),
+        Setting("broker_pool_limit", 32, "Most connections a process opens to a Redis broker or "
+                "result backend; threads and greenlets beyond it wait for a free one.",
+                _positive_int),
+        Setting("broker_reconnect_timeout", 20.0, "Seconds a producer (.delay(), the CLI) waits out "
+                "a lost Redis connection before raising BrokerUnreachable; worker processes "
+                "wait for as long as it takes.", _positive_float),
         Setting("task_default_queue", "default", "Queue for tasks with no queue or route.", _str),
         Setting("task_default_priority", 0, "Priority 0-9 (9 runs first) for tasks that set none.",
                 _priority),

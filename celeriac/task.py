@@ -1,19 +1,21 @@
 """Tasks: a function registered with an app, plus how to send it.
 
 ``@app.task`` wraps a function in a :class:`Task`. Calling the task runs the
-function here and now; ``delay()``/``apply_async()`` send a message for a worker.
-Options are checked when the decorator runs: a misspelt option is an error with
-a hint, not a silently ignored keyword.
+function here and now; ``delay()``/``apply_async()`` send a message for a worker,
+``apply_many()`` sends many in a few broker calls and ``s()`` describes a call
+for later (a :class:`celeriac.canvas.Signature`, e.g. for a ``group``).
+Options are checked when the decorator runs, and send options when they are
+given: a misspelt option is an error with a hint, not a silently ignored keyword.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar
 
 from celeriac.context import Request, current_request
 from celeriac.errors import ConfigurationError, Retry, UnknownSettingError
@@ -21,7 +23,10 @@ from celeriac.loader import importable_name
 from celeriac.settings import suggest
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from celeriac.app import Celeriac
+    from celeriac.canvas import Signature
     from celeriac.result import AsyncResult, EagerResult
 
 P = ParamSpec("P")
@@ -79,6 +84,64 @@ class TaskOptions:
         if not isinstance(opts.autoretry_for, tuple):
             raise ConfigurationError("task option autoretry_for must be a tuple of exception types")
         return opts
+
+
+class SendOptions(TypedDict, total=False):
+    """Every option ``apply_async`` accepts, and so a signature, a group and ``apply_many``.
+
+    A TypedDict, so that options travel as keywords (``apply_async(countdown=5)``)
+    while mypy still checks each name and type at the call site; callers without
+    a type checker get :func:`check_send_options` at run time. Declared once here
+    so every way of sending accepts exactly the same options.
+    """
+
+    #: The message's task id (generated when absent). Not allowed where one set of
+    #: options is shared by many messages (groups, ``apply_many``).
+    task_id: str | None
+    #: Seconds from now before the task may run.
+    countdown: float | None
+    #: When the task may run: a datetime (naive means UTC) or a Unix time.
+    eta: datetime | float | None
+    #: Not run after this: seconds from now, or a datetime.
+    expires: datetime | float | None
+    queue: str | None
+    #: 0-9; higher runs first.
+    priority: int | None
+    time_limit: float | None
+    soft_time_limit: float | None
+    serializer: str | None
+    ignore_result: bool | None
+    retries: int
+
+
+class MessageOptions(SendOptions, total=False):
+    """:class:`SendOptions` plus the lineage headers ``send_task`` can set: a retry keeps
+    its original ones. Signatures do not take them: a message sent from inside a
+    running task gets its parent and root from that task's request."""
+
+    root_id: str | None
+    parent_id: str | None
+    group: str | None
+
+
+SEND_OPTIONS = frozenset(SendOptions.__optional_keys__)
+MESSAGE_OPTIONS = frozenset(MessageOptions.__optional_keys__)
+
+
+def check_send_options(options: Mapping[str, Any], where: str = "apply_async", *,
+                       allowed: frozenset[str] = SEND_OPTIONS, shared: bool = False) -> None:
+    """Refuse an unknown option (with a hint) before anything is encoded or sent.
+
+    ``shared``: the options apply to many messages at once, where a ``task_id``
+    would give them all the same id (and each later message would overwrite the
+    result of the one before).
+    """
+    for key in options:
+        if key not in allowed:
+            raise UnknownSettingError(f"unknown option {key!r} for {where}{suggest(key, sorted(allowed))}")
+    if shared and options.get("task_id") is not None:
+        raise ConfigurationError(f"{where}: task_id would give every message the same id; "
+                                 "ids are generated per message")
 
 
 def to_timestamp(value: datetime | float | None) -> float | None:
@@ -151,37 +214,72 @@ class Task(Generic[P, R]):
         """Send the task with these arguments; shorthand for ``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
 
-    def apply_async(
-        self,
-        args: tuple[Any, ...] | list[Any] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        *,
-        task_id: str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-        serializer: str | None = None,
-        ignore_result: bool | None = None,
-        retries: int = 0,
-    ) -> AsyncResult[R]:
+    def apply_async(self, args: tuple[Any, ...] | list[Any] | None = None,
+                    kwargs: dict[str, Any] | None = None,
+                    **options: Unpack[SendOptions]) -> AsyncResult[R]:
         """Send the task. ``countdown`` (seconds) or ``eta`` delay it; ``expires`` is
-        seconds from now or a datetime after which it is not run."""
+        seconds from now or a datetime after which it is not run; ``queue``,
+        ``priority``, ``time_limit``, ``soft_time_limit``, ``serializer`` and
+        ``ignore_result`` override the task's options for this call (see
+        :class:`SendOptions`). An unknown option raises :class:`UnknownSettingError`."""
+        check_send_options(options)
         if self.app.conf["task_always_eager"]:
-            return self.apply(args, kwargs, task_id=task_id)
-        return self.app.send_task(
-            self.name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
-            expires=expires if expires is not None else self.options.expires,
-            queue=queue, priority=priority if priority is not None else self.options.priority,
-            time_limit=time_limit if time_limit is not None else self.time_limit,
-            soft_time_limit=soft_time_limit if soft_time_limit is not None else self.soft_time_limit,
-            serializer=serializer or self.options.serializer,
-            ignore_result=self.ignore_result if ignore_result is None else ignore_result,
-            retries=retries,
-        )
+            return self.apply(args, kwargs, task_id=options.get("task_id"))
+        return self.app.send_task(self.name, args, kwargs, **self.resolve_options(options))
+
+    def resolve_options(self, options: SendOptions) -> SendOptions:
+        """The options a message of this task goes out with: each option given for the
+        call, else the task's own (``@app.task(priority=...)``), else the app's setting.
+        Shared by single and bulk sends so they cannot disagree."""
+        resolved: SendOptions = {**options}
+        if options.get("expires") is None:
+            resolved["expires"] = self.options.expires
+        if options.get("priority") is None:
+            resolved["priority"] = self.options.priority
+        if options.get("time_limit") is None:
+            resolved["time_limit"] = self.time_limit
+        if options.get("soft_time_limit") is None:
+            resolved["soft_time_limit"] = self.soft_time_limit
+        if not options.get("serializer"):
+            resolved["serializer"] = self.options.serializer
+        if options.get("ignore_result") is None:
+            resolved["ignore_result"] = self.ignore_result
+        return resolved
+
+    # -- describing calls and sending many ----------------------------------------------
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """This call, described but not sent: ``add.s(2, 3)``. Add send options with
+        ``.set(countdown=5)``; send it with ``.delay()`` or as part of a ``group``."""
+        from celeriac.canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def signature(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+                  **options: Unpack[SendOptions]) -> Signature[R]:
+        """Celery's spelling of ``s()`` with options: ``add.signature((2, 3), countdown=5)``."""
+        from celeriac.canvas import Signature
+
+        return Signature(self, args, kwargs, options)
+
+    def apply_many(self, args: Iterable[tuple[Any, ...] | list[Any]], *, chunk_size: int = 1000,
+                   **options: Unpack[SendOptions]) -> list[AsyncResult[R]]:
+        """Send one task per item of ``args`` (each item: that call's positional
+        arguments, ``add.apply_many((i, i) for i in range(10_000))``), with the same
+        ``options`` for all; return their results in order.
+
+        Much cheaper than a loop of ``delay()``: one broker call per ``chunk_size``
+        messages. Every message is encoded before the first is published, so an
+        unserialisable argument anywhere raises and publishes nothing (see
+        :meth:`celeriac.app.Celeriac.send_many`, which also covers keyword
+        arguments: ``app.send_many(fetch.s(url, timeout=5) for url in urls)``).
+        """
+        check_send_options(options, "apply_many", shared=True)
+        if self.app.conf["task_always_eager"]:
+            return [self.apply(item) for item in _checked_items(args)]
+        from celeriac.canvas import Signature
+
+        calls = (Signature(self, item, None, options) for item in _checked_items(args))
+        return self.app.send_many(calls, chunk_size=chunk_size)
 
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
               kwargs: dict[str, Any] | None = None, *, task_id: str | None = None) -> EagerResult[R]:
@@ -243,3 +341,13 @@ class Task(Generic[P, R]):
             return random.uniform(0, delay) if self.options.retry_jitter else delay
         value = self.options.default_retry_delay
         return float(self.app.conf["task_default_retry_delay"] if value is None else value)
+
+
+def _checked_items(items: Iterable[Any]) -> Iterator[tuple[Any, ...] | list[Any]]:
+    """The items of ``apply_many``, refusing a bare value: ``apply_many([1, 2])`` would
+    otherwise fail obscurely, or worse, send ``"ab"`` as two arguments ``"a", "b"``."""
+    for index, item in enumerate(items):
+        if not isinstance(item, tuple | list):
+            raise TypeError(f"apply_many: item {index} is {type(item).__name__} {item!r:.80}; each item "
+                            "is one call's positional arguments, a tuple or list: apply_many([(1,), (2,)])")
+        yield item

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celeriac import AsyncResult, Celeriac, Task
+from celeriac import AsyncResult, Celeriac, GroupResult, Signature, Task, group
 
 app = Celeriac("typing_usage", broker="memory://", backend="memory://")
 
@@ -33,3 +33,26 @@ def use() -> None:
     state: str = again.status
     other = app.AsyncResult(again.id)
     print(task, total, value, text, state, other.ready(), app.send_task("tasks.add", args=[1, 2]))
+
+
+def use_bulk() -> None:
+    sig: Signature[int] = add.s(2, 3).set(countdown=5, queue="q")
+    one: AsyncResult[int] = sig.delay()
+    grouped: GroupResult[int] = group(add.s(i, i) for i in range(10)).apply_async(priority=5)
+    values: list[int] = grouped.get(timeout=10)
+    pair = group(add.s(1, 1), add.s(2, 2)).delay()
+    first: AsyncResult[int] = pair[0]
+    done: int = pair.completed_count()
+    many: list[AsyncResult[int]] = add.apply_many([(1, 2), (3, 4)], queue="bulk", chunk_size=500)
+    sent: list[AsyncResult[int]] = app.send_many([add.s(1, 2), add.signature((3, 4), countdown=1)])
+    named: Signature[Any] = app.signature("tasks.add", (1, 2), priority=1)
+    print(one, values, first, done, many, sent, named, pair.ready(), grouped.id)
+
+
+def misuse_is_caught() -> None:
+    """Each ignore below must be needed (strict mode warns about unused ones): mypy
+    catches these mistakes before they reach a broker."""
+    add.s("2", 3)  # type: ignore[arg-type]
+    add.apply_async((2, 3), countdwn=5)  # type: ignore[call-arg]
+    add.s(2, 3).set(priority="high")  # type: ignore[arg-type]
+    add.apply_many([(1, 2)], task_idd="x")  # type: ignore[call-arg]

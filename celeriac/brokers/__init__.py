@@ -85,9 +85,17 @@ def broker_class(scheme: str) -> type[Broker]:
     return loaded
 
 
-def broker_from_url(url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05) -> Broker:
-    """Build the broker for ``url`` (``memory://``, ``sqlite:///celeriac.db``...)."""
+def broker_from_url(url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
+                    pool_limit: int = 32, reconnect_timeout: float | None = 20.0) -> Broker:
+    """Build the broker for ``url`` (``memory://``, ``sqlite:///celeriac.db``, ``redis://``...).
+
+    ``reconnect_timeout`` is how long a call waits out a lost connection before it
+    raises :class:`~celeriac.errors.BrokerUnreachable` (None: forever).
+    """
     scheme = urlparse(url).scheme
     if scheme not in BROKERS and scheme not in LAZY_BROKERS:
         raise _unknown(f"URL {url!r} (scheme {scheme!r})")
-    return broker_class(scheme)(url, max_deliveries=max_deliveries, poll_interval=poll_interval)
+    broker = broker_class(scheme)(url, max_deliveries=max_deliveries, poll_interval=poll_interval,
+                                  pool_limit=pool_limit)
+    broker.retry_for(reconnect_timeout)
+    return broker

@@ -120,8 +120,11 @@ class Broker(ABC):
     #: True when the broker can be shared by separate processes (not memory://).
     shared_between_processes: bool = True
 
-    def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05) -> None:
+    def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
+                 pool_limit: int = 32) -> None:
         self.url = url
+        #: Most connections this process opens to a networked broker (``broker_pool_limit``).
+        self.pool_limit = pool_limit
         self.max_deliveries = max_deliveries
         self.poll_interval = poll_interval
         #: How many worker events the broker keeps (the newest ones).

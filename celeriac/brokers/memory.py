@@ -99,8 +99,10 @@ class MemoryBroker(Broker):
     shared_between_processes = False
 
     def __init__(self, url: str = "memory://", *, max_deliveries: int = 5,
-                 poll_interval: float = 0.05) -> None:
-        super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval)
+                 poll_interval: float = 0.05,
+                 pool_limit: int = 32) -> None:
+        super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval,
+                         pool_limit=pool_limit)
         self._lock = threading.Lock()
         # Notified whenever a message may have become claimable without the
         # clock moving (publish, requeue, release), so waiting fetches wake at once.

@@ -59,6 +59,8 @@ from celeriac.brokers.base import (
 from celeriac.errors import BrokerError, BrokerUnreachable, ConfigurationError
 from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url, split_url
 
+#: Seconds a call waits out a lost connection until ``retry_for`` says otherwise.
+DEFAULT_PATIENCE = 20.0
 #: Messages per publish script call: bounds the script's run time on the server.
 PUBLISH_CHUNK = 1000
 #: Messages purged per script call.
@@ -88,12 +90,13 @@ class RedisBroker(Broker):
     schemes = ("redis", "rediss", "unix")
 
     def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
-                 reconnect_timeout: float | None = 20.0, max_connections: int = 32) -> None:
-        super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval)
+                 pool_limit: int = 32) -> None:
+        super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval,
+                         pool_limit=pool_limit)
         self._url, self.prefix = split_url(url)
-        self._redis = client(self._url, max_connections=max_connections)
+        self._redis = client(self._url, max_connections=pool_limit)
         self._where = f"Redis broker {safe_url(self._url)}"
-        self._retry = Reconnector(self._where, BrokerUnreachable, reconnect_timeout)
+        self._retry = Reconnector(self._where, BrokerUnreachable, DEFAULT_PATIENCE)
         self._scripts: dict[str, Script] = {}
 
     def retry_for(self, seconds: float | None) -> None:

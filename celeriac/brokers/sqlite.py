@@ -240,8 +240,10 @@ class SQLiteBroker(Broker):
     schemes = ("sqlite",)
     shared_between_processes = True
 
-    def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05) -> None:
-        super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval)
+    def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
+                 pool_limit: int = 32) -> None:
+        super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval,
+                         pool_limit=pool_limit)
         self._db = Database(path_from_url(url), SCHEMA)
 
     # -- plumbing --------------------------------------------------------------------
