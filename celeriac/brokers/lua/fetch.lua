@@ -41,7 +41,7 @@ while claimed < count do
     local m = key('m', id)
     local f = redis.call('HMGET', m, 'd', 'b', 'p')
     if f[2] then
-      if tonumber(f[1]) >= maxd then
+      if tonumber(f[1] or 0) >= maxd then
         bury(id, m, q, 'max deliveries (' .. maxd .. ') exceeded', now)
       else
         local d = redis.call('HINCRBY', m, 'd', 1)

@@ -4,7 +4,8 @@
 --   P:seq              string  publish counter; orders messages within a priority
 --   P:queues           set     names of every queue that has had a message
 --   P:m:<id>           hash    a live message: q queue, p priority (0-9), s ready score,
---                              b body, d deliveries so far, t fencing token,
+--                              b body, d deliveries so far, t fencing token (d and t
+--                              from the first claim on),
 --                              c consumer (present only while claimed)
 --   P:ready:<q>        zset    id -> s = (9 - p) * 1e13 + seq: lowest is claimed first
 --   P:delayed:<q>      zset    id -> unix ms when its eta/countdown/retry delay is due
