@@ -1,0 +1,75 @@
+"""Producer side of ``bench/redis_compare.py``, run as a subprocess per step.
+
+``python produce.py DIRECTORY ACTION COUNT`` imports ``benchtasks`` from DIRECTORY
+(one framework's generated module, see ``frameworks.py``), does ACTION and prints one
+JSON object on stdout. A fresh process per step keeps the four frameworks' clients
+apart: none of them is ever imported next to another, and none is gevent-patched.
+
+* ``enqueue``: ``COUNT`` sequential enqueues; the first one (connection set-up,
+  queue declaration) is made before the clock starts, so ``COUNT - 1`` are timed.
+* ``bulk``: one bulk call of ``COUNT`` messages, timed whole.
+* ``latency``: ``COUNT`` samples of enqueue-to-start latency, one task at a time
+  with 20 ms between them; the worker must be running and idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from typing import Any
+
+import redis
+
+
+def enqueue(tasks: Any, count: int) -> dict[str, Any]:
+    tasks.enqueue(1)
+    started = time.perf_counter()
+    tasks.enqueue(count - 1)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rate": (count - 1) / seconds}
+
+
+def bulk(tasks: Any, count: int) -> dict[str, Any]:
+    if tasks.enqueue_bulk is None:
+        return {"skipped": getattr(tasks, "BULK_MISSING", "no bulk-publish API")}
+    started = time.perf_counter()
+    try:
+        tasks.enqueue_bulk(count)
+    except Exception as exc:  # an API still being written: report it, measure the rest
+        return {"skipped": f"the bulk call failed: {exc!r}"}
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rate": count / seconds}
+
+
+def latency(tasks: Any, count: int) -> dict[str, Any]:
+    client = redis.Redis.from_url(tasks.URL)
+    client.delete(tasks.LATENCY)
+    samples: list[float] = []
+    for _ in range(count):
+        tasks.enqueue_latency(time.time())
+        item = client.blpop([tasks.LATENCY], timeout=30)
+        if item is None:
+            raise SystemExit(f"no task started within 30 s (after {len(samples)} samples)")
+        samples.append(float(item[1]))
+        time.sleep(0.02)
+    return {"samples": samples}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("directory")
+    parser.add_argument("action", choices=["enqueue", "bulk", "latency"])
+    parser.add_argument("count", type=int)
+    options = parser.parse_args()
+    sys.path.insert(0, options.directory)
+    tasks = importlib.import_module("benchtasks")
+    action = {"enqueue": enqueue, "bulk": bulk, "latency": latency}[options.action]
+    print(json.dumps(action(tasks, options.count)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Celeriac against Dramatiq, Celery and Huey on one loopback Redis, side by side.
+
+Starts its own ``redis-server`` on a free port (no persistence, data in a temporary
+directory) and, for each framework, one worker process with green threads, started
+with that framework's own CLI:
+
+* dramatiq  ``dramatiq-gevent benchtasks --processes 1 --threads C``
+* celery    ``celery -A benchtasks worker -P gevent -c C --without-mingle --without-gossip``
+* huey      ``huey_consumer benchtasks.huey -k greenlet -w C`` after ``monkey.patch_all()``
+* celeriac  ``celeriac -A benchtasks worker -P gevent -c C``
+
+The task does exactly one Redis ``INCR`` on a per-framework counter; results are off
+everywhere. Measured per framework and run:
+
+* ``enqueue/s``: N sequential ``.send()``/``.delay()`` calls in one plain thread;
+* ``prefilled tasks/s``: those N messages, all queued before the worker starts,
+  counted from the first ``INCR`` to the N-th (the counter is polled), so start-up
+  and enqueueing do not count;
+* ``running tasks/s``: the same with the worker already running and idle while a
+  producer process enqueues N more (bounded by the producer on a small machine);
+* ``p50``/``p90`` enqueue-to-start latency on the idle worker, one task at a time;
+* celeriac only: the bulk-publish rate of N messages in one call, when the API exists.
+
+Every figure is the median of ``--repeat`` runs; frameworks alternate within a run so
+drift on a shared machine hits all of them. Ratios are against Dramatiq (above 1 is
+better for rates, below 1 is better for latency).
+
+Dramatiq, Celery and Huey are not dependencies of celeriac: everything runs in
+``bench/.venv-compare`` (created by ``bench/compare/setup.sh`` on first use, with
+celeriac installed editable), into which this script re-executes itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from compare.frameworks import FRAMEWORKS
+
+BENCH = Path(__file__).resolve().parent
+VENV = BENCH / ".venv-compare"
+SETUP = BENCH / "compare" / "setup.sh"
+PRODUCE = BENCH / "compare" / "produce.py"
+REDIS_SERVER = "/usr/bin/redis-server"
+
+METRICS = ["enqueue/s", "prefilled tasks/s", "running tasks/s", "p50 latency ms",
+           "p90 latency ms", "bulk enqueue/s"]
+#: Metrics where lower is better (the ratio reads the other way).
+LOWER_IS_BETTER = {"p50 latency ms", "p90 latency ms"}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# -- the venv ------------------------------------------------------------------------------
+def ensure_compare_venv(force_setup: bool) -> None:
+    """Re-execute this script in ``bench/.venv-compare``, creating it first if needed."""
+    python = VENV / "bin" / "python"
+    if Path(sys.prefix).resolve() == VENV.resolve() and not force_setup:
+        return
+    if force_setup or not python.exists():
+        print(f"setting up {VENV} (bash {SETUP}) ...", file=sys.stderr, flush=True)
+        subprocess.run(["bash", str(SETUP)], check=True)
+    argv = [a for a in sys.argv[1:] if a != "--setup"]
+    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *argv])
+
+
+def check_packages(names: list[str]) -> dict[str, str]:
+    """Versions of the packages the chosen frameworks need; exits when one is missing."""
+    packages = {"dramatiq": ["dramatiq"], "celery": ["celery", "kombu"], "huey": ["huey"],
+                "celeriac": ["celeriac"]}
+    wanted = ["gevent", "greenlet", "redis"] + [p for n in names for p in packages[n]]
+    versions: dict[str, str] = {}
+    for package in wanted:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            raise SystemExit(f"{package} is missing from {VENV}: run bash {SETUP}") from None
+    return versions
+
+
+def celeriac_redis_missing() -> str | None:
+    """Why celeriac cannot run on Redis yet, or None when its Redis broker imports."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "from celeriac.brokers.redis import RedisBroker"],
+        capture_output=True, text=True)
+    if probe.returncode == 0:
+        return None
+    lines = probe.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {probe.returncode}"
+
+
+# -- processes -----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    """A private ``redis-server`` on a free loopback port; yields its URL."""
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError("redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def child_env(directory: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
+    env["PYTHONPATH"] = str(directory)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def produce(directory: Path, action: str, count: int, timeout: float) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(PRODUCE), str(directory), action, str(count)],
+        cwd=directory, env=child_env(directory), capture_output=True, text=True,
+        timeout=timeout)
+    if done.returncode != 0:
+        raise BenchError(f"producer {action} failed:\n{tail(done.stderr)}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def tail(text: str, lines: int = 15) -> str:
+    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
+
+
+class Worker:
+    """One framework's worker, started with its own CLI; output goes to a log file."""
+
+    def __init__(self, command: list[str], directory: Path, name: str) -> None:
+        self.log = directory / f"worker-{name}.log"
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(command, cwd=directory, env=child_env(directory),
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise BenchError(f"worker exited with status {self.proc.returncode}:\n"
+                             f"{tail(self.log.read_text(errors='replace'))}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        # children of a worker that exited on its own, if any are left
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def count_rate(client: Any, key: str, start: int, target: int, worker: Worker,
+               timeout: float) -> float:
+    """Tasks/s while ``key`` goes from above ``start`` to ``target``.
+
+    Polls the counter: tightly until the first task has run, then about four times
+    per remaining stretch, tightly again near the end. The rate is taken from the
+    first observed value above ``start`` to the moment ``target`` is seen.
+    """
+    deadline = time.monotonic() + timeout
+    first_at: float | None = None
+    first_value = start
+    while True:
+        value = int(client.get(key) or 0)
+        now = time.perf_counter()
+        if first_at is None and value > start:
+            first_at, first_value = now, value
+        if value >= target:
+            if first_at is None or value == first_value:
+                raise BenchError("every task ran between two polls: use more --tasks")
+            return (target - first_value) / (now - first_at)
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out at {value - start} of {target - start} tasks")
+        worker.check()
+        if first_at is None or value == first_value:
+            time.sleep(0.0005)
+        else:
+            rate = (value - first_value) / (now - first_at)
+            time.sleep(min(0.05, max(0.0005, (target - value) / rate / 4)))
+
+
+# -- one framework, one run ----------------------------------------------------------------
+def run_framework(name: str, url: str, root: Path, options: argparse.Namespace
+                  ) -> dict[str, float]:
+    import redis
+
+    framework = FRAMEWORKS[name]
+    directory = root / name
+    framework.write_module(directory, url)
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    count, key = options.tasks, framework.counter_key()
+    command = framework.command(Path(sys.executable).parent, options.concurrency)
+    out: dict[str, float] = {}
+
+    out["enqueue/s"] = produce(directory, "enqueue", count, options.timeout)["rate"]
+    worker = Worker(command, directory, name)
+    try:
+        out["prefilled tasks/s"] = count_rate(client, key, 0, count, worker, options.timeout)
+        producer = subprocess.Popen(
+            [sys.executable, str(PRODUCE), str(directory), "enqueue", str(count)],
+            cwd=directory, env=child_env(directory), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            out["running tasks/s"] = count_rate(client, key, count, 2 * count, worker,
+                                                options.timeout)
+        finally:
+            stdout, stderr = producer.communicate(timeout=options.timeout)
+        if producer.returncode != 0:
+            raise BenchError(f"producer failed:\n{tail(stderr)}")
+        out["running: producer enqueue/s"] = json.loads(stdout.strip().splitlines()[-1])["rate"]
+        if options.latency_samples:
+            samples = sorted(produce(directory, "latency", options.latency_samples,
+                                     options.timeout)["samples"])
+            out["p50 latency ms"] = 1000 * samples[len(samples) // 2]
+            out["p90 latency ms"] = 1000 * samples[int(len(samples) * 0.9)]
+    finally:
+        worker.stop()
+
+    if name == "celeriac":
+        client.flushall()
+        bulk = produce(directory, "bulk", count, options.timeout)
+        if "skipped" in bulk:
+            out["bulk skipped"] = 1.0
+            print(f"  celeriac bulk publish skipped: {bulk['skipped']}", flush=True)
+        else:
+            out["bulk enqueue/s"] = bulk["rate"]
+            # the bulk-published messages must be real ones: a worker runs them all
+            worker = Worker(command, directory, name)
+            try:
+                out["bulk-published prefilled tasks/s"] = count_rate(
+                    client, key, 0, count, worker, options.timeout)
+            finally:
+                worker.stop()
+    client.close()
+    return out
+
+
+# -- report --------------------------------------------------------------------------------
+def cell(metric: str, value: float | None, base: float | None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:,.1f}" if metric in LOWER_IS_BETTER else f"{value:,.0f}"
+    if base:
+        text += f" ({value / base:.2f}x)"
+    return text
+
+
+def print_table(medians: dict[str, dict[str, float]], names: list[str]) -> None:
+    base = medians.get("dramatiq", {})
+    metrics = [m for m in METRICS if any(m in medians.get(n, {}) for n in names)]
+    rows = [["framework", *metrics]]
+    for name in names:
+        values = medians.get(name, {})
+        rows.append([name, *(cell(m, values.get(m), base.get(m)) for m in metrics)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(text.ljust(w) if i == 0 else text.rjust(w)
+                        for i, (text, w) in enumerate(zip(row, widths, strict=True))))
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=10_000, help="tasks per measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; medians are reported")
+    parser.add_argument("-c", "--concurrency", type=int, default=100,
+                        help="green threads in the one worker process")
+    parser.add_argument("--only", default="dramatiq,celery,huey,celeriac",
+                        help="comma-separated frameworks, in table order")
+    parser.add_argument("--latency-samples", type=int, default=200,
+                        help="enqueue-to-start samples per run (0: skip)")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds any one step may take")
+    parser.add_argument("--json", type=Path, help="also write medians and runs here")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep task modules, worker logs and Redis's directory here "
+                             "(default: a temporary directory, removed)")
+    parser.add_argument("--setup", action="store_true",
+                        help=f"(re)install {VENV.name} first with {SETUP.name}")
+    options = parser.parse_args()
+    options.names = [n.strip() for n in options.only.split(",") if n.strip()]
+    if not options.names or any(n not in FRAMEWORKS for n in options.names):
+        parser.error(f"--only takes some of {', '.join(FRAMEWORKS)}")
+    if options.tasks < 100:
+        parser.error("--tasks must be at least 100")
+    if options.concurrency < 1 or options.repeat < 1:
+        parser.error("--concurrency and --repeat must be at least 1")
+    return options
+
+
+def measure(active: list[str], options: argparse.Namespace
+            ) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
+    """Every run of every framework: ``(runs[name][metric] = values, errors)``."""
+    runs: dict[str, dict[str, list[float]]] = {n: {} for n in active}
+    errors: list[str] = []
+    with ExitStack() as stack:
+        if options.workdir:
+            options.workdir.mkdir(parents=True, exist_ok=True)
+            root = options.workdir.resolve()
+        else:
+            root = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="celeriac-redis-compare-")))
+        url = stack.enter_context(redis_server(root))
+        for run in range(options.repeat):
+            for name in active:
+                try:
+                    figures = run_framework(name, url, root / f"run{run + 1}", options)
+                except (BenchError, subprocess.TimeoutExpired) as exc:
+                    errors.append(f"run {run + 1} {name}: {exc}")
+                    print(f"run {run + 1} {name}: FAILED: {exc}", flush=True)
+                    continue
+                for metric, value in figures.items():
+                    runs[name].setdefault(metric, []).append(value)
+                print(f"run {run + 1} {name:9} " + ", ".join(
+                    f"{m} {v:,.1f}" for m, v in figures.items() if m != "bulk skipped"),
+                    flush=True)
+    return runs, errors
+
+
+def exit_on_signal(signum: int, frame: object) -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so workers and redis-server are stopped."""
+    raise SystemExit(128 + signum)
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    signal.signal(signal.SIGHUP, exit_on_signal)
+    options = parse_args()
+    names: list[str] = options.names
+    ensure_compare_venv(options.setup)
+    versions = check_packages(names)
+    skipped: dict[str, str] = {}
+    if "celeriac" in names:
+        reason = celeriac_redis_missing()
+        if reason is not None:
+            skipped["celeriac"] = f"celeriac.brokers.redis does not import: {reason}"
+            print(f"skipping celeriac: {skipped['celeriac']}", flush=True)
+    load_before = os.getloadavg()[0]
+    runs, errors = measure([n for n in names if n not in skipped], options)
+    load = (load_before, os.getloadavg()[0])
+    medians = {name: {m: statistics.median(v) for m, v in metrics.items()}
+               for name, metrics in runs.items()}
+    print(f"\nmedians of {options.repeat} runs; {options.tasks:,} tasks of one Redis INCR; "
+          f"one worker process, {options.concurrency} green threads; loopback Redis; "
+          f"{os.cpu_count()} CPUs (1-min load average {load[0]:.1f} before, {load[1]:.1f} "
+          f"after: above ~1 something else was running); ratios against dramatiq\n")
+    if medians and any(medians.values()):
+        print_table(medians, names)
+    else:
+        print("no figures: every run failed")
+    for name, reason in skipped.items():
+        print(f"\n{name}: skipped: {reason}")
+    if "celeriac" in runs and "bulk skipped" in runs["celeriac"]:
+        print("\nceleriac bulk enqueue/s: skipped (see the run lines above for why)")
+    print("\n" + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if options.json:
+        options.json.write_text(json.dumps({
+            "settings": {"tasks": options.tasks, "repeat": options.repeat,
+                         "concurrency": options.concurrency, "cpus": os.cpu_count(),
+                         "latency_samples": options.latency_samples, "load_average": load},
+            "versions": versions, "skipped": skipped, "errors": errors,
+            "medians": medians, "runs": runs}, indent=2))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
