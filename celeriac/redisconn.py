@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -82,6 +83,20 @@ def safe_url(url: str) -> str:
     return urlunparse(parts._replace(netloc=netloc))
 
 
+def connection_options(url: str, *, health_check_interval: int = 30) -> dict[str, Any]:
+    """Socket settings of every celeriac connection to ``url`` (a redis-py URL).
+
+    TCP keepalive only where there is TCP: redis-py's Unix-socket connection
+    refuses the option. redis-py's own retries are off (see the module docstring).
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,
+        "health_check_interval": health_check_interval, "retry": Retry(NoBackoff(), 0)}
+    if urlparse(url).scheme != "unix":
+        options["socket_keepalive"] = True
+    return options
+
+
 def client(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> redis.Redis:
     """A client on this process's shared pool for ``url`` (a redis-py URL, prefix removed).
 
@@ -94,10 +109,7 @@ def client(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> redis
         if pool is None:
             try:
                 pool = redis.BlockingConnectionPool.from_url(
-                    url, max_connections=max_connections, timeout=None,
-                    socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
-                    socket_keepalive=True, health_check_interval=30,
-                    retry=Retry(NoBackoff(), 0))
+                    url, max_connections=max_connections, timeout=None, **connection_options(url))
             except ValueError as exc:
                 raise ConfigurationError(f"bad Redis URL {safe_url(url)!r}: {exc}") from exc
             _pools[key] = pool
@@ -138,6 +150,9 @@ class Reconnector:
             try:
                 value = fn()
             except TRANSIENT as exc:
+                if isinstance(exc, AuthenticationError):
+                    # redis-py files it under ConnectionError; waiting will not fix a password.
+                    raise self.error(f"{self.where}: {_describe(exc)}") from exc
                 self._lost(exc)
                 waited = time.monotonic() - started
                 if not retry or (self.give_up_after is not None and waited >= self.give_up_after):

@@ -89,6 +89,8 @@ class ResultBackend(ABC):
     """Stores and fetches task results."""
 
     schemes: tuple[str, ...] = ()
+    #: True when the store deletes expired records itself, so :meth:`cleanup` finds none.
+    expires_itself: bool = False
 
     def __init__(self, url: str, *, expires: float = 86400.0) -> None:
         self.url = url

@@ -79,7 +79,7 @@ def broker_class(scheme: str) -> type[Broker]:
     except ImportError as exc:
         raise ConfigurationError(
             f"the {scheme}:// broker needs an extra package: {exc} "
-            f"(try: pip install 'celeriac[{scheme}]')") from exc
+            f"(try: pip install 'celeriac[{module_name.rsplit('.', 1)[-1]}]')") from exc
     loaded: type[Broker] = getattr(module, class_name)
     BROKERS[scheme] = loaded
     return loaded

@@ -38,6 +38,8 @@ log = logging.getLogger("celeriac.worker")
 
 #: Longest the loop waits for new messages before it settles and looks around again.
 FETCH_WAIT = 0.05
+#: First wait of a busy loop that has room for more messages (doubles up to FETCH_WAIT).
+BUSY_WAIT_MIN = 0.002
 #: Delay before a message whose result could not be stored is delivered again.
 RETRY_LATER_DELAY = 1.0
 
@@ -79,6 +81,8 @@ class Consumer:
         self.status.ready()
         renew_every = self.lease / 3
         next_renew = time.monotonic() + renew_every
+        #: How long a busy loop with room waits before it looks at the broker again.
+        busy_wait = BUSY_WAIT_MIN
         while True:
             self._settle()
             self._check_parent()
@@ -91,12 +95,19 @@ class Consumer:
             room = 0 if self._at_task_limit() else self.spec.prefetch - len(self.held)
             # While jobs run, a finishing one must be settled (its result stored) at
             # once, so the loop waits on the wake-up event rather than in the broker.
+            # It cannot block in the broker then, so it looks again after a short wait
+            # that doubles while nothing comes (a new message waits at most FETCH_WAIT,
+            # usually a few ms) and starts over when something does.
             busy = bool(self.finished) or self.pool.running() > 0
             self.wake.clear()
             if room > 0 and self._fetch(room, 0.0 if busy else FETCH_WAIT):
+                busy_wait = BUSY_WAIT_MIN
                 continue
             if not self.finished and (busy or room <= 0):
-                self.wake.wait(FETCH_WAIT)
+                if self.wake.wait(busy_wait if room > 0 else FETCH_WAIT):
+                    busy_wait = BUSY_WAIT_MIN
+                else:
+                    busy_wait = min(busy_wait * 2, FETCH_WAIT)
         self._shutdown()
 
     def _fetch(self, room: int, timeout: float) -> bool:

@@ -233,7 +233,8 @@ def test_expired_records_vanish_and_cleanup_counts_them(backend: ResultBackend) 
         assert short.get(gone) is not None
         time.sleep(0.3)
         assert short.get(gone) is None
-        assert short.cleanup() == 1
+        # A store that expires records by itself (Redis TTLs) leaves nothing to clean up.
+        assert short.cleanup() == (0 if short.expires_itself else 1)
         assert short.cleanup() == 0
         assert backend.get(kept) is not None  # not expired, so not cleaned up
         assert backend.cleanup() == 0

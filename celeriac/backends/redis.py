@@ -1,0 +1,451 @@
+"""The Redis result backend (``redis://host:port/db``, ``rediss://`` for TLS, ``unix:///path``).
+
+Key schema (``{prefix}`` is the URL's ``prefix=`` parameter, ``celeriac`` by default):
+
+* ``{prefix}:result:{task_id}`` -- string: the record as JSON (:meth:`ResultRecord.to_json`)
+  with a TTL of ``expires`` seconds (``result_expires``), set by the same ``SET``;
+  no TTL when ``expires <= 0`` (kept forever, as the SQLite backend does).
+* ``{prefix}:done:{task_id}`` -- pub/sub channel: each store publishes the record's
+  status on it, in the same ``MULTI``/``EXEC`` as the ``SET``.
+* ``{prefix}:listener:{random}`` -- pub/sub channel each process's listener holds so
+  its connection always has a subscription; nothing is published on it.
+
+**Storing** is one round trip for any number of records: one ``MULTI``/``EXEC`` of
+``SET key json PX ms`` plus ``PUBLISH channel status`` per record, all or nothing.
+It is retried through connection loss: ``SET`` is idempotent, and a repeated
+notification only makes waiters look once more.
+
+**Waiting** blocks on pub/sub, never sleep-and-poll. A process has one listener per
+server and prefix: one pub/sub connection read by one daemon thread (a greenlet
+where gevent or eventlet patched ``threading``). A waiter registers an event for
+its task's channel; the first waiter of a channel sends ``SUBSCRIBE`` from its own
+thread while the reader reads (as redis-py's ``run_in_thread`` does), the last one
+to leave sends ``UNSUBSCRIBE``. So a thousand waiting greenlets cost one pub/sub
+connection plus the shared bounded pool for their reads. Notifications are not
+trusted alone:
+
+* The reader wakes a channel's waiters when the server *confirms* the
+  subscription, and they look (``GET``) once: a result stored before the
+  subscription took effect is found then, one stored after is published to us.
+* Notifications carry the status; only ready ones wake waiters, so ``STARTED`` and
+  ``RETRY`` cost no reads and never end a wait.
+* On any error the reader starts over on a new connection (one log line when it
+  goes, one when it is back) and subscribes every channel with waiters again,
+  whose confirmations wake every waiter to look. A connection silent for long is
+  PINGed, and lost if the silence goes on.
+* Each waiter also looks every :attr:`RedisBackend.recheck_interval` seconds, in
+  case a notification was lost in a way nobody noticed.
+
+**Expiry** is Redis's job: it deletes keys whose TTL has passed, so
+:meth:`RedisBackend.cleanup` has nothing to delete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
+
+import redis
+from redis.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from celeriac.backends.base import READY_STATES, ResultBackend, ResultRecord
+from celeriac.errors import BackendError, TimeoutError
+from celeriac.redisconn import (
+    DEFAULT_MAX_CONNECTIONS,
+    TRANSIENT,
+    Reconnector,
+    client,
+    connection_options,
+    decode,
+    log,
+    safe_url,
+    split_url,
+)
+
+T = TypeVar("T")
+
+#: Longest the reader blocks in one read, so it notices close() and a silent connection.
+LISTEN_TICK = 1.0
+#: Seconds of silence after which the reader PINGs the server, and after which
+#: (no PONG either) the connection counts as lost.
+PING_AFTER = 10.0
+DEAD_AFTER = 25.0
+
+
+class _Event(Protocol):
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+#: Starts ``target`` on a daemon thread (or greenlet) named ``name``; returns something to join.
+_Spawn = Callable[[Callable[[], None], str], Any]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _start_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)  # never keeps the process alive
+    thread.start()
+    return thread
+
+
+def _primitives() -> tuple[Callable[[], _Event], Callable[[], AbstractContextManager[Any]], _Spawn]:
+    """Event, lock and thread start that suit this process: ``threading``'s, green if patched.
+
+    Under gevent with ``GEVENT_PATCHTHREAD=N`` sockets are green but ``threading``
+    is not: a native event would block the hub and a native thread cannot use the
+    hub's sockets, so the listener is a greenlet and waiters use gevent's event.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if (monkey is not None and monkey.is_module_patched("socket")
+            and not monkey.is_module_patched("threading")):
+        import gevent
+        import gevent.event
+        import gevent.lock
+
+        return (gevent.event.Event, lambda: gevent.lock.Semaphore(1),
+                lambda target, name: gevent.spawn(target))
+    return threading.Event, threading.Lock, _start_thread
+
+
+class _Listener:
+    """One pub/sub connection of this process, read by one daemon thread, shared by all waiters."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.key = (url, prefix)
+        self.pid = os.getpid()
+        #: Backends using this listener (guarded by ``_registry_lock``); the last one stops it.
+        self.users = 0
+        self._url = url
+        self._where = f"Redis result listener {safe_url(url)}"
+        self._control = f"{prefix}:listener:{uuid.uuid4().hex}"
+        self._new_event, new_lock, spawn = _primitives()
+        #: Guards ``_waiters`` and ``_pubsub``, and orders (un)subscribes with changes to them.
+        self._lock = new_lock()
+        self._waiters: dict[str, set[_Event]] = {}
+        self._pubsub: PubSub | None = None
+        self._stopped = False
+        self._stop_event = self._new_event()
+        self._lost_since: float | None = None
+        self._task = spawn(self._run, f"celeriac-results-{prefix}")
+
+    # -- waiters (any thread) --------------------------------------------------------------
+    def add(self, channel: str) -> _Event:
+        """Register a waiter on ``channel``; its event is set whenever it should look."""
+        event = self._new_event()
+        with self._lock:
+            waiters = self._waiters.get(channel)
+            if waiters is None:
+                self._waiters[channel] = {event}
+                self._send(lambda pubsub: pubsub.subscribe(channel))
+            else:  # subscribed, maybe long ago: look once, as the confirmation made the others
+                waiters.add(event)
+                event.set()
+        return event
+
+    def remove(self, channel: str, event: _Event) -> None:
+        with self._lock:
+            waiters = self._waiters.get(channel)
+            if waiters is None:
+                return
+            waiters.discard(event)
+            if not waiters:
+                del self._waiters[channel]
+                self._send(lambda pubsub: pubsub.unsubscribe(channel))  # type: ignore[no-untyped-call]
+
+    def _send(self, command: Callable[[PubSub], object]) -> None:
+        """Send a (un)subscribe if connected; the caller holds the lock.
+
+        A failure is left to the reader: it finds the connection broken too, and
+        subscribes a new one to every channel in ``_waiters`` (under this lock, so
+        no channel falls between the two).
+        """
+        if self._pubsub is not None:
+            try:
+                command(self._pubsub)
+            except (RedisError, OSError) as exc:
+                log.debug("%s: (un)subscribe failed (%s); the reader reconnects", self._where, exc)
+
+    def stop(self) -> None:
+        """Stop the reader and close its connection (waiters left over fall back to re-reading)."""
+        with self._lock:
+            self._stopped = True
+            pubsub, self._pubsub = self._pubsub, None
+        self._stop_event.set()
+        if pubsub is not None and pubsub.connection is not None:
+            pubsub.connection.disconnect()  # ends the reader's read at once
+        self._task.join(2.0)
+
+    # -- the reader ------------------------------------------------------------------------
+    def _run(self) -> None:
+        pause = 0.05
+        while not self._stopped:
+            try:
+                self._session()
+            except Exception as exc:  # any failure: start over on a new connection
+                if self._stopped:
+                    break
+                if self._lost_since is None:  # the first failure since a good connection
+                    self._lost_since, pause = time.monotonic(), 0.05
+                    log.warning("lost the connection to %s (%s); retrying with backoff",
+                                self._where, _one_line(exc))
+                self._stop_event.wait(pause)
+                pause = min(pause * 2, 2.0)
+
+    def _session(self) -> None:
+        """Connect, subscribe every channel with waiters, and read until stopped or lost."""
+        pubsub = self._connect()
+        try:
+            if self._lost_since is not None:
+                log.warning("reconnected to %s after %.1fs", self._where,
+                            time.monotonic() - self._lost_since)
+                self._lost_since = None
+            self._listen(pubsub)
+        finally:
+            with self._lock:
+                if self._pubsub is pubsub:
+                    self._pubsub = None
+            self._discard(pubsub)
+
+    def _connect(self) -> PubSub:
+        # A one-connection pool of its own: the connection is held for good and must not
+        # take a slot of the shared pool. No health-check PINGs: redis-py would send them
+        # from the reading thread without our lock (we PING ourselves, under it).
+        options = connection_options(self._url, health_check_interval=0)
+        pubsub = PubSub(redis.ConnectionPool.from_url(self._url, max_connections=1, **options))
+        try:
+            pubsub.subscribe(self._control)
+            connection = pubsub.connection
+            assert connection is not None
+            connection.deregister_connect_callback(pubsub.on_connect)
+            connection.register_connect_callback(self._refuse_reconnect)
+            with self._lock:
+                if not self._stopped:
+                    if self._waiters:
+                        pubsub.subscribe(*self._waiters)
+                    self._pubsub = pubsub
+        except BaseException:
+            self._discard(pubsub)
+            raise
+        return pubsub
+
+    @staticmethod
+    def _discard(pubsub: PubSub) -> None:
+        pool = pubsub.connection_pool
+        pubsub.reset()
+        pool.disconnect()
+
+    def _refuse_reconnect(self, connection: Any) -> None:
+        """Connect callback: redis-py must not quietly reconnect our connection.
+
+        It would resubscribe from its own bookkeeping, in whichever thread touched
+        the socket next. Refusing makes that thread see a lost connection, and the
+        reader starts over on a new one: one way back, which wakes every waiter.
+        """
+        connection.disconnect()
+        raise RedisConnectionError("the pub/sub connection was lost")
+
+    def _listen(self, pubsub: PubSub) -> None:
+        heard = pinged = time.monotonic()
+        while not self._stopped:
+            message = pubsub.get_message(timeout=LISTEN_TICK)
+            now = time.monotonic()
+            if message is not None:
+                heard = now
+                self._dispatch(message)
+            elif now - heard > DEAD_AFTER:
+                raise RedisConnectionError(f"no reply from the server for {DEAD_AFTER:.0f}s")
+            elif now - heard > PING_AFTER and now - pinged > PING_AFTER:
+                pinged = now
+                with self._lock:
+                    pubsub.ping()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        """Wake a channel's waiters on its subscription's confirmation and on ready states."""
+        kind = message.get("type")
+        if kind == "message":
+            if decode(message["data"]) not in READY_STATES:
+                return
+        elif kind != "subscribe":
+            return
+        with self._lock:
+            events = list(self._waiters.get(decode(message["channel"]), ()))
+        for event in events:
+            event.set()
+
+
+#: This process's listeners by (server URL, prefix), and the lock for them and their users.
+_listeners: dict[tuple[str, str], _Listener] = {}
+_registry_lock = threading.Lock()
+
+
+class RedisBackend(ResultBackend):
+    """Results as expiring Redis strings; waiting on pub/sub (see the module docstring)."""
+
+    expires_itself = True
+    schemes = ("redis", "rediss", "unix")
+
+    #: Seconds between a waiter's safety looks at its key (notifications do the real work).
+    recheck_interval = 2.0
+
+    def __init__(self, url: str, *, expires: float = 86400.0,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        super().__init__(url, expires=expires)
+        self._url, self.prefix = split_url(url)
+        self._redis = client(self._url, max_connections=max_connections)  # shared with a broker
+        self._where = f"Redis result backend {safe_url(self._url)}"
+        self._retry = Reconnector(self._where, BackendError)
+        #: Taken by the first wait(): processes that only store results never subscribe.
+        self._listener: _Listener | None = None
+
+    def _key(self, task_id: str) -> str:
+        return f"{self.prefix}:result:{task_id}"
+
+    def _channel(self, task_id: str) -> str:
+        return f"{self.prefix}:done:{task_id}"
+
+    def _call(self, fn: Callable[[], T], *, retry: bool = True) -> T:
+        """``fn()`` through the reconnector; a refusal by the server becomes one-line BackendError."""
+        try:
+            return self._retry.call(fn, retry=retry)
+        except RedisError as exc:  # not a lost connection: OOM, READONLY, WRONGTYPE...
+            raise BackendError(f"{self._where}: {_one_line(exc)}") from exc
+
+    def _at_once(self, fn: Callable[[], T]) -> T:
+        """``fn()`` without backoff, tried twice: the first try may take a pooled connection
+        the server has closed since (a restart, ``CLIENT KILL``); the pool is LIFO, so
+        the second try gets that connection back, reconnected."""
+        try:
+            return fn()
+        except TRANSIENT:
+            return self._call(fn, retry=False)
+        except RedisError as exc:
+            raise BackendError(f"{self._where}: {_one_line(exc)}") from exc
+
+    def _parse(self, payload: str | bytes | None) -> ResultRecord | None:
+        return None if payload is None else ResultRecord.from_json(payload, self._where)
+
+    def ping(self) -> None:
+        """PING without backoff: tells at once whether the server can be reached."""
+        self._at_once(self._redis.ping)
+
+    def store(self, record: ResultRecord) -> None:
+        self.store_many([record])
+
+    def store_many(self, records: Sequence[ResultRecord]) -> None:
+        """One ``MULTI``/``EXEC`` round trip: a ``SET`` with TTL and a ``PUBLISH`` per record."""
+        if not records:
+            return
+        encoded = [(r.task_id, r.status, r.to_json()) for r in records]  # a bad one stores nothing
+        px = max(math.ceil(self.expires * 1000), 1) if self.expires > 0 else None
+
+        def write() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            for task_id, status, payload in encoded:
+                pipe.set(self._key(task_id), payload, px=px)
+                pipe.publish(self._channel(task_id), status)
+            pipe.execute()
+
+        self._call(write)
+
+    def get(self, task_id: str) -> ResultRecord | None:
+        return self._parse(self._call(lambda: self._redis.get(self._key(task_id))))
+
+    def wait(self, task_id: str, timeout: float | None = None,
+             interval: float = 0.005) -> ResultRecord:
+        """Block on the listener until the record is ready (``interval`` is unused).
+
+        Look; if not ready, register with the listener and sleep on the event for
+        at most :attr:`recheck_interval`; look after every wake-up (confirmation,
+        ready notification, reconnect, safety timer). The event is cleared *before*
+        the look, so a notification arriving during it is not lost: the next sleep
+        returns at once. While Redis is unreachable the wait goes on (the reconnect
+        wakes it); if it times out meanwhile, that error is raised, not TimeoutError.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        channel = self._channel(task_id)
+        listener: _Listener | None = None
+        event: _Event | None = None
+        try:
+            while True:
+                record, lost = self._look(task_id)
+                if record is not None and record.ready:
+                    return record
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    if lost is not None:
+                        raise lost
+                    raise TimeoutError(f"result of {task_id} not ready after {timeout}s")
+                if listener is None or event is None:
+                    listener = self._use_listener()
+                    event = listener.add(channel)
+                event.wait(self.recheck_interval if deadline is None
+                           else min(self.recheck_interval, deadline - now))
+                event.clear()
+        finally:
+            if listener is not None and event is not None:
+                listener.remove(channel, event)
+
+    def _look(self, task_id: str) -> tuple[ResultRecord | None, BackendError | None]:
+        """A waiter's GET: ``(record, None)``, or ``(None, error)`` if Redis is unreachable.
+
+        Without backoff, which could outlast the wait's timeout: the listener's
+        reconnect wakes the waiter when Redis is back.
+        """
+        try:
+            return self._parse(self._at_once(lambda: self._redis.get(self._key(task_id)))), None
+        except BackendError as exc:
+            if not isinstance(exc.__cause__, TRANSIENT):
+                raise
+            return None, exc
+
+    def _use_listener(self) -> _Listener:
+        """The process's listener for this server and prefix, started if there is none."""
+        with _registry_lock:
+            listener = self._listener
+            if listener is None or listener.pid != os.getpid():  # a forked child starts its own
+                key = (self._url, self.prefix)
+                listener = _listeners.get(key)
+                if listener is None or listener.pid != os.getpid():
+                    listener = _listeners[key] = _Listener(*key)
+                listener.users += 1
+                self._listener = listener
+            return listener
+
+    def forget(self, task_id: str) -> None:
+        self._call(lambda: self._redis.delete(self._key(task_id)))
+
+    def cleanup(self) -> int:
+        """Nothing to do: Redis deletes each key itself once its TTL has passed (on access
+        and in its active expiry cycle), so no expired record is ever left to count."""
+        return 0
+
+    def close(self) -> None:
+        """Let go of the listener; the last user stops it and closes its connection.
+
+        The command connections stay: that pool is per process and shared with a
+        broker on the same URL (see :mod:`celeriac.redisconn`).
+        """
+        with _registry_lock:
+            listener, self._listener = self._listener, None
+            if listener is None or listener.pid != os.getpid():
+                return
+            listener.users -= 1
+            if listener.users > 0:
+                return
+            if _listeners.get(listener.key) is listener:
+                del _listeners[listener.key]
+        listener.stop()
