@@ -64,6 +64,8 @@ from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url,
 DEFAULT_PATIENCE = 20.0
 #: Messages per publish script call: bounds the script's run time on the server.
 PUBLISH_CHUNK = 1000
+#: How long the receipt of a publish call is kept: a retry within it stores nothing twice.
+RECEIPT_TTL_MS = 120_000
 #: Messages purged per script call.
 PURGE_CHUNK = 5000
 #: Longest single BLPOP of a waiting fetch (it re-checks schedules and leases after).
@@ -134,12 +136,22 @@ class RedisBroker(Broker):
             script = self._scripts[name] = self._redis.register_script(_script_source(name))
         return script
 
-    def _run(self, name: str, args: Sequence[Any], *, retry: bool = True) -> Any:
-        """Run script ``name`` with ``ARGV = [prefix, *args]`` (reloaded if the server lost it)."""
+    def _run(self, name: str, args: Sequence[Any], *, retry: bool = True,
+             again: int | None = None) -> Any:
+        """Run script ``name`` with ``ARGV = [prefix, *args]`` (reloaded if the server lost it).
+
+        ``again``: index in ``args`` of a flag set to ``"1"`` when the call is retried,
+        so the script can tell a retry whose first try was applied from a first try.
+        """
         script = self._script(name)
         argv = [self.prefix, *args]
+        tries = 0
 
         def call() -> Any:
+            nonlocal tries
+            tries += 1
+            if again is not None and tries > 1:
+                argv[again + 1] = "1"
             try:
                 return script(args=argv)
             except redis.ResponseError as exc:
@@ -156,7 +168,7 @@ class RedisBroker(Broker):
         args: list[Any] = [action, a, b]
         for delivery in deliveries:
             args += (delivery.id, delivery.token)
-        return [bool(flag) for flag in self._run("settle", args)]
+        return [bool(flag) for flag in self._run("settle", args, again=2 if action == "ack" else None)]
 
     # -- producing -------------------------------------------------------------------
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
@@ -168,14 +180,15 @@ class RedisBroker(Broker):
             return ids
         chunks: list[list[Any]] = []
         for start in range(0, len(messages), PUBLISH_CHUNK):
-            args: list[Any] = []
+            # The receipt is named after the chunk's first id: unique, and known to a retry.
+            args: list[Any] = [ids[start], RECEIPT_TTL_MS, "0"]
             for message_id, message in zip(ids[start:start + PUBLISH_CHUNK],
                                            messages[start:start + PUBLISH_CHUNK], strict=True):
                 eta = "" if message.eta is None else _ms(message.eta)
                 args += (message_id, message.queue, message.priority, eta, message.body)
             chunks.append(args)
         if len(chunks) == 1:
-            self._run("publish", chunks[0])
+            self._run("publish", chunks[0], again=2)
             return ids
         script = self._script("publish")
 
@@ -190,7 +203,19 @@ class RedisBroker(Broker):
                 self._redis.script_load(script.script)
                 send_all()
 
-        self._retry.call(send_all)
+        tries = 0
+
+        def attempt() -> None:
+            # A retry marks every chunk as one: chunks applied before the reply was
+            # lost find their receipts and are skipped.
+            nonlocal tries
+            if tries:
+                for args in chunks:
+                    args[2] = "1"
+            tries += 1
+            send_all()
+
+        self._retry.call(attempt)
         return ids
 
     # -- consuming -------------------------------------------------------------------
@@ -240,7 +265,7 @@ class RedisBroker(Broker):
             return  # the next fetch goes through the reconnector
 
     def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
-        return self._settle("ack", deliveries)
+        return self._settle("ack", deliveries, "", "0")
 
     def renew(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
         return self._settle("renew", deliveries, _ms(lease))

@@ -1,13 +1,19 @@
 -- publish: store messages and make them ready (or delayed) in one step.
--- ARGV: P, then per message: id, queue, priority, eta (unix ms, '' for none), body.
--- Keys written: P:m:<id> (b, q, p, s; d and t appear at the first claim), P:seq, P:queues, P:ready:<q> or P:delayed:<q>, P:wake:<q>.
--- Idempotent per id: a retried publish (reply lost with the connection) stores nothing twice.
+-- ARGV: P, receipt, receipt ttl (ms), again ('1' on a retry), then per message:
+--       id, queue, priority, eta (unix ms, '' for none), body.
+-- Keys written: P:m:<id> (b, q, p, s; d and t appear at the first claim), P:seq, P:queues,
+--       P:ready:<q> or P:delayed:<q>, P:wake:<q>, P:sent:<receipt> (a short-lived receipt).
+-- Safe to retry: a retry whose first try was applied (its reply was lost with the
+-- connection) finds the receipt and stores nothing, even if a worker already ran and
+-- acked the messages; HSETNX also skips any id that is still stored.
+local receipt = key('sent', ARGV[2])
+if ARGV[4] == '1' and redis.call('EXISTS', receipt) == 1 then return 0 end
 local now = now_ms()
-local n = (#ARGV - 1) / 5
+local n = (#ARGV - 4) / 5
 -- One INCRBY for the whole batch: its messages take consecutive sequence numbers.
 local seq = redis.call('INCRBY', key('seq'), n) - n
 local queues = {}
-for i = 2, #ARGV, 5 do
+for i = 5, #ARGV, 5 do
   local id, q, p, eta, body = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
   local m = key('m', id)
   seq = seq + 1
@@ -26,4 +32,5 @@ for q in pairs(queues) do
   redis.call('SADD', key('queues'), q)
   wake(q)
 end
+redis.call('SET', receipt, '1', 'PX', ARGV[3])
 return 1

@@ -2,7 +2,8 @@
 -- ARGV: P, action, param1, param2, then pairs id, token. Only a pair whose token is still
 -- the message's current one (and which is still claimed) acts: fencing against a worker
 -- that froze past its lease while another one took the message over.
---   ack                      P:m:<id> deleted; P:leased:<q>, P:held:<c> entries removed
+--   ack     -  again         P:m:<id> deleted (again = '1' on a retry: a message already
+--                            gone counts as acked); P:leased:<q>, P:held:<c> entries removed
 --   renew   lease_ms         P:leased:<q> score = now + lease
 --   requeue delay_ms uncharge  back to P:ready:<q> (or P:delayed:<q> if delay > 0);
 --                            uncharge = 1 takes this delivery off P:m:<id> d; P:wake:<q>
@@ -37,6 +38,9 @@ for i = 5, #ARGV, 2 do
     else
       return redis.error_reply('unknown settle action ' .. action)
     end
+    out[#out + 1] = 1
+  elseif action == 'ack' and b == '1' and redis.call('EXISTS', key('m', id)) == 0 then
+    -- A retried ack (b = '1') whose first try was applied but whose reply was lost.
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
