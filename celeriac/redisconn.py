@@ -153,9 +153,12 @@ class Reconnector:
                 if isinstance(exc, AuthenticationError):
                     # redis-py files it under ConnectionError; waiting will not fix a password.
                     raise self.error(f"{self.where}: {_describe(exc)}") from exc
+                if not retry:
+                    # The caller reports the error; a "retrying" line would be false.
+                    raise self.error(f"{self.where}: {_describe(exc)}") from exc
                 self._lost(exc)
                 waited = time.monotonic() - started
-                if not retry or (self.give_up_after is not None and waited >= self.give_up_after):
+                if self.give_up_after is not None and waited >= self.give_up_after:
                     raise self.error(f"{self.where}: {_describe(exc)}") from exc
                 if self.give_up_after is not None:
                     pause = min(pause, max(self.give_up_after - waited, 0.01))

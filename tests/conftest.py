@@ -259,3 +259,30 @@ def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+def stop_project(project: Project) -> None:
+    """What the ``project`` fixture does after its test: no worker outlives it, no stale module."""
+    for worker in project.workers:
+        if worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGQUIT)
+            try:
+                worker.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+    module = sys.modules.pop("tasks", None)
+    if module is not None and hasattr(module, "app"):
+        module.app.close()  # a result listener of its own would outlive the test
+
+
+@pytest.fixture
+def redis_project(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+                  ) -> Iterator[Project]:
+    """Like ``project``, with broker and result backend on Redis (this test's own key prefix)."""
+    project = Project(tmp_path, redis_url)
+    project.write_tasks()
+    monkeypatch.setenv("CELERIAC_BROKER_URL", project.broker_url)
+    monkeypatch.setenv("CELERIAC_RESULT_BACKEND", project.broker_url)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield project
+    stop_project(project)
