@@ -323,8 +323,7 @@ def test_client_kill_while_processing_loses_nothing(private_project: Project,
 
     def kill_clients() -> None:
         while not stop.wait(0.05):
-            kills.append(int(killer.execute_command("CLIENT", "KILL", "TYPE", "normal",
-                                                    "SKIPME", "yes")))
+            kills.append(int(killer.client_kill_filter(_type="normal", skipme=True)))
 
     thread = threading.Thread(target=kill_clients, name="killer", daemon=True)
     thread.start()
