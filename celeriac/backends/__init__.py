@@ -11,7 +11,6 @@ does not use. The first use of such a scheme imports the class and moves it into
 
 from __future__ import annotations
 
-import importlib
 from urllib.parse import urlparse
 
 from celeriac.backends.base import (
@@ -29,6 +28,7 @@ from celeriac.backends.base import (
 from celeriac.backends.memory import MemoryBackend
 from celeriac.backends.sqlite import SQLiteBackend
 from celeriac.errors import ConfigurationError
+from celeriac.extras import import_class
 
 __all__ = [
     "ALL_STATES",
@@ -79,16 +79,7 @@ def backend_class(scheme: str) -> type[ResultBackend]:
     target = LAZY_BACKENDS.get(scheme)
     if target is None:
         raise _unknown(f"scheme {scheme!r}")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        # The extra is named after the module (redis), not the scheme (rediss, unix).
-        extra = module_name.rpartition(".")[2]
-        raise ConfigurationError(
-            f"the {scheme}:// result backend needs an extra package: {exc} "
-            f"(try: pip install 'celeriac[{extra}]')") from exc
-    loaded: type[ResultBackend] = getattr(module, class_name)
+    loaded: type[ResultBackend] = import_class(target, f"the {scheme}:// result backend")
     BACKENDS[scheme] = loaded
     return loaded
 

@@ -11,7 +11,6 @@ class and moves it into :data:`BROKERS`.
 
 from __future__ import annotations
 
-import importlib
 from urllib.parse import urlparse
 
 from celeriac.brokers.base import (
@@ -26,6 +25,7 @@ from celeriac.brokers.base import (
 from celeriac.brokers.memory import MemoryBroker
 from celeriac.brokers.sqlite import SQLiteBroker
 from celeriac.errors import ConfigurationError
+from celeriac.extras import import_class
 
 __all__ = [
     "BROKERS",
@@ -73,14 +73,7 @@ def broker_class(scheme: str) -> type[Broker]:
     target = LAZY_BROKERS.get(scheme)
     if target is None:
         raise _unknown(f"scheme {scheme!r}")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"the {scheme}:// broker needs an extra package: {exc} "
-            f"(try: pip install 'celeriac[{module_name.rsplit('.', 1)[-1]}]')") from exc
-    loaded: type[Broker] = getattr(module, class_name)
+    loaded: type[Broker] = import_class(target, f"the {scheme}:// broker")
     BROKERS[scheme] = loaded
     return loaded
 

@@ -24,6 +24,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from celeriac.errors import ConfigurationError
+
 
 @dataclass(frozen=True)
 class OutgoingMessage:
@@ -35,6 +37,18 @@ class OutgoingMessage:
     priority: int = 0
     #: Unix time before which the message is not delivered (countdown/eta), or None.
     eta: float | None = None
+
+
+def check_priority(message: OutgoingMessage) -> None:
+    """Reject priorities outside 0-9 before anything is stored.
+
+    Every broker only claims priorities 9 to 0, so a message with priority 12
+    would otherwise sit in the store unseen forever.
+    """
+    priority = message.priority
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise ConfigurationError(
+            f"message priority must be an integer from 0 to 9, got {priority!r}")
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ from celeriac.brokers.base import (
     QueueStats,
     WorkerEvent,
     WorkerInfo,
+    check_priority,
 )
-from celeriac.errors import ConfigurationError
 
 #: (-priority, available_at, id, stamp): the smallest entry is claimed first.
 _ReadyEntry = tuple[int, float, int, int]
@@ -71,14 +71,6 @@ class _Worker:
     info: dict[str, Any]
     last_seen: float
     expires_at: float
-
-
-def _check_priority(message: OutgoingMessage) -> None:
-    """Reject priorities outside 0-9 before anything is stored (same rule as SQLite)."""
-    priority = message.priority
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
-        raise ConfigurationError(
-            f"message priority must be an integer from 0 to 9, got {priority!r}")
 
 
 def _json_copy(info: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +210,7 @@ class MemoryBroker(Broker):
     # -- producing -------------------------------------------------------------------
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         for outgoing in messages:
-            _check_priority(outgoing)
+            check_priority(outgoing)
         with self._lock:
             now = time.time()
             ids: list[str] = []

@@ -56,8 +56,9 @@ from celeriac.brokers.base import (
     QueueStats,
     WorkerEvent,
     WorkerInfo,
+    check_priority,
 )
-from celeriac.errors import BrokerError, BrokerUnreachable, ConfigurationError
+from celeriac.errors import BrokerError, BrokerUnreachable
 from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url, split_url
 
 #: Seconds a call waits out a lost connection until ``retry_for`` says otherwise.
@@ -100,11 +101,6 @@ _ids = _Ids()
 def _script_source(name: str) -> str:
     lua = resources.files("celeriac.brokers") / "lua"
     return (lua / "prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
-
-
-def _check_priority(priority: int) -> None:
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
-        raise ConfigurationError(f"message priority must be an integer from 0 to 9, got {priority!r}")
 
 
 def _ms(seconds: float) -> int:
@@ -174,7 +170,7 @@ class RedisBroker(Broker):
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Store ``messages``; more than :data:`PUBLISH_CHUNK` go in one MULTI of several scripts."""
         for message in messages:
-            _check_priority(message.priority)
+            check_priority(message)
         ids = _ids.take(len(messages))
         if not messages:
             return ids

@@ -57,8 +57,9 @@ from celeriac.brokers.base import (
     QueueStats,
     WorkerEvent,
     WorkerInfo,
+    check_priority,
 )
-from celeriac.errors import BrokerError, BrokerUnreachable, ConfigurationError
+from celeriac.errors import BrokerError, BrokerUnreachable
 from celeriac.sqlitedb import Database, path_from_url
 
 T = TypeVar("T")
@@ -174,18 +175,6 @@ def _candidates_sql(queue_count: int) -> str:
     return f"SELECT id FROM ({union}) ORDER BY priority DESC, available_at, id LIMIT ?2"
 
 
-def _check_priority(message: OutgoingMessage) -> None:
-    """Reject priorities outside 0-9 before anything is stored.
-
-    The claim query only looks at priorities 9 to 0, so a message with
-    priority 12 would otherwise sit in the table unseen forever.
-    """
-    priority = message.priority
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
-        raise ConfigurationError(
-            f"message priority must be an integer from 0 to 9, got {priority!r}")
-
-
 def _pairs(deliveries: Sequence[Delivery]) -> str:
     """The deliveries as a JSON array of [id, token] (ids that are not ours never match)."""
     pairs = [[int(d.id), d.token] for d in deliveries if d.id.isascii() and d.id.isdigit()]
@@ -265,7 +254,7 @@ class SQLiteBroker(Broker):
     # -- producing -------------------------------------------------------------------
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         for message in messages:
-            _check_priority(message)
+            check_priority(message)
         if not messages:
             return []
 
