@@ -14,11 +14,14 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from celeriac.brokers.base import (
+    COMMANDS_KEPT,
     Broker,
+    ControlCommand,
     DeadLetter,
     Delivery,
     OutgoingMessage,
     QueueStats,
+    Revocation,
     WorkerEvent,
     WorkerInfo,
 )
@@ -29,13 +32,16 @@ from celeriac.extras import import_class
 
 __all__ = [
     "BROKERS",
+    "COMMANDS_KEPT",
     "LAZY_BROKERS",
     "Broker",
+    "ControlCommand",
     "DeadLetter",
     "Delivery",
     "MemoryBroker",
     "OutgoingMessage",
     "QueueStats",
+    "Revocation",
     "SQLiteBroker",
     "WorkerEvent",
     "WorkerInfo",

@@ -126,6 +126,38 @@ class WorkerEvent:
     seq: int = 0
 
 
+@dataclass(frozen=True)
+class Revocation:
+    """A revoked task id, kept in the broker until ``expires`` so that every worker,
+    including one started later, refuses to run it."""
+
+    task_id: str
+    #: Unix time after which the broker forgets the revocation.
+    expires: float
+    #: Also stop the task if it is running (``revoke(terminate=True)``).
+    terminate: bool = False
+    #: The signal name asked for with terminate (Celery's ``signal=``), e.g. "SIGTERM".
+    signal: str = "SIGTERM"
+    #: Assigned by the broker on :meth:`Broker.revoke`, increasing; 0 before that.
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class ControlCommand:
+    """One remote-control command in the broker's broadcast stream."""
+
+    #: Assigned by the broker on :meth:`Broker.broadcast`, increasing.
+    seq: int
+    #: JSON object: the command, its arguments, its destination and where to reply.
+    body: dict[str, Any]
+    #: Unix time it was broadcast.
+    time: float
+
+
+#: Control commands a broker keeps: the newest this many.
+COMMANDS_KEPT = 1000
+
+
 class Broker(ABC):
     """Stores messages in queues and hands them out under leases."""
 
@@ -143,6 +175,8 @@ class Broker(ABC):
         self.poll_interval = poll_interval
         #: How many worker events the broker keeps (the newest ones).
         self.events_kept = EVENTS_KEPT
+        #: How many control commands the broker keeps (the newest ones).
+        self.commands_kept = COMMANDS_KEPT
 
     # -- producing -------------------------------------------------------------------
     @abstractmethod
@@ -236,6 +270,84 @@ class Broker(ABC):
         """Stored events with ``seq > after``, oldest first, at most ``limit``.
 
         To follow the stream, pass the ``seq`` of the last event seen as ``after``.
+        """
+
+    # -- revoke ----------------------------------------------------------------------
+    @abstractmethod
+    def revoke(self, revocations: Sequence[Revocation]) -> None:
+        """Store ``revocations`` atomically (all or none), each with a new, increasing ``seq``.
+
+        The ``seq`` of the given revocations is ignored. Revocations have one
+        sequence per broker, independent of the events' one. Revoking an id
+        again stores a new entry with a newer ``seq`` (earlier entries for that
+        id stay until they expire), so a later ``terminate=True`` reaches the
+        workers that already saw the plain revoke. An entry whose ``expires`` has
+        passed is never returned again; expired entries are deleted lazily, by
+        later calls (every broker on ``revoke``, some also on ``revocations``), so
+        the store never grows without bound. The Redis broker compares
+        ``expires`` with the server's clock, the others with this machine's.
+        """
+
+    @abstractmethod
+    def revocations(self, after: int = 0, limit: int = 1000) -> list[Revocation]:
+        """Unexpired revocations with ``seq > after``, oldest (lowest ``seq``) first, at most ``limit``.
+
+        A worker calls this at start with ``after=0`` (every revocation still in
+        force) and then every half second or so with the ``seq`` of the last
+        one it saw, so it is one cheap round trip: one SQL statement, one Redis
+        call. A ``seq`` only becomes visible once every lower one is, so a cursor
+        never skips a revocation.
+        """
+
+    # -- remote control ----------------------------------------------------------------
+    @abstractmethod
+    def broadcast(self, body: dict[str, Any]) -> int:
+        """Append a command (a JSON object) to the control stream; return its ``seq``.
+
+        Each command gets a new, increasing ``seq`` (its own sequence, independent
+        of events and revocations) and the time of the call. The stream is capped:
+        only the newest :data:`COMMANDS_KEPT` (``commands_kept``) commands are kept.
+        A call retried after a lost connection does not append the command twice.
+        """
+
+    @abstractmethod
+    def commands(self, after: int, limit: int = 100) -> list[ControlCommand]:
+        """Kept commands with ``seq > after``, oldest first, at most ``limit``.
+
+        To follow the stream, pass the ``seq`` of the last command seen as
+        ``after``; a reader that fell more than ``commands_kept`` behind resumes
+        at the oldest kept command.
+        """
+
+    @abstractmethod
+    def command_cursor(self) -> int:
+        """The ``seq`` of the newest command ever broadcast (0 when none).
+
+        Where a worker that starts now begins reading with :meth:`commands`, so
+        that it never runs commands broadcast before it existed.
+        """
+
+    @abstractmethod
+    def reply(self, reply_to: str, body: dict[str, Any], ttl: float = 60.0) -> None:
+        """Add ``body`` (a JSON object) to the reply box named ``reply_to``.
+
+        The box, with every reply still in it, is deleted ``ttl`` seconds after
+        its latest reply (each reply sets the box's expiry anew), so replies
+        nobody collects do not pile up. A call retried after a lost connection
+        does not add the reply twice.
+        """
+
+    @abstractmethod
+    def replies(self, reply_to: str, *, timeout: float,
+                count: int | None = None) -> list[dict[str, Any]]:
+        """Collect the replies in box ``reply_to``, waiting up to ``timeout`` seconds.
+
+        Returns every reply that is in the box or arrives before ``timeout``
+        (0: don't wait), in arrival order. With ``count``, returns as soon as
+        ``count`` replies were collected, and never more than ``count``: the
+        rest stay in the box for a later call. Each reply is returned once:
+        collecting removes it from the box. Replies may come from any process
+        (for the memory broker, any thread) sharing the broker.
         """
 
     @abstractmethod

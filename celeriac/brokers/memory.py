@@ -21,10 +21,15 @@ Layout, chosen so that a fetch costs O(log n) per message instead of a scan:
 Heap entries are never removed in place: each carries the message's ``stamp``
 at push time, and any change to the message bumps the stamp, so stale entries
 are recognised and dropped when they surface.
+
+Revocations are a list in ``seq`` order (a cursor is a bisection) plus a heap by
+expiry, so dropping the expired ones costs nothing until one is due. Reply boxes
+are lists in a dict; a waiting ``replies()`` sleeps on a condition of the lock.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import json
@@ -36,10 +41,12 @@ from typing import Any
 
 from celeriac.brokers.base import (
     Broker,
+    ControlCommand,
     DeadLetter,
     Delivery,
     OutgoingMessage,
     QueueStats,
+    Revocation,
     WorkerEvent,
     WorkerInfo,
     check_priority,
@@ -64,6 +71,14 @@ class _Message:
     delivery_count: int = 0
     #: Bumped on every change; heap entries with an older stamp are stale.
     stamp: int = 0
+
+
+@dataclass
+class _Box:
+    """A reply box: replies in arrival order, and when the box is deleted."""
+
+    replies: list[dict[str, Any]]
+    expires_at: float
 
 
 @dataclass
@@ -109,6 +124,16 @@ class MemoryBroker(Broker):
         #: Worker events, oldest first; seqs are consecutive, so a seq's index is arithmetic.
         self._events: list[WorkerEvent] = []
         self._event_seq = 0
+        #: Revocations in force, in seq order; ``_revocation_expiry`` has (expires, seq) of each.
+        self._revoked: list[Revocation] = []
+        self._revocation_expiry: list[tuple[float, int]] = []
+        self._revocation_seq = 0
+        #: Control commands, oldest first; seqs are consecutive, like the events'.
+        self._commands: list[ControlCommand] = []
+        self._command_seq = 0
+        self._boxes: dict[str, _Box] = {}
+        # Notified by every reply, so a waiting replies() wakes at once.
+        self._replied = threading.Condition(self._lock)
 
     # -- internal bookkeeping (call with the lock held) ------------------------------
     def _place(self, message: _Message, now: float) -> None:
@@ -388,6 +413,95 @@ class MemoryBroker(Broker):
             return [WorkerEvent(type=e.type, worker=e.worker, data=_json_copy(e.data),
                                 time=e.time, seq=e.seq)
                     for e in self._events[start:start + limit]]
+
+    # -- revoke ----------------------------------------------------------------------
+    def _drop_expired_revocations(self, now: float) -> None:
+        """Forget revocations whose time is up (call with the lock held)."""
+        expiry = self._revocation_expiry
+        gone: set[int] = set()
+        while expiry and expiry[0][0] <= now:
+            gone.add(heapq.heappop(expiry)[1])
+        if gone:
+            self._revoked = [r for r in self._revoked if r.seq not in gone]
+
+    def revoke(self, revocations: Sequence[Revocation]) -> None:
+        with self._lock:
+            for revocation in revocations:
+                self._revocation_seq += 1
+                stored = Revocation(task_id=revocation.task_id, expires=revocation.expires,
+                                    terminate=revocation.terminate, signal=revocation.signal,
+                                    seq=self._revocation_seq)
+                self._revoked.append(stored)
+                heapq.heappush(self._revocation_expiry, (stored.expires, stored.seq))
+            self._drop_expired_revocations(time.time())
+
+    def revocations(self, after: int = 0, limit: int = 1000) -> list[Revocation]:
+        with self._lock:
+            self._drop_expired_revocations(time.time())
+            start = bisect.bisect_right(self._revoked, after, key=lambda r: r.seq)
+            return self._revoked[start:start + max(limit, 0)]
+
+    # -- remote control ----------------------------------------------------------------
+    def broadcast(self, body: dict[str, Any]) -> int:
+        body = _json_copy(body)
+        now = time.time()
+        with self._lock:
+            self._command_seq += 1
+            self._commands.append(ControlCommand(seq=self._command_seq, body=body, time=now))
+            # Trim in slices of a tenth of the cap, like the events.
+            excess = len(self._commands) - self.commands_kept
+            if excess > max(self.commands_kept // 10, 0):
+                del self._commands[:excess]
+            return self._command_seq
+
+    def commands(self, after: int, limit: int = 100) -> list[ControlCommand]:
+        with self._lock:
+            if not self._commands or limit <= 0:
+                return []
+            # Only the newest commands_kept count, whether or not trimmed yet.
+            first = max(self._commands[0].seq, self._command_seq - self.commands_kept + 1,
+                        after + 1)
+            start = first - self._commands[0].seq
+            return [ControlCommand(seq=c.seq, body=_json_copy(c.body), time=c.time)
+                    for c in self._commands[start:start + limit]]
+
+    def command_cursor(self) -> int:
+        with self._lock:
+            return self._command_seq
+
+    def _drop_expired_boxes(self, now: float) -> None:
+        """Delete reply boxes whose time is up (call with the lock held)."""
+        for name in [n for n, box in self._boxes.items() if box.expires_at <= now]:
+            del self._boxes[name]
+
+    def reply(self, reply_to: str, body: dict[str, Any], ttl: float = 60.0) -> None:
+        body = _json_copy(body)
+        with self._lock:
+            now = time.time()
+            self._drop_expired_boxes(now)
+            box = self._boxes.setdefault(reply_to, _Box(replies=[], expires_at=now + ttl))
+            box.replies.append(body)
+            box.expires_at = now + ttl
+            if box.expires_at <= now:
+                del self._boxes[reply_to]
+            self._replied.notify_all()
+
+    def replies(self, reply_to: str, *, timeout: float,
+                count: int | None = None) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        got: list[dict[str, Any]] = []
+        with self._lock:
+            while True:
+                self._drop_expired_boxes(time.time())
+                box = self._boxes.get(reply_to)
+                if box is not None:
+                    take = len(box.replies) if count is None else max(count - len(got), 0)
+                    got += box.replies[:take]
+                    del box.replies[:take]
+                remaining = deadline - time.monotonic()
+                if (count is not None and len(got) >= count) or remaining <= 0:
+                    return got
+                self._replied.wait(remaining)
 
     def ping(self) -> None:
         """Always reachable: it lives in this process."""

@@ -29,6 +29,14 @@ count are one atomic step.
   whose reply is lost is not retried blind: those messages come back when their
   lease runs out.
 
+* **Revoke and remote control** (``lua/control.lua``): revocations in a sorted
+  set by seq with a second one by expiry (a worker's poll is one script call
+  that drops the expired ones, then reads past its cursor), commands in a capped
+  sorted set like the events, and replies in a list per reply box that expires.
+  ``replies()`` waits in ``BLPOP``, at most :data:`MAX_BLOCK` at a time, so a
+  pooled connection is never held long and a lost one goes through the
+  reconnector on the next round.
+
 Connections come from a shared, bounded pool per process
 (:mod:`celeriac.redisconn`): a thousand greenlets share a few sockets.
 """
@@ -50,10 +58,12 @@ from redis.commands.core import Script
 
 from celeriac.brokers.base import (
     Broker,
+    ControlCommand,
     DeadLetter,
     Delivery,
     OutgoingMessage,
     QueueStats,
+    Revocation,
     WorkerEvent,
     WorkerInfo,
     check_priority,
@@ -69,8 +79,11 @@ PUBLISH_CHUNK = 1000
 RECEIPT_TTL_MS = 120_000
 #: Messages purged per script call.
 PURGE_CHUNK = 5000
-#: Longest single BLPOP of a waiting fetch (it re-checks schedules and leases after).
+#: Longest single BLPOP of a waiting fetch (it re-checks schedules and leases after)
+#: or of a waiting ``replies()``.
 MAX_BLOCK = 1.0
+#: Replies taken from a box per LPOP when no count bounds them.
+REPLIES_BATCH = 1000
 
 
 class _Ids:
@@ -354,6 +367,88 @@ class RedisBroker(Broker):
             found.append(WorkerEvent(type=data["type"], worker=data["worker"], data=data["data"],
                                      time=float(data["time"]), seq=int(seq)))
         return found
+
+    # -- revoke ----------------------------------------------------------------------
+    def revoke(self, revocations: Sequence[Revocation]) -> None:
+        if not revocations:
+            return
+        args: list[Any] = ["revoke", _ids.take(1)[0], RECEIPT_TTL_MS, "0"]
+        for r in revocations:
+            args += (repr(float(r.expires)),
+                     json.dumps({"task_id": r.task_id, "expires": r.expires,
+                                 "terminate": r.terminate, "signal": r.signal}))
+        self._run("control", args, again=3)
+
+    def revocations(self, after: int = 0, limit: int = 1000) -> list[Revocation]:
+        if limit <= 0:
+            return []
+        found = []
+        for entry in self._run("control", ["revocations", after, limit]):
+            seq, _, payload = decode(entry).partition("|")
+            data = json.loads(payload)
+            found.append(Revocation(task_id=data["task_id"], expires=float(data["expires"]),
+                                    terminate=bool(data["terminate"]), signal=data["signal"],
+                                    seq=int(seq)))
+        return found
+
+    # -- remote control ----------------------------------------------------------------
+    def broadcast(self, body: dict[str, Any]) -> int:
+        payload = json.dumps({"time": time.time(), "body": body}, default=str)
+        return int(self._run("control", ["broadcast", _ids.take(1)[0], RECEIPT_TTL_MS, "0",
+                                         self.commands_kept, payload], again=3))
+
+    def commands(self, after: int, limit: int = 100) -> list[ControlCommand]:
+        if limit <= 0:
+            return []
+        raw = self._retry.call(lambda: self._redis.zrangebyscore(
+            f"{self.prefix}:control", f"({after}", "+inf", start=0, num=limit))
+        found = []
+        for entry in raw:
+            seq, _, payload = decode(entry).partition("|")
+            data = json.loads(payload)
+            found.append(ControlCommand(seq=int(seq), body=data["body"], time=float(data["time"])))
+        return found
+
+    def command_cursor(self) -> int:
+        seq = self._retry.call(lambda: self._redis.get(f"{self.prefix}:control:seq"))
+        return 0 if seq is None else int(seq)
+
+    def reply(self, reply_to: str, body: dict[str, Any], ttl: float = 60.0) -> None:
+        self._run("control", ["reply", _ids.take(1)[0], RECEIPT_TTL_MS, "0", reply_to, _ms(ttl),
+                              json.dumps(body, default=str)], again=3)
+
+    def replies(self, reply_to: str, *, timeout: float,
+                count: int | None = None) -> list[dict[str, Any]]:
+        """Drain the box with LPOP, then wait for more in BLPOP (never longer than MAX_BLOCK).
+
+        A reply popped by a command whose answer is lost with the connection is
+        lost too: replies are best effort, like the commands that ask for them.
+        """
+        box = f"{self.prefix}:reply:{reply_to}"
+        deadline = time.monotonic() + timeout
+        got: list[dict[str, Any]] = []
+        while True:
+            want = REPLIES_BATCH if count is None else count - len(got)
+            if want <= 0:
+                return got
+            popped = self._pop(box, want)
+            got += [json.loads(item) for item in popped]
+            if len(popped) == want:
+                continue  # there may be more already, or count is reached
+            remaining = deadline - time.monotonic()
+            if remaining < 0.001:  # BLPOP 0 would block forever
+                return got
+            try:
+                item = self._redis.blpop([box], timeout=min(remaining, MAX_BLOCK))
+            except TRANSIENT:
+                continue  # the next LPOP goes through the reconnector
+            if item is not None:
+                got.append(json.loads(item[1]))
+
+    def _pop(self, box: str, count: int) -> list[bytes | str]:
+        """Take up to ``count`` replies from the head of ``box`` without waiting."""
+        popped = self._retry.call(lambda: self._redis.lpop(box, count))
+        return popped if isinstance(popped, list) else []  # None: no such box
 
     def ping(self) -> None:
         """PING without backoff: tells at once whether the server can be reached.

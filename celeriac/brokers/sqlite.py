@@ -38,6 +38,10 @@ their reason; ``workers`` holds heartbeats; ``events`` holds worker events
 stable cursor). Only the newest ``events_kept`` events count; the older rows are
 deleted in one primary-key range delete each time the seq crosses a multiple of
 a tenth of the cap, so trimming costs next to nothing per emit.
+
+Revocations, remote-control commands and reply boxes have tables of their own
+in the same file, described with the mixin that owns them
+(:mod:`celeriac.brokers.sqlite_control`).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from celeriac.brokers.base import (
     WorkerInfo,
     check_priority,
 )
+from celeriac.brokers.sqlite_control import CONTROL_SCHEMA, SQLiteControl
 from celeriac.errors import BrokerError, BrokerUnreachable
 from celeriac.sqlitedb import Database, path_from_url
 
@@ -101,8 +106,8 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     worker TEXT NOT NULL,
     data TEXT NOT NULL
-)
-"""
+);
+""" + CONTROL_SCHEMA
 
 #: Longest sleep between two looks at ``PRAGMA data_version`` while waiting.
 #: A look costs microseconds (it reads the WAL index in shared memory), so a
@@ -223,7 +228,7 @@ def _data_version(conn: sqlite3.Connection) -> tuple[int, tuple[int, int]]:
     return id(conn), (int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes)
 
 
-class SQLiteBroker(Broker):
+class SQLiteBroker(SQLiteControl, Broker):
     """Messages in a SQLite file, claimed under leases in ``BEGIN IMMEDIATE`` transactions."""
 
     schemes = ("sqlite",)

@@ -10,6 +10,7 @@ when a lease or a wake-up is ignored, not when the machine is busy.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -22,9 +23,11 @@ import pytest
 
 from celeriac.brokers import (
     Broker,
+    ControlCommand,
     Delivery,
     OutgoingMessage,
     QueueStats,
+    Revocation,
     WorkerEvent,
     broker_from_url,
 )
@@ -526,6 +529,239 @@ def test_events_are_capped_to_the_newest(broker: Broker) -> None:
     assert [e.data["n"] for e in broker.events(limit=1000)] == list(range(76, 96))
 
 
+# -- revoke ------------------------------------------------------------------------------
+
+
+def new_task_id() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def revoked(task_id: str, *, ttl: float = LONG, terminate: bool = False,
+            signal: str = "SIGTERM") -> Revocation:
+    return Revocation(task_id=task_id, expires=time.time() + ttl, terminate=terminate,
+                      signal=signal)
+
+
+def test_revocations_round_trip_in_order_with_increasing_seq(broker: Broker) -> None:
+    assert broker.revocations() == []
+    broker.revoke([])
+    a, b, c = new_task_id(), new_task_id(), new_task_id()
+    expires = time.time() + LONG
+    broker.revoke([Revocation(a, expires),
+                   Revocation(b, expires, terminate=True, signal="SIGKILL")])
+    broker.revoke([Revocation(c, expires, seq=12345)])  # the given seq is ignored
+    got = broker.revocations()
+    assert [(r.task_id, r.terminate, r.signal) for r in got] == [
+        (a, False, "SIGTERM"), (b, True, "SIGKILL"), (c, False, "SIGTERM")]
+    assert all(r.expires == pytest.approx(expires) for r in got)
+    seqs = [r.seq for r in got]
+    assert seqs == sorted(set(seqs)) and seqs[0] > 0 and len(seqs) == 3
+
+
+def test_revocations_page_with_after(broker: Broker) -> None:
+    ids = [new_task_id() for _ in range(25)]
+    broker.revoke([revoked(i) for i in ids[:20]])
+    first = broker.revocations(limit=10)
+    assert [r.task_id for r in first] == ids[:10]
+    second = broker.revocations(after=first[-1].seq, limit=10)
+    assert [r.task_id for r in second] == ids[10:20]
+    cursor = second[-1].seq
+    assert broker.revocations(after=cursor) == []
+    assert broker.revocations(limit=0) == []
+    broker.revoke([revoked(i) for i in ids[20:]])
+    rest = broker.revocations(after=cursor)
+    assert [r.task_id for r in rest] == ids[20:]
+    assert rest[0].seq > cursor
+    assert len(broker.revocations()) == 25  # the default limit is generous
+
+
+def test_an_expired_revocation_is_not_returned(broker: Broker) -> None:
+    short, steady, stale = new_task_id(), new_task_id(), new_task_id()
+    broker.revoke([revoked(short, ttl=LEASE), revoked(steady)])
+    broker.revoke([Revocation(stale, expires=time.time() - 1)])  # expired already
+    assert [r.task_id for r in broker.revocations()] == [short, steady]
+    time.sleep(AFTER_LEASE)
+    assert [r.task_id for r in broker.revocations()] == [steady]
+    # Dropped entries leave no hole a cursor could fall into.
+    assert [r.task_id for r in broker.revocations(limit=1)] == [steady]
+    later_one = new_task_id()
+    broker.revoke([revoked(later_one)])
+    assert [r.task_id for r in broker.revocations()] == [steady, later_one]
+
+
+def test_revoking_again_with_terminate_is_seen_past_the_cursor(broker: Broker) -> None:
+    task_id = new_task_id()
+    broker.revoke([revoked(task_id)])
+    [plain] = broker.revocations()
+    cursor = plain.seq  # a worker has seen the plain revoke
+    broker.revoke([revoked(task_id, terminate=True, signal="SIGKILL")])
+    [again] = broker.revocations(after=cursor)
+    assert (again.task_id, again.terminate, again.signal) == (task_id, True, "SIGKILL")
+    assert again.seq > plain.seq
+    # A worker starting now sees both entries, oldest first.
+    assert [(r.task_id, r.terminate) for r in broker.revocations()] == [
+        (task_id, False), (task_id, True)]
+
+
+def test_revocations_commands_and_events_count_on_their_own(broker: Broker) -> None:
+    """Each stream has its own sequence: writing one never moves another's seq."""
+    broker.emit([event("e", 1)])
+    broker.revoke([revoked(new_task_id())])
+    first_command = broker.broadcast({"command": "ping"})
+    broker.emit([event("e", 2)])
+    broker.revoke([revoked(new_task_id())])
+    second_command = broker.broadcast({"command": "ping"})
+    e1, e2 = broker.events()
+    r1, r2 = broker.revocations()
+    assert e2.seq == e1.seq + 1
+    assert r2.seq == r1.seq + 1
+    assert second_command == first_command + 1
+
+
+# -- remote control: the command stream -----------------------------------------------------
+
+
+def test_broadcast_and_commands_in_order(broker: Broker) -> None:
+    assert broker.command_cursor() == 0
+    assert broker.commands(after=0) == []
+    before = time.time()
+    body = {"command": "rate_limit", "arguments": {"task": "t.add", "rate": "10/s"},
+            "destination": ["w1@host", "w2@host"], "reply_to": "box-1"}
+    seqs = [broker.broadcast(body), broker.broadcast({"command": "ping"}),
+            broker.broadcast({"command": "shutdown", "destination": None})]
+    assert seqs == sorted(set(seqs)) and seqs[0] > 0
+    got = broker.commands(after=0)
+    assert all(isinstance(c, ControlCommand) for c in got)
+    assert [c.seq for c in got] == seqs
+    assert [c.body for c in got] == [body, {"command": "ping"},
+                                     {"command": "shutdown", "destination": None}]
+    assert all(before - 1 <= c.time <= time.time() + 1 for c in got)
+    # A worker that starts now begins at the cursor and never sees older commands.
+    cursor = broker.command_cursor()
+    assert cursor == seqs[-1]
+    assert broker.commands(after=cursor) == []
+    newest = broker.broadcast({"command": "pool_grow", "arguments": {"n": 2}})
+    assert newest > cursor
+    assert [(c.seq, c.body) for c in broker.commands(after=cursor)] == [
+        (newest, {"command": "pool_grow", "arguments": {"n": 2}})]
+    assert broker.command_cursor() == newest
+
+
+def test_commands_page_with_after_and_limit(broker: Broker) -> None:
+    for n in range(25):
+        broker.broadcast({"n": n})
+    first = broker.commands(after=0, limit=10)
+    assert [c.body["n"] for c in first] == list(range(10))
+    second = broker.commands(after=first[-1].seq, limit=10)
+    assert [c.body["n"] for c in second] == list(range(10, 20))
+    assert [c.body["n"] for c in broker.commands(after=second[-1].seq)] == list(range(20, 25))
+    assert broker.commands(after=0, limit=0) == []
+
+
+def test_commands_are_capped_to_the_newest(broker: Broker) -> None:
+    broker.commands_kept = 20
+    for n in range(95):
+        seq = broker.broadcast({"n": n})
+        got = broker.commands(after=0, limit=1000)
+        assert [c.body["n"] for c in got] == list(range(max(0, n + 1 - 20), n + 1))
+        assert broker.command_cursor() == seq  # trimming never moves the cursor back
+    # A reader that fell behind resumes at the oldest kept command.
+    assert [c.body["n"] for c in broker.commands(after=1, limit=3)] == [75, 76, 77]
+
+
+# -- remote control: replies ------------------------------------------------------------------
+
+
+def new_box() -> str:
+    return f"box-{uuid.uuid4().hex[:12]}"
+
+
+def test_replies_are_collected_once_in_arrival_order(broker: Broker) -> None:
+    box = new_box()
+    assert broker.replies(box, timeout=0) == []
+    broker.reply(box, {"w1@host": {"ok": "pong"}})
+    broker.reply(box, {"w2@host": {"ok": "pong", "nested": [1, {"x": None}]}})
+    broker.reply(box, {"w3@host": {"error": "no such task"}})
+    assert broker.replies(box, timeout=0) == [
+        {"w1@host": {"ok": "pong"}}, {"w2@host": {"ok": "pong", "nested": [1, {"x": None}]}},
+        {"w3@host": {"error": "no such task"}}]
+    assert broker.replies(box, timeout=0) == []  # consumed
+
+
+def test_replies_return_as_soon_as_count_is_reached(broker: Broker) -> None:
+    box = new_box()
+    for n in range(2):
+        broker.reply(box, {"n": n})
+    started = time.monotonic()
+    assert broker.replies(box, timeout=LONG, count=2) == [{"n": 0}, {"n": 1}]
+    assert time.monotonic() - started < 1.0
+    # At most count: the others stay in the box for the next call.
+    for n in range(2, 5):
+        broker.reply(box, {"n": n})
+    assert broker.replies(box, timeout=LONG, count=1) == [{"n": 2}]
+    assert broker.replies(box, timeout=0) == [{"n": 3}, {"n": 4}]
+    assert broker.replies(box, timeout=LONG, count=0) == []
+
+
+def test_replies_wait_out_the_timeout_and_return_what_arrived(broker: Broker) -> None:
+    box = new_box()
+    broker.reply(box, {"n": 0})
+    broker.reply(box, {"n": 1})
+    started = time.monotonic()
+    assert broker.replies(box, timeout=0.3, count=5) == [{"n": 0}, {"n": 1}]
+    assert 0.3 <= time.monotonic() - started < 2
+    broker.reply(box, {"n": 2})
+    started = time.monotonic()
+    assert broker.replies(box, timeout=0.3) == [{"n": 2}]  # no count: the whole timeout
+    assert 0.3 <= time.monotonic() - started < 2
+    started = time.monotonic()
+    assert broker.replies(new_box(), timeout=0.3) == []
+    assert 0.3 <= time.monotonic() - started < 2
+
+
+def test_reply_boxes_are_independent(broker: Broker) -> None:
+    one, two = new_box(), new_box()
+    broker.reply(one, {"box": 1})
+    broker.reply(two, {"box": 2, "n": 0})
+    broker.reply(two, {"box": 2, "n": 1})
+    assert broker.replies(one, timeout=0.1, count=2) == [{"box": 1}]
+    assert broker.replies(two, timeout=0) == [{"box": 2, "n": 0}, {"box": 2, "n": 1}]
+
+
+def test_a_reply_sent_while_waiting_is_returned(broker: Broker) -> None:
+    box = new_box()
+    broker.reply(box, {"n": 0})
+    replier = later(0.2, lambda: broker.reply(box, {"n": 1}))
+    started = time.monotonic()
+    got = broker.replies(box, timeout=LONG, count=2)
+    elapsed = time.monotonic() - started
+    replier.join()
+    assert got == [{"n": 0}, {"n": 1}]
+    assert 0.15 <= elapsed < 3  # woken by the reply, well before the timeout
+    # Without a count, replies arriving during the wait are returned at the timeout.
+    repliers = [later(0.1, lambda: broker.reply(box, {"n": 2})),
+                later(0.2, lambda: broker.reply(box, {"n": 3}))]
+    got = broker.replies(box, timeout=0.6)
+    for thread in repliers:
+        thread.join()
+    assert sorted(r["n"] for r in got) == [2, 3]
+
+
+def test_expired_reply_boxes_vanish(broker: Broker) -> None:
+    gone, kept, refreshed = new_box(), new_box(), new_box()
+    broker.reply(gone, {"n": 0}, ttl=LEASE)
+    broker.reply(kept, {"n": 0}, ttl=LONG)
+    broker.reply(refreshed, {"n": 0}, ttl=0.6)
+    time.sleep(0.4)
+    broker.reply(refreshed, {"n": 1}, ttl=0.6)  # moves the whole box's expiry
+    time.sleep(0.4)  # past the first reply's 0.6 s, within the second's
+    assert broker.replies(gone, timeout=0) == []
+    assert broker.replies(kept, timeout=0) == [{"n": 0}]
+    assert broker.replies(refreshed, timeout=0) == [{"n": 0}, {"n": 1}]
+    broker.reply(gone, {"n": 1}, ttl=LONG)  # a new box under the old name
+    assert broker.replies(gone, timeout=0) == [{"n": 1}]
+
+
 # -- waiting fetch -----------------------------------------------------------------------
 
 
@@ -600,8 +836,87 @@ def test_message_published_by_another_process_is_fetched(shared_broker: Broker) 
         assert child.wait(10) == 0
 
 
+CHILD_REPLIES = """
+import sys, time
+from celeriac.brokers import broker_from_url
+broker = broker_from_url(sys.argv[1])
+broker.ping()
+print("ready", flush=True)
+time.sleep(0.2)
+broker.reply(sys.argv[2], {"from": "child"})
+"""
+
+
+def test_a_reply_from_another_process_is_returned_while_waiting(shared_broker: Broker) -> None:
+    broker = shared_broker
+    box = new_box()
+    child = subprocess.Popen([sys.executable, "-c", CHILD_REPLIES, broker.url, box],
+                             cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        got = broker.replies(box, timeout=LONG, count=1)  # waiting when the child replies
+        assert got == [{"from": "child"}]
+        assert time.monotonic() - started < 5
+    finally:
+        assert child.wait(10) == 0
+
+
+def test_revocations_and_commands_are_seen_by_another_process(shared_broker: Broker) -> None:
+    broker = shared_broker
+    task_id = new_task_id()
+    broker.revoke([revoked(task_id, terminate=True)])
+    seq = broker.broadcast({"command": "ping", "reply_to": "b"})
+    script = ("import sys, json; from celeriac.brokers import broker_from_url;"
+              " b = broker_from_url(sys.argv[1]);"
+              " print(json.dumps([[r.task_id, r.terminate] for r in b.revocations()]));"
+              " print(json.dumps([[c.seq, c.body] for c in b.commands(after=0)]));"
+              " print(b.command_cursor())")
+    out = subprocess.run([sys.executable, "-c", script, broker.url], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    revocations, commands, cursor = out.splitlines()
+    assert json.loads(revocations) == [[task_id, True]]
+    assert json.loads(commands) == [[seq, {"command": "ping", "reply_to": "b"}]]
+    assert int(cursor) == seq
+
+
 def test_ping_succeeds_on_a_live_broker(broker: Broker) -> None:
     broker.ping()
+
+
+# -- Redis specifics ------------------------------------------------------------------------
+
+
+def test_redis_control_writes_retried_after_a_lost_reply_are_stored_once(redis_url: str) -> None:
+    """The script ran, then the connection dropped before its reply: the retry finds the
+    receipt, so a command is not broadcast twice (a second ``pool_grow`` would grow twice)."""
+    import redis
+
+    broker = broker_from_url(redis_url)
+    real = broker._script("control")  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def lose_the_first_reply(**kwargs: object) -> object:
+        value = real(**kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise redis.ConnectionError("Connection closed by server. (simulated)")
+        return value
+
+    for write in (lambda: broker.broadcast({"command": "pool_grow", "arguments": {"n": 1}}),
+                  lambda: broker.revoke([revoked("t-once")]),
+                  lambda: broker.reply("box", {"from": "w1"})):
+        calls.clear()
+        broker._scripts["control"] = lose_the_first_reply  # type: ignore[attr-defined]
+        result = write()
+        assert len(calls) == 2
+        if result is not None:
+            assert result == broker.command_cursor()  # the seq of the first (applied) try
+    assert [c.body for c in broker.commands(after=0)] == [
+        {"command": "pool_grow", "arguments": {"n": 1}}]
+    assert [r.task_id for r in broker.revocations()] == ["t-once"]
+    assert broker.replies("box", timeout=0) == [{"from": "w1"}]
 
 
 # -- SQLite specifics and the URL registry -------------------------------------------------

@@ -16,6 +16,12 @@
 --   P:dead, P:dead:<q> zset    dead-letter ids -> unix ms, all queues / one queue
 --   P:workers          hash    worker name -> JSON info;  P:workers:exp zset name -> unix ms
 --   P:events           zset    seq -> "seq|json";  P:events:seq string counter
+--   P:revoked          zset    seq -> "seq|json" of a revocation;  P:revoked:seq string counter
+--   P:revoked:exp      zset    seq -> unix s (float) when that revocation expires
+--   P:control          zset    seq -> "seq|json" of a control command (the newest 1000);
+--                              P:control:seq string counter (the newest seq: a new reader's cursor)
+--   P:reply:<box>      list    JSON replies to one control command, expiring (PEXPIRE)
+--   P:sent:<receipt>   string  a short-lived receipt of a publish or control write (retries)
 -- Keys are built from ARGV, so the scripts need a standalone Redis (not Cluster).
 local P = ARGV[1]
 
