@@ -24,7 +24,7 @@ from celeriac.backends import ResultBackend, backend_from_url
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
 from celeriac.context import current_request
 from celeriac.errors import ConfigurationError, NotRegistered
-from celeriac.message import encode
+from celeriac.message import Envelope, build
 from celeriac.result import AsyncResult
 from celeriac.settings import Settings, suggest
 from celeriac.task import MESSAGE_OPTIONS, Task, TaskOptions, check_send_options, to_timestamp
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from celeriac.canvas import Signature
+    from celeriac.middleware.base import Pipeline
     from celeriac.task import MessageOptions, SendOptions
 
 P = ParamSpec("P")
@@ -60,8 +61,22 @@ class Celeriac:
     """
 
     def __init__(self, main: str | None = None, *, broker: str | None = None,
-                 backend: str | None = None, **settings: Any) -> None:
+                 backend: str | None = None, task_cls: type[Task[Any, Any]] | None = None,
+                 **settings: Any) -> None:
+        from celeriac.signals import Signal
+
         self.main = main
+        #: The class ``@app.task`` builds tasks from, unless a task gives ``base=``.
+        self.Task: type[Task[Any, Any]] = task_cls or Task
+        #: Sent once, with ``source=app.conf``, when the app is first used (its broker or
+        #: backend opened, a task sent, a worker started): after module-level code
+        #: connected to it, as in Celery.
+        self.on_after_configure = Signal("on_after_configure")
+        #: Sent once when the app's tasks are final (a worker process imported them).
+        self.on_after_finalize = Signal("on_after_finalize")
+        self._configured = False
+        self._finalized = False
+        self._middleware: Pipeline | None = None
         self.conf = Settings()
         if broker is not None:
             settings.setdefault("broker_url", broker)
@@ -96,7 +111,7 @@ class Celeriac:
         checked = TaskOptions.check(options)
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            task: Task[Any, Any] = Task(self, func, checked)
+            task: Task[Any, Any] = (checked.base or self.Task)(self, func, checked)
             existing = self.tasks.get(task.name)
             if existing is not None and existing.fn is not func and (
                     getattr(existing.fn, "__code__", None) is not getattr(func, "__code__", None)):
@@ -113,6 +128,30 @@ class Celeriac:
             raise NotRegistered(f"no task named {name!r} is registered"
                                 f"{suggest(name, self.tasks)}") from None
 
+    # -- hooks ---------------------------------------------------------------------------
+    @property
+    def middleware(self) -> Pipeline:
+        """The hook pipeline of this process's producer side (``before_task_publish`` and
+        friends); a worker process builds its own on top (:mod:`celeriac.middleware`)."""
+        if self._middleware is None:
+            from celeriac.middleware import producer_pipeline
+
+            self._middleware = producer_pipeline()
+        return self._middleware
+
+    def configured(self) -> None:
+        """Send ``on_after_configure`` if it was not sent yet (the app is being used)."""
+        if not self._configured:
+            self._configured = True
+            self.on_after_configure.send(sender=self, source=self.conf)
+
+    def finalize(self) -> None:
+        """The app's tasks are all registered: send ``on_after_finalize`` once."""
+        self.configured()
+        if not self._finalized:
+            self._finalized = True
+            self.on_after_finalize.send(sender=self)
+
     # -- connections (one set per process, opened on first use) ------------------------
     def _check_pid(self) -> None:
         if self._pid != os.getpid():
@@ -122,6 +161,8 @@ class Celeriac:
 
     @property
     def broker(self) -> Broker:
+        if not self._configured:
+            self.configured()
         with self._lock:
             self._check_pid()
             if self._broker is None:
@@ -134,6 +175,8 @@ class Celeriac:
 
     @property
     def backend(self) -> ResultBackend:
+        if not self._configured:
+            self.configured()
         with self._lock:
             self._check_pid()
             if self._backend is None:
@@ -185,9 +228,16 @@ class Celeriac:
         they are: the task's own options are not applied, it may not even be known here.
         """
         check_send_options(options, "send_task", allowed=MESSAGE_OPTIONS)
-        task_id, message = self._prepare(name, args, kwargs, time.time(), **options)
-        self.broker.publish([message])
+        task_id, message, envelope = self._prepare(name, args, kwargs, time.time(), **options)
+        self._publish([message], [envelope])
         return AsyncResult(task_id, self, name)
+
+    def _publish(self, messages: list[OutgoingMessage], envelopes: list[Envelope]) -> None:
+        """One ``Broker.publish`` call, then the ``after_publish`` hooks when any watch."""
+        self.broker.publish(messages)
+        pipeline = self.middleware
+        if pipeline.publish_hooks:
+            pipeline.after_publish(self, envelopes)
 
     def signature(self, name: str, args: Sequence[Any] | None = None,
                   kwargs: Mapping[str, Any] | None = None,
@@ -221,25 +271,29 @@ class Celeriac:
         now = time.time()
         results: list[AsyncResult[R]] = []
         messages: list[OutgoingMessage] = []
+        envelopes: list[Envelope] = []
         for index, signature in enumerate(signatures):
             if signature.app is not self:
                 raise ConfigurationError(f"{signature!r} belongs to {signature.app!r}, not {self!r}: "
                                          "one bulk send goes to one broker")
             try:
-                task_id, message = self._prepare(signature.name, signature.args, signature.kwargs, now,
-                                                 group=group_id, **signature.resolved_options())
+                task_id, message, envelope = self._prepare(
+                    signature.name, signature.args, signature.kwargs, now, group=group_id,
+                    **signature.resolved_options())
             except Exception as exc:
                 _note(exc, f"raised for message {index} ({signature!r}); nothing was published")
                 raise
             results.append(AsyncResult(task_id, self, signature.name))
             messages.append(message)
-        self._publish_chunks(messages, chunk_size or len(messages))
+            envelopes.append(envelope)
+        self._publish_chunks(messages, envelopes, chunk_size or len(messages))
         return results
 
-    def _publish_chunks(self, messages: list[OutgoingMessage], size: int) -> None:
+    def _publish_chunks(self, messages: list[OutgoingMessage], envelopes: list[Envelope],
+                        size: int) -> None:
         for start in range(0, len(messages), size):
             try:
-                self.broker.publish(messages[start:start + size])
+                self._publish(messages[start:start + size], envelopes[start:start + size])
             except Exception as exc:
                 if start:
                     _note(exc, f"{start} of {len(messages)} messages were published (in earlier "
@@ -267,8 +321,9 @@ class Celeriac:
         root_id: str | None = None,
         parent_id: str | None = None,
         group: str | None = None,
-    ) -> tuple[str, OutgoingMessage]:
-        """Route, check and encode one message (its task id and the message); send nothing.
+    ) -> tuple[str, OutgoingMessage, Envelope]:
+        """Route, check and encode one message (its task id, the message and its parts,
+        for the publish hooks); send nothing.
 
         Raises before anything is sent: ConfigurationError for a bad priority or
         serializer, SerializationError for arguments the serializer cannot encode.
@@ -290,13 +345,17 @@ class Celeriac:
             parent_id = parent.id
             root_id = root_id or parent.root_id or parent.id
         target = self.route(name, queue)
-        body = encode(
+        envelope = build(
             name, task_id, list(args or ()), dict(kwargs or {}), queue=target,
             serializer=serializer, eta=eta_ts, expires=expires_ts, retries=retries,
             time_limit=time_limit, soft_time_limit=soft_time_limit, root_id=root_id,
             parent_id=parent_id, group=group, priority=priority, ignore_result=bool(ignore_result))
-        return task_id, OutgoingMessage(queue=target, body=body, priority=priority,
-                                        eta=eta_ts if eta_ts and eta_ts > now else None)
+        pipeline = self.middleware
+        if pipeline.publish_hooks:
+            pipeline.before_publish(self, envelope)
+        message = OutgoingMessage(queue=target, body=envelope.dumps(), priority=priority,
+                                  eta=eta_ts if eta_ts and eta_ts > now else None)
+        return task_id, message, envelope
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         """A handle on the result of ``task_id``."""

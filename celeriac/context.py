@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celeriac.task import MessageOptions
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,31 @@ class Request:
     queue: str | None = None
     #: How many times the broker delivered this message (1 on the first delivery).
     delivery_count: int = 1
+    #: The per-call options the message carried (``apply_async(priority=9, time_limit=5)``):
+    #: a retry sends them again, see :meth:`execution_options`.
+    priority: int | None = None
+    #: (hard, soft) time limits in seconds, either may be None.
+    timelimit: tuple[float | None, float | None] = (None, None)
+    ignore_result: bool = False
+    serializer: str | None = None
+    #: The process that sent the message (``gen<pid>@<host>``).
+    origin: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The task name (Celery's ``request.task`` spelling is :attr:`task`)."""
+        return self.task
+
+    def execution_options(self) -> MessageOptions:
+        """The options this message was sent with, to send it again (``Task.retry``):
+        one value travels from ``apply_async`` to the message, to ``self.request``, and
+        back, so a retry keeps the call's own priority, limits, queue and lineage."""
+        return {
+            "queue": self.queue, "priority": self.priority, "time_limit": self.timelimit[0],
+            "soft_time_limit": self.timelimit[1], "serializer": self.serializer,
+            "ignore_result": self.ignore_result, "expires": self.expires,
+            "root_id": self.root_id, "parent_id": self.parent_id, "group": self.group,
+        }
 
 
 current_request: ContextVar[Request | None] = ContextVar("celeriac_request", default=None)

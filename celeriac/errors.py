@@ -14,7 +14,8 @@ Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
     ├── NotRegistered               no task of that name in this app
     ├── TaskError                   a task raised a non-builtin exception (from get())
     │   ├── TimeLimitExceeded       the hard time limit killed the task
-    │   └── WorkerLostError         the process running the task died for good
+    │   ├── WorkerLostError         the process running the task died for good
+    │   └── TaskRevokedError        the task was revoked (or expired) and not run
     ├── TimeoutError                get() waited longer than its timeout
     └── Retry                       raised by Task.retry() to ask for a new attempt
 
@@ -22,6 +23,8 @@ Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
     HardTimeLimit (BaseException)      interrupts a green task at its hard limit;
                                        ``except Exception`` in user code cannot
                                        swallow it. Recorded as TimeLimitExceeded.
+    Terminated (BaseException)         interrupts a task revoked with terminate=True
+                                       (threads, green pools). Recorded as REVOKED.
 
 ``Retry`` derives from :class:`CeleriacError` and is raised by ``self.retry()``;
 the worker recognises it, so user code should let it propagate.
@@ -102,6 +105,13 @@ class WorkerLostError(TaskError):
         super().__init__("WorkerLostError", message, traceback)
 
 
+class TaskRevokedError(TaskError):
+    """The task was revoked (``revoke()``, or its ``expires`` passed) and did not finish."""
+
+    def __init__(self, message: str = "", traceback: str | None = None) -> None:
+        super().__init__("TaskRevokedError", message, traceback)
+
+
 class TimeoutError(CeleriacError):
     """``AsyncResult.get()`` waited longer than its timeout."""
 
@@ -138,10 +148,40 @@ class HardTimeLimit(BaseException):
     """
 
 
+class Terminated(BaseException):
+    """Thrown into a running task revoked with ``terminate=True`` (thread and green pools).
+
+    A ``BaseException`` for the same reason as :class:`HardTimeLimit`. The
+    worker records the task as REVOKED and acks its message.
+    """
+
+
+class ExceptionInfo:
+    """An exception with its formatted traceback, as task handlers and signals get it
+    (Celery's ``einfo``): ``einfo.exception``, ``einfo.type``, ``einfo.traceback``."""
+
+    def __init__(self, exception: BaseException, traceback: str | None = None) -> None:
+        self.exception = exception
+        self.type = type(exception)
+        self.tb = exception.__traceback__
+        if traceback is None:
+            import traceback as tb_module
+
+            traceback = "".join(tb_module.format_exception(self.type, exception, self.tb))
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return self.traceback
+
+    def __repr__(self) -> str:
+        return f"<ExceptionInfo: {self.exception!r}>"
+
+
 #: Names of exceptions whose class ``AsyncResult.get()`` may re-create from a result.
 REMOTE_SAFE_ERRORS: dict[str, type[BaseException]] = {
     "TimeLimitExceeded": TimeLimitExceeded,
     "SoftTimeLimitExceeded": SoftTimeLimitExceeded,
     "WorkerLostError": WorkerLostError,
     "NotRegistered": NotRegistered,
+    "TaskRevokedError": TaskRevokedError,
 }

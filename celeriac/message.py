@@ -120,7 +120,36 @@ def _serialize(payload: list[Any], serializer: str, task: str) -> tuple[str, str
     raise ConfigurationError(f"unknown serializer {serializer!r} (known: json, pickle)")
 
 
-def encode(
+@dataclass
+class Envelope:
+    """A task message about to be published: built, arguments already serialized, and
+    still open to change -- ``before_publish`` hooks (the ``before_task_publish``
+    signal) may add headers, e.g. a trace context -- until :meth:`dumps`."""
+
+    #: The protocol v2 envelope: headers, properties, content type, body (serialized text).
+    wire: dict[str, Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    embed: dict[str, Any]
+    #: The queue it is routed to.
+    queue: str
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        headers: dict[str, Any] = self.wire["headers"]
+        return headers
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        properties: dict[str, Any] = self.wire["properties"]
+        return properties
+
+    def dumps(self) -> bytes:
+        """The bytes the broker stores."""
+        return json.dumps(self.wire, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def build(
     task: str,
     task_id: str,
     args: tuple[Any, ...] | list[Any],
@@ -139,12 +168,12 @@ def encode(
     priority: int = 0,
     ignore_result: bool = False,
     embed: dict[str, Any] | None = None,
-) -> bytes:
-    """Build the wire form of a task message; raises SerializationError for bad arguments."""
-    body, content_type, body_encoding = _serialize(
-        [list(args), kwargs, embed or {"callbacks": None, "errbacks": None, "chain": None,
-                                       "chord": None}], serializer, task)
-    envelope = {
+) -> Envelope:
+    """Build a task message; raises SerializationError for arguments the serializer refuses."""
+    embed = embed or {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    args = list(args)
+    body, content_type, body_encoding = _serialize([args, kwargs, embed], serializer, task)
+    wire = {
         "body": body,
         "content-encoding": "utf-8",
         "content-type": content_type,
@@ -162,7 +191,13 @@ def encode(
             "priority": priority, "body_encoding": body_encoding, "delivery_tag": task_id,
         },
     }
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return Envelope(wire, args, kwargs, embed, queue)
+
+
+def encode(task: str, task_id: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
+           *, queue: str, **options: Any) -> bytes:
+    """The wire form of a task message (:func:`build` then :meth:`Envelope.dumps`)."""
+    return build(task, task_id, args, kwargs, queue=queue, **options).dumps()
 
 
 def _deserialize(body: Any, content_type: str, body_encoding: str, accept: set[str]) -> Any:

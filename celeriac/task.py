@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar
 
 from celeriac.context import Request, current_request
-from celeriac.errors import ConfigurationError, Retry, UnknownSettingError
+from celeriac.errors import ConfigurationError, ExceptionInfo, Retry, UnknownSettingError
 from celeriac.loader import importable_name
 from celeriac.settings import suggest
 
@@ -60,6 +60,8 @@ class TaskOptions:
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600.0
     retry_jitter: bool = True
+    #: The Task subclass to build the task from (its handlers: on_success, on_failure...).
+    base: type[Task[Any, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -83,6 +85,9 @@ class TaskOptions:
                                          f"{', '.join(POOLS)}{suggest(opts.pool, POOLS)}")
         if not isinstance(opts.autoretry_for, tuple):
             raise ConfigurationError("task option autoretry_for must be a tuple of exception types")
+        if opts.base is not None and not (isinstance(opts.base, type) and issubclass(opts.base, Task)):
+            raise ConfigurationError(f"task option base={opts.base!r}: must be a subclass of "
+                                     "celeriac.Task")
         return opts
 
 
@@ -153,8 +158,19 @@ def to_timestamp(value: datetime | float | None) -> float | None:
     return value.timestamp()
 
 
+#: The handler methods a Task subclass may override (see :class:`Task`).
+HANDLERS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
+
+
 class Task(Generic[P, R]):
-    """A registered task. Call it to run locally; ``delay()`` to run it on a worker."""
+    """A registered task. Call it to run locally; ``delay()`` to run it on a worker.
+
+    Subclass it to hang code on every run of a task, with Celery's handler
+    methods, and pass the subclass as ``@app.task(base=MyTask)`` (or make it the
+    app's default with ``Celeriac(task_cls=MyTask)``). They run in the worker
+    process (and in eager runs), in the task's request context; one that raises
+    is logged and changes nothing about the outcome.
+    """
 
     def __init__(self, app: Celeriac, fn: Callable[..., R], options: TaskOptions) -> None:
         self.app = app
@@ -163,6 +179,28 @@ class Task(Generic[P, R]):
         self.name = options.name or f"{importable_name(fn.__module__)}.{fn.__qualname__}"
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+        #: True when this class overrides a handler (the worker skips them otherwise).
+        self.has_handlers = any(getattr(type(self), h) is not getattr(Task, h) for h in HANDLERS)
+
+    # -- handlers (Celery's names and arguments) -------------------------------------
+    def before_start(self, task_id: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Just before the body runs."""
+
+    def on_success(self, retval: Any, task_id: str, args: list[Any],
+                   kwargs: dict[str, Any]) -> None:
+        """The body returned ``retval``."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: list[Any],
+                   kwargs: dict[str, Any], einfo: ExceptionInfo) -> None:
+        """The body raised ``exc`` and the task failed."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: list[Any],
+                 kwargs: dict[str, Any], einfo: ExceptionInfo) -> None:
+        """The body asked to be retried (``self.retry()``, or autoretry); ``exc`` is why."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: list[Any],
+                     kwargs: dict[str, Any], einfo: ExceptionInfo | None) -> None:
+        """After the run, whatever its outcome: ``retval`` is the value or the exception."""
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -315,14 +353,12 @@ class Task(Generic[P, R]):
             raise Retry(f"max retries ({limit}) exceeded for {self.name}[{request.id}]")
         when = self._retry_delay(request.retries, countdown, eta)
         if not request.is_eager:
-            self.app.send_task(
-                self.name, request.args if args is None else args,
-                request.kwargs if kwargs is None else kwargs, task_id=request.id,
-                countdown=when, queue=request.queue, retries=request.retries + 1,
-                root_id=request.root_id, parent_id=request.parent_id, group=request.group,
-                expires=request.expires, priority=self.options.priority,
-                time_limit=self.time_limit, soft_time_limit=self.soft_time_limit,
-                serializer=self.options.serializer, ignore_result=self.ignore_result)
+            options = request.execution_options()
+            options["task_id"] = request.id
+            options["countdown"] = when
+            options["retries"] = request.retries + 1
+            self.app.send_task(self.name, request.args if args is None else args,
+                               request.kwargs if kwargs is None else kwargs, **options)
         signal = Retry(exc=exc, when=when)
         if throw:
             raise signal

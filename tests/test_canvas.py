@@ -29,6 +29,7 @@ from celeriac.errors import (
     UnknownSettingError,
 )
 from celeriac.message import TaskMessage, decode
+from celeriac.middleware import Pipeline, TaskRun
 from celeriac.worker.run import run_task
 
 
@@ -79,7 +80,7 @@ def work_off(app: Celeriac, queue: str = "default") -> int:
     for message in reversed(messages):
         request = Request(id=message.id, task=message.task, args=message.args,
                           kwargs=message.kwargs, root_id=message.root_id, group=message.group)
-        app.backend.store(run_task(app.get_task(message.task), request))
+        app.backend.store(run_task(TaskRun(app.get_task(message.task), request), Pipeline()))
     return len(messages)
 
 

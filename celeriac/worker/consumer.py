@@ -22,12 +22,11 @@ from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, NoReturn
 
-import psutil
-
 from celeriac.brokers.base import Delivery
-from celeriac.errors import CeleriacError
+from celeriac.middleware import RETRY_LATER, Outcome, Pipeline, Rejection, worker_pipeline
 from celeriac.pools.base import Pool
-from celeriac.worker.executor import ACK, DEAD, RETRY_LATER, Executor, Outcome
+from celeriac.worker.executor import Executor
+from celeriac.worker.settle import Settler
 from celeriac.worker.spec import WorkerSpec
 from celeriac.worker.status import StatusWriter
 
@@ -40,21 +39,24 @@ log = logging.getLogger("celeriac.worker")
 FETCH_WAIT = 0.05
 #: First wait of a busy loop that has room for more messages (doubles up to FETCH_WAIT).
 BUSY_WAIT_MIN = 0.002
-#: Delay before a message whose result could not be stored is delivered again.
-RETRY_LATER_DELAY = 1.0
 
 
 class Consumer:
     """Fetches, dispatches, renews and settles for one worker process."""
 
-    def __init__(self, app: Celeriac, pool: Pool, spec: WorkerSpec, status: StatusWriter) -> None:
+    def __init__(self, app: Celeriac, pool: Pool, spec: WorkerSpec, status: StatusWriter,
+                 pipeline: Pipeline | None = None) -> None:
         self.app = app
         self.pool = pool
         self.spec = spec
         self.status = status
         self.broker = app.broker
         self.lease = float(app.conf.broker_lease_timeout)
-        self.executor = Executor(app, pool, status, self._early_ack)
+        #: The hooks of this process (built from the spec unless given: tests pass their own).
+        self.pipeline = pipeline or worker_pipeline(app, status, self, spec.max_tasks,
+                                                    spec.max_memory_kb)
+        self.executor = Executor(app, pool, self.pipeline, self._early_ack)
+        self.settler = Settler(self.broker, self.pipeline)
         #: Every message claimed and not yet settled, by delivery id.
         self.held: dict[str, Delivery] = {}
         #: Claimed messages not yet handed to the pool.
@@ -67,7 +69,6 @@ class Consumer:
         self.tasks_run = 0
         #: Jobs handed to the pool and not settled yet (they count towards max_tasks).
         self.unsettled = 0
-        self._process = psutil.Process()
 
     def stop(self, reason: str = "shutdown") -> None:
         """Ask the loop to shut down warm (safe from a signal handler)."""
@@ -78,13 +79,16 @@ class Consumer:
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> None:
+        self.pipeline.process_started(self.app)
         self.status.ready()
         renew_every = self.lease / 3
         next_renew = time.monotonic() + renew_every
         #: How long a busy loop with room waits before it looks at the broker again.
         busy_wait = BUSY_WAIT_MIN
+        tick = self.pipeline.tick
         while True:
             self._settle()
+            tick()
             self._check_parent()
             if self.stopping:
                 break
@@ -137,7 +141,14 @@ class Consumer:
     def _job(self, delivery: Delivery) -> None:
         # Anything but an Outcome (a killed greenlet, an interpreter exit) leaves the
         # message held: it goes back to the broker when the process ends.
-        outcome = self.executor.handle(delivery)
+        try:
+            outcome = self.executor.handle(delivery)
+        except Exception as exc:
+            # A bug around the task, not in it: deliver the message again later (each
+            # delivery is charged, so one that keeps failing ends in the dead letters).
+            log.exception("internal error while handling message %s", delivery.id)
+            self.pipeline.message_rejected(Rejection(delivery, str(exc), exc, kind="internal"))
+            outcome = Outcome(RETRY_LATER, f"internal error: {exc!r}")
         self.finished.append((delivery, outcome))
         self.wake.set()
 
@@ -152,52 +163,10 @@ class Consumer:
         while self.finished:
             batch.append(self.finished.popleft())
         self.unsettled -= len(batch)
-        self.status.flush()
-        batch = self._store_results(batch)
-        acks = [d for d, o in batch if o.action == ACK]
-        if acks:
-            for delivery, ok in zip(acks, self.broker.ack(acks), strict=True):
-                if not ok:
-                    log.warning("ack of message %s refused: its lease passed to another worker "
-                                "(the task may run twice)", delivery.id)
-        for delivery, outcome in batch:
-            if outcome.action == DEAD:
-                self.broker.dead_letter([delivery], outcome.reason)
-            elif outcome.action == RETRY_LATER:
-                self.broker.requeue([delivery], delay=RETRY_LATER_DELAY)
-            self.held.pop(delivery.id, None)
         self.tasks_run += sum(1 for _, outcome in batch if outcome.ran)
-        self._check_recycle()
-
-    def _store_results(self, batch: list[tuple[Delivery, Outcome]]
-                       ) -> list[tuple[Delivery, Outcome]]:
-        """Store the batch's results in one call, before any of its messages is acked.
-
-        If the backend fails, the messages whose results were not stored are
-        delivered again later instead of being acked (at-least-once for results too).
-        """
-        records = [outcome.record for _, outcome in batch if outcome.record is not None]
-        if not records:
-            return batch
-        try:
-            self.app.backend.store_many(records)
-        except CeleriacError as exc:
-            log.error("could not store %d result(s): %s; their tasks will be delivered again",
-                      len(records), exc)
-            return [(d, Outcome(RETRY_LATER, str(exc), o.ran) if o.record and o.action == ACK
-                     else o) for d, o in batch]
-        return batch
-
-    def _check_recycle(self) -> None:
-        limit = self.spec.max_tasks
-        if limit and self.tasks_run >= limit:
-            self.stop(f"max tasks per child ({limit}) reached")
-            return
-        memory_limit = self.spec.max_memory_kb
-        if memory_limit:
-            rss_kb = self._process.memory_info().rss // 1024
-            if rss_kb > memory_limit:
-                self.stop(f"memory {rss_kb} KiB over max memory per child ({memory_limit} KiB)")
+        self.settler.settle(batch)
+        for delivery, _ in batch:
+            self.held.pop(delivery.id, None)
 
     def _renew(self) -> None:
         if not self.held:

@@ -61,13 +61,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pool.start()
+    exitcode = 1
     try:
         pool.run(consumer.run)
+        exitcode = 0
     finally:
+        consumer.pipeline.process_stopping(app, exitcode)
         pool.stop()
         app.close()
         status.close()
-    return 0
+    return exitcode
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Running one task: the same code path for a worker and for ``Task.apply()``.
 
 :func:`run_task` calls the task's function inside its request context and time
-limits and turns whatever happens into a :class:`ResultRecord`: a value
-(SUCCESS), a retry (RETRY: a new message was already sent), or an exception
-(FAILURE). It never lets an ``Exception`` escape, so the worker always knows
-what to store and ack; ``BaseException``s that are not errors (shutdown,
-greenlet kills) do escape, on purpose, and the message is then not acked.
+limits, with the hook pipeline around it (``before_task`` in order, then the
+body, then ``after_task`` in reverse), and turns whatever happens into a
+:class:`ResultRecord`: a value (SUCCESS), a retry (RETRY: a new message was
+already sent), a termination (REVOKED) or an exception (FAILURE; a
+``task_error`` hook such as autoretry may turn it into a RETRY). It never lets
+an ``Exception`` escape, so the worker always knows what to store and ack;
+``BaseException``s that are not errors (shutdown, greenlet kills) do escape, on
+purpose, and the message is then not acked.
 """
 
 from __future__ import annotations
@@ -16,13 +19,24 @@ import traceback
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from celeriac.backends.base import FAILURE, RETRY, SUCCESS, ResultRecord
+from celeriac.backends.base import FAILURE, RETRY, REVOKED, SUCCESS, ResultRecord
 from celeriac.context import Request, current_request
-from celeriac.errors import HardTimeLimit, Retry, SerializationError, TaskError, TimeLimitExceeded
+from celeriac.errors import (
+    ExceptionInfo,
+    HardTimeLimit,
+    Retry,
+    SerializationError,
+    TaskError,
+    TaskRevokedError,
+    Terminated,
+    TimeLimitExceeded,
+)
+from celeriac.middleware.base import Pipeline, TaskRun
 
 if TYPE_CHECKING:
     from celeriac.result import EagerResult
     from celeriac.task import Task
+
 
 def failure_record(task_id: str, name: str | None, exc: BaseException, retries: int = 0,
                    tb: str | None = None, status: str = FAILURE) -> ResultRecord:
@@ -35,6 +49,12 @@ def failure_record(task_id: str, name: str | None, exc: BaseException, retries: 
                         traceback=tb, name=name, retries=retries, date_done=time.time())
 
 
+def revoked_record(task_id: str, name: str | None, why: str, retries: int = 0) -> ResultRecord:
+    """The REVOKED record of a task that was revoked, terminated or expired (``why``)."""
+    return ResultRecord(task_id=task_id, status=REVOKED, name=name, exc_type="TaskRevokedError",
+                        exc_message=why, retries=retries, date_done=time.time())
+
+
 def _checked_value(value: Any) -> Any:
     """Results are stored as JSON: refuse what JSON cannot carry, with a clear error."""
     try:
@@ -44,47 +64,64 @@ def _checked_value(value: Any) -> Any:
     return value
 
 
-def run_task(task: Task[Any, Any], request: Request,
+def run_task(run: TaskRun, pipeline: Pipeline,
              guard: AbstractContextManager[None] | None = None) -> ResultRecord:
-    """Run ``task`` for ``request`` inside ``guard`` (its time limits) and describe the outcome."""
-    reset = current_request.set(request)
+    """Run ``run.task`` for ``run.request`` inside ``guard`` (its time limits), with the
+    pipeline's hooks around it; ``run.record`` and the return value say how it ended."""
+    reset = current_request.set(run.request)
     try:
-        with guard or nullcontext():
-            value = task(*request.args, **request.kwargs)
-        return ResultRecord(task_id=request.id, status=SUCCESS, result=_checked_value(value),
-                            name=task.name, retries=request.retries, date_done=time.time())
-    except Retry as signal:
-        return _retry_record(task, request, signal)
-    except HardTimeLimit as exc:
-        return failure_record(request.id, task.name, TimeLimitExceeded(str(exc)), request.retries)
-    except Exception as exc:
-        if task.options.autoretry_for and isinstance(exc, task.options.autoretry_for):
-            try:
-                task.retry(exc=exc)
-            except Retry as signal:
-                return _retry_record(task, request, signal)
-            except Exception as final:
-                return failure_record(request.id, task.name, final, request.retries)
-        return failure_record(request.id, task.name, exc, request.retries)
+        pipeline.before_task(run)
+        run.started_at = time.time()
+        started = time.monotonic()
+        run.record = _body(run, pipeline, guard or nullcontext())
+        run.runtime = time.monotonic() - started
+        pipeline.after_task(run)
+        return run.record
     finally:
         current_request.reset(reset)
 
 
-def _retry_record(task: Task[Any, Any], request: Request, signal: Retry) -> ResultRecord:
-    cause = signal.exc or signal
-    return failure_record(request.id, task.name, cause, request.retries, status=RETRY)
+def _body(run: TaskRun, pipeline: Pipeline, guard: AbstractContextManager[None]) -> ResultRecord:
+    task, request = run.task, run.request
+    try:
+        with guard:
+            value = task(*request.args, **request.kwargs)
+        run.retval = _checked_value(value)
+        return ResultRecord(task_id=request.id, status=SUCCESS, result=run.retval,
+                            name=task.name, retries=request.retries, date_done=time.time())
+    except Retry as signal:
+        cause = signal.exc or signal
+        run.einfo = ExceptionInfo(cause)
+        return failure_record(request.id, task.name, cause, request.retries, status=RETRY)
+    except HardTimeLimit as exc:
+        error = TimeLimitExceeded(str(exc))
+        run.einfo = ExceptionInfo(error, traceback="")
+        return failure_record(request.id, task.name, error, request.retries)
+    except Terminated as exc:
+        run.revoked = "terminated"
+        run.einfo = ExceptionInfo(TaskRevokedError(str(exc) or "terminated"), traceback="")
+        return revoked_record(request.id, task.name, "terminated", request.retries)
+    except Exception as exc:
+        run.einfo = ExceptionInfo(exc)
+        replaced = pipeline.task_error(run, exc)
+        if replaced is not None:
+            return replaced
+        return failure_record(request.id, task.name, exc, request.retries,
+                              tb=run.einfo.traceback)
 
 
 def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any],
                 task_id: str) -> EagerResult[Any]:
     """Run a task here, retrying at once when it asks to, and wrap the final record."""
+    from celeriac.middleware import eager_pipeline
     from celeriac.result import EagerResult
 
+    pipeline = eager_pipeline()
     retries = 0
     while True:
         request = Request(id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries,
                           root_id=task_id, is_eager=True)
-        record = run_task(task, request)
+        record = run_task(TaskRun(task, request), pipeline)
         if record.status != RETRY:
             return EagerResult(task_id, task.app, record)
         retries += 1

@@ -1,6 +1,8 @@
 """The status channel from a worker process to its supervisor.
 
-One pipe per process, one JSON object per line. The supervisor learns from it
+One pipe per process, one JSON object per line, each a typed event (a frozen
+dataclass below, encoded and decoded by the same two functions at both ends, so
+a renamed field fails a round-trip test rather than silently). The supervisor learns from it
 which messages a process has *started* (so that when the process dies it can
 give back the unstarted ones uncharged and charge the started ones), and each
 started task's hard deadline (so it can kill a process whose task overran).
@@ -13,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import posix
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 from celeriac.brokers.base import Delivery
 from celeriac.pools.base import Stall
@@ -27,12 +30,94 @@ from celeriac.pools.base import Stall
 #: and the supervisor drains the pipe, so the plain call never waits long.
 _raw_write = posix.write
 
+log = logging.getLogger("celeriac.supervisor")
+
 #: Task names longer than this are cut in status lines (keeps writes atomic).
 NAME_LIMIT = 200
 #: Characters of a blocking stack sent to the supervisor (the innermost calls).
 STACK_LIMIT = 2500
+#: Characters of argsrepr/kwargsrepr sent with a start (keeps writes atomic).
+REPR_LIMIT = 400
 #: Delivery ids per "done" line (keeps lines under PIPE_BUF for any broker's ids).
 DONE_PER_LINE = 40
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The worker process is ready to take messages."""
+
+    kind: ClassVar[str] = "ready"
+    pid: int
+
+
+@dataclass(frozen=True)
+class Started:
+    """A task started: from now on a crash of the process charges its message a delivery."""
+
+    kind: ClassVar[str] = "start"
+    delivery_id: str
+    token: int
+    queue: str
+    delivery_count: int
+    task_id: str
+    name: str
+    #: The hard time limit in seconds (the supervisor enforces it), or None.
+    hard_limit: float | None
+    ignore_result: bool
+    #: Short reprs of the arguments, for ``celeriac inspect active``.
+    argsrepr: str = ""
+    kwargsrepr: str = ""
+
+
+@dataclass(frozen=True)
+class Done:
+    """Tasks that ended since the last report (many per line)."""
+
+    kind: ClassVar[str] = "done"
+    delivery_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """A green pool's event loop was blocked (``ended`` False) or is free again (True)."""
+
+    kind: ClassVar[str] = "stall"
+    delivery_id: str | None
+    task: str | None
+    task_id: str | None
+    seconds: float
+    ended: bool
+    stack: str
+
+
+StatusEvent = Ready | Started | Done | Stalled
+#: kind -> class: the one table both ends use.
+EVENT_TYPES: dict[str, type[StatusEvent]] = {
+    cls.kind: cls for cls in (Ready, Started, Done, Stalled)}
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_TYPES.values()}
+
+
+def encode_event(event: StatusEvent) -> bytes:
+    """One line: ``{"e": kind, field: value, ...}`` with the dataclass's own field names."""
+    data: dict[str, Any] = {"e": event.kind}
+    for name in _FIELDS[type(event)]:
+        data[name] = getattr(event, name)
+    return (json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def decode_event(line: bytes) -> StatusEvent:
+    """Parse one line; raises ValueError for anything that is not a known, complete event."""
+    data = json.loads(line)
+    cls = EVENT_TYPES[data.pop("e")] if isinstance(data, dict) and data.get("e") in EVENT_TYPES \
+        else None
+    if cls is None:
+        raise ValueError(f"not a status event: {line[:200]!r}")
+    if cls is Done:
+        data["delivery_ids"] = tuple(data.get("delivery_ids") or ())
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ValueError(f"malformed {cls.kind} event: {exc}") from None
 
 
 class StatusWriter:
@@ -45,29 +130,28 @@ class StatusWriter:
         #: False once the supervisor is gone (the pipe broke).
         self.connected = True
 
-    def _send(self, event: dict[str, Any]) -> None:
-        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    def send(self, event: StatusEvent) -> None:
+        """Write one event (atomic: lines stay under PIPE_BUF; safe from any thread)."""
         try:
-            _raw_write(self._fd, line)
+            _raw_write(self._fd, encode_event(event))
         except OSError:
             self.connected = False
 
     def ready(self) -> None:
-        self._send({"e": "ready", "pid": os.getpid()})
+        self.send(Ready(os.getpid()))
 
-    def started(self, delivery: Delivery, task_id: str, name: str,
-                hard_limit: float | None, ignore_result: bool) -> None:
-        self._send({"e": "start", "d": delivery.id, "tok": delivery.token, "q": delivery.queue,
-                    "n": delivery.delivery_count, "id": task_id, "task": name[:NAME_LIMIT],
-                    "hard": hard_limit, "ir": ignore_result})
+    def started(self, delivery: Delivery, task_id: str, name: str, hard_limit: float | None,
+                ignore_result: bool, argsrepr: str = "", kwargsrepr: str = "") -> None:
+        self.send(Started(delivery.id, delivery.token, delivery.queue, delivery.delivery_count,
+                          task_id, name[:NAME_LIMIT], hard_limit, ignore_result,
+                          argsrepr[:REPR_LIMIT], kwargsrepr[:REPR_LIMIT]))
 
     def stall(self, stall: Stall) -> None:
         """A green pool's event loop was blocked (safe from any thread: no locks)."""
         job = stall.job
-        self._send({"e": "stall", "d": job.delivery_id if job else None,
-                    "task": job.task[:NAME_LIMIT] if job else None,
-                    "id": job.task_id if job else None, "secs": round(stall.seconds, 3),
-                    "end": stall.ended, "stack": stall.stack[-STACK_LIMIT:]})
+        self.send(Stalled(job.delivery_id if job else None,
+                          job.task[:NAME_LIMIT] if job else None, job.task_id if job else None,
+                          round(stall.seconds, 3), stall.ended, stall.stack[-STACK_LIMIT:]))
 
     def finished(self, delivery: Delivery) -> None:
         """Note that a task ended; sent with the others at the next :meth:`flush`.
@@ -84,7 +168,7 @@ class StatusWriter:
             batch: list[str] = []
             while self._done and len(batch) < DONE_PER_LINE:
                 batch.append(self._done.popleft())
-            self._send({"e": "done", "ds": batch})
+            self.send(Done(tuple(batch)))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -104,6 +188,10 @@ class RunningTask:
     ignore_result: bool
     #: time.monotonic() in the supervisor when the hard limit runs out, or None.
     deadline: float | None
+    #: time.time() when the supervisor learnt that it started.
+    started_at: float = 0.0
+    argsrepr: str = ""
+    kwargsrepr: str = ""
 
     def delivery(self) -> Delivery:
         return Delivery(id=self.delivery_id, queue=self.queue, body=b"",
@@ -118,7 +206,7 @@ class StatusReader:
         os.set_blocking(fd, False)
         self._partial = b""
 
-    def read(self) -> tuple[list[dict[str, Any]], bool]:
+    def read(self) -> tuple[list[StatusEvent], bool]:
         """Events available now, and whether the pipe is still open."""
         chunks: list[bytes] = []
         open_ = True
@@ -136,12 +224,12 @@ class StatusReader:
             chunks.append(chunk)
         data = self._partial + b"".join(chunks)
         *lines, self._partial = data.split(b"\n")
-        events = []
+        events: list[StatusEvent] = []
         for line in lines:
             try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
+                events.append(decode_event(line))
+            except (ValueError, KeyError):
+                log.warning("ignoring a malformed status line: %r", line[:200])
         return events, open_
 
     def close(self) -> None:

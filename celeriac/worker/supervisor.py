@@ -35,16 +35,33 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import WorkerEvent
 from celeriac.errors import BrokerError, CeleriacError, ConfigurationError, TimeLimitExceeded, WorkerLostError
+from celeriac.middleware import ACK, Outcome
+from celeriac.middleware.base import Pipeline
 from celeriac.worker.options import PoolGroup, WorkerOptions
 from celeriac.worker.run import failure_record
+from celeriac.worker.settle import Settler
 from celeriac.worker.spec import ENV_VAR, WorkerSpec
-from celeriac.worker.status import RunningTask, StatusReader
+from celeriac.worker.status import Done, Ready, RunningTask, Stalled, Started, StatusReader
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.pools.base import Pool
 
 log = logging.getLogger("celeriac.supervisor")
+
+
+def node_pipeline(app: Celeriac) -> Pipeline:
+    """The supervisor's hooks: Celery's worker signals."""
+    from celeriac.middleware.signals import SignalsMiddleware
+
+    return Pipeline([SignalsMiddleware()])
+
+
+def node_settle_pipeline(app: Celeriac) -> Pipeline:
+    """What the supervisor's own settling runs: result storage, as a worker process's does."""
+    from celeriac.middleware.results import ResultStore
+
+    return Pipeline([ResultStore(app.backend)])
 
 #: Seconds the supervisor waits between looks when nothing happens.
 TICK = 0.1
@@ -130,6 +147,10 @@ class Supervisor:
         self.announced = False
         #: Task name -> times it blocked a green event loop (shown by ``celeriac status``).
         self.stalls: dict[str, int] = {}
+        #: The node's hooks (signals such as worker_init, worker_ready, heartbeat_sent).
+        self.pipeline = node_pipeline(app)
+        #: Settles what the supervisor fails itself (a hard limit): results, then acks.
+        self.settler = Settler(app.broker, node_settle_pipeline(app))
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
@@ -139,6 +160,7 @@ class Supervisor:
         # A broker call must not hold up the watch over the children for long; what
         # fails here (heartbeats, releases) is logged and made good by leases.
         self.app.broker.retry_for(SUPERVISOR_PATIENCE)
+        self.pipeline.node_starting(self)
         log.info("%s: %s; broker %s", self.node,
                  "; ".join(group.describe() for group in self.groups), self.app.conf.broker_url)
         self._emit("worker-online", hostname=socket.gethostname(), pid=os.getpid(),
@@ -152,6 +174,7 @@ class Supervisor:
         except BrokerError as exc:
             log.warning("could not remove this node's heartbeat: %s", exc)
         self._emit("worker-offline", processed=self.processed, cold=self.cold)
+        self.pipeline.node_stopped(self)
         log.info("%s: stopped", self.node)
         return 0
 
@@ -161,6 +184,7 @@ class Supervisor:
             return
         log.info("warm shutdown: running tasks get %ss to finish (signal again for cold)",
                  self.options.shutdown_timeout)
+        self.pipeline.node_stopping(self, signal.Signals(signum).name, "Warm")
         self.stopping = True
         self.stop_deadline = time.monotonic() + self.options.shutdown_timeout
         for child in self.children.values():
@@ -168,6 +192,8 @@ class Supervisor:
 
     def _on_cold(self, signum: int, frame: FrameType | None) -> None:
         log.warning("cold shutdown: killing worker processes; their messages go back to the queue")
+        if not self.cold:
+            self.pipeline.node_stopping(self, signal.Signals(signum).name, "Cold")
         self.stopping = True
         self.cold = True
 
@@ -190,51 +216,54 @@ class Supervisor:
                     del self.restart_at[index]
                     self._spawn(index)
             self._heartbeat()
+        self.pipeline.node_tick(self)
 
     def _read(self, child: Child) -> None:
         events, _ = child.reader.read()
         for event in events:
-            kind = event.get("e")
-            if kind == "start":
-                hard = event.get("hard")
+            if isinstance(event, Started):
                 grace = HARD_LIMIT_GRACE if child.group.pool_class.enforces_hard_limit else 0.0
-                child.running[str(event["d"])] = RunningTask(
-                    delivery_id=str(event["d"]), token=int(event["tok"]), queue=str(event["q"]),
-                    delivery_count=int(event.get("n", 1)), task_id=str(event["id"]),
-                    name=str(event["task"]), ignore_result=bool(event.get("ir")),
-                    deadline=time.monotonic() + float(hard) + grace if hard else None)
-            elif kind == "done":
-                for delivery_id in event["ds"]:
-                    if child.running.pop(str(delivery_id), None) is not None:
+                hard = event.hard_limit
+                child.running[event.delivery_id] = RunningTask(
+                    delivery_id=event.delivery_id, token=event.token, queue=event.queue,
+                    delivery_count=event.delivery_count, task_id=event.task_id, name=event.name,
+                    ignore_result=event.ignore_result, started_at=time.time(),
+                    argsrepr=event.argsrepr, kwargsrepr=event.kwargsrepr,
+                    deadline=time.monotonic() + hard + grace if hard else None)
+            elif isinstance(event, Done):
+                for delivery_id in event.delivery_ids:
+                    if child.running.pop(delivery_id, None) is not None:
                         child.processed += 1
                         self.processed += 1
-            elif kind == "stall":
+            elif isinstance(event, Stalled):
                 self._on_stall(child, event)
-            elif kind == "ready":
-                child.ready = True
-                self.backoff.pop(child.index, None)
-                log.debug("worker process %d (pid %d) ready", child.index, child.proc.pid)
-                if not self.announced and len(self.children) == len(self.slots) and all(
-                        c.ready for c in self.children.values()):
-                    self.announced = True
-                    log.info("%s: all worker processes ready", self.node)
+            elif isinstance(event, Ready):
+                self._on_ready(child)
 
-    def _on_stall(self, child: Child, event: dict[str, Any]) -> None:
+    def _on_ready(self, child: Child) -> None:
+        child.ready = True
+        self.backoff.pop(child.index, None)
+        log.debug("worker process %d (pid %d) ready", child.index, child.proc.pid)
+        if not self.announced and len(self.children) == len(self.slots) and all(
+                c.ready for c in self.children.values()):
+            self.announced = True
+            log.info("%s: all worker processes ready", self.node)
+            self.pipeline.node_ready(self)
+
+    def _on_stall(self, child: Child, event: Stalled) -> None:
         """A green process reported its event loop blocked (start) or free again (end)."""
-        name = str(event.get("task") or "<no task>")
-        what = f"task {name}[{event.get('id')}]" if event.get("task") else "code outside any task"
-        task = {"task": event.get("task") or None, "id": event.get("id") or None,
-                "pid": child.proc.pid}
-        if event.get("end"):
+        name = event.task or "<no task>"
+        what = f"task {name}[{event.task_id}]" if event.task else "code outside any task"
+        task = {"task": event.task or None, "id": event.task_id or None, "pid": child.proc.pid}
+        if event.ended:
             child.blocker = None
-            seconds = float(event.get("secs") or 0)
             log.warning("%s blocked the event loop of worker process %d for %.3fs", what,
-                        child.proc.pid, seconds)
-            self._emit("task-unblocked", **task, seconds=seconds)
+                        child.proc.pid, event.seconds)
+            self._emit("task-unblocked", **task, seconds=event.seconds)
             return
-        child.blocker = str(event["d"]) if event.get("d") else None
+        child.blocker = event.delivery_id
         self.stalls[name] = self.stalls.get(name, 0) + 1
-        stack = str(event.get("stack") or "").rstrip()
+        stack = event.stack.rstrip()
         log.warning("%s is blocking the event loop of worker process %d (all its other tasks "
                     "wait); blocking call:\n%s", what, child.proc.pid, stack)
         self._emit("task-blocked", **task, stack=stack)
@@ -252,11 +281,11 @@ class Supervisor:
             log.error("task %s[%s] exceeded its hard time limit; killing worker process %d",
                       task.name, task.task_id, child.proc.pid)
             child.running.pop(task.delivery_id, None)
+            error = TimeLimitExceeded(f"task {task.name} exceeded its hard time limit")
+            record = None if task.ignore_result else failure_record(
+                task.task_id, task.name, error, tb="")
             try:
-                if not task.ignore_result:
-                    error = TimeLimitExceeded(f"task {task.name} exceeded its hard time limit")
-                    self.app.backend.store(failure_record(task.task_id, task.name, error, tb=""))
-                self.app.broker.ack([task.delivery()])
+                self.settler.settle([(task.delivery(), Outcome(ACK, ran=True, record=record))])
             except CeleriacError as exc:
                 log.error("could not settle %s[%s] after its hard time limit: %s; it will be "
                           "delivered again", task.name, task.task_id, exc)
@@ -406,3 +435,5 @@ class Supervisor:
             self.app.broker.heartbeat(self.node, info, ttl=interval * 3)
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
+            return
+        self.pipeline.heartbeat(self, info)

@@ -1,0 +1,87 @@
+"""The hook pipeline and the concerns that hang on it, one module each.
+
+:mod:`celeriac.middleware.base` defines :class:`Middleware` (typed, no-op hooks)
+and :class:`Pipeline` (calls them in order, ``after_*`` in reverse, each failure
+isolated). The pipelines a process builds:
+
+* the producer's (``app.middleware``): signals around publishing;
+* an eager run's (``Task.apply``): signals, task class handlers, autoretry;
+* a worker process's (:func:`worker_pipeline`): status reporting, expiry,
+  signals, ``track_started``, task class handlers, autoretry, result storage
+  and recycling, in that order.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+from celeriac.middleware.autoretry import Autoretry
+from celeriac.middleware.base import (
+    ACK,
+    DEAD,
+    RETRY_LATER,
+    SETTLED,
+    Finished,
+    Middleware,
+    Outcome,
+    Pipeline,
+    Rejection,
+    TaskRun,
+)
+from celeriac.middleware.expiry import Expiry
+from celeriac.middleware.handlers import TaskHandlers
+from celeriac.middleware.signals import SignalsMiddleware
+from celeriac.middleware.started import TrackStarted
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.middleware.recycle import Recyclable
+    from celeriac.worker.status import StatusWriter
+
+
+def producer_pipeline() -> Pipeline:
+    """What runs around publishing in any process that sends tasks."""
+    return Pipeline([SignalsMiddleware()])
+
+
+@cache
+def eager_pipeline() -> Pipeline:
+    """What runs around a task run in the calling process (``apply``, eager mode)."""
+    return Pipeline([SignalsMiddleware(), TaskHandlers(), Autoretry()])
+
+
+def worker_pipeline(app: Celeriac, status: StatusWriter, consumer: Recyclable,
+                    max_tasks: int | None, max_memory_kb: int | None) -> Pipeline:
+    """The pipeline of one worker process, in order (``after_*`` hooks run in reverse)."""
+    from celeriac.middleware.recycle import Recycler
+    from celeriac.middleware.results import ResultStore
+    from celeriac.middleware.status import StatusReporter
+
+    return Pipeline([
+        StatusReporter(status),
+        Expiry(),
+        SignalsMiddleware(consumer),
+        TrackStarted(),
+        TaskHandlers(),
+        Autoretry(),
+        ResultStore(app.backend),
+        Recycler(consumer, max_tasks, max_memory_kb),
+    ])
+
+
+__all__ = [
+    "ACK",
+    "DEAD",
+    "RETRY_LATER",
+    "SETTLED",
+    "Finished",
+    "Middleware",
+    "Outcome",
+    "Pipeline",
+    "Rejection",
+    "TaskRun",
+    "eager_pipeline",
+    "producer_pipeline",
+    "worker_pipeline",
+]

@@ -1,0 +1,32 @@
+"""Status reporting: tell the supervisor, over the status pipe, which tasks started
+and ended (see :mod:`celeriac.worker.status`)."""
+
+from __future__ import annotations
+
+from celeriac.middleware.base import Finished, Middleware, TaskRun
+from celeriac.worker.status import StatusWriter
+
+
+class StatusReporter(Middleware):
+    """First in the pipeline: a start is reported before anything else can crash the
+    process, and (``after_*`` running in reverse) an end after everything else."""
+
+    def __init__(self, status: StatusWriter) -> None:
+        self.status = status
+
+    def before_task(self, run: TaskRun) -> None:
+        delivery = run.delivery
+        if delivery is None:
+            return
+        headers = run.message.headers if run.message is not None else {}
+        self.status.started(delivery, run.request.id, run.task.name, run.time_limit,
+                            run.ignore_result, str(headers.get("argsrepr") or ""),
+                            str(headers.get("kwargsrepr") or ""))
+
+    def after_task(self, run: TaskRun) -> None:
+        if run.delivery is not None:
+            self.status.finished(run.delivery)
+
+    def before_settle(self, batch: list[Finished]) -> list[Finished]:
+        self.status.flush()
+        return batch
