@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -122,6 +123,26 @@ class AsyncResult(Generic[R]):
         """Delete the stored result."""
         self.app.backend.forget(self.id)
 
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: str | int | None = None,
+               wait: bool = False, timeout: float | None = None) -> None:
+        """Revoke the task: a worker that gets its message does not run it (REVOKED), and with
+        ``terminate=True`` one running it stops it (see :mod:`celeriac.revoke`).
+
+        ``connection`` is accepted for Celery's signature and unused. ``wait=True``
+        waits up to ``timeout`` seconds for the task's state to be final (REVOKED, or
+        whatever it reached first); Celery waits for worker replies instead, which
+        celeriac's workers do not send (they read revocations from the broker).
+        """
+        from celeriac.revoke import revoke
+
+        revoke(self.app, self.id, terminate=terminate, signal=signal)
+        if wait:
+            self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            self.app.backend.wait(self.id, timeout=timeout)
+
 
 class EagerResult(AsyncResult[R]):
     """The result of a task run locally (``apply()`` or ``task_always_eager``)."""
@@ -219,3 +240,18 @@ class GroupResult(Generic[R]):
         """Delete the stored results of all the tasks."""
         for result in self.results:
             result.forget()
+
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: str | int | None = None,
+               wait: bool = False, timeout: float | None = None) -> None:
+        """Revoke every task of the group in one broker call (see :meth:`AsyncResult.revoke`)."""
+        if not self.results:
+            return
+        from celeriac.revoke import revoke
+
+        revoke(self.results[0].app, [r.id for r in self.results], terminate=terminate,
+               signal=signal)
+        if wait:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for result in self.results:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                result._wait_ready(left)

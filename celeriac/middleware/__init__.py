@@ -7,7 +7,7 @@ isolated). The pipelines a process builds:
 * the producer's (``app.middleware``): signals around publishing;
 * an eager run's (``Task.apply``): signals, task class handlers, autoretry;
 * a worker process's (:func:`worker_pipeline`): status reporting, expiry,
-  signals, ``track_started``, task class handlers, autoretry, result storage
+  revocation, signals, ``track_started``, task class handlers, autoretry, result storage
   and recycling, in that order.
 """
 
@@ -37,6 +37,7 @@ from celeriac.middleware.started import TrackStarted
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.middleware.recycle import Recyclable
+    from celeriac.pools.base import Pool
     from celeriac.worker.status import StatusWriter
 
 
@@ -51,16 +52,18 @@ def eager_pipeline() -> Pipeline:
     return Pipeline([SignalsMiddleware(), TaskHandlers(), Autoretry()])
 
 
-def worker_pipeline(app: Celeriac, status: StatusWriter, consumer: Recyclable,
+def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: Recyclable,
                     max_tasks: int | None, max_memory_kb: int | None) -> Pipeline:
     """The pipeline of one worker process, in order (``after_*`` hooks run in reverse)."""
     from celeriac.middleware.recycle import Recycler
     from celeriac.middleware.results import ResultStore
+    from celeriac.middleware.revoke import Revoker
     from celeriac.middleware.status import StatusReporter
 
     return Pipeline([
         StatusReporter(status),
         Expiry(),
+        Revoker(app.broker, pool, status),
         SignalsMiddleware(consumer),
         TrackStarted(),
         TaskHandlers(),

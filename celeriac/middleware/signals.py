@@ -114,9 +114,10 @@ class SignalsMiddleware(Middleware):
         elif status == RETRY and einfo is not None:
             signals.task_retry.send(sender=task, request=request, reason=einfo.exception,
                                     einfo=einfo)
-        elif status == REVOKED:
+        elif status == REVOKED:  # terminated while running: no task_postrun, as in Celery
             signals.task_revoked.send(sender=task, request=request, terminated=True,
                                       signum=run.signal, expired=False)
+            return
         if signals.task_postrun.receivers:
             retval = run.retval if status == SUCCESS else (einfo.exception if einfo else None)
             signals.task_postrun.send(sender=task, task_id=request.id, task=task,

@@ -70,6 +70,8 @@ class Pool(ABC):
     #: True when :meth:`limits` enforces the hard limit itself (a greenlet can be
     #: killed); otherwise the supervisor enforces it by killing the process.
     enforces_hard_limit: ClassVar[bool] = False
+    #: True when :meth:`interrupt` can stop one running job and leave the others running.
+    can_interrupt: ClassVar[bool] = False
     #: Modules that patching affects which were imported before :meth:`prepare_process`
     #: patched (the worker logs a warning naming them).
     imported_too_early: ClassVar[list[str]] = []
@@ -125,6 +127,20 @@ class Pool(ABC):
         implement, and the supervisor enforces the hard limit.
         """
         return _no_limits()
+
+    def current_job(self) -> Any:
+        """A handle on the job running here, for :meth:`interrupt` (called from inside the
+        job). None when the pool cannot interrupt a job in-process."""
+        return None
+
+    def interrupt(self, handle: Any, exc: type[BaseException]) -> None:
+        """Raise ``exc`` in the job ``handle`` names (``revoke(terminate=True)``).
+
+        Only pools with ``can_interrupt`` implement it; the others (prefork,
+        solo: the task runs on the process's main thread) are stopped by the
+        supervisor replacing the whole process.
+        """
+        raise NotImplementedError(f"the {self.name} pool stops a task by replacing its process")
 
     def stop(self) -> None:  # noqa: B027 - optional hook
         """Release what :meth:`start` took."""

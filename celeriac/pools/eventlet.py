@@ -43,6 +43,7 @@ class EventletPool(Pool):
     name = "eventlet"
     green = True
     enforces_hard_limit = True
+    can_interrupt = True
     imported_too_early: ClassVar[list[str]] = []
 
     @classmethod
@@ -120,6 +121,16 @@ class EventletPool(Pool):
         finally:
             for timer in timers:
                 timer.cancel()
+
+    def current_job(self) -> Any:
+        import eventlet
+
+        return eventlet.getcurrent()
+
+    def interrupt(self, handle: Any, exc: type[BaseException]) -> None:
+        from eventlet import greenthread
+
+        greenthread.kill(handle, exc)
 
     def stop(self) -> None:
         from celeriac.blocking import set_offloader

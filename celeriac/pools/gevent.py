@@ -67,6 +67,7 @@ class GeventPool(Pool):
     name = "gevent"
     green = True
     enforces_hard_limit = True
+    can_interrupt = True
     imported_too_early: ClassVar[list[str]] = []
 
     def __init__(self, concurrency: int, conf: Mapping[str, Any] | None = None) -> None:
@@ -235,6 +236,12 @@ class GeventPool(Pool):
             for timer in timers:
                 timer.close()
             self._jobs.pop(current, None)
+
+    def current_job(self) -> Any:
+        return gevent.getcurrent()
+
+    def interrupt(self, handle: Any, exc: type[BaseException]) -> None:
+        handle.kill(exc, block=False)
 
     def stop(self) -> None:
         from celeriac.blocking import set_offloader

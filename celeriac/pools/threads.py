@@ -62,6 +62,7 @@ class ThreadPool(Pool):
     """Runs up to ``concurrency`` jobs at once on OS threads."""
 
     name = "threads"
+    can_interrupt = True
 
     def __init__(self, concurrency: int, conf: Mapping[str, Any] | None = None) -> None:
         super().__init__(concurrency, conf)
@@ -118,6 +119,15 @@ class ThreadPool(Pool):
             yield
         finally:
             self._watchdog.disarm(ident)
+
+    def current_job(self) -> Any:
+        return threading.get_ident()
+
+    def interrupt(self, handle: Any, exc: type[BaseException]) -> None:
+        """Raised at the thread's next bytecode boundary: a thread inside one long C call
+        (a ``time.sleep``, a read without timeout) sees it only when the call returns,
+        so the revoke middleware escalates to replacing the process after a grace period."""
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(handle), ctypes.py_object(exc))
 
     def stop(self) -> None:
         if self._executor is not None:

@@ -53,7 +53,7 @@ class Consumer:
         self.broker = app.broker
         self.lease = float(app.conf.broker_lease_timeout)
         #: The hooks of this process (built from the spec unless given: tests pass their own).
-        self.pipeline = pipeline or worker_pipeline(app, status, self, spec.max_tasks,
+        self.pipeline = pipeline or worker_pipeline(app, pool, status, self, spec.max_tasks,
                                                     spec.max_memory_kb)
         self.executor = Executor(app, pool, self.pipeline, self._early_ack)
         self.settler = Settler(self.broker, self.pipeline)
