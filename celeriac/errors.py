@@ -15,7 +15,8 @@ Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
     ├── TaskError                   a task raised a non-builtin exception (from get())
     │   ├── TimeLimitExceeded       the hard time limit killed the task
     │   ├── WorkerLostError         the process running the task died for good
-    │   └── TaskRevokedError        the task was revoked (or expired) and not run
+    │   ├── TaskRevokedError        the task was revoked (or expired) and not run
+    │   └── MaxRetriesExceededError self.retry() with no exc when no retry was left
     ├── TimeoutError                get() waited longer than its timeout
     └── Retry                       raised by Task.retry() to ask for a new attempt
 
@@ -112,6 +113,14 @@ class TaskRevokedError(TaskError):
         super().__init__("TaskRevokedError", message, traceback)
 
 
+class MaxRetriesExceededError(TaskError):
+    """``self.retry()`` was called without ``exc`` after the task's retries were used up
+    (with ``exc``, that exception is raised instead, as in Celery)."""
+
+    def __init__(self, message: str = "", traceback: str | None = None) -> None:
+        super().__init__("MaxRetriesExceededError", message, traceback)
+
+
 class TimeoutError(CeleriacError):
     """``AsyncResult.get()`` waited longer than its timeout."""
 
@@ -184,4 +193,5 @@ REMOTE_SAFE_ERRORS: dict[str, type[BaseException]] = {
     "WorkerLostError": WorkerLostError,
     "NotRegistered": NotRegistered,
     "TaskRevokedError": TaskRevokedError,
+    "MaxRetriesExceededError": MaxRetriesExceededError,
 }

@@ -143,7 +143,12 @@ SETTINGS: dict[str, Setting] = {
         Setting("task_default_retry_delay", 180.0, "Seconds before a retry when none is given.",
                 _non_negative_float),
         Setting("task_always_eager", False, "Run tasks locally and at once in apply_async "
-                "(for tests).", _bool),
+                "(for tests); arguments still go through the serializer, as to a worker.", _bool),
+        Setting("task_eager_propagates", False, "An eagerly run task (apply(), or under "
+                "task_always_eager) that fails re-raises its exception from apply()/delay() "
+                "instead of returning a FAILURE result; Task.apply(throw=...) overrides it.", _bool),
+        Setting("task_store_eager_result", False, "Store the results of eagerly run tasks in the "
+                "result backend, as a worker would (unless the task ignores results).", _bool),
         Setting("worker_pool", "prefork", "Execution pool: solo, threads, prefork, gevent, "
                 "eventlet.", _str,
                 "CELERIAC_WORKER_POOL"),

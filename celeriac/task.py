@@ -18,7 +18,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar
 
 from celeriac.context import Request, current_request
-from celeriac.errors import ConfigurationError, ExceptionInfo, Retry, UnknownSettingError
+from celeriac.errors import (
+    ConfigurationError,
+    ExceptionInfo,
+    MaxRetriesExceededError,
+    Retry,
+    UnknownSettingError,
+)
 from celeriac.loader import importable_name
 from celeriac.settings import suggest
 
@@ -262,8 +268,30 @@ class Task(Generic[P, R]):
         :class:`SendOptions`). An unknown option raises :class:`UnknownSettingError`."""
         check_send_options(options)
         if self.app.conf["task_always_eager"]:
-            return self.apply(args, kwargs, task_id=options.get("task_id"))
+            sent_args, sent_kwargs = self._as_sent(args, kwargs, options.get("serializer"))
+            return self.apply(sent_args, sent_kwargs, **options)
         return self.app.send_task(self.name, args, kwargs, **self.resolve_options(options))
+
+    def _as_sent(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
+                 serializer: str | None) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments as a worker would receive them: through the serializer and back.
+
+        ``task_always_eager`` runs the task here, but the test should still fail where
+        production would: an argument the serializer refuses raises
+        :class:`SerializationError` (as Celery's eager mode does), and the task sees a
+        tuple as the list JSON makes of it.
+        """
+        from celeriac.message import CONTENT_TYPES, build, decode
+
+        serializer = serializer or self.options.serializer or self.app.conf.task_serializer
+        if serializer not in self.app.conf.accept_content:
+            raise ConfigurationError(
+                f"serializer {serializer!r} is not in accept_content {self.app.conf.accept_content}; "
+                "workers would refuse the message")
+        envelope = build(self.name, "eager", list(args or ()), dict(kwargs or {}), queue="",
+                         serializer=serializer)
+        message = decode(envelope.dumps(), {CONTENT_TYPES[serializer]})
+        return message.args, message.kwargs
 
     def resolve_options(self, options: SendOptions) -> SendOptions:
         """The options a message of this task goes out with: each option given for the
@@ -313,18 +341,40 @@ class Task(Generic[P, R]):
         """
         check_send_options(options, "apply_many", shared=True)
         if self.app.conf["task_always_eager"]:
-            return [self.apply(item) for item in _checked_items(args)]
+            # As when sending: every call is encoded before the first one runs.
+            serializer = options.get("serializer")
+            eager = [self._as_sent(item, None, serializer) for item in _checked_items(args)]
+            return [self.apply(call_args, call_kwargs, **options) for call_args, call_kwargs in eager]
         from celeriac.canvas import Signature
 
         calls = (Signature(self, item, None, options) for item in _checked_items(args))
         return self.app.send_many(calls, chunk_size=chunk_size)
 
     def apply(self, args: tuple[Any, ...] | list[Any] | None = None,
-              kwargs: dict[str, Any] | None = None, *, task_id: str | None = None) -> EagerResult[R]:
-        """Run the task here and now, as a worker would, and return its result."""
+              kwargs: dict[str, Any] | None = None, *, throw: bool | None = None,
+              **options: Unpack[SendOptions]) -> EagerResult[R]:
+        """Run the task here and now, as a worker would, and return its result.
+
+        A retry runs again at once (``options["retries"]`` is the count to start
+        from), until the task returns or fails. ``throw`` (default: the
+        ``task_eager_propagates`` setting) re-raises the exception of a task that
+        failed, the original object with its traceback, instead of returning a
+        FAILURE result. With ``task_store_eager_result`` every outcome is also
+        stored in the result backend, unless the task or call ignores results. The
+        other send options (queue, countdown, limits...) describe a message and
+        change nothing here, as in Celery.
+        """
         from celeriac.worker.run import run_eagerly
 
-        return run_eagerly(self, list(args or ()), dict(kwargs or {}), task_id or str(uuid.uuid4()))
+        check_send_options(options, "apply")
+        conf = self.app.conf
+        ignore = options.get("ignore_result")
+        return run_eagerly(
+            self, list(args or ()), dict(kwargs or {}), options.get("task_id") or str(uuid.uuid4()),
+            retries=options.get("retries", 0),
+            throw=conf.task_eager_propagates if throw is None else throw,
+            store=conf.task_store_eager_result and not (
+                self.ignore_result if ignore is None else ignore))
 
     def retry(
         self,
@@ -340,8 +390,8 @@ class Task(Generic[P, R]):
         """Send this task again and stop the current run.
 
         Call it inside a running task (``raise self.retry(exc=exc)`` reads well).
-        When the retries are used up, ``exc`` (or a :class:`Retry`) is raised
-        instead and the task fails.
+        When the retries are used up, ``exc`` (or :class:`MaxRetriesExceededError`)
+        is raised instead and the task fails.
         """
         request = current_request.get()
         if request is None or not request.id:
@@ -350,7 +400,10 @@ class Task(Generic[P, R]):
         if limit is not None and request.retries >= limit:
             if exc is not None:
                 raise exc
-            raise Retry(f"max retries ({limit}) exceeded for {self.name}[{request.id}]")
+            # Not a Retry: the run must fail (a Retry would be recorded as RETRY with no
+            # new message behind it, and an eager run would retry it forever).
+            raise MaxRetriesExceededError(
+                f"max retries ({limit}) exceeded for {self.name}[{request.id}]")
         when = self._retry_delay(request.retries, countdown, eta)
         if not request.is_eager:
             options = request.execution_options()

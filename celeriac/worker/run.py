@@ -110,18 +110,30 @@ def _body(run: TaskRun, pipeline: Pipeline, guard: AbstractContextManager[None])
                               tb=run.einfo.traceback)
 
 
-def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any],
-                task_id: str) -> EagerResult[Any]:
-    """Run a task here, retrying at once when it asks to, and wrap the final record."""
+def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], task_id: str, *,
+                retries: int = 0, throw: bool = False, store: bool = False) -> EagerResult[Any]:
+    """Run a task here, retrying at once when it asks to, and wrap the final record.
+
+    ``throw``: a task that failed re-raises its own exception (the object the body
+    raised, traceback and all) once its hooks ran -- ``task_eager_propagates``.
+    A retry is not a failure: it runs again here until the task returns or fails.
+    ``store``: every record (retries too) goes to the result backend as a worker
+    would store it -- ``task_store_eager_result``.
+    """
     from celeriac.middleware import eager_pipeline
     from celeriac.result import EagerResult
 
     pipeline = eager_pipeline()
-    retries = 0
     while True:
         request = Request(id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries,
                           root_id=task_id, is_eager=True)
-        record = run_task(TaskRun(task, request), pipeline)
+        run = TaskRun(task, request)
+        record = run_task(run, pipeline)
+        if store:
+            task.app.backend.store(record)
         if record.status != RETRY:
-            return EagerResult(task_id, task.app, record)
+            break
         retries += 1
+    if throw and record.status == FAILURE and run.einfo is not None:
+        raise run.einfo.exception
+    return EagerResult(task_id, task.app, record)
