@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from celeriac.canvas import Signature
+    from celeriac.control import Control
     from celeriac.middleware.base import Pipeline
     from celeriac.task import MessageOptions, SendOptions
 
@@ -138,6 +139,14 @@ class Celeriac:
 
             self._middleware = producer_pipeline()
         return self._middleware
+
+    @property
+    def control(self) -> Control:
+        """Remote control of the worker nodes, as in Celery: ``app.control.inspect().active()``,
+        ``app.control.revoke(task_id)``, ``app.control.broadcast(...)`` (:mod:`celeriac.control`)."""
+        from celeriac.control import Control
+
+        return Control(self)
 
     def configured(self) -> None:
         """Send ``on_after_configure`` if it was not sent yet (the app is being used)."""

@@ -1,4 +1,5 @@
-"""``celeriac``: worker, call, result, status, events, purge and dead.
+"""``celeriac``: worker, call, result, status, events, inspect and control
+(:mod:`celeriac.cli.control`), purge and dead.
 
 Every command takes the app with ``-A``. Errors celeriac raises on purpose are
 printed as one line and exit with status 1; click reports a wrong flag itself
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from celeriac import __version__
+from celeriac.cli.control import control_commands
 from celeriac.errors import CeleriacError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -283,6 +285,10 @@ def events(app: Celeriac, after: int, limit: int, follow: bool) -> None:
             time.sleep(FOLLOW_INTERVAL)
         if stop:
             return
+
+
+for _command in control_commands(_app_command):
+    cli.add_command(_command)
 
 
 @cli.command()

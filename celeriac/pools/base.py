@@ -26,6 +26,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from celeriac.errors import ConfigurationError
+
 
 class EventLike(Protocol):
     """The part of ``threading.Event`` the consumer needs."""
@@ -72,6 +74,9 @@ class Pool(ABC):
     enforces_hard_limit: ClassVar[bool] = False
     #: True when :meth:`interrupt` can stop one running job and leave the others running.
     can_interrupt: ClassVar[bool] = False
+    #: True when :meth:`resize` changes how many jobs run at once in one process (threads,
+    #: green pools); a pool of one task per process (solo, prefork) grows by processes.
+    resizable: ClassVar[bool] = False
     #: Modules that patching affects which were imported before :meth:`prepare_process`
     #: patched (the worker logs a warning naming them).
     imported_too_early: ClassVar[list[str]] = []
@@ -141,6 +146,15 @@ class Pool(ABC):
         supervisor replacing the whole process.
         """
         raise NotImplementedError(f"the {self.name} pool stops a task by replacing its process")
+
+    def resize(self, concurrency: int) -> None:
+        """Run up to ``concurrency`` jobs at once from now on (``celeriac control pool_grow``).
+
+        Running jobs are never stopped: after a shrink, no job starts until enough
+        have ended. Only pools with ``resizable`` implement it.
+        """
+        raise ConfigurationError(f"the {self.name} pool runs one task per process: the "
+                                 "supervisor resizes it by starting or stopping processes")
 
     def stop(self) -> None:  # noqa: B027 - optional hook
         """Release what :meth:`start` took."""

@@ -44,6 +44,7 @@ class EventletPool(Pool):
     green = True
     enforces_hard_limit = True
     can_interrupt = True
+    resizable = True
     imported_too_early: ClassVar[list[str]] = []
 
     @classmethod
@@ -85,6 +86,10 @@ class EventletPool(Pool):
     def running(self) -> int:
         running: int = self._pool.running()
         return running
+
+    def resize(self, concurrency: int) -> None:
+        self._pool.resize(concurrency)
+        self.concurrency = concurrency
 
     def event(self) -> EventLike:
         # threading is patched by now: this Event waits cooperatively and can be set

@@ -68,6 +68,7 @@ class GeventPool(Pool):
     green = True
     enforces_hard_limit = True
     can_interrupt = True
+    resizable = True
     imported_too_early: ClassVar[list[str]] = []
 
     def __init__(self, concurrency: int, conf: Mapping[str, Any] | None = None) -> None:
@@ -97,7 +98,9 @@ class GeventPool(Pool):
 
         from celeriac.blocking import set_offloader
 
-        self._group = gevent.pool.Pool(self.concurrency)
+        # A group without a size of its own: free_slots() bounds it, so resize() is
+        # just a number (a gevent Pool's semaphore cannot be resized).
+        self._group = gevent.pool.Group()
         hub = gevent.get_hub()
         hub.threadpool.maxsize = OFFLOAD_THREADS
 
@@ -197,8 +200,10 @@ class GeventPool(Pool):
         self._group.spawn(job)
 
     def free_slots(self) -> int:
-        free: int = self._group.free_count()
-        return free
+        return max(0, self.concurrency - len(self._group))
+
+    def resize(self, concurrency: int) -> None:
+        self.concurrency = concurrency
 
     def running(self) -> int:
         return len(self._group)

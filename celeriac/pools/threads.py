@@ -63,6 +63,7 @@ class ThreadPool(Pool):
 
     name = "threads"
     can_interrupt = True
+    resizable = True
 
     def __init__(self, concurrency: int, conf: Mapping[str, Any] | None = None) -> None:
         super().__init__(concurrency, conf)
@@ -92,7 +93,17 @@ class ThreadPool(Pool):
                 self._idle.notify_all()
 
     def free_slots(self) -> int:
-        return self.concurrency - self._active
+        return max(0, self.concurrency - self._active)
+
+    def resize(self, concurrency: int) -> None:
+        """A new executor of ``concurrency`` threads takes the jobs from now on; the old
+        one is shut down without waiting, so its running jobs finish on their threads,
+        which then exit (``free_slots`` counts them until they do)."""
+        old, self._executor = self._executor, ThreadPoolExecutor(
+            concurrency, thread_name_prefix="celeriac-task")
+        self.concurrency = concurrency
+        if old is not None:
+            old.shutdown(wait=False)
 
     def running(self) -> int:
         return self._active

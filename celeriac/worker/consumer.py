@@ -69,6 +69,10 @@ class Consumer:
         self.tasks_run = 0
         #: Jobs handed to the pool and not settled yet (they count towards max_tasks).
         self.unsettled = 0
+        #: The queues consumed and the most messages held at once; remote control
+        #: (``add_consumer``, ``pool_grow``) changes them while the process runs.
+        self.queues = list(spec.queues)
+        self.prefetch = spec.prefetch
 
     def stop(self, reason: str = "shutdown") -> None:
         """Ask the loop to shut down warm (safe from a signal handler)."""
@@ -96,7 +100,7 @@ class Consumer:
                 self._renew()
                 next_renew = time.monotonic() + renew_every
             self._dispatch()
-            room = 0 if self._at_task_limit() else self.spec.prefetch - len(self.held)
+            room = 0 if self._at_task_limit() else self.prefetch - len(self.held)
             # While jobs run, a finishing one must be settled (its result stored) at
             # once, so the loop waits on the wake-up event rather than in the broker.
             # It cannot block in the broker then, so it looks again after a short wait
@@ -115,7 +119,10 @@ class Consumer:
         self._shutdown()
 
     def _fetch(self, room: int, timeout: float) -> bool:
-        deliveries = self.broker.fetch(self.spec.queues, room, consumer=self.spec.consumer_id,
+        if not self.queues:  # every queue was cancelled: wait for add_consumer
+            self.wake.wait(timeout)
+            return False
+        deliveries = self.broker.fetch(self.queues, room, consumer=self.spec.consumer_id,
                                        lease=self.lease, timeout=timeout)
         for delivery in deliveries:
             self.held[delivery.id] = delivery
@@ -128,6 +135,28 @@ class Consumer:
             delivery = self.waiting.popleft()
             self.unsettled += 1
             self.pool.submit(partial(self._job, delivery))
+
+    # -- remote control (called from the loop, through the pipeline's tick) ---------------
+    def set_queues(self, queues: list[str]) -> list[str]:
+        """Consume ``queues`` from now on. Messages waiting here from a queue no longer
+        consumed go back to the broker at once, uncharged; returns their ids."""
+        self.queues = list(queues)
+        dropped = [d for d in self.waiting if d.queue not in self.queues]
+        if dropped:
+            self.broker.requeue(dropped, uncharge=True)
+            for delivery in dropped:
+                self.waiting.remove(delivery)
+                self.held.pop(delivery.id, None)
+        self.wake.set()
+        return [d.id for d in dropped]
+
+    def set_concurrency(self, concurrency: int, prefetch: int) -> None:
+        """Run up to ``concurrency`` tasks at once and hold up to ``prefetch`` messages.
+        Held messages past a smaller prefetch stay and run: they are not taken back."""
+        if concurrency != self.pool.concurrency:
+            self.pool.resize(concurrency)
+        self.prefetch = prefetch
+        self.wake.set()
 
     def _at_task_limit(self) -> bool:
         """True when the tasks run plus those under way reach max_tasks: start no more.

@@ -54,6 +54,12 @@ def main() -> int:
     status = StatusWriter(spec.status_fd)
     pool.on_stall = status.stall
     consumer = Consumer(app, pool, spec, status)
+    if spec.command_fd >= 0:  # remote control: what the supervisor asks of this process
+        from celeriac.middleware.commands import CommandListener
+        from celeriac.worker.commands import CommandReader
+
+        consumer.pipeline.add(CommandListener(consumer, CommandReader(spec.command_fd),
+                                              spec.time_limits))
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         consumer.stop("warm shutdown requested")

@@ -2,7 +2,8 @@
 
 The supervisor starts each worker process as a fresh interpreter and hands it a
 :class:`WorkerSpec` as JSON in the ``CELERIAC_WORKER_SPEC`` environment
-variable: nothing is inherited through ``fork()`` but this value and one pipe.
+variable: nothing is inherited through ``fork()`` but this value and two pipes
+(status to the supervisor, commands from it).
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class WorkerSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     #: Directory the app is imported from.
     workdir: str = "."
+    #: Read end of the command pipe from the supervisor (-1: none, e.g. in tests).
+    command_fd: int = -1
+    #: Task name -> [soft, hard] limits set by ``celeriac control time_limit`` before this
+    #: process started; they apply over the task's own and its messages' limits.
+    time_limits: dict[str, list[float | None]] = field(default_factory=dict)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

@@ -40,6 +40,9 @@ STACK_LIMIT = 2500
 REPR_LIMIT = 400
 #: Delivery ids per "done" line (keeps lines under PIPE_BUF for any broker's ids).
 DONE_PER_LINE = 40
+#: Bytes of one "reserved" line at most (below PIPE_BUF, with room for the envelope).
+RESERVED_LINE_LIMIT = 3500
+
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,22 @@ class Stalled:
     stack: str
 
 
-StatusEvent = Ready | Started | Done | Stalled
+@dataclass(frozen=True)
+class Reserved:
+    """Part of an answer to the supervisor's ``ReportReserved`` (``celeriac inspect reserved``):
+    messages the process holds but has not started, as Celery's task info dicts. Many
+    messages take many lines; the last part has ``last`` True."""
+
+    kind: ClassVar[str] = "reserved"
+    request: int
+    tasks: tuple[dict[str, Any], ...]
+    last: bool
+
+
+StatusEvent = Ready | Started | Done | Stalled | Reserved
 #: kind -> class: the one table both ends use.
 EVENT_TYPES: dict[str, type[StatusEvent]] = {
-    cls.kind: cls for cls in (Ready, Started, Done, Stalled)}
+    cls.kind: cls for cls in (Ready, Started, Done, Stalled, Reserved)}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_TYPES.values()}
 
 
@@ -114,6 +129,8 @@ def decode_event(line: bytes) -> StatusEvent:
         raise ValueError(f"not a status event: {line[:200]!r}")
     if cls is Done:
         data["delivery_ids"] = tuple(data.get("delivery_ids") or ())
+    elif cls is Reserved:
+        data["tasks"] = tuple(data.get("tasks") or ())
     try:
         return cls(**data)
     except TypeError as exc:
@@ -169,6 +186,20 @@ class StatusWriter:
             while self._done and len(batch) < DONE_PER_LINE:
                 batch.append(self._done.popleft())
             self.send(Done(tuple(batch)))
+
+    def reserved(self, request: int, tasks: list[dict[str, Any]]) -> None:
+        """Answer ``ReportReserved``: ``tasks`` over as many lines as they need, each under
+        PIPE_BUF (a task's reprs must already be cut to ``REPR_LIMIT``)."""
+        part: list[dict[str, Any]] = []
+        size = 0
+        for task in tasks:
+            length = len(json.dumps(task, ensure_ascii=False)) + 1
+            if part and size + length > RESERVED_LINE_LIMIT:
+                self.send(Reserved(request, tuple(part), last=False))
+                part, size = [], 0
+            part.append(task)
+            size += length
+        self.send(Reserved(request, tuple(part), last=True))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import selectors
 import signal
 import socket
@@ -29,7 +30,8 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +39,20 @@ from celeriac.brokers.base import WorkerEvent
 from celeriac.errors import BrokerError, CeleriacError, ConfigurationError, TimeLimitExceeded, WorkerLostError
 from celeriac.middleware import ACK, Outcome
 from celeriac.middleware.base import Pipeline
+from celeriac.worker.commands import Command, CommandWriter, SetConcurrency, SetQueues, SetTimeLimit, Stop
 from celeriac.worker.options import PoolGroup, WorkerOptions
 from celeriac.worker.run import failure_record
 from celeriac.worker.settle import Settler
 from celeriac.worker.spec import ENV_VAR, WorkerSpec
-from celeriac.worker.status import Done, Ready, RunningTask, Stalled, Started, StatusReader
+from celeriac.worker.status import (
+    Done,
+    Ready,
+    Reserved,
+    RunningTask,
+    Stalled,
+    Started,
+    StatusReader,
+)
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -52,9 +63,10 @@ log = logging.getLogger("celeriac.supervisor")
 
 def node_pipeline(app: Celeriac) -> Pipeline:
     """The supervisor's hooks: Celery's worker signals."""
+    from celeriac.middleware.remote import RemoteControl
     from celeriac.middleware.signals import SignalsMiddleware
 
-    return Pipeline([SignalsMiddleware()])
+    return Pipeline([SignalsMiddleware(), RemoteControl()])
 
 
 def node_settle_pipeline(app: Celeriac) -> Pipeline:
@@ -62,6 +74,15 @@ def node_settle_pipeline(app: Celeriac) -> Pipeline:
     from celeriac.middleware.results import ResultStore
 
     return Pipeline([ResultStore(app.backend)])
+
+def node_name(template: str) -> str:
+    """``-n`` as Celery reads it: ``%h`` the host name, ``%n`` its first label, ``%d`` the
+    rest (the domain), ``%%`` a percent sign: ``-n w1@%h`` is ``w1@web3.example.com``."""
+    host = socket.gethostname()
+    name, _, domain = host.partition(".")
+    values = {"h": host, "n": name, "d": domain, "%": "%"}
+    return re.sub(r"%([hnd%])", lambda match: values[match.group(1)], template)
+
 
 #: Seconds the supervisor waits between looks when nothing happens.
 TICK = 0.1
@@ -109,6 +130,11 @@ class Child:
     blocker: str | None = None
     #: Delivery ids charged a delivery although the kill was on purpose.
     charged: list[str] = field(default_factory=list)
+    #: The supervisor's end of its command pipe (remote control).
+    commands: CommandWriter | None = None
+    #: Answers to ``ReportReserved`` not yet collected (by the remote-control middleware).
+    answers: list[Reserved] = field(default_factory=list)
+
 
 
 class Supervisor:
@@ -126,14 +152,22 @@ class Supervisor:
         self.app = app
         self.options = options
         #: Process index -> its group; a node runs each group's processes side by side.
-        self.slots: list[_Group] = []
+        #: ``pool_grow``/``pool_shrink`` add and remove indexes (never reused).
+        self.slots: dict[int, _Group] = {}
         for spec in options.groups:
             pool_class = get_pool(spec.pool)
             processes, per_process = pool_class.layout(spec.concurrency, spec.processes)
             group = _Group(spec, pool_class, processes, per_process)
-            self.slots.extend([group] * processes)
-        self.groups = list(dict.fromkeys(self.slots))
-        self.node = options.node or f"celeriac.{os.getpid()}@{socket.gethostname()}"
+            for _ in range(processes):
+                self.slots[len(self.slots)] = group
+        self.groups = list(dict.fromkeys(self.slots.values()))
+        self._next_index = len(self.slots)
+        #: Task name -> (soft, hard) set by ``celeriac control time_limit``.
+        self.time_limits: dict[str, tuple[float | None, float | None]] = {}
+        #: Task name -> tasks started since the node started (``inspect stats``' total).
+        self.totals: Counter[str] = Counter()
+        self.node = node_name(options.node) if options.node else (
+            f"celeriac.{os.getpid()}@{socket.gethostname()}")
         self.children: dict[int, Child] = {}
         self.selector = selectors.DefaultSelector()
         self.stopping = False
@@ -165,7 +199,7 @@ class Supervisor:
                  "; ".join(group.describe() for group in self.groups), self.app.conf.broker_url)
         self._emit("worker-online", hostname=socket.gethostname(), pid=os.getpid(),
                    pools=[g.spec.pool for g in self.groups])
-        for index in range(len(self.slots)):
+        for index in list(self.slots):
             self._spawn(index)
         while self.children or not self.stopping:
             self._tick()
@@ -182,9 +216,15 @@ class Supervisor:
         if self.stopping:
             self._on_cold(signum, frame)
             return
-        log.info("warm shutdown: running tasks get %ss to finish (signal again for cold)",
-                 self.options.shutdown_timeout)
-        self.pipeline.node_stopping(self, signal.Signals(signum).name, "Warm")
+        self.shutdown(signal.Signals(signum).name, "signal again for cold")
+
+    def shutdown(self, signal_name: str = "SIGTERM", hint: str = "") -> None:
+        """Begin a warm shutdown: on SIGTERM/SIGINT, or ``celeriac control shutdown``."""
+        if self.stopping:
+            return
+        log.info("warm shutdown: running tasks get %ss to finish%s",
+                 self.options.shutdown_timeout, f" ({hint})" if hint else "")
+        self.pipeline.node_stopping(self, signal_name, "Warm")
         self.stopping = True
         self.stop_deadline = time.monotonic() + self.options.shutdown_timeout
         for child in self.children.values():
@@ -214,7 +254,8 @@ class Supervisor:
             for index, when in list(self.restart_at.items()):
                 if now >= when:
                     del self.restart_at[index]
-                    self._spawn(index)
+                    if index in self.slots:
+                        self._spawn(index)
             self._heartbeat()
         self.pipeline.node_tick(self)
 
@@ -230,6 +271,7 @@ class Supervisor:
                     ignore_result=event.ignore_result, started_at=time.time(),
                     argsrepr=event.argsrepr, kwargsrepr=event.kwargsrepr,
                     deadline=time.monotonic() + hard + grace if hard else None)
+                self.totals[event.name] += 1
             elif isinstance(event, Done):
                 for delivery_id in event.delivery_ids:
                     if child.running.pop(delivery_id, None) is not None:
@@ -239,6 +281,8 @@ class Supervisor:
                 self._on_stall(child, event)
             elif isinstance(event, Ready):
                 self._on_ready(child)
+            elif isinstance(event, Reserved):
+                child.answers.append(event)
 
     def _on_ready(self, child: Child) -> None:
         child.ready = True
@@ -308,28 +352,38 @@ class Supervisor:
         self._kill(child, "killed: event loop blocked past a hard time limit")
 
     # -- processes ------------------------------------------------------------------------
+    def prefetch(self, group: _Group) -> int:
+        """Most messages one process of ``group`` holds at once.
+
+        With several processes, one that reserved more than it can start would sit on
+        messages its idle siblings could run now (a burst of 4 tasks on prefork -c 4
+        would run one after another in one process): only a lone process prefetches.
+        """
+        per_slot = self.options.prefetch_multiplier if group.processes == 1 else 1
+        return group.per_process * per_slot
+
     def _spawn(self, index: int) -> None:
         read_fd, write_fd = os.pipe()
-        # With several processes, one that reserved more than it can start would sit on
-        # messages its idle siblings could run now (a burst of 4 tasks on prefork -c 4
-        # would run one after another in one process): only a lone process prefetches.
+        command_read, command_write = os.pipe()
         group = self.slots[index]
-        per_slot = self.options.prefetch_multiplier if group.processes == 1 else 1
         spec = WorkerSpec(
             app=self.options.app, pool=group.spec.pool, concurrency=group.per_process,
-            queues=group.spec.queues, prefetch=group.per_process * per_slot,
+            queues=group.spec.queues, prefetch=self.prefetch(group),
             consumer_id=f"{self.node}/{index}/{uuid.uuid4().hex[:12]}", node=self.node,
             index=index, status_fd=write_fd, parent_pid=os.getpid(),
             max_tasks=self.options.max_tasks_per_child,
             max_memory_kb=self.options.max_memory_per_child,
             shutdown_timeout=self.options.shutdown_timeout, loglevel=self.options.loglevel,
-            settings=self.options.settings, workdir=os.getcwd())
+            settings=self.options.settings, workdir=os.getcwd(), command_fd=command_read,
+            time_limits={name: list(limits) for name, limits in self.time_limits.items()})
         env = dict(os.environ, **{ENV_VAR: spec.to_env()})
         proc = subprocess.Popen([sys.executable, "-m", "celeriac.worker.process"],
-                                env=env, pass_fds=(write_fd,), close_fds=True)
+                                env=env, pass_fds=(write_fd, command_read), close_fds=True)
         os.close(write_fd)
+        os.close(command_read)
         child = Child(index=index, group=group, consumer_id=spec.consumer_id, proc=proc,
-                      reader=StatusReader(read_fd), started_at=time.monotonic())
+                      reader=StatusReader(read_fd), started_at=time.monotonic(),
+                      commands=CommandWriter(command_write))
         self.children[index] = child
         self.selector.register(read_fd, selectors.EVENT_READ, child)
         log.debug("started worker process %d (pid %d)", index, proc.pid)
@@ -350,6 +404,8 @@ class Supervisor:
         del self.children[child.index]
         self.selector.unregister(child.reader.fd)
         child.reader.close()
+        if child.commands is not None:
+            child.commands.close()
         code = child.proc.returncode
         # A kill we did on purpose charges nobody but a task that blocked the event
         # loop; a crash charges what was running.
@@ -372,7 +428,7 @@ class Supervisor:
             log.error("worker process %d (pid %d) %s%s; %d message(s) released", child.index,
                       child.proc.pid, what, f" while running {running}" if running else "",
                       released)
-        if not self.stopping:
+        if not self.stopping and child.index in self.slots:
             self._schedule_restart(child)
 
     def _fail_spent(self, child: Child, charged: tuple[str, ...]) -> None:
@@ -400,6 +456,60 @@ class Supervisor:
                 log.warning("worker process %d failed to start; retrying in %.1fs",
                             child.index, delay)
         self.restart_at[child.index] = time.monotonic() + delay
+
+    # -- remote control: celeriac.middleware.remote decides, these carry it out -----------
+    def send(self, child: Child, command: Command) -> None:
+        """Send ``command`` down ``child``'s command pipe (never blocks)."""
+        if child.commands is not None:
+            child.commands.send(command)
+
+    def set_time_limit(self, task: str, soft: float | None, hard: float | None) -> None:
+        """Run ``task`` under these limits in every process, now and in those started later."""
+        self.time_limits[task] = (soft, hard)
+        for child in self.children.values():
+            self.send(child, SetTimeLimit(task, soft, hard))
+
+    def change_group(self, group: _Group, *, queues: list[str] | None = None,
+                     per_process: int | None = None, processes: int | None = None) -> _Group:
+        """Put a copy of ``group`` with other queues or sizes in its place; return it.
+
+        Its running processes are told at once; processes are started, or stopped
+        warm (the newest first), to make ``processes``; and every process started
+        from now on gets the new values, so a replaced process loses nothing.
+        """
+        spec = group.spec if queues is None else replace(group.spec, queues=list(queues))
+        new = _Group(spec, group.pool_class, group.processes if processes is None else processes,
+                     group.per_process if per_process is None else per_process)
+        self.groups = [new if g is group else g for g in self.groups]
+        indexes = sorted(i for i, g in self.slots.items() if g is group)
+        for index in indexes:
+            self.slots[index] = new
+        resized = (new.per_process, self.prefetch(new)) != (group.per_process,
+                                                          self.prefetch(group))
+        for child in self.children.values():
+            if child.group is group:
+                child.group = new
+                if queues is not None:
+                    self.send(child, SetQueues(tuple(spec.queues)))
+                if resized:
+                    self.send(child, SetConcurrency(new.per_process, self.prefetch(new)))
+        for index in indexes[new.processes:]:
+            self._retire(index)
+        for _ in range(new.processes - len(indexes)):
+            index, self._next_index = self._next_index, self._next_index + 1
+            self.slots[index] = new
+            if not self.stopping:
+                self._spawn(index)
+        return new
+
+    def _retire(self, index: int) -> None:
+        """Stop the process at ``index`` warm for good (the pool shrank): it is not replaced."""
+        del self.slots[index]
+        self.restart_at.pop(index, None)
+        self.backoff.pop(index, None)
+        child = self.children.get(index)
+        if child is not None:
+            self.send(child, Stop("the pool shrank (pool_shrink)"))
 
     # -- heartbeat and events -------------------------------------------------------------
     def _emit(self, kind: str, **data: Any) -> None:
