@@ -72,9 +72,10 @@ class Celeriac:
         #: Sent once, with ``source=app.conf``, when the app is first used (its broker or
         #: backend opened, a task sent, a worker started): after module-level code
         #: connected to it, as in Celery.
-        self.on_after_configure = Signal("on_after_configure")
-        #: Sent once when the app's tasks are final (a worker process imported them).
-        self.on_after_finalize = Signal("on_after_finalize")
+        self.on_after_configure = Signal(name="app.on_after_configure", providing_args={"source"})
+        #: Sent once when the app's tasks are final: ``celeriac worker`` and each worker
+        #: process call :meth:`finalize` once they imported the app.
+        self.on_after_finalize = Signal(name="app.on_after_finalize")
         self._configured = False
         self._finalized = False
         self._middleware: Pipeline | None = None
@@ -149,17 +150,28 @@ class Celeriac:
         return Control(self)
 
     def configured(self) -> None:
-        """Send ``on_after_configure`` if it was not sent yet (the app is being used)."""
-        if not self._configured:
+        """Send ``on_after_configure`` if it was not sent yet (the app is being used).
+
+        Once per process even when threads race to first use; the flag is set before
+        the receivers run, so a receiver may use the app (send a task) itself.
+        """
+        if self._configured:
+            return
+        with self._lock:
+            if self._configured:
+                return
             self._configured = True
-            self.on_after_configure.send(sender=self, source=self.conf)
+        self.on_after_configure.send(sender=self, source=self.conf)
 
     def finalize(self) -> None:
-        """The app's tasks are all registered: send ``on_after_finalize`` once."""
+        """The app's tasks are all registered: send ``on_after_configure`` if it was not
+        sent yet, then ``on_after_finalize``, once."""
         self.configured()
-        if not self._finalized:
+        with self._lock:
+            if self._finalized:
+                return
             self._finalized = True
-            self.on_after_finalize.send(sender=self)
+        self.on_after_finalize.send(sender=self)
 
     # -- connections (one set per process, opened on first use) ------------------------
     def _check_pid(self) -> None:

@@ -3,16 +3,40 @@
 A :class:`Request` is set in a :class:`contextvars.ContextVar` by the worker
 around each task, so it is right per thread and per greenlet alike, and a bound
 task reads it as ``self.request``.
+
+Headers that are not part of the task protocol -- a trace context a
+``before_task_publish`` receiver added, say -- are readable as Celery exposes
+them: ``self.request.headers`` (a dict of them, or None when there are none) and
+as attributes, ``self.request.traceparent`` or ``getattr(self.request, key, None)``,
+which is how OpenTelemetry's Celery instrumentation reads them back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from celeriac.task import MessageOptions
+
+#: Headers of the task protocol (``docs/protocol.md``) and the few Celery adds: every
+#: other header of a message is a custom one, exposed on the request.
+PROTOCOL_HEADERS = frozenset({
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin",
+    "ignore_result", "compression", "stamped_headers", "stamps", "replaced_task_nesting",
+})
+
+
+def custom_headers(headers: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The headers of a message that are not the protocol's own; None when there are none
+    (as Celery's ``request.headers``). Costs one set difference per message."""
+    extra = headers.keys() - PROTOCOL_HEADERS
+    if not extra:
+        return None
+    return {key: value for key, value in headers.items() if key in extra}
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,20 @@ class Request:
     serializer: str | None = None
     #: The process that sent the message (``gen<pid>@<host>``).
     origin: str | None = None
+    #: The message's custom headers (see :func:`custom_headers`), or None.
+    headers: dict[str, Any] | None = None
+
+    if not TYPE_CHECKING:  # at run time only: mypy keeps checking attribute names
+        def __getattr__(self, name: str) -> Any:
+            """A custom header as an attribute (``self.request.traceparent``), as in Celery."""
+            headers = self.__dict__.get("headers") if not name.startswith("__") else None
+            if headers and name in headers:
+                return headers[name]
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """An attribute or custom header by name, or ``default`` (Celery's ``request.get``)."""
+        return getattr(self, key, default)
 
     @property
     def name(self) -> str:

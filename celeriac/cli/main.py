@@ -9,7 +9,6 @@ printed as one line and exit with status 1; click reports a wrong flag itself
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -133,8 +132,10 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
         settings["task_soft_time_limit"] = soft_time_limit
     if max_blocking_time is not None:
         settings["worker_max_blocking_time"] = max_blocking_time
-    logging.basicConfig(level=loglevel.upper(), stream=sys.stderr,
-                        format="[%(asctime)s %(levelname)s supervisor] %(message)s")
+    from celeriac.worker.logs import log_format, setup_logging
+
+    setup_logging(loglevel, log_format("supervisor"))  # unless setup_logging receivers do
+    app.finalize()  # on_after_finalize: the supervisor knows every task it will know
     options = WorkerOptions(
         app=_child_app_spec(app), groups=groups, node=node or "",
         loglevel=loglevel.upper(),

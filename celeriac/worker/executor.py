@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import Delivery
-from celeriac.context import Request
+from celeriac.context import Request, custom_headers
 from celeriac.errors import MessageDecodeError, NotRegistered
 from celeriac.message import CONTENT_TYPES, PICKLE, TaskMessage, decode, peek_task_id
 from celeriac.middleware.base import ACK, DEAD, SETTLED, Outcome, Pipeline, Rejection, TaskRun
@@ -86,7 +86,7 @@ class Executor:
             priority=message.priority, timelimit=message.timelimit,
             ignore_result=message.ignore_result,
             serializer="pickle" if message.content_type == PICKLE else "json",
-            origin=message.headers.get("origin"))
+            origin=message.headers.get("origin"), headers=custom_headers(message.headers))
         return TaskRun(task, request, delivery, message,
                        time_limit=message.timelimit[0] or task.time_limit,
                        soft_time_limit=message.timelimit[1] or task.soft_time_limit,

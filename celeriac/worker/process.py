@@ -3,7 +3,9 @@
 Order matters: the pool prepares the process (a green pool monkey-patches here)
 before anything else is imported -- this module imports only ``os``, ``sys``
 and the spec at the top, because even ``logging`` imports ``threading`` -- then
-logging, the user's app, the pool and the consumer start. SIGTERM asks for a
+the user's app, logging (after the app, so that ``setup_logging`` receivers the
+app connects decide it), ``app.finalize()`` (``on_after_configure``,
+``on_after_finalize``), the pool and the consumer start. SIGTERM asks for a
 warm shutdown; SIGINT is ignored, because Ctrl-C reaches the whole process
 group and the supervisor decides what it means.
 """
@@ -17,11 +19,10 @@ from celeriac.worker.spec import WorkerSpec
 
 
 def configure_logging(level: str, name: str) -> None:
-    import logging
+    """Logging of this process, with Celery's logging signals (:mod:`celeriac.worker.logs`)."""
+    from celeriac.worker.logs import log_format, setup_logging
 
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr,
-        format=f"[%(asctime)s %(levelname)s {name}] %(message)s")
+    setup_logging(level, log_format(name))
 
 
 def main() -> int:
@@ -35,12 +36,6 @@ def main() -> int:
     import signal
     from types import FrameType
 
-    configure_logging(spec.loglevel, f"{spec.node}/{spec.index}")
-    log = logging.getLogger("celeriac.worker")
-    if pool_class.imported_too_early:
-        log.warning("modules %s were imported before %s patching (from sitecustomize, a .pth "
-                    "file or PYTHONSTARTUP?); objects created from them are not cooperative",
-                    ", ".join(pool_class.imported_too_early), pool_class.name)
     os.chdir(spec.workdir)
 
     from celeriac.loader import load_app
@@ -49,6 +44,13 @@ def main() -> int:
 
     app = load_app(spec.app)
     app.conf.update(spec.settings)
+    configure_logging(spec.loglevel, f"{spec.node}/{spec.index}")
+    log = logging.getLogger("celeriac.worker")
+    if pool_class.imported_too_early:
+        log.warning("modules %s were imported before %s patching (from sitecustomize, a .pth "
+                    "file or PYTHONSTARTUP?); objects created from them are not cooperative",
+                    ", ".join(pool_class.imported_too_early), pool_class.name)
+    app.finalize()
     app.broker.retry_for(None)
     pool = pool_class(spec.concurrency, app.conf)
     status = StatusWriter(spec.status_fd)

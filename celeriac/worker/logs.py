@@ -1,0 +1,54 @@
+"""Logging set-up for ``celeriac worker``: the supervisor and each worker process.
+
+Both configure logging the same way, with Celery's signals around it:
+
+* ``setup_logging`` is sent first; if any receiver answers, celeriac leaves
+  logging alone (the receivers configured it) and sends nothing else;
+* otherwise the root logger gets a stderr handler at the ``-l`` level, then
+  ``after_setup_logger`` is sent with the root logger, and
+  ``after_setup_task_logger`` with :data:`TASK_LOGGER`, the parent of task loggers
+  (``logging.getLogger("celeriac.task.<name>")``), for receivers that add
+  handlers or filters (a Sentry or JSON handler, a task-id filter).
+
+A worker process sets up logging after it imported the app, so receivers the app
+module connects are there in time; what the import itself logs goes to Python's
+last-resort handler (warnings and errors on stderr).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from celeriac import signals
+
+#: The logger task loggers hang under; ``after_setup_task_logger`` gets it.
+TASK_LOGGER = "celeriac.task"
+
+
+def log_format(process: str) -> str:
+    """The format of celeriac's log lines, naming the process (``supervisor``,
+    ``node/0``); a ``%`` in a node name is kept as it is."""
+    return f"[%(asctime)s %(levelname)s {process.replace('%', '%%')}] %(message)s"
+
+
+def setup_logging(loglevel: str, format: str, *, logfile: str | None = None,
+                  colorize: bool = False) -> bool:
+    """Configure logging unless a ``setup_logging`` receiver does; True if one did.
+
+    The signals get Celery's arguments: ``loglevel`` as a number (``logging.INFO``),
+    ``logfile`` (always None: celeriac logs to stderr), ``format`` and ``colorize``
+    (always False).
+    """
+    level = logging.getLevelName(loglevel.upper())
+    if not isinstance(level, int):
+        raise ValueError(f"unknown log level {loglevel!r}")
+    arguments = {"loglevel": level, "logfile": logfile, "format": format, "colorize": colorize}
+    if signals.setup_logging.send(sender=None, **arguments):
+        return True
+    logging.basicConfig(level=level, stream=sys.stderr, format=format)
+    signals.after_setup_logger.send(sender=None, logger=logging.getLogger(), **arguments)
+    task_logger = logging.getLogger(TASK_LOGGER)
+    task_logger.setLevel(level)
+    signals.after_setup_task_logger.send(sender=None, logger=task_logger, **arguments)
+    return False
