@@ -244,7 +244,7 @@ def wait_for_seen(node: Node) -> list[ControlMessage]:
 
 def test_bad_input_is_a_clear_error_and_sends_nothing(app: Celeriac) -> None:
     cursor = app.broker.command_cursor()
-    with pytest.raises(ConfigurationError, match="unknown control command 'pign'.*'ping'"):
+    with pytest.raises(ConfigurationError, match=r"unknown control command 'pign'.*'ping'"):
         app.control.broadcast("pign")
     with pytest.raises(ConfigurationError, match="arguments must be JSON"):
         app.control.broadcast("time_limit", {"task_name": object()})

@@ -139,8 +139,14 @@ def pool_size(app: Any, node: str) -> int:
 
 
 def wait_running(app: Any, node: str, count: int) -> list[dict[str, Any]]:
-    return wait_until(lambda: (lambda a: a if len(a) == count else None)(running(app, node)),
+    found: list[dict[str, Any]] = wait_until(lambda: (lambda a: a if len(a) == count else None)(running(app, node)),
                       message=f"{count} task(s) running on {node}")
+    return found
+
+
+def wait_reserved(app: Any, node: str, count: int) -> None:
+    wait_until(lambda: len((app.control.inspect(destination=[node]).reserved() or {}).get(
+        node, [])) == count, message=f"{count} message(s) held by {node}")
 
 
 def test_control_changes_the_nodes_it_names(project: Project, tmp_path: Path) -> None:
@@ -165,7 +171,7 @@ def test_control_changes_the_nodes_it_names(project: Project, tmp_path: Path) ->
     gate.unlink()
     again = [tasks.wait_for.delay(str(gate)) for _ in range(2)]
     wait_running(app, W1, 1)
-    assert len(app.control.inspect(destination=[W1]).reserved()[W1]) == 1
+    wait_reserved(app, W1, 1)  # the other waits: one slot again
     gate.touch()
     assert [r.get(timeout=30) for r in again] == [str(gate)] * 2
 
@@ -239,3 +245,28 @@ def test_malformed_commands_are_skipped(project: Project) -> None:
     assert "'arguments' must be an object" in log
     assert app.control.ping() == [{W1: {"ok": "pong"}}]
     assert tasks.add.delay(1, 2).get(timeout=30) == 3
+
+
+@pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+def test_green_pools_grow_and_shrink_in_place(pool: str, project: Project, tmp_path: Path) -> None:
+    tasks = tasks_module(project)
+    app = tasks.app
+    worker = project.start_worker("-P", pool, "-c", "1", "-n", "w1@%h")
+    [child] = worker.children()
+    gate = tmp_path / "gate"
+    calls = [tasks.wait_for.delay(str(gate)) for _ in range(3)]
+    wait_running(app, W1, 1)
+    assert app.control.pool_grow(2, reply=True) == [
+        {W1: {"ok": f"pool grown by 2: {pool} 1x1 -> {pool} 1x3"}}]
+    wait_running(app, W1, 3)  # in the same process: slots, not processes
+    assert worker.children() == [child]
+    gate.touch()
+    assert [r.get(timeout=30) for r in calls] == [str(gate)] * 3
+    assert app.control.pool_shrink(2, reply=True) == [
+        {W1: {"ok": f"pool shrunk by 2: {pool} 1x3 -> {pool} 1x1"}}]
+    gate.unlink()
+    again = [tasks.wait_for.delay(str(gate)) for _ in range(2)]
+    wait_running(app, W1, 1)
+    wait_reserved(app, W1, 1)  # the other waits: one slot again
+    gate.touch()
+    assert [r.get(timeout=30) for r in again] == [str(gate)] * 2
