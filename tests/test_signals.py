@@ -602,6 +602,26 @@ def test_a_setup_logging_receiver_takes_logging_over(
         setup_logging("LOUD", "%(message)s")
 
 
+def test_a_setup_logging_receiver_that_raises_does_not_leave_the_process_without_logs(
+        listen: Callable[[Signal], list[Call]], caplog: pytest.LogCaptureFixture) -> None:
+    def broken_logging_setup(**kwargs: Any) -> None:
+        raise OSError("cannot open /var/log/app.log")
+
+    after = listen(signals.after_setup_logger)
+    signals.setup_logging.connect(broken_logging_setup)
+    signals_log = logging.getLogger("celeriac.signals")
+    signals_log.addHandler(caplog.handler)  # the root logger is bare meanwhile
+    try:
+        with bare_root_logger() as root:
+            assert setup_logging("INFO", "%(message)s") is False
+            assert len(root.handlers) == 1  # celeriac's own stderr handler
+    finally:
+        signals_log.removeHandler(caplog.handler)
+        signals.setup_logging.disconnect(broken_logging_setup)
+    assert len(after) == 1
+    assert "broken_logging_setup" in caplog.text
+
+
 # -- the app's own signals ---------------------------------------------------------------------
 
 

@@ -3,7 +3,9 @@
 Both configure logging the same way, with Celery's signals around it:
 
 * ``setup_logging`` is sent first; if any receiver answers, celeriac leaves
-  logging alone (the receivers configured it) and sends nothing else;
+  logging alone (the receivers configured it) and sends nothing else -- unless
+  every receiver raised, when celeriac configures logging after all, so that no
+  log line is lost to a broken receiver;
 * otherwise the root logger gets a stderr handler at the ``-l`` level, then
   ``after_setup_logger`` is sent with the root logger, and
   ``after_setup_task_logger`` with :data:`TASK_LOGGER`, the parent of task loggers
@@ -44,9 +46,13 @@ def setup_logging(loglevel: str, format: str, *, logfile: str | None = None,
     if not isinstance(level, int):
         raise ValueError(f"unknown log level {loglevel!r}")
     arguments = {"loglevel": level, "logfile": logfile, "format": format, "colorize": colorize}
-    if signals.setup_logging.send(sender=None, **arguments):
+    responses = signals.setup_logging.send(sender=None, **arguments)
+    if any(not isinstance(response, Exception) for _, response in responses):
         return True
     logging.basicConfig(level=level, stream=sys.stderr, format=format)
+    if responses:  # every receiver raised (and was logged): log lines must not be lost
+        logging.getLogger("celeriac.signals").warning(
+            "every setup_logging receiver raised; celeriac configured logging itself")
     signals.after_setup_logger.send(sender=None, logger=logging.getLogger(), **arguments)
     task_logger = logging.getLogger(TASK_LOGGER)
     task_logger.setLevel(level)
