@@ -3,10 +3,10 @@ command pipe (:mod:`celeriac.worker.commands`).
 
 The supervisor answers most of ``celeriac inspect`` itself and decides every
 change ``celeriac control`` asks for (:mod:`celeriac.middleware.remote`); what
-only a worker process can do arrives here, read once per turn of the consumer's
-loop with a non-blocking read: consume other queues, run more or fewer tasks at
-once, run a task under other time limits, list the messages held but not
-started, stop. Time limits set this way apply from the task's next message on,
+only a worker process can do arrives here, read on the consumer loop's turns
+(at most every 20 ms, with one non-blocking read): consume other queues, run more
+or fewer tasks at once, run a task under other time limits, list the messages
+held but not started, stop. Time limits set this way apply from the task's next message on,
 over both the task's own limits and those its message carries: an operator who
 lowers a limit at run time means every run from now on.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("celeriac.worker")
 
+#: Seconds between two reads of the command pipe (commands wait at most this long).
+READ_INTERVAL = 0.02
+
 
 class CommandListener(Middleware):
     """Reads the command pipe on every turn of the consumer's loop and applies each command."""
@@ -46,11 +50,17 @@ class CommandListener(Middleware):
                  time_limits: Mapping[str, Sequence[float | None]] | None = None) -> None:
         self.consumer = consumer
         self.reader = reader
+        self._next_read = 0.0
         #: Task name -> (soft, hard), applied to every run of that task from now on.
         self.time_limits: dict[str, tuple[float | None, float | None]] = {
             name: (limits[0], limits[1]) for name, limits in (time_limits or {}).items()}
 
     def tick(self) -> None:
+        # A busy loop turns every few ms; one clock read keeps it from a system call each time.
+        now = time.monotonic()
+        if now < self._next_read:
+            return
+        self._next_read = now + READ_INTERVAL
         for command in self.reader.read():
             self.apply(command)
 
