@@ -26,6 +26,7 @@ a signal with no receiver connected costs one truth test of an empty list.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import threading
@@ -189,6 +190,7 @@ class Signal:
     def _retrying(self, receiver: Callable[..., Any]) -> Callable[..., Any]:
         name = describe(receiver)
 
+        @functools.wraps(receiver)
         def retry_until_it_succeeds(*args: Any, **kwargs: Any) -> Any:
             delay = RETRY_FIRST_DELAY
             while True:
@@ -200,7 +202,7 @@ class Signal:
                     time.sleep(delay)
                     delay = min(delay + RETRY_DELAY_STEP, RETRY_MAX_DELAY)
 
-        retry_until_it_succeeds.__qualname__ = f"{name} (retried)"
+        retry_until_it_succeeds.__qualname__ += " (retried)"  # its name in log lines
         return retry_until_it_succeeds
 
     def disconnect(self, receiver: Callable[..., Any] | None = None, sender: Any = None,

@@ -287,8 +287,9 @@ def test_retry_calls_a_raising_receiver_again_until_it_succeeds(
         return "done"
 
     sig.connect(flaky, retry=True)
-    [(_, response)] = sig.send()
+    [(wrapper, response)] = sig.send()
     assert (response, len(attempts)) == ("done", 3)
+    assert signals.describe(wrapper) == f"{__name__}.{flaky.__qualname__} (retried)"
     assert sig.disconnect(flaky)  # found by the function it wraps
 
 
