@@ -138,7 +138,7 @@ class Celeriac:
         if self._middleware is None:
             from celeriac.middleware import producer_pipeline
 
-            self._middleware = producer_pipeline()
+            self._middleware = producer_pipeline(self)
         return self._middleware
 
     @property

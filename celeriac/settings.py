@@ -134,6 +134,10 @@ SETTINGS: dict[str, Setting] = {
                 "before it starts (at-most-once).", _bool),
         Setting("task_ignore_result", False, "Do not store results.", _bool),
         Setting("task_track_started", False, "Record a STARTED state when a task begins.", _bool),
+        Setting("task_send_sent_event", False, "Producers record a task-sent event in the broker's "
+                "event stream for every task message they publish (one broker call per publish "
+                "call), for `celeriac events` and dashboards; read when the app first publishes.",
+                _bool),
         Setting("task_time_limit", None, "Hard time limit in seconds: the task is killed.",
                 _optional(_positive_float)),
         Setting("task_soft_time_limit", None, "Soft time limit in seconds: SoftTimeLimitExceeded "
@@ -160,6 +164,11 @@ SETTINGS: dict[str, Setting] = {
                 "node of one worker process; with several processes (prefork, --processes) each "
                 "reserves only what it can start, so idle siblings are never starved.",
                 _positive_int),
+        Setting("worker_send_task_events", False, "Worker processes record task events "
+                "(task-received, task-started, task-succeeded, task-failed, task-retried, "
+                "task-revoked, task-rejected) in the broker's event stream, in batches, and the "
+                "supervisor a worker-heartbeat event on each heartbeat; `celeriac worker -E` "
+                "turns it on. See docs/monitoring.md.", _bool),
         Setting("worker_max_tasks_per_child", None, "Replace a worker process after this many tasks.",
                 _optional(_positive_int)),
         Setting("worker_max_memory_per_child", None, "Replace a worker process whose resident "

@@ -1,5 +1,5 @@
-"""``celeriac``: worker, call, result, status, events, inspect and control
-(:mod:`celeriac.cli.control`), purge and dead.
+"""``celeriac``: worker, call, result, status, events (:mod:`celeriac.cli.events`), inspect
+and control (:mod:`celeriac.cli.control`), purge and dead.
 
 Every command takes the app with ``-A``. Errors celeriac raises on purpose are
 printed as one line and exit with status 1; click reports a wrong flag itself
@@ -23,6 +23,7 @@ from rich.table import Table
 
 from celeriac import __version__
 from celeriac.cli.control import control_commands
+from celeriac.cli.events import events_command
 from celeriac.errors import CeleriacError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -101,13 +102,16 @@ def _split_queues(value: str | None) -> list[str]:
               help="Seconds running tasks get on a warm shutdown.")
 @click.option("--max-blocking-time", type=click.FloatRange(min=0, min_open=True),
               help="Green pools: report a task that blocks the event loop this long (s).")
+@click.option("-E", "--task-events", is_flag=True,
+              help="Record task events for 'celeriac events' and dashboards "
+                   "[default: worker_send_task_events].")
 @_app_command
 def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, processes: int | None,
            queues: str | None, loglevel: str, node: str | None,
            prefetch_multiplier: int | None, time_limit: float | None,
            soft_time_limit: float | None, max_tasks_per_child: int | None,
            max_memory_per_child: int | None, shutdown_timeout: float | None,
-           max_blocking_time: float | None) -> None:
+           max_blocking_time: float | None, task_events: bool) -> None:
     """Start a worker: a supervisor and its worker processes."""
     from celeriac.worker.options import WorkerOptions, parse_groups
     from celeriac.worker.supervisor import Supervisor
@@ -132,6 +136,9 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
         settings["task_soft_time_limit"] = soft_time_limit
     if max_blocking_time is not None:
         settings["worker_max_blocking_time"] = max_blocking_time
+    if task_events:
+        # The supervisor reads it too (worker-heartbeat events), the processes via their spec.
+        settings["worker_send_task_events"] = conf.worker_send_task_events = True
     from celeriac.worker.logs import log_format, setup_logging
 
     setup_logging(loglevel, log_format("supervisor"))  # unless setup_logging receivers do
@@ -249,45 +256,7 @@ def status(app: Celeriac, as_json: bool) -> None:
             console.print(f"  [yellow]{task}[/] blocked the event loop {count} time(s)")
 
 
-#: Seconds between two looks at the broker for ``celeriac events --follow``.
-FOLLOW_INTERVAL = 0.2
-
-
-@cli.command()
-@click.option("--after", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Only events with a larger seq.")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1),
-              help="At most this many events (per look, with --follow).")
-@click.option("-f", "--follow", is_flag=True,
-              help="Keep printing new events until Ctrl-C or SIGTERM.")
-@_app_command
-def events(app: Celeriac, after: int, limit: int, follow: bool) -> None:
-    """Print worker events (online, offline, blocked event loops) as JSON lines."""
-    import signal
-
-    stop: list[int] = []
-    if follow:
-        def on_signal(signum: int, frame: object) -> None:
-            stop.append(signum)
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-    while True:
-        got = app.broker.events(after=after, limit=limit)
-        for event in got:
-            click.echo(json.dumps({"seq": event.seq, "time": event.time, "type": event.type,
-                                   "worker": event.worker, "data": event.data}))
-        if got:
-            after = got[-1].seq
-        sys.stdout.flush()
-        if not follow or stop:
-            return
-        if len(got) < limit:
-            time.sleep(FOLLOW_INTERVAL)
-        if stop:
-            return
-
-
+cli.add_command(events_command(_app_command))
 for _command in control_commands(_app_command):
     cli.add_command(_command)
 

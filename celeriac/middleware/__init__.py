@@ -8,7 +8,7 @@ isolated). The pipelines a process builds:
 * an eager run's (``Task.apply``): signals, task class handlers, autoretry;
 * a worker process's (:func:`worker_pipeline`): status reporting, expiry,
   revocation, signals, ``track_started``, task class handlers, autoretry, result storage
-  and recycling, in that order.
+  and recycling, in that order; with ``-E``, task events (:mod:`.events`).
 """
 
 from __future__ import annotations
@@ -41,9 +41,15 @@ if TYPE_CHECKING:
     from celeriac.worker.status import StatusWriter
 
 
-def producer_pipeline() -> Pipeline:
-    """What runs around publishing in any process that sends tasks."""
-    return Pipeline([SignalsMiddleware()])
+def producer_pipeline(app: Celeriac) -> Pipeline:
+    """What runs around publishing in any process that sends tasks: signals, and
+    ``task-sent`` events when ``task_send_sent_event`` is on."""
+    pipeline = Pipeline([SignalsMiddleware()])
+    if app.conf.task_send_sent_event:
+        from celeriac.middleware.events import SentEvents
+
+        pipeline.add(SentEvents())
+    return pipeline
 
 
 @cache
@@ -60,7 +66,7 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
     from celeriac.middleware.revoke import Revoker
     from celeriac.middleware.status import StatusReporter
 
-    return Pipeline([
+    pipeline = Pipeline([
         StatusReporter(status),
         Expiry(),
         Revoker(app.broker, pool, status),
@@ -71,6 +77,11 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
         ResultStore(app.backend),
         Recycler(consumer, max_tasks, max_memory_kb),
     ])
+    if app.conf.worker_send_task_events:
+        from celeriac.middleware.events import worker_task_events
+
+        pipeline.add(worker_task_events(app, consumer))
+    return pipeline
 
 
 __all__ = [

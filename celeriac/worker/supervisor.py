@@ -62,11 +62,17 @@ log = logging.getLogger("celeriac.supervisor")
 
 
 def node_pipeline(app: Celeriac) -> Pipeline:
-    """The supervisor's hooks: Celery's worker signals."""
+    """The supervisor's hooks: Celery's worker signals, and with ``-E``
+    (``worker_send_task_events``) worker-heartbeat events."""
     from celeriac.middleware.remote import RemoteControl
     from celeriac.middleware.signals import SignalsMiddleware
 
-    return Pipeline([SignalsMiddleware(), RemoteControl()])
+    pipeline = Pipeline([SignalsMiddleware(), RemoteControl()])
+    if app.conf.worker_send_task_events:
+        from celeriac.middleware.events import NodeEvents
+
+        pipeline.add(NodeEvents())
+    return pipeline
 
 
 def node_settle_pipeline(app: Celeriac) -> Pipeline:

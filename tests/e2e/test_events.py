@@ -1,4 +1,4 @@
-"""End to end: ``celeriac events`` shows what a worker node reported.
+"""End to end: ``celeriac events --dump`` shows what a worker node reported.
 
 A gevent worker with a task that holds its event loop: the events name the
 worker coming online, the task blocking the loop (with its stack) and the loop
@@ -27,8 +27,8 @@ def hog(seconds):
 
 
 def events(project: Project, *args: str) -> list[dict[str, Any]]:
-    """``celeriac events`` as parsed JSON lines."""
-    out = project.cli("-A", "tasks", "events", "--limit", "1000", *args).stdout
+    """``celeriac events --dump`` as parsed JSON lines."""
+    out = project.cli("-A", "tasks", "events", "--dump", "--limit", "1000", *args).stdout
     return [json.loads(line) for line in out.splitlines()]
 
 
@@ -79,7 +79,7 @@ def test_events_follow_prints_new_events_until_sigterm(project: Project) -> None
     from celeriac.brokers import WorkerEvent
 
     follower = subprocess.Popen(
-        [sys.executable, "-m", "celeriac", "-A", "tasks", "events", "--follow"],
+        [sys.executable, "-m", "celeriac", "-A", "tasks", "events", "--dump", "--follow"],
         cwd=project.path, env=project.env, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)

@@ -1,0 +1,296 @@
+"""Task events: what monitors (``celeriac events``, dashboards) learn about each task.
+
+With ``celeriac worker -E`` (the ``worker_send_task_events`` setting) every worker
+process publishes Celery's task events to the broker's event stream
+(:meth:`Broker.emit <celeriac.brokers.base.Broker.emit>`, the same capped stream
+and cursor as the supervisor's worker events), and the supervisor adds a
+``worker-heartbeat`` on each heartbeat; with ``task_send_sent_event`` producers
+publish ``task-sent``. Event types and the fields of ``data`` are Celery's (its
+monitoring guide, "Event Reference"); ``docs/monitoring.md`` lists them.
+
+Three middleware, one per kind of process, each added to its pipeline only when
+its setting is on, so a worker without ``-E`` pays nothing:
+
+* :class:`TaskEvents` (a worker process) buffers events in memory as tasks move
+  and publishes them with one ``emit`` call per batch, from the consumer loop's
+  ``tick`` (every :data:`FLUSH_INTERVAL`, or sooner once :data:`FLUSH_SIZE` are
+  waiting) and when the process stops. Jobs append from their own threads or
+  greenlets and only the loop drains, through a ``deque`` (whose ``append`` and
+  ``popleft`` are atomic), so no lock is taken per event;
+* :class:`NodeEvents` (the supervisor) publishes ``worker-heartbeat``;
+* :class:`SentEvents` (any producer) publishes ``task-sent``, one ``emit`` per
+  publish call (a group of a thousand tasks is one call).
+
+Events are for watching, not for correctness: one that cannot be recorded is
+logged and dropped, and never holds up a task, an ack or a publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from celeriac import __version__
+from celeriac.backends.base import FAILURE, RETRY, REVOKED, SUCCESS
+from celeriac.brokers.base import Broker, WorkerEvent
+from celeriac.message import REPR_LIMIT
+from celeriac.middleware.base import Middleware, Rejection, TaskRun
+from celeriac.worker.spec import WorkerSpec
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.message import Envelope
+    from celeriac.worker.supervisor import Supervisor
+
+log = logging.getLogger("celeriac.events")
+
+#: Events a worker process buffers before it publishes them without waiting for the interval.
+FLUSH_SIZE = 200
+#: Longest a buffered event waits before it is published (seconds; the consumer loop
+#: ticks at least every 50 ms, so an event is visible within about this long).
+FLUSH_INTERVAL = 0.2
+
+#: Task event type -> the task state it reports (Celery's ``TASK_EVENT_TO_STATE``).
+TASK_STATES: dict[str, str] = {
+    "task-sent": "PENDING",
+    "task-received": "RECEIVED",
+    "task-started": "STARTED",
+    "task-succeeded": "SUCCESS",
+    "task-failed": "FAILURE",
+    "task-retried": "RETRY",
+    "task-revoked": "REVOKED",
+    "task-rejected": "REJECTED",
+}
+#: Every event type celeriac records: the task events above, then the worker events
+#: (the supervisor's own, and ``worker-heartbeat`` with ``-E``).
+EVENT_TYPES: tuple[str, ...] = (*TASK_STATES, "worker-online", "worker-heartbeat",
+                                "worker-offline", "task-blocked", "task-unblocked")
+
+#: The software fields of Celery's worker events (``sw_ident`` is ``py-celery`` there).
+SOFTWARE = {"sw_ident": "py-celeriac", "sw_ver": __version__, "sw_sys": platform.system()}
+
+
+def utcoffset() -> int:
+    """Hours west of UTC, as Celery's events carry it (``utcoffset``), DST included."""
+    return (time.altzone if time.localtime().tm_isdst else time.timezone) // 3600
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to :data:`REPR_LIMIT` characters (Celery's ``resultrepr_maxsize``)."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not lose the event
+        text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
+    return text if len(text) <= REPR_LIMIT else text[:REPR_LIMIT - 3] + "..."
+
+
+def signal_number(name: str | None) -> int | None:
+    """``"SIGTERM"`` -> 15: Celery's ``task-revoked`` carries the signal as ``signum``."""
+    if not name:
+        return None
+    try:
+        return int(signal.Signals[name.upper()])
+    except KeyError:
+        return None
+
+
+def emit_now(broker: Broker, events: list[WorkerEvent]) -> None:
+    """Publish ``events`` in one call; a failure is logged, never raised."""
+    try:
+        broker.emit(events)
+    except Exception as exc:
+        log.warning("could not record %d event(s) (%s): %s; they are dropped", len(events),
+                    events[0].type, exc)
+
+
+class TaskEvents(Middleware):
+    """A worker process's task events, buffered and published in batches.
+
+    ``data`` of every event carries ``uuid`` (the task id), ``name`` (celeriac adds it
+    to every task event, not only ``task-received``, so ``celeriac events --task``
+    can filter any of them), ``hostname`` (the node name), ``timestamp``, ``pid``
+    (this worker process) and ``utcoffset``, plus the fields of its type.
+    """
+
+    def __init__(self, broker: Broker, node: str, *, flush_size: int = FLUSH_SIZE,
+                 flush_interval: float = FLUSH_INTERVAL) -> None:
+        self.broker = broker
+        self.node = node
+        self.flush_size = flush_size
+        self.flush_interval = flush_interval
+        self.pid = os.getpid()
+        self.utcoffset = utcoffset()
+        #: Events not published yet, oldest first (appended by jobs, drained by the loop).
+        self.buffer: deque[WorkerEvent] = deque()
+        #: time.monotonic() after which a tick publishes whatever is buffered.
+        self._due = 0.0
+
+    def _data(self, run: TaskRun, now: float) -> dict[str, Any]:
+        """The fields every task event has; each hook adds its own (one dict per event:
+        this runs three times per task)."""
+        return {"uuid": run.request.id, "name": run.task.name, "hostname": self.node,
+                "timestamp": now, "pid": self.pid, "utcoffset": self.utcoffset}
+
+    # -- publishing ---------------------------------------------------------------------
+    def tick(self) -> None:
+        buffer = self.buffer
+        if buffer and (len(buffer) >= self.flush_size or time.monotonic() >= self._due):
+            self.flush()
+
+    def flush(self) -> None:
+        """Publish everything buffered so far in one ``emit`` call."""
+        self.utcoffset = utcoffset()
+        self._due = time.monotonic() + self.flush_interval
+        buffer = self.buffer
+        count = len(buffer)
+        if count:
+            emit_now(self.broker, [buffer.popleft() for _ in range(count)])
+
+    def process_started(self, app: Celeriac) -> None:
+        self._due = time.monotonic() + self.flush_interval
+
+    def process_stopping(self, app: Celeriac, exitcode: int) -> None:
+        self.flush()
+
+    # -- one message --------------------------------------------------------------------
+    def message_received(self, run: TaskRun) -> None:
+        request = run.request
+        headers = run.message.headers if run.message is not None else {}
+        now = time.time()
+        data = self._data(run, now)
+        data["args"] = headers.get("argsrepr") or short_repr(request.args)
+        data["kwargs"] = headers.get("kwargsrepr") or short_repr(request.kwargs)
+        data["root_id"] = request.root_id
+        data["parent_id"] = request.parent_id
+        data["retries"] = request.retries
+        data["eta"] = headers.get("eta")
+        data["expires"] = headers.get("expires")
+        self.buffer.append(WorkerEvent("task-received", self.node, data, now))
+
+    def message_rejected(self, rejection: Rejection) -> None:
+        # Unknown tasks and malformed messages are dead-lettered (requeue False); a message
+        # the worker failed around is delivered again later (requeue True).
+        now = time.time()
+        data = {"uuid": rejection.task_id, "name": rejection.task_name, "hostname": self.node,
+                "timestamp": now, "pid": self.pid, "utcoffset": self.utcoffset,
+                "requeue": rejection.kind == "internal", "reason": rejection.reason}
+        self.buffer.append(WorkerEvent("task-rejected", self.node, data, now))
+
+    def task_skipped(self, run: TaskRun) -> None:
+        now = time.time()
+        data = self._data(run, now)
+        data["terminated"] = False
+        data["signum"] = None
+        data["expired"] = run.revoked == "expired"
+        self.buffer.append(WorkerEvent("task-revoked", self.node, data, now))
+
+    def before_task(self, run: TaskRun) -> None:
+        now = time.time()
+        self.buffer.append(WorkerEvent("task-started", self.node, self._data(run, now), now))
+
+    def after_task(self, run: TaskRun) -> None:
+        record = run.record
+        if record is None:
+            return
+        now = time.time()
+        data = self._data(run, now)
+        data["runtime"] = run.runtime
+        status = record.status
+        if status == SUCCESS:
+            kind = "task-succeeded"
+            data["result"] = short_repr(run.retval)
+        elif status in (FAILURE, RETRY):
+            kind = "task-failed" if status == FAILURE else "task-retried"
+            einfo = run.einfo
+            if einfo is not None:
+                data["exception"] = short_repr(einfo.exception)
+                data["traceback"] = einfo.traceback
+            else:
+                data["exception"] = f"{record.exc_type}({record.exc_message!r})"
+                data["traceback"] = record.traceback or ""
+        elif status == REVOKED:
+            kind = "task-revoked"
+            data["terminated"] = True
+            data["signum"] = signal_number(run.signal)
+            data["expired"] = False
+        else:
+            return
+        self.buffer.append(WorkerEvent(kind, self.node, data, now))
+
+
+def worker_task_events(app: Celeriac, consumer: object) -> TaskEvents:
+    """The :class:`TaskEvents` of a worker process, named after its node (the consumer's
+    ``spec.node``, as the supervisor's events are)."""
+    spec = getattr(consumer, "spec", None)
+    node = (spec.node if isinstance(spec, WorkerSpec)
+            else f"celeriac.{os.getpid()}@{socket.gethostname()}")
+    return TaskEvents(app.broker, node)
+
+
+class NodeEvents(Middleware):
+    """The supervisor's part of ``-E``: ``worker-heartbeat`` on each heartbeat, and
+    ``task-revoked`` for a task the supervisor stopped by replacing its process
+    (``revoke(terminate=True)`` on prefork and solo), which cannot report it itself."""
+
+    def __init__(self) -> None:
+        self.node = ""
+        self.broker: Broker | None = None
+
+    def node_starting(self, supervisor: Supervisor) -> None:
+        self.node = supervisor.node
+        self.broker = supervisor.app.broker
+
+    def heartbeat(self, supervisor: Supervisor, info: dict[str, Any]) -> None:
+        now = time.time()
+        load = [round(value, 2) for value in os.getloadavg()]
+        data = {
+            "hostname": supervisor.node, "timestamp": now, "pid": os.getpid(),
+            "utcoffset": utcoffset(), "freq": float(supervisor.app.conf.worker_heartbeat_interval),
+            "active": info.get("running", 0), "processed": info.get("processed", 0),
+            "loadavg": load, "pool": info.get("pool"), **SOFTWARE,
+        }
+        emit_now(supervisor.app.broker,
+                 [WorkerEvent(type="worker-heartbeat", worker=supervisor.node, data=data, time=now)])
+
+    def after_task(self, run: TaskRun) -> None:
+        if self.broker is None or run.record is None or run.record.status != REVOKED:
+            return
+        now = time.time()
+        data = {"uuid": run.request.id, "name": run.task.name, "terminated": True,
+                "signum": signal_number(run.signal), "expired": False, "hostname": self.node,
+                "timestamp": now, "pid": os.getpid(), "utcoffset": utcoffset()}
+        emit_now(self.broker, [WorkerEvent(type="task-revoked", worker=self.node, data=data,
+                                           time=now)])
+
+
+class SentEvents(Middleware):
+    """A producer's ``task-sent`` events (``task_send_sent_event``): one per message,
+    published together after each publish call."""
+
+    def after_publish(self, app: Celeriac, envelopes: Sequence[Envelope]) -> None:
+        if not envelopes:
+            return
+        now = time.time()
+        origin = f"gen{os.getpid()}@{socket.gethostname()}"
+        common = {"hostname": origin, "timestamp": now, "pid": os.getpid(),
+                  "utcoffset": utcoffset(), "exchange": ""}
+        events = []
+        for envelope in envelopes:
+            headers = envelope.headers
+            data = {
+                "uuid": headers.get("id"), "name": headers.get("task"),
+                "args": headers.get("argsrepr"), "kwargs": headers.get("kwargsrepr"),
+                "retries": headers.get("retries", 0), "eta": headers.get("eta"),
+                "expires": headers.get("expires"), "queue": envelope.queue,
+                "routing_key": envelope.queue, "root_id": headers.get("root_id"),
+                "parent_id": headers.get("parent_id"), **common,
+            }
+            events.append(WorkerEvent(type="task-sent", worker=origin, data=data, time=now))
+        emit_now(app.broker, events)
