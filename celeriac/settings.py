@@ -180,6 +180,9 @@ SETTINGS: dict[str, Setting] = {
                 _positive_float),
         Setting("worker_heartbeat_interval", 2.0, "Seconds between worker heartbeats in the broker.",
                 _positive_float),
+        Setting("worker_revoke_expires", 10800.0, "Seconds a revoked task id is kept in the "
+                "broker: a message of that task fetched within this time is not run (Celery's "
+                "CELERY_WORKER_REVOKE_EXPIRES, 3 hours).", _positive_float),
     ]
 }
 

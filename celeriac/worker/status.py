@@ -44,7 +44,6 @@ DONE_PER_LINE = 40
 RESERVED_LINE_LIMIT = 3500
 
 
-
 @dataclass(frozen=True)
 class Ready:
     """The worker process is ready to take messages."""
@@ -94,6 +93,19 @@ class Stalled:
 
 
 @dataclass(frozen=True)
+class Terminate:
+    """A running task was revoked with ``terminate=True`` and the process cannot stop it
+    alone (prefork, solo; or a thread stuck in a C call): the supervisor fails it as
+    REVOKED, acks its message and replaces the process."""
+
+    kind: ClassVar[str] = "terminate"
+    delivery_id: str
+    task_id: str
+    #: The signal name the revoke asked for.
+    signal: str
+
+
+@dataclass(frozen=True)
 class Reserved:
     """Part of an answer to the supervisor's ``ReportReserved`` (``celeriac inspect reserved``):
     messages the process holds but has not started, as Celery's task info dicts. Many
@@ -105,10 +117,10 @@ class Reserved:
     last: bool
 
 
-StatusEvent = Ready | Started | Done | Stalled | Reserved
+StatusEvent = Ready | Started | Done | Stalled | Terminate | Reserved
 #: kind -> class: the one table both ends use.
 EVENT_TYPES: dict[str, type[StatusEvent]] = {
-    cls.kind: cls for cls in (Ready, Started, Done, Stalled, Reserved)}
+    cls.kind: cls for cls in (Ready, Started, Done, Stalled, Terminate, Reserved)}
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_TYPES.values()}
 
 

@@ -36,12 +36,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import WorkerEvent
+from celeriac.context import Request
 from celeriac.errors import BrokerError, CeleriacError, ConfigurationError, TimeLimitExceeded, WorkerLostError
 from celeriac.middleware import ACK, Outcome
-from celeriac.middleware.base import Pipeline
+from celeriac.middleware.base import Pipeline, TaskRun
 from celeriac.worker.commands import Command, CommandWriter, SetConcurrency, SetQueues, SetTimeLimit, Stop
 from celeriac.worker.options import PoolGroup, WorkerOptions
-from celeriac.worker.run import failure_record
+from celeriac.worker.run import failure_record, revoked_record
 from celeriac.worker.settle import Settler
 from celeriac.worker.spec import ENV_VAR, WorkerSpec
 from celeriac.worker.status import (
@@ -52,10 +53,12 @@ from celeriac.worker.status import (
     Stalled,
     Started,
     StatusReader,
+    Terminate,
 )
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.backends.base import ResultRecord
     from celeriac.pools.base import Pool
 
 log = logging.getLogger("celeriac.supervisor")
@@ -140,7 +143,6 @@ class Child:
     commands: CommandWriter | None = None
     #: Answers to ``ReportReserved`` not yet collected (by the remote-control middleware).
     answers: list[Reserved] = field(default_factory=list)
-
 
 
 class Supervisor:
@@ -287,8 +289,43 @@ class Supervisor:
                 self._on_stall(child, event)
             elif isinstance(event, Ready):
                 self._on_ready(child)
+            elif isinstance(event, Terminate):
+                self._terminate(child, event)
             elif isinstance(event, Reserved):
                 child.answers.append(event)
+
+    def _terminate(self, child: Child, event: Terminate) -> None:
+        """A task revoked with terminate=True that its process cannot stop alone: fail it as
+        REVOKED, ack it, and replace the process (its other messages go back uncharged)."""
+        task = child.running.pop(event.delivery_id, None)
+        if task is None:
+            return  # it finished meanwhile
+        record = None if task.ignore_result else revoked_record(task.task_id, task.name,
+                                                                "terminated")
+        try:
+            self.settler.settle([(task.delivery(), Outcome(ACK, ran=True, record=record))])
+        except CeleriacError as exc:
+            log.error("could not settle terminated task %s[%s]: %s; it will be delivered again",
+                      task.name, task.task_id, exc)
+        log.warning("task %s[%s] revoked with terminate (%s): replacing worker process %d "
+                    "(with SIGKILL: a worker process takes SIGTERM as a warm shutdown)",
+                    task.name, task.task_id, event.signal, child.proc.pid)
+        self._kill(child, f"replaced to terminate task {task.name}[{task.task_id}]")
+        self._revoked_signal(task, event.signal, record)
+
+    def _revoked_signal(self, task: RunningTask, signal_name: str,
+                        record: ResultRecord | None) -> None:
+        """``task_revoked`` (and the node's other hooks) for a task stopped by replacing its
+        process: it cannot fire in the process that was killed, so it fires here."""
+        registered = self.app.tasks.get(task.name)
+        if registered is None:
+            return
+        run = TaskRun(registered, Request(id=task.task_id, task=task.name, queue=task.queue,
+                                          delivery_count=task.delivery_count),
+                      revoked="terminated", signal=signal_name, record=record)
+        if run.record is None:
+            run.record = revoked_record(task.task_id, task.name, "terminated")
+        self.pipeline.after_task(run)
 
     def _on_ready(self, child: Child) -> None:
         child.ready = True
