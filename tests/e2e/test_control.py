@@ -139,8 +139,11 @@ def pool_size(app: Any, node: str) -> int:
 
 
 def wait_running(app: Any, node: str, count: int) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = wait_until(lambda: (lambda a: a if len(a) == count else None)(running(app, node)),
-                      message=f"{count} task(s) running on {node}")
+    def enough() -> list[dict[str, Any]] | None:
+        active = running(app, node)
+        return active if len(active) == count else None
+
+    found: list[dict[str, Any]] = wait_until(enough, message=f"{count} task(s) running on {node}")
     return found
 
 
