@@ -447,7 +447,7 @@ def test_every_status_event_round_trips(kind: str) -> None:
     data = json.loads(line)
     field = next(f.name for f in dataclasses.fields(type(event)))
     data[f"{field}_renamed"] = data.pop(field)
-    with pytest.raises(ValueError, match=f"malformed {kind} event"):
+    with pytest.raises(ValueError, match=f"malformed {kind} status event"):
         decode_event(json.dumps(data).encode())
 
 

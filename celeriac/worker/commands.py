@@ -21,12 +21,13 @@ every process it starts later), so a process that is replaced loses nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import posix
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
+
+from celeriac.worker.lines import LineCodec
 
 log = logging.getLogger("celeriac.worker")
 
@@ -83,37 +84,13 @@ class Stop:
 
 
 Command = SetQueues | SetConcurrency | SetTimeLimit | ReportReserved | Stop
-#: kind -> class: the one table both ends use.
-COMMAND_TYPES: dict[str, type[Command]] = {
-    cls.kind: cls for cls in (SetQueues, SetConcurrency, SetTimeLimit, ReportReserved, Stop)}
-_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in COMMAND_TYPES.values()}
-
-
-def encode_command(command: Command) -> bytes:
-    """One line: ``{"c": kind, field: value, ...}`` with the dataclass's own field names."""
-    data: dict[str, Any] = {"c": command.kind}
-    for name in _FIELDS[type(command)]:
-        data[name] = getattr(command, name)
-    return (json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-
-
-def decode_command(line: bytes) -> Command:
-    """Parse one line; raises ValueError for anything that is not a known, complete command."""
-    try:
-        data = json.loads(line)
-    except ValueError:
-        raise ValueError(f"not a command: {line[:200]!r}") from None
-    kind = data.get("c") if isinstance(data, dict) else None
-    cls = COMMAND_TYPES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise ValueError(f"not a command: {line[:200]!r}")
-    del data["c"]
-    if cls is SetQueues and isinstance(data.get("queues"), list):
-        data["queues"] = tuple(data["queues"])
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise ValueError(f"malformed {cls.kind} command: {exc}") from None
+#: The command pipe's lines, written and read by this one codec at both ends.
+COMMAND_LINES: LineCodec[Command] = LineCodec(
+    "c", "command", (SetQueues, SetConcurrency, SetTimeLimit, ReportReserved, Stop))
+#: kind -> class.
+COMMAND_TYPES = COMMAND_LINES.types
+encode_command = COMMAND_LINES.encode
+decode_command = COMMAND_LINES.decode
 
 
 class CommandWriter:

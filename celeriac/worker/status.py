@@ -19,11 +19,12 @@ import logging
 import os
 import posix
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from celeriac.brokers.base import Delivery
 from celeriac.pools.base import Stall
+from celeriac.worker.lines import LineCodec
 
 #: The C ``write()``: green pools patch ``os.write`` (eventlet's waits on the hub for
 #: every write, and refuses two green threads writing one fd); a status line is small
@@ -118,35 +119,13 @@ class Reserved:
 
 
 StatusEvent = Ready | Started | Done | Stalled | Terminate | Reserved
-#: kind -> class: the one table both ends use.
-EVENT_TYPES: dict[str, type[StatusEvent]] = {
-    cls.kind: cls for cls in (Ready, Started, Done, Stalled, Terminate, Reserved)}
-_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_TYPES.values()}
-
-
-def encode_event(event: StatusEvent) -> bytes:
-    """One line: ``{"e": kind, field: value, ...}`` with the dataclass's own field names."""
-    data: dict[str, Any] = {"e": event.kind}
-    for name in _FIELDS[type(event)]:
-        data[name] = getattr(event, name)
-    return (json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-
-
-def decode_event(line: bytes) -> StatusEvent:
-    """Parse one line; raises ValueError for anything that is not a known, complete event."""
-    data = json.loads(line)
-    cls = EVENT_TYPES[data.pop("e")] if isinstance(data, dict) and data.get("e") in EVENT_TYPES \
-        else None
-    if cls is None:
-        raise ValueError(f"not a status event: {line[:200]!r}")
-    if cls is Done:
-        data["delivery_ids"] = tuple(data.get("delivery_ids") or ())
-    elif cls is Reserved:
-        data["tasks"] = tuple(data.get("tasks") or ())
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise ValueError(f"malformed {cls.kind} event: {exc}") from None
+#: The status pipe's lines, written and read by this one codec at both ends.
+STATUS_LINES: LineCodec[StatusEvent] = LineCodec(
+    "e", "status event", (Ready, Started, Done, Stalled, Terminate, Reserved))
+#: kind -> class.
+EVENT_TYPES = STATUS_LINES.types
+encode_event = STATUS_LINES.encode
+decode_event = STATUS_LINES.decode
 
 
 class StatusWriter:
