@@ -127,8 +127,11 @@ class CommandWriter:
         return bool(self._pending)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Close the fd once: closing it again could close whatever reused its number."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
 
 
 class CommandReader:
@@ -168,5 +171,8 @@ class CommandReader:
         return commands
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Close the fd once: closing it again could close whatever reused its number."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1

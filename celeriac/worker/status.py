@@ -193,8 +193,11 @@ class StatusWriter:
         self.send(Reserved(request, tuple(part), last=True))
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        """Close the fd once: closing it again could close whatever reused its number."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
 
 
 @dataclass
@@ -255,5 +258,8 @@ class StatusReader:
         return events, open_
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Close the fd once: closing it again could close whatever reused its number."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
