@@ -23,7 +23,14 @@ everywhere. Measured per framework and run:
 
 Every figure is the median of ``--repeat`` runs; frameworks alternate within a run so
 drift on a shared machine hits all of them. Ratios are against Dramatiq (above 1 is
-better for rates, below 1 is better for latency).
+better for rates, below 1 is better for latency), or against the first framework run
+when Dramatiq is not.
+
+``--events`` measures what task events cost: it adds ``celeriac-E``, the same celeriac
+worker started with ``-E`` (every task then records task-received, task-started and
+task-succeeded in the broker's event stream), run beside plain ``celeriac`` in every
+run, and reports the ratio. With only celeriac to run, no other framework's venv is
+needed: the script runs in the interpreter that started it.
 
 Dramatiq, Celery and Huey are not dependencies of celeriac: everything runs in
 ``bench/.venv-compare`` (created by ``bench/compare/setup.sh`` on first use, with
@@ -45,16 +52,33 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from compare.frameworks import FRAMEWORKS
+from compare.frameworks import FRAMEWORKS as COMPETITORS
+from compare.frameworks import Framework
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".venv-compare"
 SETUP = BENCH / "compare" / "setup.sh"
 PRODUCE = BENCH / "compare" / "produce.py"
 REDIS_SERVER = "/usr/bin/redis-server"
+
+def _with_task_events(celeriac: Framework) -> Framework:
+    """The celeriac worker with ``-E``: the same task module, the same command plus ``-E``."""
+
+    def command(bin_dir: Path, concurrency: int) -> list[str]:
+        return [*celeriac.command(bin_dir, concurrency), "-E"]
+
+    return replace(celeriac, name="celeriac-E", command=command)
+
+
+#: Every framework by name; ``celeriac-E`` is celeriac with task events on (``--events``).
+FRAMEWORKS: dict[str, Framework] = {**COMPETITORS,
+                                    "celeriac-E": _with_task_events(COMPETITORS["celeriac"])}
+#: Frameworks that are celeriac, run from this interpreter when nothing else is asked for.
+CELERIAC_ONLY = {"celeriac", "celeriac-E"}
 
 METRICS = ["enqueue/s", "prefilled tasks/s", "running tasks/s", "p50 latency ms",
            "p90 latency ms", "bulk enqueue/s"]
@@ -67,11 +91,17 @@ class BenchError(RuntimeError):
 
 
 # -- the venv ------------------------------------------------------------------------------
-def ensure_compare_venv(force_setup: bool) -> None:
-    """Re-execute this script in ``bench/.venv-compare``, creating it first if needed."""
+def ensure_compare_venv(force_setup: bool, names: list[str]) -> None:
+    """Re-execute this script in ``bench/.venv-compare``, creating it first if needed
+    (not when only celeriac runs and this interpreter has what it needs)."""
     python = VENV / "bin" / "python"
     if Path(sys.prefix).resolve() == VENV.resolve() and not force_setup:
         return
+    if set(names) <= CELERIAC_ONLY and not force_setup and not python.exists():
+        with suppress(importlib.metadata.PackageNotFoundError):
+            for package in ("celeriac", "gevent", "redis"):
+                importlib.metadata.version(package)
+            return
     if force_setup or not python.exists():
         print(f"setting up {VENV} (bash {SETUP}) ...", file=sys.stderr, flush=True)
         subprocess.run(["bash", str(SETUP)], check=True)
@@ -82,7 +112,7 @@ def ensure_compare_venv(force_setup: bool) -> None:
 def check_packages(names: list[str]) -> dict[str, str]:
     """Versions of the packages the chosen frameworks need; exits when one is missing."""
     packages = {"dramatiq": ["dramatiq"], "celery": ["celery", "kombu"], "huey": ["huey"],
-                "celeriac": ["celeriac"]}
+                "celeriac": ["celeriac"], "celeriac-E": ["celeriac"]}
     wanted = ["gevent", "greenlet", "redis"] + [p for n in names for p in packages[n]]
     versions: dict[str, str] = {}
     for package in wanted:
@@ -232,6 +262,8 @@ def run_framework(name: str, url: str, root: Path, options: argparse.Namespace
     client.flushall()
     count, key = options.tasks, framework.counter_key()
     command = framework.command(Path(sys.executable).parent, options.concurrency)
+    if not Path(command[0]).exists():  # an interpreter without the console script
+        command = [sys.executable, "-m", Path(command[0]).name, *command[1:]]
     out: dict[str, float] = {}
 
     out["enqueue/s"] = produce(directory, "enqueue", count, options.timeout)["rate"]
@@ -258,7 +290,7 @@ def run_framework(name: str, url: str, root: Path, options: argparse.Namespace
     finally:
         worker.stop()
 
-    if name == "celeriac":
+    if name == "celeriac" and not options.events:
         client.flushall()
         bulk = produce(directory, "bulk", count, options.timeout)
         if "skipped" in bulk:
@@ -287,8 +319,8 @@ def cell(metric: str, value: float | None, base: float | None) -> str:
     return text
 
 
-def print_table(medians: dict[str, dict[str, float]], names: list[str]) -> None:
-    base = medians.get("dramatiq", {})
+def print_table(medians: dict[str, dict[str, float]], names: list[str], base_name: str) -> None:
+    base = medians.get(base_name, {})
     metrics = [m for m in METRICS if any(m in medians.get(n, {}) for n in names)]
     rows = [["framework", *metrics]]
     for name in names:
@@ -309,8 +341,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs; medians are reported")
     parser.add_argument("-c", "--concurrency", type=int, default=100,
                         help="green threads in the one worker process")
-    parser.add_argument("--only", default="dramatiq,celery,huey,celeriac",
-                        help="comma-separated frameworks, in table order")
+    parser.add_argument("--only", help="comma-separated frameworks, in table order "
+                        f"({', '.join(FRAMEWORKS)}) [default: dramatiq,celery,huey,celeriac]")
     parser.add_argument("--latency-samples", type=int, default=200,
                         help="enqueue-to-start samples per run (0: skip)")
     parser.add_argument("--timeout", type=float, default=600.0,
@@ -319,10 +351,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path,
                         help="keep task modules, worker logs and Redis's directory here "
                              "(default: a temporary directory, removed)")
+    parser.add_argument("--events", action="store_true",
+                        help="also run celeriac with -E (celeriac-E) and report what task "
+                             "events cost (default --only: celeriac,celeriac-E)")
     parser.add_argument("--setup", action="store_true",
                         help=f"(re)install {VENV.name} first with {SETUP.name}")
     options = parser.parse_args()
-    options.names = [n.strip() for n in options.only.split(",") if n.strip()]
+    only = options.only or ("celeriac" if options.events else "dramatiq,celery,huey,celeriac")
+    options.names = [n.strip() for n in only.split(",") if n.strip()]
+    if options.events and "celeriac-E" not in options.names:
+        options.names.append("celeriac-E")
     if not options.names or any(n not in FRAMEWORKS for n in options.names):
         parser.error(f"--only takes some of {', '.join(FRAMEWORKS)}")
     if options.tasks < 100:
@@ -346,7 +384,8 @@ def measure(active: list[str], options: argparse.Namespace
                 tempfile.TemporaryDirectory(prefix="celeriac-redis-compare-")))
         url = stack.enter_context(redis_server(root))
         for run in range(options.repeat):
-            for name in active:
+            # With --events the pair swaps places every run, so drift favours neither.
+            for name in (active[::-1] if options.events and run % 2 else active):
                 try:
                     figures = run_framework(name, url, root / f"run{run + 1}", options)
                 except (BenchError, subprocess.TimeoutExpired) as exc:
@@ -361,6 +400,15 @@ def measure(active: list[str], options: argparse.Namespace
     return runs, errors
 
 
+def paired_ratios(runs: dict[str, dict[str, list[float]]]) -> dict[str, list[float]]:
+    """celeriac-E / celeriac per run, for the throughput metrics: each pair ran side by
+    side in the same run, so the ratio is less exposed to drift than a ratio of medians."""
+    plain, events = runs.get("celeriac", {}), runs.get("celeriac-E", {})
+    return {metric: [e / p for p, e in zip(plain[metric], events[metric], strict=True)]
+            for metric in ("prefilled tasks/s", "running tasks/s")
+            if len(plain.get(metric, [])) == len(events.get(metric, [])) > 0}
+
+
 def exit_on_signal(signum: int, frame: object) -> None:
     """SIGTERM/SIGHUP unwind like Ctrl-C, so workers and redis-server are stopped."""
     raise SystemExit(128 + signum)
@@ -371,31 +419,39 @@ def main() -> int:
     signal.signal(signal.SIGHUP, exit_on_signal)
     options = parse_args()
     names: list[str] = options.names
-    ensure_compare_venv(options.setup)
+    ensure_compare_venv(options.setup, names)
     versions = check_packages(names)
     skipped: dict[str, str] = {}
-    if "celeriac" in names:
+    if CELERIAC_ONLY & set(names):
         reason = celeriac_redis_missing()
         if reason is not None:
-            skipped["celeriac"] = f"celeriac.brokers.redis does not import: {reason}"
-            print(f"skipping celeriac: {skipped['celeriac']}", flush=True)
+            for name in CELERIAC_ONLY & set(names):
+                skipped[name] = f"celeriac.brokers.redis does not import: {reason}"
+                print(f"skipping {name}: {skipped[name]}", flush=True)
     load_before = os.getloadavg()[0]
     runs, errors = measure([n for n in names if n not in skipped], options)
     load = (load_before, os.getloadavg()[0])
     medians = {name: {m: statistics.median(v) for m, v in metrics.items()}
                for name, metrics in runs.items()}
+    base_name = "dramatiq" if "dramatiq" in names else names[0]
     print(f"\nmedians of {options.repeat} runs; {options.tasks:,} tasks of one Redis INCR; "
           f"one worker process, {options.concurrency} green threads; loopback Redis; "
           f"{os.cpu_count()} CPUs (1-min load average {load[0]:.1f} before, {load[1]:.1f} "
-          f"after: above ~1 something else was running); ratios against dramatiq\n")
+          f"after: above ~1 something else was running); ratios against {base_name}\n")
     if medians and any(medians.values()):
-        print_table(medians, names)
+        print_table(medians, names, base_name)
     else:
         print("no figures: every run failed")
     for name, reason in skipped.items():
         print(f"\n{name}: skipped: {reason}")
     if "celeriac" in runs and "bulk skipped" in runs["celeriac"]:
         print("\nceleriac bulk enqueue/s: skipped (see the run lines above for why)")
+    pairs = paired_ratios(runs) if options.events else {}
+    if pairs:
+        print("\ncost of -E: celeriac-E / celeriac, run by run (median; 0.90 means -E costs 10%)")
+        for metric, ratios in pairs.items():
+            print(f"  {metric:18} " + " ".join(f"{r:.2f}" for r in ratios)
+                  + f"  (median {statistics.median(ratios):.2f})")
     print("\n" + ", ".join(f"{k} {v}" for k, v in versions.items()))
     if options.json:
         options.json.write_text(json.dumps({
@@ -403,7 +459,7 @@ def main() -> int:
                          "concurrency": options.concurrency, "cpus": os.cpu_count(),
                          "latency_samples": options.latency_samples, "load_average": load},
             "versions": versions, "skipped": skipped, "errors": errors,
-            "medians": medians, "runs": runs}, indent=2))
+            "medians": medians, "runs": runs, "paired_ratios": pairs}, indent=2))
     return 1 if errors else 0
 
 

@@ -218,9 +218,8 @@ def test_a_successful_run_records_received_started_and_succeeded_with_celerys_fi
         assert event.worker == "node-1"
         assert event.data["uuid"] == "id-1" and event.data["name"] == "t.add"
         assert event.data["hostname"] == "node-1"
-        assert event.data["pid"] == os.getpid()
         assert event.data["timestamp"] == event.time
-        assert isinstance(event.data["utcoffset"], int)
+    assert started.data["pid"] == os.getpid()
     assert received.data["args"] == "[20, 22]" and received.data["kwargs"] == "{}"
     assert received.data["retries"] == 0 and received.data["root_id"] == "id-1"
     assert received.data["parent_id"] is None
@@ -455,3 +454,20 @@ def test_a_type_that_matches_nothing_is_refused_with_a_suggestion() -> None:
     with pytest.raises(click.BadParameter, match="'task-faild' matches no event type "
                                                  r"\(did you mean 'task-failed'\?\)"):
         check_types(None, None, ("task-faild",))
+
+
+def test_brackets_and_line_breaks_in_names_and_exceptions_stay_as_they_are() -> None:
+    """Text from tasks is shown as is: rich markup in it is not interpreted, and an
+    exception spread over lines stays on its task's one line in a pipe."""
+    import io
+
+    from rich.console import Console
+
+    view = TaskView()
+    line = view.add(event("task-failed", name="t.[bold]odd[/]",
+                          exception="ValueError('[/] and\nmore')"))
+    assert line is not None
+    assert line.text().split(maxsplit=5)[5] == "ValueError('[/] and more')"
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(view.table(10))
+    assert "t.[bold]odd[/]" in out.getvalue() and "ValueError('[/] and" in out.getvalue()

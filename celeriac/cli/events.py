@@ -33,6 +33,7 @@ import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from celeriac.middleware.events import EVENT_TYPES, TASK_STATES
 from celeriac.settings import suggest
@@ -119,9 +120,10 @@ class TaskLine:
     timestamp: float = 0.0
 
     def text(self) -> str:
+        """The line for a pipe; an exception or reason spread over lines is joined up."""
         runtime = "-" if self.runtime is None else f"{self.runtime:.3f}s"
         line = f"{self.state:<8}  {self.name}  {self.uuid}  {self.worker}  {runtime}"
-        return f"{line}  {self.info}" if self.info else line
+        return f"{line}  {' '.join(self.info.split())}" if self.info else line
 
 
 @dataclass
@@ -217,11 +219,13 @@ class TaskView:
                              no_wrap=column != "info")
         for line in list(self.tasks.values())[-rows:]:
             runtime = "" if line.runtime is None else f"{line.runtime:.3f}s"
-            table.add_row(f"[{STATE_STYLES.get(line.state, 'white')}]{line.state}[/]", line.name,
-                          line.uuid, line.worker, runtime, line.info)
-        table.caption = "  ".join(
+            # Text, not markup: a name or an exception may hold brackets.
+            table.add_row(Text(line.state, style=STATE_STYLES.get(line.state, "white")),
+                          Text(line.name), Text(line.uuid), Text(line.worker), runtime,
+                          Text(line.info))
+        table.caption = Text("  ".join(
             f"{w.name}: {w.state}, {w.active} active, {w.processed} processed"
-            for w in self.workers.values()) or "no worker events seen"
+            for w in self.workers.values()) or "no worker events seen")
         return table
 
 

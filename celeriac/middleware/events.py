@@ -17,12 +17,13 @@ its setting is on, so a worker without ``-E`` pays nothing:
   waiting) and when the process stops. Jobs append from their own threads or
   greenlets and only the loop drains, through a ``deque`` (whose ``append`` and
   ``popleft`` are atomic), so no lock is taken per event;
-* :class:`NodeEvents` (the supervisor) publishes ``worker-heartbeat``;
+* :class:`NodeEvents` (the supervisor) publishes ``worker-heartbeat``, and
+  ``task-revoked`` for a task it stopped by replacing the process running it;
 * :class:`SentEvents` (any producer) publishes ``task-sent``, one ``emit`` per
   publish call (a group of a thousand tasks is one call).
 
-Events are for watching, not for correctness: one that cannot be recorded is
-logged and dropped, and never holds up a task, an ack or a publish.
+Events are for watching, not for correctness: a batch the broker refuses is
+logged and dropped, and never fails a task, an ack or a publish.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ SOFTWARE = {"sw_ident": "py-celeriac", "sw_ver": __version__, "sw_sys": platform
 
 
 def utcoffset() -> int:
-    """Hours west of UTC, as Celery's events carry it (``utcoffset``), DST included."""
+    """Hours west of UTC, as Celery's worker events carry it (``utcoffset``), DST included."""
     return (time.altzone if time.localtime().tm_isdst else time.timezone) // 3600
 
 
@@ -115,8 +116,10 @@ class TaskEvents(Middleware):
 
     ``data`` of every event carries ``uuid`` (the task id), ``name`` (celeriac adds it
     to every task event, not only ``task-received``, so ``celeriac events --task``
-    can filter any of them), ``hostname`` (the node name), ``timestamp``, ``pid``
-    (this worker process) and ``utcoffset``, plus the fields of its type.
+    can filter any of them), ``hostname`` (the node name) and ``timestamp``, plus the
+    fields of its type (``pid`` of this worker process on ``task-started``, as in
+    Celery's reference). Nothing more: three of these per task, each JSON-encoded and
+    stored by the broker, are what ``-E`` costs.
     """
 
     def __init__(self, broker: Broker, node: str, *, flush_size: int = FLUSH_SIZE,
@@ -126,7 +129,6 @@ class TaskEvents(Middleware):
         self.flush_size = flush_size
         self.flush_interval = flush_interval
         self.pid = os.getpid()
-        self.utcoffset = utcoffset()
         #: Events not published yet, oldest first (appended by jobs, drained by the loop).
         self.buffer: deque[WorkerEvent] = deque()
         #: time.monotonic() after which a tick publishes whatever is buffered.
@@ -136,7 +138,7 @@ class TaskEvents(Middleware):
         """The fields every task event has; each hook adds its own (one dict per event:
         this runs three times per task)."""
         return {"uuid": run.request.id, "name": run.task.name, "hostname": self.node,
-                "timestamp": now, "pid": self.pid, "utcoffset": self.utcoffset}
+                "timestamp": now}
 
     # -- publishing ---------------------------------------------------------------------
     def tick(self) -> None:
@@ -145,8 +147,7 @@ class TaskEvents(Middleware):
             self.flush()
 
     def flush(self) -> None:
-        """Publish everything buffered so far in one ``emit`` call."""
-        self.utcoffset = utcoffset()
+        """Publish everything buffered so far as one batch (one ``emit`` call)."""
         self._due = time.monotonic() + self.flush_interval
         buffer = self.buffer
         count = len(buffer)
@@ -179,8 +180,8 @@ class TaskEvents(Middleware):
         # the worker failed around is delivered again later (requeue True).
         now = time.time()
         data = {"uuid": rejection.task_id, "name": rejection.task_name, "hostname": self.node,
-                "timestamp": now, "pid": self.pid, "utcoffset": self.utcoffset,
-                "requeue": rejection.kind == "internal", "reason": rejection.reason}
+                "timestamp": now, "pid": self.pid, "requeue": rejection.kind == "internal",
+                "reason": rejection.reason}
         self.buffer.append(WorkerEvent("task-rejected", self.node, data, now))
 
     def task_skipped(self, run: TaskRun) -> None:
@@ -193,7 +194,9 @@ class TaskEvents(Middleware):
 
     def before_task(self, run: TaskRun) -> None:
         now = time.time()
-        self.buffer.append(WorkerEvent("task-started", self.node, self._data(run, now), now))
+        data = self._data(run, now)
+        data["pid"] = self.pid
+        self.buffer.append(WorkerEvent("task-started", self.node, data, now))
 
     def after_task(self, run: TaskRun) -> None:
         record = run.record
@@ -265,7 +268,7 @@ class NodeEvents(Middleware):
         now = time.time()
         data = {"uuid": run.request.id, "name": run.task.name, "terminated": True,
                 "signum": signal_number(run.signal), "expired": False, "hostname": self.node,
-                "timestamp": now, "pid": os.getpid(), "utcoffset": utcoffset()}
+                "timestamp": now}
         emit_now(self.broker, [WorkerEvent(type="task-revoked", worker=self.node, data=data,
                                            time=now)])
 
@@ -279,8 +282,7 @@ class SentEvents(Middleware):
             return
         now = time.time()
         origin = f"gen{os.getpid()}@{socket.gethostname()}"
-        common = {"hostname": origin, "timestamp": now, "pid": os.getpid(),
-                  "utcoffset": utcoffset(), "exchange": ""}
+        common = {"hostname": origin, "timestamp": now, "pid": os.getpid(), "exchange": ""}
         events = []
         for envelope in envelopes:
             headers = envelope.headers
