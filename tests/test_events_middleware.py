@@ -17,6 +17,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -158,6 +159,7 @@ def test_events_appended_from_many_threads_while_the_loop_drains_are_all_publish
     def loop() -> None:
         while not done.is_set():
             events.tick()
+            time.sleep(0)  # as the consumer loop waits between turns (a switch when green)
 
     looper = threading.Thread(target=loop)
     looper.start()
