@@ -120,6 +120,10 @@ def _ms(seconds: float) -> int:
     return max(math.ceil(seconds * 1000), 0)
 
 
+#: Encodes worker and task events (``default=str``: a value JSON cannot hold becomes text).
+_EVENT_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 class RedisBroker(Broker):
     """Messages in Redis, claimed, settled and recovered by server-side scripts."""
 
@@ -351,9 +355,12 @@ class RedisBroker(Broker):
         if not events:
             return
         now = time.time()
-        payloads = [json.dumps({"type": e.type, "worker": e.worker, "data": e.data,
-                                "time": e.time or now}, default=str) for e in events]
-        self._run("workers", ["emit", self.events_kept, *payloads])
+        # One argument for the whole batch (compact JSON never holds a raw newline), and
+        # one shared encoder: with -E this runs for every batch of task events.
+        encode = _EVENT_ENCODER.encode
+        payload = "\n".join([encode({"type": e.type, "worker": e.worker, "data": e.data,
+                                      "time": e.time or now}) for e in events])
+        self._run("workers", ["emit", self.events_kept, len(events), payload])
 
     def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
         if limit <= 0:

@@ -517,6 +517,18 @@ def test_events_page_with_after_and_limit(broker: Broker) -> None:
     assert [e.data["n"] for e in broker.events(after=rest[-1].seq)] == [25]
 
 
+def test_a_large_batch_of_events_keeps_every_event_and_its_text(broker: Broker) -> None:
+    """One emit of many events (a -E batch): all stored, in order, with contiguous seqs,
+    text with line breaks and separators intact (Redis sends a batch as one argument)."""
+    text = "line 1\nline 2|with a bar\r\n\u2028end"
+    broker.emit([WorkerEvent(type="task-failed", worker="w", time=1.0,
+                             data={"n": n, "traceback": text}) for n in range(1200)])
+    got = broker.events(limit=2000)
+    assert [e.data["n"] for e in got] == list(range(1200))
+    assert all(e.data["traceback"] == text for e in got)
+    assert [e.seq for e in got] == list(range(got[0].seq, got[0].seq + 1200))
+
+
 def test_events_are_capped_to_the_newest(broker: Broker) -> None:
     broker.events_kept = 20
     for n in range(0, 95, 5):  # 95 events in 19 emits

@@ -3,8 +3,9 @@
 --   beat   name, ttl_ms, info_json   P:workers[name] = info; P:workers:exp name -> now + ttl
 --   forget name                      both removed
 --   live                             expired ones removed; returns {name, info, seen_ms, ...}
---   emit   kept, json...             each event stored in P:events as "seq|json" under a new
---                                    P:events:seq; only the newest `kept` are kept
+--   emit   kept, n, json\njson...   the n events (one argument, one JSON object per line)
+--                                    stored in P:events as "seq|json", seqs taken from
+--                                    P:events:seq with one INCRBY; only the newest `kept` kept
 local action = ARGV[2]
 local now = now_ms()
 if action == 'beat' then
@@ -31,9 +32,20 @@ elseif action == 'live' then
   return out
 elseif action == 'emit' then
   local kept = tonumber(ARGV[3])
-  for i = 4, #ARGV do
-    local seq = redis.call('INCR', key('events', 'seq'))
-    redis.call('ZADD', key('events'), seq, seq .. '|' .. ARGV[i])
+  local n = tonumber(ARGV[4])
+  local seq = redis.call('INCRBY', key('events', 'seq'), n) - n
+  local args = {}
+  for line in string.gmatch(ARGV[5], '[^\n]+') do
+    seq = seq + 1
+    args[#args + 1] = seq
+    args[#args + 1] = seq .. '|' .. line
+    if #args >= 1000 then  -- unpack() has a limit on how many values it returns
+      redis.call('ZADD', key('events'), unpack(args))
+      args = {}
+    end
+  end
+  if #args > 0 then
+    redis.call('ZADD', key('events'), unpack(args))
   end
   if kept > 0 then
     redis.call('ZREMRANGEBYRANK', key('events'), 0, -(kept + 1))
