@@ -26,6 +26,10 @@ drift on a shared machine hits all of them. Ratios are against Dramatiq (above 1
 better for rates, below 1 is better for latency), or against the first framework run
 when Dramatiq is not.
 
+``--signals`` does the same for ``celeriac-signals``, celeriac with one no-op receiver
+connected to every task signal (publish, received, prerun, postrun, success, failure,
+retry, revoked): what a Sentry- or OpenTelemetry-style integration costs.
+
 ``--events`` measures what task events cost: it adds ``celeriac-E``, the same celeriac
 worker started with ``-E`` (every task then records task-received, task-started and
 task-succeeded in the broker's event stream), run beside plain ``celeriac`` in every
@@ -74,11 +78,39 @@ def _with_task_events(celeriac: Framework) -> Framework:
     return replace(celeriac, name="celeriac-E", command=command)
 
 
-#: Every framework by name; ``celeriac-E`` is celeriac with task events on (``--events``).
-FRAMEWORKS: dict[str, Framework] = {**COMPETITORS,
-                                    "celeriac-E": _with_task_events(COMPETITORS["celeriac"])}
+#: A no-op receiver on every task signal, added to the task module by ``--signals``.
+SIGNAL_RECEIVERS = '''
+
+from celeriac import signals as _signals
+
+_calls = [0]
+
+
+def _receiver(sender=None, **kwargs):
+    _calls[0] += 1
+
+
+for _name in ("before_task_publish", "after_task_publish", "task_received", "task_prerun",
+              "task_postrun", "task_success", "task_failure", "task_retry", "task_revoked"):
+    getattr(_signals, _name).connect(_receiver, weak=False)
+'''
+
+
+def _with_signal_receivers(celeriac: Framework) -> Framework:
+    """The celeriac worker with one receiver connected to each task signal."""
+    return replace(celeriac, name="celeriac-signals", source=celeriac.source + SIGNAL_RECEIVERS)
+
+
+#: celeriac variants measured beside plain celeriac: with -E (``--events``), with a
+#: receiver on each task signal (``--signals``).
+VARIANTS: dict[str, Framework] = {
+    "celeriac-E": _with_task_events(COMPETITORS["celeriac"]),
+    "celeriac-signals": _with_signal_receivers(COMPETITORS["celeriac"]),
+}
+#: Every framework by name.
+FRAMEWORKS: dict[str, Framework] = {**COMPETITORS, **VARIANTS}
 #: Frameworks that are celeriac, run from this interpreter when nothing else is asked for.
-CELERIAC_ONLY = {"celeriac", "celeriac-E"}
+CELERIAC_ONLY = {"celeriac", *VARIANTS}
 
 METRICS = ["enqueue/s", "prefilled tasks/s", "running tasks/s", "p50 latency ms",
            "p90 latency ms", "bulk enqueue/s"]
@@ -112,7 +144,7 @@ def ensure_compare_venv(force_setup: bool, names: list[str]) -> None:
 def check_packages(names: list[str]) -> dict[str, str]:
     """Versions of the packages the chosen frameworks need; exits when one is missing."""
     packages = {"dramatiq": ["dramatiq"], "celery": ["celery", "kombu"], "huey": ["huey"],
-                "celeriac": ["celeriac"], "celeriac-E": ["celeriac"]}
+                **{name: ["celeriac"] for name in CELERIAC_ONLY}}
     wanted = ["gevent", "greenlet", "redis"] + [p for n in names for p in packages[n]]
     versions: dict[str, str] = {}
     for package in wanted:
@@ -290,7 +322,7 @@ def run_framework(name: str, url: str, root: Path, options: argparse.Namespace
     finally:
         worker.stop()
 
-    if name == "celeriac" and not options.events:
+    if name == "celeriac" and not options.paired:
         client.flushall()
         bulk = produce(directory, "bulk", count, options.timeout)
         if "skipped" in bulk:
@@ -354,13 +386,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--events", action="store_true",
                         help="also run celeriac with -E (celeriac-E) and report what task "
                              "events cost (default --only: celeriac,celeriac-E)")
+    parser.add_argument("--signals", action="store_true",
+                        help="also run celeriac with a receiver on every task signal "
+                             "(celeriac-signals) and report what they cost")
     parser.add_argument("--setup", action="store_true",
                         help=f"(re)install {VENV.name} first with {SETUP.name}")
     options = parser.parse_args()
-    only = options.only or ("celeriac" if options.events else "dramatiq,celery,huey,celeriac")
+    paired = options.events or options.signals
+    only = options.only or ("celeriac" if paired else "dramatiq,celery,huey,celeriac")
     options.names = [n.strip() for n in only.split(",") if n.strip()]
-    if options.events and "celeriac-E" not in options.names:
-        options.names.append("celeriac-E")
+    for flag, variant in ((options.events, "celeriac-E"), (options.signals, "celeriac-signals")):
+        if flag and variant not in options.names:
+            options.names.append(variant)
+    options.paired = paired
     if not options.names or any(n not in FRAMEWORKS for n in options.names):
         parser.error(f"--only takes some of {', '.join(FRAMEWORKS)}")
     if options.tasks < 100:
@@ -385,7 +423,7 @@ def measure(active: list[str], options: argparse.Namespace
         url = stack.enter_context(redis_server(root))
         for run in range(options.repeat):
             # With --events the pair swaps places every run, so drift favours neither.
-            for name in (active[::-1] if options.events and run % 2 else active):
+            for name in (active[::-1] if options.paired and run % 2 else active):
                 try:
                     figures = run_framework(name, url, root / f"run{run + 1}", options)
                 except (BenchError, subprocess.TimeoutExpired) as exc:
@@ -400,13 +438,14 @@ def measure(active: list[str], options: argparse.Namespace
     return runs, errors
 
 
-def paired_ratios(runs: dict[str, dict[str, list[float]]]) -> dict[str, list[float]]:
-    """celeriac-E / celeriac per run, for the throughput metrics: each pair ran side by
+def paired_ratios(runs: dict[str, dict[str, list[float]]], variant: str
+                  ) -> dict[str, list[float]]:
+    """``variant`` / celeriac per run, for the throughput metrics: each pair ran side by
     side in the same run, so the ratio is less exposed to drift than a ratio of medians."""
-    plain, events = runs.get("celeriac", {}), runs.get("celeriac-E", {})
-    return {metric: [e / p for p, e in zip(plain[metric], events[metric], strict=True)]
+    plain, other = runs.get("celeriac", {}), runs.get(variant, {})
+    return {metric: [e / p for p, e in zip(plain[metric], other[metric], strict=True)]
             for metric in ("prefilled tasks/s", "running tasks/s")
-            if len(plain.get(metric, [])) == len(events.get(metric, [])) > 0}
+            if len(plain.get(metric, [])) == len(other.get(metric, [])) > 0}
 
 
 def exit_on_signal(signum: int, frame: object) -> None:
@@ -446,10 +485,12 @@ def main() -> int:
         print(f"\n{name}: skipped: {reason}")
     if "celeriac" in runs and "bulk skipped" in runs["celeriac"]:
         print("\nceleriac bulk enqueue/s: skipped (see the run lines above for why)")
-    pairs = paired_ratios(runs) if options.events else {}
-    if pairs:
-        print("\ncost of -E: celeriac-E / celeriac, run by run (median; 0.90 means -E costs 10%)")
-        for metric, ratios in pairs.items():
+    pairs = {variant: paired_ratios(runs, variant) for variant in VARIANTS if variant in runs}
+    for variant, ratios_of in pairs.items():
+        if ratios_of:
+            print(f"\ncost of {variant}: {variant} / celeriac, run by run (median; 0.90 means "
+                  "it costs 10%)")
+        for metric, ratios in ratios_of.items():
             print(f"  {metric:18} " + " ".join(f"{r:.2f}" for r in ratios)
                   + f"  (median {statistics.median(ratios):.2f})")
     print("\n" + ", ".join(f"{k} {v}" for k, v in versions.items()))
