@@ -249,15 +249,18 @@ class Celeriac:
         they are: the task's own options are not applied, it may not even be known here.
         """
         check_send_options(options, "send_task", allowed=MESSAGE_OPTIONS)
-        task_id, message, envelope = self._prepare(name, args, kwargs, time.time(), **options)
-        self._publish([message], [envelope])
+        watched = self.middleware.publish_watched()
+        task_id, message, envelope = self._prepare(name, args, kwargs, time.time(),
+                                                   watched=watched, **options)
+        self._publish([message], [envelope] if envelope is not None else [])
         return AsyncResult(task_id, self, name)
 
     def _publish(self, messages: list[OutgoingMessage], envelopes: list[Envelope]) -> None:
-        """One ``Broker.publish`` call, then the ``after_publish`` hooks when any watch."""
+        """One ``Broker.publish`` call, then the ``after_publish`` hooks when any watch
+        (``envelopes`` is empty when nobody does)."""
         self.broker.publish(messages)
         pipeline = self.middleware
-        if pipeline.publish_hooks:
+        if envelopes:
             pipeline.after_publish(self, envelopes)
 
     def signature(self, name: str, args: Sequence[Any] | None = None,
@@ -293,20 +296,26 @@ class Celeriac:
         results: list[AsyncResult[R]] = []
         messages: list[OutgoingMessage] = []
         envelopes: list[Envelope] = []
+        # Messages are kept whole for the publish hooks only when one watches: thousands
+        # of envelopes held until the publish cost more in garbage collection than in
+        # building them.
+        watched = self.middleware.publish_watched()
         for index, signature in enumerate(signatures):
             if signature.app is not self:
                 raise ConfigurationError(f"{signature!r} belongs to {signature.app!r}, not {self!r}: "
                                          "one bulk send goes to one broker")
             try:
                 task_id, message, envelope = self._prepare(
-                    signature.name, signature.args, signature.kwargs, now, group=group_id,
+                    signature.name, signature.args, signature.kwargs, now, watched=watched,
+                    group=group_id,
                     **signature.resolved_options())
             except Exception as exc:
                 _note(exc, f"raised for message {index} ({signature!r}); nothing was published")
                 raise
             results.append(AsyncResult(task_id, self, signature.name))
             messages.append(message)
-            envelopes.append(envelope)
+            if envelope is not None:
+                envelopes.append(envelope)
         self._publish_chunks(messages, envelopes, chunk_size or len(messages))
         return results
 
@@ -314,7 +323,8 @@ class Celeriac:
                         size: int) -> None:
         for start in range(0, len(messages), size):
             try:
-                self._publish(messages[start:start + size], envelopes[start:start + size])
+                self._publish(messages[start:start + size],
+                              envelopes[start:start + size] if envelopes else [])
             except Exception as exc:
                 if start:
                     _note(exc, f"{start} of {len(messages)} messages were published (in earlier "
@@ -328,6 +338,7 @@ class Celeriac:
         kwargs: Mapping[str, Any] | None,
         now: float,
         *,
+        watched: bool = False,
         task_id: str | None = None,
         countdown: float | None = None,
         eta: datetime | float | None = None,
@@ -342,9 +353,9 @@ class Celeriac:
         root_id: str | None = None,
         parent_id: str | None = None,
         group: str | None = None,
-    ) -> tuple[str, OutgoingMessage, Envelope]:
-        """Route, check and encode one message (its task id, the message and its parts,
-        for the publish hooks); send nothing.
+    ) -> tuple[str, OutgoingMessage, Envelope | None]:
+        """Route, check and encode one message; send nothing. Returns its task id, the
+        message and, when ``watched`` (a publish hook watches), its parts for the hooks.
 
         Raises before anything is sent: ConfigurationError for a bad priority or
         serializer, SerializationError for arguments the serializer cannot encode.
@@ -371,12 +382,11 @@ class Celeriac:
             serializer=serializer, eta=eta_ts, expires=expires_ts, retries=retries,
             time_limit=time_limit, soft_time_limit=soft_time_limit, root_id=root_id,
             parent_id=parent_id, group=group, priority=priority, ignore_result=bool(ignore_result))
-        pipeline = self.middleware
-        if pipeline.publish_hooks:
-            pipeline.before_publish(self, envelope)
+        if watched:
+            self.middleware.before_publish(self, envelope)
         message = OutgoingMessage(queue=target, body=envelope.dumps(), priority=priority,
                                   eta=eta_ts if eta_ts and eta_ts > now else None)
-        return task_id, message, envelope
+        return task_id, message, envelope if watched else None
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         """A handle on the result of ``task_id``."""

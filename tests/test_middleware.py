@@ -127,3 +127,30 @@ def test_retry_sends_the_calls_own_options_again(app: Celeriac) -> None:
     message = decode(again.body)
     assert (message.priority, message.timelimit, message.retries) == (9, (5, 4), 1)
     assert message.id == run.request.id
+
+
+def test_publish_hooks_are_watched_only_while_a_receiver_is_connected(app: Celeriac) -> None:
+    """With no receiver on the publish signals, the producer neither calls the publish
+    hooks nor keeps the messages for them (their garbage cost bulk sends a third)."""
+    from celeriac.signals import before_task_publish
+
+    pipeline = app.middleware
+    assert pipeline.publish_hooks and not pipeline.publish_watched()
+    seen: list[str] = []
+
+    def receiver(sender: Any = None, headers: Any = None, **kwargs: Any) -> None:
+        seen.append(headers["id"])
+
+    before_task_publish.connect(receiver, weak=False)
+    try:
+        assert pipeline.publish_watched()
+
+        @app.task(name="t.noop")
+        def noop() -> None:
+            return None
+
+        results = noop.apply_many([()] * 3)
+        assert seen == [r.id for r in results]
+    finally:
+        before_task_publish.disconnect(receiver)
+    assert not pipeline.publish_watched()

@@ -121,6 +121,12 @@ class Middleware:
     def after_publish(self, app: Celeriac, envelopes: Sequence[Envelope]) -> None:
         """Task messages were published (one broker call)."""
 
+    def watches_publish(self) -> bool:
+        """Whether the publish hooks want this send's messages now (a middleware that only
+        sometimes does, such as signals with no receiver, says no, and the producer then
+        neither calls them nor keeps the messages)."""
+        return _overrides(self, "before_publish") or _overrides(self, "after_publish")
+
     # -- a worker node (in the supervisor) ------------------------------------------------
     def node_starting(self, supervisor: Supervisor) -> None:
         """``celeriac worker`` is starting; no worker process runs yet."""
@@ -192,7 +198,7 @@ def _overrides(middleware: Middleware, hook: str) -> bool:
 
 #: Every hook name, in the order of :class:`Middleware`.
 HOOKS = tuple(name for name, value in vars(Middleware).items()
-              if callable(value) and not name.startswith("_"))
+              if callable(value) and not name.startswith("_") and name != "watches_publish")
 
 
 class Pipeline:
@@ -224,6 +230,12 @@ class Pipeline:
         self._reversed = {hook: found[::-1] for hook, found in by_hook.items()}
         #: False when no middleware watches publishing: the producer skips building hooks' input.
         self.publish_hooks = bool(by_hook["before_publish"] or by_hook["after_publish"])
+        self._publishers = [m for m in self.middleware
+                            if _overrides(m, "before_publish") or _overrides(m, "after_publish")]
+
+    def publish_watched(self) -> bool:
+        """True when some publish hook wants the messages of a send starting now."""
+        return self.publish_hooks and any(m.watches_publish() for m in self._publishers)
 
     @staticmethod
     def _failed(middleware: Middleware, hook: str) -> None:

@@ -120,6 +120,9 @@ class SignalsMiddleware(Middleware):
         self.consumer = consumer
 
     # -- producer -----------------------------------------------------------------------
+    def watches_publish(self) -> bool:
+        return bool(signals.before_task_publish.receivers or signals.after_task_publish.receivers)
+
     def before_publish(self, app: Celeriac, envelope: Envelope) -> None:
         if not signals.before_task_publish.receivers:
             return
