@@ -11,7 +11,8 @@ ends, so a renamed or added field fails a round-trip test rather than silently.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -24,6 +25,18 @@ class Tagged(Protocol):
 
 T = TypeVar("T", bound=Tagged)
 
+#: One encoder for every line (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """The values of ``names`` as a tuple (``attrgetter`` of one name returns a bare value)."""
+    if len(names) == 1:
+        single = operator.attrgetter(names[0])
+        return lambda value: (single(value),)
+    getter: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*names)
+    return getter
+
 
 class LineCodec(Generic[T]):
     """Encodes and decodes the lines of one pipe (``tag`` is the key holding the kind)."""
@@ -35,15 +48,18 @@ class LineCodec(Generic[T]):
         #: kind -> class: the one table both ends use.
         self.types: dict[str, type[T]] = {cls.kind: cls for cls in types}
         self._fields = {cls: tuple(f.name for f in fields(cls)) for cls in types}  # type: ignore[arg-type]
+        #: Per class, a C-level getter of every field's value, in field order (a start is
+        #: encoded for every task: this is on the hot path).
+        self._values = {cls: _getter(names) for cls, names in self._fields.items()}
         #: Fields declared as tuples: JSON gives lists back, the dataclass wants tuples.
         self._tuples = {cls: tuple(f.name for f in fields(cls)  # type: ignore[arg-type]
                                    if str(f.type).startswith("tuple")) for cls in types}
 
     def encode(self, value: T) -> bytes:
+        cls = type(value)
         data: dict[str, Any] = {self.tag: value.kind}
-        for name in self._fields[type(value)]:
-            data[name] = getattr(value, name)
-        return (json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        data.update(zip(self._fields[cls], self._values[cls](value), strict=True))
+        return (_ENCODER.encode(data) + "\n").encode()
 
     def decode(self, line: bytes) -> T:
         """Parse one line; ValueError for anything that is not a known, complete line."""
