@@ -111,6 +111,37 @@ def emit_now(broker: Broker, events: list[WorkerEvent]) -> None:
                     events[0].type, exc)
 
 
+def finished_event(run: TaskRun, node: str) -> WorkerEvent | None:
+    """The event for how a run ended: task-succeeded, -failed, -retried or -revoked."""
+    record = run.record
+    if record is None:
+        return None
+    now = time.time()
+    data: dict[str, Any] = {"uuid": run.request.id, "name": run.task.name, "hostname": node,
+                            "timestamp": now, "runtime": run.runtime}
+    status = record.status
+    if status == SUCCESS:
+        kind = "task-succeeded"
+        data["result"] = short_repr(run.retval)
+    elif status in (FAILURE, RETRY):
+        kind = "task-failed" if status == FAILURE else "task-retried"
+        einfo = run.einfo
+        if einfo is not None:
+            data["exception"] = short_repr(einfo.exception)
+            data["traceback"] = einfo.traceback
+        else:
+            data["exception"] = f"{record.exc_type}({record.exc_message!r})"
+            data["traceback"] = record.traceback or ""
+    elif status == REVOKED:
+        kind = "task-revoked"
+        data["terminated"] = True
+        data["signum"] = signal_number(run.signal)
+        data["expired"] = False
+    else:
+        return None
+    return WorkerEvent(kind, node, data, now)
+
+
 class TaskEvents(Middleware):
     """A worker process's task events, buffered and published in batches.
 
@@ -199,33 +230,9 @@ class TaskEvents(Middleware):
         self.buffer.append(WorkerEvent("task-started", self.node, data, now))
 
     def after_task(self, run: TaskRun) -> None:
-        record = run.record
-        if record is None:
-            return
-        now = time.time()
-        data = self._data(run, now)
-        data["runtime"] = run.runtime
-        status = record.status
-        if status == SUCCESS:
-            kind = "task-succeeded"
-            data["result"] = short_repr(run.retval)
-        elif status in (FAILURE, RETRY):
-            kind = "task-failed" if status == FAILURE else "task-retried"
-            einfo = run.einfo
-            if einfo is not None:
-                data["exception"] = short_repr(einfo.exception)
-                data["traceback"] = einfo.traceback
-            else:
-                data["exception"] = f"{record.exc_type}({record.exc_message!r})"
-                data["traceback"] = record.traceback or ""
-        elif status == REVOKED:
-            kind = "task-revoked"
-            data["terminated"] = True
-            data["signum"] = signal_number(run.signal)
-            data["expired"] = False
-        else:
-            return
-        self.buffer.append(WorkerEvent(kind, self.node, data, now))
+        event = finished_event(run, self.node)
+        if event is not None:
+            self.buffer.append(event)
 
 
 def worker_task_events(app: Celeriac, consumer: object) -> TaskEvents:
@@ -238,9 +245,10 @@ def worker_task_events(app: Celeriac, consumer: object) -> TaskEvents:
 
 
 class NodeEvents(Middleware):
-    """The supervisor's part of ``-E``: ``worker-heartbeat`` on each heartbeat, and
-    ``task-revoked`` for a task the supervisor stopped by replacing its process
-    (``revoke(terminate=True)`` on prefork and solo), which cannot report it itself."""
+    """The supervisor's part of ``-E``: ``worker-heartbeat`` on each heartbeat, and the
+    end of a task the supervisor ended itself, which its process cannot report:
+    ``task-revoked`` for a terminate by replacing the process (prefork, solo),
+    ``task-failed`` for a hard time limit or a last delivery lost with its process."""
 
     def __init__(self) -> None:
         self.node = ""
@@ -263,14 +271,13 @@ class NodeEvents(Middleware):
                  [WorkerEvent(type="worker-heartbeat", worker=supervisor.node, data=data, time=now)])
 
     def after_task(self, run: TaskRun) -> None:
-        if self.broker is None or run.record is None or run.record.status != REVOKED:
+        """A task the supervisor ended itself (terminated by replacing its process, failed at
+        its hard time limit or on a last delivery lost with its process)."""
+        if self.broker is None:
             return
-        now = time.time()
-        data = {"uuid": run.request.id, "name": run.task.name, "terminated": True,
-                "signum": signal_number(run.signal), "expired": False, "hostname": self.node,
-                "timestamp": now}
-        emit_now(self.broker, [WorkerEvent(type="task-revoked", worker=self.node, data=data,
-                                           time=now)])
+        event = finished_event(run, self.node)
+        if event is not None:
+            emit_now(self.broker, [event])
 
 
 class SentEvents(Middleware):

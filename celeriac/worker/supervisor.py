@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import WorkerEvent
 from celeriac.context import Request
-from celeriac.errors import BrokerError, CeleriacError, ConfigurationError, TimeLimitExceeded, WorkerLostError
+from celeriac.errors import (
+    BrokerError,
+    CeleriacError,
+    ConfigurationError,
+    ExceptionInfo,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
 from celeriac.middleware import ACK, Outcome
 from celeriac.middleware.base import Pipeline, TaskRun
 from celeriac.worker.commands import Command, CommandWriter, SetConcurrency, SetQueues, SetTimeLimit, Stop
@@ -67,10 +74,12 @@ log = logging.getLogger("celeriac.supervisor")
 def node_pipeline(app: Celeriac) -> Pipeline:
     """The supervisor's hooks: Celery's worker signals, and with ``-E``
     (``worker_send_task_events``) worker-heartbeat events."""
+    from celeriac.middleware.handlers import TaskHandlers
     from celeriac.middleware.remote import RemoteControl
     from celeriac.middleware.signals import SignalsMiddleware
 
-    pipeline = Pipeline([SignalsMiddleware(), RemoteControl()])
+    # TaskHandlers: for the tasks the supervisor ends itself (see _after_task_here).
+    pipeline = Pipeline([SignalsMiddleware(), TaskHandlers(), RemoteControl()])
     if app.conf.worker_send_task_events:
         from celeriac.middleware.events import NodeEvents
 
@@ -311,20 +320,26 @@ class Supervisor:
                     "(with SIGKILL: a worker process takes SIGTERM as a warm shutdown)",
                     task.name, task.task_id, event.signal, child.proc.pid)
         self._kill(child, f"replaced to terminate task {task.name}[{task.task_id}]")
-        self._revoked_signal(task, event.signal, record)
+        self._after_task_here(task, record or revoked_record(task.task_id, task.name, "terminated"),
+                              revoked="terminated", signal=event.signal)
 
-    def _revoked_signal(self, task: RunningTask, signal_name: str,
-                        record: ResultRecord | None) -> None:
-        """``task_revoked`` (and the node's other hooks) for a task stopped by replacing its
-        process: it cannot fire in the process that was killed, so it fires here."""
+    def _after_task_here(self, task: RunningTask, record: ResultRecord,
+                         error: BaseException | None = None, revoked: str = "",
+                         signal: str | None = None) -> None:
+        """The ``after_task`` hooks for a task the supervisor ended itself (a hard time
+        limit, a terminate by replacing the process, a last delivery lost with its process):
+        its own process cannot run them any more, so Celery's signals (``task_failure``,
+        ``task_revoked``...), the task class's handlers and ``-E``'s events fire here. The
+        supervisor has only the reprs of the arguments: ``args`` and ``kwargs`` are empty."""
         registered = self.app.tasks.get(task.name)
         if registered is None:
             return
-        run = TaskRun(registered, Request(id=task.task_id, task=task.name, queue=task.queue,
-                                          delivery_count=task.delivery_count),
-                      revoked="terminated", signal=signal_name, record=record)
-        if run.record is None:
-            run.record = revoked_record(task.task_id, task.name, "terminated")
+        request = Request(id=task.task_id, task=task.name, queue=task.queue,
+                          delivery_count=task.delivery_count, hostname=socket.gethostname())
+        run = TaskRun(registered, request, revoked=revoked, signal=signal, record=record,
+                      ignore_result=task.ignore_result)
+        if error is not None:
+            run.einfo = ExceptionInfo(error, traceback="")
         self.pipeline.after_task(run)
 
     def _on_ready(self, child: Child) -> None:
@@ -369,13 +384,14 @@ class Supervisor:
                       task.name, task.task_id, child.proc.pid)
             child.running.pop(task.delivery_id, None)
             error = TimeLimitExceeded(f"task {task.name} exceeded its hard time limit")
-            record = None if task.ignore_result else failure_record(
-                task.task_id, task.name, error, tb="")
+            record = failure_record(task.task_id, task.name, error, tb="")
             try:
-                self.settler.settle([(task.delivery(), Outcome(ACK, ran=True, record=record))])
+                self.settler.settle([(task.delivery(), Outcome(
+                    ACK, ran=True, record=None if task.ignore_result else record))])
             except CeleriacError as exc:
                 log.error("could not settle %s[%s] after its hard time limit: %s; it will be "
                           "delivered again", task.name, task.task_id, exc)
+            self._after_task_here(task, record, error)
         self._kill(child, "hard time limit")
 
     def _kill_blocked(self, child: Child, late: list[RunningTask]) -> None:
@@ -482,13 +498,15 @@ class Supervisor:
         """
         limit = self.app.broker.max_deliveries
         for task in child.running.values():
-            if task.delivery_id in charged and task.delivery_count >= limit and (
-                    not task.ignore_result):
+            if task.delivery_id in charged and task.delivery_count >= limit:
                 error = WorkerLostError(
                     f"the worker process running task {task.name} died on delivery "
                     f"{task.delivery_count} of {limit} (broker_max_deliveries); the message "
                     "goes to the dead-letter store")
-                self.app.backend.store(failure_record(task.task_id, task.name, error, tb=""))
+                record = failure_record(task.task_id, task.name, error, tb="")
+                if not task.ignore_result:
+                    self.app.backend.store(record)
+                self._after_task_here(task, record, error)
 
     def _schedule_restart(self, child: Child) -> None:
         delay = 0.0
