@@ -362,18 +362,23 @@ class RedisBroker(Broker):
                                       "time": e.time or now}) for e in events])
         self._run("workers", ["emit", self.events_kept, len(events), payload])
 
-    def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
-        if limit <= 0:
-            return []
+    def _stream(self, name: str, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """The entries of a capped stream (``P:events``, ``P:control``: a sorted set of
+        ``seq|json`` scored by seq) after ``after``, oldest first: (seq, parsed JSON)."""
         raw = self._retry.call(lambda: self._redis.zrangebyscore(
-            f"{self.prefix}:events", f"({after}", "+inf", start=0, num=limit))
+            f"{self.prefix}:{name}", f"({after}", "+inf", start=0, num=limit))
         found = []
         for entry in raw:
             seq, _, payload = decode(entry).partition("|")
-            data = json.loads(payload)
-            found.append(WorkerEvent(type=data["type"], worker=data["worker"], data=data["data"],
-                                     time=float(data["time"]), seq=int(seq)))
+            found.append((int(seq), json.loads(payload)))
         return found
+
+    def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
+        if limit <= 0:
+            return []
+        return [WorkerEvent(type=data["type"], worker=data["worker"], data=data["data"],
+                            time=float(data["time"]), seq=seq)
+                for seq, data in self._stream("events", after, limit)]
 
     # -- revoke ----------------------------------------------------------------------
     def revoke(self, revocations: Sequence[Revocation]) -> None:
@@ -407,14 +412,8 @@ class RedisBroker(Broker):
     def commands(self, after: int, limit: int = 100) -> list[ControlCommand]:
         if limit <= 0:
             return []
-        raw = self._retry.call(lambda: self._redis.zrangebyscore(
-            f"{self.prefix}:control", f"({after}", "+inf", start=0, num=limit))
-        found = []
-        for entry in raw:
-            seq, _, payload = decode(entry).partition("|")
-            data = json.loads(payload)
-            found.append(ControlCommand(seq=int(seq), body=data["body"], time=float(data["time"])))
-        return found
+        return [ControlCommand(seq=seq, body=data["body"], time=float(data["time"]))
+                for seq, data in self._stream("control", after, limit)]
 
     def command_cursor(self) -> int:
         seq = self._retry.call(lambda: self._redis.get(f"{self.prefix}:control:seq"))
