@@ -13,12 +13,12 @@ class Autoretry(Middleware):
     """Turns a failure the task listed in ``autoretry_for`` into a retry."""
 
     def task_error(self, run: TaskRun, exc: Exception) -> ResultRecord | None:
-        from celeriac.worker.run import failure_record
-
         task, request = run.task, run.request
         wanted = task.options.autoretry_for
         if not wanted or not isinstance(exc, wanted):
             return None
+        from celeriac.worker.run import failure_record  # worker.run imports this package
+
         try:
             task.retry(exc=exc)
         except Retry as signal:

@@ -15,11 +15,12 @@ class Expiry(Middleware):
     """Stops a task whose message expired before it could start."""
 
     def check_run(self, run: TaskRun) -> ResultRecord | None:
-        from celeriac.worker.run import revoked_record
-
         expires = run.request.expires
         if expires is None or time.time() <= expires:
             return None
+        # Imported here, past the check every task makes (worker.run imports this package).
+        from celeriac.worker.run import revoked_record
+
         log.info("task %s[%s] expired; not running it", run.task.name, run.request.id)
         run.revoked = "expired"
         return revoked_record(run.request.id, run.task.name, "expired", run.request.retries)
