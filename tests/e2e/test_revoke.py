@@ -45,7 +45,7 @@ def spin(self, path, seconds):
 
 @task_revoked.connect
 def on_revoked(sender=None, request=None, terminated=None, signum=None, expired=None, **kwargs):
-    with open("revoked.log", "a") as f:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "revoked.log"), "a") as f:
         f.write(json.dumps({"id": request.id, "task": sender.name, "terminated": terminated,
                             "signum": signum, "expired": expired, "pid": os.getpid()}) + "\n")
 '''
