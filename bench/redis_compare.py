@@ -30,6 +30,15 @@ when Dramatiq is not.
 connected to every task signal (publish, received, prerun, postrun, success, failure,
 retry, revoked): what a Sentry- or OpenTelemetry-style integration costs.
 
+``--against REV`` runs ``celeriac@REV`` beside ``celeriac``: the same worker, imported
+from a git worktree of revision REV of this repository (checked out in the work
+directory and removed afterwards), for a before/after measurement of a hot-path change
+in one run.
+
+For every celeriac variant the prefilled stretch also reports ``worker CPU us/task``:
+the CPU time the worker's processes (supervisor and children) spent per task over that
+stretch, a steadier figure than the rate on a shared machine.
+
 ``--events`` measures what task events cost: it adds ``celeriac-E``, the same celeriac
 worker started with ``-E`` (every task then records task-received, task-started and
 task-succeeded in the broker's event stream), run beside plain ``celeriac`` in every
@@ -113,9 +122,9 @@ FRAMEWORKS: dict[str, Framework] = {**COMPETITORS, **VARIANTS}
 CELERIAC_ONLY = {"celeriac", *VARIANTS}
 
 METRICS = ["enqueue/s", "prefilled tasks/s", "running tasks/s", "p50 latency ms",
-           "p90 latency ms", "bulk enqueue/s"]
+           "p90 latency ms", "bulk enqueue/s", "worker CPU us/task"]
 #: Metrics where lower is better (the ratio reads the other way).
-LOWER_IS_BETTER = {"p50 latency ms", "p90 latency ms"}
+LOWER_IS_BETTER = {"p50 latency ms", "p90 latency ms", "worker CPU us/task"}
 
 
 class BenchError(RuntimeError):
@@ -202,17 +211,18 @@ def redis_server(directory: Path) -> Iterator[str]:
         proc.wait(30)
 
 
-def child_env(directory: Path) -> dict[str, str]:
+def child_env(directory: Path, pythonpath: str = "") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
-    env["PYTHONPATH"] = str(directory)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(directory), pythonpath) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def produce(directory: Path, action: str, count: int, timeout: float) -> dict[str, Any]:
+def produce(directory: Path, action: str, count: int, timeout: float,
+            pythonpath: str = "") -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, str(PRODUCE), str(directory), action, str(count)],
-        cwd=directory, env=child_env(directory), capture_output=True, text=True,
+        cwd=directory, env=child_env(directory, pythonpath), capture_output=True, text=True,
         timeout=timeout)
     if done.returncode != 0:
         raise BenchError(f"producer {action} failed:\n{tail(done.stderr)}")
@@ -227,12 +237,27 @@ def tail(text: str, lines: int = 15) -> str:
 class Worker:
     """One framework's worker, started with its own CLI; output goes to a log file."""
 
-    def __init__(self, command: list[str], directory: Path, name: str) -> None:
+    def __init__(self, command: list[str], directory: Path, name: str,
+                 pythonpath: str = "") -> None:
         self.log = directory / f"worker-{name}.log"
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(command, cwd=directory, env=child_env(directory),
+            self.proc = subprocess.Popen(command, cwd=directory,
+                                         env=child_env(directory, pythonpath),
                                          stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the worker and its live child processes."""
+        import psutil
+
+        total = 0.0
+        with suppress(psutil.Error):
+            root = psutil.Process(self.proc.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                with suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+        return total
 
     def check(self) -> None:
         if self.proc.poll() is not None:
@@ -253,24 +278,29 @@ class Worker:
 
 
 def count_rate(client: Any, key: str, start: int, target: int, worker: Worker,
-               timeout: float) -> float:
+               timeout: float, cpu: list[float] | None = None) -> float:
     """Tasks/s while ``key`` goes from above ``start`` to ``target``.
 
     Polls the counter: tightly until the first task has run, then about four times
     per remaining stretch, tightly again near the end. The rate is taken from the
-    first observed value above ``start`` to the moment ``target`` is seen.
+    first observed value above ``start`` to the moment ``target`` is seen. With
+    ``cpu``, the worker's CPU seconds per task over the same stretch is appended to it.
     """
     deadline = time.monotonic() + timeout
     first_at: float | None = None
     first_value = start
+    first_cpu = 0.0
     while True:
         value = int(client.get(key) or 0)
         now = time.perf_counter()
         if first_at is None and value > start:
             first_at, first_value = now, value
+            first_cpu = worker.cpu_seconds() if cpu is not None else 0.0
         if value >= target:
             if first_at is None or value == first_value:
                 raise BenchError("every task ran between two polls: use more --tasks")
+            if cpu is not None:
+                cpu.append((worker.cpu_seconds() - first_cpu) / (value - first_value))
             return (target - first_value) / (now - first_at)
         if time.monotonic() > deadline:
             raise BenchError(f"timed out at {value - start} of {target - start} tasks")
@@ -298,13 +328,18 @@ def run_framework(name: str, url: str, root: Path, options: argparse.Namespace
         command = [sys.executable, "-m", Path(command[0]).name, *command[1:]]
     out: dict[str, float] = {}
 
-    out["enqueue/s"] = produce(directory, "enqueue", count, options.timeout)["rate"]
-    worker = Worker(command, directory, name)
+    path = framework.pythonpath
+    out["enqueue/s"] = produce(directory, "enqueue", count, options.timeout, path)["rate"]
+    worker = Worker(command, directory, name, framework.pythonpath)
     try:
-        out["prefilled tasks/s"] = count_rate(client, key, 0, count, worker, options.timeout)
+        cpu: list[float] = []
+        out["prefilled tasks/s"] = count_rate(client, key, 0, count, worker, options.timeout,
+                                              cpu if name in CELERIAC_ONLY else None)
+        if cpu:
+            out["worker CPU us/task"] = cpu[0] * 1e6
         producer = subprocess.Popen(
             [sys.executable, str(PRODUCE), str(directory), "enqueue", str(count)],
-            cwd=directory, env=child_env(directory), stdout=subprocess.PIPE,
+            cwd=directory, env=child_env(directory, path), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         try:
             out["running tasks/s"] = count_rate(client, key, count, 2 * count, worker,
@@ -316,7 +351,7 @@ def run_framework(name: str, url: str, root: Path, options: argparse.Namespace
         out["running: producer enqueue/s"] = json.loads(stdout.strip().splitlines()[-1])["rate"]
         if options.latency_samples:
             samples = sorted(produce(directory, "latency", options.latency_samples,
-                                     options.timeout)["samples"])
+                                     options.timeout, path)["samples"])
             out["p50 latency ms"] = 1000 * samples[len(samples) // 2]
             out["p90 latency ms"] = 1000 * samples[int(len(samples) * 0.9)]
     finally:
@@ -389,13 +424,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--signals", action="store_true",
                         help="also run celeriac with a receiver on every task signal "
                              "(celeriac-signals) and report what they cost")
+    parser.add_argument("--against", metavar="REV",
+                        help="also run celeriac@REV, celeriac from a worktree of git revision "
+                             "REV of this repository, and report its ratio to this checkout")
     parser.add_argument("--setup", action="store_true",
                         help=f"(re)install {VENV.name} first with {SETUP.name}")
     options = parser.parse_args()
-    paired = options.events or options.signals
+    if options.against:
+        # registered before the names are checked; its worktree is made in measure()
+        name = f"celeriac@{options.against}"
+        VARIANTS[name] = replace(COMPETITORS["celeriac"], name=name)
+        FRAMEWORKS[name] = VARIANTS[name]
+        CELERIAC_ONLY.add(name)
+    paired = options.events or options.signals or bool(options.against)
     only = options.only or ("celeriac" if paired else "dramatiq,celery,huey,celeriac")
     options.names = [n.strip() for n in only.split(",") if n.strip()]
-    for flag, variant in ((options.events, "celeriac-E"), (options.signals, "celeriac-signals")):
+    for flag, variant in ((options.events, "celeriac-E"), (options.signals, "celeriac-signals"),
+                          (options.against, f"celeriac@{options.against}")):
         if flag and variant not in options.names:
             options.names.append(variant)
     options.paired = paired
@@ -421,6 +466,10 @@ def measure(active: list[str], options: argparse.Namespace
             root = Path(stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="celeriac-redis-compare-")))
         url = stack.enter_context(redis_server(root))
+        if options.against:
+            name = f"celeriac@{options.against}"
+            tree = stack.enter_context(worktree(options.against, root / "against"))
+            FRAMEWORKS[name] = replace(FRAMEWORKS[name], pythonpath=str(tree))
         for run in range(options.repeat):
             # With --events the pair swaps places every run, so drift favours neither.
             for name in (active[::-1] if options.paired and run % 2 else active):
@@ -438,13 +487,31 @@ def measure(active: list[str], options: argparse.Namespace
     return runs, errors
 
 
+@contextmanager
+def worktree(revision: str, directory: Path) -> Iterator[Path]:
+    """A detached git worktree of ``revision`` of the repository this script is in,
+    removed afterwards; yields the directory to put on the import path."""
+    git = ["git", "-C", str(BENCH.parent)]
+    subprocess.run([*git, "worktree", "add", "--detach", "--force", str(directory), revision],
+                   check=True, capture_output=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(directory)],
+                       capture_output=True)
+        subprocess.run([*git, "worktree", "prune"], capture_output=True)
+
+
 def paired_ratios(runs: dict[str, dict[str, list[float]]], variant: str
                   ) -> dict[str, list[float]]:
     """``variant`` / celeriac per run, for the throughput metrics: each pair ran side by
-    side in the same run, so the ratio is less exposed to drift than a ratio of medians."""
+    side in the same run, so the ratio is less exposed to drift than a ratio of medians.
+    For ``celeriac@REV`` the other way round: this checkout / that revision."""
     plain, other = runs.get("celeriac", {}), runs.get(variant, {})
+    if variant.startswith("celeriac@"):
+        plain, other = other, plain
     return {metric: [e / p for p, e in zip(plain[metric], other[metric], strict=True)]
-            for metric in ("prefilled tasks/s", "running tasks/s")
+            for metric in ("prefilled tasks/s", "running tasks/s", "worker CPU us/task")
             if len(plain.get(metric, [])) == len(other.get(metric, [])) > 0}
 
 
@@ -487,9 +554,13 @@ def main() -> int:
         print("\nceleriac bulk enqueue/s: skipped (see the run lines above for why)")
     pairs = {variant: paired_ratios(runs, variant) for variant in VARIANTS if variant in runs}
     for variant, ratios_of in pairs.items():
-        if ratios_of:
+        if ratios_of and variant.startswith("celeriac@"):
+            print(f"\nthis checkout against {variant}: celeriac / {variant}, run by run "
+                  "(median; a rate of 0.90 means this checkout is 10% slower, a CPU figure "
+                  "of 1.10 that it spends 10% more per task)")
+        elif ratios_of:
             print(f"\ncost of {variant}: {variant} / celeriac, run by run (median; 0.90 means "
-                  "it costs 10%)")
+                  "it costs 10%; a CPU figure of 1.10 means 10% more CPU per task)")
         for metric, ratios in ratios_of.items():
             print(f"  {metric:18} " + " ".join(f"{r:.2f}" for r in ratios)
                   + f"  (median {statistics.median(ratios):.2f})")

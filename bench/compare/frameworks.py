@@ -182,6 +182,9 @@ class Framework:
     source: str
     #: Worker command line for a concurrency, given the venv's bin directory.
     command: Callable[[Path, int], list[str]]
+    #: Put before the installed packages on the worker's and producer's import path
+    #: (``--against``: a worktree of another revision of celeriac).
+    pythonpath: str = ""
 
     def counter_key(self) -> str:
         return f"bench:{self.name}:counter"

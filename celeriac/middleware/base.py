@@ -67,9 +67,10 @@ class Outcome:
 Finished = tuple["Delivery", Outcome]
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskRun:
-    """One run of a task as the hooks see it; hooks fill it in as the run goes on."""
+    """One run of a task as the hooks see it; hooks fill it in as the run goes on
+    (slots: one is built for every task)."""
 
     task: Task[Any, Any]
     request: Request

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from celeriac.backends.base import ResultRecord
@@ -43,19 +42,6 @@ TERMINATE_GRACE = 2.0
 PRUNE_INTERVAL = 60.0
 
 
-@dataclass
-class _Running:
-    """A task running in this process, as the revoker can reach it."""
-
-    run: TaskRun
-    #: The pool's handle on its thread or greenlet (None: cannot interrupt in-process).
-    handle: Any
-    #: time.monotonic() when a terminate was asked (0: not asked).
-    asked: float = 0.0
-    #: True once the supervisor was asked to replace the process for it.
-    escalated: bool = False
-
-
 class Revoker(Middleware):
     """Keeps this process's view of the revoked ids and acts on it."""
 
@@ -67,8 +53,14 @@ class Revoker(Middleware):
         self.revoked: dict[str, float] = {}
         #: Revoked ids that also asked for a running task to be stopped -> signal name.
         self.terminate: dict[str, str] = {}
-        #: Task id -> running task (written by jobs, read by the consumer loop).
-        self.running: dict[str, _Running] = {}
+        #: Task id -> the running task and the pool's handle on its thread or greenlet
+        #: (None: it cannot be interrupted in-process). Written by jobs, read by the
+        #: consumer loop; a tuple, as one is made for every task.
+        self.running: dict[str, tuple[TaskRun, Any]] = {}
+        #: Task id -> time.monotonic() when a running task was asked to terminate.
+        self.asked: dict[str, float] = {}
+        #: Task ids the supervisor was asked to replace the process for.
+        self.escalated: set[str] = set()
         self.cursor = 0
         self._next_poll = 0.0
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
@@ -99,10 +91,10 @@ class Revoker(Middleware):
             if len(page) < PAGE:
                 break
         if self.terminate:
-            for task_id, entry in list(self.running.items()):
+            for task_id, (run, handle) in list(self.running.items()):
                 signal = self.terminate.get(task_id)
-                if signal is not None and not entry.asked:
-                    self._stop(entry, signal)
+                if signal is not None and task_id not in self.asked:
+                    self._stop(run, handle, signal)
 
     def _learn(self, revocation: Revocation) -> None:
         task_id = revocation.task_id
@@ -117,31 +109,31 @@ class Revoker(Middleware):
             self.terminate.pop(task_id, None)
 
     # -- stopping a running task --------------------------------------------------------
-    def _stop(self, entry: _Running, signal: str) -> None:
-        run = entry.run
-        entry.asked = time.monotonic()
+    def _stop(self, run: TaskRun, handle: Any, signal: str) -> None:
+        self.asked[run.request.id] = time.monotonic()
         run.signal = signal
-        if entry.handle is not None and self.pool.can_interrupt:
+        if handle is not None and self.pool.can_interrupt:
             log.warning("terminating task %s[%s] (revoked, %s)", run.task.name, run.request.id,
                         signal)
-            self.pool.interrupt(entry.handle, Terminated)
+            self.pool.interrupt(handle, Terminated)
         else:
-            self._ask_supervisor(entry, signal)
+            self._ask_supervisor(run, signal)
 
-    def _ask_supervisor(self, entry: _Running, signal: str) -> None:
-        run = entry.run
-        if run.delivery is None or entry.escalated:
+    def _ask_supervisor(self, run: TaskRun, signal: str) -> None:
+        if run.delivery is None or run.request.id in self.escalated:
             return
-        entry.escalated = True
+        self.escalated.add(run.request.id)
         log.warning("task %s[%s] revoked with terminate (%s): asking the supervisor to replace "
                     "this process", run.task.name, run.request.id, signal)
         self.status.send(Terminate(run.delivery.id, run.request.id, signal))
 
     def _escalate(self, now: float) -> None:
         """A task that ignored Terminated for TERMINATE_GRACE seconds (stuck in a C call)."""
-        for entry in list(self.running.values()):
-            if entry.asked and not entry.escalated and now - entry.asked >= TERMINATE_GRACE:
-                self._ask_supervisor(entry, entry.run.signal or "SIGTERM")
+        for task_id, asked in list(self.asked.items()):
+            entry = self.running.get(task_id)
+            if entry is not None and task_id not in self.escalated and (
+                    now - asked >= TERMINATE_GRACE):
+                self._ask_supervisor(entry[0], entry[0].signal or "SIGTERM")
 
     # -- the hooks on each run ----------------------------------------------------------
     def check_run(self, run: TaskRun) -> ResultRecord | None:
@@ -155,7 +147,11 @@ class Revoker(Middleware):
         return revoked_record(run.request.id, run.task.name, "revoked", run.request.retries)
 
     def before_task(self, run: TaskRun) -> None:
-        self.running[run.request.id] = _Running(run, self.pool.current_job())
+        self.running[run.request.id] = (run, self.pool.current_job())
 
     def after_task(self, run: TaskRun) -> None:
-        self.running.pop(run.request.id, None)
+        task_id = run.request.id
+        self.running.pop(task_id, None)
+        if self.asked:
+            self.asked.pop(task_id, None)
+            self.escalated.discard(task_id)

@@ -86,7 +86,7 @@ class Stop:
 Command = SetQueues | SetConcurrency | SetTimeLimit | ReportReserved | Stop
 #: The command pipe's lines, written and read by this one codec at both ends.
 COMMAND_LINES: LineCodec[Command] = LineCodec(
-    "c", "command", (SetQueues, SetConcurrency, SetTimeLimit, ReportReserved, Stop))
+    "command", (SetQueues, SetConcurrency, SetTimeLimit, ReportReserved, Stop))
 #: kind -> class.
 COMMAND_TYPES = COMMAND_LINES.types
 encode_command = COMMAND_LINES.encode

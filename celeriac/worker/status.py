@@ -1,8 +1,8 @@
 """The status channel from a worker process to its supervisor.
 
-One pipe per process, one JSON object per line, each a typed event (a frozen
-dataclass below, encoded and decoded by the same two functions at both ends, so
-a renamed field fails a round-trip test rather than silently). The supervisor learns from it
+One pipe per process, one line per typed event (a frozen dataclass below,
+encoded and decoded by the one :class:`~celeriac.worker.lines.LineCodec` at both
+ends, so the two ends cannot disagree on a field). The supervisor learns from it
 which messages a process has *started* (so that when the process dies it can
 give back the unstarted ones uncharged and charge the started ones), and each
 started task's hard deadline (so it can kill a process whose task overran).
@@ -121,11 +121,12 @@ class Reserved:
 StatusEvent = Ready | Started | Done | Stalled | Terminate | Reserved
 #: The status pipe's lines, written and read by this one codec at both ends.
 STATUS_LINES: LineCodec[StatusEvent] = LineCodec(
-    "e", "status event", (Ready, Started, Done, Stalled, Terminate, Reserved))
+    "status event", (Ready, Started, Done, Stalled, Terminate, Reserved))
 #: kind -> class.
 EVENT_TYPES = STATUS_LINES.types
 encode_event = STATUS_LINES.encode
 decode_event = STATUS_LINES.decode
+_encode_start = STATUS_LINES.encode_values
 
 
 class StatusWriter:
@@ -150,9 +151,15 @@ class StatusWriter:
 
     def started(self, delivery: Delivery, task_id: str, name: str, hard_limit: float | None,
                 ignore_result: bool, argsrepr: str = "", kwargsrepr: str = "") -> None:
-        self.send(Started(delivery.id, delivery.token, delivery.queue, delivery.delivery_count,
-                          task_id, name[:NAME_LIMIT], hard_limit, ignore_result,
-                          argsrepr[:REPR_LIMIT], kwargsrepr[:REPR_LIMIT]))
+        """A :class:`Started` line, written for every task: encoded from its values
+        without building the event first."""
+        try:
+            _raw_write(self._fd, _encode_start(Started, (
+                delivery.id, delivery.token, delivery.queue, delivery.delivery_count, task_id,
+                name[:NAME_LIMIT], hard_limit, ignore_result, argsrepr[:REPR_LIMIT],
+                kwargsrepr[:REPR_LIMIT])))
+        except OSError:
+            self.connected = False
 
     def stall(self, stall: Stall) -> None:
         """A green pool's event loop was blocked (safe from any thread: no locks)."""

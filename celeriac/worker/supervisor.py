@@ -104,6 +104,11 @@ def node_name(template: str) -> str:
 
 #: Seconds the supervisor waits between looks when nothing happens.
 TICK = 0.1
+#: Seconds the supervisor lets status lines gather after a turn that read some. A busy
+#: process writes a line per task; waking for each one cost the supervisor more CPU than
+#: everything else it does, while nothing it does needs it sooner than this (a pipe holds
+#: 64 KiB, hundreds of lines).
+GATHER = 0.01
 #: Extra seconds past a hard limit before the supervisor kills, for pools that
 #: enforce the limit themselves (their own kill should come first).
 HARD_LIMIT_GRACE = 1.0
@@ -256,7 +261,8 @@ class Supervisor:
 
     # -- one turn of the loop -------------------------------------------------------------
     def _tick(self) -> None:
-        for key, _ in self.selector.select(TICK):
+        ready = self.selector.select(TICK)
+        for key, _ in ready:
             self._read(key.data)
         now = time.monotonic()
         for child in list(self.children.values()):
@@ -275,6 +281,8 @@ class Supervisor:
                         self._spawn(index)
             self._heartbeat()
         self.pipeline.node_tick(self)
+        if ready and not self.stopping:
+            time.sleep(GATHER)
 
     def _read(self, child: Child) -> None:
         events, _ = child.reader.read()
