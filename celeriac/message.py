@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from celeriac import fastjson
 from celeriac.errors import ConfigurationError, MessageDecodeError, SerializationError
 
 JSON = "application/json"
@@ -61,9 +62,10 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TaskMessage:
-    """A decoded task message."""
+    """A decoded task message (not frozen: one is built for every task a worker runs,
+    and a frozen dataclass costs three times as much to build; nothing changes it)."""
 
     id: str
     task: str
@@ -224,11 +226,41 @@ def _number(value: Any, header: str) -> float | None:
     return float(value)
 
 
+#: The headers :func:`build` writes. Their values are strings, None, small integers
+#: and the time limits: in an envelope with no other header, orjson reads every value
+#: as ``json.loads`` would (see :func:`_parse_envelope`).
+_OWN_HEADERS = frozenset({
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
+})
+
+
+def _parse_envelope(data: bytes) -> Any:
+    """The envelope parsed as ``json.loads`` would, in a fraction of its time for the
+    messages celeriac and Celery send (a worker parses one per task).
+
+    orjson reads an integer beyond 64 bits as a float, where ``json.loads`` keeps it:
+    an envelope with headers of its own (a custom header, Celery's stamps), or an
+    integer header that came back a float, is parsed again by ``json.loads``. The body
+    (the task's arguments) is a string inside the envelope, parsed by ``json.loads``.
+    """
+    envelope = fastjson.loads(data)
+    if isinstance(envelope, dict):
+        headers = envelope.get("headers")
+        if isinstance(headers, dict) and (
+                not _OWN_HEADERS.issuperset(headers)
+                or type(headers.get("retries")) is float
+                or type(headers.get("group_index")) is float
+                or type((envelope.get("properties") or {}).get("priority")) is float):
+            return json.loads(data)
+    return envelope
+
+
 def decode(data: bytes, accept: set[str] | None = None) -> TaskMessage:
     """Parse and check a message from the broker. ``accept`` holds content types."""
     accept = accept or {JSON}
     try:
-        envelope = json.loads(data)
+        envelope = _parse_envelope(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageDecodeError(f"message is not JSON: {exc}") from None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("headers"), dict):

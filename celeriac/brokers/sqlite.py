@@ -65,6 +65,7 @@ from celeriac.brokers.base import (
 )
 from celeriac.brokers.sqlite_control import CONTROL_SCHEMA, SQLiteControl
 from celeriac.errors import BrokerError, BrokerUnreachable
+from celeriac.fastjson import dumps, loads
 from celeriac.sqlitedb import Database, path_from_url
 
 T = TypeVar("T")
@@ -461,7 +462,8 @@ class SQLiteBroker(SQLiteControl, Broker):
             return
         # default=str: an event must not fail because of one odd value in ``data``.
         now = time.time()
-        rows = [(e.time or now, e.type, e.worker, json.dumps(e.data, default=str)) for e in events]
+        rows = [(e.time or now, e.type, e.worker, dumps(e.data, default=str).decode())
+                for e in events]
         kept = self.events_kept
         step = max(kept // 10, 1)
 
@@ -488,7 +490,7 @@ class SQLiteBroker(SQLiteControl, Broker):
                 " AND seq > (SELECT coalesce(max(seq), 0) FROM events) - ?2"
                 " ORDER BY seq LIMIT ?3", (after, kept, max(limit, 0))).fetchall()
 
-        return [WorkerEvent(seq=seq, time=when, type=kind, worker=worker, data=json.loads(data))
+        return [WorkerEvent(seq=seq, time=when, type=kind, worker=worker, data=loads(data))
                 for seq, when, kind, worker, data in self._read(select)]
 
     def ping(self) -> None:
