@@ -132,6 +132,10 @@ SETTINGS: dict[str, Setting] = {
                 "explicitly to accept pickled messages.", _str_list),
         Setting("task_acks_late", True, "Ack after the task finishes (at-least-once); False acks "
                 "before it starts (at-most-once).", _bool),
+        Setting("task_reject_on_worker_lost", False, "A task past its hard time limit goes back "
+                "to the queue (charged a delivery) instead of failing with TimeLimitExceeded. "
+                "The messages of a process that dies go back in any case (at-least-once).",
+                _bool),
         Setting("task_ignore_result", False, "Do not store results.", _bool),
         Setting("task_track_started", False, "Record a STARTED state when a task begins.", _bool),
         Setting("task_send_sent_event", False, "Producers record a task-sent event in the broker's "

@@ -50,6 +50,8 @@ class TaskOptions:
     max_retries: int | None = None
     default_retry_delay: float | None = None
     acks_late: bool | None = None
+    #: Past its hard time limit, back to the queue instead of failing (Celery's name).
+    reject_on_worker_lost: bool | None = None
     ignore_result: bool | None = None
     track_started: bool | None = None
     time_limit: float | None = None
@@ -219,6 +221,10 @@ class Task(Generic[P, R]):
     @property
     def acks_late(self) -> bool:
         return bool(self._opt("acks_late", "task_acks_late"))
+
+    @property
+    def reject_on_worker_lost(self) -> bool:
+        return bool(self._opt("reject_on_worker_lost", "task_reject_on_worker_lost"))
 
     @property
     def ignore_result(self) -> bool:

@@ -7,8 +7,10 @@ the app or opened connections), reads each one's status pipe, and
 * replaces a process that died, giving its messages back to the broker at once:
   unstarted ones uncharged, started ones charged a delivery, so a message that
   keeps killing its worker ends in the dead-letter store;
-* enforces hard time limits the pool cannot enforce itself, by killing the
-  process, failing the task with ``TimeLimitExceeded`` and acking its message;
+* enforces hard time limits the pool cannot enforce itself (prefork, solo,
+  threads), and those a green pool misses because a task blocks its event loop,
+  by failing the task with ``TimeLimitExceeded``, acking its message and killing
+  the process (its other messages go back uncharged);
 * records a heartbeat in the broker for ``celeriac status``, and worker events
   (online, offline, a task blocking the event loop and when it stops) for
   ``celeriac events``;
@@ -382,41 +384,45 @@ class Supervisor:
         late = [t for t in child.running.values() if t.deadline is not None and now >= t.deadline]
         if not late:
             return
+        reason = "hard time limit"
         if child.group.pool_class.enforces_hard_limit:
-            self._kill_blocked(child, late)
-            return
-        # Fail and ack first: once the process is gone its messages are released,
-        # and the one that overran must not run again.
+            # A green pool missed a limit it enforces itself: its event loop is blocked.
+            # Only the task that blocks it is to blame (when the pool named it).
+            reason = "killed: event loop blocked past a hard time limit"
+            blocker = child.running.get(child.blocker or "")
+            late = [blocker] if blocker is not None else late
         for task in late:
-            log.error("task %s[%s] exceeded its hard time limit; killing worker process %d",
-                      task.name, task.task_id, child.proc.pid)
-            child.running.pop(task.delivery_id, None)
-            error = TimeLimitExceeded(f"task {task.name} exceeded its hard time limit")
-            record = failure_record(task.task_id, task.name, error, tb="")
-            try:
-                self.settler.settle([(task.delivery(), Outcome(
-                    ACK, ran=True, record=None if task.ignore_result else record))])
-            except CeleriacError as exc:
-                log.error("could not settle %s[%s] after its hard time limit: %s; it will be "
-                          "delivered again", task.name, task.task_id, exc)
-            self._after_task_here(task, record, error)
-        self._kill(child, "hard time limit")
+            self._overran(child, task)
+        self._kill(child, reason)
 
-    def _kill_blocked(self, child: Child, late: list[RunningTask]) -> None:
-        """A green pool missed a hard limit it enforces itself: its event loop is blocked.
-
-        Only the task that blocks it is to blame: it is named and charged a delivery
-        (so one that keeps doing it ends in the dead-letter store); every other
-        message of the process goes back uncharged, at once.
-        """
-        blocker = child.running.get(child.blocker or "")
-        guilty = [blocker] if blocker is not None else late
-        for task in guilty:
-            log.error("task %s[%s] blocked the event loop of worker process %d past its hard "
-                      "time limit; killing the process", task.name, task.task_id,
-                      child.proc.pid)
-        child.charged = [t.delivery_id for t in guilty]
-        self._kill(child, "killed: event loop blocked past a hard time limit")
+    def _overran(self, child: Child, task: RunningTask) -> None:
+        """``task`` passed its hard time limit and its process is about to be killed: it
+        fails once with TimeLimitExceeded and its message is acked, before the kill, so it
+        does not run again (the process's other messages go back uncharged). A task with
+        ``reject_on_worker_lost`` goes back to the queue instead, charged a delivery."""
+        how = (f"blocked the event loop of worker process {child.proc.pid} past its hard time "
+               "limit" if child.group.pool_class.enforces_hard_limit
+               else f"exceeded its hard time limit in worker process {child.proc.pid}")
+        registered = self.app.tasks.get(task.name)
+        if registered is not None and registered.reject_on_worker_lost:
+            log.error("task %s[%s] %s; killing the process (reject_on_worker_lost: the message "
+                      "goes back to the queue, charged a delivery)", task.name, task.task_id, how)
+            child.charged.append(task.delivery_id)
+            return
+        log.error("task %s[%s] %s; it fails with TimeLimitExceeded, killing the process",
+                  task.name, task.task_id, how)
+        child.running.pop(task.delivery_id, None)
+        error = TimeLimitExceeded(f"task {task.name} exceeded its hard time limit")
+        record = failure_record(task.task_id, task.name, error, tb="")
+        try:
+            self.settler.settle([(task.delivery(), Outcome(
+                ACK, ran=True, record=None if task.ignore_result else record))])
+        except CeleriacError as exc:
+            log.error("could not settle %s[%s] after its hard time limit: %s; it will be "
+                      "delivered again", task.name, task.task_id, exc)
+            child.charged.append(task.delivery_id)
+            return
+        self._after_task_here(task, record, error)
 
     # -- processes ------------------------------------------------------------------------
     def prefetch(self, group: _Group) -> int:

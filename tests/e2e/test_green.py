@@ -108,6 +108,8 @@ def parent(x, y):
 
 #: A task that kills its process twice ends in the dead-letter store.
 MAX_TWO = "\napp.conf.update(broker_max_deliveries=2)\n"
+#: ... and a task past its hard limit goes back to the queue instead of failing.
+REJECT_ON_LOST = "\napp.conf.update(broker_max_deliveries=2, task_reject_on_worker_lost=True)\n"
 #: The warning a green worker process logs when patch-sensitive modules came first.
 TOO_LATE = "were imported before"
 
@@ -273,12 +275,22 @@ def block_the_loop(project: Project, tasks: ModuleType, worker: Worker,
     assert time.monotonic() - killed < 15, "the sleepers waited for their leases"
     log_text = worker.log()
     assert (f"task tasks.spinner[{spinner.id}] blocked the event loop of worker process {victim} "
-            "past its hard time limit") in log_text, log_text
+            "past its hard time limit; ") in log_text, log_text
     return victim, [s.id for s in sleepers], spinner.id
 
 
+def failed_spinner(project: Project, tasks: ModuleType, spinner: str, log: Path) -> None:
+    """The spinner passed its hard limit: it failed once, acked, not run again."""
+    with pytest.raises(TimeLimitExceeded):
+        tasks.app.AsyncResult(spinner).get(timeout=30)
+    wait_until(lambda: project.queue()["in_flight"] == 0, interval=0.2, message="all settled")
+    assert project.queue() == {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 0}
+    assert len(executions(log)[spinner]) == 1, executions(log)[spinner]
+
+
 def dead_spinner(project: Project, tasks: ModuleType, spinner: str, log: Path) -> None:
-    """The spinner killed two processes: it ends in the dead-letter store, failed."""
+    """A spinner with reject_on_worker_lost killed two processes: it ends in the
+    dead-letter store, failed."""
     with pytest.raises(WorkerLostError):
         tasks.app.AsyncResult(spinner).get(timeout=30)
     [letter] = wait_until(tasks.app.broker.dead_letters, message="spinner dead-lettered")
@@ -297,9 +309,20 @@ def test_gevent_hub_blocked_past_hard_limit_replaces_the_process(project: Projec
     # The monitor thread named the spinner while the loop was still blocked.
     assert f"task tasks.spinner[{spinner}] is blocking the event loop of worker process {victim}" \
         in worker.log()
-    dead_spinner(project, tasks, spinner, log)
+    failed_spinner(project, tasks, spinner, log)
     assert worker.proc.poll() is None
     assert tasks.add.delay(2, 2).get(timeout=30) == 4
+    stop(worker)
+
+
+def test_gevent_hub_blocked_past_hard_limit_with_reject_on_worker_lost_goes_back(
+        project: Project, tmp_path: Path) -> None:
+    tasks = load(project, REJECT_ON_LOST)
+    log = tmp_path / "runs.txt"
+    worker = project.start_worker("-P", "gevent", "-c", "10", "--time-limit", "1")
+    _, _, spinner = block_the_loop(project, tasks, worker, log)
+    assert "reject_on_worker_lost: the message goes back to the queue" in worker.log()
+    dead_spinner(project, tasks, spinner, log)
     stop(worker)
 
 
@@ -384,7 +407,7 @@ def test_eventlet_hub_blocked_past_hard_limit_replaces_the_process(project: Proj
     log = tmp_path / "runs.txt"
     worker = project.start_worker("-P", "eventlet", "-c", "10", "--time-limit", "1")
     _, _, spinner = block_the_loop(project, tasks, worker, log)
-    dead_spinner(project, tasks, spinner, log)
+    failed_spinner(project, tasks, spinner, log)
     assert worker.proc.poll() is None
     assert tasks.add.delay(2, 2).get(timeout=30) == 4
     stop(worker)

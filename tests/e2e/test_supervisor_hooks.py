@@ -4,7 +4,8 @@ When a task's own process cannot report its end -- the supervisor killed it at t
 task's hard time limit, or the process died on the task's last delivery -- the
 supervisor runs the after-task hooks instead: ``task_failure`` (and
 ``task_postrun``), the task class's ``on_failure`` and ``after_return``, and with
-``-E`` a ``task-failed`` event. A real worker on prefork and on threads.
+``-E`` a ``task-failed`` event. A real worker on prefork, threads and gevent (a task
+that blocks the event loop past its hard limit).
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def overrun(seconds):
 
 
 @app.task(base=Noted)
+def spin(seconds):
+    """Hold a green pool's event loop: its own timer cannot fire, the supervisor acts."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+@app.task(base=Noted)
 def crash():
     os._exit(3)
 '''
@@ -64,13 +73,14 @@ def events(project: Project) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
-def test_a_hard_time_limit_reaches_the_hooks(project: Project, pool: str) -> None:
+@pytest.mark.parametrize(("pool", "task"), [
+    ("prefork", "overrun"), ("threads", "overrun"), ("gevent", "spin")])
+def test_a_hard_time_limit_reaches_the_hooks(project: Project, pool: str, task: str) -> None:
     project.write_tasks(extra=HOOKED)
     project.app()
     tasks = sys.modules["tasks"]
     worker = project.start_worker("-P", pool, "-c", "2", "-E")
-    result = tasks.overrun.apply_async((30,), time_limit=1)
+    result = getattr(tasks, task).apply_async((30,), time_limit=1)
     with pytest.raises(TimeLimitExceeded):
         result.get(timeout=30)
     found = wait_until(lambda: (lambda h: h if len(h) >= 3 else None)(
@@ -78,7 +88,7 @@ def test_a_hard_time_limit_reaches_the_hooks(project: Project, pool: str) -> Non
     assert sorted(h["hook"] for h in found) == ["after_return", "on_failure", "task_failure"]
     [failure] = [h for h in found if h["hook"] == "task_failure"]
     assert failure["exc"] == failure["einfo"] == "TimeLimitExceeded"
-    assert failure["task"] == "tasks.overrun"
+    assert failure["task"] == f"tasks.{task}"
     assert all(h["pid"] == worker.proc.pid for h in found), "sent by the supervisor"
     [after] = [h for h in found if h["hook"] == "after_return"]
     assert after["status"] == "FAILURE"
@@ -86,7 +96,10 @@ def test_a_hard_time_limit_reaches_the_hooks(project: Project, pool: str) -> Non
                                  and e["data"]["uuid"] == result.id],
                         message="a task-failed event")
     assert "TimeLimitExceeded" in failed[0]["data"]["exception"]
-    assert failed[0]["data"]["name"] == "tasks.overrun"
+    assert failed[0]["data"]["name"] == f"tasks.{task}"
+    # Failed once and acked: not delivered again.
+    wait_until(lambda: project.queue()["in_flight"] == 0, message="settled")
+    assert project.queue()["dead"] == 0 and tasks.app.AsyncResult(result.id).state == "FAILURE"
 
 
 def test_a_last_delivery_lost_with_its_process_reaches_the_hooks(project: Project) -> None:
