@@ -64,6 +64,25 @@ class Delivery:
     #: Fencing token of this claim; ack/nack/requeue/renew must present it.
     token: int
     priority: int = 0
+    #: True when the message was released from a dead worker process that ran it
+    #: beside other tasks, and has not yet run to completion since: nobody can tell
+    #: which of them killed the process, so the consumer must run it alone (nothing
+    #: else running in its process), which makes a crash during that run its own.
+    suspect: bool = False
+
+
+def max_deliveries_reason(limit: int, *, suspect: bool) -> str:
+    """The dead-letter reason of a message that would pass ``limit`` deliveries.
+
+    A suspect message only gets charged for a crash while it runs alone, so its
+    last deliveries ended with its own worker process dying: the reason says so,
+    which tells an operator it is a poison task and not a victim of its neighbours.
+    (The Redis broker's ``lua/fetch.lua`` builds the same text on the server.)
+    """
+    reason = f"max deliveries ({limit}) exceeded"
+    if suspect:
+        reason += "; it crashed its worker process while running alone"
+    return reason
 
 
 @dataclass(frozen=True)
@@ -193,7 +212,11 @@ class Broker(ABC):
         listed queue is starved). Each claimed message gets a lease of ``lease``
         seconds, a new fencing token and ``delivery_count + 1``. A message whose
         count would exceed ``max_deliveries`` is moved to the dead-letter store
-        instead, with reason ``"max deliveries (N) exceeded"``, and not returned.
+        instead, with reason ``"max deliveries (N) exceeded"`` (for a suspect
+        message, ``"max deliveries (N) exceeded; it crashed its worker process
+        while running alone"``: see :func:`max_deliveries_reason`), and not
+        returned. Each delivery carries the message's suspect mark
+        (:attr:`Delivery.suspect`), whichever way it became claimable.
         Messages whose lease expired are claimable again. If nothing is ready,
         wait up to ``timeout`` seconds for something to arrive (0: don't wait).
         """
@@ -220,14 +243,28 @@ class Broker(ABC):
         """Move messages that cannot be processed to the dead-letter store with ``reason``."""
 
     @abstractmethod
-    def release_consumer(self, consumer: str, *, started: Collection[str] = ()) -> int:
+    def release_consumer(self, consumer: str, *, started: Collection[str] = (),
+                         suspects: Collection[str] = ()) -> int:
         """Make every message held by ``consumer`` available again at once.
 
         Called by the supervisor when a worker process died, so its messages do
-        not wait for their leases to expire. Messages whose ids are not in
-        ``started`` were never run and are uncharged (their delivery count goes
-        back down); started ones keep the charge, so a message that keeps killing
-        its worker ends in the dead-letter store. Returns how many were released.
+        not wait for their leases to expire. Who pays for the crash:
+
+        * ids in ``started`` keep the charge of their delivery: the supervisor
+          knows the process died running them (alone), so a message that keeps
+          killing its worker ends in the dead-letter store;
+        * ids in ``suspects`` were running beside other tasks when the process
+          died, and nobody can tell which one killed it: charging them all would
+          dead-letter innocent neighbours of a poison task. So they are uncharged
+          and *marked suspect* instead: the mark is stored with the message and
+          comes back on every later delivery (:attr:`Delivery.suspect`) until the
+          message is acked or dead-lettered, and a consumer runs a suspect message
+          alone, so its next crash is charged to it. An id in both is charged and
+          marked;
+        * the others were never run: uncharged (their delivery count goes back
+          down), their mark unchanged (a message already suspect stays suspect).
+
+        Ids the consumer does not hold are ignored. Returns how many were released.
         """
 
     # -- inspection and maintenance --------------------------------------------------

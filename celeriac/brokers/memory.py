@@ -50,6 +50,7 @@ from celeriac.brokers.base import (
     WorkerEvent,
     WorkerInfo,
     check_priority,
+    max_deliveries_reason,
 )
 
 #: (-priority, available_at, id, stamp): the smallest entry is claimed first.
@@ -69,6 +70,9 @@ class _Message:
     consumer: str | None = None
     token: int = 0
     delivery_count: int = 0
+    #: Released from a process that died running it beside other tasks (see
+    #: ``Broker.release_consumer``); kept until the message is acked or dead-lettered.
+    suspect: bool = False
     #: Bumped on every change; heap entries with an older stamp are stale.
     stamp: int = 0
 
@@ -216,7 +220,8 @@ class MemoryBroker(Broker):
             heapq.heappop(self._ready[best[1]])
             message = self._messages[best[0][2]]
             if message.delivery_count >= self.max_deliveries:
-                self._bury(message, f"max deliveries ({self.max_deliveries}) exceeded", now)
+                self._bury(message, max_deliveries_reason(self.max_deliveries,
+                                                          suspect=message.suspect), now)
                 continue
             message.consumer = consumer
             message.token += 1
@@ -229,7 +234,7 @@ class MemoryBroker(Broker):
                            (message.available_at, message.id, message.stamp))
             claimed.append(Delivery(id=str(message.id), queue=message.queue, body=message.body,
                                     delivery_count=message.delivery_count, token=message.token,
-                                    priority=message.priority))
+                                    priority=message.priority, suspect=message.suspect))
         return claimed
 
     # -- producing -------------------------------------------------------------------
@@ -316,8 +321,9 @@ class MemoryBroker(Broker):
                     done[index] = True
             return done
 
-    def release_consumer(self, consumer: str, *, started: Collection[str] = ()) -> int:
-        started = set(started)
+    def release_consumer(self, consumer: str, *, started: Collection[str] = (),
+                         suspects: Collection[str] = ()) -> int:
+        started, suspects = set(started), set(suspects)
         with self._lock:
             now = time.time()
             released = [m for m in self._messages.values() if m.consumer == consumer]
@@ -326,6 +332,8 @@ class MemoryBroker(Broker):
                 message.available_at = now
                 if str(message.id) not in started:
                     message.delivery_count = max(message.delivery_count - 1, 0)
+                if str(message.id) in suspects:
+                    message.suspect = True
                 self._place(message, now)
             if released:
                 self._arrived.notify_all()

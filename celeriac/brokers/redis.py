@@ -16,7 +16,10 @@ count are one atomic step.
   ``eta`` messages and expired leases back to ready, so a machine that vanished
   loses nothing, it only delays its messages by one lease.
 * **Release at death.** Each worker process's claims are also in a set under
-  its consumer id, so the supervisor releases them all with one call.
+  its consumer id, so the supervisor releases them all with one call. A message
+  released as a *suspect* (its process died running it beside other tasks) keeps
+  a field ``x`` in its hash until it is acked or dead-lettered; the claim reads
+  it with the fields it reads anyway.
 * **Waiting.** A fetch that finds nothing blocks in ``BLPOP`` on per-queue wake
   lists that publish and requeue push to, until something arrives or the next
   scheduled message comes due: an idle worker starts a task within a round trip
@@ -49,6 +52,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -245,7 +249,11 @@ class RedisBroker(Broker):
                 Delivery(id=decode(reply[i]), queue=decode(reply[i + 1]), body=bytes(reply[i + 2]),
                          delivery_count=int(reply[i + 3]), token=int(reply[i + 4]),
                          priority=int(reply[i + 5]))
-                for i in range(1, len(reply), 6)]
+                for i in range(2, len(reply), 6)]
+            if reply[1]:  # ids of suspect messages: rare, so not a field of every message
+                suspects = {decode(i) for i in reply[1]}
+                deliveries = [replace(d, suspect=True) if d.id in suspects else d
+                              for d in deliveries]
             remaining = deadline - time.monotonic()
             if deliveries or remaining <= 0:
                 return deliveries
@@ -290,8 +298,10 @@ class RedisBroker(Broker):
     def dead_letter(self, deliveries: Sequence[Delivery], reason: str) -> list[bool]:
         return self._settle("dead", deliveries, reason)
 
-    def release_consumer(self, consumer: str, *, started: Collection[str] = ()) -> int:
-        return int(self._run("release", [consumer, *started]))
+    def release_consumer(self, consumer: str, *, started: Collection[str] = (),
+                         suspects: Collection[str] = ()) -> int:
+        # The script tells the two lists apart by the count of started ids before them.
+        return int(self._run("release", [consumer, len(started), *started, *suspects]))
 
     # -- inspection and maintenance --------------------------------------------------
     def _queues(self) -> list[str]:

@@ -25,6 +25,13 @@ rows would sit at the front of the index and every claim would step over
 them.) A waiting fetch also wakes for free when a lease runs out, because the
 earliest ``available_at`` is also the earliest lease deadline.
 
+``suspect`` is 1 for a message released from a worker process that died
+running it beside other tasks (see ``Broker.release_consumer``): claims return
+it, requeues and lease expiry leave it alone, and it goes when the row does.
+Files created before the column existed get it on the first write of a broker
+(:data:`ADDED_COLUMNS`): ``ALTER TABLE ... ADD COLUMN`` with a constant default
+only rewrites the schema, not the rows, so it is instant on any size of file.
+
 ``token`` is the fencing token: it goes up by one on every claim and never
 down. ``ack``/``renew``/``requeue``/``dead_letter`` act only on rows that are
 claimed (``consumer IS NOT NULL``) under the presented token. Ids come from
@@ -62,6 +69,7 @@ from celeriac.brokers.base import (
     WorkerEvent,
     WorkerInfo,
     check_priority,
+    max_deliveries_reason,
 )
 from celeriac.brokers.sqlite_control import CONTROL_SCHEMA, SQLiteControl
 from celeriac.errors import BrokerError, BrokerUnreachable
@@ -79,7 +87,8 @@ CREATE TABLE IF NOT EXISTS messages (
     available_at REAL NOT NULL,
     consumer TEXT,
     token INTEGER NOT NULL DEFAULT 0,
-    delivery_count INTEGER NOT NULL DEFAULT 0
+    delivery_count INTEGER NOT NULL DEFAULT 0,
+    suspect INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_claim ON messages (queue, priority DESC, available_at);
 CREATE INDEX IF NOT EXISTS messages_consumer ON messages (consumer) WHERE consumer IS NOT NULL;
@@ -109,6 +118,13 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 """ + CONTROL_SCHEMA
+
+#: Columns added to a table after files were already created without them:
+#: (table, column, declaration). ``CREATE TABLE IF NOT EXISTS`` leaves an older
+#: file's table as it was, so :func:`_add_missing_columns` adds these there.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("messages", "suspect", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 #: Longest sleep between two looks at ``PRAGMA data_version`` while waiting.
 #: A look costs microseconds (it reads the WAL index in shared memory), so a
@@ -143,7 +159,16 @@ _CLAIM = """
     UPDATE messages SET consumer = ?2, available_at = ?3, token = token + 1,
         delivery_count = delivery_count + 1
     WHERE id IN (SELECT value FROM json_each(?1))
-    RETURNING id, queue, body, priority, token, delivery_count
+    RETURNING id, queue, body, priority, token, delivery_count, suspect
+"""
+# Everything consumer ?3 holds, ready at ?1: ids in JSON array ?2 (started) keep
+# their charge, the others are uncharged; ids in ?4 (suspects) are marked suspect.
+_RELEASE = """
+    UPDATE messages SET consumer = NULL, available_at = ?1,
+        delivery_count = CASE WHEN id IN (SELECT value FROM json_each(?2))
+                         THEN delivery_count ELSE max(delivery_count - 1, 0) END,
+        suspect = CASE WHEN id IN (SELECT value FROM json_each(?4)) THEN 1 ELSE suspect END
+    WHERE consumer = ?3
 """
 # The earliest time after ?2 (now) at which anything in the queues of JSON array
 # ?1 becomes claimable: one index probe per (queue, priority) pair, not a scan.
@@ -179,6 +204,23 @@ def _candidates_sql(queue_count: int) -> str:
               " ORDER BY priority DESC, available_at, id LIMIT ?2)")
     union = " UNION ALL ".join(branch.format(n=3 + i) for i in range(queue_count))
     return f"SELECT id FROM ({union}) ORDER BY priority DESC, available_at, id LIMIT ?2"
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Give a file created by an older celeriac the columns of :data:`ADDED_COLUMNS`.
+
+    Runs inside a write transaction, so of several processes opening the same old
+    file at once, one adds the column and the others find it there.
+    """
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
+def _ids(ids: Collection[str]) -> str:
+    """Message ids as a JSON array of integers (ids that are not ours never match)."""
+    return json.dumps([int(i) for i in ids if i.isascii() and i.isdigit()])
 
 
 def _pairs(deliveries: Sequence[Delivery]) -> str:
@@ -240,6 +282,9 @@ class SQLiteBroker(SQLiteControl, Broker):
         super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval,
                          pool_limit=pool_limit)
         self._db = Database(path_from_url(url), SCHEMA)
+        #: Whether this broker made sure the file has :data:`ADDED_COLUMNS` (on its
+        #: first write; reads never touch those columns, so they need not wait).
+        self._columns_checked = False
 
     # -- plumbing --------------------------------------------------------------------
     def _fail(self, exc: sqlite3.Error) -> BrokerError:
@@ -247,7 +292,16 @@ class SQLiteBroker(SQLiteControl, Broker):
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            return self._db.write(fn)
+            if self._columns_checked:
+                return self._db.write(fn)
+
+            def upgrade_first(conn: sqlite3.Connection) -> T:
+                _add_missing_columns(conn)
+                return fn(conn)
+
+            result = self._db.write(upgrade_first)
+            self._columns_checked = True
+            return result
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
 
@@ -307,14 +361,17 @@ class SQLiteBroker(SQLiteControl, Broker):
             claimed.extend(row for row in rows if row[5] <= self.max_deliveries)
             if not spent:
                 break
-            reason = f"max deliveries ({self.max_deliveries}) exceeded"
             conn.execute("DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))",
                          (json.dumps([row[0] for row in spent]),))
-            conn.executemany(_BURY, [(row[0], row[1], row[2], row[3], reason, row[5] - 1, now)
-                                     for row in spent])
+            conn.executemany(_BURY, [
+                (row[0], row[1], row[2], row[3],
+                 max_deliveries_reason(self.max_deliveries, suspect=bool(row[6])), row[5] - 1,
+                 now)
+                for row in spent])
         claimed.sort(key=lambda row: order[row[0]])
         return [Delivery(id=str(row[0]), queue=row[1], body=row[2], priority=row[3],
-                         token=row[4], delivery_count=row[5]) for row in claimed]
+                         token=row[4], delivery_count=row[5], suspect=bool(row[6]))
+                for row in claimed]
 
     def fetch(self, queues: Sequence[str], count: int, *, consumer: str, lease: float,
               timeout: float = 0.0) -> list[Delivery]:
@@ -387,15 +444,13 @@ class SQLiteBroker(SQLiteControl, Broker):
 
         return _matched(deliveries, self._write(bury))
 
-    def release_consumer(self, consumer: str, *, started: Collection[str] = ()) -> int:
-        started_ids = json.dumps([int(i) for i in started if i.isascii() and i.isdigit()])
+    def release_consumer(self, consumer: str, *, started: Collection[str] = (),
+                         suspects: Collection[str] = ()) -> int:
+        started_ids, suspect_ids = _ids(started), _ids(suspects)
 
         def release(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "UPDATE messages SET consumer = NULL, available_at = ?1,"
-                " delivery_count = CASE WHEN id IN (SELECT value FROM json_each(?2))"
-                " THEN delivery_count ELSE max(delivery_count - 1, 0) END"
-                " WHERE consumer = ?3", (time.time(), started_ids, consumer)).rowcount
+            return conn.execute(_RELEASE, (time.time(), started_ids, consumer,
+                                           suspect_ids)).rowcount
 
         return self._write(release)
 

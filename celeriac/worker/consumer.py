@@ -73,6 +73,8 @@ class Consumer:
         #: (``add_consumer``, ``pool_grow``) changes them while the process runs.
         self.queues = list(spec.queues)
         self.prefetch = spec.prefetch
+        #: The delivery id of a suspect message running alone (see :meth:`_dispatch`).
+        self.isolating: str | None = None
 
     def stop(self, reason: str = "shutdown") -> None:
         """Ask the loop to shut down warm (safe from a signal handler)."""
@@ -130,9 +132,23 @@ class Consumer:
         return bool(deliveries)
 
     def _dispatch(self) -> None:
-        while (self.waiting and self.pool.free_slots() > 0 and not self.stopping
-               and not self._at_task_limit()):
-            delivery = self.waiting.popleft()
+        """Hand waiting messages to the pool, in order, while it has free slots.
+
+        A *suspect* message (its process died while it ran beside other tasks, so the
+        crash could be its fault) runs alone: nothing else is dispatched until every
+        job already running here has been settled, and nothing after it until it has.
+        If the process dies meanwhile, the supervisor knows whose fault it was.
+        """
+        while (self.waiting and self.isolating is None and self.pool.free_slots() > 0
+               and not self.stopping and not self._at_task_limit()):
+            delivery = self.waiting[0]
+            if delivery.suspect:
+                if self.unsettled:
+                    return  # wait until this process runs nothing else
+                self.isolating = delivery.id
+                log.warning("running message %s alone: its worker process died while it ran "
+                            "beside other tasks", delivery.id)
+            self.waiting.popleft()
             self.unsettled += 1
             self.pool.submit(partial(self._job, delivery))
 
@@ -196,6 +212,8 @@ class Consumer:
         self.settler.settle(batch)
         for delivery, _ in batch:
             self.held.pop(delivery.id, None)
+            if delivery.id == self.isolating:
+                self.isolating = None
 
     def _renew(self) -> None:
         if not self.held:

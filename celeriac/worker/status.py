@@ -70,6 +70,8 @@ class Started:
     #: Short reprs of the arguments, for ``celeriac inspect active``.
     argsrepr: str = ""
     kwargsrepr: str = ""
+    #: A suspect message running alone (nothing else runs in its process).
+    isolated: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class StatusWriter:
             _raw_write(self._fd, _encode_start(Started, (
                 delivery.id, delivery.token, delivery.queue, delivery.delivery_count, task_id,
                 name[:NAME_LIMIT], hard_limit, ignore_result, argsrepr[:REPR_LIMIT],
-                kwargsrepr[:REPR_LIMIT])))
+                kwargsrepr[:REPR_LIMIT], delivery.suspect)))
         except OSError:
             self.connected = False
 
@@ -224,6 +226,8 @@ class RunningTask:
     started_at: float = 0.0
     argsrepr: str = ""
     kwargsrepr: str = ""
+    #: A suspect message running alone: a crash now is its own.
+    isolated: bool = False
 
     def delivery(self) -> Delivery:
         return Delivery(id=self.delivery_id, queue=self.queue, body=b"",

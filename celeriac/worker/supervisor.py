@@ -95,6 +95,23 @@ def node_settle_pipeline(app: Celeriac) -> Pipeline:
 
     return Pipeline([ResultStore(app.backend)])
 
+def _blame(child: Child) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Who pays for a process that died on its own: ``(charged, suspects)`` delivery ids.
+
+    A lone running task is charged a delivery (prefork always, or a suspect that ran
+    alone). A green process whose event loop a task was blocking was running that task
+    only: it alone is charged, the others could not have run. Otherwise the crash cannot
+    be pinned on one of several tasks: none is charged, all are marked suspect, and each
+    runs alone on its next delivery (:meth:`Consumer._dispatch`), where a crash is its own.
+    """
+    running = tuple(child.running)
+    if len(running) <= 1:
+        return running, ()
+    if child.blocker in child.running:
+        return (child.blocker,), ()
+    return (), running
+
+
 def node_name(template: str) -> str:
     """``-n`` as Celery reads it: ``%h`` the host name, ``%n`` its first label, ``%d`` the
     rest (the domain), ``%%`` a percent sign: ``-n w1@%h`` is ``w1@web3.example.com``."""
@@ -296,7 +313,7 @@ class Supervisor:
                     delivery_id=event.delivery_id, token=event.token, queue=event.queue,
                     delivery_count=event.delivery_count, task_id=event.task_id, name=event.name,
                     ignore_result=event.ignore_result, started_at=time.time(),
-                    argsrepr=event.argsrepr, kwargsrepr=event.kwargsrepr,
+                    argsrepr=event.argsrepr, kwargsrepr=event.kwargsrepr, isolated=event.isolated,
                     deadline=time.monotonic() + hard + grace if hard else None)
                 self.totals[event.name] += 1
             elif isinstance(event, Done):
@@ -480,11 +497,12 @@ class Supervisor:
         if child.commands is not None:
             child.commands.close()
         code = child.proc.returncode
-        # A kill we did on purpose charges nobody but a task that blocked the event
-        # loop; a crash charges what was running.
-        started = tuple(child.charged) if child.killed_for else tuple(child.running)
+        # A kill we did on purpose charges nobody but what it names (a task back to the
+        # queue at its hard limit); a crash is blamed by _blame.
+        started, suspects = (tuple(child.charged), ()) if child.killed_for else _blame(child)
         try:
-            released = self.app.broker.release_consumer(child.consumer_id, started=started)
+            released = self.app.broker.release_consumer(child.consumer_id, started=started,
+                                                         suspects=suspects)
         except BrokerError as exc:
             # Nothing is lost: the messages come back when their leases run out.
             log.error("could not release the messages of worker process %d: %s; they will be "
@@ -501,6 +519,10 @@ class Supervisor:
             log.error("worker process %d (pid %d) %s%s; %d message(s) released", child.index,
                       child.proc.pid, what, f" while running {running}" if running else "",
                       released)
+            if suspects:
+                log.warning("which of its %d running tasks killed worker process %d is not "
+                            "known: they go back uncharged, marked suspect, and each runs alone "
+                            "next time", len(suspects), child.index)
         if not self.stopping and child.index in self.slots:
             self._schedule_restart(child)
 
@@ -513,8 +535,9 @@ class Supervisor:
         limit = self.app.broker.max_deliveries
         for task in child.running.values():
             if task.delivery_id in charged and task.delivery_count >= limit:
+                alone = " while running it alone" if task.isolated else ""
                 error = WorkerLostError(
-                    f"the worker process running task {task.name} died on delivery "
+                    f"the worker process running task {task.name} died{alone} on delivery "
                     f"{task.delivery_count} of {limit} (broker_max_deliveries); the message "
                     "goes to the dead-letter store")
                 record = failure_record(task.task_id, task.name, error, tb="")

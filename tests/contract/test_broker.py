@@ -11,6 +11,7 @@ when a lease or a wake-up is ignored, not when the machine is busy.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -406,6 +407,81 @@ def test_release_consumer_frees_messages_and_uncharges_unstarted(broker: Broker)
     assert broker.ack([a, b, c]) == [False, False, False]  # the dead consumer's tokens
     assert broker.ack([others]) == [True]
     assert broker.release_consumer("nobody") == 0
+
+
+def test_release_consumer_marks_suspects_uncharged(broker: Broker) -> None:
+    queue = new_queue()
+    publish(broker, queue, b"suspect", b"unstarted", b"charged suspect", b"charged",
+            b"other's")
+    held = fetch(broker, queue, count=4, consumer="dead")
+    [others] = fetch(broker, queue, consumer="alive")
+    assert not any(d.suspect for d in [*held, others])  # fresh messages never are
+    suspect, _unstarted, charged_suspect, charged = held
+    assert broker.release_consumer(
+        "dead", started=[charged_suspect.id, charged.id],
+        suspects=[suspect.id, charged_suspect.id, others.id]) == 4  # others': not dead's
+    again = {d.body: d for d in fetch(broker, queue, consumer="new")}
+    assert {body: (d.delivery_count, d.suspect) for body, d in again.items()} == {
+        b"suspect": (1, True),  # uncharged, marked
+        b"unstarted": (1, False),
+        b"charged suspect": (2, True),  # in both: charged and marked
+        b"charged": (2, False),
+    }
+    assert broker.ack(list(again.values())) == [True] * 4
+    assert broker.requeue([others]) == [True]  # still held by "alive": the release left it
+    [again_others] = fetch(broker, queue, consumer="alive")
+    assert (again_others.body, again_others.suspect) == (b"other's", False)
+    assert broker.ack([again_others]) == [True]
+
+
+def test_the_suspect_mark_stays_with_the_message_until_it_is_acked(broker: Broker) -> None:
+    queue = new_queue()
+    [message_id] = publish(broker, queue, b"job")
+    fetch(broker, queue, consumer="dead")
+    broker.release_consumer("dead", suspects=[message_id])
+
+    def claim(consumer: str = "c1", lease: float = LONG) -> Delivery:
+        [got] = fetch(broker, queue, consumer=consumer, lease=lease)
+        assert (got.id, got.suspect) == (message_id, True)
+        return got
+
+    assert broker.requeue([claim()]) == [True]
+    assert broker.requeue([claim()], delay=0.2, uncharge=True) == [True]
+    assert fetch(broker, queue) == []
+    time.sleep(AFTER_LEASE)  # the scheduled message comes due
+    assert claim().delivery_count == 2
+    assert broker.release_consumer("c1") == 1  # a release without suspects keeps the mark
+    claim(consumer="c1", lease=LEASE)
+    time.sleep(AFTER_LEASE)
+    taken_over = claim(consumer="c2")  # re-claimed after the lease ran out
+    assert taken_over.delivery_count == 3
+    assert broker.ack([taken_over]) == [True]
+    assert broker.dead_letters(queue) == []
+    publish(broker, queue, b"job")  # the same body again is a new message
+    [fresh] = fetch(broker, queue)
+    assert fresh.id != message_id and not fresh.suspect and fresh.delivery_count == 1
+    assert broker.ack([fresh]) == [True]
+
+
+def test_a_suspect_at_max_deliveries_is_dead_lettered_as_a_crasher(broker: Broker) -> None:
+    queue = new_queue()
+    poison_id, plain_id = publish(broker, queue, b"poison", b"plain")
+    fetch(broker, queue, consumer="w0")
+    broker.release_consumer("w0", suspects=[poison_id])
+    for attempt in range(1, MAX_DELIVERIES + 1):
+        got = {d.body: d for d in fetch(broker, queue, consumer=f"w{attempt}")}
+        assert {body: (d.delivery_count, d.suspect) for body, d in got.items()} == {
+            b"poison": (attempt, True), b"plain": (attempt, False)}
+        # Each run crashed its process and is charged; the mark stays as it was.
+        broker.release_consumer(f"w{attempt}", started=[poison_id, plain_id])
+    assert fetch(broker, queue) == []
+    dead = {d.body: d for d in broker.dead_letters(queue)}
+    assert {body: (d.reason, d.delivery_count) for body, d in dead.items()} == {
+        b"poison": (f"max deliveries ({MAX_DELIVERIES}) exceeded; it crashed its worker"
+                    " process while running alone", MAX_DELIVERIES),
+        b"plain": (f"max deliveries ({MAX_DELIVERIES}) exceeded", MAX_DELIVERIES),
+    }
+    assert stats_of(broker, queue) == QueueStats(dead=2)
 
 
 # -- purge and stats ---------------------------------------------------------------------
@@ -942,6 +1018,31 @@ def test_sqlite_ping_on_unusable_path_raises_unreachable(tmp_path: Path) -> None
     directory = broker_from_url(f"sqlite:///{tmp_path}")  # a directory, not a file
     with pytest.raises(BrokerUnreachable):
         directory.ping()
+
+
+def test_sqlite_file_from_before_the_suspect_mark_keeps_working(tmp_path: Path) -> None:
+    """A file whose ``messages`` table has no ``suspect`` column (made by an older
+    celeriac) is read as it is and gets the column on the broker's first write."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("""CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, body BLOB NOT NULL,
+            priority INTEGER NOT NULL, available_at REAL NOT NULL, consumer TEXT,
+            token INTEGER NOT NULL DEFAULT 0, delivery_count INTEGER NOT NULL DEFAULT 0)""")
+        conn.execute("INSERT INTO messages (queue, body, priority, available_at)"
+                      " VALUES ('q', X'6f6c64', 0, 0)")
+    conn.close()
+    old = broker_from_url(f"sqlite:///{path}", max_deliveries=MAX_DELIVERIES)
+    assert stats_of(old, "q") == QueueStats(ready=1)  # a read needs no new column
+    [held] = fetch(old, "q", consumer="dead")
+    assert (held.body, held.suspect) == (b"old", False)
+    assert old.release_consumer("dead", suspects=[held.id]) == 1
+    newer = broker_from_url(f"sqlite:///{path}", max_deliveries=MAX_DELIVERIES)
+    [again] = fetch(newer, "q")
+    assert (again.delivery_count, again.suspect) == (1, True)
+    assert newer.ack([again]) == [True]
+    old.close()
+    newer.close()
 
 
 def test_unknown_scheme_names_the_known_ones() -> None:

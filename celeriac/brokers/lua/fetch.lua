@@ -1,10 +1,12 @@
 -- fetch: claim up to COUNT messages across queues, highest priority first, then oldest.
 -- ARGV: P, count, consumer, lease (ms), max_deliveries, queue...
 -- Keys: P:delayed:<q> and P:leased:<q> (due entries move to P:ready:<q>), P:ready:<q>,
---       P:m:<id> (d and t incremented, c set), P:leased:<q>, P:held:<consumer>,
+--       P:m:<id> (d and t incremented, c set, x read), P:leased:<q>, P:held:<consumer>,
 --       P:dl:<id>, P:dead, P:dead:<q> (messages out of deliveries).
--- Returns {wait_ms, id, queue, body, deliveries, token, priority, id, ...}; wait_ms is how
--- long until something in these queues comes due (-1: nothing scheduled), 0 if claimed.
+-- Returns {wait_ms, suspects, id, queue, body, deliveries, token, priority, id, ...}; wait_ms
+-- is how long until something in these queues comes due (-1: nothing scheduled), 0 if
+-- claimed; suspects is the list of the claimed ids marked suspect (x), nearly always
+-- empty: one empty array costs the reply less than a flag per message would.
 local count, consumer = tonumber(ARGV[2]), ARGV[3]
 local lease, maxd = tonumber(ARGV[4]), tonumber(ARGV[5])
 local queues = {}
@@ -24,7 +26,8 @@ for _, q in ipairs(queues) do
   end
 end
 
-local out = {0}
+local suspects = {}
+local out = {0, suspects}
 local claimed = 0
 while claimed < count do
   local want = count - claimed
@@ -39,10 +42,13 @@ while claimed < count do
     local id, q = candidates[j][2], candidates[j][3]
     redis.call('ZREM', key('ready', q), id)
     local m = key('m', id)
-    local f = redis.call('HMGET', m, 'd', 'b', 'p')
+    local f = redis.call('HMGET', m, 'd', 'b', 'p', 'x')
     if f[2] then
       if tonumber(f[1] or 0) >= maxd then
-        bury(id, m, q, 'max deliveries (' .. maxd .. ') exceeded', now)
+        -- The same text as celeriac.brokers.base.max_deliveries_reason.
+        local reason = 'max deliveries (' .. maxd .. ') exceeded'
+        if f[4] then reason = reason .. '; it crashed its worker process while running alone' end
+        bury(id, m, q, reason, now)
       else
         local d = redis.call('HINCRBY', m, 'd', 1)
         local t = redis.call('HINCRBY', m, 't', 1)
@@ -55,6 +61,7 @@ while claimed < count do
         out[#out + 1] = d
         out[#out + 1] = t
         out[#out + 1] = tonumber(f[3])
+        if f[4] then suspects[#suspects + 1] = id end
         claimed = claimed + 1
       end
     end

@@ -6,7 +6,10 @@
 --   P:m:<id>           hash    a live message: q queue, p priority (0-9), s ready score,
 --                              b body, d deliveries so far, t fencing token (d and t
 --                              from the first claim on),
---                              c consumer (present only while claimed)
+--                              c consumer (present only while claimed),
+--                              x '1' while suspect (released from a process that died
+--                              running it beside other tasks; set by release, gone with
+--                              the message: absent means not suspect)
 --   P:ready:<q>        zset    id -> s = (9 - p) * 1e13 + seq: lowest is claimed first
 --   P:delayed:<q>      zset    id -> unix ms when its eta/countdown/retry delay is due
 --   P:leased:<q>       zset    id -> unix ms when its lease runs out (server clock)
@@ -70,7 +73,7 @@ local function bury(id, m, q, reason, now)
   redis.call('ZREM', key('ready', q), id)
   redis.call('ZREM', key('delayed', q), id)
   redis.call('HSET', m, 'reason', reason, 'at', now)
-  redis.call('HDEL', m, 't', 's')
+  redis.call('HDEL', m, 't', 's', 'x')
   redis.call('RENAME', m, key('dl', id))
   redis.call('ZADD', key('dead', q), now, id)
   redis.call('ZADD', key('dead'), now, id)

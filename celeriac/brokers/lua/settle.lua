@@ -7,6 +7,7 @@
 --   renew   lease_ms         P:leased:<q> score = now + lease
 --   requeue delay_ms uncharge  back to P:ready:<q> (or P:delayed:<q> if delay > 0);
 --                            uncharge = 1 takes this delivery off P:m:<id> d; P:wake:<q>
+--                            (the suspect mark x stays: only ack and dead remove it)
 --   dead    reason           moved to P:dl:<id>, P:dead, P:dead:<q>
 -- Returns one 1 (done) or 0 (stale token) per pair.
 local action, a, b = ARGV[2], ARGV[3], ARGV[4]

@@ -1,0 +1,88 @@
+"""Crash attribution, end to end: a poison task among innocent ones on a multi-task pool.
+
+A worker process running many tasks at once dies when one of them calls
+``os._exit``. The supervisor cannot tell which one: none of them is charged a
+delivery, all go back marked suspect, and each runs alone on its next delivery.
+The poison task then crashes a process it has to itself, is charged, and ends in
+the dead-letter store after ``broker_max_deliveries`` runs alone; every innocent
+task completes, none is dead-lettered. A real worker (``-P gevent``, ``-P
+threads``) on SQLite and on Redis.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import Project, executions, wait_until
+
+from celeriac.errors import WorkerLostError
+
+POISON = r'''
+app.conf.update(broker_max_deliveries=2)
+
+
+def _note(path, request):
+    with open(path, "a") as f:
+        f.write(f"{request.id} {os.getpid()}\n")
+
+
+@app.task(bind=True)
+def poison(self, path, wait):
+    """Let the neighbours start, then take the whole process down."""
+    _note(path, self.request)
+    time.sleep(wait)
+    os._exit(1)
+'''
+
+POOLS = [("gevent", "20"), ("threads", "8")]
+
+
+def load(project: Project) -> ModuleType:
+    project.write_tasks(POISON)
+    project.app()
+    return sys.modules["tasks"]
+
+
+def poison_among_innocents(project: Project, pool: str, concurrency: str, log: Path) -> None:
+    tasks = load(project)
+    worker = project.start_worker("-P", pool, "-c", concurrency)
+    innocents = [tasks.record.delay(str(log), 0.3) for _ in range(30)]
+    poisons = [tasks.poison.delay(str(log), 0.2) for _ in range(2)]
+    innocents += [tasks.record.delay(str(log), 0.3) for _ in range(30)]
+    # Every innocent task completes, whatever it ran beside.
+    for result in innocents:
+        assert result.get(timeout=90) == result.id
+    for result in poisons:
+        with pytest.raises(WorkerLostError, match="died while running it alone on delivery 2 of 2"):
+            result.get(timeout=60)
+    letters = wait_until(lambda: (lambda d: d if len(d) >= 2 else None)(
+        tasks.app.broker.dead_letters()), timeout=30, message="two dead letters")
+    assert {letter.reason for letter in letters} == {
+        "max deliveries (2) exceeded; it crashed its worker process while running alone"}
+    assert len(letters) == 2, [letter.reason for letter in letters]
+    runs = executions(log)
+    for result in poisons:
+        # At most one run beside others (uncharged), then its two runs alone.
+        assert 2 <= len(runs[result.id]) <= 3, runs[result.id]
+    wait_until(lambda: project.queue()["in_flight"] == 0, interval=0.2, message="all settled")
+    assert project.queue() == {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 2}
+    text = worker.log()
+    assert "they go back uncharged, marked suspect, and each runs alone next time" in text, text
+    assert "alone: its worker process died while it ran beside other tasks" in text
+    assert worker.proc.poll() is None
+    assert tasks.add.delay(2, 3).get(timeout=30) == 5
+
+
+@pytest.mark.parametrize(("pool", "concurrency"), POOLS)
+def test_a_poison_task_pays_alone_on_sqlite(project: Project, tmp_path: Path, pool: str,
+                                            concurrency: str) -> None:
+    poison_among_innocents(project, pool, concurrency, tmp_path / "runs.txt")
+
+
+@pytest.mark.parametrize(("pool", "concurrency"), POOLS)
+def test_a_poison_task_pays_alone_on_redis(redis_project: Project, tmp_path: Path, pool: str,
+                                           concurrency: str) -> None:
+    poison_among_innocents(redis_project, pool, concurrency, tmp_path / "runs.txt")
