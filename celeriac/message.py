@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import socket
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -47,11 +48,12 @@ def parse_iso(value: Any, header: str) -> float | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise MessageDecodeError(f"header {header!r} must be an ISO 8601 string, got {value!r}")
+        raise MessageDecodeError(
+            f"header {header!r} must be an ISO 8601 string, got {_short_repr(value)}")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise MessageDecodeError(f"header {header!r} is not ISO 8601: {value!r}") from None
+        raise MessageDecodeError(f"header {header!r} is not ISO 8601: {_short_repr(value)}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
@@ -202,28 +204,46 @@ def encode(task: str, task_id: str, args: tuple[Any, ...] | list[Any], kwargs: d
     return build(task, task_id, args, kwargs, queue=queue, **options).dumps()
 
 
-def _deserialize(body: Any, content_type: str, body_encoding: str, accept: set[str]) -> Any:
-    if content_type not in accept:
-        raise MessageDecodeError(
-            f"content type {content_type!r} is not accepted (accept_content: {sorted(accept)})")
+#: ``content-encoding`` values Celery and celeriac write (case-insensitive, as charset
+#: names are); the body is text inside the UTF-8 envelope whatever the value says.
+_CONTENT_ENCODINGS = frozenset({"utf-8", "utf8", "binary"})
+#: ``body_encoding`` values: the body is the serialized text itself, or base64 of it.
+#: Any other value names an encoding the worker cannot undo: the message is refused
+#: rather than its body read as if it were plain.
+_BODY_ENCODINGS = (None, "utf-8", "base64")
+
+
+def _deserialize(body: Any, content_type: Any, body_encoding: Any, accept: set[str]) -> Any:
+    if not isinstance(content_type, str) or content_type not in accept:
+        raise MessageDecodeError(f"content type {_short_repr(content_type)} is not accepted "
+                                 f"(accept_content: {sorted(accept)})")
     if not isinstance(body, str):
         raise MessageDecodeError("body must be a string")
     try:
+        # validate=True: base64 with other characters in it is damaged, not to be read
+        # by skipping them (which can turn garbage into a valid body).
         if content_type == JSON:
             if body_encoding == "base64":
-                body = base64.b64decode(body).decode("utf-8")
+                body = base64.b64decode(body, validate=True).decode("utf-8")
             return json.loads(body)
-        return pickle.loads(base64.b64decode(body))
+        return pickle.loads(base64.b64decode(body, validate=True))
     except Exception as exc:
         raise MessageDecodeError(f"undecodable {content_type} body: {exc}") from None
 
 
 def _number(value: Any, header: str) -> float | None:
+    """A time limit in seconds, or None for none.
+
+    A negative number is refused. NaN (which ``json.loads`` reads), infinity and an
+    integer beyond a float's range mean no limit, as null does: the pools hand limits
+    to timers, which raise on them (``float()`` of such an integer raises too).
+    """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MessageDecodeError(f"header {header!r} must be a number, got {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise MessageDecodeError(
+            f"header {header!r} must be a number of seconds >= 0, got {_short_repr(value)}")
+    return float(value) if value <= sys.float_info.max else None  # False for NaN
 
 
 #: The headers :func:`build` writes. Their values are strings, None, small integers
@@ -234,8 +254,18 @@ _OWN_HEADERS = frozenset({
     "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
 })
 
+#: The type of each protocol header not checked on its own in :func:`decode` (each may
+#: be null; ``docs/protocol.md``). The worker's logs, status lines, events and results
+#: then meet a string where they expect one, never a list nested a thousand deep.
+_HEADER_TYPES: tuple[tuple[str, type], ...] = (
+    ("lang", str), ("shadow", str), ("group", str), ("group_index", int), ("root_id", str),
+    ("parent_id", str), ("argsrepr", str), ("kwargsrepr", str), ("origin", str),
+    ("ignore_result", bool),
+)
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 
-def _parse_envelope(data: bytes) -> Any:
+
+def _parse_envelope(text: str) -> Any:
     """The envelope parsed as ``json.loads`` would, in a fraction of its time for the
     messages celeriac and Celery send (a worker parses one per task).
 
@@ -244,63 +274,128 @@ def _parse_envelope(data: bytes) -> Any:
     integer header that came back a float, is parsed again by ``json.loads``. The body
     (the task's arguments) is a string inside the envelope, parsed by ``json.loads``.
     """
-    envelope = fastjson.loads(data)
+    envelope = fastjson.loads(text)
     if isinstance(envelope, dict):
-        headers = envelope.get("headers")
+        headers, properties = envelope.get("headers"), envelope.get("properties")
         if isinstance(headers, dict) and (
                 not _OWN_HEADERS.issuperset(headers)
                 or type(headers.get("retries")) is float
                 or type(headers.get("group_index")) is float
-                or type((envelope.get("properties") or {}).get("priority")) is float):
-            return json.loads(data)
+                or (isinstance(properties, dict) and type(properties.get("priority")) is float)):
+            return json.loads(text)
     return envelope
 
 
 def decode(data: bytes, accept: set[str] | None = None) -> TaskMessage:
-    """Parse and check a message from the broker. ``accept`` holds content types."""
-    accept = accept or {JSON}
+    """Parse and check a message from the broker. ``accept`` holds content types.
+
+    Whatever the bytes, the only exception is :class:`MessageDecodeError`. That
+    includes a message nested deeper than the recursion limit: the JSON parsers (and
+    ``repr`` of a value for the reason) raise ``RecursionError`` on it, which the worker
+    would take for an internal error of its own and deliver the message again.
+    """
     try:
-        envelope = _parse_envelope(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return _decode(data, accept or {JSON})
+    except RecursionError:
+        raise MessageDecodeError("message is nested too deeply") from None
+
+
+def _envelope(data: bytes) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The envelope, its headers and its properties, each checked to be an object."""
+    try:
+        # Strict UTF-8 first: given bytes, json.loads (orjson's fallback) would also read
+        # UTF-16 and UTF-32, skip a BOM and let encoded surrogates through.
+        envelope = _parse_envelope(data.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError is one
         raise MessageDecodeError(f"message is not JSON: {exc}") from None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("headers"), dict):
         raise MessageDecodeError("message is not a protocol v2 envelope (no headers object)")
-    headers: dict[str, Any] = envelope["headers"]
-    properties = envelope.get("properties") or {}
-    if not isinstance(properties, dict):
+    properties = envelope.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
         raise MessageDecodeError("properties must be an object")
-    task, task_id = headers.get("task"), headers.get("id")
+    return envelope, envelope["headers"], properties
+
+
+def _storable(task_id: Any) -> bool:
+    """A task id results can be stored under: a non-empty string that UTF-8 can encode.
+    JSON can escape a lone surrogate (``"\\ud800"``), which SQLite and Redis refuse in a
+    key: storing a batch of results with it would fail for every task in the batch."""
+    if not isinstance(task_id, str) or not task_id:
+        return False
+    if task_id.isascii():
+        return True
+    try:
+        task_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_headers(headers: dict[str, Any]) -> None:
+    get = headers.get
+    task, task_id = get("task"), get("id")
     if not isinstance(task, str) or not task:
         raise MessageDecodeError("header 'task' is missing")
-    if not isinstance(task_id, str) or not task_id:
-        raise MessageDecodeError("header 'id' is missing")
-    payload = _deserialize(envelope.get("body"), str(envelope.get("content-type", JSON)),
-                           str(properties.get("body_encoding", "utf-8")), accept)
+    if not _storable(task_id):
+        raise MessageDecodeError("header 'id' is missing" if not task_id else
+                                 f"header 'id' is not a valid task id: {_short_repr(task_id)}")
+    for name, kind in _HEADER_TYPES:
+        value = get(name)
+        if value is not None and type(value) is not kind:
+            raise MessageDecodeError(f"header {name!r} must be {_TYPE_NAMES[kind]} or null, "
+                                     f"got {_short_repr(value)}")
+
+
+def _decode(data: bytes, accept: set[str]) -> TaskMessage:
+    envelope, headers, properties = _envelope(data)
+    _check_headers(headers)
+    encoding = envelope.get("content-encoding")
+    if encoding is not None and (not isinstance(encoding, str)
+                                 or encoding.lower() not in _CONTENT_ENCODINGS):
+        raise MessageDecodeError(f"unknown content-encoding {_short_repr(encoding)}")
+    body_encoding = properties.get("body_encoding")
+    if body_encoding not in _BODY_ENCODINGS:
+        raise MessageDecodeError(f"unknown body_encoding {_short_repr(body_encoding)}")
+    content_type = envelope.get("content-type", JSON)
+    payload = _deserialize(envelope.get("body"), content_type, body_encoding, accept)
     if not (isinstance(payload, list) and len(payload) == 3 and isinstance(payload[0], list)
             and isinstance(payload[1], dict) and isinstance(payload[2], dict | None)):
         raise MessageDecodeError("body must be [args (list), kwargs (object), embed (object)]")
-    timelimit = headers.get("timelimit") or [None, None]
-    if not isinstance(timelimit, list | tuple) or len(timelimit) != 2:
-        raise MessageDecodeError(f"header 'timelimit' must be [hard, soft], got {timelimit!r}")
-    retries = headers.get("retries") or 0
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise MessageDecodeError(f"header 'retries' must be a non-negative integer, got {retries!r}")
-    priority = properties.get("priority") or 0
+    timelimit = headers.get("timelimit")
+    if timelimit is None:
+        timelimit = (None, None)
+    elif not isinstance(timelimit, list) or len(timelimit) != 2:
+        raise MessageDecodeError(f"header 'timelimit' must be [hard, soft], got {_short_repr(timelimit)}")
+    retries = headers.get("retries")
+    if retries is None:
+        retries = 0
+    elif type(retries) is not int or retries < 0:
+        raise MessageDecodeError(
+            f"header 'retries' must be a non-negative integer, got {_short_repr(retries)}")
+    priority = properties.get("priority")
+    if priority is not None and type(priority) is not int:
+        raise MessageDecodeError(f"property 'priority' must be an integer, got {_short_repr(priority)}")
     return TaskMessage(
-        id=task_id, task=task, args=payload[0], kwargs=payload[1], headers=headers,
-        embed=payload[2] or {}, expires=parse_iso(headers.get("expires"), "expires"),
+        id=headers["id"], task=headers["task"], args=payload[0], kwargs=payload[1],
+        headers=headers, embed=payload[2] or {},
+        expires=parse_iso(headers.get("expires"), "expires"),
         eta=parse_iso(headers.get("eta"), "eta"), retries=retries,
         timelimit=(_number(timelimit[0], "timelimit"), _number(timelimit[1], "timelimit")),
-        priority=int(priority) if isinstance(priority, int) else 0,
-        content_type=str(envelope.get("content-type", JSON)),
+        priority=priority or 0, content_type=content_type,
     )
 
 
 def peek_task_id(data: bytes) -> tuple[str | None, str | None]:
-    """Best-effort (task name, task id) of a possibly malformed message, for logs."""
+    """Best-effort (task name, task id) of a possibly malformed message, for logs and the
+    FAILURE result of a dead letter: the name only if it is a non-empty string, the id
+    only if a result can be stored under it (one stored under the text of a list or a
+    number would help nobody, one that cannot be stored would fail its whole batch)."""
     try:
         headers = json.loads(data).get("headers") or {}
-        return (str(headers.get("task")) if headers.get("task") else None,
-                str(headers.get("id")) if headers.get("id") else None)
+        name, task_id = headers.get("task"), headers.get("id")
     except Exception:
         return None, None
+    return (name if isinstance(name, str) and name else None,
+            task_id if _storable(task_id) else None)
