@@ -109,7 +109,7 @@ class Signature(Generic[R]):
             return result
         return call.app.send_task(call.name, call.args, call.kwargs, **call.options)
 
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[R]:
+    def delay(self, /, *args: Any, **kwargs: Any) -> AsyncResult[R]:
         """Send it; ``args``/``kwargs`` are extra arguments, as for :meth:`apply_async`."""
         return self.apply_async(args, kwargs)
 

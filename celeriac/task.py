@@ -255,12 +255,13 @@ class Task(Generic[P, R]):
         return current_request.get() or Request(id="", task=self.name)
 
     # -- running ----------------------------------------------------------------------
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        # self is positional-only: a task may take a keyword argument named "self".
         if self.options.bind:
             return self.fn(self, *args, **kwargs)
         return self.fn(*args, **kwargs)
 
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+    def delay(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task with these arguments; shorthand for ``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
 
@@ -319,7 +320,7 @@ class Task(Generic[P, R]):
         return resolved
 
     # -- describing calls and sending many ----------------------------------------------
-    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+    def s(self, /, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
         """This call, described but not sent: ``add.s(2, 3)``. Add send options with
         ``.set(countdown=5)``; send it with ``.delay()`` or as part of a ``group``."""
         from celeriac.canvas import Signature

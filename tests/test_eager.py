@@ -178,3 +178,16 @@ def test_apply_refuses_an_unknown_option(app: Celeriac) -> None:
 
     with pytest.raises(ConfigurationError, match="did you mean 'countdown'"):
         noop.apply(countdwn=1)  # type: ignore[call-arg]
+
+
+def test_a_task_may_take_a_keyword_argument_named_self() -> None:
+    app = Celeriac("selfish", broker="memory://", backend="memory://", task_always_eager=True)
+
+    @app.task
+    def echo(self: str) -> str:
+        return self
+
+    assert echo(self="me") == "me"
+    assert echo.delay(self="you").get() == "you"
+    assert echo.s(self="sig").delay().get() == "sig"
+    assert echo.s().delay(self="partial").get() == "partial"

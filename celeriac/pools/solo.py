@@ -18,6 +18,9 @@ from typing import Any
 from celeriac.errors import SoftTimeLimitExceeded
 from celeriac.pools.base import EventLike, Job, JobInfo, Pool
 
+#: Longest soft limit armed (seconds, about 30 years): longer ones never fire anyway.
+MAX_ITIMER = 1e9
+
 
 class SoloPool(Pool):
     """Runs one job at a time on the main thread."""
@@ -101,8 +104,9 @@ class SoloPool(Pool):
 
         previous = signal.signal(signal.SIGALRM, fire)
         self._limit_armed = True
-        signal.setitimer(signal.ITIMER_REAL, soft)
         try:
+            # A limit of centuries is no limit, and setitimer overflows on such values.
+            signal.setitimer(signal.ITIMER_REAL, min(soft, MAX_ITIMER))
             yield
         finally:
             self._limit_armed = False
