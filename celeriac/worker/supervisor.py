@@ -100,15 +100,21 @@ def _blame(child: Child) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
     A lone running task is charged a delivery (prefork always, or a suspect that ran
     alone). A green process whose event loop a task was blocking was running that task
-    only: it alone is charged, the others could not have run. Otherwise the crash cannot
-    be pinned on one of several tasks: none is charged, all are marked suspect, and each
-    runs alone on its next delivery (:meth:`Consumer._dispatch`), where a crash is its own.
+    only: it alone is charged, the others could not have run. A process killed from
+    outside with SIGKILL (an operator, the kernel's OOM killer) charges every running
+    task, as a lease running out would: nothing says any of them did it, and running
+    each alone would make a busy process's recovery last the sum of its tasks. Any other
+    death (an exit, SIGSEGV, SIGABRT...) was the process's own doing and cannot be pinned
+    on one of several tasks: none is charged, all are marked suspect, and each runs
+    alone on its next delivery (:meth:`Consumer._dispatch`), where a crash is its own.
     """
     running = tuple(child.running)
     if len(running) <= 1:
         return running, ()
     if child.blocker in child.running:
         return (child.blocker,), ()
+    if child.proc.returncode == -signal.SIGKILL:
+        return running, ()
     return (), running
 
 
