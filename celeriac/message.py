@@ -246,14 +246,6 @@ def _number(value: Any, header: str) -> float | None:
     return float(value) if value <= sys.float_info.max else None  # False for NaN
 
 
-#: The headers :func:`build` writes. Their values are strings, None, small integers
-#: and the time limits: in an envelope with no other header, orjson reads every value
-#: as ``json.loads`` would (see :func:`_parse_envelope`).
-_OWN_HEADERS = frozenset({
-    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
-    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
-})
-
 #: The type of each protocol header not checked on its own in :func:`decode` (each may
 #: be null; ``docs/protocol.md``). The worker's logs, status lines, events and results
 #: then meet a string where they expect one, never a list nested a thousand deep.
@@ -263,6 +255,13 @@ _HEADER_TYPES: tuple[tuple[str, type], ...] = (
     ("ignore_result", bool),
 )
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
+
+#: The headers :func:`build` writes: those checked on their own in :func:`decode`, and
+#: the rest of the table above. Their values are strings, None, small integers and the
+#: time limits: in an envelope with no other header, orjson reads every value as
+#: ``json.loads`` would (see :func:`_parse_envelope`).
+_OWN_HEADERS = frozenset({"task", "id", "eta", "expires", "retries", "timelimit",
+                          *(name for name, _ in _HEADER_TYPES)})
 
 
 def _parse_envelope(text: str) -> Any:

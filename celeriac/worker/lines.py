@@ -32,6 +32,7 @@ class Tagged(Protocol):
 
 T = TypeVar("T", bound=Tagged)
 
+
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
     """The values of ``names`` as a tuple (``attrgetter`` of one name returns a bare value)."""
     if len(names) == 1:
