@@ -182,7 +182,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("worker_max_blocking_time", 0.1, "Green pools: seconds a task may hold the event "
                 "loop without switching before it is reported as blocking (with its stack).",
                 _positive_float),
-        Setting("worker_heartbeat_interval", 2.0, "Seconds between worker heartbeats in the broker.",
+        Setting("worker_heartbeat_interval", 2.0, "Seconds between worker heartbeats in the "
+                "broker. A node whose heartbeat is three intervals old is taken for dead: "
+                "another node releases the messages it held.",
                 _positive_float),
         Setting("worker_revoke_expires", 10800.0, "Seconds a revoked task id is kept in the "
                 "broker: a message of that task fetched within this time is not run (Celery's "

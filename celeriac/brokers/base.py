@@ -290,7 +290,18 @@ class Broker(ABC):
 
     @abstractmethod
     def workers(self) -> list[WorkerInfo]:
-        """Workers whose heartbeat has not expired."""
+        """Workers whose heartbeat has not expired (expired records stay for :meth:`reap_workers`)."""
+
+    @abstractmethod
+    def reap_workers(self) -> list[WorkerInfo]:
+        """Remove the records of workers whose heartbeat expired, and return them.
+
+        A node that stops beating is dead (SIGKILLed, its machine gone) or frozen; a
+        live node calls this at each of its heartbeats and releases what the dead
+        one's worker processes held, so those messages need not wait for their
+        leases. Each expired record is returned to one caller only, however many
+        nodes call at once, so a dead node's messages are released once.
+        """
 
     # -- worker events -----------------------------------------------------------------
     @abstractmethod

@@ -385,8 +385,6 @@ class MemoryBroker(Broker):
         with self._lock:
             now = time.time()
             self._workers[worker] = _Worker(info=info, last_seen=now, expires_at=now + ttl)
-            for name in [n for n, w in self._workers.items() if w.expires_at <= now]:
-                del self._workers[name]
 
     def forget_worker(self, worker: str) -> None:
         with self._lock:
@@ -397,6 +395,13 @@ class MemoryBroker(Broker):
             now = time.time()
             return [WorkerInfo(name=name, info=_json_copy(w.info), last_seen=w.last_seen)
                     for name, w in sorted(self._workers.items()) if w.expires_at > now]
+
+    def reap_workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            now = time.time()
+            dead = sorted(name for name, w in self._workers.items() if w.expires_at <= now)
+            return [WorkerInfo(name=name, info=w.info, last_seen=w.last_seen)
+                    for name, w in ((n, self._workers.pop(n)) for n in dead)]
 
     def emit(self, events: Sequence[WorkerEvent]) -> None:
         copies = [(e, _json_copy(e.data)) for e in events]

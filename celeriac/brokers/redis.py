@@ -353,7 +353,13 @@ class RedisBroker(Broker):
         self._run("workers", ["forget", worker])
 
     def workers(self) -> list[WorkerInfo]:
-        reply = self._run("workers", ["live"])
+        return self._worker_records("live")
+
+    def reap_workers(self) -> list[WorkerInfo]:
+        return self._worker_records("reap")
+
+    def _worker_records(self, action: str) -> list[WorkerInfo]:
+        reply = self._run("workers", [action])
         found = []
         for i in range(0, len(reply), 2):
             seen, _, info = decode(reply[i + 1]).partition("|")

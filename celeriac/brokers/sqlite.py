@@ -498,7 +498,6 @@ class SQLiteBroker(SQLiteControl, Broker):
                 " ON CONFLICT (name) DO UPDATE SET info = excluded.info,"
                 " last_seen = excluded.last_seen, expires_at = excluded.expires_at",
                 (worker, payload, now, now + ttl))
-            conn.execute("DELETE FROM workers WHERE expires_at <= ?", (now,))
 
         self._write(beat)
 
@@ -511,6 +510,19 @@ class SQLiteBroker(SQLiteControl, Broker):
             (time.time(),)).fetchall())
         return [WorkerInfo(name=name, info=json.loads(info), last_seen=last_seen)
                 for name, info, last_seen in rows]
+
+    def reap_workers(self) -> list[WorkerInfo]:
+        # One write transaction: a second node reaping at the same time waits for it
+        # and then finds the rows gone.
+        def reap(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
+            now = time.time()
+            rows = conn.execute("SELECT name, info, last_seen FROM workers WHERE expires_at <= ?",
+                                (now,)).fetchall()
+            conn.execute("DELETE FROM workers WHERE expires_at <= ?", (now,))
+            return rows
+
+        return sorted((WorkerInfo(name=name, info=json.loads(info), last_seen=last_seen)
+                       for name, info, last_seen in self._write(reap)), key=lambda w: w.name)
 
     def emit(self, events: Sequence[WorkerEvent]) -> None:
         if not events:

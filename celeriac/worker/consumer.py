@@ -88,7 +88,12 @@ class Consumer:
         self.pipeline.process_started(self.app)
         self.status.ready()
         renew_every = self.lease / 3
-        next_renew = time.monotonic() + renew_every
+        last_turn = time.monotonic()
+        next_renew = last_turn + renew_every
+        # A turn this late means the process was frozen (SIGSTOP, a suspended VM) or
+        # starved: its node's heartbeat may have lapsed and a live node released what it
+        # holds. Renew before starting anything, so waiting messages it lost are dropped.
+        frozen_after = float(self.app.conf.worker_heartbeat_interval)
         #: How long a busy loop with room waits before it looks at the broker again.
         busy_wait = BUSY_WAIT_MIN
         tick = self.pipeline.tick
@@ -98,9 +103,11 @@ class Consumer:
             self._check_parent()
             if self.stopping:
                 break
-            if time.monotonic() >= next_renew:
+            now = time.monotonic()
+            if now >= next_renew or now - last_turn >= frozen_after:
                 self._renew()
                 next_renew = time.monotonic() + renew_every
+            last_turn = now
             self._dispatch()
             room = 0 if self._at_task_limit() else self.prefetch - len(self.held)
             # While jobs run, a finishing one must be settled (its result stored) at

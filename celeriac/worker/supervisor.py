@@ -38,20 +38,17 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import WorkerEvent
-from celeriac.context import Request
 from celeriac.errors import (
     BrokerError,
     CeleriacError,
     ConfigurationError,
-    ExceptionInfo,
-    TimeLimitExceeded,
-    WorkerLostError,
 )
 from celeriac.middleware import ACK, Outcome
-from celeriac.middleware.base import Pipeline, TaskRun
+from celeriac.middleware.base import Pipeline
+from celeriac.worker.attribution import Verdicts, blame, held_by
 from celeriac.worker.commands import Command, CommandWriter, SetConcurrency, SetQueues, SetTimeLimit, Stop
 from celeriac.worker.options import PoolGroup, WorkerOptions
-from celeriac.worker.run import failure_record, revoked_record
+from celeriac.worker.run import revoked_record
 from celeriac.worker.settle import Settler
 from celeriac.worker.spec import ENV_VAR, WorkerSpec
 from celeriac.worker.status import (
@@ -67,7 +64,6 @@ from celeriac.worker.status import (
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.backends.base import ResultRecord
     from celeriac.pools.base import Pool
 
 log = logging.getLogger("celeriac.supervisor")
@@ -80,7 +76,7 @@ def node_pipeline(app: Celeriac) -> Pipeline:
     from celeriac.middleware.remote import RemoteControl
     from celeriac.middleware.signals import SignalsMiddleware
 
-    # TaskHandlers: for the tasks the supervisor ends itself (see _after_task_here).
+    # TaskHandlers: for the tasks the supervisor ends itself (see Verdicts.after_task).
     pipeline = Pipeline([SignalsMiddleware(), TaskHandlers(), RemoteControl()])
     if app.conf.worker_send_task_events:
         from celeriac.middleware.events import NodeEvents
@@ -94,29 +90,6 @@ def node_settle_pipeline(app: Celeriac) -> Pipeline:
     from celeriac.middleware.results import ResultStore
 
     return Pipeline([ResultStore(app.backend)])
-
-def _blame(child: Child) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Who pays for a process that died on its own: ``(charged, suspects)`` delivery ids.
-
-    A lone running task is charged a delivery (prefork always, or a suspect that ran
-    alone). A green process whose event loop a task was blocking was running that task
-    only: it alone is charged, the others could not have run. A process killed from
-    outside with SIGKILL (an operator, the kernel's OOM killer) charges every running
-    task, as a lease running out would: nothing says any of them did it, and running
-    each alone would make a busy process's recovery last the sum of its tasks. Any other
-    death (an exit, SIGSEGV, SIGABRT...) was the process's own doing and cannot be pinned
-    on one of several tasks: none is charged, all are marked suspect, and each runs
-    alone on its next delivery (:meth:`Consumer._dispatch`), where a crash is its own.
-    """
-    running = tuple(child.running)
-    if len(running) <= 1:
-        return running, ()
-    if child.blocker in child.running:
-        return (child.blocker,), ()
-    if child.proc.returncode == -signal.SIGKILL:
-        return running, ()
-    return (), running
-
 
 def node_name(template: str) -> str:
     """``-n`` as Celery reads it: ``%h`` the host name, ``%n`` its first label, ``%d`` the
@@ -230,8 +203,12 @@ class Supervisor:
         self.stalls: dict[str, int] = {}
         #: The node's hooks (signals such as worker_init, worker_ready, heartbeat_sent).
         self.pipeline = node_pipeline(app)
-        #: Settles what the supervisor fails itself (a hard limit): results, then acks.
-        self.settler = Settler(app.broker, node_settle_pipeline(app))
+        #: Settles and runs the hooks of what the supervisor ends itself (a hard limit, a
+        #: terminate, a crash on a last delivery) and releases what vanished nodes held.
+        self.verdicts = Verdicts(app, self.pipeline, Settler(app.broker, node_settle_pipeline(app)))
+        #: time.monotonic() since when every heartbeat succeeded (None: the last failed).
+        self._beating_since: float | None = None
+        self._last_beat = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
@@ -345,7 +322,7 @@ class Supervisor:
         record = None if task.ignore_result else revoked_record(task.task_id, task.name,
                                                                 "terminated")
         try:
-            self.settler.settle([(task.delivery(), Outcome(ACK, ran=True, record=record))])
+            self.verdicts.settler.settle([(task.delivery(), Outcome(ACK, ran=True, record=record))])
         except CeleriacError as exc:
             log.error("could not settle terminated task %s[%s]: %s; it will be delivered again",
                       task.name, task.task_id, exc)
@@ -353,27 +330,8 @@ class Supervisor:
                     "(with SIGKILL: a worker process takes SIGTERM as a warm shutdown)",
                     task.name, task.task_id, event.signal, child.proc.pid)
         self._kill(child, f"replaced to terminate task {task.name}[{task.task_id}]")
-        self._after_task_here(task, record or revoked_record(task.task_id, task.name, "terminated"),
+        self.verdicts.after_task(task, record or revoked_record(task.task_id, task.name, "terminated"),
                               revoked="terminated", signal=event.signal)
-
-    def _after_task_here(self, task: RunningTask, record: ResultRecord,
-                         error: BaseException | None = None, revoked: str = "",
-                         signal: str | None = None) -> None:
-        """The ``after_task`` hooks for a task the supervisor ended itself (a hard time
-        limit, a terminate by replacing the process, a last delivery lost with its process):
-        its own process cannot run them any more, so Celery's signals (``task_failure``,
-        ``task_revoked``...), the task class's handlers and ``-E``'s events fire here. The
-        supervisor has only the reprs of the arguments: ``args`` and ``kwargs`` are empty."""
-        registered = self.app.tasks.get(task.name)
-        if registered is None:
-            return
-        request = Request(id=task.task_id, task=task.name, queue=task.queue,
-                          delivery_count=task.delivery_count, hostname=socket.gethostname())
-        run = TaskRun(registered, request, revoked=revoked, signal=signal, record=record,
-                      ignore_result=task.ignore_result)
-        if error is not None:
-            run.einfo = ExceptionInfo(error, traceback="")
-        self.pipeline.after_task(run)
 
     def _on_ready(self, child: Child) -> None:
         child.ready = True
@@ -415,37 +373,8 @@ class Supervisor:
             blocker = child.running.get(child.blocker or "")
             late = [blocker] if blocker is not None else late
         for task in late:
-            self._overran(child, task)
+            self.verdicts.overran(child, task)
         self._kill(child, reason)
-
-    def _overran(self, child: Child, task: RunningTask) -> None:
-        """``task`` passed its hard time limit and its process is about to be killed: it
-        fails once with TimeLimitExceeded and its message is acked, before the kill, so it
-        does not run again (the process's other messages go back uncharged). A task with
-        ``reject_on_worker_lost`` goes back to the queue instead, charged a delivery."""
-        how = (f"blocked the event loop of worker process {child.proc.pid} past its hard time "
-               "limit" if child.group.pool_class.enforces_hard_limit
-               else f"exceeded its hard time limit in worker process {child.proc.pid}")
-        registered = self.app.tasks.get(task.name)
-        if registered is not None and registered.reject_on_worker_lost:
-            log.error("task %s[%s] %s; killing the process (reject_on_worker_lost: the message "
-                      "goes back to the queue, charged a delivery)", task.name, task.task_id, how)
-            child.charged.append(task.delivery_id)
-            return
-        log.error("task %s[%s] %s; it fails with TimeLimitExceeded, killing the process",
-                  task.name, task.task_id, how)
-        child.running.pop(task.delivery_id, None)
-        error = TimeLimitExceeded(f"task {task.name} exceeded its hard time limit")
-        record = failure_record(task.task_id, task.name, error, tb="")
-        try:
-            self.settler.settle([(task.delivery(), Outcome(
-                ACK, ran=True, record=None if task.ignore_result else record))])
-        except CeleriacError as exc:
-            log.error("could not settle %s[%s] after its hard time limit: %s; it will be "
-                      "delivered again", task.name, task.task_id, exc)
-            child.charged.append(task.delivery_id)
-            return
-        self._after_task_here(task, record, error)
 
     # -- processes ------------------------------------------------------------------------
     def prefetch(self, group: _Group) -> int:
@@ -504,8 +433,8 @@ class Supervisor:
             child.commands.close()
         code = child.proc.returncode
         # A kill we did on purpose charges nobody but what it names (a task back to the
-        # queue at its hard limit); a crash is blamed by _blame.
-        started, suspects = (tuple(child.charged), ()) if child.killed_for else _blame(child)
+        # queue at its hard limit); a crash is blamed by attribution.blame.
+        started, suspects = (tuple(child.charged), ()) if child.killed_for else blame(child)
         try:
             released = self.app.broker.release_consumer(child.consumer_id, started=started,
                                                          suspects=suspects)
@@ -515,7 +444,7 @@ class Supervisor:
                       "delivered again when their leases expire", child.index, exc)
             released = 0
         if started:
-            self._fail_spent(child, started)
+            self.verdicts.fail_spent(child.running.values(), started)
         if code == 0 and not child.killed_for:
             log.info("worker process %d (pid %d) exited", child.index, child.proc.pid)
         else:
@@ -531,25 +460,6 @@ class Supervisor:
                             "next time", len(suspects), child.index)
         if not self.stopping and child.index in self.slots:
             self._schedule_restart(child)
-
-    def _fail_spent(self, child: Child, charged: tuple[str, ...]) -> None:
-        """Fail the tasks that a crash cost their last delivery (WorkerLostError).
-
-        The broker dead-letters them on the next fetch instead of delivering
-        them, so without a result ``get()`` would wait forever.
-        """
-        limit = self.app.broker.max_deliveries
-        for task in child.running.values():
-            if task.delivery_id in charged and task.delivery_count >= limit:
-                alone = " while running it alone" if task.isolated else ""
-                error = WorkerLostError(
-                    f"the worker process running task {task.name} died{alone} on delivery "
-                    f"{task.delivery_count} of {limit} (broker_max_deliveries); the message "
-                    "goes to the dead-letter store")
-                record = failure_record(task.task_id, task.name, error, tb="")
-                if not task.ignore_result:
-                    self.app.backend.store(record)
-                self._after_task_here(task, record, error)
 
     def _schedule_restart(self, child: Child) -> None:
         delay = 0.0
@@ -644,10 +554,27 @@ class Supervisor:
             "running": sum(len(c.running) for c in self.children.values()),
             "children": [c.proc.pid for c in self.children.values()],
             "stalls": dict(self.stalls),
+            "consumers": held_by((c.consumer_id, c.running.values())
+                                 for c in self.children.values()),
         }
+        ttl = interval * 3
         try:
-            self.app.broker.heartbeat(self.node, info, ttl=interval * 3)
+            self.app.broker.heartbeat(self.node, info, ttl=ttl)
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
+            self._beating_since = None
             return
+        if self._beating_since is None or now - self._last_beat >= ttl:
+            # First beat, or the first after a lapse (this node was frozen or could not
+            # reach the broker): our view may be as stale as the others' records.
+            self._beating_since = now
+        elif now - self._beating_since >= ttl:
+            # Reap only after beating for a whole ttl: after an outage of the broker,
+            # every node's record may have expired, and the others need a beat to renew
+            # theirs before anyone takes them for dead.
+            try:
+                self.verdicts.reap_vanished(self.node)
+            except BrokerError as exc:
+                log.warning("could not look for vanished nodes: %s", exc)
+        self._last_beat = now
         self.pipeline.heartbeat(self, info)

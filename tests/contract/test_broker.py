@@ -548,6 +548,43 @@ def test_heartbeats_expire_and_can_be_forgotten(broker: Broker) -> None:
     broker.forget_worker("never-seen")  # no error
 
 
+def test_expired_heartbeats_are_reaped_once_with_their_info(broker: Broker) -> None:
+    dead, alive = f"w-{uuid.uuid4().hex[:8]}", f"w-{uuid.uuid4().hex[:8]}"
+    broker.heartbeat(dead, {"pid": 1, "consumers": {"c1": [["d1", "t1", "add", 1, False]]}},
+                     ttl=LEASE)
+    broker.heartbeat(alive, {"pid": 2}, ttl=LONG)
+    assert dead not in {w.name for w in broker.reap_workers()}  # not expired yet
+    time.sleep(AFTER_LEASE)
+    assert dead not in {w.name for w in broker.workers()}  # expired: not live...
+    reaped = {w.name: w for w in broker.reap_workers()}  # ...but kept until reaped
+    assert reaped[dead].info == {"pid": 1, "consumers": {"c1": [["d1", "t1", "add", 1, False]]}}
+    assert reaped[dead].last_seen > 0
+    assert alive not in reaped
+    assert dead not in {w.name for w in broker.reap_workers()}  # returned once only
+    assert alive in {w.name for w in broker.workers()}
+    broker.forget_worker(alive)
+
+
+def test_concurrent_reapers_each_get_a_dead_worker_once(broker: Broker) -> None:
+    names = [f"w-{uuid.uuid4().hex[:8]}" for _ in range(20)]
+    for name in names:
+        broker.heartbeat(name, {"pid": 1}, ttl=LEASE)
+    time.sleep(AFTER_LEASE)
+    got: list[list[str]] = [[] for _ in range(4)]
+
+    def reap(slot: int) -> None:
+        for _ in range(5):
+            got[slot].extend(w.name for w in broker.reap_workers())
+
+    threads = [threading.Thread(target=reap, args=(slot,)) for slot in range(len(got))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    mine = [name for of_one in got for name in of_one if name in names]
+    assert sorted(mine) == sorted(names)  # each exactly once
+
+
 # -- worker events -------------------------------------------------------------------------
 
 

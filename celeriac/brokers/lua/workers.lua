@@ -2,7 +2,8 @@
 -- ARGV: P, action, ...
 --   beat   name, ttl_ms, info_json   P:workers[name] = info; P:workers:exp name -> now + ttl
 --   forget name                      both removed
---   live                             expired ones removed; returns {name, info, seen_ms, ...}
+--   live                             the unexpired ones: {name, seen_ms|info, ...}
+--   reap                             the expired ones, removed: {name, seen_ms|info, ...}
 --   emit   kept, n, json\njson...   the n events (one argument, one JSON object per line)
 --                                    stored in P:events as "seq|json", seqs taken from
 --                                    P:events:seq with one INCRBY; only the newest `kept` kept
@@ -16,17 +17,24 @@ elseif action == 'forget' then
   redis.call('HDEL', key('workers'), ARGV[3])
   redis.call('ZREM', key('workers', 'exp'), ARGV[3])
   return 1
-elseif action == 'live' then
-  for _, name in ipairs(redis.call('ZRANGEBYSCORE', key('workers', 'exp'), '-inf', now)) do
-    redis.call('HDEL', key('workers'), name)
+elseif action == 'live' or action == 'reap' then
+  -- Expired records stay until a live node reaps them (and releases what they held).
+  local names
+  if action == 'live' then
+    names = redis.call('ZRANGEBYSCORE', key('workers', 'exp'), '(' .. now, '+inf')
+  else
+    names = redis.call('ZRANGEBYSCORE', key('workers', 'exp'), '-inf', now)
   end
-  redis.call('ZREMRANGEBYSCORE', key('workers', 'exp'), '-inf', now)
   local out = {}
-  for _, name in ipairs(redis.call('ZRANGE', key('workers', 'exp'), 0, -1)) do
+  for _, name in ipairs(names) do
     local info = redis.call('HGET', key('workers'), name)
     if info then
       out[#out + 1] = name
       out[#out + 1] = info
+    end
+    if action == 'reap' then
+      redis.call('HDEL', key('workers'), name)
+      redis.call('ZREM', key('workers', 'exp'), name)
     end
   end
   return out

@@ -1,0 +1,150 @@
+"""A whole node vanishes (supervisor and all), end to end, on SQLite and on Redis.
+
+When a node is SIGKILLed with its supervisor, or its machine is gone, nobody is
+left to release what its worker processes held: without help its messages wait
+for their leases. Each node's heartbeat lists the messages its processes run, and
+a live node that finds a heartbeat expired releases that node's messages at
+once (its running tasks charged, as for a SIGKILL). A node that was only frozen
+wakes up to find its leases gone: its late acks are refused, and what it had
+fetched but not started it drops instead of running it twice.
+
+The heartbeat interval is 0.5 s (so a node is taken for dead 1.5 s after its last
+beat) and the lease 60 s: a message that came back in less than the lease came
+back through the heartbeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import psutil
+import pytest
+from conftest import Project, Worker, executions, wait_until
+
+from celeriac.errors import WorkerLostError
+
+SETTINGS = "\napp.conf.update(worker_heartbeat_interval=0.5, broker_lease_timeout=60)\n"
+#: A message waiting for its lease would not be back before this.
+LEASE = 60.0
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def any_project(request: pytest.FixtureRequest) -> Iterator[Project]:
+    yield request.getfixturevalue("project" if request.param == "sqlite" else "redis_project")
+
+
+def load(project: Project, settings: str = "") -> ModuleType:
+    project.write_tasks(SETTINGS + settings)
+    project.app()
+    return sys.modules["tasks"]
+
+
+def node_pids(worker: Worker) -> list[int]:
+    return [worker.proc.pid, *worker.children()]
+
+
+def signal_node(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def started_by(log: Path, pids: list[int]) -> int:
+    return sum(1 for runs in executions(log).values() for pid in runs if pid in pids)
+
+
+def test_killed_node_messages_run_elsewhere_within_heartbeats(any_project: Project,
+                                                              tmp_path: Path) -> None:
+    tasks = load(any_project)
+    log = tmp_path / "runs.txt"
+    doomed = any_project.start_worker("-P", "threads", "-c", "4", "-n", "doomed@test")
+    doomed_pids = node_pids(doomed)
+    results = [tasks.record.delay(str(log), 2.0) for _ in range(8)]
+    # It prefetches all 8 and starts 4.
+    wait_until(lambda: started_by(log, doomed_pids) == 4, message="4 tasks started")
+    wait_until(lambda: any_project.queue()["ready"] == 0, message="all 8 claimed")
+    rescuer = any_project.start_worker("-P", "threads", "-c", "8", "-n", "rescuer@test")
+    signal_node(doomed_pids, signal.SIGKILL)
+    killed_at = time.monotonic()
+    for result in results:
+        assert result.get(timeout=30) == result.id
+    took = time.monotonic() - killed_at
+    assert took < LEASE / 2, f"back after {took:.1f}s: waited for the lease"
+    rescuer.wait_for_log("node doomed@test stopped sending heartbeats")
+    assert "8 message(s) its worker processes held were released" in rescuer.log()
+    runs = executions(log)
+    rescuer_pids = rescuer.children()
+    # The 4 it was running ran again; the 4 it had not started ran once.
+    assert sorted(len(runs[r.id]) for r in results) == [1, 1, 1, 1, 2, 2, 2, 2], runs
+    assert all(runs[r.id][-1] in rescuer_pids for r in results)
+    assert any_project.queue() == {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 0}
+    assert "Traceback" not in rescuer.log()
+    assert rescuer.stop() == 0
+
+
+def test_node_killed_on_a_last_delivery_fails_the_task(any_project: Project,
+                                                       tmp_path: Path) -> None:
+    tasks = load(any_project, "app.conf.update(broker_max_deliveries=1)\n")
+    log = tmp_path / "runs.txt"
+    doomed = any_project.start_worker("-P", "threads", "-c", "2", "-n", "doomed@test")
+    doomed_pids = node_pids(doomed)
+    result = tasks.record.delay(str(log), 30.0)
+    wait_until(lambda: started_by(log, doomed_pids) == 1, message="task started")
+    rescuer = any_project.start_worker("-P", "threads", "-c", "2", "-n", "rescuer@test")
+    time.sleep(0.6)  # the doomed node's heartbeat lists the task
+    signal_node(doomed_pids, signal.SIGKILL)
+    with pytest.raises(WorkerLostError, match=r"the worker node running task tasks\.record died "
+                                              r"on delivery 1 of 1"):
+        result.get(timeout=30)
+    wait_until(lambda: any_project.queue()["dead"] == 1, message="dead-lettered")
+    assert len(executions(log)[result.id]) == 1
+    assert rescuer.stop() == 0
+
+
+def test_frozen_node_wakes_and_runs_nothing_twice_but_what_it_was_running(
+        any_project: Project, tmp_path: Path) -> None:
+    tasks = load(any_project)
+    log = tmp_path / "runs.txt"
+    frozen = any_project.start_worker("-P", "threads", "-c", "2", "-n", "frozen@test")
+    frozen_pids = node_pids(frozen)
+    # Long enough to be still running when the freeze comes, after the rescuer started.
+    results = [tasks.record.delay(str(log), 4.0) for _ in range(6)]
+    # Two run, four wait in its prefetch (2 slots x 4).
+    wait_until(lambda: started_by(log, frozen_pids) == 2, message="2 tasks started")
+    wait_until(lambda: any_project.queue()["ready"] == 0, message="all 6 claimed")
+    rescuer = any_project.start_worker("-P", "threads", "-c", "8", "-n", "rescuer@test")
+    signal_node(frozen_pids, signal.SIGSTOP)
+    try:
+        for result in results:
+            assert result.get(timeout=30) == result.id
+        rescuer.wait_for_log("node frozen@test stopped sending heartbeats")
+        assert all(psutil.Process(pid).status() == psutil.STATUS_STOPPED for pid in frozen_pids)
+    finally:
+        signal_node(frozen_pids, signal.SIGCONT)
+    # Awake: its two tasks finish and their acks are refused; the four it had
+    # fetched but not started are dropped, not run.
+    frozen.wait_for_log("refused: its lease passed to another worker", timeout=15)
+    wait_until(lambda: frozen.log().count("refused: its lease passed") == 2,
+               message="both stale acks refused")
+    # Leases it finds lost: the 4 waiting ones, and those of the 2 running that had not
+    # finished when it renewed.
+    assert frozen.log().count("was lost; it may run elsewhere") >= 4, frozen.log()
+    time.sleep(1.5)  # time enough to start what it should not
+    assert started_by(log, frozen_pids) == 2
+    runs = executions(log)
+    assert sorted(len(runs[r.id]) for r in results) == [1, 1, 1, 1, 2, 2], runs
+    assert started_by(log, frozen_pids) == 2
+    assert any_project.queue() == {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 0}
+    # It is alive and serves; its supervisor saw nothing wrong.
+    assert frozen.children() == frozen_pids[1:]
+    assert tasks.add.delay(2, 3).get(timeout=10) == 5
+    assert "Traceback" not in frozen.log() + rescuer.log()
+    assert rescuer.stop() == 0
+    assert frozen.stop() == 0
