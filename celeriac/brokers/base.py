@@ -64,19 +64,23 @@ class Delivery:
     #: Fencing token of this claim; ack/nack/requeue/renew must present it.
     token: int
     priority: int = 0
-    #: True when the message was released from a dead worker process that ran it
-    #: beside other tasks, and has not yet run to completion since: nobody can tell
-    #: which of them killed the process, so the consumer must run it alone (nothing
-    #: else running in its process), which makes a crash during that run its own.
-    suspect: bool = False
+    #: 0, or the message is *suspect*: it was released from a dead worker process that
+    #: ran it beside other tasks, and has not run to completion since. Nobody can tell
+    #: which of them killed the process, so the consumer runs it in a smaller group:
+    #: at most this many tasks (itself included) in its process while it runs. Each
+    #: crash of a group halves it, so a poison task is run alone within a few crashes
+    #: (1: alone, and a crash then is its own) while its innocent neighbours complete
+    #: in the groups that did not hold it.
+    suspect: int = 0
 
 
 def max_deliveries_reason(limit: int, *, suspect: bool) -> str:
     """The dead-letter reason of a message that would pass ``limit`` deliveries.
 
-    A suspect message only gets charged for a crash while it runs alone, so its
-    last deliveries ended with its own worker process dying: the reason says so,
-    which tells an operator it is a poison task and not a victim of its neighbours.
+    A suspect message whose group is down to 1 is charged only for crashes while it
+    runs alone, so its last deliveries ended with its own worker process dying: the
+    reason says so (``suspect``), which tells an operator it is a poison task and not
+    a victim of its neighbours.
     (The Redis broker's ``lua/fetch.lua`` builds the same text on the server.)
     """
     reason = f"max deliveries ({limit}) exceeded"
@@ -244,7 +248,7 @@ class Broker(ABC):
 
     @abstractmethod
     def release_consumer(self, consumer: str, *, started: Collection[str] = (),
-                         suspects: Collection[str] = ()) -> int:
+                         suspects: Collection[str] = (), group: int = 1) -> int:
         """Make every message held by ``consumer`` available again at once.
 
         Called by the supervisor when a worker process died, so its messages do
@@ -256,11 +260,13 @@ class Broker(ABC):
         * ids in ``suspects`` were running beside other tasks when the process
           died, and nobody can tell which one killed it: charging them all would
           dead-letter innocent neighbours of a poison task. So they are uncharged
-          and *marked suspect* instead: the mark is stored with the message and
-          comes back on every later delivery (:attr:`Delivery.suspect`) until the
-          message is acked or dead-lettered, and a consumer runs a suspect message
-          alone, so its next crash is charged to it. An id in both is charged and
-          marked;
+          and *marked suspect* instead, with ``group`` (at least 1): the mark is
+          stored with the message and comes back on every later delivery
+          (:attr:`Delivery.suspect`) until the message is acked or dead-lettered,
+          and a consumer runs a suspect message with at most ``group`` tasks in its
+          process (itself included; 1: alone, so its next crash is charged to it).
+          A message already marked with a smaller group keeps it. An id in both is
+          charged and marked;
         * the others were never run: uncharged (their delivery count goes back
           down), their mark unchanged (a message already suspect stays suspect).
 

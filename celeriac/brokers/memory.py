@@ -72,7 +72,7 @@ class _Message:
     delivery_count: int = 0
     #: Released from a process that died running it beside other tasks (see
     #: ``Broker.release_consumer``); kept until the message is acked or dead-lettered.
-    suspect: bool = False
+    suspect: int = 0
     #: Bumped on every change; heap entries with an older stamp are stale.
     stamp: int = 0
 
@@ -221,7 +221,7 @@ class MemoryBroker(Broker):
             message = self._messages[best[0][2]]
             if message.delivery_count >= self.max_deliveries:
                 self._bury(message, max_deliveries_reason(self.max_deliveries,
-                                                          suspect=message.suspect), now)
+                                                          suspect=message.suspect == 1), now)
                 continue
             message.consumer = consumer
             message.token += 1
@@ -322,8 +322,8 @@ class MemoryBroker(Broker):
             return done
 
     def release_consumer(self, consumer: str, *, started: Collection[str] = (),
-                         suspects: Collection[str] = ()) -> int:
-        started, suspects = set(started), set(suspects)
+                         suspects: Collection[str] = (), group: int = 1) -> int:
+        started, suspects, group = set(started), set(suspects), max(group, 1)
         with self._lock:
             now = time.time()
             released = [m for m in self._messages.values() if m.consumer == consumer]
@@ -333,7 +333,7 @@ class MemoryBroker(Broker):
                 if str(message.id) not in started:
                     message.delivery_count = max(message.delivery_count - 1, 0)
                 if str(message.id) in suspects:
-                    message.suspect = True
+                    message.suspect = min(message.suspect or group, group)
                 self._place(message, now)
             if released:
                 self._arrived.notify_all()

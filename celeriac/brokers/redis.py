@@ -18,8 +18,8 @@ count are one atomic step.
 * **Release at death.** Each worker process's claims are also in a set under
   its consumer id, so the supervisor releases them all with one call. A message
   released as a *suspect* (its process died running it beside other tasks) keeps
-  a field ``x`` in its hash until it is acked or dead-lettered; the claim reads
-  it with the fields it reads anyway.
+  its group size in a field ``x`` of its hash until it is acked or dead-lettered;
+  the claim reads it with the fields it reads anyway.
 * **Waiting.** A fetch that finds nothing blocks in ``BLPOP`` on per-queue wake
   lists that publish and requeue push to, until something arrives or the next
   scheduled message comes due: an idle worker starts a task within a round trip
@@ -250,9 +250,10 @@ class RedisBroker(Broker):
                          delivery_count=int(reply[i + 3]), token=int(reply[i + 4]),
                          priority=int(reply[i + 5]))
                 for i in range(2, len(reply), 6)]
-            if reply[1]:  # ids of suspect messages: rare, so not a field of every message
-                suspects = {decode(i) for i in reply[1]}
-                deliveries = [replace(d, suspect=True) if d.id in suspects else d
+            if reply[1]:  # id, group of suspect messages: rare, so not a field of every one
+                marks = reply[1]
+                suspects = {decode(marks[i]): int(marks[i + 1]) for i in range(0, len(marks), 2)}
+                deliveries = [replace(d, suspect=suspects[d.id]) if d.id in suspects else d
                               for d in deliveries]
             remaining = deadline - time.monotonic()
             if deliveries or remaining <= 0:
@@ -299,9 +300,10 @@ class RedisBroker(Broker):
         return self._settle("dead", deliveries, reason)
 
     def release_consumer(self, consumer: str, *, started: Collection[str] = (),
-                         suspects: Collection[str] = ()) -> int:
+                         suspects: Collection[str] = (), group: int = 1) -> int:
         # The script tells the two lists apart by the count of started ids before them.
-        return int(self._run("release", [consumer, len(started), *started, *suspects]))
+        return int(self._run("release", [consumer, max(group, 1), len(started), *started,
+                                         *suspects]))
 
     # -- inspection and maintenance --------------------------------------------------
     def _queues(self) -> list[str]:

@@ -25,9 +25,10 @@ rows would sit at the front of the index and every claim would step over
 them.) A waiting fetch also wakes for free when a lease runs out, because the
 earliest ``available_at`` is also the earliest lease deadline.
 
-``suspect`` is 1 for a message released from a worker process that died
-running it beside other tasks (see ``Broker.release_consumer``): claims return
-it, requeues and lease expiry leave it alone, and it goes when the row does.
+``suspect`` is 0, or the group size of a message released from a worker process
+that died running it beside other tasks (see ``Broker.release_consumer``; files
+of older versions hold 1, "alone"): claims return it, requeues and lease expiry
+leave it alone, and it goes when the row does.
 Files created before the column existed get it on the first write of a broker
 (:data:`ADDED_COLUMNS`): ``ALTER TABLE ... ADD COLUMN`` with a constant default
 only rewrites the schema, not the rows, so it is instant on any size of file.
@@ -162,12 +163,15 @@ _CLAIM = """
     RETURNING id, queue, body, priority, token, delivery_count, suspect
 """
 # Everything consumer ?3 holds, ready at ?1: ids in JSON array ?2 (started) keep
-# their charge, the others are uncharged; ids in ?4 (suspects) are marked suspect.
+# their charge, the others are uncharged; ids in ?4 (suspects) are marked suspect with
+# group ?5 (a smaller group already there stays).
 _RELEASE = """
     UPDATE messages SET consumer = NULL, available_at = ?1,
         delivery_count = CASE WHEN id IN (SELECT value FROM json_each(?2))
                          THEN delivery_count ELSE max(delivery_count - 1, 0) END,
-        suspect = CASE WHEN id IN (SELECT value FROM json_each(?4)) THEN 1 ELSE suspect END
+        suspect = CASE WHEN id IN (SELECT value FROM json_each(?4))
+                  THEN CASE WHEN suspect > 0 AND suspect < ?5 THEN suspect ELSE ?5 END
+                  ELSE suspect END
     WHERE consumer = ?3
 """
 # The earliest time after ?2 (now) at which anything in the queues of JSON array
@@ -365,12 +369,12 @@ class SQLiteBroker(SQLiteControl, Broker):
                          (json.dumps([row[0] for row in spent]),))
             conn.executemany(_BURY, [
                 (row[0], row[1], row[2], row[3],
-                 max_deliveries_reason(self.max_deliveries, suspect=bool(row[6])), row[5] - 1,
+                 max_deliveries_reason(self.max_deliveries, suspect=row[6] == 1), row[5] - 1,
                  now)
                 for row in spent])
         claimed.sort(key=lambda row: order[row[0]])
         return [Delivery(id=str(row[0]), queue=row[1], body=row[2], priority=row[3],
-                         token=row[4], delivery_count=row[5], suspect=bool(row[6]))
+                         token=row[4], delivery_count=row[5], suspect=int(row[6]))
                 for row in claimed]
 
     def fetch(self, queues: Sequence[str], count: int, *, consumer: str, lease: float,
@@ -445,12 +449,12 @@ class SQLiteBroker(SQLiteControl, Broker):
         return _matched(deliveries, self._write(bury))
 
     def release_consumer(self, consumer: str, *, started: Collection[str] = (),
-                         suspects: Collection[str] = ()) -> int:
+                         suspects: Collection[str] = (), group: int = 1) -> int:
         started_ids, suspect_ids = _ids(started), _ids(suspects)
 
         def release(conn: sqlite3.Connection) -> int:
             return conn.execute(_RELEASE, (time.time(), started_ids, consumer,
-                                           suspect_ids)).rowcount
+                                           suspect_ids, max(group, 1))).rowcount
 
         return self._write(release)
 

@@ -5,10 +5,9 @@ past a hard time limit, or the whole node vanished -- the supervisor of that nod
 (or, for a vanished node, any live one) decides what each held message costs:
 
 * :func:`blame`: a process that died on its own. A lone running task, or the task
-  that was blocking a green event loop, is charged a delivery; a process killed
-  from outside with SIGKILL charges all it ran (as a lease running out would);
-  any other death marks every running task *suspect*, uncharged, to be run alone
-  next time (see :meth:`Broker.release_consumer`).
+  that was blocking a green event loop, is charged a delivery; any other death
+  marks every running task *suspect*, uncharged, to run next in a group half as
+  big (see :meth:`Broker.release_consumer`), until the culprit runs alone.
 * :meth:`Verdicts.overran`: a task past its hard time limit fails once with
   ``TimeLimitExceeded`` and is acked before its process is killed.
 * :meth:`Verdicts.fail_spent`: a task whose crash cost its last delivery gets a
@@ -16,9 +15,9 @@ past a hard time limit, or the whole node vanished -- the supervisor of that nod
   delivering it again and ``get()`` would otherwise wait forever.
 * :meth:`Verdicts.reap_vanished`: a node whose heartbeat expired (SIGKILLed with
   its supervisor, its machine gone, or frozen) has what its processes held
-  released by a live node at once, instead of waiting for the leases. Its running
-  tasks are charged, as for a SIGKILL; a frozen node that wakes up finds its
-  leases fenced, so its late acks are refused and nothing it held is lost.
+  released by a live node at once, instead of waiting for the leases, and blamed
+  as for a process that died, one process at a time; a frozen node that wakes up
+  finds its leases fenced, so its late acks are refused and nothing it held is lost.
 
 The hooks a task's own process would have run (``task_failure``, the task class's
 handlers, ``-E`` events) run in the supervisor for the tasks it ends itself.
@@ -27,7 +26,6 @@ handlers, ``-E`` events) run in the supervisor for the tasks it ends itself.
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -55,34 +53,33 @@ if TYPE_CHECKING:
 log = logging.getLogger("celeriac.supervisor")
 
 
-def blame(child: Child) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Who pays for a process that died on its own: ``(charged, suspects)`` delivery ids.
+def blame(child: Child) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+    """Who pays for a process that died on its own: ``(charged, suspects, group)``.
 
     A lone running task is charged a delivery (prefork always, or a suspect that ran
     alone). A green process whose event loop a task was blocking was running that task
-    only: it alone is charged, the others could not have run. A process killed from
-    outside with SIGKILL (an operator, the kernel's OOM killer) charges every running
-    task, as a lease running out would: nothing says any of them did it, and running
-    each alone would make a busy process's recovery last the sum of its tasks. Any other
-    death (an exit, SIGSEGV, SIGABRT...) was the process's own doing and cannot be pinned
-    on one of several tasks: none is charged, all are marked suspect, and each runs
-    alone on its next delivery (:meth:`Consumer._dispatch`), where a crash is its own.
+    only: it alone is charged, the others could not have run. Any other death of a
+    process running N tasks (an exit, SIGSEGV, SIGABRT, a SIGKILL from the kernel's OOM
+    killer or an operator) cannot be pinned on one of them: none is charged, all are
+    marked suspect with a group of N/2, and each runs next in a group of at most that
+    many tasks (:meth:`Consumer._dispatch`). Innocent tasks complete in the groups that
+    do not hold the culprit; the group that does crashes again and is halved again, so
+    after about log2(N) crashes the culprit runs alone, where a crash is its own and is
+    charged. Recovery so costs a few runs of the slowest task, not one run of each.
     """
     running = tuple(child.running)
     if len(running) <= 1:
-        return running, ()
+        return running, (), 0
     if child.blocker in child.running:
-        return (child.blocker,), ()
-    if child.proc.returncode == -signal.SIGKILL:
-        return running, ()
-    return (), running
+        return (child.blocker,), (), 0
+    return (), running, len(running) // 2
 
 
 def held_by(consumers: Iterable[tuple[str, Iterable[RunningTask]]]) -> dict[str, list[list[Any]]]:
     """What a node's heartbeat says its processes run: consumer id -> running tasks.
 
     A live node that finds this node's heartbeat expired releases each consumer's
-    messages and charges these tasks (:meth:`Verdicts.reap_vanished`). Each task is
+    messages and blames these tasks (:meth:`Verdicts.reap_vanished`). Each task is
     ``[delivery_id, task_id, name, delivery_count, ignore_result, queue]``: enough to
     fail one whose crash cost its last delivery.
     """
@@ -185,8 +182,10 @@ class Verdicts:
     def reap_vanished(self, node: str) -> int:
         """Release what the worker processes of every node whose heartbeat expired held.
 
-        Their running tasks (as of the node's last heartbeat) are charged a delivery,
-        as for a SIGKILL; the rest go back uncharged. Each release is fenced: a node
+        Each process's running tasks (as of the node's last heartbeat) are blamed as
+        :func:`blame` does: one alone is charged a delivery, several are marked suspect
+        with half their number as group; the rest go back uncharged (a task started
+        after the last heartbeat among them). Each release is fenced: a node
         that was only frozen finds its leases gone when it wakes, and its late acks are
         refused. Returns how many messages were released.
         """
@@ -210,16 +209,19 @@ class Verdicts:
             running = [_running_from_heartbeat(e) for e in entries]
         except (TypeError, ValueError):
             running = []  # a record from another version: release, charge nothing
-        started = [t.delivery_id for t in running]
+        ids = [t.delivery_id for t in running]
+        started, suspects = (ids, []) if len(ids) <= 1 else ([], ids)
         try:
-            count = self.app.broker.release_consumer(consumer, started=started)
+            count = self.app.broker.release_consumer(consumer, started=started,
+                                                     suspects=suspects, group=len(ids) // 2)
         except BrokerError as exc:
             log.error("could not release the messages of %s: %s; they will be delivered again "
                       "when their leases expire", consumer, exc)
             return 0
         # The heartbeat is up to an interval old: a task it lists may have finished
         # since (its message acked, so not released). Such a task has its result.
-        self.fail_spent([t for t in running if t.delivery_count >= self.app.broker.max_deliveries
+        self.fail_spent([t for t in running if t.delivery_id in started
+                         and t.delivery_count >= self.app.broker.max_deliveries
                          and not self._finished(t)], started, where="worker node")
         return count
 

@@ -73,8 +73,8 @@ class Consumer:
         #: (``add_consumer``, ``pool_grow``) changes them while the process runs.
         self.queues = list(spec.queues)
         self.prefetch = spec.prefetch
-        #: The delivery id of a suspect message running alone (see :meth:`_dispatch`).
-        self.isolating: str | None = None
+        #: Delivery id -> group of each suspect message running here (see :meth:`_dispatch`).
+        self.suspects: dict[str, int] = {}
 
     def stop(self, reason: str = "shutdown") -> None:
         """Ask the loop to shut down warm (safe from a signal handler)."""
@@ -142,19 +142,24 @@ class Consumer:
         """Hand waiting messages to the pool, in order, while it has free slots.
 
         A *suspect* message (its process died while it ran beside other tasks, so the
-        crash could be its fault) runs alone: nothing else is dispatched until every
-        job already running here has been settled, and nothing after it until it has.
-        If the process dies meanwhile, the supervisor knows whose fault it was.
+        crash could be its fault) runs in a group of at most ``delivery.suspect`` jobs
+        in this process, itself included: it waits until few enough run here, and
+        while it runs nothing is dispatched past its group. If the process dies then,
+        its group is halved (:func:`celeriac.worker.attribution.blame`); a group of 1
+        runs alone, and a crash then is its own.
         """
-        while (self.waiting and self.isolating is None and self.pool.free_slots() > 0
-               and not self.stopping and not self._at_task_limit()):
+        group = min(self.suspects.values(), default=0)
+        while (self.waiting and self.pool.free_slots() > 0 and not self.stopping
+               and not self._at_task_limit() and (not group or self.unsettled < group)):
             delivery = self.waiting[0]
             if delivery.suspect:
-                if self.unsettled:
-                    return  # wait until this process runs nothing else
-                self.isolating = delivery.id
-                log.warning("running message %s alone: its worker process died while it ran "
-                            "beside other tasks", delivery.id)
+                if self.unsettled >= delivery.suspect:
+                    return  # wait until few enough run here
+                self.suspects[delivery.id] = delivery.suspect
+                group = min(group or delivery.suspect, delivery.suspect)
+                if delivery.suspect == 1:
+                    log.warning("running message %s alone: its worker process died while it "
+                                "ran beside other tasks", delivery.id)
             self.waiting.popleft()
             self.unsettled += 1
             self.pool.submit(partial(self._job, delivery))
@@ -219,8 +224,8 @@ class Consumer:
         self.settler.settle(batch)
         for delivery, _ in batch:
             self.held.pop(delivery.id, None)
-            if delivery.id == self.isolating:
-                self.isolating = None
+            if self.suspects:
+                self.suspects.pop(delivery.id, None)
 
     def _renew(self) -> None:
         if not self.held:

@@ -159,7 +159,7 @@ class StatusWriter:
             _raw_write(self._fd, _encode_start(Started, (
                 delivery.id, delivery.token, delivery.queue, delivery.delivery_count, task_id,
                 name[:NAME_LIMIT], hard_limit, ignore_result, argsrepr[:REPR_LIMIT],
-                kwargsrepr[:REPR_LIMIT], delivery.suspect)))
+                kwargsrepr[:REPR_LIMIT], delivery.suspect == 1)))
         except OSError:
             self.connected = False
 

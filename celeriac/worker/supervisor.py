@@ -434,10 +434,11 @@ class Supervisor:
         code = child.proc.returncode
         # A kill we did on purpose charges nobody but what it names (a task back to the
         # queue at its hard limit); a crash is blamed by attribution.blame.
-        started, suspects = (tuple(child.charged), ()) if child.killed_for else blame(child)
+        started, suspects, group = ((tuple(child.charged), (), 0) if child.killed_for
+                                    else blame(child))
         try:
             released = self.app.broker.release_consumer(child.consumer_id, started=started,
-                                                         suspects=suspects)
+                                                        suspects=suspects, group=group)
         except BrokerError as exc:
             # Nothing is lost: the messages come back when their leases run out.
             log.error("could not release the messages of worker process %d: %s; they will be "
@@ -456,8 +457,8 @@ class Supervisor:
                       released)
             if suspects:
                 log.warning("which of its %d running tasks killed worker process %d is not "
-                            "known: they go back uncharged, marked suspect, and each runs alone "
-                            "next time", len(suspects), child.index)
+                            "known: they go back uncharged, marked suspect, and run next in "
+                            "groups of at most %d", len(suspects), child.index, group)
         if not self.stopping and child.index in self.slots:
             self._schedule_restart(child)
 

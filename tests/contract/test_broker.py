@@ -463,6 +463,30 @@ def test_the_suspect_mark_stays_with_the_message_until_it_is_acked(broker: Broke
     assert broker.ack([fresh]) == [True]
 
 
+def test_a_suspect_mark_carries_its_group_and_only_ever_shrinks(broker: Broker) -> None:
+    queue = new_queue()
+    [message_id, other_id] = publish(broker, queue, b"job", b"other")
+    fetch(broker, queue, count=2, consumer="w0")
+    assert broker.release_consumer("w0", suspects=[message_id, other_id], group=25) == 2
+    marks = {}
+    for consumer, group in [("w1", 12), ("w2", 40), ("w3", 0), ("w4", 1)]:
+        got = fetch(broker, queue, count=2, consumer=consumer)
+        marks[consumer] = {d.body: d.suspect for d in got}
+        # A crash in a smaller group halves it; a bigger one (another node's view) does
+        # not undo that; 0 is read as 1 (alone).
+        broker.release_consumer(consumer, suspects=[message_id], group=group)
+    assert marks == {"w1": {b"job": 25, b"other": 25}, "w2": {b"job": 12, b"other": 25},
+                     "w3": {b"job": 12, b"other": 25}, "w4": {b"job": 1, b"other": 25}}
+    [job, other] = sorted(fetch(broker, queue, count=2, consumer="w5"), key=lambda d: d.body)
+    assert (job.suspect, other.suspect) == (1, 25)
+    # Not alone when it went over: the dead-letter reason does not call it a crasher.
+    for attempt in range(6, 6 + MAX_DELIVERIES):
+        broker.release_consumer(f"w{attempt - 1}", started=[other_id])
+        fetch(broker, queue, count=2, consumer=f"w{attempt}")
+    dead = {d.body: d.reason for d in broker.dead_letters(queue)}
+    assert dead[b"other"] == f"max deliveries ({MAX_DELIVERIES}) exceeded"
+
+
 def test_a_suspect_at_max_deliveries_is_dead_lettered_as_a_crasher(broker: Broker) -> None:
     queue = new_queue()
     poison_id, plain_id = publish(broker, queue, b"poison", b"plain")

@@ -5,8 +5,8 @@
 --       P:dl:<id>, P:dead, P:dead:<q> (messages out of deliveries).
 -- Returns {wait_ms, suspects, id, queue, body, deliveries, token, priority, id, ...}; wait_ms
 -- is how long until something in these queues comes due (-1: nothing scheduled), 0 if
--- claimed; suspects is the list of the claimed ids marked suspect (x), nearly always
--- empty: one empty array costs the reply less than a flag per message would.
+-- claimed; suspects lists the claimed ids marked suspect, each followed by its group (x),
+-- nearly always empty: one empty array costs the reply less than a field per message.
 local count, consumer = tonumber(ARGV[2]), ARGV[3]
 local lease, maxd = tonumber(ARGV[4]), tonumber(ARGV[5])
 local queues = {}
@@ -47,7 +47,7 @@ while claimed < count do
       if tonumber(f[1] or 0) >= maxd then
         -- The same text as celeriac.brokers.base.max_deliveries_reason.
         local reason = 'max deliveries (' .. maxd .. ') exceeded'
-        if f[4] then reason = reason .. '; it crashed its worker process while running alone' end
+        if f[4] == '1' then reason = reason .. '; it crashed its worker process while running alone' end
         bury(id, m, q, reason, now)
       else
         local d = redis.call('HINCRBY', m, 'd', 1)
@@ -61,7 +61,10 @@ while claimed < count do
         out[#out + 1] = d
         out[#out + 1] = t
         out[#out + 1] = tonumber(f[3])
-        if f[4] then suspects[#suspects + 1] = id end
+        if f[4] then
+          suspects[#suspects + 1] = id
+          suspects[#suspects + 1] = tonumber(f[4])
+        end
         claimed = claimed + 1
       end
     end

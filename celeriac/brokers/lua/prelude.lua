@@ -7,9 +7,10 @@
 --                              b body, d deliveries so far, t fencing token (d and t
 --                              from the first claim on),
 --                              c consumer (present only while claimed),
---                              x '1' while suspect (released from a process that died
---                              running it beside other tasks; set by release, gone with
---                              the message: absent means not suspect)
+--                              x while suspect, its group: the most tasks it may run
+--                              beside, itself included (released from a process that
+--                              died running it beside other tasks; set by release, gone
+--                              with the message: absent means not suspect)
 --   P:ready:<q>        zset    id -> s = (9 - p) * 1e13 + seq: lowest is claimed first
 --   P:delayed:<q>      zset    id -> unix ms when its eta/countdown/retry delay is due
 --   P:leased:<q>       zset    id -> unix ms when its lease runs out (server clock)
