@@ -252,7 +252,10 @@ class Control:
         (the destination, else every node with a live heartbeat) has answered."""
         broker = self.app.broker
         deadline = time.monotonic() + timeout
-        expected = set(nodes) if nodes is not None else {w.name for w in broker.workers()}
+        # A node whose supervisor is gone (its orphaned processes keep its heartbeat
+        # while they finish) cannot answer.
+        expected = set(nodes) if nodes is not None else {
+            w.name for w in broker.workers() if not w.info.get("orphaned")}
         got: list[Reply] = []
         answered: set[str] = set()
         while True:

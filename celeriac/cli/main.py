@@ -248,6 +248,10 @@ def status(app: Celeriac, as_json: bool) -> None:
         console.print("no live workers")
     for w in workers:
         info = w.info
+        if info.get("orphaned"):
+            console.print(f"[bold]{w.name}[/]: [red]supervisor gone[/], its worker processes "
+                          f"finish {info.get('running', 0)} task(s)")
+            continue
         pools = ", ".join(f"{p['pool']} {p['processes']}x{p['concurrency']} on "
                           f"{','.join(p['queues'])}" for p in info.get("pools", []))
         console.print(f"[bold]{w.name}[/]: {pools}; {info.get('running', 0)} running, "

@@ -220,7 +220,8 @@ class Verdicts:
             return 0
         # The heartbeat is up to an interval old: a task it lists may have finished
         # since (its message acked, so not released). Such a task has its result.
-        self.fail_spent([t for t in running if t.delivery_id in started
+        # An orphaned process's record has no task ids: nothing to fail there.
+        self.fail_spent([t for t in running if t.delivery_id in started and t.task_id
                          and t.delivery_count >= self.app.broker.max_deliveries
                          and not self._finished(t)], started, where="worker node")
         return count

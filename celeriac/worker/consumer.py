@@ -256,6 +256,7 @@ class Consumer:
             log.info("handed back %d unstarted message(s)", len(unstarted))
         next_renew = time.monotonic() + self.lease / 3
         give_up: float | None = None
+        next_beat = 0.0
         while not self.pool.join(timeout=FETCH_WAIT * 4):
             self._settle()
             now = time.monotonic()
@@ -267,7 +268,36 @@ class Consumer:
                     give_up = now + self.spec.shutdown_timeout
                 if now >= give_up:
                     self._abandon()
+                if now >= next_beat:
+                    next_beat = now + self._orphan_heartbeat()
         self._settle()
+        if give_up is not None:
+            self._forget_orphan()
+
+    def _orphan_heartbeat(self) -> float:
+        """Keep the node's heartbeat alive while its supervisor is gone and this process
+        finishes its running tasks: otherwise a live node would take the node for dead
+        three intervals on and release what this process is still running, which would
+        run it twice. The record lists only this process's messages (another orphan of
+        the node writing its own in between only means fewer are released if both are
+        killed: those wait for their leases). Returns the seconds until the next one."""
+        interval = float(self.app.conf.worker_heartbeat_interval)
+        running = [[d.id, "", "", d.delivery_count, True, d.queue] for d in self.held.values()]
+        info = {"orphaned": True, "pid": os.getpid(), "running": len(running),
+                "consumers": {self.spec.consumer_id: running}}
+        try:
+            self.broker.heartbeat(self.spec.node, info, ttl=interval * 3)
+        except Exception as exc:
+            log.warning("heartbeat for the orphaned node failed: %s", exc)
+        return interval
+
+    def _forget_orphan(self) -> None:
+        """Everything settled: the node's record goes (another orphan still running
+        writes it again at its next beat)."""
+        try:
+            self.broker.forget_worker(self.spec.node)
+        except Exception as exc:
+            log.warning("could not remove the orphaned node's heartbeat: %s", exc)
 
     def _abandon(self) -> NoReturn:
         """Exit at once, running tasks and all: what a cold shutdown would do to them."""

@@ -148,3 +148,33 @@ def test_frozen_node_wakes_and_runs_nothing_twice_but_what_it_was_running(
     assert "Traceback" not in frozen.log() + rescuer.log()
     assert rescuer.stop() == 0
     assert frozen.stop() == 0
+
+
+def test_orphans_of_a_killed_supervisor_keep_their_node_alive_until_they_finish(
+        any_project: Project, tmp_path: Path) -> None:
+    """Only the supervisor is killed (``kill -9`` of the pid an operator sees): its
+    processes finish their running tasks warm, and keep the node's heartbeat alive
+    meanwhile, so no other node takes their messages and runs them twice."""
+    tasks = load(any_project)
+    log = tmp_path / "runs.txt"
+    node = any_project.start_worker("-P", "threads", "-c", "2", "-n", "headless@test")
+    [child] = node.children()
+    results = [tasks.record.delay(str(log), 4.0) for _ in range(2)]
+    wait_until(lambda: started_by(log, [child]) == 2, message="2 tasks started")
+    rescuer = any_project.start_worker("-P", "threads", "-c", "4", "-n", "rescuer@test")
+    node.signal(signal.SIGKILL)
+    # Three heartbeat intervals (1.5 s) pass long before the tasks end.
+    wait_until(lambda: any(w["name"] == "headless@test" and w.get("orphaned")
+                           for w in any_project.status()["workers"]),
+               message="the orphaned process keeps the node's heartbeat")
+    for result in results:
+        assert result.get(timeout=30) == result.id
+    wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() ==
+               psutil.STATUS_ZOMBIE, message="the orphan exited")
+    time.sleep(2.0)  # a reaper would have acted by now
+    assert "stopped sending heartbeats" not in rescuer.log()
+    runs = executions(log)
+    assert sorted(len(runs[r.id]) for r in results) == [1, 1], runs
+    assert "headless@test" not in {w["name"] for w in any_project.status()["workers"]}
+    assert any_project.queue() == {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 0}
+    assert rescuer.stop() == 0
