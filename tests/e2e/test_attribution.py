@@ -18,9 +18,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import Project, executions, wait_until
+from conftest import Project, executions, gevent_patched, wait_until
 
 from celeriac.errors import WorkerLostError
+
+#: What is tested happens in worker processes and between nodes: a gevent-patched test
+#: process adds nothing, and the gevent leg has no minute to spare for it.
+pytestmark = pytest.mark.skipif(gevent_patched(), reason="worker-side only")
 
 POISON = r'''
 app.conf.update(broker_max_deliveries=2)

@@ -26,9 +26,13 @@ from types import ModuleType
 
 import psutil
 import pytest
-from conftest import Project, Worker, executions, wait_until
+from conftest import Project, Worker, executions, gevent_patched, wait_until
 
 from celeriac.errors import WorkerLostError
+
+#: What is tested happens in worker processes and between nodes: a gevent-patched test
+#: process adds nothing, and the gevent leg has no minute to spare for it.
+pytestmark = pytest.mark.skipif(gevent_patched(), reason="worker-side only")
 
 SETTINGS = "\napp.conf.update(worker_heartbeat_interval=0.5, broker_lease_timeout=60)\n"
 #: A message waiting for its lease would not be back before this.
@@ -115,7 +119,7 @@ def test_frozen_node_wakes_and_runs_nothing_twice_but_what_it_was_running(
     frozen = any_project.start_worker("-P", "threads", "-c", "2", "-n", "frozen@test")
     frozen_pids = node_pids(frozen)
     # Long enough to be still running when the freeze comes, after the rescuer started.
-    results = [tasks.record.delay(str(log), 4.0) for _ in range(6)]
+    results = [tasks.record.delay(str(log), 3.0) for _ in range(6)]
     # Two run, four wait in its prefetch (2 slots x 4).
     wait_until(lambda: started_by(log, frozen_pids) == 2, message="2 tasks started")
     wait_until(lambda: any_project.queue()["ready"] == 0, message="all 6 claimed")
