@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.canvas import Signature, group
-    from celeriac.errors import (
+    from celeriac.exceptions import (
         CeleriacError,
         ConfigurationError,
         NotRegistered,
@@ -42,13 +42,13 @@ _EXPORTS = {
     "Signature": "celeriac.canvas",
     "group": "celeriac.canvas",
     "Task": "celeriac.task",
-    "CeleriacError": "celeriac.errors",
-    "ConfigurationError": "celeriac.errors",
-    "NotRegistered": "celeriac.errors",
-    "Retry": "celeriac.errors",
-    "SoftTimeLimitExceeded": "celeriac.errors",
-    "TaskError": "celeriac.errors",
-    "TimeLimitExceeded": "celeriac.errors",
+    "CeleriacError": "celeriac.exceptions",
+    "ConfigurationError": "celeriac.exceptions",
+    "NotRegistered": "celeriac.exceptions",
+    "Retry": "celeriac.exceptions",
+    "SoftTimeLimitExceeded": "celeriac.exceptions",
+    "TaskError": "celeriac.exceptions",
+    "TimeLimitExceeded": "celeriac.exceptions",
 }
 
 

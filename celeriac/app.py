@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar,
 from celeriac.backends import ResultBackend, backend_from_url
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
 from celeriac.context import current_request
-from celeriac.errors import ConfigurationError, NotRegistered
+from celeriac.exceptions import ConfigurationError, NotRegistered
 from celeriac.message import Envelope, build
 from celeriac.result import AsyncResult
 from celeriac.settings import Settings, suggest

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 from celeriac.result import AsyncResult, GroupResult
 from celeriac.task import check_send_options
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 from celeriac.settings import suggest
 
 if TYPE_CHECKING:

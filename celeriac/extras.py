@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 
 
 def import_class(target: str, what: str) -> type:

@@ -15,7 +15,7 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

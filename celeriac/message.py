@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from celeriac import fastjson
-from celeriac.errors import ConfigurationError, MessageDecodeError, SerializationError
+from celeriac.exceptions import ConfigurationError, MessageDecodeError, SerializationError
 
 JSON = "application/json"
 PICKLE = "application/x-python-serialize"

@@ -36,7 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 
 T = TypeVar("T")
 

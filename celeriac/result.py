@@ -9,8 +9,9 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from celeriac.backends.base import FAILURE, PENDING, READY_STATES, SUCCESS, ResultRecord
-from celeriac.errors import REMOTE_SAFE_ERRORS, TaskError, TimeoutError
+from celeriac.backends.base import ResultRecord
+from celeriac.exceptions import REMOTE_SAFE_ERRORS, TaskError, TimeoutError
+from celeriac.states import FAILURE, PENDING, READY_STATES, SUCCESS
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -105,7 +106,7 @@ class AsyncResult(Generic[R]):
     def get(self, timeout: float | None = None, propagate: bool = True) -> R:
         """Wait for the task and return its value, re-raising its exception if it failed.
 
-        Raises :class:`celeriac.errors.TimeoutError` when ``timeout`` seconds pass first.
+        Raises :class:`celeriac.exceptions.TimeoutError` when ``timeout`` seconds pass first.
         """
         record = self.app.backend.wait(self.id, timeout=timeout)
         return self._value(record, propagate)
@@ -221,7 +222,7 @@ class GroupResult(Generic[R]):
         """Wait for the tasks one after the other and return their values in order.
 
         ``timeout`` is for the whole group, not per task: the call returns or raises
-        :class:`celeriac.errors.TimeoutError` within about ``timeout`` seconds. With
+        :class:`celeriac.exceptions.TimeoutError` within about ``timeout`` seconds. With
         ``propagate`` the first failed task *in order* re-raises its exception (as
         :meth:`AsyncResult.get` does); without it, exceptions take their task's place.
         """

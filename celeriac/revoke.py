@@ -9,7 +9,7 @@ refuses the task. A revoked message is not run: its result is REVOKED and
 ``task_revoked`` fires (:mod:`celeriac.middleware.revoke`).
 
 With ``terminate=True`` a task that is already running is stopped too: thread
-and green pools raise :class:`~celeriac.errors.Terminated` in the task's thread
+and green pools raise :class:`~celeriac.exceptions.Terminated` in the task's thread
 or greenlet; prefork and solo, whose task runs on the process's main thread,
 ask the supervisor to replace the process (its other messages go back at once,
 uncharged). Revoking an unknown or finished id is accepted and does nothing,
@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import Revocation
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from celeriac.errors import ConfigurationError, UnknownSettingError
+from celeriac.exceptions import ConfigurationError, UnknownSettingError
 
 Validator = Callable[[Any], Any]
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from celeriac.blocking import native_local, native_lock, offload
-from celeriac.errors import BrokerUnreachable, ConfigurationError
+from celeriac.exceptions import BrokerUnreachable, ConfigurationError
 
 T = TypeVar("T")
 

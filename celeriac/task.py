@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar
 
 from celeriac.context import Request, current_request
-from celeriac.errors import (
+from celeriac.exceptions import (
     ConfigurationError,
     ExceptionInfo,
     MaxRetriesExceededError,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac, TaskError
-from celeriac.errors import ConfigurationError, NotRegistered, SerializationError, UnknownSettingError
+from celeriac.exceptions import ConfigurationError, NotRegistered, SerializationError, UnknownSettingError
 from celeriac.message import decode
 
 
@@ -130,7 +130,8 @@ def test_always_eager_setting(app: Celeriac) -> None:
 
 
 def test_result_round_trip_through_the_backend(app: Celeriac) -> None:
-    from celeriac.backends.base import SUCCESS, ResultRecord
+    from celeriac.backends.base import ResultRecord
+    from celeriac.states import SUCCESS
 
     app.backend.store(ResultRecord(task_id="abc", status=SUCCESS, result={"a": [1]}))
     result = app.AsyncResult("abc")

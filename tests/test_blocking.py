@@ -30,9 +30,10 @@ from pathlib import Path
 import pytest
 
 from celeriac import AsyncResult, Celeriac
-from celeriac.backends import SUCCESS, ResultRecord
+from celeriac.backends import ResultRecord
 from celeriac.blocking import set_offloader
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
+from celeriac.states import SUCCESS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from conftest import Project
 from celeriac import Celeriac, GroupResult, Signature, group
 from celeriac.brokers import OutgoingMessage
 from celeriac.context import Request, current_request
-from celeriac.errors import (
+from celeriac.exceptions import (
     BrokerError,
     ConfigurationError,
     SerializationError,

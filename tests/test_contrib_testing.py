@@ -24,7 +24,7 @@ from celeriac import Celeriac
 from celeriac.contrib.testing.app import TestApp
 from celeriac.contrib.testing.tasks import PING_TASK
 from celeriac.contrib.testing.worker import TestWorkController, start_worker
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 
 
 def memory_app() -> Celeriac:

@@ -14,7 +14,7 @@ import pytest
 
 from celeriac import Celeriac
 from celeriac.control import ControlMessage, flatten
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 from celeriac.masking import MASK, mask_settings, mask_url
 from celeriac.worker.commands import (
     COMMAND_TYPES,

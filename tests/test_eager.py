@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac, TaskError
-from celeriac.errors import ConfigurationError, MaxRetriesExceededError, SerializationError
+from celeriac.exceptions import ConfigurationError, MaxRetriesExceededError, SerializationError
 
 
 class Boom(Exception):

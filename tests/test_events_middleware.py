@@ -31,7 +31,7 @@ from celeriac.brokers.base import Delivery, WorkerEvent
 from celeriac.brokers.memory import MemoryBroker
 from celeriac.cli.events import EventFilter, TaskView, check_types
 from celeriac.context import Request
-from celeriac.errors import NotRegistered
+from celeriac.exceptions import NotRegistered
 from celeriac.message import build, decode
 from celeriac.middleware import Pipeline, Rejection, TaskRun, producer_pipeline, worker_pipeline
 from celeriac.middleware.events import (

@@ -36,7 +36,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from celeriac import Celeriac
-from celeriac.backends.base import FAILURE, SUCCESS
 from celeriac.brokers.base import Delivery, OutgoingMessage
 from celeriac.context import PROTOCOL_HEADERS
 from celeriac.message import JSON, PICKLE, decode, encode
@@ -44,6 +43,7 @@ from celeriac.middleware import ACK, DEAD
 from celeriac.pools.base import Pool
 from celeriac.pools.solo import SoloPool
 from celeriac.pools.threads import ThreadPool
+from celeriac.states import FAILURE, SUCCESS
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.spec import WorkerSpec
 from celeriac.worker.status import StatusWriter

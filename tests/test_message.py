@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from celeriac.errors import MessageDecodeError, SerializationError
+from celeriac.exceptions import MessageDecodeError, SerializationError
 from celeriac.message import JSON, PICKLE, decode, encode
 
 

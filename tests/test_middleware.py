@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac
-from celeriac.backends.base import RETRY, SUCCESS, ResultRecord
+from celeriac.backends.base import ResultRecord
 from celeriac.context import Request
 from celeriac.message import decode
 from celeriac.middleware import Middleware, Pipeline, TaskRun
 from celeriac.middleware.base import HOOKS
 from celeriac.pools.threads import ThreadPool
+from celeriac.states import RETRY, SUCCESS
 from celeriac.worker.executor import Executor
 from celeriac.worker.run import run_task
 

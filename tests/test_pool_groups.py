@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from celeriac import Celeriac
-from celeriac.errors import ConfigurationError, UnknownSettingError
+from celeriac.exceptions import ConfigurationError, UnknownSettingError
 from celeriac.worker.options import PoolGroup, parse_groups
 
 

@@ -27,16 +27,14 @@ from redisserver import RedisServer
 from celeriac.backends import (
     BACKENDS,
     LAZY_BACKENDS,
-    RETRY,
-    STARTED,
-    SUCCESS,
     ResultRecord,
     backend_class,
     backend_from_url,
 )
 from celeriac.backends.redis import RedisBackend
-from celeriac.errors import BackendError, ConfigurationError, TimeoutError
+from celeriac.exceptions import BackendError, ConfigurationError, TimeoutError
 from celeriac.redisconn import split_url
+from celeriac.states import RETRY, STARTED, SUCCESS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

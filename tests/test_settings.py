@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from celeriac.errors import ConfigurationError, UnknownSettingError
+from celeriac.exceptions import ConfigurationError, UnknownSettingError
 from celeriac.settings import SETTINGS, Settings
 
 

@@ -21,17 +21,18 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac, Task, signals
-from celeriac.backends.base import REVOKED, ResultRecord
+from celeriac.backends.base import ResultRecord
 from celeriac.brokers import OutgoingMessage
 from celeriac.brokers.base import Delivery
 from celeriac.context import Request, custom_headers
-from celeriac.errors import ExceptionInfo, MessageDecodeError, NotRegistered, Retry
+from celeriac.exceptions import ExceptionInfo, MessageDecodeError, NotRegistered, Retry
 from celeriac.message import decode, encode
 from celeriac.middleware import Pipeline, Rejection, TaskRun
 from celeriac.middleware.expiry import Expiry
 from celeriac.middleware.signals import SignalsMiddleware
 from celeriac.pools.threads import ThreadPool
 from celeriac.signals import Signal
+from celeriac.states import REVOKED
 from celeriac.worker.executor import Executor
 from celeriac.worker.logs import TASK_LOGGER, log_format, setup_logging
 from celeriac.worker.options import PoolGroup, WorkerOptions

@@ -34,13 +34,14 @@ import pytest
 from conftest import wait_until
 
 from celeriac import Celeriac
-from celeriac.backends.base import FAILURE, SUCCESS, ResultRecord
+from celeriac.backends.base import ResultRecord
 from celeriac.brokers.base import Delivery, OutgoingMessage
 from celeriac.message import encode
 from celeriac.middleware import ACK, DEAD, RETRY_LATER, SETTLED, Finished, Middleware, Outcome, Pipeline
 from celeriac.middleware.expiry import Expiry
 from celeriac.middleware.results import ResultStore
 from celeriac.pools.threads import ThreadPool
+from celeriac.states import FAILURE, SUCCESS
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.executor import Executor
 from celeriac.worker.options import PoolGroup, WorkerOptions

@@ -1,46 +1,28 @@
 """Result backends, chosen by the scheme of the ``result_backend`` URL.
 
 Callers should only need :func:`backend_from_url` and the names re-exported
-from :mod:`celeriac.backends.base`. Backends that need nothing beyond the
-standard library are registered in :data:`BACKENDS` directly; backends that need
-a client library (redis) go in :data:`LAZY_BACKENDS` as a ``"module:Class"``
-path, so ``import celeriac`` never imports -- or requires -- a client the user
-does not use. The first use of such a scheme imports the class and moves it into
-:data:`BACKENDS` (as :mod:`celeriac.brokers` does for brokers).
+from :mod:`celeriac.backends.base` (the states live in :mod:`celeriac.states`).
+Backends that need nothing beyond the standard library are registered in
+:data:`BACKENDS` directly; backends that need a client library (redis) go in
+:data:`LAZY_BACKENDS` as a ``"module:Class"`` path, so ``import celeriac`` never
+imports -- or requires -- a client the user does not use. The first use of such
+a scheme imports the class and moves it into :data:`BACKENDS` (as
+:mod:`celeriac.brokers` does for brokers).
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from celeriac.backends.base import (
-    ALL_STATES,
-    FAILURE,
-    PENDING,
-    READY_STATES,
-    RETRY,
-    REVOKED,
-    STARTED,
-    SUCCESS,
-    ResultBackend,
-    ResultRecord,
-)
+from celeriac.backends.base import ResultBackend, ResultRecord
 from celeriac.backends.memory import MemoryBackend
 from celeriac.backends.sqlite import SQLiteBackend
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 from celeriac.extras import import_class
 
 __all__ = [
-    "ALL_STATES",
     "BACKENDS",
-    "FAILURE",
     "LAZY_BACKENDS",
-    "PENDING",
-    "READY_STATES",
-    "RETRY",
-    "REVOKED",
-    "STARTED",
-    "SUCCESS",
     "MemoryBackend",
     "ResultBackend",
     "ResultRecord",

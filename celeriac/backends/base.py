@@ -16,17 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from celeriac.errors import BackendError, SerializationError, TimeoutError
-
-#: States a task can be in. PENDING means "nothing recorded yet" (unknown ids too).
-PENDING = "PENDING"
-STARTED = "STARTED"
-RETRY = "RETRY"
-SUCCESS = "SUCCESS"
-FAILURE = "FAILURE"
-REVOKED = "REVOKED"
-READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
-ALL_STATES = frozenset({PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED})
+from celeriac.exceptions import BackendError, SerializationError, TimeoutError
+from celeriac.states import PENDING, READY_STATES
 
 
 @dataclass

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from celeriac.backends.base import ResultBackend, ResultRecord
-from celeriac.errors import TimeoutError
+from celeriac.exceptions import TimeoutError
 
 
 class _Entry(NamedTuple):

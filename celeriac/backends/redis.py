@@ -57,8 +57,8 @@ from redis.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from celeriac.backends.base import READY_STATES, ResultBackend, ResultRecord
-from celeriac.errors import BackendError, TimeoutError
+from celeriac.backends.base import ResultBackend, ResultRecord
+from celeriac.exceptions import BackendError, TimeoutError
 from celeriac.redisconn import (
     DEFAULT_MAX_CONNECTIONS,
     TRANSIENT,
@@ -70,6 +70,7 @@ from celeriac.redisconn import (
     safe_url,
     split_url,
 )
+from celeriac.states import READY_STATES
 
 T = TypeVar("T")
 

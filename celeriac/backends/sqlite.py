@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from celeriac.backends.base import ResultBackend, ResultRecord
-from celeriac.errors import BackendError, BrokerError, TimeoutError
+from celeriac.exceptions import BackendError, BrokerError, TimeoutError
 from celeriac.sqlitedb import Database, path_from_url
 
 T = TypeVar("T")

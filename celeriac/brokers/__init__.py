@@ -27,7 +27,7 @@ from celeriac.brokers.base import (
 )
 from celeriac.brokers.memory import MemoryBroker
 from celeriac.brokers.sqlite import SQLiteBroker
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 from celeriac.extras import import_class
 
 __all__ = [
@@ -89,7 +89,7 @@ def broker_from_url(url: str, *, max_deliveries: int = 5, poll_interval: float =
     """Build the broker for ``url`` (``memory://``, ``sqlite:///celeriac.db``, ``redis://``...).
 
     ``reconnect_timeout`` is how long a call waits out a lost connection before it
-    raises :class:`~celeriac.errors.BrokerUnreachable` (None: forever).
+    raises :class:`~celeriac.exceptions.BrokerUnreachable` (None: forever).
     """
     scheme = urlparse(url).scheme
     if scheme not in BROKERS and scheme not in LAZY_BROKERS:

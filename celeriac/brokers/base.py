@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ from celeriac.brokers.base import (
     WorkerInfo,
     check_priority,
 )
-from celeriac.errors import BrokerError, BrokerUnreachable
+from celeriac.exceptions import BrokerError, BrokerUnreachable
 from celeriac.fastjson import dumps, loads
 from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url, split_url
 

@@ -73,7 +73,7 @@ from celeriac.brokers.base import (
     max_deliveries_reason,
 )
 from celeriac.brokers.sqlite_control import CONTROL_SCHEMA, SQLiteControl
-from celeriac.errors import BrokerError, BrokerUnreachable
+from celeriac.exceptions import BrokerError, BrokerUnreachable
 from celeriac.fastjson import dumps, loads
 from celeriac.sqlitedb import Database, path_from_url
 

@@ -24,7 +24,7 @@ from rich.table import Table
 from celeriac import __version__
 from celeriac.cli.control import control_commands
 from celeriac.cli.events import events_command
-from celeriac.errors import CeleriacError, ConfigurationError
+from celeriac.exceptions import CeleriacError, ConfigurationError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

@@ -4,9 +4,10 @@ retries a task that raised one of those exceptions, as if it had called
 
 from __future__ import annotations
 
-from celeriac.backends.base import RETRY, ResultRecord
-from celeriac.errors import ExceptionInfo, Retry
+from celeriac.backends.base import ResultRecord
+from celeriac.exceptions import ExceptionInfo, Retry
 from celeriac.middleware.base import Middleware, TaskRun
+from celeriac.states import RETRY
 
 
 class Autoretry(Middleware):

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from celeriac.errors import ExceptionInfo
+from celeriac.exceptions import ExceptionInfo
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

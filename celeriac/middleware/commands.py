@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from celeriac.errors import MessageDecodeError
+from celeriac.exceptions import MessageDecodeError
 from celeriac.message import decode, peek_task_id
 from celeriac.middleware.base import Middleware, TaskRun
 from celeriac.worker.commands import (

@@ -39,10 +39,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import __version__
-from celeriac.backends.base import FAILURE, RETRY, REVOKED, SUCCESS
 from celeriac.brokers.base import Broker, WorkerEvent
 from celeriac.message import REPR_LIMIT
 from celeriac.middleware.base import Middleware, Rejection, TaskRun
+from celeriac.states import FAILURE, RETRY, REVOKED, SUCCESS
 from celeriac.worker.spec import WorkerSpec
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from celeriac.backends.base import FAILURE, RETRY, SUCCESS
 from celeriac.middleware.base import Middleware, TaskRun
+from celeriac.states import FAILURE, RETRY, SUCCESS
 
 log = logging.getLogger("celeriac.worker")
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import ControlCommand
 from celeriac.control import ALIASES, ControlMessage
-from celeriac.errors import BrokerError
+from celeriac.exceptions import BrokerError
 from celeriac.masking import mask_settings, mask_url
 from celeriac.middleware.base import Middleware
 from celeriac.worker.commands import ReportReserved

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from celeriac.backends.base import ResultBackend
-from celeriac.errors import CeleriacError
+from celeriac.exceptions import CeleriacError
 from celeriac.middleware.base import ACK, RETRY_LATER, Finished, Middleware, Outcome
 
 log = logging.getLogger("celeriac.worker")

@@ -7,7 +7,7 @@ broker call with a cursor), and keeps the unexpired ids in memory, so
 :meth:`Revoker.check_run` is a dict lookup on the hot path.
 
 ``terminate=True`` also stops a task that is running here. Thread and green
-pools raise :class:`~celeriac.errors.Terminated` in the task's thread or
+pools raise :class:`~celeriac.exceptions.Terminated` in the task's thread or
 greenlet (:meth:`Pool.interrupt`); the task is recorded as REVOKED and its
 message acked. Where that cannot work -- prefork and solo run the task on the
 process's main thread, and a thread stuck in one long C call never reaches the
@@ -24,7 +24,7 @@ from typing import Any
 
 from celeriac.backends.base import ResultRecord
 from celeriac.brokers.base import Broker, Revocation
-from celeriac.errors import Terminated
+from celeriac.exceptions import Terminated
 from celeriac.middleware.base import Middleware, TaskRun
 from celeriac.pools.base import Pool
 from celeriac.worker.status import StatusWriter, Terminate

@@ -19,10 +19,10 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
-from celeriac.backends.base import FAILURE, RETRY, REVOKED, SUCCESS
-from celeriac.errors import ExceptionInfo, MessageDecodeError, Retry
+from celeriac.exceptions import ExceptionInfo, MessageDecodeError, Retry
 from celeriac.message import decode, peek_task_id
 from celeriac.middleware.base import Middleware, Rejection, TaskRun
+from celeriac.states import FAILURE, RETRY, REVOKED, SUCCESS
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

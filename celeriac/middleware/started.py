@@ -6,9 +6,10 @@ import logging
 import os
 import socket
 
-from celeriac.backends.base import STARTED, ResultRecord
-from celeriac.errors import BackendError
+from celeriac.backends.base import ResultRecord
+from celeriac.exceptions import BackendError
 from celeriac.middleware.base import Middleware, TaskRun
+from celeriac.states import STARTED
 
 log = logging.getLogger("celeriac.worker")
 

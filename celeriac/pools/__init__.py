@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from celeriac.pools.base import Pool

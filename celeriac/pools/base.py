@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 
 
 class EventLike(Protocol):

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
-from celeriac.errors import HardTimeLimit, SoftTimeLimitExceeded
+from celeriac.exceptions import HardTimeLimit, SoftTimeLimitExceeded
 from celeriac.pools.base import EventLike, Job, JobInfo, Pool
 
 #: Modules whose import before patching means some code holds unpatched objects.

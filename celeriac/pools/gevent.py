@@ -13,7 +13,7 @@ pointed at the hub's thread pool, so SQLite runs on real threads.
 
 Time limits are gevent timeouts raised in the task's greenlet at its next
 cooperative switch: ``SoftTimeLimitExceeded`` at the soft limit, and
-:class:`~celeriac.errors.HardTimeLimit` (a ``BaseException``, so ``except
+:class:`~celeriac.exceptions.HardTimeLimit` (a ``BaseException``, so ``except
 Exception`` in user code cannot swallow it) at the hard one. A task that never
 switches -- a CPU loop, a C call -- blocks the whole hub; then the supervisor
 kills and replaces the process shortly after the hard limit.
@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 import gevent
 
-from celeriac.errors import HardTimeLimit, SoftTimeLimitExceeded
+from celeriac.exceptions import HardTimeLimit, SoftTimeLimitExceeded
 from celeriac.pools.base import EventLike, Job, JobInfo, Pool, Stall
 
 #: Modules whose import before patching means some code holds unpatched objects.

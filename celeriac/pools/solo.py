@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 from typing import Any
 
-from celeriac.errors import SoftTimeLimitExceeded
+from celeriac.exceptions import SoftTimeLimitExceeded
 from celeriac.pools.base import EventLike, Job, JobInfo, Pool
 
 #: Longest soft limit armed (seconds, about 30 years): longer ones never fire anyway.

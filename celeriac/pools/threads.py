@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from celeriac.errors import SoftTimeLimitExceeded
+from celeriac.exceptions import SoftTimeLimitExceeded
 from celeriac.pools.base import EventLike, Job, JobInfo, Pool
 
 #: How often the soft-limit watchdog looks at deadlines (seconds).

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac.context import Request
-from celeriac.errors import (
+from celeriac.exceptions import (
     BrokerError,
     CeleriacError,
     ExceptionInfo,

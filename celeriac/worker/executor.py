@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import Delivery
 from celeriac.context import Request, custom_headers
-from celeriac.errors import MessageDecodeError, NotRegistered
+from celeriac.exceptions import MessageDecodeError, NotRegistered
 from celeriac.message import CONTENT_TYPES, PICKLE, TaskMessage, decode, peek_task_id
 from celeriac.middleware.base import ACK, DEAD, SETTLED, Outcome, Pipeline, Rejection, TaskRun
 from celeriac.pools.base import JobInfo, Pool

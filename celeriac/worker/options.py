@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from celeriac.errors import ConfigurationError
+from celeriac.exceptions import ConfigurationError
 
 
 @dataclass(frozen=True)

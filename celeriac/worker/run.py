@@ -19,9 +19,9 @@ import traceback
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from celeriac.backends.base import FAILURE, RETRY, REVOKED, SUCCESS, ResultRecord
+from celeriac.backends.base import ResultRecord
 from celeriac.context import Request, current_request
-from celeriac.errors import (
+from celeriac.exceptions import (
     ExceptionInfo,
     HardTimeLimit,
     Retry,
@@ -32,6 +32,7 @@ from celeriac.errors import (
     TimeLimitExceeded,
 )
 from celeriac.middleware.base import Pipeline, TaskRun
+from celeriac.states import FAILURE, RETRY, REVOKED, SUCCESS
 
 if TYPE_CHECKING:
     from celeriac.result import EagerResult

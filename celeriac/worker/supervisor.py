@@ -38,7 +38,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import WorkerEvent
-from celeriac.errors import (
+from celeriac.exceptions import (
     BrokerError,
     CeleriacError,
     ConfigurationError,

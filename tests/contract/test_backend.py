@@ -20,15 +20,12 @@ import pytest
 
 from celeriac.backends import (
     BACKENDS,
-    FAILURE,
-    RETRY,
-    STARTED,
-    SUCCESS,
     ResultBackend,
     ResultRecord,
     backend_from_url,
 )
-from celeriac.errors import BackendError, ConfigurationError, SerializationError, TimeoutError
+from celeriac.exceptions import BackendError, ConfigurationError, SerializationError, TimeoutError
+from celeriac.states import FAILURE, RETRY, STARTED, SUCCESS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -300,7 +297,8 @@ def test_wait_ignores_states_that_are_not_ready(backend: ResultBackend) -> None:
 
 CHILD_STORES = """
 import sys, time
-from celeriac.backends import SUCCESS, ResultRecord, backend_from_url
+from celeriac.backends import ResultRecord, backend_from_url
+from celeriac.states import SUCCESS
 backend = backend_from_url(sys.argv[1])
 backend.ping()
 print("ready", flush=True)

@@ -32,7 +32,7 @@ from celeriac.brokers import (
     WorkerEvent,
     broker_from_url,
 )
-from celeriac.errors import BrokerUnreachable, ConfigurationError
+from celeriac.exceptions import BrokerUnreachable, ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

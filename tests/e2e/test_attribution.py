@@ -20,7 +20,7 @@ from types import ModuleType
 import pytest
 from conftest import Project, executions, gevent_patched, wait_until
 
-from celeriac.errors import WorkerLostError
+from celeriac.exceptions import WorkerLostError
 
 #: What is tested happens in worker processes and between nodes: a gevent-patched test
 #: process adds nothing, and the gevent leg has no minute to spare for it.

@@ -25,7 +25,7 @@ from conftest import Project, Worker, executions, wait_until
 
 from celeriac import NotRegistered, TaskError, TimeLimitExceeded
 from celeriac.brokers import OutgoingMessage
-from celeriac.errors import WorkerLostError
+from celeriac.exceptions import WorkerLostError
 from celeriac.message import encode
 
 #: Tasks added to the project's ``tasks.py`` for these tests.

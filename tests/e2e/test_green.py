@@ -28,7 +28,7 @@ import pytest
 from conftest import Project, Worker, executions, wait_until
 
 from celeriac import TimeLimitExceeded
-from celeriac.errors import WorkerLostError
+from celeriac.exceptions import WorkerLostError
 
 #: Tasks added to the project's ``tasks.py`` for these tests.
 GREEN_TASKS = r'''

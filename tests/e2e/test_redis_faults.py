@@ -33,7 +33,7 @@ from conftest import Project, Worker, executions, stop_project, wait_until
 from redisserver import RedisServer, free_port, require_redis_server
 
 from celeriac.brokers import Delivery, OutgoingMessage, broker_from_url
-from celeriac.errors import BrokerUnreachable
+from celeriac.exceptions import BrokerUnreachable
 
 #: Tasks added to the project's ``tasks.py`` for these tests.
 EXTRA = r'''

@@ -176,7 +176,7 @@ def test_group_revoke_and_bad_input(project: Project, tasks: ModuleType) -> None
     result.revoke()
     with pytest.raises(TypeError, match="task ids are non-empty strings"):
         tasks.app.AsyncResult(123).revoke()  # type: ignore[arg-type]
-    from celeriac.errors import ConfigurationError
+    from celeriac.exceptions import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="unknown signal"):
         result[0].revoke(terminate=True, signal="SIGNOPE")

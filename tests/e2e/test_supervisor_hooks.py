@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import Project, wait_until
 
-from celeriac.errors import TimeLimitExceeded, WorkerLostError
+from celeriac.exceptions import TimeLimitExceeded, WorkerLostError
 
 HOOKED = r'''
 import json

@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from celeriac.errors import ConfigurationError, TimeoutError
+from celeriac.exceptions import ConfigurationError, TimeoutError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

@@ -29,6 +29,11 @@ Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
 
 ``Retry`` derives from :class:`CeleriacError` and is raised by ``self.retry()``;
 the worker recognises it, so user code should let it propagate.
+
+Celery's names for the same classes are aliases here, so ``except`` clauses of a
+Celery app keep working: ``CeleryError`` (:class:`CeleriacError`),
+``ImproperlyConfigured`` (:class:`ConfigurationError`) and ``InvalidTaskError``
+(:class:`MessageDecodeError`).
 """
 
 from __future__ import annotations
@@ -184,6 +189,12 @@ class ExceptionInfo:
 
     def __repr__(self) -> str:
         return f"<ExceptionInfo: {self.exception!r}>"
+
+
+#: Celery's names (``celery.exceptions``) for the same things.
+CeleryError = CeleriacError
+ImproperlyConfigured = ConfigurationError
+InvalidTaskError = MessageDecodeError
 
 
 #: Names of exceptions whose class ``AsyncResult.get()`` may re-create from a result.
