@@ -218,7 +218,7 @@ class Celeriac:
     def route(self, name: str, queue: str | None = None) -> str:
         """Queue for task ``name``: explicit ``queue``, then ``task_routes``, then the
         task's own ``queue`` option, then its ``pool`` option (the pool's own queue,
-        ``default.prefork``), then ``task_default_queue``."""
+        ``celery.prefork``), then ``task_default_queue``."""
         if queue:
             return queue
         routes: dict[str, Any] = self.conf.task_routes

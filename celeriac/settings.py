@@ -121,7 +121,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("broker_reconnect_timeout", 20.0, "Seconds a producer (.delay(), the CLI) waits out "
                 "a lost Redis connection before raising BrokerUnreachable; worker processes "
                 "wait for as long as it takes.", _positive_float),
-        Setting("task_default_queue", "default", "Queue for tasks with no queue or route.", _str),
+        Setting("task_default_queue", "celery", "Queue for tasks with no queue or route "
+                "(Celery's name).", _str),
         Setting("task_default_priority", 0, "Priority 0-9 (9 runs first) for tasks that set none.",
                 _priority),
         Setting("task_routes", {}, "Task name (or glob pattern) -> queue name or {'queue': name}.",

@@ -166,7 +166,7 @@ class Project:
         data: dict[str, Any] = json.loads(self.cli("-A", app, "status", "--json").stdout)
         return data
 
-    def queue(self, name: str = "default", app: str = "tasks") -> dict[str, int]:
+    def queue(self, name: str = "celery", app: str = "tasks") -> dict[str, int]:
         """One queue's counts (ready, scheduled, in_flight, dead) from ``celeriac status --json``."""
         counts: dict[str, int] = self.status(app)["queues"].get(name, {})
         return {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 0, **counts}

@@ -48,7 +48,7 @@ def test_routing_precedence(app: Celeriac) -> None:
     assert app.route("feeds.fetch") == "io"
     assert app.route("exact.name") == "exact"
     assert app.route("other") == "own"
-    assert app.route("unknown.task") == "default"
+    assert app.route("unknown.task") == "celery"
     assert app.route("feeds.fetch", queue="explicit") == "explicit"
 
 
@@ -57,7 +57,7 @@ def test_countdown_and_options_reach_the_broker(app: Celeriac) -> None:
     def t() -> None: ...
 
     t.apply_async(countdown=60, priority=5, expires=120)
-    stats = app.broker.stats()["default"]
+    stats = app.broker.stats()["celery"]
     assert (stats.ready, stats.scheduled) == (0, 1)
 
 
@@ -140,7 +140,7 @@ def test_result_round_trip_through_the_backend(app: Celeriac) -> None:
 
 def test_send_task_by_name_needs_no_registration(app: Celeriac) -> None:
     result = app.send_task("elsewhere.task", args=[1], kwargs={"k": 2})
-    [delivery] = app.broker.fetch(["default"], 1, consumer="c", lease=5)
+    [delivery] = app.broker.fetch(["celery"], 1, consumer="c", lease=5)
     envelope = json.loads(delivery.body)
     assert envelope["headers"]["task"] == "elsewhere.task"
     assert envelope["headers"]["id"] == result.id

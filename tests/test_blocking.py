@@ -168,7 +168,7 @@ def test_many_threads_sending_at_once_all_get_through(sqlite_app: Celeriac) -> N
         thread.join(60)
     assert errors == []
     assert len(set(ids)) == 40
-    assert sqlite_app.broker.stats()["default"].ready == 40
+    assert sqlite_app.broker.stats()["celery"].ready == 40
 
 
 @pytest.mark.parametrize(("shared", "threads", "rounds"), [(True, 8, 10), (False, 4, 60)],

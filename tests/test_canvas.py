@@ -66,14 +66,14 @@ def queued(app: Celeriac) -> int:
     return sum(s.ready + s.scheduled for s in app.broker.stats().values())
 
 
-def take(app: Celeriac, queue: str = "default") -> list[TaskMessage]:
+def take(app: Celeriac, queue: str = "celery") -> list[TaskMessage]:
     """Every message in ``queue``, acked, oldest first."""
     deliveries = app.broker.fetch([queue], 100_000, consumer="test", lease=30)
     app.broker.ack(deliveries)
     return [decode(d.body) for d in deliveries]
 
 
-def work_off(app: Celeriac, queue: str = "default") -> int:
+def work_off(app: Celeriac, queue: str = "celery") -> int:
     """Run every message in ``queue`` here, as a worker would, in reverse order (so a
     result list in order proves the order comes from the group, not from timing)."""
     messages = take(app, queue)
@@ -113,7 +113,7 @@ def test_partial_arguments_go_first_and_call_options_win(app: Celeriac, add: Any
     assert (message.args, message.priority) == ([2, 3], 1)
     assert sig.args == (3,) and sig.options == {"queue": "a", "priority": 1}, "the signature changed"
     add.signature(kwargs={"x": 1, "y": 2}, countdown=30).delay()
-    assert app.broker.stats()["default"].scheduled == 1
+    assert app.broker.stats()["celery"].scheduled == 1
 
 
 def test_task_options_are_defaults_under_signature_options(app: Celeriac) -> None:
@@ -319,7 +319,7 @@ def test_send_many_mixes_tasks_options_and_names(app: Celeriac, add: Any, spy: P
 
 def test_send_task_shares_the_message_path(app: Celeriac, add: Any) -> None:
     app.send_task("t.add", [1, 2], countdown=60, priority=5, group="g-2")
-    assert app.broker.stats()["default"].scheduled == 1
+    assert app.broker.stats()["celery"].scheduled == 1
     with pytest.raises(ConfigurationError, match="0-9"):
         app.send_task("t.add", [1, 2], priority=12)
 

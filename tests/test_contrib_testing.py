@@ -96,7 +96,7 @@ def test_by_default_tasks_that_ask_for_a_pool_run_too() -> None:
         return 7
 
     with start_worker(app) as worker:
-        assert "default.prefork" in worker.queues
+        assert "celery.prefork" in worker.queues
         assert crunch.delay().get(timeout=10) == 7
 
 
@@ -158,7 +158,7 @@ def test_warm_stop_hands_back_unstarted_messages_uncharged() -> None:
                                          release.set())).start()
     assert held.get(timeout=1) == "held"
     assert all(r.status == "PENDING" for r in waiting)
-    deliveries = app.broker.fetch(["default"], 10, consumer="after", lease=5)
+    deliveries = app.broker.fetch(["celery"], 10, consumer="after", lease=5)
     assert len(deliveries) == 3 and {d.delivery_count for d in deliveries} == {1}
 
 
@@ -178,7 +178,7 @@ def test_a_worker_that_cannot_stop_in_time_is_an_error() -> None:
         manager.__exit__(None, None, None)
     release.set()
     worker.stop()  # now it can: the thread ends and the pipe is closed
-    assert app.broker.stats()["default"].in_flight == 0
+    assert app.broker.stats()["celery"].in_flight == 0
 
 
 def test_hard_time_limits_are_not_enforced_and_it_says_so_once(
@@ -283,7 +283,7 @@ def test_session_worker_first(celery_session_app, celery_session_worker):
     import user_tasks
 
     assert user_tasks.included.delay().get(timeout=10) == "included"
-    assert celery_session_worker.queues == ["default", "extra"]
+    assert celery_session_worker.queues == ["celery", "extra"]
 
 
 def test_session_worker_again(celery_session_app, celery_session_worker):
@@ -319,7 +319,7 @@ def celery_includes():
 
 @pytest.fixture(scope="session")
 def celery_worker_parameters():
-    return {{"queues": ["default", "extra"], "concurrency": 2}}
+    return {{"queues": ["celery", "extra"], "concurrency": 2}}
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from celeriac.worker.commands import (
 from celeriac.worker.status import Reserved, StatusReader, StatusWriter, decode_event
 
 SAMPLES: list[Command] = [
-    SetQueues(("default", "io", "ünïcode")),
+    SetQueues(("celery", "io", "ünïcode")),
     SetQueues(()),
     SetConcurrency(concurrency=12, prefetch=48),
     SetTimeLimit("tasks.add", soft=0.5, hard=None),

@@ -49,7 +49,7 @@ from celeriac.worker.run import run_task
 from celeriac.worker.spec import WorkerSpec
 from celeriac.worker.status import StatusReader, StatusWriter
 
-QUEUE = "default"
+QUEUE = "celery"
 
 
 class CountingBroker(MemoryBroker):

@@ -48,7 +48,7 @@ from celeriac.worker.consumer import Consumer
 from celeriac.worker.spec import WorkerSpec
 from celeriac.worker.status import StatusWriter
 
-QUEUE, TASK, MIB = "default", "hostile.record", 2**20
+QUEUE, TASK, MIB = "celery", "hostile.record", 2**20
 #: Verdicts: how the dead-letter reason starts, or RUNS.
 MALFORMED, UNKNOWN, RUNS = "malformed message: ", "unknown task ", "runs"
 #: Per family: 10,008 messages a run. The gevent leg runs a tenth: the decode path is the

@@ -10,21 +10,21 @@ from celeriac.worker.options import PoolGroup, parse_groups
 
 
 def parse(*values: str, queues: list[str] | None = None) -> list[PoolGroup]:
-    return parse_groups(values, concurrency=4, processes=None, queues=queues or ["default"],
-                        default_queue="default")
+    return parse_groups(values, concurrency=4, processes=None, queues=queues or ["celery"],
+                        default_queue="celery")
 
 
 def test_plain_name_takes_concurrency_and_queues_from_the_flags() -> None:
     assert parse("threads", queues=["a", "b"]) == [
-        PoolGroup("threads", 4, ["a", "b", "default.threads"])]
+        PoolGroup("threads", 4, ["a", "b", "celery.threads"])]
 
 
 def test_name_concurrency_and_queues() -> None:
     assert parse("gevent:1000:io,feeds", "prefork:2:cpu") == [
-        PoolGroup("gevent", 1000, ["io", "feeds", "default.gevent"]),
-        PoolGroup("prefork", 2, ["cpu", "default.prefork"]),
+        PoolGroup("gevent", 1000, ["io", "feeds", "celery.gevent"]),
+        PoolGroup("prefork", 2, ["cpu", "celery.prefork"]),
     ]
-    assert parse("gevent:10") == [PoolGroup("gevent", 10, ["default", "default.gevent"])]
+    assert parse("gevent:10") == [PoolGroup("gevent", 10, ["celery", "celery.gevent"])]
 
 
 @pytest.mark.parametrize("value, message", [
@@ -46,7 +46,7 @@ def test_pool_option_routes_to_the_pools_own_queue() -> None:
     @app.task(pool="gevent", queue="explicit")
     def fetch() -> None: ...
 
-    assert app.route(crunch.name) == "default.prefork"
+    assert app.route(crunch.name) == "celery.prefork"
     assert app.route(fetch.name) == "explicit", "an explicit queue option wins over pool"
     app.conf.task_routes = {crunch.name: "routed"}
     assert app.route(crunch.name) == "routed", "task_routes win over pool"

@@ -9,7 +9,7 @@ from celeriac.settings import SETTINGS, Settings
 def test_defaults_come_from_the_registry() -> None:
     conf = Settings(environ={})
     assert conf.broker_url == "sqlite:///celeriac.db"
-    assert conf["task_default_queue"] == "default"
+    assert conf["task_default_queue"] == "celery"
     assert conf.task_acks_late is True
 
 

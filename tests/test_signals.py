@@ -342,7 +342,7 @@ def test_a_header_that_cannot_be_sent_is_dropped_and_the_message_still_goes_out(
             result = noop.delay()
     finally:
         signals.before_task_publish.disconnect(careless)
-    [delivery] = app.broker.fetch(["default"], 1, consumer="c", lease=5)
+    [delivery] = app.broker.fetch(["celery"], 1, consumer="c", lease=5)
     message = decode(delivery.body)
     assert (message.id, message.task) == (result.id, "t.noop")
     assert message.headers["good"] == "kept" and "span" not in message.headers
@@ -369,7 +369,7 @@ def test_custom_headers_are_readable_on_the_request_as_in_celery(app: Celeriac) 
         traced.delay()
     finally:
         signals.before_task_publish.disconnect(inject)
-    [delivery] = app.broker.fetch(["default"], 1, consumer="c", lease=5)
+    [delivery] = app.broker.fetch(["celery"], 1, consumer="c", lease=5)
     executor = Executor(app, ThreadPool(1), Pipeline(), lambda delivery: None)
     run = executor._prepare(delivery, decode(delivery.body), traced)
     run_task(run, Pipeline())
@@ -453,7 +453,7 @@ def test_task_revoked_for_an_expired_message(app: Celeriac,
     revoked, received = listen(signals.task_revoked), listen(signals.task_received)
     prerun = listen(signals.task_prerun)
     result = late.apply_async(expires=datetime.now(timezone.utc) - timedelta(seconds=5))
-    [delivery] = app.broker.fetch(["default"], 1, consumer="c", lease=5)
+    [delivery] = app.broker.fetch(["celery"], 1, consumer="c", lease=5)
     consumer = SimpleNamespace(app=app)
     executor = Executor(app, ThreadPool(1), Pipeline([Expiry(), SignalsMiddleware(consumer)]),
                         lambda delivery: None)
@@ -482,11 +482,11 @@ def test_unknown_and_malformed_messages(app: Celeriac,
                                         listen: Callable[[Signal], list[Call]]) -> None:
     unknown, rejected = listen(signals.task_unknown), listen(signals.task_rejected)
     app.send_task("t.missing")
-    app.broker.publish([OutgoingMessage(queue="default", body=b"not a message")])
+    app.broker.publish([OutgoingMessage(queue="celery", body=b"not a message")])
     consumer = SimpleNamespace(app=app)
     executor = Executor(app, ThreadPool(1), Pipeline([SignalsMiddleware(consumer)]),
                         lambda delivery: None)
-    for delivery in app.broker.fetch(["default"], 2, consumer="c", lease=5):
+    for delivery in app.broker.fetch(["celery"], 2, consumer="c", lease=5):
         executor.handle(delivery)
     [missing] = unknown
     assert set(missing) == {"signal", "sender", "name", "id", "message", "exc"}
@@ -504,8 +504,8 @@ def test_task_internal_error_names_the_task_object_and_the_call(
         return x + y
 
     internal = listen(signals.task_internal_error)
-    body = encode("t.add", "id-7", [1, 2], {}, queue="default")
-    delivery = Delivery(id="d", queue="default", body=body, delivery_count=1, token=1)
+    body = encode("t.add", "id-7", [1, 2], {}, queue="celery")
+    delivery = Delivery(id="d", queue="celery", body=body, delivery_count=1, token=1)
     try:
         raise OSError("disk full")
     except OSError as exc:
@@ -650,4 +650,4 @@ def test_on_after_configure_fires_once_on_first_use_and_before_on_after_finalize
     app.finalize()
     app.finalize()
     assert seen == [("configure", app.conf), ("finalize", app)]
-    assert app.broker.stats()["default"].ready == 2
+    assert app.broker.stats()["celery"].ready == 2

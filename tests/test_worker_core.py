@@ -61,7 +61,7 @@ from celeriac.worker.status import (
 )
 from celeriac.worker.supervisor import Child, Supervisor
 
-QUEUE = "default"
+QUEUE = "celery"
 
 
 # -- fixtures and helpers -----------------------------------------------------------------

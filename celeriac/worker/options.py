@@ -7,8 +7,8 @@ A node runs one or more *pool groups* under one supervisor. ``-P`` takes
     celeriac -A tasks worker -P gevent:1000:io -P prefork:2:cpu
 
 A group without queues serves ``-Q`` (or the default queue). Every group also
-serves its pool's own queue, ``<task_default_queue>.<pool>`` (``default.gevent``,
-``default.prefork``), where ``@app.task(pool="...")`` routes tasks that need that
+serves its pool's own queue, ``<task_default_queue>.<pool>`` (``celery.gevent``,
+``celery.prefork``), where ``@app.task(pool="...")`` routes tasks that need that
 kind of pool; see :meth:`celeriac.app.Celeriac.route`.
 """
 
@@ -47,7 +47,7 @@ class WorkerOptions:
 
 
 def pool_queue(default_queue: str, pool: str) -> str:
-    """The queue where tasks that ask for ``pool`` are routed: ``default.gevent``."""
+    """The queue where tasks that ask for ``pool`` are routed: ``celery.gevent``."""
     return f"{default_queue}.{pool}"
 
 

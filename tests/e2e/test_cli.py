@@ -128,23 +128,23 @@ def test_result_of_an_unknown_id_is_pending(project: Project) -> None:
 # -- call options, status counts and purge ----------------------------------------------------
 def test_countdown_queue_and_purge(project: Project) -> None:
     call(project, "tasks.add", "--args", "[1, 1]", "--countdown", "60")
-    assert project.queue("default") == {"ready": 0, "scheduled": 1, "in_flight": 0, "dead": 0}
+    assert project.queue("celery") == {"ready": 0, "scheduled": 1, "in_flight": 0, "dead": 0}
 
     call(project, "tasks.add", "--args", "[1, 2]", "--queue", "other")
     call(project, "tasks.add", "--args", "[1, 3]", "-Q", "other")
     assert project.queue("other")["ready"] == 2
-    assert project.queue("default")["ready"] == 0
+    assert project.queue("celery")["ready"] == 0
 
     purged = project.cli("-A", "tasks", "purge", "-Q", "other", "-f").stdout
     assert "purged 2 message(s)" in purged
     assert "other" in purged
     assert project.queue("other")["ready"] == 0
-    assert project.queue("default")["scheduled"] == 1, "purge -Q other touched another queue"
+    assert project.queue("celery")["scheduled"] == 1, "purge -Q other touched another queue"
 
     call(project, "tasks.add", "--args", "[1, 4]")
     refused = project.cli("-A", "tasks", "purge", check=False)
     assert refused.returncode == 2 and "-f" in refused.stderr, "purged without confirmation"
-    assert project.queue("default")["ready"] == 1
+    assert project.queue("celery")["ready"] == 1
     purged = project.cli("-A", "tasks", "purge", "-f").stdout
     assert "purged 2 message(s)" in purged  # the scheduled one and the ready one
     for name, counts in project.status()["queues"].items():
@@ -167,7 +167,7 @@ def test_status_json_shape_and_live_workers(project: Project) -> None:
                        message="worker listed in status")
     assert entry["pool"] == "threads"
     assert entry["concurrency"] == 3
-    assert entry["queues"] == ["alpha", "beta", "default.threads"], "-Q queues and the pool's own"
+    assert entry["queues"] == ["alpha", "beta", "celery.threads"], "-Q queues and the pool's own"
 
     assert worker.stop() == 0
     # A clean exit removes the worker at once, without waiting for its heartbeat to expire.
@@ -188,7 +188,7 @@ def test_status_table(project: Project) -> None:
 @pytest.mark.parametrize("spec", ["tasks", "tasks:app"])
 def test_app_as_module_or_module_attribute(project: Project, spec: str) -> None:
     task_id = call(project, "tasks.add", "--args", "[2, 3]", app=spec)
-    assert project.queue("default", app=spec)["ready"] == 1
+    assert project.queue("celery", app=spec)["ready"] == 1
     assert result(project, task_id, app=spec)[1]["status"] == "PENDING"
 
 
@@ -269,7 +269,7 @@ def test_call_args_must_be_a_json_list(project: Project) -> None:
                        "--args", "list")
     assert_usage_error(run(project, "-A", "tasks", "call", "tasks.add", "--kwargs", "[1]"),
                        "--kwargs")
-    assert project.queue("default")["ready"] == 0, "a rejected call sent something"
+    assert project.queue("celery")["ready"] == 0, "a rejected call sent something"
 
 
 def test_worker_refuses_a_broker_inside_one_process(project: Project) -> None:
@@ -407,8 +407,8 @@ def test_dead_lists_unknown_tasks_with_a_reason(project: Project) -> None:
                        message="dead letter listed")
     letter = found[0]
     assert letter["task"] == "tasks.no_such_task"
-    assert letter["queue"] == "default"
+    assert letter["queue"] == "celery"
     assert "tasks.no_such_task" in letter["reason"]
-    assert project.queue("default")["dead"] >= 1
+    assert project.queue("celery")["dead"] >= 1
     # --queue filters: nothing dead in another queue.
     assert project.cli("-A", "tasks", "dead", "-Q", "other").stdout.strip() == ""

@@ -106,8 +106,8 @@ def test_two_nodes_answer_inspect(broker: str, request: pytest.FixtureRequest,
         ["tasks.add", "tasks.noop", "tasks.sleep", "tasks.fail", "tasks.pid", "tasks.record",
          "tasks.wait_for"])
     queues = inspect(project, "active_queues")
-    assert [q["name"] for q in queues[W1]] == ["default", "only1", "default.threads"]
-    assert [q["name"] for q in queues[W2]] == ["default", "default.prefork"]
+    assert [q["name"] for q in queues[W1]] == ["celery", "only1", "celery.threads"]
+    assert [q["name"] for q in queues[W2]] == ["celery", "celery.prefork"]
     conf = app.control.inspect(destination=W2).conf()
     assert conf["broker_url"] == project.broker_url  # a single name: that node's reply alone
 

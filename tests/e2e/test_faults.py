@@ -238,11 +238,11 @@ def test_malformed_messages_are_dead_lettered(project: Project) -> None:
     tasks = load(project)
     worker = project.start_worker("-P", "prefork", "-c", "2")
     children = worker.children()
-    envelope = json.loads(encode("tasks.add", "no-task-header", [1, 2], {}, queue="default"))
+    envelope = json.loads(encode("tasks.add", "no-task-header", [1, 2], {}, queue="celery"))
     del envelope["headers"]["task"]
     tasks.app.broker.publish([
-        OutgoingMessage(queue="default", body=b"not json"),
-        OutgoingMessage(queue="default", body=json.dumps(envelope).encode()),
+        OutgoingMessage(queue="celery", body=b"not json"),
+        OutgoingMessage(queue="celery", body=json.dumps(envelope).encode()),
     ])
     with pytest.raises(TaskError) as info:
         tasks.app.AsyncResult("no-task-header").get(timeout=30)

@@ -54,7 +54,7 @@ def test_one_worker_runs_green_and_prefork_pools_each_on_its_queues(project: Pro
     status = project.status()
     [info] = status["workers"]
     assert {p["pool"] for p in info["pools"]} == {"gevent", "prefork"}
-    assert set(info["queues"]) == {"io", "default.gevent", "cpu", "default.prefork"}
+    assert set(info["queues"]) == {"io", "celery.gevent", "cpu", "celery.prefork"}
     assert status["unserved"] == []
     assert worker.stop() == 0
 
@@ -69,9 +69,9 @@ def test_a_task_for_a_pool_no_worker_runs_is_visible_in_status(project: Project)
     def unserved() -> list[str]:
         return list(project.status()["unserved"])
 
-    assert wait_until(unserved, timeout=10) == ["default.prefork"]
+    assert wait_until(unserved, timeout=10) == ["celery.prefork"]
     text = project.cli("-A", "tasks", "status").stdout
-    assert "default.prefork" in text and "no live worker" in text
+    assert "celery.prefork" in text and "no live worker" in text
     assert waiting.status == "PENDING"
 
     # A prefork worker started later picks it up.

@@ -136,7 +136,7 @@ def test_countdown_runs_after_its_delay(project: Project, tasks: ModuleType, poo
     worker = project.start_worker("-P", pool)
     sent = time.time()
     delayed = tasks.now.apply_async(countdown=1.0)
-    assert tasks.app.broker.stats()["default"].scheduled == 1
+    assert tasks.app.broker.stats()["celery"].scheduled == 1
     prompt = tasks.now.delay()
     ran_prompt, ran_delayed = prompt.get(timeout=30), delayed.get(timeout=30)
     assert ran_delayed >= sent + 1.0, "a countdown task ran before its delay"

@@ -441,7 +441,7 @@ def test_gevent_tasks_wait_for_results_of_other_tasks(redis_project: Project,
     assert all(len(pids) == 1 for pids in executions(log).values())
     assert len(executions(log)) == 50
     settled_queues = redis_project.status()["queues"]
-    for name in ("default", "children"):
+    for name in ("celery", "children"):
         counts = settled_queues[name]
         assert counts["ready"] == counts["in_flight"] == counts["dead"] == 0, settled_queues
     text = worker.log()

@@ -294,7 +294,7 @@ def test_every_signal_fires_once_per_event_in_its_own_process(
         "expired": tasks.add.apply_async(
             (1, 1), expires=datetime.now(timezone.utc) - timedelta(seconds=30)),
     }
-    tasks.app.broker.publish([OutgoingMessage(queue="default", body=b"not a task message")])
+    tasks.app.broker.publish([OutgoingMessage(queue="celery", body=b"not a task message")])
     ids = {name: result.id for name, result in sent.items()}
     assert sent["add"].get(timeout=30) == 5
     with pytest.raises(ValueError, match="boom"):
@@ -341,7 +341,7 @@ def check_producer(records: list[Record], ids: dict[str, str]) -> None:
             record = only(records, signal, task_id=task_id)
             assert record["sender"] == ("tasks.missing" if name == "missing" else
                                         f"tasks.{'add' if name == 'expired' else name}")
-            assert record["values"]["routing_key"] == "default"
+            assert record["values"]["routing_key"] == "celery"
         # Receivers run in connection order: the recorder before add_trace, then the
         # published message carries what add_trace added.
         headers = [only(records, signal, task_id=task_id)["values"]["headers"]

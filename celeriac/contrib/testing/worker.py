@@ -102,7 +102,7 @@ class TestWorkController:
         if isinstance(queues, str):
             queues = [q.strip() for q in queues.split(",") if q.strip()]
         #: The queues consumed: as given, else the default queue and every pool's own
-        #: (``default.prefork``...), so tasks that ask for a pool run here too.
+        #: (``celery.prefork``...), so tasks that ask for a pool run here too.
         self.queues: list[str] = list(queues or [default, *(pool_queue(default, p) for p in POOLS)])
         pool_class = get_pool(pool)
         self.pool: Pool = pool_class(concurrency, app.conf)
