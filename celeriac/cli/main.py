@@ -24,6 +24,7 @@ from rich.table import Table
 from celeriac import __version__
 from celeriac.cli.control import control_commands
 from celeriac.cli.events import events_command
+from celeriac.cli.report import report_commands
 from celeriac.exceptions import CeleriacError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -76,6 +77,15 @@ def _split_queues(value: str | None) -> list[str]:
     return [q.strip() for q in (value or "").split(",") if q.strip()]
 
 
+#: ``-l`` names, as Celery's (case-insensitive), plus ``WARN``; each maps to logging's name.
+LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "WARN": "WARNING",
+              "ERROR": "ERROR", "CRITICAL": "CRITICAL", "FATAL": "CRITICAL"}
+
+
+def _log_level(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    return LOG_LEVELS[value.upper()]
+
+
 @cli.command()
 @click.option("-P", "--pool", "pools", multiple=True, metavar="NAME[:C[:QUEUES]]",
               help="Execution pool: solo, threads, prefork, gevent, eventlet [default: "
@@ -85,8 +95,16 @@ def _split_queues(value: str | None) -> list[str]:
 @click.option("--processes", type=click.IntRange(min=1),
               help="Worker processes for pools that run many tasks per process.")
 @click.option("-Q", "--queues", help="Comma-separated queues to consume [default: default queue].")
-@click.option("-l", "--loglevel", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("-X", "--exclude-queues", metavar="QUEUES",
+              help="Comma-separated queues not to consume, of those the worker would.")
+@click.option("-l", "--loglevel", default="INFO", show_default=True, callback=_log_level,
+              type=click.Choice(list(LOG_LEVELS), case_sensitive=False))
+@click.option("-f", "--logfile", metavar="PATH",
+              help="Log here instead of stderr (supervisor and worker processes). Expands %n "
+                   "(node's name), %h (its host), %d, %p (node name), %i (process index), %I.")
+@click.option("--pidfile", metavar="PATH",
+              help="Write the supervisor's pid here (removed on exit); refuse to start if it "
+                   "names a running process. Expands as --logfile.")
 @click.option("-n", "--hostname", "node", help="Node name [default: celeriac.PID@HOST].")
 @click.option("--prefetch-multiplier", type=click.IntRange(min=1),
               help="Messages reserved per concurrency slot.")
@@ -102,27 +120,43 @@ def _split_queues(value: str | None) -> list[str]:
               help="Seconds running tasks get on a warm shutdown.")
 @click.option("--max-blocking-time", type=click.FloatRange(min=0, min_open=True),
               help="Green pools: report a task that blocks the event loop this long (s).")
-@click.option("-E", "--task-events", is_flag=True,
+@click.option("-E", "--task-events", "--events", is_flag=True,
               help="Record task events for 'celeriac events' and dashboards "
                    "[default: worker_send_task_events].")
+@click.option("--without-heartbeat", is_flag=True,
+              help="No worker-heartbeat events or heartbeat_sent signals (the node's liveness "
+                   "record in the broker stays).")
+@click.option("--without-gossip", is_flag=True, help="Accepted: celeriac has no gossip.")
+@click.option("--without-mingle", is_flag=True, help="Accepted: celeriac has no mingle.")
+@click.option("-O", "--optimization", type=click.Choice(["default", "fair"]),
+              help="Accepted: celeriac's dispatch is always fair.")
+@click.option("-B", "--beat", is_flag=True, help="Refused: celeriac has no beat yet.")
 @_app_command
 def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, processes: int | None,
-           queues: str | None, loglevel: str, node: str | None,
+           queues: str | None, exclude_queues: str | None, loglevel: str, logfile: str | None,
+           pidfile: str | None, node: str | None,
            prefetch_multiplier: int | None, time_limit: float | None,
            soft_time_limit: float | None, max_tasks_per_child: int | None,
            max_memory_per_child: int | None, shutdown_timeout: float | None,
-           max_blocking_time: float | None, task_events: bool) -> None:
+           max_blocking_time: float | None, task_events: bool, without_heartbeat: bool,
+           without_gossip: bool, without_mingle: bool, optimization: str | None,
+           beat: bool) -> None:
     """Start a worker: a supervisor and its worker processes."""
     from celeriac.worker.options import WorkerOptions, parse_groups
     from celeriac.worker.supervisor import Supervisor
 
+    if beat:
+        raise click.UsageError(
+            "-B/--beat: celeriac has no beat (periodic task scheduler) yet; run the worker "
+            "without -B and schedule periodic tasks outside celeriac for now "
+            "(see docs/migrating.md)", click.get_current_context())
     conf = app.conf
     groups = parse_groups(
         pools or [conf.worker_pool],
         concurrency=concurrency or conf.worker_concurrency or os.cpu_count() or 1,
         processes=processes or conf.worker_processes,
         queues=_split_queues(queues) or [conf.task_default_queue],
-        default_queue=conf.task_default_queue)
+        default_queue=conf.task_default_queue, exclude=_split_queues(exclude_queues))
     if not app.broker.shared_between_processes:
         raise ConfigurationError(
             f"broker {conf.broker_url!r} lives inside one process; a worker needs a shared "
@@ -139,20 +173,75 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
     if task_events:
         # The supervisor reads it too (worker-heartbeat events), the processes via their spec.
         settings["worker_send_task_events"] = conf.worker_send_task_events = True
-    from celeriac.worker.logs import log_format, setup_logging
+    from celeriac.worker.logs import log_format, process_logfile, setup_logging
+    from celeriac.worker.nodenames import resolve_node
 
-    setup_logging(loglevel, log_format("supervisor"))  # unless setup_logging receivers do
+    node_id = resolve_node(node or "")  # what the Supervisor will call itself
+    # Unless setup_logging receivers configure logging themselves:
+    setup_logging(loglevel, log_format("supervisor"),
+                  logfile=process_logfile(logfile, node_id, None))
+    _note_celery_flags(without_gossip=without_gossip, without_mingle=without_mingle,
+                       without_heartbeat=without_heartbeat, optimization=optimization)
     app.finalize()  # on_after_finalize: the supervisor knows every task it will know
     options = WorkerOptions(
         app=_child_app_spec(app), groups=groups, node=node or "",
-        loglevel=loglevel.upper(),
+        loglevel=loglevel,
         prefetch_multiplier=prefetch_multiplier or conf.worker_prefetch_multiplier,
         max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
         max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child,
         shutdown_timeout=(conf.worker_shutdown_timeout if shutdown_timeout is None
                           else shutdown_timeout),
-        settings=settings)
-    raise SystemExit(Supervisor(app, options).run())
+        settings=settings, logfile=logfile, heartbeat_events=not without_heartbeat)
+    with _pidfile(pidfile, node_id):
+        raise SystemExit(Supervisor(app, options).run())
+
+
+def _note_celery_flags(*, without_gossip: bool, without_mingle: bool, without_heartbeat: bool,
+                       optimization: str | None) -> None:
+    """Say in the log what Celery's flags do here, for those celeriac accepts without
+    anything to turn off (docs/migrating.md has the same words)."""
+    import logging
+
+    log = logging.getLogger("celeriac.supervisor")
+    if without_gossip:
+        log.info("--without-gossip: nothing to turn off: celeriac workers do not gossip (they "
+                 "see each other through heartbeats in the broker)")
+    if without_mingle:
+        log.info("--without-mingle: nothing to turn off: celeriac workers do not mingle at "
+                 "start-up (revocations live in the broker, there is no state to sync)")
+    if without_heartbeat:
+        log.info("--without-heartbeat: no worker-heartbeat events or heartbeat_sent signals; "
+                 "the node's liveness record in the broker stays (status, inspect and the "
+                 "recovery of a vanished node's messages need it)")
+    if optimization:
+        log.info("-O %s: nothing to change: celeriac's dispatch is always fair (a message never "
+                 "waits behind a busy slot while another slot is free)", optimization)
+
+
+class PidfileRefused(click.ClickException):
+    """The pidfile names a running process: one line, and Celery's exit status."""
+
+    exit_code = 73  # os.EX_CANTCREAT, as Celery's pid lock
+
+
+@contextmanager
+def _pidfile(template: str | None, node: str) -> Iterator[None]:
+    """``--pidfile``: held while the supervisor runs; a running owner refuses the start with
+    Celery's exit status 73."""
+    if not template:
+        yield
+        return
+    from celeriac.worker.nodenames import node_format
+    from celeriac.worker.pidfile import Pidfile, PidfileLocked
+
+    try:
+        pidfile = Pidfile(node_format(template, node, None, option="--pidfile")).acquire()
+    except PidfileLocked as exc:
+        raise PidfileRefused(str(exc)) from None
+    try:
+        yield
+    finally:
+        pidfile.release()
 
 
 def _child_app_spec(app: Celeriac) -> str:
@@ -261,7 +350,7 @@ def status(app: Celeriac, as_json: bool) -> None:
 
 
 cli.add_command(events_command(_app_command))
-for _command in control_commands(_app_command):
+for _command in [*control_commands(_app_command), *report_commands(_app_command)]:
     cli.add_command(_command)
 
 

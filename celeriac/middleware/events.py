@@ -245,8 +245,9 @@ def worker_task_events(app: Celeriac, consumer: object) -> TaskEvents:
 
 
 class NodeEvents(Middleware):
-    """The supervisor's part of ``-E``: ``worker-heartbeat`` on each heartbeat, and the
-    end of a task the supervisor ended itself, which its process cannot report:
+    """The supervisor's part of ``-E``: ``worker-heartbeat`` on each heartbeat (none with
+    ``--without-heartbeat``), and the end of a task the supervisor ended itself, which its
+    process cannot report:
     ``task-revoked`` for a terminate by replacing the process (prefork, solo),
     ``task-failed`` for a hard time limit or a last delivery lost with its process."""
 
@@ -259,6 +260,8 @@ class NodeEvents(Middleware):
         self.broker = supervisor.app.broker
 
     def heartbeat(self, supervisor: Supervisor, info: dict[str, Any]) -> None:
+        if not supervisor.options.heartbeat_events:  # --without-heartbeat, as in Celery
+            return
         now = time.time()
         load = [round(value, 2) for value in os.getloadavg()]
         data = {

@@ -169,7 +169,8 @@ class SignalsMiddleware(Middleware):
         signals.worker_shutdown.send(sender=supervisor)
 
     def heartbeat(self, supervisor: Supervisor, info: dict[str, Any]) -> None:
-        signals.heartbeat_sent.send(sender=supervisor)
+        if supervisor.options.heartbeat_events:  # off with --without-heartbeat
+            signals.heartbeat_sent.send(sender=supervisor)
 
     # -- the worker process -------------------------------------------------------------
     def process_started(self, app: Celeriac) -> None:

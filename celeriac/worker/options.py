@@ -44,6 +44,14 @@ class WorkerOptions:
     max_memory_per_child: int | None = None
     shutdown_timeout: float = 30.0
     settings: dict[str, Any] = field(default_factory=dict)
+    #: ``--logfile``: where the supervisor and every worker process log, with Celery's
+    #: ``%n``/``%i``... abbreviations (:func:`celeriac.worker.nodenames.node_format`);
+    #: None logs to stderr.
+    logfile: str | None = None
+    #: False with ``--without-heartbeat``: no ``worker-heartbeat`` events and no
+    #: ``heartbeat_sent`` signal. The node's heartbeat *record* in the broker stays:
+    #: ``status``, remote control and the recovery of a vanished node's messages need it.
+    heartbeat_events: bool = True
 
 
 def pool_queue(default_queue: str, pool: str) -> str:
@@ -52,8 +60,15 @@ def pool_queue(default_queue: str, pool: str) -> str:
 
 
 def parse_groups(values: Sequence[str], *, concurrency: int, processes: int | None,
-                 queues: list[str], default_queue: str) -> list[PoolGroup]:
-    """Turn ``-P`` values into pool groups (``-c``/``-Q`` fill what a value leaves out)."""
+                 queues: list[str], default_queue: str,
+                 exclude: Sequence[str] = ()) -> list[PoolGroup]:
+    """Turn ``-P`` values into pool groups (``-c``/``-Q`` fill what a value leaves out).
+
+    ``exclude`` (``-X``) is taken out of every group's queues last, pool queues
+    included, so ``-X`` means what Celery's does: every queue the worker would
+    consume except these. A group left with no queue is an error, not a pool that
+    idles.
+    """
     from celeriac.pools import get_pool
 
     groups = []
@@ -71,6 +86,11 @@ def parse_groups(values: Sequence[str], *, concurrency: int, processes: int | No
             raise ConfigurationError(f"-P {value!r}: concurrency must be at least 1")
         served = [q.strip() for q in queue_list.split(",") if q.strip()] or list(queues)
         own = pool_queue(default_queue, name)
-        groups.append(PoolGroup(name, size, [*served, own] if own not in served else served,
-                                processes))
+        consumed = [q for q in ([*served, own] if own not in served else served)
+                    if q not in exclude]
+        if not consumed:
+            raise ConfigurationError(
+                f"-X {','.join(exclude)} excludes every queue of pool {value!r} "
+                f"({', '.join([*served, own])}): it would have nothing to consume")
+        groups.append(PoolGroup(name, size, consumed, processes))
     return groups

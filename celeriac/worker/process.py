@@ -18,11 +18,13 @@ import sys
 from celeriac.worker.spec import WorkerSpec
 
 
-def configure_logging(level: str, name: str) -> None:
-    """Logging of this process, with Celery's logging signals (:mod:`celeriac.worker.logs`)."""
-    from celeriac.worker.logs import log_format, setup_logging
+def configure_logging(spec: WorkerSpec) -> None:
+    """Logging of this process, with Celery's logging signals (:mod:`celeriac.worker.logs`):
+    to stderr, or to ``--logfile`` with this process's index in ``%i``/``%I``."""
+    from celeriac.worker.logs import log_format, process_logfile, setup_logging
 
-    setup_logging(level, log_format(name))
+    setup_logging(spec.loglevel, log_format(f"{spec.node}/{spec.index}"),
+                  logfile=process_logfile(spec.logfile, spec.node, spec.index))
 
 
 def main() -> int:
@@ -44,7 +46,7 @@ def main() -> int:
 
     app = load_app(spec.app)
     app.conf.update(spec.settings)
-    configure_logging(spec.loglevel, f"{spec.node}/{spec.index}")
+    configure_logging(spec)
     log = logging.getLogger("celeriac.worker")
     if pool_class.imported_too_early:
         log.warning("modules %s were imported before %s patching (from sitecustomize, a .pth "

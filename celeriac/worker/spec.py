@@ -52,6 +52,9 @@ class WorkerSpec:
     #: Task name -> [soft, hard] limits set by ``celeriac control time_limit`` before this
     #: process started; they apply over the task's own and its messages' limits.
     time_limits: dict[str, list[float | None]] = field(default_factory=dict)
+    #: ``--logfile`` as given (abbreviations not expanded: the process expands ``%i``
+    #: with its own index); None logs to stderr.
+    logfile: str | None = None
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

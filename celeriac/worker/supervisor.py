@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import selectors
 import signal
 import socket
@@ -47,6 +46,7 @@ from celeriac.middleware import ACK, Outcome
 from celeriac.middleware.base import Pipeline
 from celeriac.worker.attribution import Verdicts, blame, held_by
 from celeriac.worker.commands import Command, CommandWriter, SetConcurrency, SetQueues, SetTimeLimit, Stop
+from celeriac.worker.nodenames import resolve_node
 from celeriac.worker.options import PoolGroup, WorkerOptions
 from celeriac.worker.run import revoked_record
 from celeriac.worker.settle import Settler
@@ -90,14 +90,6 @@ def node_settle_pipeline(app: Celeriac) -> Pipeline:
     from celeriac.middleware.results import ResultStore
 
     return Pipeline([ResultStore(app.backend)])
-
-def node_name(template: str) -> str:
-    """``-n`` as Celery reads it: ``%h`` the host name, ``%n`` its first label, ``%d`` the
-    rest (the domain), ``%%`` a percent sign: ``-n w1@%h`` is ``w1@web3.example.com``."""
-    host = socket.gethostname()
-    name, _, domain = host.partition(".")
-    values = {"h": host, "n": name, "d": domain, "%": "%"}
-    return re.sub(r"%([hnd%])", lambda match: values[match.group(1)], template)
 
 
 #: Seconds the supervisor waits between looks when nothing happens.
@@ -186,8 +178,7 @@ class Supervisor:
         self.time_limits: dict[str, tuple[float | None, float | None]] = {}
         #: Task name -> tasks started since the node started (``inspect stats``' total).
         self.totals: Counter[str] = Counter()
-        self.node = node_name(options.node) if options.node else (
-            f"celeriac.{os.getpid()}@{socket.gethostname()}")
+        self.node = resolve_node(options.node)
         self.children: dict[int, Child] = {}
         self.selector = selectors.DefaultSelector()
         self.stopping = False
@@ -400,7 +391,8 @@ class Supervisor:
             max_memory_kb=self.options.max_memory_per_child,
             shutdown_timeout=self.options.shutdown_timeout, loglevel=self.options.loglevel,
             settings=self.options.settings, workdir=os.getcwd(), command_fd=command_read,
-            time_limits={name: list(limits) for name, limits in self.time_limits.items()})
+            time_limits={name: list(limits) for name, limits in self.time_limits.items()},
+            logfile=self.options.logfile)
         env = dict(os.environ, **{ENV_VAR: spec.to_env()})
         proc = subprocess.Popen([sys.executable, "-m", "celeriac.worker.process"],
                                 env=env, pass_fds=(write_fd, command_read), close_fds=True)

@@ -292,7 +292,7 @@ def test_version_and_help(project: Project) -> None:
     assert "celeriac" in version
 
     top = project.cli("--help").stdout
-    for command in ("worker", "call", "result", "status", "purge", "dead"):
+    for command in ("worker", "call", "result", "status", "purge", "dead", "report", "shell"):
         assert command in top, top
     assert "-A" in top
 
@@ -308,7 +308,9 @@ def test_worker_help_lists_the_flags(project: Project) -> None:
     for flag in ("-P", "--pool", "-c", "--concurrency", "-Q", "--queues", "-l", "--loglevel",
                  "-n", "--hostname", "--processes", "--prefetch-multiplier", "--time-limit",
                  "--soft-time-limit", "--max-tasks-per-child", "--max-memory-per-child",
-                 "--shutdown-timeout"):
+                 "--shutdown-timeout", "-X", "--exclude-queues", "-f", "--logfile", "--pidfile",
+                 "-E", "--events", "--without-heartbeat", "--without-gossip", "--without-mingle",
+                 "-O", "--optimization", "-B", "--beat"):
         assert flag in out.split() or f"{flag}," in out.split(), f"{flag} not in:\n{out}"
 
 
