@@ -148,7 +148,8 @@ def test_shell_with_python_runs_what_stdin_says(project: Project) -> None:
     proc = celeriac(project, "-A", "tasks", "shell", "--python", stdin=commands)
     assert proc.returncode == 0, proc.stderr
     assert "5 True tasks.add tasks" in proc.stdout, proc.stdout
-    assert "tasks: add, fail, noop, pid, record, sleep" in proc.stderr  # the banner
+    [listed] = [line for line in proc.stderr.splitlines() if line.startswith("tasks: ")]
+    assert {"add", "fail", "sleep"} <= set(listed[len("tasks: "):].split(", "))  # the banner
     without = celeriac(project, "-A", "tasks", "shell", "--python", "-T",
                        stdin="print('add' in dir())\n")
     assert "False" in without.stdout, without.stdout
