@@ -208,35 +208,49 @@ def settings_of(obj: Any, namespace: str | None = None) -> dict[str, Any]:
     (``CELERY_ALWAYS_EAGER``) is ignored with a warning, as Celery ignores it silently.
     """
     found: dict[str, Any] = {}
-    prefix = _prefix(namespace) if namespace else ""
     for key, value in _attributes(obj).items():
-        if prefix:
-            if not key.startswith(prefix):
-                continue
-            stripped = key[len(prefix):]
-            if not stripped or stripped != (stripped.upper() if prefix.isupper() else stripped.lower()):
-                continue
-            name = stripped.lower()
-            if is_known(name):
-                found[name] = value
-            elif key in OLD_NAMES:
-                log.warning("%s is ignored: it is Celery's old name for %r, and with namespace=%r "
-                            "only %s%s is read (Celery ignores it too)", key, OLD_NAMES[key],
-                            namespace, prefix, OLD_NAMES[key].upper() if prefix.isupper()
-                            else OLD_NAMES[key])
-            elif not _is_code(value):
-                hint = suggest_setting(name, TYPO_CUTOFF)
-                if hint:
-                    raise UnknownSettingError(f"unknown setting {key!r} (namespace {namespace!r})"
-                                              f"{_with_prefix(hint, prefix)}")
-            continue
-        if is_known(key):
-            found[key] = value
-        elif (key.islower() or key.isupper()) and not _is_code(value):
-            hint = suggest_setting(key, TYPO_CUTOFF)
-            if hint:
-                raise UnknownSettingError(f"unknown setting {key!r}{hint}")
+        name = _namespaced(key, value, namespace) if namespace else _plain(key, value)
+        if name is not None:
+            found[name] = value
     return found
+
+
+def _plain(key: str, value: Any) -> str | None:
+    """``key`` if it is a setting name, None if it is something else; a typo raises."""
+    if is_known(key):
+        return key
+    if (key.islower() or key.isupper()) and not _is_code(value):
+        hint = suggest_setting(key, TYPO_CUTOFF)
+        if hint:
+            raise UnknownSettingError(f"unknown setting {key!r}{hint}")
+    return None
+
+
+def _namespaced(key: str, value: Any, namespace: str) -> str | None:
+    """The setting ``key`` names under ``namespace``, None if it names none; a typo or a
+    Celery setting celeriac lacks raises, naming ``key`` as the object spells it."""
+    prefix = _prefix(namespace)
+    stripped = key[len(prefix):] if key.startswith(prefix) else ""
+    if not stripped or stripped != (stripped.upper() if prefix.isupper() else stripped.lower()):
+        return None
+    name = stripped.lower()
+    if is_known(name):
+        try:
+            canonical_name(name)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{key} (namespace {namespace!r}): {exc}") from None
+        return name
+    if key in OLD_NAMES:
+        new = OLD_NAMES[key]
+        log.warning("%s is ignored: it is Celery's old name for %r, and with namespace=%r only "
+                    "%s%s is read (Celery ignores it too)", key, new, namespace, prefix,
+                    new.upper() if prefix.isupper() else new)
+    elif not _is_code(value):
+        hint = suggest_setting(name, TYPO_CUTOFF)
+        if hint:
+            raise UnknownSettingError(f"unknown setting {key!r} (namespace {namespace!r})"
+                                      f"{_with_prefix(hint, prefix)}")
+    return None
 
 
 def _with_prefix(hint: str, prefix: str) -> str:

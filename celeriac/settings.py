@@ -354,22 +354,32 @@ class Settings(MutableMapping[str, Any]):
         self._env: dict[str, Any] = {}
         self._source: dict[str, Any] = {}
         self._values: dict[str, Any] = {}
+        #: The three layers merged, rebuilt on every write: reads (``conf.x`` on each
+        #: send) cost one lookup, as before there were layers.
+        self._merged: dict[str, Any] = {}
         for setting in SETTINGS.values():
             if setting.env and env.get(setting.env):
                 self._env[setting.name] = validate(setting.name, env[setting.env])
+        self._merge()
         self.update(overrides)
+
+    def _merge(self) -> None:
+        self._merged = {**self._env, **self._source, **self._values}
 
     def load_source(self, values: Mapping[str, Any]) -> None:
         """Replace the config-object layer with ``values`` (names checked and resolved as
         everywhere): a second ``config_from_object`` replaces the first, as in Celery."""
         checked = {canonical_name(name): value for name, value in values.items()}
         self._source = {name: validate(name, value) for name, value in checked.items()}
+        self._merge()
 
     def __getitem__(self, name: str) -> Any:
+        merged = self._merged
+        if name in merged:
+            return merged[name]
         name = canonical_name(name)
-        for layer in (self._values, self._source, self._env):
-            if name in layer:
-                return layer[name]
+        if name in merged:
+            return merged[name]
         default = SETTINGS[name].default
         return list(default) if isinstance(default, list) else (
             dict(default) if isinstance(default, dict) else default)
@@ -377,11 +387,13 @@ class Settings(MutableMapping[str, Any]):
     def __setitem__(self, name: str, value: Any) -> None:
         name = canonical_name(name)
         self._values[name] = validate(name, value)
+        self._merge()
 
     def __delitem__(self, name: str) -> None:
         """Forget the value code gave ``name``: the config object's, the environment's or
         the default shows again."""
         self._values.pop(canonical_name(name), None)
+        self._merge()
 
     def __iter__(self) -> Iterator[str]:
         return iter(SETTINGS)
@@ -405,8 +417,7 @@ class Settings(MutableMapping[str, Any]):
 
     def is_set(self, name: str) -> bool:
         """True when the environment, a config object or code gave ``name`` a value."""
-        name = canonical_name(name)
-        return any(name in layer for layer in (self._values, self._source, self._env))
+        return canonical_name(name) in self._merged
 
 
 def markdown() -> str:

@@ -253,7 +253,8 @@ def test_namespace_typos_and_unsupported_settings() -> None:
     app = Celery("proj")
     with pytest.raises(UnknownSettingError, match="did you mean 'CELERY_TASK_ALWAYS_EAGER'"):
         app.config_from_object({"CELERY_TASK_ALWAYS_EAGR": True}, namespace="CELERY")
-    with pytest.raises(ConfigurationError, match=r"'beat_schedule' is a Celery setting.*periodic"):
+    with pytest.raises(ConfigurationError, match=r"^CELERY_BEAT_SCHEDULE \(namespace 'CELERY'\): "
+                       r"'beat_schedule' is a Celery setting.*periodic"):
         app.config_from_object({"CELERY_BEAT_SCHEDULE": {}}, namespace="CELERY")
 
 
