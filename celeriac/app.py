@@ -97,11 +97,12 @@ class Celeriac:
         self._finalized = False
         self._middleware: Pipeline | None = None
         self.conf = Settings()
-        given = {**(changes or {}), **settings}
-        for name, value in (("broker_url", broker), ("result_backend", backend),
-                            ("include", include)):
-            if value is not None:
-                given.setdefault(name, value)
+        # Celery's order: changes=, then broker=/backend=/include=, then setting keywords.
+        given = dict(changes or {})
+        given.update({name: value for name, value in (
+            ("broker_url", broker), ("result_backend", backend), ("include", include))
+            if value is not None})
+        given.update(settings)
         self.conf.update(checked_settings(given))
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._lock = threading.Lock()

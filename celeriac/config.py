@@ -1,7 +1,12 @@
-"""Reading an app's configuration from an object, as ``app.config_from_object`` does.
+"""Configuring an app the way a Celery project does: where its settings come from.
+
+Three sources, each turned into entries of the one registry (:mod:`celeriac.settings`):
+Celery's constructor arguments (:func:`check_arguments`, :func:`checked_settings`), a
+config object (:func:`read`, for ``app.config_from_object``), and the ``imports`` and
+``include`` modules that register tasks (:func:`import_modules`, for ``app.finalize``).
 
 A Celery project keeps its settings in a module (``celeryconfig.py``), a class, or
-Django's settings with a ``CELERY_`` prefix; this module turns any of those into a
+Django's settings with a ``CELERY_`` prefix; :func:`read` turns any of those into a
 plain ``{setting: value}`` mapping for :meth:`celeriac.settings.Settings.load_source`.
 
 Which attributes are settings: a config object also holds imports, helpers and, for

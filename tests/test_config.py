@@ -91,6 +91,11 @@ def test_constructor_takes_celerys_arguments() -> None:
     assert app.conf.task_default_queue == "changed"
     assert app.namespace == "CELERY"
     assert app.set_as_current is True
+    ordered = Celery("proj", changes={"broker_url": "sqlite:///changes.db", "task_acks_late": False},
+                     broker="sqlite:///broker.db", result_backend="memory://", backend="sqlite:///x.db")
+    assert ordered.conf.broker_url == "sqlite:///broker.db"  # changes, then broker=, then keywords
+    assert ordered.conf.result_backend == "memory://"
+    assert ordered.conf.task_acks_late is False
 
 
 def test_config_source_and_its_silent_flag(pkg: Path) -> None:
@@ -403,3 +408,18 @@ def test_include_setting_values_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="list of module names"):
         Celery("proj", include=[1])
     assert os.environ.get("CELERIAC_INCLUDE") is None  # no environment variable for it
+
+
+def test_an_import_modules_receiver_that_raises_stops_finalize() -> None:
+    app = Celery("proj", broker="memory://")
+
+    def refuse(sender: Any, **kwargs: Any) -> None:
+        raise RuntimeError("not here")
+
+    import_modules.connect(refuse, sender=app)
+    try:
+        with pytest.raises(RuntimeError, match="not here"):
+            app.finalize()
+    finally:
+        import_modules.disconnect(refuse, sender=app)
+    app.finalize()
