@@ -1,6 +1,6 @@
 """celeriac: a distributed task queue for Python built around green threads.
 
->>> from celeriac import Celeriac
+>>> from celeriac import Celeriac  # or Celery: the same class, Celery's name
 >>> app = Celeriac("tasks")
 >>> @app.task
 ... def add(x, y):
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from celeriac.app import Celeriac
+    from celeriac.app import Celeriac, Celery
     from celeriac.canvas import Signature, group
     from celeriac.exceptions import (
         CeleriacError,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 #: Public name -> module that defines it.
 _EXPORTS = {
     "Celeriac": "celeriac.app",
+    "Celery": "celeriac.app",
     "AsyncResult": "celeriac.result",
     "EagerResult": "celeriac.result",
     "GroupResult": "celeriac.result",
@@ -69,6 +70,7 @@ __all__ = [
     "AsyncResult",
     "Celeriac",
     "CeleriacError",
+    "Celery",
     "ConfigurationError",
     "EagerResult",
     "GroupResult",

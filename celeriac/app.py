@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from celeriac.backends import ResultBackend, backend_from_url
@@ -53,20 +54,36 @@ def _note(exc: BaseException, text: str) -> None:
 
 
 class Celeriac:
-    """A celeriac application.
+    """A celeriac application (``celeriac.Celery`` is the same class).
 
     ``Celeriac("tasks")`` with nothing else keeps messages and results in
     ``./celeriac.db`` (SQLite): nothing to install to get started. ``broker=``
     and ``backend=`` take URLs; any other keyword is a setting (see
-    :mod:`celeriac.settings`).
+    :mod:`celeriac.settings`). Celery's constructor arguments mean what they mean
+    in Celery: ``include=`` (modules imported at :meth:`finalize`), ``changes=``
+    (more settings), ``config_source=`` (:meth:`config_from_object` at once, with
+    ``config_source_silent=``), ``namespace=`` (its default namespace);
+    ``set_as_current``, ``loader`` and ``fixups`` are checked by
+    :func:`celeriac.config.check_arguments`. Settings given here win over those of a
+    config object, as in Celery.
     """
 
     def __init__(self, main: str | None = None, *, broker: str | None = None,
-                 backend: str | None = None, task_cls: type[Task[Any, Any]] | None = None,
+                 backend: str | None = None, include: Sequence[str] | None = None,
+                 task_cls: type[Task[Any, Any]] | None = None,
+                 config_source: Any = None, config_source_silent: bool = False,
+                 namespace: str | None = None, changes: Mapping[str, Any] | None = None,
+                 set_as_current: bool | None = None, loader: Any = None, fixups: Any = None,
                  **settings: Any) -> None:
+        from celeriac.config import check_arguments, checked_settings
         from celeriac.signals import Signal
 
+        check_arguments(settings, loader=loader, fixups=fixups, set_as_current=set_as_current)
         self.main = main
+        #: Celery's flag for making this the current app; kept for that, no effect yet.
+        self.set_as_current = True if set_as_current is None else bool(set_as_current)
+        #: Default ``namespace`` of :meth:`config_from_object` (``"CELERY"`` for Django).
+        self.namespace = namespace
         #: The class ``@app.task`` builds tasks from, unless a task gives ``base=``.
         self.Task: type[Task[Any, Any]] = task_cls or Task
         #: Sent once, with ``source=app.conf``, when the app is first used (its broker or
@@ -80,19 +97,58 @@ class Celeriac:
         self._finalized = False
         self._middleware: Pipeline | None = None
         self.conf = Settings()
-        if broker is not None:
-            settings.setdefault("broker_url", broker)
-        if backend is not None:
-            settings.setdefault("result_backend", backend)
-        self.conf.update(settings)
+        # Celery's order: changes=, then broker=/backend=/include=, then setting keywords.
+        given = dict(changes or {})
+        given.update({name: value for name, value in (
+            ("broker_url", broker), ("result_backend", backend), ("include", include))
+            if value is not None})
+        given.update(settings)
+        self.conf.update(checked_settings(given))
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
+        if config_source is not None:
+            self.config_from_object(config_source, silent=config_source_silent)
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.main or '__main__'} broker={self.conf.broker_url}>"
+
+    # -- configuration ------------------------------------------------------------------
+    def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
+                           namespace: str | None = None) -> bool:
+        """Read settings from ``obj``, as Celery does: a module path (``"celeryconfig"``,
+        ``"proj.celeryconfig"``), ``"pkg.mod:attr"`` or ``"pkg.mod.attr"``, a module, a
+        class, an object or a mapping. ``namespace="CELERY"`` reads only ``CELERY_``-prefixed
+        names (Django's settings) and strips the prefix.
+
+        Returns False when ``silent`` and ``obj`` cannot be imported, else True. The object is
+        read at once (Celery waits for the first use of ``conf`` unless ``force=True``), so a
+        mistake in it raises here. It replaces the object read by an earlier call; settings
+        given in code (constructor keywords, ``conf.update``) still win over it.
+        """
+        from celeriac.config import read
+
+        self.namespace = namespace or self.namespace
+        values = read(obj, self.namespace, silent)
+        if values is None:
+            return False
+        self.conf.load_source(values)
+        return True
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False,
+                           force: bool = False) -> bool:
+        """:meth:`config_from_object` with the module path in the environment variable
+        ``variable_name``; an unset variable raises unless ``silent`` (then False)."""
+        module_name = os.environ.get(variable_name)
+        if not module_name:
+            if silent:
+                return False
+            raise ConfigurationError(
+                f"the environment variable {variable_name!r} is not set; it must name the "
+                "module (or object) to read the configuration from")
+        return self.config_from_object(module_name, silent=silent, force=force)
 
     # -- tasks ------------------------------------------------------------------------
     @overload
@@ -164,14 +220,31 @@ class Celeriac:
         self.on_after_configure.send(sender=self, source=self.conf)
 
     def finalize(self) -> None:
-        """The app's tasks are all registered: send ``on_after_configure`` if it was not
-        sent yet, then ``on_after_finalize``, once."""
+        """Make the app's tasks final: send ``on_after_configure`` if it was not sent yet,
+        import the ``imports`` and ``include`` modules (their tasks register), then send
+        ``on_after_finalize``, once.
+
+        ``celeriac worker`` and each worker process call it once they loaded the app, so
+        an app that names its task modules in ``include=`` (rather than importing them)
+        has them everywhere tasks run; a producer that needs them calls it itself. An
+        import that fails raises here and leaves the app unfinalized.
+        """
         self.configured()
+        if self._finalized:
+            return
+        self.import_default_modules()
         with self._lock:
             if self._finalized:
                 return
             self._finalized = True
         self.on_after_finalize.send(sender=self)
+
+    def import_default_modules(self) -> list[ModuleType]:
+        """Import the ``imports`` modules, then the ``include`` ones (Celery's order), after
+        sending ``import_modules``; already imported modules are not imported again."""
+        from celeriac.config import import_modules
+
+        return import_modules(self, [*self.conf.imports, *self.conf.include])
 
     # -- connections (one set per process, opened on first use) ------------------------
     def _check_pid(self) -> None:
@@ -399,3 +472,7 @@ class Celeriac:
         from celeriac.cli.main import run_for_app
 
         return run_for_app(self, list(argv or ["worker"]))
+
+
+#: Celery's name for the app class: ``from celeriac import Celery`` is the same class.
+Celery = Celeriac

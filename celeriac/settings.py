@@ -4,16 +4,26 @@ Every setting is declared once here with its name, default, environment
 variable, validator and documentation. The CLI, ``app.conf`` and the docs all
 read this table; nothing else in celeriac reads the environment for settings.
 Names follow Celery's lowercase setting names so existing knowledge carries over.
+
+Every name given to :class:`Settings` goes through :func:`canonical_name`, so
+Celery's old upper-case names (``BROKER_URL``, ``CELERY_RESULT_BACKEND``) work
+everywhere a setting is named, with one ``DeprecationWarning`` per name as in
+Celery, and a Celery setting celeriac does not have is refused as such rather
+than as "unknown" (Celery's names are in :mod:`celeriac.celery_settings`).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import sys
+import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from celeriac.celery_settings import CELERY_NAMES, OLD_NAMES
 from celeriac.exceptions import ConfigurationError, UnknownSettingError
 
 Validator = Callable[[Any], Any]
@@ -76,6 +86,15 @@ def _str_list(value: Any) -> list[str]:
     return list(value)
 
 
+def _module_list(value: Any) -> list[str]:
+    if isinstance(value, str):  # one module, or several separated by commas (environment style)
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple | set | frozenset) or not all(
+            isinstance(v, str) and v for v in value):
+        raise ValueError("must be a list of module names")
+    return list(value)
+
+
 def _mapping(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError("must be a mapping")
@@ -107,6 +126,11 @@ SETTINGS: dict[str, Setting] = {
                 "unix://).", _str, "CELERIAC_BROKER_URL"),
         Setting("result_backend", "sqlite:///celeriac.db", "Where results live: memory://, "
                 "sqlite:///path.db, redis://host:port/db.", _str, "CELERIAC_RESULT_BACKEND"),
+        Setting("imports", [], "Modules imported when the app is finalized: by `celeriac worker` and "
+                "each worker process after they load the app, or by app.finalize(); their "
+                "@app.task functions register (Celery's imports).", _module_list),
+        Setting("include", [], "More modules imported with imports, after them; Celery(..., "
+                "include=[...]) sets it.", _module_list),
         Setting("result_expires", 86400.0, "Seconds a stored result is kept.", _positive_float),
         Setting("broker_lease_timeout", 30.0, "Seconds a fetched message stays reserved for a worker "
                 "that stops renewing its lease (a vanished machine); running tasks renew it.",
@@ -200,48 +224,176 @@ def suggest(name: str, choices: Iterator[str] | list[str] | dict[str, Any]) -> s
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: Celery's settings celeriac does not support, by name prefix (or part): the feature they
+#: belong to, so that the error says what is missing rather than "unknown".
+_FEATURES = [
+    ("beat_", "periodic tasks (celery beat)"),
+    ("azureblockblob_", "the Azure Block Blob result backend"),
+    ("cassandra_", "the Cassandra result backend"),
+    ("cosmosdbsql_", "the Cosmos DB result backend"),
+    ("couchbase_", "the Couchbase result backend"),
+    ("arangodb_", "the ArangoDB result backend"),
+    ("mongodb_", "the MongoDB result backend"),
+    ("elasticsearch_", "the Elasticsearch result backend"),
+    ("database_", "the SQLAlchemy result backend"),
+    ("cache_backend", "the cache result backend"),
+    ("s3_", "the S3 result backend"),
+    ("gcs_", "the Google Cloud Storage result backend"),
+    ("redis_", "the Redis result backend's connection options (celeriac's are in the URL)"),
+    ("security_", "message signing (the auth serializer)"),
+    ("event_", "AMQP event exchanges and queues (celeriac's events are a stream in the broker)"),
+    ("control_", "AMQP control exchanges and queues (celeriac's commands go through the broker)"),
+    ("chord", "chords"),
+    ("rate_limit", "rate limits"),
+    ("compression", "compression"),
+    ("exchange", "AMQP exchanges and routing keys"),
+    ("routing_key", "AMQP exchanges and routing keys"),
+    ("queue_type", "AMQP queue types"),
+    ("task_queues", "declared AMQP queues (celeriac queues exist when used; see task_routes)"),
+    ("timezone", "time zones (celeriac keeps times in UTC)"),
+    ("enable_utc", "time zones (celeriac keeps times in UTC)"),
+]
+
+#: Old names already warned about in this process (Celery warns once per name too).
+_WARNED_OLD: set[str] = set()
+_WARN_LOCK = threading.Lock()
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning raised by our caller at the first frame
+    outside celeriac (and the standard library's frozen ``MutableMapping.update``): the
+    user's ``conf.update``, constructor or ``config_from_object`` call."""
+    level, frame = 2, sys._getframe(2)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith((_PACKAGE_DIR, "<frozen")):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def unsupported(name: str, celery_name: str | None = None) -> ConfigurationError:
+    """The error for a Celery setting ``name`` (or old name of ``celery_name``) celeriac lacks."""
+    new = celery_name or name
+    feature = next((text for part, text in _FEATURES if part in new), None)
+    old = f" (Celery's old name for {new!r})" if celery_name else ""
+    return ConfigurationError(
+        f"{name!r}{old} is a Celery setting that celeriac does not support"
+        f"{f': it belongs to {feature}' if feature else ''}; remove it (see docs/migrating.md)")
+
+
+def unknown(name: str) -> UnknownSettingError:
+    """The error for a name that is neither celeriac's nor Celery's, with the nearest one."""
+    return UnknownSettingError(f"unknown setting {name!r}{suggest_setting(name)}")
+
+
+def suggest_setting(name: str, cutoff: float = 0.6) -> str:
+    """A did-you-mean hint among every setting name of its case (old names for upper case)."""
+    if name.isupper():
+        if name.lower() in SETTINGS or name.lower() in CELERY_NAMES:
+            return f" (did you mean {name.lower()!r}?)"
+        choices: list[str] = list(OLD_NAMES)
+    else:
+        choices = [*SETTINGS, *CELERY_NAMES]
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def is_known(name: str) -> bool:
+    """True for celeriac's names and all of Celery's (current or old), supported or not."""
+    return name in SETTINGS or name in CELERY_NAMES or name in OLD_NAMES
+
+
+def canonical_name(name: str) -> str:
+    """The registry name for ``name``: itself, or the current name of a Celery old name.
+
+    An old name warns once per process (``DeprecationWarning``, as Celery does). A Celery
+    setting celeriac does not support raises :class:`ConfigurationError` saying so; any
+    other name raises :class:`UnknownSettingError` with a suggestion.
+    """
+    if name in SETTINGS:
+        return name
+    new = OLD_NAMES.get(name)
+    if new is not None:
+        if new not in SETTINGS:
+            raise unsupported(name, new)
+        with _WARN_LOCK:
+            first = name not in _WARNED_OLD
+            _WARNED_OLD.add(name)
+        if first:
+            warnings.warn(f"The {name!r} setting is Celery's old name for {new!r}: use {new!r}",
+                          DeprecationWarning, stacklevel=_user_stacklevel())
+        return new
+    if name in CELERY_NAMES:
+        raise unsupported(name)
+    raise unknown(name)
+
+
 def validate(name: str, value: Any) -> Any:
-    """Check one setting by name and return its normalised value."""
-    setting = SETTINGS.get(name)
-    if setting is None:
-        raise UnknownSettingError(f"unknown setting {name!r}{suggest(name, SETTINGS)}")
+    """Check one setting by name (see :func:`canonical_name`) and return its normalised value."""
+    setting = SETTINGS[canonical_name(name)]
     try:
         return setting.validator(value)
     except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"setting {name}={value!r}: {exc}") from None
+        raise ConfigurationError(f"setting {setting.name}={value!r}: {exc}") from None
 
 
 class Settings(MutableMapping[str, Any]):
-    """An app's configuration: registry defaults, then the environment, then code.
+    """An app's configuration, in layers: registry defaults, the environment, a config
+    object (``app.config_from_object``), then code (constructor keywords, ``update``,
+    assignment), each above the one before.
 
+    Values set in code win over the config object whatever the order of the calls, as in
+    Celery, where a config object is read after the app's own keywords and under them.
     Reads and writes are checked against :data:`SETTINGS`; a misspelt name raises
     :class:`UnknownSettingError` with a suggestion instead of being ignored.
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None, **overrides: Any) -> None:
         env = os.environ if environ is None else environ
+        self._env: dict[str, Any] = {}
+        self._source: dict[str, Any] = {}
         self._values: dict[str, Any] = {}
+        #: The three layers merged, rebuilt on every write: reads (``conf.x`` on each
+        #: send) cost one lookup, as before there were layers.
+        self._merged: dict[str, Any] = {}
         for setting in SETTINGS.values():
             if setting.env and env.get(setting.env):
-                self._values[setting.name] = validate(setting.name, env[setting.env])
+                self._env[setting.name] = validate(setting.name, env[setting.env])
+        self._merge()
         self.update(overrides)
 
+    def _merge(self) -> None:
+        self._merged = {**self._env, **self._source, **self._values}
+
+    def load_source(self, values: Mapping[str, Any]) -> None:
+        """Replace the config-object layer with ``values`` (names checked and resolved as
+        everywhere): a second ``config_from_object`` replaces the first, as in Celery."""
+        checked = {canonical_name(name): value for name, value in values.items()}
+        self._source = {name: validate(name, value) for name, value in checked.items()}
+        self._merge()
+
     def __getitem__(self, name: str) -> Any:
-        if name in self._values:
-            return self._values[name]
-        setting = SETTINGS.get(name)
-        if setting is None:
-            raise UnknownSettingError(f"unknown setting {name!r}{suggest(name, SETTINGS)}")
-        default = setting.default
+        merged = self._merged
+        if name in merged:
+            return merged[name]
+        name = canonical_name(name)
+        if name in merged:
+            return merged[name]
+        default = SETTINGS[name].default
         return list(default) if isinstance(default, list) else (
             dict(default) if isinstance(default, dict) else default)
 
     def __setitem__(self, name: str, value: Any) -> None:
+        name = canonical_name(name)
         self._values[name] = validate(name, value)
+        self._merge()
 
     def __delitem__(self, name: str) -> None:
-        validate(name, self[name])
-        self._values.pop(name, None)
+        """Forget the value code gave ``name``: the config object's, the environment's or
+        the default shows again."""
+        self._values.pop(canonical_name(name), None)
+        self._merge()
 
     def __iter__(self) -> Iterator[str]:
         return iter(SETTINGS)
@@ -254,7 +406,7 @@ class Settings(MutableMapping[str, Any]):
             raise AttributeError(name)
         try:
             return self[name]
-        except UnknownSettingError as exc:
+        except ConfigurationError as exc:  # unknown, or a Celery setting celeriac lacks
             raise AttributeError(str(exc)) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -264,8 +416,8 @@ class Settings(MutableMapping[str, Any]):
             self[name] = value
 
     def is_set(self, name: str) -> bool:
-        """True when the environment or code gave ``name`` a value."""
-        return name in self._values
+        """True when the environment, a config object or code gave ``name`` a value."""
+        return canonical_name(name) in self._merged
 
 
 def markdown() -> str:
@@ -275,9 +427,14 @@ def markdown() -> str:
         "",
         "Generated from `celeriac/settings.py` by "
         "`python -c 'import celeriac.settings as s; print(s.markdown(), end=\"\")'`.",
-        "Set them in code (`Celeriac(..., name=value)` or `app.conf.update(name=value)`); the",
-        "environment variable, where there is one, overrides the default but not code.",
-        "A misspelt name is an error that suggests the right one.",
+        "Set them in code (`Celeriac(..., name=value)` or `app.conf.update(name=value)`) or in a",
+        "config object (`app.config_from_object(\"proj.celeryconfig\")`, see migrating.md). Code",
+        "wins over the config object, which wins over the environment variable (where there is",
+        "one), which wins over the default.",
+        "Celery's old upper-case names (`BROKER_URL`, `CELERY_RESULT_BACKEND`, ...) are read as",
+        "the names below with a DeprecationWarning, once per name. A Celery setting celeriac does",
+        "not support is an error that says so; a misspelt name is an error that suggests the",
+        "right one.",
         "",
         "| setting | default | environment | meaning |",
         "|---|---|---|---|",

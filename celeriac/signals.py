@@ -285,6 +285,11 @@ task_unknown = Signal(name="task_unknown", providing_args={"message", "exc", "na
 task_internal_error = Signal(name="task_internal_error", providing_args={
     "task_id", "args", "kwargs", "request", "exception", "traceback", "einfo"})
 
+# -- the app ----------------------------------------------------------------------------
+#: Before ``app.finalize()`` imports the ``imports`` and ``include`` modules (in the
+#: supervisor, each worker process, and any process that finalizes); sender is the app.
+import_modules = Signal(name="import_modules")
+
 # -- the worker node (the supervisor) ------------------------------------------------------
 #: First signal of ``celeriac worker``; sender is the node name. Settings a receiver
 #: changes in ``conf`` reach the worker processes too.
@@ -320,6 +325,7 @@ __all__ = [
     "celeryd_after_setup",
     "celeryd_init",
     "heartbeat_sent",
+    "import_modules",
     "setup_logging",
     "task_failure",
     "task_internal_error",

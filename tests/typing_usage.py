@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celeriac import AsyncResult, Celeriac, GroupResult, Signature, Task, group
+from celeriac import AsyncResult, Celeriac, Celery, GroupResult, Signature, Task, group
 
 app = Celeriac("typing_usage", broker="memory://", backend="memory://")
 
@@ -47,6 +47,14 @@ def use_bulk() -> None:
     sent: list[AsyncResult[int]] = app.send_many([add.s(1, 2), add.signature((3, 4), countdown=1)])
     named: Signature[Any] = app.signature("tasks.add", (1, 2), priority=1)
     print(one, values, first, done, many, sent, named, pair.ready(), grouped.id)
+
+
+def configure_as_celery_does() -> None:
+    celery_app: Celeriac = Celery("proj", broker="memory://", backend="memory://",
+                                  include=["proj.tasks"], namespace="CELERY")
+    loaded: bool = celery_app.config_from_object("proj.celeryconfig", silent=True)
+    from_env: bool = celery_app.config_from_envvar("CELERY_CONFIG_MODULE", silent=True)
+    print(loaded, from_env)
 
 
 def misuse_is_caught() -> None:
