@@ -10,7 +10,6 @@ given: a misspelt option is an error with a hint, not a silently ignored keyword
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -418,11 +417,8 @@ class Task(Generic[P, R]):
             return max(0.0, (to_timestamp(eta) or 0.0) - datetime.now(timezone.utc).timestamp())
         if countdown is not None:
             return countdown
-        backoff = self.options.retry_backoff
-        if backoff:
-            base = 1.0 if backoff is True else float(backoff)
-            delay = min(base * (2 ** retries), self.options.retry_backoff_max)
-            return random.uniform(0, delay) if self.options.retry_jitter else delay
+        # retry_backoff is not applied here: as in Celery, it shapes automatic retries only
+        # (the autoretry middleware passes the backoff as countdown).
         value = self.options.default_retry_delay
         return float(self.app.conf["task_default_retry_delay"] if value is None else value)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -205,6 +206,16 @@ class TaskOptions:
                     inherited[key] = value
         taken = {k: v for k, v in inherited.items() if k not in self.given}
         return replace(self, **taken).validated() if taken else self
+
+
+def backoff_countdown(options: TaskOptions, retries: int) -> float:
+    """Seconds before automatic retry number ``retries + 1`` with ``retry_backoff``
+    (Celery's rule): the base (True is 1 s) doubled per retry already made, at most
+    ``retry_backoff_max``, and with ``retry_jitter`` a uniformly random part of that,
+    so that tasks failing together do not all come back at the same instant."""
+    base = 1.0 if options.retry_backoff is True else float(options.retry_backoff)
+    delay = min(base * (2 ** retries), options.retry_backoff_max)
+    return random.uniform(0, delay) if options.retry_jitter else delay
 
 
 def _is_code(value: Any) -> bool:

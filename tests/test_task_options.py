@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,7 +21,7 @@ from celeriac.middleware.autoretry import Autoretry
 from celeriac.middleware.ratelimit import RateLimitNotice, unenforced
 from celeriac.pools.threads import ThreadPool
 from celeriac.states import FAILURE, RETRY, REVOKED, SUCCESS
-from celeriac.task_options import OPTION_NAMES, UNSUPPORTED, parse_rate_limit
+from celeriac.task_options import OPTION_NAMES, UNSUPPORTED, backoff_countdown, parse_rate_limit
 from celeriac.worker.executor import Executor
 
 QUEUE = "celery"
@@ -206,6 +207,35 @@ def test_autoretry_in_a_worker_uses_retry_kwargs_countdown(app: Celeriac) -> Non
         raise KeyError("no")
 
     assert isinstance(once.apply().result, KeyError)
+
+
+def test_retry_backoff_is_the_countdown_of_automatic_retries_only(
+        app: Celeriac, monkeypatch: pytest.MonkeyPatch) -> None:
+    @app.task(name="t.backoff", autoretry_for=(KeyError,), retry_backoff=2, retry_jitter=False,
+              retry_kwargs={"countdown": 99}, max_retries=10, default_retry_delay=7)
+    def backoff() -> None:
+        raise KeyError("again")
+
+    countdowns: list[float | None] = []
+    retry = backoff.retry
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        countdowns.append(kwargs.get("countdown"))
+        return retry(*args, **kwargs)
+
+    monkeypatch.setattr(backoff, "retry", spy)
+    app.send_task("t.backoff", (), retries=3)
+    [delivery] = app.broker.fetch([QUEUE], 1, consumer="test", lease=30.0)
+    outcome = executor(app, Pipeline([Autoretry()])).handle(delivery)
+    assert outcome.record is not None and outcome.record.status == RETRY
+    assert countdowns == [16.0]  # 2 s doubled per retry made (3), over retry_kwargs' countdown
+    # A manual retry without countdown waits default_retry_delay, backoff or not (Celery).
+    assert backoff._retry_delay(3, None, None) == 7.0
+    # At most retry_backoff_max; with jitter, a random part of it.
+    options = replace(backoff.options, retry_backoff=True, retry_backoff_max=5.0)
+    assert backoff_countdown(options, 10) == 5.0
+    jittered = [backoff_countdown(replace(options, retry_jitter=True), 10) for _ in range(50)]
+    assert all(0 <= value <= 5.0 for value in jittered) and len(set(jittered)) > 1
 
 
 # -- throws: expected errors -----------------------------------------------------------
