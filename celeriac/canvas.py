@@ -95,9 +95,16 @@ class Signature(Generic[R]):
 
     def resolved_options(self) -> SendOptions:
         """The options its message goes out with: the signature's over the task's own,
-        if the task is registered in this app (it may be known only by name)."""
+        if the task is registered in this app (it may be known only by name).
+
+        Called once per message as it is sent (``group``, ``send_many``), so it also checks
+        the arguments against the task's function (``typing``), as ``apply_async`` does: a
+        signature may be partial until then."""
         task = self.task if self.task is not None else self.app.tasks.get(self.name)
-        return self.options if task is None else task.resolve_options(self.options)
+        if task is None:
+            return self.options
+        task.check_arguments(self.args, self.kwargs)
+        return task.resolve_options(self.options)
 
     def apply_async(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
                     **options: Unpack[SendOptions]) -> AsyncResult[R]:

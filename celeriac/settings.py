@@ -162,6 +162,20 @@ SETTINGS: dict[str, Setting] = {
                 "The messages of a process that dies go back in any case (at-least-once).",
                 _bool),
         Setting("task_ignore_result", False, "Do not store results.", _bool),
+        # Celery's task option settings (the task options of the same names win).
+        Setting("task_acks_on_failure_or_timeout", True, "With acks_late: False dead-letters "
+                "the message of a task that failed or timed out instead of acking it (Celery "
+                "rejects it without requeue); its FAILURE result is stored either way.", _bool),
+        Setting("task_store_errors_even_if_ignored", False, "Tasks that ignore results still "
+                "store their failures, retries and revocations.", _bool),
+        Setting("task_default_rate_limit", None, "Celery's rate limit for every task ('10/s', "
+                "'100/m', '1000/h'): accepted and checked but NOT ENFORCED yet; the worker logs "
+                "so at start.",
+                # Checked by the task option's parser (imported late: task.py imports this module).
+                _optional(lambda v: v if __import__("celeriac.task_options", fromlist=["_"])
+                          .parse_rate_limit(v) is not None else None)),
+        Setting("worker_disable_rate_limits", False, "Celery's switch for rate limits; celeriac "
+                "does not enforce them yet, so this only silences the worker's notice.", _bool),
         Setting("task_track_started", False, "Record a STARTED state when a task begins.", _bool),
         Setting("task_send_sent_event", False, "Producers record a task-sent event in the broker's "
                 "event stream for every task message they publish (one broker call per publish "

@@ -10,11 +10,10 @@ given: a misspelt option is an error with a hint, not a silently ignored keyword
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar
 
 from celeriac.context import Request, current_request
@@ -27,6 +26,8 @@ from celeriac.exceptions import (
 )
 from celeriac.loader import importable_name
 from celeriac.settings import suggest
+from celeriac.task_options import CLASS_OPTIONS, arguments_checker
+from celeriac.task_options import TaskOptions as TaskOptions  # its home before task_options.py
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -37,66 +38,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    """Every option ``@app.task(...)`` accepts. None means "use the app's setting"."""
-
-    name: str | None = None
-    bind: bool = False
-    queue: str | None = None
-    priority: int | None = None
-    max_retries: int | None = None
-    default_retry_delay: float | None = None
-    acks_late: bool | None = None
-    #: Past its hard time limit, back to the queue instead of failing (Celery's name).
-    reject_on_worker_lost: bool | None = None
-    ignore_result: bool | None = None
-    track_started: bool | None = None
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-    expires: float | None = None
-    serializer: str | None = None
-    #: The kind of pool this task needs (``"prefork"`` for CPU-bound or not
-    #: green-safe code, ``"gevent"`` for code that relies on patching): routes it
-    #: to ``<task_default_queue>.<pool>``, which every worker group of that pool serves.
-    pool: str | None = None
-    #: Exception types that trigger an automatic retry.
-    autoretry_for: tuple[type[BaseException], ...] = ()
-    #: Exponential backoff for automatic retries: True (base 1 s) or the base in seconds.
-    retry_backoff: bool | float = False
-    retry_backoff_max: float = 600.0
-    retry_jitter: bool = True
-    #: The Task subclass to build the task from (its handlers: on_success, on_failure...).
-    base: type[Task[Any, Any]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def check(cls, options: dict[str, Any]) -> TaskOptions:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        for key in options:
-            if key not in known:
-                raise UnknownSettingError(f"unknown task option {key!r}{suggest(key, sorted(known))}")
-        opts = cls(**options)
-        if opts.priority is not None and not 0 <= opts.priority <= 9:
-            raise ConfigurationError(f"task option priority={opts.priority!r}: must be 0-9")
-        for limit in ("time_limit", "soft_time_limit"):
-            value = getattr(opts, limit)
-            if value is not None and value <= 0:
-                raise ConfigurationError(f"task option {limit}={value!r}: must be > 0")
-        if opts.pool is not None:
-            from celeriac.pools import POOLS
-
-            if opts.pool not in POOLS:
-                raise ConfigurationError(f"task option pool={opts.pool!r}: choose from "
-                                         f"{', '.join(POOLS)}{suggest(opts.pool, POOLS)}")
-        if not isinstance(opts.autoretry_for, tuple):
-            raise ConfigurationError("task option autoretry_for must be a tuple of exception types")
-        if opts.base is not None and not (isinstance(opts.base, type) and issubclass(opts.base, Task)):
-            raise ConfigurationError(f"task option base={opts.base!r}: must be a subclass of "
-                                     "celeriac.Task")
-        return opts
 
 
 class SendOptions(TypedDict, total=False):
@@ -183,10 +124,18 @@ class Task(Generic[P, R]):
     def __init__(self, app: Celeriac, fn: Callable[..., R], options: TaskOptions) -> None:
         self.app = app
         self.fn = fn
-        self.options = options
+        self.options = options = options.with_class_attributes(type(self))
         self.name = options.name or f"{importable_name(fn.__module__)}.{fn.__qualname__}"
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+        # Unknown decorator keywords are the task's own attributes, as in Celery.
+        for key, value in options.extra.items():
+            setattr(self, key, value)
+        # A base class's plain attribute (acks_late = False) hides the property that
+        # resolves the option: the decorator's keyword must still win over it.
+        for key in options.given & CLASS_OPTIONS:
+            if any(key in vars(k) for k in type(self).__mro__[:type(self).__mro__.index(Task)]):
+                setattr(self, key, getattr(options, key))
         #: True when this class overrides a handler (the worker skips them otherwise).
         self.has_handlers = any(getattr(type(self), h) is not getattr(Task, h) for h in HANDLERS)
 
@@ -250,6 +199,20 @@ class Task(Generic[P, R]):
         return value
 
     @property
+    def acks_on_failure_or_timeout(self) -> bool:
+        return bool(self._opt("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout"))
+
+    @property
+    def store_errors_even_if_ignored(self) -> bool:
+        return bool(self._opt("store_errors_even_if_ignored", "task_store_errors_even_if_ignored"))
+
+    @property
+    def rate_limit(self) -> str | float | None:
+        """Accepted and validated; not enforced yet (the worker logs so when it starts)."""
+        value: str | float | None = self._opt("rate_limit", "task_default_rate_limit")
+        return value
+
+    @property
     def request(self) -> Request:
         """The message behind the current run (an empty request when called directly)."""
         return current_request.get() or Request(id="", task=self.name)
@@ -260,6 +223,23 @@ class Task(Generic[P, R]):
         if self.options.bind:
             return self.fn(self, *args, **kwargs)
         return self.fn(*args, **kwargs)
+
+    @cached_property
+    def _arguments_checker(self) -> Callable[..., None] | None:
+        return arguments_checker(self.fn, self.options.bind) if self.options.typing else None
+
+    def check_arguments(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> None:
+        """Raise TypeError now if the function cannot take these arguments (``typing``,
+        on by default as in Celery): a wrong call fails where it is written, not later
+        in a worker. ``typing=False`` turns it off; ``send_task`` never checks."""
+        checker = self._arguments_checker
+        if checker is None:
+            return
+        try:
+            checker(*(args or ()), **(kwargs or {}))
+        except TypeError as exc:
+            raise TypeError(f"{exc} (task {self.name}; arguments are checked before sending, "
+                            "typing=False turns this off)") from None
 
     def delay(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task with these arguments; shorthand for ``apply_async(args, kwargs)``."""
@@ -274,6 +254,7 @@ class Task(Generic[P, R]):
         ``ignore_result`` override the task's options for this call (see
         :class:`SendOptions`). An unknown option raises :class:`UnknownSettingError`."""
         check_send_options(options)
+        self.check_arguments(args, kwargs)
         if self.app.conf["task_always_eager"]:
             sent_args, sent_kwargs = self._as_sent(args, kwargs, options.get("serializer"))
             return self.apply(sent_args, sent_kwargs, **options)
@@ -350,7 +331,10 @@ class Task(Generic[P, R]):
         if self.app.conf["task_always_eager"]:
             # As when sending: every call is encoded before the first one runs.
             serializer = options.get("serializer")
-            eager = [self._as_sent(item, None, serializer) for item in _checked_items(args)]
+            items = list(_checked_items(args))
+            for item in items:
+                self.check_arguments(item, None)
+            eager = [self._as_sent(item, None, serializer) for item in items]
             return [self.apply(call_args, call_kwargs, **options) for call_args, call_kwargs in eager]
         from celeriac.canvas import Signature
 
@@ -367,7 +351,8 @@ class Task(Generic[P, R]):
         ``task_eager_propagates`` setting) re-raises the exception of a task that
         failed, the original object with its traceback, instead of returning a
         FAILURE result. With ``task_store_eager_result`` every outcome is also
-        stored in the result backend, unless the task or call ignores results. The
+        stored in the result backend (``store_eager_result`` per task), unless the task
+        or call ignores results (then failures only with ``store_errors_even_if_ignored``). The
         other send options (queue, countdown, limits...) describe a message and
         change nothing here, as in Celery.
         """
@@ -375,13 +360,15 @@ class Task(Generic[P, R]):
 
         check_send_options(options, "apply")
         conf = self.app.conf
-        ignore = options.get("ignore_result")
+        ignore = self.ignore_result if options.get("ignore_result") is None else options["ignore_result"]
+        store = (conf.task_store_eager_result if self.options.store_eager_result is None
+                 else self.options.store_eager_result)
         return run_eagerly(
             self, list(args or ()), dict(kwargs or {}), options.get("task_id") or str(uuid.uuid4()),
             retries=options.get("retries", 0),
             throw=conf.task_eager_propagates if throw is None else throw,
-            store=conf.task_store_eager_result and not (
-                self.ignore_result if ignore is None else ignore))
+            store=store and not ignore,
+            store_errors=bool(store and ignore and self.store_errors_even_if_ignored))
 
     def retry(
         self,
@@ -430,11 +417,8 @@ class Task(Generic[P, R]):
             return max(0.0, (to_timestamp(eta) or 0.0) - datetime.now(timezone.utc).timestamp())
         if countdown is not None:
             return countdown
-        backoff = self.options.retry_backoff
-        if backoff:
-            base = 1.0 if backoff is True else float(backoff)
-            delay = min(base * (2 ** retries), self.options.retry_backoff_max)
-            return random.uniform(0, delay) if self.options.retry_jitter else delay
+        # retry_backoff is not applied here: as in Celery, it shapes automatic retries only
+        # (the autoretry middleware passes the backoff as countdown).
         value = self.options.default_retry_delay
         return float(self.app.conf["task_default_retry_delay"] if value is None else value)
 

@@ -39,7 +39,7 @@ from celeriac.exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
-from celeriac.middleware import ACK, Outcome
+from celeriac.middleware import ACK, DEAD, Outcome
 from celeriac.middleware.base import Pipeline, TaskRun
 from celeriac.worker.run import failure_record
 from celeriac.worker.settle import Settler
@@ -109,7 +109,8 @@ class Verdicts:
         """``task`` passed its hard time limit and its process is about to be killed: it
         fails once with TimeLimitExceeded and its message is acked, before the kill, so it
         does not run again (the process's other messages go back uncharged). A task with
-        ``reject_on_worker_lost`` goes back to the queue instead, charged a delivery."""
+        ``reject_on_worker_lost`` goes back to the queue instead, charged a delivery; one with
+        ``acks_on_failure_or_timeout=False`` is dead-lettered instead of acked."""
         how = (f"blocked the event loop of worker process {child.proc.pid} past its hard time "
                "limit" if child.group.pool_class.enforces_hard_limit
                else f"exceeded its hard time limit in worker process {child.proc.pid}")
@@ -124,9 +125,14 @@ class Verdicts:
         child.running.pop(task.delivery_id, None)
         error = TimeLimitExceeded(f"task {task.name} exceeded its hard time limit")
         record = failure_record(task.task_id, task.name, error, tb="")
+        keep = not task.ignore_result or (registered is not None
+                                          and registered.store_errors_even_if_ignored)
+        outcome = Outcome(ACK, ran=True, record=record if keep else None)
+        if registered is not None and registered.acks_late and not registered.acks_on_failure_or_timeout:
+            outcome = Outcome(DEAD, "task timed out and acks_on_failure_or_timeout is False",
+                              ran=True, record=outcome.record)
         try:
-            self.settler.settle([(task.delivery(), Outcome(
-                ACK, ran=True, record=None if task.ignore_result else record))])
+            self.settler.settle([(task.delivery(), outcome)])
         except CeleriacError as exc:
             log.error("could not settle %s[%s] after its hard time limit: %s; it will be "
                       "delivered again", task.name, task.task_id, exc)

@@ -19,12 +19,14 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from celeriac.backends.base import ResultRecord
 from celeriac.brokers.base import Delivery
 from celeriac.context import Request, custom_headers
 from celeriac.exceptions import MessageDecodeError, NotRegistered
 from celeriac.message import CONTENT_TYPES, PICKLE, TaskMessage, decode, peek_task_id
 from celeriac.middleware.base import ACK, DEAD, SETTLED, Outcome, Pipeline, Rejection, TaskRun
 from celeriac.pools.base import JobInfo, Pool
+from celeriac.states import FAILURE, REVOKED, SUCCESS
 from celeriac.worker.run import failure_record, run_task
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ class Executor:
         if skipped is not None:
             run.record = skipped
             self.pipeline.task_skipped(run)
-            return Outcome(ACK, record=None if run.ignore_result else skipped)
+            return Outcome(ACK, record=kept(run, skipped))
         return self._run(run)
 
     def _prepare(self, delivery: Delivery, message: TaskMessage, task: Task[Any, Any]) -> TaskRun:
@@ -101,12 +103,41 @@ class Executor:
         guard = self.pool.limits(run.soft_time_limit, run.time_limit,
                                  JobInfo(delivery.id, task.name, run.request.id))
         record = run_task(run, self.pipeline, guard)
-        if record.status == "SUCCESS":
+        if record.status == SUCCESS:
             log.info("task %s[%s] succeeded in %.3fs", task.name, run.request.id, run.runtime)
+        elif record.status == FAILURE:
+            _log_failure(run, record)
         else:
-            outcome = {"FAILURE": "failed", "REVOKED": "was revoked"}.get(
-                record.status, "will be retried")
+            outcome = "was revoked" if record.status == REVOKED else "will be retried"
             log.warning("task %s[%s] %s after %.3fs: %s: %s", task.name, run.request.id, outcome,
                         run.runtime, record.exc_type, record.exc_message)
-        return Outcome(ACK if acks_late else SETTLED, ran=True,
-                       record=None if run.ignore_result else record)
+        if not acks_late:
+            return Outcome(SETTLED, ran=True, record=kept(run, record))
+        if record.status == FAILURE and not task.acks_on_failure_or_timeout:
+            # Celery rejects the message without requeue (to a dead-letter exchange, if
+            # the queue has one): celeriac's equivalent is its dead-letter store.
+            return Outcome(DEAD, f"task failed with {record.exc_type} and "
+                                 "acks_on_failure_or_timeout is False", ran=True,
+                           record=kept(run, record))
+        return Outcome(ACK, ran=True, record=kept(run, record))
+
+
+def kept(run: TaskRun, record: ResultRecord) -> ResultRecord | None:
+    """The record to store for ``run``: none when it ignores results, except what is
+    not a success when its task stores errors even if ignored (Celery's rule)."""
+    if not run.ignore_result:
+        return record
+    return record if record.status != SUCCESS and run.task.store_errors_even_if_ignored else None
+
+
+def _log_failure(run: TaskRun, record: ResultRecord) -> None:
+    """A failure the task expects (``throws``) is part of its normal life: one INFO line,
+    as Celery logs it; any other is an ERROR with its traceback, to be looked at."""
+    task, einfo = run.task, run.einfo
+    if einfo is not None and task.options.throws and isinstance(einfo.exception, task.options.throws):
+        log.info("task %s[%s] raised expected %s: %s", task.name, run.request.id,
+                 record.exc_type, record.exc_message)
+        return
+    trace = f"\n{einfo.traceback.rstrip()}" if einfo is not None and einfo.traceback else ""
+    log.error("task %s[%s] failed after %.3fs: %s: %s%s", task.name, run.request.id, run.runtime,
+              record.exc_type, record.exc_message, trace)

@@ -112,14 +112,16 @@ def _body(run: TaskRun, pipeline: Pipeline, guard: AbstractContextManager[None])
 
 
 def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], task_id: str, *,
-                retries: int = 0, throw: bool = False, store: bool = False) -> EagerResult[Any]:
+                retries: int = 0, throw: bool = False, store: bool = False,
+                store_errors: bool = False) -> EagerResult[Any]:
     """Run a task here, retrying at once when it asks to, and wrap the final record.
 
     ``throw``: a task that failed re-raises its own exception (the object the body
     raised, traceback and all) once its hooks ran -- ``task_eager_propagates``.
     A retry is not a failure: it runs again here until the task returns or fails.
     ``store``: every record (retries too) goes to the result backend as a worker
-    would store it -- ``task_store_eager_result``.
+    would store it -- ``task_store_eager_result``. ``store_errors``: only the records
+    that are not a success (``store_errors_even_if_ignored`` on a task ignoring results).
     """
     from celeriac.middleware import eager_pipeline
     from celeriac.result import EagerResult
@@ -130,7 +132,7 @@ def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], t
                           root_id=task_id, is_eager=True)
         run = TaskRun(task, request)
         record = run_task(run, pipeline)
-        if store:
+        if store or (store_errors and record.status != SUCCESS):
             task.app.backend.store(record)
         if record.status != RETRY:
             break

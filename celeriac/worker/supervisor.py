@@ -70,14 +70,15 @@ log = logging.getLogger("celeriac.supervisor")
 
 
 def node_pipeline(app: Celeriac) -> Pipeline:
-    """The supervisor's hooks: Celery's worker signals, and with ``-E``
-    (``worker_send_task_events``) worker-heartbeat events."""
+    """The supervisor's hooks: Celery's worker signals, the notice of rate limits not
+    enforced, and with ``-E`` (``worker_send_task_events``) worker-heartbeat events."""
     from celeriac.middleware.handlers import TaskHandlers
+    from celeriac.middleware.ratelimit import RateLimitNotice
     from celeriac.middleware.remote import RemoteControl
     from celeriac.middleware.signals import SignalsMiddleware
 
     # TaskHandlers: for the tasks the supervisor ends itself (see Verdicts.after_task).
-    pipeline = Pipeline([SignalsMiddleware(), TaskHandlers(), RemoteControl()])
+    pipeline = Pipeline([SignalsMiddleware(), TaskHandlers(), RemoteControl(), RateLimitNotice()])
     if app.conf.worker_send_task_events:
         from celeriac.middleware.events import NodeEvents
 
