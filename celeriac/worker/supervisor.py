@@ -463,8 +463,15 @@ class Supervisor:
             self._schedule_restart(child)
 
     def _schedule_restart(self, child: Child) -> None:
+        """Start a replacement: at once, or after a doubling pause if the process keeps
+        dying at start-up or soon after with nothing running (a broken import, a missing
+        resource: restarting at once would spin). A process that died running tasks is
+        replaced at once, however young: crash attribution already bounds how often a
+        task may kill its process (it ends in the dead letters), and a pause would only
+        hold up the innocent tasks waiting behind it."""
         delay = 0.0
-        if not child.ready or time.monotonic() - child.started_at < QUICK_DEATH:
+        quick = time.monotonic() - child.started_at < QUICK_DEATH
+        if not child.ready or (quick and not child.running):
             delay = min(MAX_BACKOFF, self.backoff.get(child.index, 0.25) * 2)
             self.backoff[child.index] = delay
             if not child.ready:
