@@ -6,8 +6,8 @@ past a hard time limit, or the whole node vanished -- the supervisor of that nod
 
 * :func:`blame`: a process that died on its own. A lone running task, or the task
   that was blocking a green event loop, is charged a delivery; any other death
-  marks every running task *suspect*, uncharged, to run next in a group half as
-  big (see :meth:`Broker.release_consumer`), until the culprit runs alone.
+  marks every running task *suspect*, uncharged, to run next alone or in a group
+  half as big (see :meth:`Broker.release_consumer`), until the culprit runs alone.
 * :meth:`Verdicts.overran`: a task past its hard time limit fails once with
   ``TimeLimitExceeded`` and is acked before its process is killed.
 * :meth:`Verdicts.fail_spent`: a task whose crash cost its last delivery gets a
@@ -26,6 +26,7 @@ handlers, ``-E`` events) run in the supervisor for the tasks it ends itself.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -53,7 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("celeriac.supervisor")
 
 
-def blame(child: Child) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+def blame(child: Child, restart_seconds: float = 0.0
+          ) -> tuple[tuple[str, ...], tuple[str, ...], int]:
     """Who pays for a process that died on its own: ``(charged, suspects, group)``.
 
     A lone running task is charged a delivery (prefork always, or a suspect that ran
@@ -61,18 +63,35 @@ def blame(child: Child) -> tuple[tuple[str, ...], tuple[str, ...], int]:
     only: it alone is charged, the others could not have run. Any other death of a
     process running N tasks (an exit, SIGSEGV, SIGABRT, a SIGKILL from the kernel's OOM
     killer or an operator) cannot be pinned on one of them: none is charged, all are
-    marked suspect with a group of N/2, and each runs next in a group of at most that
-    many tasks (:meth:`Consumer._dispatch`). Innocent tasks complete in the groups that
-    do not hold the culprit; the group that does crashes again and is halved again, so
-    after about log2(N) crashes the culprit runs alone, where a crash is its own and is
-    charged. Recovery so costs a few runs of the slowest task, not one run of each.
+    marked suspect, and each runs next in a group of at most :func:`suspect_group`
+    tasks (:meth:`Consumer._dispatch`), where a crash alone is its own and is charged.
     """
     running = tuple(child.running)
     if len(running) <= 1:
         return running, (), 0
     if child.blocker in child.running:
         return (child.blocker,), (), 0
-    return (), running, len(running) // 2
+    now = time.time()
+    elapsed = sorted(now - task.started_at for task in child.running.values())
+    return (), running, suspect_group(len(running), 2 * elapsed[len(elapsed) // 2],
+                                      restart_seconds)
+
+
+def suspect_group(count: int, task_seconds: float, restart_seconds: float) -> int:
+    """The group size for ``count`` suspects of one crash: 1 (each alone) or count/2.
+
+    Running each alone finds the culprit at its first crash, but the innocents run one
+    after another: about ``count x task_seconds``. Halving the group lets the groups
+    without the culprit complete side by side, and the one with it crash again, about
+    log2(count) times, each crash costing a new process and a run: ``log2(count) x
+    (restart_seconds + task_seconds)``. The cheaper one wins: short tasks (a few ms,
+    where a process restart dominates) go alone at once, so a poison task also kills
+    fewer processes; long ones (seconds) are halved. ``task_seconds`` is estimated from
+    how long the running tasks had run when the process died (twice the median).
+    """
+    alone = count * task_seconds
+    halving = math.ceil(math.log2(count)) * (restart_seconds + task_seconds)
+    return 1 if alone <= halving else count // 2
 
 
 def held_by(consumers: Iterable[tuple[str, Iterable[RunningTask]]]) -> dict[str, list[list[Any]]]:

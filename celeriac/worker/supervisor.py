@@ -201,6 +201,9 @@ class Supervisor:
         #: time.monotonic() since when every heartbeat succeeded (None: the last failed).
         self._beating_since: float | None = None
         self._last_beat = 0.0
+        #: Seconds the latest worker process took from its start to ready (crash attribution
+        #: weighs it against how long tasks run: see attribution.suspect_group).
+        self.restart_seconds = 1.0
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
@@ -327,6 +330,7 @@ class Supervisor:
 
     def _on_ready(self, child: Child) -> None:
         child.ready = True
+        self.restart_seconds = time.monotonic() - child.started_at
         self.backoff.pop(child.index, None)
         log.debug("worker process %d (pid %d) ready", child.index, child.proc.pid)
         if not self.announced and len(self.children) == len(self.slots) and all(
@@ -428,7 +432,7 @@ class Supervisor:
         # A kill we did on purpose charges nobody but what it names (a task back to the
         # queue at its hard limit); a crash is blamed by attribution.blame.
         started, suspects, group = ((tuple(child.charged), (), 0) if child.killed_for
-                                    else blame(child))
+                                    else blame(child, self.restart_seconds))
         try:
             released = self.app.broker.release_consumer(child.consumer_id, started=started,
                                                         suspects=suspects, group=group)
@@ -450,14 +454,22 @@ class Supervisor:
                       released)
             if suspects:
                 log.warning("which of its %d running tasks killed worker process %d is not "
-                            "known: they go back uncharged, marked suspect, and run next in "
-                            "groups of at most %d", len(suspects), child.index, group)
+                            "known: they go back uncharged, marked suspect, and %s",
+                            len(suspects), child.index, "each runs alone next time"
+                            if group <= 1 else f"run next in groups of at most {group}")
         if not self.stopping and child.index in self.slots:
             self._schedule_restart(child)
 
     def _schedule_restart(self, child: Child) -> None:
+        """Start a replacement: at once, or after a doubling pause if the process keeps
+        dying at start-up or soon after with nothing running (a broken import, a missing
+        resource: restarting at once would spin). A process that died running tasks is
+        replaced at once, however young: crash attribution already bounds how often a
+        task may kill its process (it ends in the dead letters), and a pause would only
+        hold up the innocent tasks waiting behind it."""
         delay = 0.0
-        if not child.ready or time.monotonic() - child.started_at < QUICK_DEATH:
+        quick = time.monotonic() - child.started_at < QUICK_DEATH
+        if not child.ready or (quick and not child.running):
             delay = min(MAX_BACKOFF, self.backoff.get(child.index, 0.25) * 2)
             self.backoff[child.index] = delay
             if not child.ready:
