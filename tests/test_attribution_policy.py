@@ -19,3 +19,7 @@ from celeriac.worker.attribution import suspect_group
 def test_the_cheaper_recovery_wins(count: int, task_seconds: float, restart_seconds: float,
                                    group: int) -> None:
     assert suspect_group(count, task_seconds, restart_seconds) == group
+
+
+def test_unknown_task_length_halves() -> None:
+    assert suspect_group(50, float("inf"), 0.5) == 25

@@ -185,7 +185,10 @@ class TaskView:
         stamp = data.get("timestamp")
         stamp = float(stamp) if isinstance(stamp, int | float) else event.time
         info = event_info(event)
-        if stamp >= line.timestamp:
+        # A task-sent (PENDING) is stamped by the producer after its publish returned: on a
+        # busy machine the worker may have finished the task before that, so any worker
+        # event replaces it whatever the stamps say.
+        if stamp >= line.timestamp or line.state == "PENDING":
             line.state, line.info, line.timestamp = state, info, stamp
             line.runtime = float(runtime) if isinstance(runtime, int | float) else None
         return replace(line, state=state, info=info)

@@ -29,7 +29,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac.context import Request
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("celeriac.supervisor")
 
 
-def blame(child: Child, restart_seconds: float = 0.0
+def blame(child: Child, restart_seconds: float = 0.0, durations: Mapping[str, float] | None = None
           ) -> tuple[tuple[str, ...], tuple[str, ...], int]:
     """Who pays for a process that died on its own: ``(charged, suspects, group)``.
 
@@ -71,9 +71,13 @@ def blame(child: Child, restart_seconds: float = 0.0
         return running, (), 0
     if child.blocker in child.running:
         return (child.blocker,), (), 0
+    # How long the running tasks take: what runs of the same tasks took before, or at
+    # least what they had run so far; a task never seen to finish counts as long.
+    known = durations or {}
     now = time.time()
-    elapsed = sorted(now - task.started_at for task in child.running.values())
-    return (), running, suspect_group(len(running), 2 * elapsed[len(elapsed) // 2],
+    estimates = sorted(max(known.get(task.name, math.inf), now - task.started_at)
+                       for task in child.running.values())
+    return (), running, suspect_group(len(running), estimates[len(estimates) // 2],
                                       restart_seconds)
 
 
@@ -86,9 +90,13 @@ def suspect_group(count: int, task_seconds: float, restart_seconds: float) -> in
     log2(count) times, each crash costing a new process and a run: ``log2(count) x
     (restart_seconds + task_seconds)``. The cheaper one wins: short tasks (a few ms,
     where a process restart dominates) go alone at once, so a poison task also kills
-    fewer processes; long ones (seconds) are halved. ``task_seconds`` is estimated from
-    how long the running tasks had run when the process died (twice the median).
+    fewer processes; long ones (seconds) are halved. ``task_seconds`` is the median over
+    the running tasks of what earlier runs of each took (a task whose runs were never
+    seen to end counts as infinitely long: when unsure, halve, as running each alone
+    when tasks are long costs far more than halving when they are short).
     """
+    if math.isinf(task_seconds):
+        return count // 2
     alone = count * task_seconds
     halving = math.ceil(math.log2(count)) * (restart_seconds + task_seconds)
     return 1 if alone <= halving else count // 2

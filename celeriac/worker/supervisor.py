@@ -204,6 +204,8 @@ class Supervisor:
         #: Seconds the latest worker process took from its start to ready (crash attribution
         #: weighs it against how long tasks run: see attribution.suspect_group).
         self.restart_seconds = 1.0
+        #: Task name -> how long its runs take, a moving average (crash attribution).
+        self.durations: dict[str, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
@@ -295,10 +297,16 @@ class Supervisor:
                     deadline=time.monotonic() + hard + grace if hard else None)
                 self.totals[event.name] += 1
             elif isinstance(event, Done):
+                now = time.time()
+                durations = self.durations
                 for delivery_id in event.delivery_ids:
-                    if child.running.pop(delivery_id, None) is not None:
+                    task = child.running.pop(delivery_id, None)
+                    if task is not None:
                         child.processed += 1
                         self.processed += 1
+                        took = now - task.started_at
+                        last = durations.get(task.name, took)
+                        durations[task.name] = last + (took - last) * 0.2
             elif isinstance(event, Stalled):
                 self._on_stall(child, event)
             elif isinstance(event, Ready):
@@ -432,7 +440,7 @@ class Supervisor:
         # A kill we did on purpose charges nobody but what it names (a task back to the
         # queue at its hard limit); a crash is blamed by attribution.blame.
         started, suspects, group = ((tuple(child.charged), (), 0) if child.killed_for
-                                    else blame(child, self.restart_seconds))
+                                    else blame(child, self.restart_seconds, self.durations))
         try:
             released = self.app.broker.release_consumer(child.consumer_id, started=started,
                                                         suspects=suspects, group=group)

@@ -66,7 +66,7 @@ def test_two_nodes_answer_inspect(broker: str, request: pytest.FixtureRequest,
     project: Project = request.getfixturevalue("project" if broker == "sqlite" else "redis_project")
     tasks = tasks_module(project)
     app = tasks.app
-    w1 = project.start_worker("-P", "threads", "-c", "2", "-Q", "default,only1", "-n", "w1@%h")
+    w1 = project.start_worker("-P", "threads", "-c", "2", "-Q", "celery,only1", "-n", "w1@%h")
     w2 = project.start_worker("-P", "prefork", "-c", "2", "-n", "w2@%h")
 
     # Who is alive: Celery's shapes, from Python and from the CLI.

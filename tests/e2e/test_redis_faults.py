@@ -431,7 +431,7 @@ def test_gevent_tasks_wait_for_results_of_other_tasks(redis_project: Project,
     tasks = load(redis_project)
     log = tmp_path / "runs.txt"
     # Children on a pool of their own: parents filling every slot cannot starve them.
-    worker = redis_project.start_worker("-P", "gevent:20:default", "-P", "gevent:20:children")
+    worker = redis_project.start_worker("-P", "gevent:20:celery", "-P", "gevent:20:children")
     began = time.monotonic()
     parents = [tasks.parent.delay(str(log), i) for i in range(50)]
     assert [p.get(timeout=30) for p in parents] == [2 * i + 1 for i in range(50)]

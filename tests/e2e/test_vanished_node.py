@@ -70,7 +70,8 @@ def test_killed_node_messages_run_elsewhere_within_heartbeats(any_project: Proje
     log = tmp_path / "runs.txt"
     doomed = any_project.start_worker("-P", "threads", "-c", "4", "-n", "doomed@test")
     doomed_pids = node_pids(doomed)
-    results = [tasks.record.delay(str(log), 2.0) for _ in range(8)]
+    # Long enough to be still running after the rescuer started, on a loaded machine too.
+    results = [tasks.record.delay(str(log), 5.0) for _ in range(8)]
     # It prefetches all 8 and starts 4.
     wait_until(lambda: started_by(log, doomed_pids) == 4, message="4 tasks started")
     wait_until(lambda: any_project.queue()["ready"] == 0, message="all 8 claimed")
