@@ -285,3 +285,24 @@ def test_dash_a_errors_say_what_was_tried(layout: str) -> None:
         load_app(f"{layout}.celery:nothing")
     with pytest.raises(ConfigurationError, match="no module named 'disc_absent'"):
         load_app("disc_absent")
+
+
+# -- the test helpers ------------------------------------------------------------------------
+def test_test_apps_are_not_made_current_but_their_worker_makes_them_current() -> None:
+    from celeriac.contrib.testing.app import TestApp
+    from celeriac.contrib.testing.worker import start_worker
+
+    project = new_app("project")
+
+    @shared_task
+    def current_name() -> str:
+        return str(current_app.main)
+
+    test_app = TestApp("under.test")
+    assert current_app._get_current_object() is project  # type: ignore[attr-defined]
+    with start_worker(test_app, pool="threads", loglevel=None):
+        assert current_app._get_current_object() is test_app  # type: ignore[attr-defined]
+        # Sent with the current app (the test app), run by a worker thread whose
+        # current app is the default: the test app too.
+        assert current_name.delay().get(timeout=10) == "under.test"
+    assert current_app._get_current_object() is project  # type: ignore[attr-defined]
