@@ -130,27 +130,25 @@ def connect_on_app_created(callback: Callable[[Celeriac], Any]) -> None:
 class SharedTaskEntry:
     """One ``@shared_task`` function and its options, and its task on each app.
 
-    The tasks are kept per app (weakly) rather than looked up by name, so that a task
-    name decided by a ``base=`` class, or an app that replaced the task, cannot make
-    the proxy find the wrong task.
+    Each app keeps its tasks of shared entries (``app.shared_tasks``) rather than the
+    proxy looking them up by name, so that a task name decided by a ``base=`` class, or
+    an app that replaced the task, cannot make the proxy find the wrong task. They are
+    kept on the app, not here, so that an app nobody holds can still be collected.
     """
 
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
         self.fn = fn
         self.options = options
-        self._tasks: weakref.WeakKeyDictionary[Celeriac, Task[Any, Any]] = (
-            weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
 
     def register(self, app: Celeriac) -> Task[Any, Any]:
         """The task on ``app``, registered there first if it is not yet."""
         with self._lock:
-            task = self._tasks.get(app)
+            task = app.shared_tasks.get(self)
             if task is None:
                 decorate = cast("Callable[[Callable[..., Any]], Task[Any, Any]]",
                                 app.task(**self.options))
-                task = decorate(self.fn)
-                self._tasks[app] = task
+                task = app.shared_tasks[self] = decorate(self.fn)
             return task
 
     def current(self) -> Task[Any, Any]:

@@ -108,6 +108,8 @@ class Celeriac:
         given.update(settings)
         self.conf.update(checked_settings(given))
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: This app's task for each ``@shared_task`` declaration (:mod:`celeriac._state`).
+        self.shared_tasks: dict[_state.SharedTaskEntry, Task[Any, Any]] = {}
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._broker: Broker | None = None

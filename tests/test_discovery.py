@@ -8,11 +8,13 @@ land on the apps of other test modules.
 
 from __future__ import annotations
 
+import gc
 import sys
 import textwrap
 import threading
 import types
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,19 @@ def test_shared_task_is_registered_on_every_app_existing_and_future() -> None:
     assert isinstance(total, Task)
     assert total.__name__ == "total" and total.__doc__ == "Adds."
     assert total.__wrapped__(1, 1) == 2  # type: ignore[attr-defined]
+
+
+def test_an_app_with_shared_tasks_can_still_be_collected() -> None:
+    @shared_task
+    def noop() -> None:
+        return None
+
+    app = new_app("temporary", set_as_current=False)
+    assert noop.__wrapped__ is not None  # type: ignore[attr-defined]
+    gone = weakref.ref(app)
+    del app
+    gc.collect()
+    assert gone() is None
 
 
 def test_shared_task_options_and_the_apps_task_class() -> None:
