@@ -31,6 +31,7 @@ from celeriac.local import Proxy
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.task import Task
+    from celeriac.task_options import TaskOptions
 
 
 class _CurrentApp(threading.local):
@@ -136,19 +137,24 @@ class SharedTaskEntry:
     kept on the app, not here, so that an app nobody holds can still be collected.
     """
 
-    def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], options: TaskOptions) -> None:
         self.fn = fn
         self.options = options
         self._lock = threading.Lock()
 
     def register(self, app: Celeriac) -> Task[Any, Any]:
-        """The task on ``app``, registered there first if it is not yet."""
+        """The task on ``app``, registered there first if it is not yet.
+
+        An app that already has another function under the task's name keeps it, and
+        that is the task the proxy uses there, as in Celery: declaring a shared task must
+        not break an unrelated app (a test app, another project's app) that happens to
+        use the name.
+        """
         with self._lock:
             task = app.shared_tasks.get(self)
             if task is None:
-                decorate = cast("Callable[[Callable[..., Any]], Task[Any, Any]]",
-                                app.task(**self.options))
-                task = app.shared_tasks[self] = decorate(self.fn)
+                task = app.shared_tasks[self] = app.add_task(self.fn, self.options,
+                                                             keep_existing=True)
             return task
 
     def current(self) -> Task[Any, Any]:

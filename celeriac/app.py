@@ -188,15 +188,24 @@ class Celeriac:
         checked = TaskOptions.check(options)
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            task: Task[Any, Any] = (checked.base or self.Task)(self, func, checked)
-            existing = self.tasks.get(task.name)
-            if existing is not None and existing.fn is not func and (
-                    getattr(existing.fn, "__code__", None) is not getattr(func, "__code__", None)):
-                raise ConfigurationError(f"two different functions registered as task {task.name!r}")
-            self.tasks[task.name] = task
-            return task
+            return self.add_task(func, checked)
 
         return register(fn[0]) if fn else register
+
+    def add_task(self, func: Callable[..., Any], options: TaskOptions, *,
+                 keep_existing: bool = False) -> Task[Any, Any]:
+        """Build and register the task of ``func`` (what ``@app.task`` does once its options
+        are checked). Another function under the same name is an error, or with
+        ``keep_existing`` (a shared task, Celery's behaviour) leaves the registered task."""
+        task: Task[Any, Any] = (options.base or self.Task)(self, func, options)
+        existing = self.tasks.get(task.name)
+        if existing is not None and existing.fn is not func and (
+                getattr(existing.fn, "__code__", None) is not getattr(func, "__code__", None)):
+            if keep_existing:
+                return existing
+            raise ConfigurationError(f"two different functions registered as task {task.name!r}")
+        self.tasks[task.name] = task
+        return task
 
     def get_task(self, name: str) -> Task[Any, Any]:
         try:

@@ -49,10 +49,10 @@ def shared_task(*fn: Callable[..., Any], **options: Any) -> Any:
     """
     if len(fn) > 1 or (fn and options) or (fn and not callable(fn[0])):
         raise ConfigurationError("use @shared_task or @shared_task(option=value, ...)")
-    TaskOptions.check(dict(options))
+    checked = TaskOptions.check(dict(options))
 
     def declare(func: Callable[..., Any]) -> Any:
-        entry = _state.SharedTaskEntry(func, dict(options))
+        entry = _state.SharedTaskEntry(func, checked)
         _state.connect_on_app_created(entry.register)
         return _shared_proxy(entry)
 

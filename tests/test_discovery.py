@@ -100,6 +100,24 @@ def test_shared_task_options_and_the_apps_task_class() -> None:
     assert where() == "plain"
 
 
+def test_an_app_that_has_the_name_already_keeps_its_task() -> None:
+    other = new_app("other")
+
+    @other.task(name="reports.build")
+    def build_other() -> str:
+        return "other's"
+
+    @shared_task(name="reports.build")
+    def build() -> str:
+        return "shared"
+
+    later = new_app("later")
+    assert later.tasks["reports.build"].fn is build.__wrapped__  # type: ignore[attr-defined]
+    assert other.tasks["reports.build"].fn is build_other.__wrapped__
+    other.set_current()
+    assert build() == "other's"  # the proxy uses the task the current app has
+
+
 def test_shared_task_checks_its_options_at_the_decorator() -> None:
     with pytest.raises(ConfigurationError, match="time_limit"):
         shared_task(time_limt=5)  # a typo close to an option
