@@ -183,8 +183,8 @@ def locate_app(app: Celeriac) -> str:
     modules = list(sys.modules.items())
     modules.sort(key=lambda item: item[0] == "__main__")
     for name, module in modules:
-        if module is None:
-            continue
+        if module is None or name == "celeriac" or name.startswith("celeriac."):
+            continue  # celeriac's own state (celeriac._state holds the current app)
         for attribute, value in list(vars(module).items()):
             if value is app:
                 spec = getattr(module, "__spec__", None)
