@@ -60,8 +60,11 @@ def layout(project: Project) -> Iterator[Project]:
         del sys.modules[name]
 
 
-def test_dash_a_proj_runs_shared_tasks_found_by_autodiscover(layout: Project) -> None:
-    worker = layout.start_worker("-P", "threads", "-c", "2", app="proj")
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
+def test_dash_a_proj_runs_shared_tasks_found_by_autodiscover(layout: Project, pool: str) -> None:
+    # gevent too: its greenlets have no current app of their own (a patched thread-local),
+    # so the worker's default app is what current_app is in a task there.
+    worker = layout.start_worker("-P", pool, "-c", "2", app="proj")
     # Sent by name from a process that imports proj but never proj.orders.tasks.
     task_id = layout.cli("-A", "proj", "call", "orders.where").stdout.strip()
     result = json.loads(layout.cli("-A", "proj", "result", task_id, "--wait", "15").stdout)
