@@ -8,7 +8,8 @@ the project's app. That needs a little global state, and this module is all of i
 - the *current app* of each thread (:func:`set_current_app`, ``app.set_current()``, and
   every app created with ``set_as_current=True``, the default), then the process's
   *default app* (``app.set_default()``; the worker sets its app as both), then the last
-  app created with ``set_as_current=True`` in any thread, and only when there is none of
+  app made current in any thread (created with ``set_as_current=True``, or
+  ``app.set_current()``), and only when there is none of
   those an app created on demand, ``Celeriac("default")``. Celery stops at the default
   app; the extra step means a thread the project did not start (a thread pool, a green
   thread) finds the project's app rather than an unconfigured one that would send to
@@ -111,12 +112,6 @@ def register_app(app: Celeriac) -> None:
         callbacks = list(_on_app_created)
     for callback in callbacks:
         callback(app)
-
-
-def apps() -> list[Celeriac]:
-    """The apps alive in this process, in no particular order."""
-    with _lock:
-        return list(_apps)
 
 
 def connect_on_app_created(callback: Callable[[Celeriac], Any]) -> None:
