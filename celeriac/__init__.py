@@ -6,6 +6,9 @@
 ... def add(x, y):
 ...     return x + y
 
+``@shared_task`` declares a task for every app (a reusable module's tasks), and
+``current_app`` is the app such code uses: see :mod:`celeriac._state`.
+
 The names below are imported on first use (PEP 562), not when ``celeriac`` is
 imported: a green worker process must monkey-patch before ``threading``,
 ``socket`` and friends are imported, and it starts from inside this package.
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from celeriac._state import current_app
     from celeriac.app import Celeriac, Celery
     from celeriac.canvas import Signature, group
     from celeriac.exceptions import (
@@ -31,12 +35,15 @@ if TYPE_CHECKING:
         TimeLimitExceeded,
     )
     from celeriac.result import AsyncResult, EagerResult, GroupResult
+    from celeriac.shared import shared_task
     from celeriac.task import Task
 
 #: Public name -> module that defines it.
 _EXPORTS = {
     "Celeriac": "celeriac.app",
     "Celery": "celeriac.app",
+    "current_app": "celeriac._state",
+    "shared_task": "celeriac.shared",
     "AsyncResult": "celeriac.result",
     "EagerResult": "celeriac.result",
     "GroupResult": "celeriac.result",
@@ -82,5 +89,7 @@ __all__ = [
     "TaskError",
     "TimeLimitExceeded",
     "__version__",
+    "current_app",
     "group",
+    "shared_task",
 ]

@@ -21,6 +21,7 @@ from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
+from celeriac import _state
 from celeriac.backends import ResultBackend, backend_from_url
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
 from celeriac.context import current_request
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from celeriac.canvas import Signature
     from celeriac.control import Control
+    from celeriac.discovery import Discovery, Packages
     from celeriac.middleware.base import Pipeline
     from celeriac.task import MessageOptions, SendOptions
 
@@ -63,9 +65,10 @@ class Celeriac:
     in Celery: ``include=`` (modules imported at :meth:`finalize`), ``changes=``
     (more settings), ``config_source=`` (:meth:`config_from_object` at once, with
     ``config_source_silent=``), ``namespace=`` (its default namespace);
-    ``set_as_current``, ``loader`` and ``fixups`` are checked by
+    ``set_as_current=True`` (the default) makes it the current app (:mod:`celeriac._state`:
+    ``current_app``, what ``@shared_task`` tasks use); ``loader`` and ``fixups`` are checked by
     :func:`celeriac.config.check_arguments`. Settings given here win over those of a
-    config object, as in Celery.
+    config object, as in Celery. Every app gets the ``@shared_task`` tasks of the process.
     """
 
     def __init__(self, main: str | None = None, *, broker: str | None = None,
@@ -78,9 +81,9 @@ class Celeriac:
         from celeriac.config import check_arguments, checked_settings
         from celeriac.signals import Signal
 
-        check_arguments(settings, loader=loader, fixups=fixups, set_as_current=set_as_current)
+        check_arguments(settings, loader=loader, fixups=fixups)
         self.main = main
-        #: Celery's flag for making this the current app; kept for that, no effect yet.
+        #: Whether the constructor made this the current app (Celery's flag).
         self.set_as_current = True if set_as_current is None else bool(set_as_current)
         #: Default ``namespace`` of :meth:`config_from_object` (``"CELERY"`` for Django).
         self.namespace = namespace
@@ -105,12 +108,19 @@ class Celeriac:
         given.update(settings)
         self.conf.update(checked_settings(given))
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: This app's task for each ``@shared_task`` declaration (:mod:`celeriac._state`).
+        self.shared_tasks: dict[_state.SharedTaskEntry, Task[Any, Any]] = {}
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
+        #: ``autodiscover_tasks`` calls waiting for :meth:`finalize`.
+        self._discoveries: list[Discovery] = []
         if config_source is not None:
             self.config_from_object(config_source, silent=config_source_silent)
+        if self.set_as_current:
+            self.set_current()
+        _state.register_app(self)  # last: shared tasks are built with the final task_cls
 
     def __repr__(self) -> str:
         return f"<Celeriac {self.main or '__main__'} broker={self.conf.broker_url}>"
@@ -150,6 +160,15 @@ class Celeriac:
                 "module (or object) to read the configuration from")
         return self.config_from_object(module_name, silent=silent, force=force)
 
+    def set_current(self) -> None:
+        """Make this the current app of this thread (``current_app``, shared tasks)."""
+        _state.set_current_app(self)
+
+    def set_default(self) -> None:
+        """Make this the default app of the process: the current app of every thread that
+        has not set one (the worker sets its app so, for its pool's threads)."""
+        _state.set_default_app(self)
+
     # -- tasks ------------------------------------------------------------------------
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
@@ -169,15 +188,24 @@ class Celeriac:
         checked = TaskOptions.check(options)
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            task: Task[Any, Any] = (checked.base or self.Task)(self, func, checked)
-            existing = self.tasks.get(task.name)
-            if existing is not None and existing.fn is not func and (
-                    getattr(existing.fn, "__code__", None) is not getattr(func, "__code__", None)):
-                raise ConfigurationError(f"two different functions registered as task {task.name!r}")
-            self.tasks[task.name] = task
-            return task
+            return self.add_task(func, checked)
 
         return register(fn[0]) if fn else register
+
+    def add_task(self, func: Callable[..., Any], options: TaskOptions, *,
+                 keep_existing: bool = False) -> Task[Any, Any]:
+        """Build and register the task of ``func`` (what ``@app.task`` does once its options
+        are checked). Another function under the same name is an error, or with
+        ``keep_existing`` (a shared task, Celery's behaviour) leaves the registered task."""
+        task: Task[Any, Any] = (options.base or self.Task)(self, func, options)
+        existing = self.tasks.get(task.name)
+        if existing is not None and existing.fn is not func and (
+                getattr(existing.fn, "__code__", None) is not getattr(func, "__code__", None)):
+            if keep_existing:
+                return existing
+            raise ConfigurationError(f"two different functions registered as task {task.name!r}")
+        self.tasks[task.name] = task
+        return task
 
     def get_task(self, name: str) -> Task[Any, Any]:
         try:
@@ -240,11 +268,31 @@ class Celeriac:
         self.on_after_finalize.send(sender=self)
 
     def import_default_modules(self) -> list[ModuleType]:
-        """Import the ``imports`` modules, then the ``include`` ones (Celery's order), after
-        sending ``import_modules``; already imported modules are not imported again."""
+        """Import the ``autodiscover_tasks`` modules, then ``imports``, then ``include``
+        (Celery's order: it discovers on the ``import_modules`` signal, sent first);
+        already imported modules are not imported again."""
         from celeriac.config import import_modules
 
-        return import_modules(self, [*self.conf.imports, *self.conf.include])
+        return import_modules(self, [*self.conf.imports, *self.conf.include],
+                              discoveries=list(self._discoveries))
+
+    def autodiscover_tasks(self, packages: Packages = None, related_name: str | None = "tasks",
+                           force: bool = False) -> None:
+        """Import ``<package>.tasks`` (``related_name``) of each package that has one, when
+        the app is finalized, as Celery does (:mod:`celeriac.discovery`).
+
+        ``packages`` is a list of package names or a callable returning one, called at that
+        moment (Django: ``lambda: settings.INSTALLED_APPS``); None means Django's installed
+        apps when Django is configured, else nothing. ``force=True`` imports at once, and
+        so does a call made after the app was finalized.
+        """
+        from celeriac.discovery import Discovery
+
+        discovery = Discovery(packages, related_name)
+        if force or self._finalized:
+            discovery.run()
+        else:
+            self._discoveries.append(discovery)
 
     # -- connections (one set per process, opened on first use) ------------------------
     def _check_pid(self) -> None:

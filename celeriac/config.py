@@ -37,6 +37,7 @@ from celeriac.settings import SETTINGS, canonical_name, is_known, suggest, sugge
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.discovery import Discovery
 
 log = logging.getLogger("celeriac.config")
 
@@ -65,8 +66,7 @@ UNSUPPORTED_ARGUMENTS = {
 APP_LOADERS = {"app", "celery.loaders.app:AppLoader", "celery.loaders.app.AppLoader"}
 
 
-def check_arguments(settings: dict[str, Any], *, loader: Any, fixups: Any,
-                    set_as_current: bool | None) -> None:
+def check_arguments(settings: dict[str, Any], *, loader: Any, fixups: Any) -> None:
     """Check the constructor's Celery-only arguments; remove from ``settings`` those left
     at Celery's default (None), so that only settings remain.
 
@@ -89,9 +89,6 @@ def check_arguments(settings: dict[str, Any], *, loader: Any, fixups: Any,
         raise ConfigurationError(
             f"Celery(fixups={fixups!r}) is not supported: celeriac has no fixups (Celery's Django "
             "fixup is not implemented yet); leave fixups out")
-    if set_as_current is not None:
-        log.info("Celery(set_as_current=%r) has no effect: celeriac has no current app "
-                 "(current_app and shared_task are not implemented yet)", set_as_current)
 
 
 def checked_settings(given: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,16 +120,18 @@ def cwd_in_path() -> Iterator[None]:
                 sys.path.remove(cwd)
 
 
-def import_modules(app: Celeriac, names: Iterable[str]) -> list[ModuleType]:
-    """Send ``import_modules`` (a receiver that raises stops it, as in Celery), then import
-    ``names`` in order, each once. A module that does not exist is a one-line
+def import_modules(app: Celeriac, names: Iterable[str],
+                   discoveries: Iterable[Discovery] = ()) -> list[ModuleType]:
+    """Send ``import_modules`` (a receiver that raises stops it, as in Celery), run the
+    ``autodiscover_tasks`` ``discoveries`` (where Celery runs them: on that signal), then
+    import ``names`` in order, each once. A module that does not exist is a one-line
     :class:`ConfigurationError`; an error raised inside one propagates as it is."""
     from celeriac import signals
 
     for _receiver, response in signals.import_modules.send(sender=app):
         if isinstance(response, Exception):
             raise response
-    modules: list[ModuleType] = []
+    modules: list[ModuleType] = [module for discovery in discoveries for module in discovery.run()]
     with cwd_in_path():
         for name in dict.fromkeys(names):
             try:

@@ -128,12 +128,13 @@ def test_loader_fixups_and_celery_only_arguments() -> None:
             Celery("proj", **{name: False})
 
 
-def test_set_as_current_is_accepted_and_says_it_has_no_effect(
-        caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="celeriac.config"):
-        app = Celery("proj", set_as_current=False)
+def test_set_as_current_false_is_kept_and_leaves_the_current_app_alone() -> None:
+    from celeriac import current_app
+
+    before = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = Celery("proj", set_as_current=False)
     assert app.set_as_current is False
-    assert "set_as_current=False) has no effect" in caplog.text
+    assert current_app._get_current_object() is before  # type: ignore[attr-defined]
 
 
 # -- config_from_object ----------------------------------------------------------------------

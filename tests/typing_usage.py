@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from celeriac import AsyncResult, Celeriac, Celery, GroupResult, Signature, Task, group
+from celeriac import (
+    AsyncResult,
+    Celeriac,
+    Celery,
+    GroupResult,
+    Signature,
+    Task,
+    current_app,
+    group,
+    shared_task,
+)
 
 app = Celeriac("typing_usage", broker="memory://", backend="memory://")
 
@@ -20,6 +30,28 @@ def add(x: int, y: int) -> int:
 @app.task(bind=True, name="feeds.fetch", queue="io", max_retries=3)
 def fetch(self: Any, url: str) -> str:
     return f"{self.request.id}:{url}"
+
+
+@shared_task
+def shared_add(x: int, y: int) -> int:
+    return x + y
+
+
+@shared_task(bind=True, name="feeds.shared_fetch", max_retries=3)
+def shared_fetch(self: Any, url: str) -> str:
+    return f"{self.request.id}:{url}"
+
+
+def use_shared() -> None:
+    task: Task[[int, int], int] = shared_add
+    total: int = shared_add(2, 3)
+    result: AsyncResult[str] = shared_fetch.delay("http://example.invalid/feed")
+    app_now: Celeriac = current_app
+    app_now.autodiscover_tasks(["proj.orders"])
+    app_now.autodiscover_tasks(lambda: ["proj.orders"], related_name="jobs", force=True)
+    app_now.set_current()
+    app_now.set_default()
+    print(task, total, result)
 
 
 def use() -> None:
@@ -64,3 +96,5 @@ def misuse_is_caught() -> None:
     add.apply_async((2, 3), countdwn=5)  # type: ignore[call-arg]
     add.s(2, 3).set(priority="high")  # type: ignore[arg-type]
     add.apply_many([(1, 2)], task_idd="x")  # type: ignore[call-arg]
+    shared_add.delay("2", 3)  # type: ignore[arg-type]
+    shared_fetch(1)  # type: ignore[arg-type]

@@ -56,7 +56,11 @@ def _app_command(fn: F) -> F:
                     raise ConfigurationError("no app given: use -A MODULE[:ATTRIBUTE]")
                 from celeriac.loader import load_app
 
-                ctx.obj["app"] = load_app(spec)
+                ctx.obj["app"] = app = load_app(spec)
+                # The app named by -A is the one current_app and shared tasks use here,
+                # whichever apps its modules created (Celery's worker does the same).
+                app.set_current()
+                app.set_default()
             return fn(ctx.obj["app"], *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

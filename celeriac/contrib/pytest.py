@@ -88,9 +88,9 @@ def _worker(app: Celeriac, includes: Sequence[str], pool: str,
 def use_celery_app_trap() -> bool:
     """Override to return True to make tests fail that fall back to a default app.
 
-    celeriac has no current or default app to fall back on (every task belongs to
-    its app), so there is nothing to trap and either value passes; the fixture is
-    here so that a conftest overriding it ports unchanged.
+    Accepted so that a conftest overriding it ports unchanged, but celeriac sets no
+    trap: a test that uses ``current_app`` without ``depends_on_current_app`` (or a
+    running ``celery_worker``) gets the process's current app, as with the trap off.
     """
     return False
 
@@ -172,8 +172,10 @@ def celery_worker(celery_app: Celeriac, celery_includes: Sequence[str], celery_w
 
 
 @pytest.fixture
-def depends_on_current_app(celery_app: Celeriac) -> Celeriac:
-    """Celery's marker fixture for tests that use the current app. celeriac has none (see
-    ``use_celery_app_trap``): tests that use it get ``celery_app``, which is what
-    Celery would have made current."""
-    return celery_app
+def depends_on_current_app(celery_app: Celeriac) -> Iterator[Celeriac]:
+    """``celery_app`` made the current (and default) app for the test, as Celery's fixture
+    does, so ``current_app`` and ``@shared_task`` tasks use it; restored afterwards."""
+    from celeriac._state import using_app
+
+    with using_app(celery_app):
+        yield celery_app

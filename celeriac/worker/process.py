@@ -45,6 +45,8 @@ def main() -> int:
     from celeriac.worker.status import StatusWriter
 
     app = load_app(spec.app)
+    app.set_current()  # what current_app and shared tasks use, in every thread of the pool
+    app.set_default()
     app.conf.update(spec.settings)
     configure_logging(spec)
     log = logging.getLogger("celeriac.worker")

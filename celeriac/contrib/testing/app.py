@@ -7,9 +7,10 @@ never see each other's messages), whatever the environment says, with the
 checked like any setting: a setting celeriac does not have is an error that
 suggests the closest one, not silently ignored.
 
-Celery's ``setup_default_app`` and app trap have nothing to guard here: celeriac has
-no current or default app to fall back on, every task belongs to the app that
-created it.
+As in Celery, a test app is not made the current app when it is created
+(``set_as_current=False``), so creating one does not change what ``current_app``
+means for the rest of the run; it does get every ``@shared_task`` task, and an
+embedded worker (or ``depends_on_current_app``) makes it current while it runs.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def TestApp(name: str | None = None, config: Mapping[str, Any] | None = None, *,
         settings.pop("broker_url", None)
     if backend is not None:
         settings.pop("result_backend", None)
+    kwargs.setdefault("set_as_current", False)
     app = Celeriac(name or "celeriac.tests", broker=broker, backend=backend,
                    **{**settings, **kwargs})
     register_ping(app)

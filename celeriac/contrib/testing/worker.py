@@ -301,13 +301,18 @@ def start_worker(app: Celeriac, concurrency: int = 1, pool: str = "solo",
     ``ping_task_timeout`` for ``"pong"``. On exit the worker stops warm and must be gone
     within ``shutdown_timeout`` seconds (RuntimeError otherwise). ``loglevel`` (None:
     leave logging alone) and ``logfile`` set where the ``celeriac`` logger writes
-    meanwhile. Yields the :class:`TestWorkController`.
+    meanwhile. ``app`` is the current and default app meanwhile. Yields the
+    :class:`TestWorkController`.
     """
+    from celeriac._state import using_app
+
     options = _worker_options(kwargs)
     app.finalize()
     worker = TestWorkController(app, pool=pool, concurrency=concurrency,
                                 shutdown_timeout=shutdown_timeout, **options)
-    with _worker_logging(loglevel, logfile):
+    # The app is current and the default while the worker runs (Celery's
+    # setup_app_for_worker), so shared tasks run and send with it, then restored.
+    with using_app(app), _worker_logging(loglevel, logfile):
         worker.start()
         try:
             if perform_ping_check:
