@@ -133,11 +133,19 @@ def celery_worker_parameters() -> Mapping[str, Any]:
     return {}
 
 
+def _warn_trap(wanted: bool) -> None:
+    if wanted:
+        logging.getLogger("celeriac.testing").warning(
+            "use_celery_app_trap is True, but celeriac sets no trap: a test that falls back "
+            "to the default app is not failed (docs/testing.md)")
+
+
 @pytest.fixture(scope="session")
 def celery_session_app(request: pytest.FixtureRequest, celery_config: Mapping[str, Any],
                        celery_parameters: Mapping[str, Any], celery_enable_logging: bool,
                        use_celery_app_trap: bool) -> Iterator[Celeriac]:
     """One test app for the whole session (for session-scoped fixtures and workers)."""
+    _warn_trap(use_celery_app_trap)
     with _create_app(request, celery_config, celery_parameters, celery_enable_logging) as app:
         yield app
 
@@ -157,6 +165,7 @@ def celery_app(request: pytest.FixtureRequest, celery_config: Mapping[str, Any],
                celery_parameters: Mapping[str, Any], celery_enable_logging: bool,
                use_celery_app_trap: bool) -> Iterator[Celeriac]:
     """A new test app for this test: its own ``memory://`` broker and backend."""
+    _warn_trap(use_celery_app_trap)
     with _create_app(request, celery_config, celery_parameters, celery_enable_logging) as app:
         yield app
 
