@@ -72,6 +72,27 @@ def gevent_patched() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
+#: End-to-end modules about what happens inside worker processes (pools, faults, hooks,
+#: flags, events). The gevent-patched leg is about the client side, which these exercise
+#: only as every other end-to-end test does (send, wait for a result): they run in the
+#: normal leg only, so that ./scripts/test stays within its 20 minutes.
+WORKER_SIDE_MODULES = frozenset({
+    "test_faults.py", "test_green.py", "test_mixed.py", "test_pools.py", "test_signals.py",
+    "test_supervisor_hooks.py", "test_task_events.py", "test_task_options.py",
+    "test_celery_flags.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not gevent_patched():
+        return
+    skip = pytest.mark.skip(reason="worker-side end-to-end test: the normal leg runs it")
+    for item in items:
+        path = item.path
+        if path.parent.name == "e2e" and path.name in WORKER_SIDE_MODULES:
+            item.add_marker(skip)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     if gevent_patched():
         return "gevent-patched leg: this process ran gevent.monkey.patch_all() before pytest"

@@ -21,7 +21,9 @@ the hub itself deadlocks, nothing Python-level runs again. So a watchdog in C
 ``CELERIAC_GEVENT_LEG_TIMEOUT`` seconds (default 600) it prints every thread's
 stack and exits with status 1 rather than hang ``./scripts/test`` forever.
 
-Tests can tell they run here with ``conftest.gevent_patched()``.
+Tests can tell they run here with ``conftest.gevent_patched()``. End-to-end tests about
+what happens inside worker processes (``conftest.WORKER_SIDE_MODULES``) are skipped here:
+they exercise the client only as every other end-to-end test does.
 """
 
 from __future__ import annotations
