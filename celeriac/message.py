@@ -6,8 +6,9 @@ A message is an *envelope* (what the broker stores, as UTF-8 JSON)::
      "content-encoding": "utf-8", "body": "[args, kwargs, embed]"}
 
 ``body`` is the serialized ``[args, kwargs, {"callbacks", "errbacks", "chain",
-"chord"}]`` as a string: JSON text, or base64 of a pickle when a user opted in to
-pickle. ``docs/protocol.md`` documents every field. :class:`TaskMessage` is the
+"chord"}]`` as a string: JSON text (with kombu's type markers, see
+:mod:`celeriac.serialization`), base64 of a pickle when a user opted in to pickle, or
+what a registered serializer writes. ``docs/protocol.md`` documents every field. :class:`TaskMessage` is the
 decoded, frozen value the worker works with; nothing in it is trusted: every
 field is checked on decode and a bad message raises :class:`MessageDecodeError`,
 which the worker turns into a dead letter.
@@ -18,19 +19,19 @@ from __future__ import annotations
 import base64
 import json
 import os
-import pickle
 import socket
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from celeriac import fastjson
-from celeriac.exceptions import ConfigurationError, MessageDecodeError, SerializationError
+from celeriac import fastjson, serialization
+from celeriac.exceptions import MessageDecodeError, SerializationError
+from celeriac.serialization import JSON as JSON  # re-exported: the content types live there
+from celeriac.serialization import PICKLE as PICKLE
 
-JSON = "application/json"
-PICKLE = "application/x-python-serialize"
-CONTENT_TYPES = {"json": JSON, "pickle": PICKLE}
+#: Serializer name -> content type, for every registered serializer (a live view).
+CONTENT_TYPES = serialization.ContentTypes()
 
 #: The origin header of messages sent from this process.
 ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
@@ -104,24 +105,40 @@ class TaskMessage:
         return bool(self.headers.get("ignore_result", False))
 
 
-def _serialize(payload: list[Any], serializer: str, task: str) -> tuple[str, str, str]:
-    """Return (body, content_type, body_encoding)."""
-    if serializer == "json":
-        try:
-            text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+def _serialize(payload: list[Any], serializer: str, task: str) -> tuple[str, str, str, str]:
+    """Return (body, content_type, content_encoding, body_encoding).
+
+    A binary serializer's bytes travel as base64 (``body_encoding: base64``), as
+    kombu's Redis transport sends them; text is the body itself.
+    """
+    chosen = serialization.get(serializer)  # ConfigurationError when unknown
+    try:
+        data = chosen.encoder(payload)
+    except Exception as exc:
+        if chosen.name == "json":
             raise SerializationError(
                 f"arguments of task {task!r} cannot be encoded as JSON: {exc}. Pass JSON types "
-                "(str, int, float, bool, None, list, dict) or opt in to pickle "
-                "(task_serializer='pickle' and 'pickle' in accept_content)") from None
-        return text, JSON, "utf-8"
-    if serializer == "pickle":
+                "(str, int, float, bool, None, list, dict), datetime, date, time, Decimal, UUID "
+                "or bytes, or opt in to pickle (task_serializer='pickle' and 'pickle' in "
+                "accept_content)") from None
+        raise SerializationError(
+            f"arguments of task {task!r} cannot be encoded with {chosen.name}: {exc}") from None
+    if chosen.binary:
+        if not isinstance(data, bytes | bytearray):
+            raise SerializationError(f"serializer {chosen.name!r} is binary but returned "
+                                     f"{type(data).__name__}, not bytes")
+        return (base64.b64encode(data).decode("ascii"), chosen.content_type, "binary",
+                "base64")
+    if isinstance(data, bytes | bytearray):
         try:
-            data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise SerializationError(f"arguments of task {task!r} cannot be pickled: {exc}") from None
-        return base64.b64encode(data).decode("ascii"), PICKLE, "base64"
-    raise ConfigurationError(f"unknown serializer {serializer!r} (known: json, pickle)")
+            data = bytes(data).decode(chosen.content_encoding)
+        except UnicodeDecodeError as exc:
+            raise SerializationError(f"serializer {chosen.name!r} returned bytes that are not "
+                                     f"{chosen.content_encoding}: {exc}") from None
+    if not isinstance(data, str):
+        raise SerializationError(f"serializer {chosen.name!r} returned {type(data).__name__}, "
+                                 "not text")
+    return data, chosen.content_type, "utf-8", "utf-8"
 
 
 @dataclass
@@ -149,8 +166,12 @@ class Envelope:
         return properties
 
     def dumps(self) -> bytes:
-        """The bytes the broker stores."""
-        return json.dumps(self.wire, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        """The bytes the broker stores, written by orjson (a tenth of ``json.dumps``'s time:
+        the envelope is the largest object a send encodes). Headers and properties are
+        celeriac's own values plus what ``before_task_publish`` hooks add, which
+        :func:`celeriac.fastjson.dumps` writes as ``json.dumps`` does except a float NaN
+        or infinity, written as ``null`` (a time limit then means none, as it would)."""
+        return fastjson.dumps(self.wire)
 
 
 def build(
@@ -176,10 +197,11 @@ def build(
     """Build a task message; raises SerializationError for arguments the serializer refuses."""
     embed = embed or {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
     args = list(args)
-    body, content_type, body_encoding = _serialize([args, kwargs, embed], serializer, task)
+    body, content_type, content_encoding, body_encoding = _serialize(
+        [args, kwargs, embed], serializer, task)
     wire = {
         "body": body,
-        "content-encoding": "utf-8",
+        "content-encoding": content_encoding,
         "content-type": content_type,
         "headers": {
             "lang": "py", "task": task, "id": task_id, "shadow": None,
@@ -217,17 +239,23 @@ def _deserialize(body: Any, content_type: Any, body_encoding: Any, accept: set[s
     if not isinstance(content_type, str) or content_type not in accept:
         raise MessageDecodeError(f"content type {_short_repr(content_type)} is not accepted "
                                  f"(accept_content: {sorted(accept)})")
+    chosen = serialization.by_content_type(content_type)
+    if chosen is None:
+        raise MessageDecodeError(f"content type {_short_repr(content_type)} has no registered "
+                                 "serializer in this process")
     if not isinstance(body, str):
         raise MessageDecodeError("body must be a string")
     try:
         # validate=True: base64 with other characters in it is damaged, not to be read
-        # by skipping them (which can turn garbage into a valid body).
-        if content_type == JSON:
-            if body_encoding == "base64":
-                body = base64.b64decode(body, validate=True).decode("utf-8")
-            return json.loads(body)
-        return pickle.loads(base64.b64decode(body, validate=True))
-    except Exception as exc:
+        # by skipping them (which can turn garbage into a valid body). A binary body is
+        # base64 whatever body_encoding says: a JSON string cannot carry bytes otherwise.
+        data: str | bytes = body
+        if chosen.binary or body_encoding == "base64":
+            data = base64.b64decode(body, validate=True)
+            if not chosen.binary:
+                data = data.decode(chosen.content_encoding)
+        return chosen.decoder(data)
+    except Exception as exc:  # a malformed marker (MarkerError) too
         raise MessageDecodeError(f"undecodable {content_type} body: {exc}") from None
 
 

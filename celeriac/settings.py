@@ -102,9 +102,14 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def _serializer(value: Any) -> str:
-    if value not in {"json", "pickle"}:
-        raise ValueError("must be 'json' or 'pickle'")
-    return str(value)
+    """A registered serializer's name: json, pickle, or one added with
+    :func:`celeriac.serialization.register` (before the setting is set)."""
+    from celeriac import serialization
+
+    known = serialization.names()
+    if not isinstance(value, str) or value not in known:
+        raise ValueError(f"must be a registered serializer: {', '.join(known)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -151,10 +156,12 @@ SETTINGS: dict[str, Setting] = {
                 _priority),
         Setting("task_routes", {}, "Task name (or glob pattern) -> queue name or {'queue': name}.",
                 _mapping),
-        Setting("task_serializer", "json", "How task arguments are encoded: json, or pickle only "
+        Setting("task_serializer", "json", "How task arguments are encoded: json (with kombu's "
+                "markers for datetime, date, time, Decimal, UUID and bytes), a serializer "
+                "registered with celeriac.serialization.register, or pickle; any of them only "
                 "if also listed in accept_content.", _serializer),
-        Setting("accept_content", ["json"], "Content types a worker will decode; add 'pickle' "
-                "explicitly to accept pickled messages.", _str_list),
+        Setting("accept_content", ["json"], "Serializers (names or content types) a worker will "
+                "decode; add 'pickle' explicitly to accept pickled messages.", _str_list),
         Setting("task_acks_late", True, "Ack after the task finishes (at-least-once); False acks "
                 "before it starts (at-most-once).", _bool),
         Setting("task_reject_on_worker_lost", False, "A task past its hard time limit goes back "

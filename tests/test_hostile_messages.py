@@ -5,8 +5,10 @@ for a well-formed message of a registered task; anything else is dead-lettered w
 reason, and a FAILURE result when the task id can be read. Eight families of 1,251
 generated messages: garbage and broken JSON, non-UTF-8 bytes, the wrong shape, a wrong
 type or an unknown value in each header, property, content type and encoding, bad bodies
-(huge, nested 100,000 deep, bad base64), a live pickle exploit, unknown tasks, and
-valid messages with hostile values where anything may go (they run exactly once).
+(huge, nested 100,000 deep, bad base64, a type marker of a known type whose value is
+not one), a live pickle exploit, unknown tasks, and valid messages with hostile values
+where anything may go (they run exactly once; their arguments include datetimes,
+decimals, UUIDs and bytes, and marker-shaped dicts of unknown types, which stay dicts).
 
 Well-formed is ``docs/protocol.md``: UTF-8 JSON, each header of its documented type or
 null (``task`` and ``id`` non-empty strings, the id one UTF-8 can encode), likewise the
@@ -23,10 +25,13 @@ import logging
 import os
 import pickle
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,7 @@ from celeriac.middleware import ACK, DEAD
 from celeriac.pools.base import Pool
 from celeriac.pools.solo import SoloPool
 from celeriac.pools.threads import ThreadPool
+from celeriac.serialization import MARKER_TYPES
 from celeriac.states import FAILURE, SUCCESS
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.spec import WorkerSpec
@@ -139,7 +145,28 @@ LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text
                    st.integers(min_value=2**64, max_value=10**400), st.integers(max_value=-1))
 VALUES = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=5)
-ARGS = st.lists(st.none() | st.booleans() | st.integers() | st.text(max_size=8), max_size=3)
+ZONES = st.none() | st.just(timezone.utc) | st.builds(
+    lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-23 * 60, 23 * 60))
+#: Values kombu's markers carry (no Decimal NaN: it is not equal to itself).
+TYPED = st.one_of(st.datetimes(timezones=ZONES), st.dates(), st.times(timezones=ZONES),
+                  st.decimals(allow_nan=False, allow_infinity=False, places=6,
+                              min_value=-10**30, max_value=10**30),
+                  st.just(Decimal("-Infinity")), st.uuids(), st.binary(max_size=12))
+
+
+def marker(tag: Any, value: Any) -> dict[str, Any]:
+    return {"__type__": tag, "__value__": value}
+
+
+#: Dicts that look like markers but are none: an unknown tag, or a third key. They
+#: reach the task as the dicts they are.
+FOREIGN = st.one_of(
+    st.builds(marker, st.text(max_size=8).filter(lambda t: t not in MARKER_TYPES)
+              | st.integers() | st.none(), st.none() | st.integers() | st.text(max_size=8)),
+    st.builds(lambda tag, value: {**marker(tag, value), "x": 1},
+              st.sampled_from(sorted(MARKER_TYPES)), st.text(max_size=8)))
+ARGS = st.lists(st.none() | st.booleans() | st.integers() | st.text(max_size=8) | TYPED
+                | FOREIGN, max_size=3)
 KWARGS = st.dictionaries(st.text(max_size=6), st.integers(), max_size=2)
 IDS = st.uuids().map(str) | st.text(min_size=1, max_size=40)
 
@@ -259,6 +286,31 @@ def shaped(body: Any) -> bool:
             and isinstance(body[1], dict) and isinstance(body[2], dict | None))
 
 
+#: Markers of a known type whose value is not one (wrong type, unparsable, out of range):
+#: the body is malformed, wherever in it the marker is.
+NOT_TEXT = VALUES.filter(lambda v: not isinstance(v, str))
+BAD_MARKERS = st.one_of(
+    st.builds(marker, st.sampled_from(sorted(MARKER_TYPES)), NOT_TEXT),
+    st.builds(marker, st.sampled_from(["datetime", "date", "time", "decimal"]),
+              st.text(max_size=8).map(lambda t: "not ISO 8601, no number: " + t)),
+    st.builds(marker, st.just("decimal"), st.sampled_from(
+        ["1e1000000", "-1E-1000001", "9" * 5000, "twelve", "", "1.2.3"])),
+    st.builds(marker, st.just("uuid"), st.sampled_from(
+        [{}, {"hex": 5}, {"hex": "xyz"}, {"int": 5}, {"hex": uuid.uuid4().hex, "x": 1},
+         uuid.uuid4().hex])),
+    st.builds(marker, st.just("bytes"), st.just("\ud800")),  # UTF-8 cannot encode it
+    st.builds(marker, st.just("base64"), st.sampled_from(["!!!!", "abc", "AP8=\n", "é"])))
+
+
+@st.composite
+def bad_marker_bodies(draw: st.DrawFn) -> str:
+    bad = draw(BAD_MARKERS)
+    where = draw(st.sampled_from(["arg", "kwarg", "nested", "embed"]))
+    body = {"arg": [[1, bad], {}, {}], "kwarg": [[], {"when": bad}, {}],
+            "nested": [[{"a": [bad]}], {}, None], "embed": [[], {}, {"callbacks": [bad]}]}
+    return json.dumps(body[where])
+
+
 BIG_BODIES = st.sampled_from(["[" * 100_000, DEEP, "[[" + "1," * MIB + "],{},{}]",
                               json.dumps([["x" * MIB], {}])])
 
@@ -280,7 +332,7 @@ def bad_bodies(draw: st.DrawFn) -> Case:
         HOSTILE.filter(lambda v: not isinstance(v, str)),
         st.text(max_size=20).map(lambda s: "not JSON: " + s),
         st.integers(0, len(body) - 1).map(lambda i: body[:i]),
-        VALUES.filter(lambda v: not shaped(v)).map(json.dumps),
+        VALUES.filter(lambda v: not shaped(v)).map(json.dumps), bad_marker_bodies(),
         st.sampled_from(["[]", "[[],{}]", "[{},{},{}]", "[[],[],{}]", "[[],{},[]]",
                          "[[],{},{},{}]", '{"args":[]}', "[[],{},{}"])), BIG_BODIES, one_in=15))
     return Case(dump(envelope), MALFORMED)
@@ -491,6 +543,36 @@ def test_the_pickle_exploit_is_live_and_loaded_only_where_pickle_is_accepted(rig
         SIDE_EFFECTS.clear()
 
 
+#: One body per way a marker of a known type can be malformed.
+BAD_MARKER_TEXTS = {
+    "datetime, not a string": '[[{"__type__":"datetime","__value__":5}],{},{}]',
+    "unparsable datetime": '[[{"__type__":"datetime","__value__":"tomorrow"}],{},{}]',
+    "unparsable date": '[[],{"d":{"__type__":"date","__value__":"2026-13-45"}},{}]',
+    "time, a list": '[[{"__type__":"time","__value__":[1,2]}],{},{}]',
+    "huge Decimal": '[[{"__type__":"decimal","__value__":"1e999999999999"}],{},{}]',
+    "long Decimal": '[[{"__type__":"decimal","__value__":"' + "9" * 5000 + '"}],{},{}]',
+    "uuid, a string": '[[{"__type__":"uuid","__value__":"0b1d3a9e"}],{},{}]',
+    "bytes, a surrogate": '[[{"__type__":"bytes","__value__":"\\ud800"}],{},{}]',
+    "bad base64": '[[{"__type__":"base64","__value__":"!!"}],{},{}]',
+    "marker in embed": '[[],{},{"callbacks":[{"__type__":"decimal","__value__":null}]}]',
+}.values()
+
+
+@pytest.mark.parametrize("body", BAD_MARKER_TEXTS)
+def test_a_malformed_marker_is_a_malformed_message_with_a_reason(rig: Rig, body: str) -> None:
+    data = variant("envelope", "body", body, "marker-1")
+    check(rig, Case(data, MALFORMED))
+    outcome = rig.consumer.executor.handle(Delivery("1", QUEUE, data, 1, 1))
+    assert "marker" in outcome.reason, outcome.reason
+
+
+def test_marker_shaped_dicts_of_unknown_types_reach_the_task_as_dicts(rig: Rig) -> None:
+    foreign = [marker("yaml", "a: 1"), marker("os.system", ["rm -rf /"]), marker(5, None),
+               {**marker("datetime", "not one"), "x": 1}]
+    check(rig, Case(encode(TASK, "foreign-1", foreign, {"k": foreign}, queue=QUEUE), RUNS,
+                    foreign, {"k": foreign}))
+
+
 # -- a running consumer -------------------------------------------------------------------
 SAMPLES = [None, True, 0, -1, 2.5, "", "not ISO 8601", "\ud800", [], [1, 2], {"a": 1},
            Raw("NaN"), Raw("[" * 1020 + "]" * 1020), "x" * MIB]
@@ -504,7 +586,7 @@ def corpus() -> list[bytes]:
     found += [variant("headers", "task", name, f"u{i}")
               for i, name in enumerate(["nobody.here", TASK.upper(), "é" * 1000])]
     found += [variant("envelope", "body", body, f"b{i}") for i, body in enumerate(
-        ["[" * 100_000, "[[" + "1," * MIB + "],{},{}]", "[[],{}]", "not JSON"])]
+        ["[" * 100_000, "[[" + "1," * MIB + "],{},{}]", "[[],{}]", "not JSON", *BAD_MARKER_TEXTS])]
     return [*found, encode(TASK, "p-2", [Exploit("p-2")], {}, queue=QUEUE, serializer="pickle"),
             variant("headers", "lang", "py", "w-1").decode().encode("utf-32"), b"", b"\xff\xfe\xfd",
             b"null", b"[]", b'{"headers": []}', b'{"headers":' + b"[" * 100_000]

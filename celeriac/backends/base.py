@@ -9,13 +9,13 @@ implementation.
 
 from __future__ import annotations
 
-import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from celeriac import serialization
 from celeriac.exceptions import BackendError, SerializationError, TimeoutError
 from celeriac.states import PENDING, READY_STATES
 
@@ -26,7 +26,8 @@ class ResultRecord:
 
     task_id: str
     status: str = PENDING
-    #: The return value (SUCCESS) -- any JSON value.
+    #: The return value (SUCCESS) -- any JSON value, or a datetime, date, time, Decimal,
+    #: UUID or bytes (stored with kombu's markers, :mod:`celeriac.serialization`).
     result: Any = None
     #: For FAILURE/RETRY/REVOKED: the exception's type name and message.
     exc_type: str | None = None
@@ -50,19 +51,21 @@ class ResultRecord:
         }
 
     def to_json(self) -> str:
-        """The stored form. NaN and Infinity are refused: other readers would choke on them."""
+        """The stored form: JSON, with markers for the types JSON lacks, escaped to ASCII.
+        NaN and Infinity are refused: other readers would choke on them."""
         try:
-            return json.dumps(self.to_dict(), allow_nan=False, separators=(",", ":"))
+            return serialization.json_dumps(self.to_dict(), ascii_only=True)
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"result of task {self.task_id} is not JSON-serialisable: {exc}") from exc
 
     @classmethod
     def from_json(cls, payload: str | bytes, where: str) -> ResultRecord:
-        """Parse a stored record; ``where`` names the store in the error."""
+        """Parse a stored record; ``where`` names the store in the error (a malformed
+        marker is a :class:`~celeriac.serialization.MarkerError`, a ``ValueError``)."""
         try:
-            return cls.from_dict(json.loads(payload))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return cls.from_dict(serialization.json_loads(payload))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise BackendError(f"{where}: corrupt result record: {exc}") from exc
 
     @classmethod

@@ -21,7 +21,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from celeriac import __version__
+from celeriac import __version__, serialization
 from celeriac.cli.control import control_commands
 from celeriac.cli.events import events_command
 from celeriac.cli.report import report_commands
@@ -261,9 +261,9 @@ def _child_app_spec(app: Celeriac) -> str:
 def _json_arg(name: str, text: str | None, kind: type) -> Any:
     if text is None:
         return kind()
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
+    try:  # kombu's markers read as values: a datetime is {"__type__": "datetime", ...}
+        value = serialization.json_loads(text)
+    except (ValueError, RecursionError) as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
     if not isinstance(value, kind):
         raise click.BadParameter(f"must be a JSON {kind.__name__}", param_hint=name)
@@ -308,7 +308,7 @@ def result(app: Celeriac, task_id: str, wait: float | None) -> None:
         out["error"] = {"type": record.exc_type, "message": record.exc_message}
         if record.traceback:
             out["traceback"] = record.traceback
-    click.echo(json.dumps(out))
+    click.echo(json.dumps(out, default=serialization.to_marker))  # a datetime as its marker
     if record.status == "FAILURE":
         raise SystemExit(1)
 

@@ -19,11 +19,12 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from celeriac import serialization
 from celeriac.backends.base import ResultRecord
 from celeriac.brokers.base import Delivery
 from celeriac.context import Request, custom_headers
 from celeriac.exceptions import MessageDecodeError, NotRegistered
-from celeriac.message import CONTENT_TYPES, PICKLE, TaskMessage, decode, peek_task_id
+from celeriac.message import TaskMessage, decode, peek_task_id
 from celeriac.middleware.base import ACK, DEAD, SETTLED, Outcome, Pipeline, Rejection, TaskRun
 from celeriac.pools.base import JobInfo, Pool
 from celeriac.states import FAILURE, REVOKED, SUCCESS
@@ -36,6 +37,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("celeriac.worker")
 
 
+def _serializer_name(content_type: str) -> str:
+    """The serializer a message came with (``request.serializer``: ``Task.retry``
+    sends the new message with it)."""
+    chosen = serialization.by_content_type(content_type)
+    return chosen.name if chosen is not None else "json"
+
+
 class Executor:
     """Processes one delivery at a time per job; shared by every job of a process."""
 
@@ -45,7 +53,7 @@ class Executor:
         self.pool = pool
         self.pipeline = pipeline
         self.early_ack = early_ack
-        self.accept = {CONTENT_TYPES.get(c, c) for c in app.conf.accept_content}
+        self.accept = serialization.content_types(app.conf.accept_content)
         self.hostname = socket.gethostname()
 
     def handle(self, delivery: Delivery) -> Outcome:
@@ -87,7 +95,7 @@ class Executor:
             hostname=self.hostname, queue=delivery.queue, delivery_count=delivery.delivery_count,
             priority=message.priority, timelimit=message.timelimit,
             ignore_result=message.ignore_result,
-            serializer="pickle" if message.content_type == PICKLE else "json",
+            serializer=_serializer_name(message.content_type),
             origin=message.headers.get("origin"), headers=custom_headers(message.headers))
         return TaskRun(task, request, delivery, message,
                        time_limit=message.timelimit[0] or task.time_limit,

@@ -13,12 +13,12 @@ purpose, and the message is then not acked.
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
+from celeriac import serialization
 from celeriac.backends.base import ResultRecord
 from celeriac.context import Request, current_request
 from celeriac.exceptions import (
@@ -57,9 +57,11 @@ def revoked_record(task_id: str, name: str | None, why: str, retries: int = 0) -
 
 
 def _checked_value(value: Any) -> Any:
-    """Results are stored as JSON: refuse what JSON cannot carry, with a clear error."""
+    """Results are stored as JSON (with kombu's markers for datetime, date, time, Decimal,
+    UUID and bytes): refuse what it cannot carry here, where the task fails with a clear
+    error, rather than when the record is stored."""
     try:
-        json.dumps(value, allow_nan=False)
+        serialization.json_dumps(value)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"task result cannot be encoded as JSON: {exc}") from None
     return value

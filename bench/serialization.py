@@ -1,0 +1,79 @@
+"""Micro-benchmark: the per-task cost of encoding and decoding messages and results.
+
+Every task sent is one :func:`celeriac.message.encode`, every task run one
+:func:`celeriac.message.decode` and one result record encoded (and decoded by whoever
+reads it). This times each with ``timeit`` for a typical message (small int and str
+arguments) and for one with a ``datetime`` argument (kombu's markers), and prints
+microseconds per call: the median of ``--repeat`` runs of ``--number`` calls, and in
+brackets the fastest run (the least disturbed by whatever else the machine runs).
+
+To compare with another revision, run the same script with that revision's package
+first on the path (``git archive REV celeriac | tar -x -C /tmp/rev``, then
+``PYTHONPATH=/tmp/rev .venv/bin/python bench/serialization.py``); a revision that cannot
+encode a case prints ``refused``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+import celeriac
+from celeriac.backends.base import ResultRecord
+from celeriac.message import decode, encode
+
+TASK_ID = "0b1d3a9e-8f5c-4c1e-9d8a-5b6f7e8d9c0a"
+MOMENT = datetime.datetime(2026, 12, 3, 14, 25, 0, 123456, tzinfo=datetime.timezone.utc)
+CASES: dict[str, tuple[list[Any], dict[str, Any]]] = {
+    "small int/str args": ([42, "hello"], {"user_id": 7, "name": "report"}),
+    "a datetime argument": ([42, MOMENT], {"user_id": 7}),
+}
+
+
+def timed(call: Callable[[], object], number: int, repeat: int) -> tuple[float, float]:
+    """Median and fastest microseconds per call."""
+    runs = timeit.repeat(call, number=number, repeat=repeat)
+    return statistics.median(runs) / number * 1e6, min(runs) / number * 1e6
+
+
+def measure(args: list[Any], kwargs: dict[str, Any], number: int, repeat: int
+            ) -> tuple[dict[str, tuple[float, float]], int]:
+    """Microseconds per encode, decode, result to_json and from_json; the message's size."""
+    data = encode("tasks.report", TASK_ID, args, kwargs, queue="celery")
+    record = ResultRecord(TASK_ID, "SUCCESS", result=args, name="tasks.report", date_done=1.0)
+    stored = record.to_json()
+    rows = {
+        "encode": timed(lambda: encode("tasks.report", TASK_ID, args, kwargs, queue="celery"),
+                        number, repeat),
+        "decode": timed(lambda: decode(data), number, repeat),
+        "result to_json": timed(record.to_json, number, repeat),
+        "result from_json": timed(lambda: ResultRecord.from_json(stored, "bench"), number,
+                                  repeat),
+    }
+    return rows, len(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--number", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    options = parser.parse_args()
+    number, repeat = options.number, options.repeat
+    print(f"celeriac from {celeriac.__file__}; us per call, median of {repeat} x {number:,}")
+    for name, (args, kwargs) in CASES.items():
+        try:
+            rows, size = measure(args, kwargs, number, repeat)
+        except Exception as exc:  # an older revision refuses the datetime
+            print(f"{name:22} refused ({type(exc).__name__})")
+            continue
+        print(f"{name:22} " + "  ".join(f"{k} {median:5.2f} ({fastest:5.2f})"
+                                        for k, (median, fastest) in rows.items())
+              + f"  {size} bytes")
+
+
+if __name__ == "__main__":
+    main()
