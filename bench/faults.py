@@ -336,7 +336,8 @@ class Cell:
             # Crash attribution runs a poison task uncharged beside others until it finds it
             # (at most once per halving of the pool's slots), then charges it once per run
             # alone: runs <= max deliveries + ceil(log2(concurrency)), charged <= max.
-            limit = MAX_DELIVERIES + poison_extra_runs(POOLS[self.pool])
+            slots = 1 if self.pool == "prefork" else POOLS[self.pool]  # tasks per process
+            limit = MAX_DELIVERIES + poison_extra_runs(slots)
             runs = {i: len(starts.get(i, [])) for i in poisons}
             charged = {i: max((e.attempt for e in starts.get(i, [])), default=0) for i in poisons}
             result.poison_runs = max(runs.values())
@@ -475,7 +476,8 @@ def sigterm_under_load(cell: Cell) -> None:
 
 
 def poison_extra_runs(concurrency: int) -> int:
-    """Most uncharged runs of a poison task beside others: one per halving of the slots."""
+    """Most uncharged runs of a poison task beside others: one per halving of the slots of
+    one worker process (a prefork process runs one task: none)."""
     return math.ceil(math.log2(concurrency)) if concurrency > 1 else 0
 
 
