@@ -195,6 +195,10 @@ class Task(Generic[P, R]):
 
     @property
     def max_retries(self) -> int | None:
+        """Retries ``self.retry()`` may make: None is unlimited when the task says
+        ``max_retries=None`` (Celery's meaning); unset, ``task_default_max_retries`` (3)."""
+        if self.options.max_retries is None and "max_retries" in self.options.given:
+            return None
         value: int | None = self._opt("max_retries", "task_default_max_retries")
         return value
 

@@ -144,7 +144,8 @@ class TaskOptions:
     base: type[Task[Any, Any]] | None = None
     #: Custom attributes (unknown keywords, as Celery sets them on the task).
     extra: dict[str, Any] = field(default_factory=dict)
-    #: The names given explicitly (they win over a base class's attributes).
+    #: The names given explicitly, by the decorator or a base class's attribute (the
+    #: decorator's win over the attributes; ``max_retries=None`` given means unlimited).
     given: frozenset[str] = frozenset()
 
     @classmethod
@@ -205,7 +206,8 @@ class TaskOptions:
                 if key in CLASS_OPTIONS and not _is_code(value):
                     inherited[key] = value
         taken = {k: v for k, v in inherited.items() if k not in self.given}
-        return replace(self, **taken).validated() if taken else self
+        return (replace(self, **taken, given=self.given | frozenset(taken)).validated()
+                if taken else self)
 
 
 def backoff_countdown(options: TaskOptions, retries: int) -> float:

@@ -375,3 +375,33 @@ def test_rate_limits_are_accepted_and_the_worker_says_they_are_not_enforced(
     assert unenforced(app) == {}
     with pytest.raises(ConfigurationError):
         app.conf.update(task_default_rate_limit="often")
+
+
+# -- max_retries --------------------------------------------------------------------------
+def test_max_retries_none_means_unlimited_as_in_celery(app: Celeriac) -> None:
+    app.conf.update(task_always_eager=True)
+    attempts: list[int] = []
+
+    def flaky(self: Task[Any, Any]) -> int:
+        attempts.append(self.request.retries)
+        if self.request.retries < 5:
+            raise self.retry(countdown=0)
+        return self.request.retries
+
+    unlimited = app.task(name="t.unlimited", bind=True, max_retries=None)(flaky)
+    assert unlimited.max_retries is None
+    assert unlimited.delay().get() == 5
+    assert attempts == [0, 1, 2, 3, 4, 5]
+
+    default = app.task(name="t.default", bind=True)(flaky)
+    assert default.max_retries == 3  # unset: task_default_max_retries
+    attempts.clear()
+    with pytest.raises(Exception, match="max retries"):
+        default.delay().get()
+    assert attempts == [0, 1, 2, 3]
+
+    class Patient(Task[Any, Any]):
+        max_retries = None
+
+    inherited = app.task(name="t.inherited", bind=True, base=Patient)(flaky)
+    assert inherited.max_retries is None
