@@ -29,6 +29,38 @@ from celeriac.exceptions import ConfigurationError, UnknownSettingError
 Validator = Callable[[Any], Any]
 
 
+#: Time zone names that mean UTC: the only zone celeriac keeps times in.
+UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu", "GMT",
+                       "Etc/GMT"})
+
+
+def _utc_zone(value: Any) -> str | None:
+    """Celery's ``timezone``: accepted when it names UTC (or is None, Celery's default)."""
+    if value is None or (isinstance(value, str) and value in UTC_NAMES):
+        return value if value is None else str(value)
+    raise ValueError("celeriac keeps times in UTC (a naive datetime is UTC); another time zone "
+                     "would change what a naive eta means, so it is not accepted")
+
+
+def _true_only(value: Any) -> bool:
+    if value is not True:
+        raise ValueError("celeriac keeps times in UTC: only True is accepted")
+    return True
+
+
+def _json_only(value: Any) -> str:
+    if value not in ("json", "application/json"):
+        raise ValueError("results are stored as JSON (with kombu's type markers): only 'json'")
+    return "json"
+
+
+def _with_json(value: Any) -> list[str]:
+    names = _str_list(value)
+    if not {"json", "application/json"} & set(names):
+        raise ValueError("results are stored as JSON: the list must contain 'json'")
+    return names
+
+
 def _str(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("must be a non-empty string")
@@ -162,6 +194,16 @@ SETTINGS: dict[str, Setting] = {
                 "if also listed in accept_content.", _serializer),
         Setting("accept_content", ["json"], "Serializers (names or content types) a worker will "
                 "decode; add 'pickle' explicitly to accept pickled messages.", _str_list),
+        Setting("result_serializer", "json", "How results are stored: JSON with kombu's type "
+                "markers, the only choice ('json' is accepted, as Celery configs set it).",
+                _json_only),
+        Setting("result_accept_content", None, "Celery's list of result content types; results "
+                "are JSON, so a list must contain 'json' (None: Celery's default).",
+                _optional(_with_json)),
+        Setting("timezone", None, "Celery's time zone: accepted when it is UTC (or None), the "
+                "zone celeriac keeps every time in; a naive eta or expires is UTC.", _utc_zone),
+        Setting("enable_utc", True, "Celery's switch for UTC: accepted when True (celeriac keeps "
+                "times in UTC).", _true_only),
         Setting("task_acks_late", True, "Ack after the task finishes (at-least-once); False acks "
                 "before it starts (at-most-once).", _bool),
         Setting("task_reject_on_worker_lost", False, "A task past its hard time limit goes back "
@@ -271,8 +313,6 @@ _FEATURES = [
     ("routing_key", "AMQP exchanges and routing keys"),
     ("queue_type", "AMQP queue types"),
     ("task_queues", "declared AMQP queues (celeriac queues exist when used; see task_routes)"),
-    ("timezone", "time zones (celeriac keeps times in UTC)"),
-    ("enable_utc", "time zones (celeriac keeps times in UTC)"),
 ]
 
 #: Old names already warned about in this process (Celery warns once per name too).

@@ -220,7 +220,7 @@ def test_silent_ignores_only_what_cannot_be_imported(pkg: Path) -> None:
     (pkg / "cfgpkg" / "broken.py").write_text("1 / 0\n")
     with pytest.raises(ZeroDivisionError):
         app.config_from_object("cfgpkg.broken", silent=True)
-    with pytest.raises(ConfigurationError, match="not support"):  # a bad value is never silent
+    with pytest.raises(ConfigurationError, match="keeps times in UTC"):  # never silent
         app.config_from_object({"timezone": "Europe/Paris"}, silent=True)
 
 
@@ -336,7 +336,7 @@ def test_every_celery_setting_celeriac_lacks_is_named_not_unknown() -> None:
     with pytest.raises(ConfigurationError, match="belongs to compression"):
         Celery("proj", task_compression="gzip")
     with pytest.raises(AttributeError, match="does not support"):
-        _ = app.conf.timezone
+        _ = app.conf.beat_schedule
 
 
 def test_real_typos_keep_their_hint() -> None:
@@ -424,3 +424,22 @@ def test_an_import_modules_receiver_that_raises_stops_finalize() -> None:
     finally:
         import_modules.disconnect(refuse, sender=app)
     app.finalize()
+
+
+def test_common_celery_config_lines_load_with_their_meaning_here() -> None:
+    """The lines nearly every Celery config has: accepted where celeriac does exactly that
+    (UTC, JSON results), refused with the reason where it would mean something else."""
+    app = Celery("proj")
+    app.config_from_object({"timezone": "UTC", "enable_utc": True, "result_serializer": "json",
+                            "result_accept_content": ["json"], "accept_content": ["json"],
+                            "task_serializer": "json"})
+    assert (app.conf.timezone, app.conf.enable_utc, app.conf.result_serializer) == (
+        "UTC", True, "json")
+    app.config_from_object({"CELERY_TIMEZONE": "Etc/UTC"}, namespace="CELERY")
+    assert app.conf.timezone == "Etc/UTC"
+    for name, value, why in [("timezone", "Europe/Paris", "keeps times in UTC"),
+                             ("enable_utc", False, "only True"),
+                             ("result_serializer", "pickle", "stored as JSON"),
+                             ("result_accept_content", ["pickle"], "must contain 'json'")]:
+        with pytest.raises(ConfigurationError, match=why):
+            Celery("proj", **{name: value})
