@@ -15,6 +15,7 @@ than as "unknown" (Celery's names are in :mod:`celeriac.celery_settings`).
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import sys
 import threading
@@ -279,6 +280,66 @@ SETTINGS: dict[str, Setting] = {
                 "CELERY_WORKER_REVOKE_EXPIRES, 3 hours).", _positive_float),
     ]
 }
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A Celery tuning knob with no meaning in celeriac: accepted so that a Celery config
+    loads, and logged (once per name) when set to a value celeriac does not act like."""
+
+    name: str
+    default: Any
+    #: Values that describe what celeriac does anyway: set to one of them, no warning.
+    harmless: tuple[Any, ...]
+    why: str
+
+
+#: Celery's knobs that celeriac accepts without acting on them (docs/settings.md lists them).
+KNOBS = [
+    Knob("broker_connection_retry", True, (True,), "celeriac's broker calls always wait out "
+         "a lost connection for broker_connection_timeout"),
+    Knob("broker_connection_retry_on_startup", None, (None, False), "a worker whose broker is "
+         "unreachable at start exits with one line; its supervisor (systemd, Kubernetes) "
+         "restarts it"),
+    Knob("broker_connection_max_retries", 100, (100,), "lost connections are retried for "
+         "broker_connection_timeout, not a number of times"),
+    Knob("broker_pool_limit", 10, (10,), "each process keeps the connections it needs"),
+    Knob("broker_heartbeat", 120.0, (120, 120.0, None, 0), "AMQP heartbeats; the Redis and "
+         "SQLite brokers have none"),
+    Knob("broker_transport_options", {}, ({},), "kombu's transport options; the lease that "
+         "visibility_timeout sets for Celery's Redis transport is broker_lease_timeout"),
+    Knob("result_backend_transport_options", {}, ({},), "kombu's transport options"),
+    Knob("result_extended", False, (False,), "results record the task's name and retries, "
+         "not its arguments, worker or queue"),
+    Knob("task_create_missing_queues", True, (True,), "a queue exists as soon as a message "
+         "or a worker uses it"),
+    Knob("worker_cancel_long_running_tasks_on_connection_loss", False, (False,), "a task keeps "
+         "running through a lost connection; its lease and fencing token decide who acks it"),
+    Knob("worker_lost_wait", 10.0, (10, 10.0), "the supervisor sees a worker process die at "
+         "once, through its status pipe"),
+    Knob("worker_proc_alive_timeout", 4.0, (4, 4.0), "worker processes report ready on their "
+         "status pipe; a slow start is retried with backoff"),
+]
+
+_KNOBS_WARNED: set[str] = set()
+
+
+def _knob(knob: Knob) -> Validator:
+    def accept(value: Any) -> Any:
+        if value not in knob.harmless and knob.name not in _KNOBS_WARNED:
+            _KNOBS_WARNED.add(knob.name)
+            logging.getLogger("celeriac").warning(
+                "setting %s=%r is accepted for compatibility with Celery but has no effect in "
+                "celeriac: %s", knob.name, value, knob.why)
+        return value
+
+    return accept
+
+
+for _k in KNOBS:
+    SETTINGS[_k.name] = Setting(_k.name, _k.default, f"Celery's knob, accepted and not acted "
+                                f"on (a value celeriac does not act like is logged, once): {_k.why}.",
+                                _knob(_k))
 
 
 def suggest(name: str, choices: Iterator[str] | list[str] | dict[str, Any]) -> str:

@@ -443,3 +443,21 @@ def test_common_celery_config_lines_load_with_their_meaning_here() -> None:
                              ("result_accept_content", ["pickle"], "must contain 'json'")]:
         with pytest.raises(ConfigurationError, match=why):
             Celery("proj", **{name: value})
+
+
+def test_celery_tuning_knobs_load_and_say_once_that_they_do_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from celeriac import settings
+
+    settings._KNOBS_WARNED.clear()
+    with caplog.at_level("WARNING", logger="celeriac"):
+        app = Celery("proj", broker_transport_options={"visibility_timeout": 3600},
+                     broker_connection_retry_on_startup=False)  # False: what celeriac does
+        app.conf.update(broker_transport_options={"visibility_timeout": 7200})
+        app.conf.update(broker_pool_limit=10)  # Celery's default: nothing to say
+    assert app.conf.broker_transport_options == {"visibility_timeout": 7200}
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1, said
+    assert said[0].startswith("setting broker_transport_options={'visibility_timeout': 3600} is "
+                              "accepted for compatibility with Celery but has no effect")
+    assert "broker_lease_timeout" in said[0]
