@@ -198,9 +198,10 @@ class Supervisor:
         #: Settles and runs the hooks of what the supervisor ends itself (a hard limit, a
         #: terminate, a crash on a last delivery) and releases what vanished nodes held.
         self.verdicts = Verdicts(app, self.pipeline, Settler(app.broker, node_settle_pipeline(app)))
-        #: time.monotonic() since when every heartbeat succeeded (None: the last failed).
-        self._beating_since: float | None = None
-        self._last_beat = 0.0
+        #: time.monotonic() of the last heartbeat that succeeded, and of the first of the
+        #: unbroken run of them it ends (a gap of a ttl or more starts a new run).
+        self._last_beat = float("-inf")
+        self._beating_since = float("-inf")
         #: Seconds the latest worker process took from its start to ready (crash attribution
         #: weighs it against how long tasks run: see attribution.suspect_group).
         self.restart_seconds = 1.0
@@ -576,9 +577,8 @@ class Supervisor:
             self.app.broker.heartbeat(self.node, info, ttl=ttl)
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
-            self._beating_since = None
             return
-        if self._beating_since is None or now - self._last_beat >= ttl:
+        if now - self._last_beat >= ttl:
             # First beat, or the first after a lapse (this node was frozen or could not
             # reach the broker): our view may be as stale as the others' records.
             self._beating_since = now
