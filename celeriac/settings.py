@@ -297,12 +297,13 @@ class Knob:
 #: Celery's knobs that celeriac accepts without acting on them (docs/settings.md lists them).
 KNOBS = [
     Knob("broker_connection_retry", True, (True,), "celeriac's broker calls always wait out "
-         "a lost connection for broker_connection_timeout"),
+         "a lost connection (workers for as long as it takes, producers for "
+         "broker_reconnect_timeout)"),
     Knob("broker_connection_retry_on_startup", None, (None, False), "a worker whose broker is "
          "unreachable at start exits with one line; its supervisor (systemd, Kubernetes) "
          "restarts it"),
-    Knob("broker_connection_max_retries", 100, (100,), "lost connections are retried for "
-         "broker_connection_timeout, not a number of times"),
+    Knob("broker_connection_max_retries", 100, (100,), "a producer retries a lost "
+         "connection for broker_reconnect_timeout seconds, a worker for as long as it takes"),
     Knob("broker_pool_limit", 10, (10,), "each process keeps the connections it needs"),
     Knob("broker_heartbeat", 120.0, (120, 120.0, None, 0), "AMQP heartbeats; the Redis and "
          "SQLite brokers have none"),
@@ -348,8 +349,9 @@ def suggest(name: str, choices: Iterator[str] | list[str] | dict[str, Any]) -> s
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-#: Celery's settings celeriac does not support, by name prefix (or part): the feature they
-#: belong to, so that the error says what is missing rather than "unknown".
+#: Celery's settings celeriac does not support, by name prefix (a part ending in ``_``) or
+#: part of the name: the feature they belong to, so that the error says what is missing
+#: rather than "unknown" (``beat_`` is a prefix: ``broker_heartbeat_checkrate`` is not beat's).
 _FEATURES = [
     ("beat_", "periodic tasks (celery beat)"),
     ("azureblockblob_", "the Azure Block Blob result backend"),
@@ -397,7 +399,8 @@ def _user_stacklevel() -> int:
 def unsupported(name: str, celery_name: str | None = None) -> ConfigurationError:
     """The error for a Celery setting ``name`` (or old name of ``celery_name``) celeriac lacks."""
     new = celery_name or name
-    feature = next((text for part, text in _FEATURES if part in new), None)
+    feature = next((text for part, text in _FEATURES
+                    if (new.startswith(part) if part.endswith("_") else part in new)), None)
     old = f" (Celery's old name for {new!r})" if celery_name else ""
     return ConfigurationError(
         f"{name!r}{old} is a Celery setting that celeriac does not support"

@@ -52,6 +52,15 @@ UNSUPPORTED: dict[str, str] = {
     "pydantic_strict": "pydantic argument validation",
     "pydantic_context": "pydantic argument validation",
     "pydantic_dump_kwargs": "pydantic argument validation",
+    "acks_on_failure": "Celery 5.7's half of acks_on_failure_or_timeout; set "
+                       "acks_on_failure_or_timeout, which covers both",
+    "acks_on_timeout": "Celery 5.7's half of acks_on_failure_or_timeout; set "
+                       "acks_on_failure_or_timeout, which covers both",
+    "retry_on_worker_lost": "the messages of a worker process that dies always go back to "
+                            "the queue in celeriac, up to broker_max_deliveries",
+    "shared": "an @app.task task stays on its app in celeriac (Celery's shared=False); "
+              "declare a task for every app with @shared_task",
+    "filter": "a function applied to the new task; apply it to what @app.task returns",
 }
 
 #: How close an unknown keyword must be to a known option to be taken for a

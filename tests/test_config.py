@@ -339,6 +339,15 @@ def test_every_celery_setting_celeriac_lacks_is_named_not_unknown() -> None:
         _ = app.conf.beat_schedule
 
 
+def test_a_feature_prefix_matches_only_at_the_start_of_the_name() -> None:
+    """``beat_`` names beat's settings, not ``broker_heartbeat_checkrate`` (AMQP)."""
+    with pytest.raises(ConfigurationError, match="belongs to periodic tasks"):
+        Celery("proj", beat_schedule={})
+    with pytest.raises(ConfigurationError) as info:
+        Celery("proj", broker_heartbeat_checkrate=2)
+    assert "belongs to" not in str(info.value)
+
+
 def test_real_typos_keep_their_hint() -> None:
     app = Celery("proj")
     with pytest.raises(UnknownSettingError, match="did you mean 'task_default_queue'"):
