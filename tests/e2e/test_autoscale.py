@@ -1,4 +1,4 @@
-"""``celeriac worker --autoscale MAX,MIN`` end to end: a real node on SQLite grows with a
+"""``celeriac worker --autoscale MAX,MIN`` end to end: a real node (SQLite; Redis once) grows with a
 burst of slow tasks and shrinks back once idle for the keepalive (1 s here, through the
 celeriac-only ``worker_autoscale_keepalive`` setting).
 
@@ -62,9 +62,11 @@ def burst(tasks: ModuleType, gate: Path, count: int) -> list[Any]:
     return [tasks.wait_for.delay(str(gate)) for _ in range(count)]
 
 
-@pytest.mark.parametrize("pool", ["threads", "gevent"])
-def test_slots_grow_with_a_burst_and_shrink_when_idle(pool: str, project: Project,
-                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(("pool", "broker"), [("threads", "sqlite"), ("gevent", "sqlite"),
+                                             ("threads", "redis")])
+def test_slots_grow_with_a_burst_and_shrink_when_idle(pool: str, broker: str, tmp_path: Path,
+                                                      request: pytest.FixtureRequest) -> None:
+    project: Project = request.getfixturevalue("project" if broker == "sqlite" else "redis_project")
     tasks = tasks_module(project)
     app = tasks.app
     worker = project.start_worker("-P", pool, "-c", "8", "--autoscale", "4,1", "-n", "w1@%h")
