@@ -49,7 +49,7 @@ INSPECT_COMMANDS = ("ping", "active", "reserved", "scheduled", "stats", "registe
 #: ``celeriac control`` commands: they change something (revoke and terminate go
 #: through the broker's revocations rather than the control stream).
 CONTROL_COMMANDS = ("revoke", "terminate", "shutdown", "rate_limit", "time_limit",
-                    "add_consumer", "cancel_consumer", "pool_grow", "pool_shrink")
+                    "add_consumer", "cancel_consumer", "pool_grow", "pool_shrink", "autoscale")
 #: Celery's older names for inspect commands, understood by the workers too.
 ALIASES = {"dump_active": "active", "dump_reserved": "reserved", "dump_schedule": "scheduled",
            "dump_revoked": "revoked", "dump_tasks": "registered", "dump_conf": "conf"}
@@ -339,3 +339,11 @@ class Control:
         """Run ``n`` fewer tasks at once (never below one); running tasks are not stopped."""
         return self.broadcast("pool_shrink", arguments={"n": n}, destination=destination,
                               **kwargs)
+
+    def autoscale(self, max: int | None, min: int | None,
+                  destination: str | Sequence[str] | None = None,
+                  **kwargs: Any) -> list[Reply] | None:
+        """New ``--autoscale`` bounds (None keeps one), applied at once; a node started
+        without ``--autoscale`` answers with an error."""
+        return self.broadcast("autoscale", arguments={"max": max, "min": min},
+                              destination=destination, **kwargs)

@@ -145,6 +145,19 @@ def _serializer(value: Any) -> str:
     return value
 
 
+#: Celery's default ``worker_autoscaler``, and celeriac's own name for what it means.
+AUTOSCALER = "celery.worker.autoscale:Autoscaler"
+OWN_AUTOSCALER = "celeriac.worker.autoscale:Autoscaler"
+
+
+def _autoscaler(value: Any) -> str:
+    if value not in (AUTOSCALER, OWN_AUTOSCALER):
+        raise ValueError("celeriac's autoscaler is built in and a class of your own cannot "
+                         "replace it, since Celery's Autoscaler API (a thread driving a billiard "
+                         f"pool) does not exist here: use {AUTOSCALER!r} or leave it out")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One declared setting."""
@@ -275,6 +288,15 @@ SETTINGS: dict[str, Setting] = {
                 "broker. A node whose heartbeat is three intervals old is taken for dead: "
                 "another node releases the messages it held.",
                 _positive_float),
+        Setting("worker_autoscale_keepalive", 30.0, "celeriac's own: with `worker --autoscale "
+                "MAX,MIN`, seconds without a task starting (or the pool growing) before the pool "
+                "shrinks towards the load (Celery's AUTOSCALE_KEEPALIVE environment variable, "
+                "read here too).", _positive_float, "AUTOSCALE_KEEPALIVE"),
+        Setting("worker_autoscaler", AUTOSCALER, "Celery's autoscaler class: only its default "
+                f"({AUTOSCALER!r}) or {OWN_AUTOSCALER!r} is accepted, both meaning celeriac's "
+                "built-in autoscaler (`worker --autoscale`); a class of your own is refused, "
+                "since Celery's Autoscaler API (a thread driving a billiard pool) does not exist "
+                "here.", _autoscaler),
         Setting("worker_revoke_expires", 10800.0, "Seconds a revoked task id is kept in the "
                 "broker: a message of that task fetched within this time is not run (Celery's "
                 "CELERY_WORKER_REVOKE_EXPIRES, 3 hours).", _positive_float),

@@ -6,6 +6,7 @@
     celeriac -A tasks control revoke ID... | terminate SIGNAL ID... | shutdown
                              | rate_limit TASK RATE | time_limit TASK SOFT [HARD]
                              | add_consumer QUEUE | cancel_consumer QUEUE | pool_grow [N] | pool_shrink [N]
+                             | autoscale [MAX [MIN]]
 
 Both take ``-d/--destination`` (a comma list of node names; default every
 node), ``-t/--timeout`` (seconds to wait for replies, 1 by default) and
@@ -101,6 +102,7 @@ CONTROL_USAGE: dict[str, Usage] = {
     "cancel_consumer": Usage("QUEUE", (("queue", str),), required=1),
     "pool_grow": Usage("[N]", (("n", int),)),
     "pool_shrink": Usage("[N]", (("n", int),)),
+    "autoscale": Usage("[MAX [MIN]]", (("max", int), ("min", int))),
 }
 
 
@@ -221,7 +223,7 @@ def control_commands(app_command: Callable[[Callable[..., Any]], Callable[..., A
                 timeout: float, as_json: bool) -> None:
         """Tell the workers: COMMAND is revoke ID..., terminate SIGNAL ID..., shutdown,
         rate_limit TASK RATE, time_limit TASK SOFT [HARD], add_consumer QUEUE,
-        cancel_consumer QUEUE, pool_grow [N] or pool_shrink [N]."""
+        cancel_consumer QUEUE, pool_grow [N], pool_shrink [N] or autoscale [MAX [MIN]]."""
         arguments = CONTROL_USAGE.get(command, Usage()).parse(command, args)
         nodes = _nodes(destination)
         if command in ("revoke", "terminate"):

@@ -98,6 +98,9 @@ def _log_level(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Tasks at once (prefork: processes) [default: CPUs].")
 @click.option("--processes", type=click.IntRange(min=1),
               help="Worker processes for pools that run many tasks per process.")
+@click.option("--autoscale", metavar="MAX,MIN",
+              help="Grow the pool up to MAX tasks at once with the load, shrink it back to MIN "
+                   "when idle (Celery's meaning; -c is then not used).")
 @click.option("-Q", "--queues", help="Comma-separated queues to consume [default: default queue].")
 @click.option("-X", "--exclude-queues", metavar="QUEUES",
               help="Comma-separated queues not to consume, of those the worker would.")
@@ -144,8 +147,9 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
            max_memory_per_child: int | None, shutdown_timeout: float | None,
            max_blocking_time: float | None, task_events: bool, without_heartbeat: bool,
            without_gossip: bool, without_mingle: bool, optimization: str | None,
-           beat: bool) -> None:
+           beat: bool, autoscale: str | None = None) -> None:
     """Start a worker: a supervisor and its worker processes."""
+    from celeriac.worker.autoscale import autoscaled_groups, parse_autoscale
     from celeriac.worker.options import WorkerOptions, parse_groups
     from celeriac.worker.supervisor import Supervisor
 
@@ -161,6 +165,7 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
         processes=processes or conf.worker_processes,
         queues=_split_queues(queues) or [conf.task_default_queue],
         default_queue=conf.task_default_queue, exclude=_split_queues(exclude_queues))
+    bounds = parse_autoscale(autoscale) if autoscale else None
     if not app.broker.shared_between_processes:
         raise ConfigurationError(
             f"broker {conf.broker_url!r} lives inside one process; a worker needs a shared "
@@ -186,6 +191,8 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
                   logfile=process_logfile(logfile, node_id, None))
     _note_celery_flags(without_gossip=without_gossip, without_mingle=without_mingle,
                        without_heartbeat=without_heartbeat, optimization=optimization)
+    if bounds is not None:
+        groups = autoscaled_groups(groups, bounds, concurrency or conf.worker_concurrency)
     app.finalize()  # on_after_finalize: the supervisor knows every task it will know
     options = WorkerOptions(
         app=_child_app_spec(app), groups=groups, node=node or "",
@@ -195,7 +202,8 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
         max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child,
         shutdown_timeout=(conf.worker_shutdown_timeout if shutdown_timeout is None
                           else shutdown_timeout),
-        settings=settings, logfile=logfile, heartbeat_events=not without_heartbeat)
+        settings=settings, logfile=logfile, heartbeat_events=not without_heartbeat,
+        autoscale=bounds)
     with _pidfile(pidfile, node_id):
         raise SystemExit(Supervisor(app, options).run())
 

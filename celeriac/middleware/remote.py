@@ -38,6 +38,7 @@ from celeriac.control import ALIASES, ControlMessage
 from celeriac.exceptions import BrokerError
 from celeriac.masking import mask_settings, mask_url
 from celeriac.middleware.base import Middleware
+from celeriac.worker.autoscale import Autoscaler
 from celeriac.worker.commands import ReportReserved
 
 if TYPE_CHECKING:
@@ -224,6 +225,7 @@ class RemoteControl(Middleware):
         conf = supervisor.app.conf
         children = list(supervisor.children.values())
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        scaler = supervisor.pipeline.find(Autoscaler)
         return {
             "pid": os.getpid(),
             "uptime": int(time.time() - supervisor.started_at),
@@ -243,6 +245,7 @@ class RemoteControl(Middleware):
             "broker": {"url": mask_url(str(conf.broker_url)),
                        "transport": str(conf.broker_url).partition(":")[0]},
             "rusage": {name: getattr(usage, f"ru_{name}") for name in RUSAGE_FIELDS},
+            **({"autoscaler": scaler.info(supervisor)} if scaler is not None else {}),
         }
 
     def registered(self, supervisor: Supervisor, message: ControlMessage) -> Any:
@@ -338,12 +341,27 @@ class RemoteControl(Middleware):
     def pool_shrink(self, supervisor: Supervisor, message: ControlMessage) -> Any:
         return _resize(supervisor, -_count(message.arguments.get("n", 1)), "shrunk")
 
+    def autoscale(self, supervisor: Supervisor, message: ControlMessage) -> Any:
+        scaler = supervisor.pipeline.find(Autoscaler)
+        if scaler is None:
+            raise Refused("autoscale is not enabled on this node (start it with --autoscale "
+                          "MAX,MIN)")
+        bounds = [message.arguments.get(name) for name in ("max", "min")]
+        if not all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
+            raise Refused(f"max and min must be whole numbers, got {bounds!r:.80}")
+        try:
+            high, low = scaler.update(supervisor, *bounds)
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+        log.info("autoscale now max=%d min=%d (celeriac control autoscale)", high, low)
+        return {"ok": f"autoscale now max={high} min={low}"}
+
 
 HANDLERS: dict[str, Handler] = {
     name: getattr(RemoteControl, name)
     for name in ("ping", "active", "reserved", "scheduled", "stats", "registered", "revoked",
                  "active_queues", "conf", "shutdown", "rate_limit", "time_limit",
-                 "add_consumer", "cancel_consumer", "pool_grow", "pool_shrink")
+                 "add_consumer", "cancel_consumer", "pool_grow", "pool_shrink", "autoscale")
 }
 
 
@@ -371,17 +389,16 @@ def _count(value: Any) -> int:
 def _resize(supervisor: Supervisor, delta: int, verb: str) -> dict[str, str]:
     """Every pool group by ``delta`` tasks at once: slots per process for pools that resize
     in place (threads, green), processes for one-task-per-process pools (prefork, solo)."""
-    plans = []
+    if supervisor.pipeline.find(Autoscaler) is not None:
+        command = "pool_grow" if delta > 0 else "pool_shrink"
+        raise Refused(f"{command} is not supported with autoscale. Adjust autoscale range "
+                      "instead.")
     for group in supervisor.groups:
-        in_place = group.pool_class.resizable
-        size = (group.per_process if in_place else group.processes) + delta
-        if size < 1:
+        if group.size + delta < 1:
             raise Refused(f"cannot shrink {_shape(group)} by {-delta}: it would run nothing")
-        plans.append((group, in_place, size))
     changes = []
-    for group, in_place, size in plans:
-        new = supervisor.change_group(group, per_process=size) if in_place else \
-            supervisor.change_group(group, processes=size)
+    for group in list(supervisor.groups):
+        new = supervisor.resize(group, group.size + delta)
         changes.append(f"{_shape(group)} -> {_shape(new)}")
     log.info("pool %s by %d: %s", verb, abs(delta), "; ".join(changes))
     return {"ok": f"pool {verb} by {abs(delta)}: {'; '.join(changes)}"}

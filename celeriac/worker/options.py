@@ -52,6 +52,8 @@ class WorkerOptions:
     #: ``heartbeat_sent`` signal. The node's heartbeat *record* in the broker stays:
     #: ``status``, remote control and the recovery of a vanished node's messages need it.
     heartbeat_events: bool = True
+    #: ``--autoscale MAX,MIN`` as ``(MAX, MIN)`` (celeriac.worker.autoscale); None without it.
+    autoscale: tuple[int, int] | None = None
 
 
 def pool_queue(default_queue: str, pool: str) -> str:

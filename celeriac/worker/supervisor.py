@@ -120,6 +120,12 @@ class _Group:
     processes: int
     per_process: int
 
+    @property
+    def size(self) -> int:
+        """What ``pool_grow``/``pool_shrink`` and ``--autoscale`` change: slots per process
+        for pools that resize in place (threads, green), processes for the others."""
+        return self.per_process if self.pool_class.resizable else self.processes
+
     def describe(self) -> str:
         return (f"{self.spec.pool} {self.processes}x{self.per_process} on "
                 f"{','.join(self.spec.queues)}")
@@ -195,6 +201,11 @@ class Supervisor:
         self.stalls: dict[str, int] = {}
         #: The node's hooks (signals such as worker_init, worker_ready, heartbeat_sent).
         self.pipeline = node_pipeline(app)
+        if options.autoscale is not None:
+            from celeriac.worker.autoscale import Autoscaler
+
+            self.pipeline.add(Autoscaler(*options.autoscale,
+                                         keepalive=float(app.conf.worker_autoscale_keepalive)))
         #: Settles and runs the hooks of what the supervisor ends itself (a hard limit, a
         #: terminate, a crash on a last delivery) and releases what vanished nodes held.
         self.verdicts = Verdicts(app, self.pipeline, Settler(app.broker, node_settle_pipeline(app)))
@@ -388,8 +399,11 @@ class Supervisor:
         With several processes, one that reserved more than it can start would sit on
         messages its idle siblings could run now (a burst of 4 tasks on prefork -c 4
         would run one after another in one process): only a lone process prefetches.
+        Under ``--autoscale`` none does: what the pool cannot start yet waits in the broker,
+        where the autoscaler counts it (see celeriac.worker.autoscale).
         """
-        per_slot = self.options.prefetch_multiplier if group.processes == 1 else 1
+        lone = group.processes == 1 and self.options.autoscale is None
+        per_slot = self.options.prefetch_multiplier if lone else 1
         return group.per_process * per_slot
 
     def _spawn(self, index: int) -> None:
@@ -531,6 +545,12 @@ class Supervisor:
                 self._spawn(index)
         return new
 
+    def resize(self, group: _Group, size: int) -> _Group:
+        """Make ``group``'s :attr:`_Group.size` ``size``; return the group that replaces it."""
+        if group.pool_class.resizable:
+            return self.change_group(group, per_process=size)
+        return self.change_group(group, processes=size)
+
     def _retire(self, index: int) -> None:
         """Stop the process at ``index`` warm for good (the pool shrank): it is not replaced."""
         del self.slots[index]
@@ -538,7 +558,7 @@ class Supervisor:
         self.backoff.pop(index, None)
         child = self.children.get(index)
         if child is not None:
-            self.send(child, Stop("the pool shrank (pool_shrink)"))
+            self.send(child, Stop("the pool shrank"))
 
     # -- heartbeat and events -------------------------------------------------------------
     def _emit(self, kind: str, **data: Any) -> None:
