@@ -128,6 +128,13 @@ def _module_list(value: Any) -> list[str]:
     return list(value)
 
 
+def _log_format(value: Any) -> str:
+    """A %-style log format, checked as the worker's ``logging.Formatter`` will check it."""
+    text = _str(value)
+    logging.Formatter(text)  # ValueError for a format that names no field
+    return text
+
+
 def _mapping(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError("must be a mapping")
@@ -300,6 +307,22 @@ SETTINGS: dict[str, Setting] = {
         Setting("worker_revoke_expires", 10800.0, "Seconds a revoked task id is kept in the "
                 "broker: a message of that task fetched within this time is not run (Celery's "
                 "CELERY_WORKER_REVOKE_EXPIRES, 3 hours).", _positive_float),
+        Setting("worker_log_format", "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+                "Format of the worker's log lines (Celery's; the process is MainProcess for "
+                "the supervisor, Worker-N for worker process N).", _log_format),
+        Setting("worker_task_log_format", "[%(asctime)s: %(levelname)s/%(processName)s] "
+                "%(task_name)s[%(task_id)s]: %(message)s", "Format of the lines task loggers "
+                "(celeriac.utils.log.get_task_logger) write in a worker: %(task_name)s and "
+                "%(task_id)s are the running task's.", _log_format),
+        Setting("worker_log_datefmt", None, "strftime format of %(asctime)s in "
+                "worker_log_format (None: logging's default, 2026-01-31 12:00:00,123).",
+                _optional(_str)),
+        Setting("worker_task_log_datefmt", None, "strftime format of %(asctime)s in "
+                "worker_task_log_format (None: logging's default).", _optional(_str)),
+        Setting("worker_hijack_root_logger", True, "The worker removes the root logger's "
+                "handlers before adding its own (and the celeriac and celeriac.task loggers'); "
+                "False keeps handlers the app configured, and the worker adds one only to a "
+                "logger that has none.", _bool),
     ]
 }
 
@@ -336,6 +359,7 @@ KNOBS = [
          "not its arguments, worker or queue"),
     Knob("task_create_missing_queues", True, (True,), "a queue exists as soon as a message "
          "or a worker uses it"),
+    Knob("worker_log_color", None, (None, False), "celeriac's log lines are never coloured"),
     Knob("worker_cancel_long_running_tasks_on_connection_loss", False, (False,), "a task keeps "
          "running through a lost connection; its lease and fencing token decide who acks it"),
     Knob("worker_lost_wait", 10.0, (10, 10.0), "the supervisor sees a worker process die at "

@@ -13,12 +13,12 @@ import logging
 import pickle
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from logstate import bare_logging
 
 from celeriac import Celeriac, Task, signals
 from celeriac.backends.base import ResultRecord
@@ -34,7 +34,7 @@ from celeriac.pools.threads import ThreadPool
 from celeriac.signals import Signal
 from celeriac.states import REVOKED
 from celeriac.worker.executor import Executor
-from celeriac.worker.logs import TASK_LOGGER, log_format, setup_logging
+from celeriac.worker.logs import TASK_LOGGER, LogSetup, setup_logging
 from celeriac.worker.options import PoolGroup, WorkerOptions
 from celeriac.worker.run import run_task
 
@@ -553,55 +553,39 @@ def test_node_start_signals_and_settings_they_change_reach_the_worker_processes(
 # -- logging ------------------------------------------------------------------------------------
 
 
-@contextmanager
-def bare_root_logger() -> Iterator[logging.Logger]:
-    """The root logger without handlers, as in a fresh process; pytest's own handlers and
-    the levels are put back afterwards (within the test: pytest swaps them per phase)."""
-    root, task_logger = logging.getLogger(), logging.getLogger(TASK_LOGGER)
-    handlers, level, task_level = root.handlers[:], root.level, task_logger.level
-    root.handlers = []
-    root.setLevel(logging.NOTSET)
-    try:
-        yield root
-    finally:
-        root.handlers = handlers
-        root.setLevel(level)
-        task_logger.setLevel(task_level)
-
-
 def test_celeriac_configures_logging_then_sends_the_after_setup_signals(
         listen: Callable[[Signal], list[Call]]) -> None:
     logger, task_logger = listen(signals.after_setup_logger), listen(signals.after_setup_task_logger)
-    with bare_root_logger() as root:
-        assert setup_logging("warning", log_format("node/0")) is False
+    with bare_logging() as root:
+        assert setup_logging(LogSetup(logging.WARNING, format="root: %(message)s",
+                                      task_format="task: %(message)s")) is False
         configured = (root.handlers[:], root.level, logging.getLogger(TASK_LOGGER).level)
     [handler], level, task_level = configured
-    assert handler.formatter is not None and handler.formatter._fmt == (
-        "[%(asctime)s %(levelname)s node/0] %(message)s")
+    assert handler.formatter is not None and handler.formatter._fmt == "root: %(message)s"
     assert level == task_level == logging.WARNING
     expected = {"loglevel": logging.WARNING, "logfile": None, "colorize": False,
-                "format": "[%(asctime)s %(levelname)s node/0] %(message)s"}
+                "format": "root: %(message)s"}
     [root_call] = logger
     assert root_call["sender"] is None and root_call["logger"] is logging.getLogger()
     assert {k: root_call[k] for k in expected} == expected
-    [task_call] = task_logger
+    [task_call] = task_logger  # as in Celery, with the task format
     assert task_call["logger"] is logging.getLogger(TASK_LOGGER)
-    assert {k: task_call[k] for k in expected} == expected
+    assert {k: task_call[k] for k in expected} == {**expected, "format": "task: %(message)s"}
 
 
 def test_a_setup_logging_receiver_takes_logging_over(
         listen: Callable[[Signal], list[Call]]) -> None:
     setup, after = listen(signals.setup_logging), listen(signals.after_setup_logger)
-    with bare_root_logger() as root:
-        assert setup_logging("INFO", log_format("w%h")) is True
+    with bare_logging() as root:
+        assert setup_logging(LogSetup.from_conf(Celeriac("t").conf, "info", None)) is True
         assert root.handlers == [] and root.level == logging.NOTSET  # left alone
     assert after == []
     [call] = setup
     assert call["sender"] is None and call["loglevel"] == logging.INFO
-    assert call["format"] == "[%(asctime)s %(levelname)s w%%h] %(message)s"
+    assert call["format"] == "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
     assert (call["logfile"], call["colorize"]) == (None, False)
     with pytest.raises(ValueError, match="unknown log level 'LOUD'"):
-        setup_logging("LOUD", "%(message)s")
+        LogSetup.from_conf(Celeriac("t").conf, "LOUD", None)
 
 
 def test_a_setup_logging_receiver_that_raises_does_not_leave_the_process_without_logs(
@@ -614,8 +598,8 @@ def test_a_setup_logging_receiver_that_raises_does_not_leave_the_process_without
     signals_log = logging.getLogger("celeriac.signals")
     signals_log.addHandler(caplog.handler)  # the root logger is bare meanwhile
     try:
-        with bare_root_logger() as root:
-            assert setup_logging("INFO", "%(message)s") is False
+        with bare_logging() as root:
+            assert setup_logging(LogSetup(logging.INFO)) is False
             assert len(root.handlers) == 1  # celeriac's own stderr handler
     finally:
         signals_log.removeHandler(caplog.handler)

@@ -182,13 +182,12 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
     if task_events:
         # The supervisor reads it too (worker-heartbeat events), the processes via their spec.
         settings["worker_send_task_events"] = conf.worker_send_task_events = True
-    from celeriac.worker.logs import log_format, process_logfile, setup_logging
+    from celeriac.worker.logs import configure_logging, process_logfile
     from celeriac.worker.nodenames import resolve_node
 
     node_id = resolve_node(node or "")  # what the Supervisor will call itself
     # Unless setup_logging receivers configure logging themselves:
-    setup_logging(loglevel, log_format("supervisor"),
-                  logfile=process_logfile(logfile, node_id, None))
+    configure_logging(conf, loglevel, process_logfile(logfile, node_id, None))
     _note_celery_flags(without_gossip=without_gossip, without_mingle=without_mingle,
                        without_heartbeat=without_heartbeat, optimization=optimization)
     if bounds is not None:

@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from celeriac.worker.spec import WorkerSpec
 
+if TYPE_CHECKING:
+    from celeriac.settings import Settings
 
-def configure_logging(spec: WorkerSpec) -> None:
-    """Logging of this process, with Celery's logging signals (:mod:`celeriac.worker.logs`):
-    to stderr, or to ``--logfile`` with this process's index in ``%i``/``%I``."""
-    from celeriac.worker.logs import log_format, process_logfile, setup_logging
 
-    setup_logging(spec.loglevel, log_format(f"{spec.node}/{spec.index}"),
-                  logfile=process_logfile(spec.logfile, spec.node, spec.index))
+def configure_logging(spec: WorkerSpec, conf: Settings) -> None:
+    """Logging of this process, with Celery's logging signals and the app's logging settings
+    (:mod:`celeriac.worker.logs`): to stderr, or to ``--logfile`` with this process's index
+    in ``%i``/``%I``; the process is ``Worker-<index>`` in ``%(processName)s``."""
+    from celeriac.worker import logs
+
+    logs.name_process(spec.index)
+    logs.configure_logging(conf, spec.loglevel,
+                           logs.process_logfile(spec.logfile, spec.node, spec.index))
 
 
 def main() -> int:
@@ -48,7 +54,7 @@ def main() -> int:
     app.set_current()  # what current_app and shared tasks use, in every thread of the pool
     app.set_default()
     app.conf.update(spec.settings)
-    configure_logging(spec)
+    configure_logging(spec, app.conf)
     log = logging.getLogger("celeriac.worker")
     if pool_class.imported_too_early:
         log.warning("modules %s were imported before %s patching (from sitecustomize, a .pth "

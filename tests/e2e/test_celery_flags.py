@@ -95,7 +95,7 @@ def test_a_celery_deploy_line_starts_a_worker_with_celerys_meaning(project: Proj
         assert said in supervisor_lines, supervisor_lines
     for index in (1, 2):
         lines = log_lines(logs / f"flags-{index}.log")
-        assert any(f"INFO {node}/{index - 1}]" in line for line in lines), lines
+        assert any(f": INFO/Worker-{index - 1}]" in line for line in lines), lines
     assert "INFO" not in worker.log(), worker.log()
 
 

@@ -91,11 +91,12 @@ def replaced(worker: Worker, gone: int, count: int) -> list[int]:
 def connection_lines(log: str) -> Counter[tuple[str, str, str]]:
     """``(process, "lost"/"reconnected", what)`` -> how often a worker log says so.
 
-    ``process`` is ``supervisor`` or the worker process's ``node/index`` tag;
+    ``process`` is ``MainProcess`` (the supervisor) or a worker process's ``Worker-N``
+    (Celery's log format: ``[2026-01-31 12:00:00,123: INFO/Worker-0] ...``);
     ``what`` is ``Redis broker`` or ``Redis result backend``.
     """
     found: Counter[tuple[str, str, str]] = Counter()
-    pattern = re.compile(r"^\[\S+ \S+ \w+ ([^\]]+)\] (lost the connection to|reconnected to) "
+    pattern = re.compile(r"^\[\S+ \S+: \w+/([^\]]+)\] (lost the connection to|reconnected to) "
                          r"(Redis broker|Redis result backend) ", re.M)
     for process, verb, what in pattern.findall(log):
         found[(process, "lost" if verb.startswith("lost") else "reconnected", what)] += 1
@@ -303,7 +304,7 @@ def test_redis_restart_under_load_loses_no_acknowledged_enqueue(
     # redis-py quietly replaces a pooled socket the server closed while it was idle)
     # depends on what was on the wire at that moment; but under load something was.
     noticed = sum(count for (process, verb, _), count in lines.items()
-                  if verb == "lost" and process != "supervisor")
+                  if verb == "lost" and process != "MainProcess")
     assert noticed >= 1, f"the worker process noticed no outage: {lines}"
     assert worker.stop() == 0
 
