@@ -1,15 +1,15 @@
 """From a delivery to an outcome: decode, look up, check, run.
 
 The executor runs inside a pool job (a thread, the main thread or a greenlet).
-It returns what should happen to the message -- ack it, or dead-letter it with a
-reason -- and the result to store; the consumer settles messages in batches
-(the pipeline's ``before_settle`` stores results, then the acks go out). Every
-concern around a run (status reports, expiry, revocation, signals, handlers,
-``track_started``, autoretry, task events) is a hook of the pipeline
-(:mod:`celeriac.middleware`); this module only does what every run needs. A
-message that cannot be processed (malformed, unknown task) is dead-lettered
-with the reason and, where a task id is known, a FAILURE result is stored so
-that ``get()`` does not wait forever.
+It returns what should happen to the message -- ack it, dead-letter it with a
+reason, or requeue it (a task's ``Reject(requeue=True)``) -- and the result to
+store; the consumer settles messages in batches (the pipeline's
+``before_settle`` stores results, then the acks go out). Every concern around a
+run (status reports, expiry, revocation, signals, handlers, ``track_started``,
+autoretry, task events) is a hook of the pipeline (:mod:`celeriac.middleware`);
+this module only does what every run needs. A message that cannot be processed
+(malformed, unknown task) is dead-lettered with the reason and, where a task id
+is known, a FAILURE result is stored so that ``get()`` does not wait forever.
 """
 
 from __future__ import annotations
