@@ -5,6 +5,7 @@ process: through the worker's executor and settler on a memory broker, and eager
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -281,3 +282,15 @@ def test_called_directly_is_true_only_outside_a_run(app: Celeriac) -> None:
     called_directly, hostname, info = direct.apply(priority=3).get()
     assert called_directly is False and hostname  # this machine's name, as Celery's apply
     assert info == {"is_eager": True, "exchange": None, "routing_key": None, "priority": 3}
+
+
+def test_ignore_and_reject_are_celerys_task_predicates() -> None:
+    from celeriac.exceptions import CeleriacError, Retry, TaskPredicate
+
+    assert all(issubclass(cls, TaskPredicate) for cls in (Ignore, Reject, Retry))
+    assert issubclass(TaskPredicate, CeleriacError)
+    reject = Reject("bad input", requeue=True)
+    assert (reject.reason, reject.requeue, str(reject)) == ("bad input", True, "bad input")
+    assert repr(reject) == "reject requeue=True: bad input" and str(Reject()) == ""
+    again = pickle.loads(pickle.dumps(reject))
+    assert (again.reason, again.requeue) == ("bad input", True)
