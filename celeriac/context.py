@@ -58,7 +58,12 @@ class Request:
     group: str | None = None
     eta: float | None = None
     expires: float | None = None
+    #: From a worker: ``exchange``, ``routing_key`` (the queue), ``priority`` and
+    #: ``redelivered`` (True when the broker delivered this message before); from
+    #: ``apply``: ``is_eager``, ``exchange``, ``routing_key`` and ``priority``, as in Celery.
     delivery_info: dict[str, Any] = field(default_factory=dict)
+    #: The worker's node name (``-n``; ``celeriac.PID@host`` by default); this machine's
+    #: name in an eager run, as in Celery.
     hostname: str | None = None
     is_eager: bool = False
     #: Queue the message came from.
@@ -76,6 +81,21 @@ class Request:
     origin: str | None = None
     #: The message's custom headers (see :func:`custom_headers`), or None.
     headers: dict[str, Any] | None = None
+    #: True when no worker or ``apply`` runs the task: its function was called as a
+    #: function, outside any task (Celery's default, so an empty request says so).
+    called_directly: bool = True
+    #: The message's ``correlation_id`` and ``reply_to`` properties (the first is the
+    #: task id in protocol v2).
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    #: What the message's body embeds: signatures to call after success (``callbacks``)
+    #: or failure (``errbacks``), the rest of a ``chain``, the ``chord`` body; None when absent.
+    callbacks: list[Any] | None = None
+    errbacks: list[Any] | None = None
+    chain: list[Any] | None = None
+    chord: dict[str, Any] | None = None
+    #: The task's position in its group (the ``group_index`` header), or None.
+    group_index: int | None = None
 
     if not TYPE_CHECKING:  # at run time only: mypy keeps checking attribute names
         def __getattr__(self, name: str) -> Any:
@@ -88,6 +108,16 @@ class Request:
     def get(self, key: str, default: Any = None) -> Any:
         """An attribute or custom header by name, or ``default`` (Celery's ``request.get``)."""
         return getattr(self, key, default)
+
+    @property
+    def time_limit(self) -> float | None:
+        """The message's hard time limit (Celery's spelling of ``timelimit[0]``)."""
+        return self.timelimit[0]
+
+    @property
+    def soft_time_limit(self) -> float | None:
+        """The message's soft time limit (``timelimit[1]``)."""
+        return self.timelimit[1]
 
     @property
     def name(self) -> str:

@@ -18,7 +18,10 @@ Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
     │   ├── TaskRevokedError        the task was revoked (or expired) and not run
     │   └── MaxRetriesExceededError self.retry() with no exc when no retry was left
     ├── TimeoutError                get() waited longer than its timeout
-    └── Retry                       raised by Task.retry() to ask for a new attempt
+    └── TaskPredicate               raised in a task to say how its run ends
+        ├── Retry                   raised by Task.retry() to ask for a new attempt
+        ├── Ignore                  store nothing, ack the message (the state stays)
+        └── Reject                  reject the message: dead-letter it, or requeue it
 
     SoftTimeLimitExceeded (Exception)  raised *inside* a task at its soft limit
     HardTimeLimit (BaseException)      interrupts a green task at its hard limit;
@@ -27,8 +30,10 @@ Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
     Terminated (BaseException)         interrupts a task revoked with terminate=True
                                        (threads, green pools). Recorded as REVOKED.
 
-``Retry`` derives from :class:`CeleriacError` and is raised by ``self.retry()``;
-the worker recognises it, so user code should let it propagate.
+The :class:`TaskPredicate` exceptions (``Retry``, raised by ``self.retry()``,
+``Ignore`` and ``Reject``) are not failures: the worker recognises each, so user
+code should let them propagate. ``docs/migrating.md`` says what ``Ignore`` and
+``Reject`` do to the message and the result.
 
 Celery's names for the same classes are aliases here, so ``except`` clauses of a
 Celery app keep working: ``CeleryError`` (:class:`CeleriacError`),
@@ -130,7 +135,11 @@ class TimeoutError(CeleriacError):
     """``AsyncResult.get()`` waited longer than its timeout."""
 
 
-class Retry(CeleriacError):
+class TaskPredicate(CeleriacError):
+    """Raised by a task to say how its run ends, other than by returning or failing."""
+
+
+class Retry(TaskPredicate):
     """Raised by ``Task.retry()``: the worker re-sends the task and records RETRY."""
 
     def __init__(
@@ -142,6 +151,38 @@ class Retry(CeleriacError):
         super().__init__(message or (f"Retry in {when}s" if when is not None else "Retry"))
         self.exc = exc
         self.when = when
+
+
+class Ignore(TaskPredicate):
+    """Raised by a task to end its run with nothing stored: its state stays what it was
+    (PENDING, or a state the task set itself with ``update_state``), its message is
+    acked, and no success, failure or retry handler runs (``task_postrun`` does, with
+    state ``IGNORED``). For a task that settles its own result, or hands its work on."""
+
+
+class Reject(TaskPredicate):
+    """Raised by a task to reject its message (``raise Reject(reason, requeue=False)``).
+
+    ``requeue=False``: the message is not run again. It goes to the dead-letter store
+    with ``reason`` (Celery drops it, or hands it to the queue's dead-letter exchange)
+    and FAILURE is stored, carrying this exception. ``requeue=True``: the message goes
+    back to its queue, nothing stored; each delivery still counts, so a task that
+    always rejects ends in the dead-letter store after ``broker_max_deliveries``.
+    Only a message acked after its task runs (``acks_late``, the default) can be
+    rejected: with ``acks_late=False`` it is gone already, and FAILURE is stored.
+    """
+
+    def __init__(self, reason: object = None, requeue: bool = False) -> None:
+        super().__init__(reason, requeue)  # Celery's args, so copies compare alike
+        self.reason = reason
+        self.requeue = requeue
+
+    def __str__(self) -> str:
+        """The reason alone: it is what the result and the dead letter record."""
+        return "" if self.reason is None else str(self.reason)
+
+    def __repr__(self) -> str:
+        return f"reject requeue={self.requeue}: {self.reason}"
 
 
 class SoftTimeLimitExceeded(Exception):
@@ -205,4 +246,6 @@ REMOTE_SAFE_ERRORS: dict[str, type[BaseException]] = {
     "NotRegistered": NotRegistered,
     "TaskRevokedError": TaskRevokedError,
     "MaxRetriesExceededError": MaxRetriesExceededError,
+    "Reject": Reject,
+    "Ignore": Ignore,
 }

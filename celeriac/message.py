@@ -76,6 +76,8 @@ class TaskMessage:
     kwargs: dict[str, Any]
     headers: dict[str, Any] = field(default_factory=dict)
     embed: dict[str, Any] = field(default_factory=dict)
+    #: The envelope's properties (``correlation_id``, ``reply_to``, ``delivery_info``...).
+    properties: dict[str, Any] = field(default_factory=dict)
     #: Unix time after which the task must not run, or None.
     expires: float | None = None
     #: Unix time before which the task should not run, or None.
@@ -406,7 +408,7 @@ def _decode(data: bytes, accept: set[str]) -> TaskMessage:
         raise MessageDecodeError(f"property 'priority' must be an integer, got {_short_repr(priority)}")
     return TaskMessage(
         id=headers["id"], task=headers["task"], args=payload[0], kwargs=payload[1],
-        headers=headers, embed=payload[2] or {},
+        headers=headers, embed=payload[2] or {}, properties=properties,
         expires=parse_iso(headers.get("expires"), "expires"),
         eta=parse_iso(headers.get("eta"), "eta"), retries=retries,
         timelimit=(_number(timelimit[0], "timelimit"), _number(timelimit[1], "timelimit")),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from celeriac.backends.base import ResultRecord
 from celeriac.exceptions import REMOTE_SAFE_ERRORS, TaskError, TimeoutError
-from celeriac.states import FAILURE, PENDING, READY_STATES, SUCCESS
+from celeriac.states import FAILURE, IGNORED, PENDING, READY_STATES, REJECTED, SUCCESS
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -156,6 +156,8 @@ class EagerResult(AsyncResult[R]):
         return self._local
 
     def get(self, timeout: float | None = None, propagate: bool = True) -> R:
+        if self._local.status in (IGNORED, REJECTED):
+            return None  # type: ignore[return-value]  # Celery's: neither a value nor an error
         return self._value(self._local, propagate)
 
     def forget(self) -> None:

@@ -2,7 +2,8 @@
 
 A result record holds one of the six *result states* (``PENDING`` means nothing
 recorded yet, unknown ids too). ``RECEIVED`` and ``REJECTED`` are states only
-task events report (``celeriac events``, ``-E``): a worker never stores them.
+task events report (``celeriac events``, ``-E``): a worker never stores them;
+nor ``IGNORED``, the state ``task_postrun`` gets for a run that raised ``Ignore``.
 A task may also store a state of its own choosing (``self.update_state``); such
 a state is neither ready nor an exception state.
 
@@ -21,6 +22,8 @@ SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
 REVOKED = "REVOKED"
 REJECTED = "REJECTED"
+#: A run that raised :class:`~celeriac.exceptions.Ignore`: ``task_postrun``'s state, never stored.
+IGNORED = "IGNORED"
 
 #: States in which the task is done: ``AsyncResult.ready()`` is True.
 READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})

@@ -219,7 +219,7 @@ class Task(Generic[P, R]):
     @property
     def request(self) -> Request:
         """The message behind the current run (an empty request when called directly)."""
-        return current_request.get() or Request(id="", task=self.name)
+        return current_request.get() or Request(id="", task=self.name, called_directly=True)
 
     # -- running ----------------------------------------------------------------------
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -372,7 +372,8 @@ class Task(Generic[P, R]):
             retries=options.get("retries", 0),
             throw=conf.task_eager_propagates if throw is None else throw,
             store=store and not ignore,
-            store_errors=bool(store and ignore and self.store_errors_even_if_ignored))
+            store_errors=bool(store and ignore and self.store_errors_even_if_ignored),
+            priority=options.get("priority"))
 
     def retry(
         self,

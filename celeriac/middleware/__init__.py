@@ -20,6 +20,7 @@ from celeriac.middleware.autoretry import Autoretry
 from celeriac.middleware.base import (
     ACK,
     DEAD,
+    REQUEUE,
     RETRY_LATER,
     SETTLED,
     Finished,
@@ -87,6 +88,7 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
 __all__ = [
     "ACK",
     "DEAD",
+    "REQUEUE",
     "RETRY_LATER",
     "SETTLED",
     "Finished",

@@ -47,6 +47,8 @@ M = TypeVar("M", bound="Middleware")
 ACK = "ack"
 DEAD = "dead"
 RETRY_LATER = "retry-later"
+#: Back to its queue at once, this delivery counted (a task raised ``Reject(requeue=True)``).
+REQUEUE = "requeue"
 #: The message was already acked before the task ran (acks_late=False).
 SETTLED = "settled"
 
@@ -96,6 +98,10 @@ class TaskRun:
     revoked: str = ""
     #: The signal name a terminate asked for (``revoke(terminate=True, signal=...)``).
     signal: str | None = None
+    #: A run that raised ``Reject(requeue=True)`` (status REJECTED) whose message goes back
+    #: to its queue: False when it cannot (acked before the run, or on its last delivery),
+    #: and the run then ends as a FAILURE would.
+    requeue: bool = False
 
 
 @dataclass(frozen=True)

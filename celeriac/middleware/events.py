@@ -42,7 +42,7 @@ from celeriac import __version__
 from celeriac.brokers.base import Broker, WorkerEvent
 from celeriac.message import REPR_LIMIT
 from celeriac.middleware.base import Middleware, Rejection, TaskRun
-from celeriac.states import FAILURE, RETRY, REVOKED, SUCCESS
+from celeriac.states import FAILURE, REJECTED, RETRY, REVOKED, SUCCESS
 from celeriac.worker.spec import WorkerSpec
 
 if TYPE_CHECKING:
@@ -112,7 +112,8 @@ def emit_now(broker: Broker, events: list[WorkerEvent]) -> None:
 
 
 def finished_event(run: TaskRun, node: str) -> WorkerEvent | None:
-    """The event for how a run ended: task-succeeded, -failed, -retried or -revoked."""
+    """The event for how a run ended: task-succeeded, -failed (a ``Reject`` not requeued
+    too), -retried or -revoked; None for an ``Ignore`` (Celery sends none)."""
     record = run.record
     if record is None:
         return None
@@ -123,8 +124,8 @@ def finished_event(run: TaskRun, node: str) -> WorkerEvent | None:
     if status == SUCCESS:
         kind = "task-succeeded"
         data["result"] = short_repr(run.retval)
-    elif status in (FAILURE, RETRY):
-        kind = "task-failed" if status == FAILURE else "task-retried"
+    elif status in (FAILURE, RETRY) or (status == REJECTED and not run.requeue):
+        kind = "task-retried" if status == RETRY else "task-failed"
         einfo = run.einfo
         if einfo is not None:
             data["exception"] = short_repr(einfo.exception)
@@ -233,6 +234,16 @@ class TaskEvents(Middleware):
         event = finished_event(run, self.node)
         if event is not None:
             self.buffer.append(event)
+        record = run.record
+        if record is not None and record.status == REJECTED and run.task.acks_late:
+            # The task raised Reject: its message is requeued or dead-lettered (after
+            # task-failed above when it is not requeued), as Celery's worker reports it.
+            now = time.time()
+            data = self._data(run, now)
+            data["pid"] = self.pid
+            data["requeue"] = run.requeue
+            data["reason"] = record.exc_message
+            self.buffer.append(WorkerEvent("task-rejected", self.node, data, now))
 
 
 def worker_task_events(app: Celeriac, consumer: object) -> TaskEvents:

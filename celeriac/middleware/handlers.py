@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celeriac.middleware.base import Middleware, TaskRun
-from celeriac.states import FAILURE, RETRY, SUCCESS
+from celeriac.states import FAILURE, IGNORED, REJECTED, RETRY, SUCCESS
 
 log = logging.getLogger("celeriac.worker")
 
@@ -32,8 +32,8 @@ class TaskHandlers(Middleware):
 
     def after_task(self, run: TaskRun) -> None:
         task, request, record, einfo = run.task, run.request, run.record, run.einfo
-        if not task.has_handlers or record is None:
-            return
+        if not task.has_handlers or record is None or record.status in (IGNORED, REJECTED):
+            return  # Ignore and Reject run no handler, not even after_return, as in Celery
         args = (request.id, request.args, request.kwargs)
         if record.status == SUCCESS:
             _call(run, "on_success", task.on_success, run.retval, *args)

@@ -22,7 +22,7 @@ from celeriac import signals
 from celeriac.exceptions import ExceptionInfo, MessageDecodeError, Retry
 from celeriac.message import decode, peek_task_id
 from celeriac.middleware.base import Middleware, Rejection, TaskRun
-from celeriac.states import FAILURE, RETRY, REVOKED, SUCCESS
+from celeriac.states import FAILURE, REJECTED, RETRY, REVOKED, SUCCESS
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -246,3 +246,9 @@ class SignalsMiddleware(Middleware):
             signals.task_postrun.send(sender=task, task_id=request.id, task=task,
                                       args=request.args, kwargs=request.kwargs, retval=retval,
                                       state=status)
+        if status == REJECTED and not run.requeue and einfo is not None and run.delivery:
+            # A worker's Reject that ends the task: FAILURE is stored, so task_failure
+            # is sent, after task_postrun (state REJECTED), as Celery's worker does.
+            signals.task_failure.send(sender=task, task_id=request.id, exception=einfo.exception,
+                                      args=request.args, kwargs=request.kwargs,
+                                      traceback=einfo.tb, einfo=einfo)

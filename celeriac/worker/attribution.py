@@ -205,7 +205,8 @@ class Verdicts:
         if registered is None:
             return
         request = Request(id=task.task_id, task=task.name, queue=task.queue,
-                          delivery_count=task.delivery_count, hostname=socket.gethostname())
+                          delivery_count=task.delivery_count, hostname=socket.gethostname(),
+                          called_directly=False)
         run = TaskRun(registered, request, revoked=revoked, signal=signal, record=record,
                       ignore_result=task.ignore_result)
         if error is not None:

@@ -55,7 +55,7 @@ class Consumer:
         #: The hooks of this process (built from the spec unless given: tests pass their own).
         self.pipeline = pipeline or worker_pipeline(app, pool, status, self, spec.max_tasks,
                                                     spec.max_memory_kb)
-        self.executor = Executor(app, pool, self.pipeline, self._early_ack)
+        self.executor = Executor(app, pool, self.pipeline, self._early_ack, spec.node)
         self.settler = Settler(self.broker, self.pipeline)
         #: Every message claimed and not yet settled, by delivery id.
         self.held: dict[str, Delivery] = {}

@@ -1,15 +1,15 @@
 """From a delivery to an outcome: decode, look up, check, run.
 
 The executor runs inside a pool job (a thread, the main thread or a greenlet).
-It returns what should happen to the message -- ack it, or dead-letter it with a
-reason -- and the result to store; the consumer settles messages in batches
-(the pipeline's ``before_settle`` stores results, then the acks go out). Every
-concern around a run (status reports, expiry, revocation, signals, handlers,
-``track_started``, autoretry, task events) is a hook of the pipeline
-(:mod:`celeriac.middleware`); this module only does what every run needs. A
-message that cannot be processed (malformed, unknown task) is dead-lettered
-with the reason and, where a task id is known, a FAILURE result is stored so
-that ``get()`` does not wait forever.
+It returns what should happen to the message -- ack it, dead-letter it with a
+reason, or requeue it (a task's ``Reject(requeue=True)``) -- and the result to
+store; the consumer settles messages in batches (the pipeline's
+``before_settle`` stores results, then the acks go out). Every concern around a
+run (status reports, expiry, revocation, signals, handlers, ``track_started``,
+autoretry, task events) is a hook of the pipeline (:mod:`celeriac.middleware`);
+this module only does what every run needs. A message that cannot be processed
+(malformed, unknown task) is dead-lettered with the reason and, where a task id
+is known, a FAILURE result is stored so that ``get()`` does not wait forever.
 """
 
 from __future__ import annotations
@@ -17,17 +17,27 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from celeriac import serialization
 from celeriac.backends.base import ResultRecord
 from celeriac.brokers.base import Delivery
 from celeriac.context import Request, custom_headers
-from celeriac.exceptions import MessageDecodeError, NotRegistered
+from celeriac.exceptions import MessageDecodeError, NotRegistered, Reject
 from celeriac.message import TaskMessage, decode, peek_task_id
-from celeriac.middleware.base import ACK, DEAD, SETTLED, Outcome, Pipeline, Rejection, TaskRun
+from celeriac.middleware.base import (
+    ACK,
+    DEAD,
+    REQUEUE,
+    SETTLED,
+    Outcome,
+    Pipeline,
+    Rejection,
+    TaskRun,
+)
 from celeriac.pools.base import JobInfo, Pool
-from celeriac.states import FAILURE, REVOKED, SUCCESS
+from celeriac.states import FAILURE, IGNORED, REJECTED, REVOKED, SUCCESS
 from celeriac.worker.run import failure_record, run_task
 
 if TYPE_CHECKING:
@@ -48,13 +58,14 @@ class Executor:
     """Processes one delivery at a time per job; shared by every job of a process."""
 
     def __init__(self, app: Celeriac, pool: Pool, pipeline: Pipeline,
-                 early_ack: Callable[[Delivery], None]) -> None:
+                 early_ack: Callable[[Delivery], None], node: str | None = None) -> None:
         self.app = app
         self.pool = pool
         self.pipeline = pipeline
         self.early_ack = early_ack
         self.accept = serialization.content_types(app.conf.accept_content)
-        self.hostname = socket.gethostname()
+        #: ``request.hostname``: the node name (``-n``), as Celery's worker gives it.
+        self.hostname = node or socket.gethostname()
 
     def handle(self, delivery: Delivery) -> Outcome:
         try:
@@ -87,16 +98,23 @@ class Executor:
 
     def _prepare(self, delivery: Delivery, message: TaskMessage, task: Task[Any, Any]) -> TaskRun:
         """The run's request and limits: the message's own values, else the task's."""
+        headers, properties, embed = message.headers, message.properties, message.embed
         request = Request(
             id=message.id, task=task.name, args=message.args, kwargs=message.kwargs,
             retries=message.retries, root_id=message.root_id, parent_id=message.parent_id,
             group=message.group, eta=message.eta, expires=message.expires,
-            delivery_info={"routing_key": delivery.queue, "priority": delivery.priority},
+            delivery_info={"exchange": _exchange(properties), "routing_key": delivery.queue,
+                           "priority": delivery.priority,
+                           "redelivered": delivery.delivery_count > 1},
             hostname=self.hostname, queue=delivery.queue, delivery_count=delivery.delivery_count,
             priority=message.priority, timelimit=message.timelimit,
             ignore_result=message.ignore_result,
             serializer=_serializer_name(message.content_type),
-            origin=message.headers.get("origin"), headers=custom_headers(message.headers))
+            origin=headers.get("origin"), headers=custom_headers(headers),
+            called_directly=False, correlation_id=properties.get("correlation_id") or message.id,
+            reply_to=properties.get("reply_to"), group_index=headers.get("group_index"),
+            callbacks=embed.get("callbacks"), errbacks=embed.get("errbacks"),
+            chain=embed.get("chain"), chord=embed.get("chord"))
         return TaskRun(task, request, delivery, message,
                        time_limit=message.timelimit[0] or task.time_limit,
                        soft_time_limit=message.timelimit[1] or task.soft_time_limit,
@@ -111,6 +129,8 @@ class Executor:
         guard = self.pool.limits(run.soft_time_limit, run.time_limit,
                                  JobInfo(delivery.id, task.name, run.request.id))
         record = run_task(run, self.pipeline, guard)
+        if record.status in (IGNORED, REJECTED):
+            return self._predicate(run, record, acks_late)
         if record.status == SUCCESS:
             log.info("task %s[%s] succeeded in %.3fs", task.name, run.request.id, run.runtime)
         elif record.status == FAILURE:
@@ -128,6 +148,49 @@ class Executor:
                                  "acks_on_failure_or_timeout is False", ran=True,
                            record=kept(run, record))
         return Outcome(ACK, ran=True, record=kept(run, record))
+
+    def _predicate(self, run: TaskRun, record: ResultRecord, acks_late: bool) -> Outcome:
+        """A run that raised ``Ignore`` (nothing stored, message acked) or ``Reject``:
+        requeued, or else ended -- FAILURE stored and, if still ours, the message
+        dead-lettered with the reason (Celery drops it: nothing is lost silently here)."""
+        task, request, delivery = run.task, run.request, run.delivery
+        assert delivery is not None
+        if record.status == IGNORED:
+            log.info("task %s[%s] ignored", task.name, request.id)
+            return Outcome(ACK if acks_late else SETTLED, ran=True)
+        if run.requeue:
+            log.warning("task %s[%s] rejected its message, requeued: %s", task.name, request.id,
+                        record.exc_message)
+            return Outcome(REQUEUE, record.exc_message or "", ran=True)
+        reason = _rejected_reason(run, record, acks_late)
+        log.warning("task %s[%s] rejected its message: %s", task.name, request.id, reason)
+        failure = kept(run, replace(record, status=FAILURE))
+        if not acks_late:
+            return Outcome(SETTLED, ran=True, record=failure)
+        return Outcome(DEAD, f"task rejected its message: {reason}", ran=True, record=failure)
+
+
+def _rejected_reason(run: TaskRun, record: ResultRecord, acks_late: bool) -> str:
+    """Why a rejected run ends here: the task's reason, and why a requeue it asked for
+    did not happen."""
+    reason = record.exc_message or "no reason given"
+    exc = run.einfo.exception if run.einfo is not None else None
+    if not (isinstance(exc, Reject) and exc.requeue):
+        return reason
+    if not acks_late:
+        return (f"{reason} (requeue=True, but its message was acked before the task ran: "
+                "acks_late is False)")
+    assert run.delivery is not None
+    return (f"{reason} (requeue=True, but this was delivery {run.delivery.delivery_count} "
+            f"of broker_max_deliveries={run.task.app.broker.max_deliveries})")
+
+
+def _exchange(properties: dict[str, Any]) -> str:
+    """The exchange a message was published to, as its sender wrote it (Celery's
+    producers: ``properties.delivery_info.exchange``); celeriac has none: ``""``."""
+    info = properties.get("delivery_info")
+    exchange = info.get("exchange") if isinstance(info, dict) else None
+    return exchange if isinstance(exchange, str) else ""
 
 
 def kept(run: TaskRun, record: ResultRecord) -> ResultRecord | None:

@@ -4,8 +4,10 @@
 limits, with the hook pipeline around it (``before_task`` in order, then the
 body, then ``after_task`` in reverse), and turns whatever happens into a
 :class:`ResultRecord`: a value (SUCCESS), a retry (RETRY: a new message was
-already sent), a termination (REVOKED) or an exception (FAILURE; a
-``task_error`` hook such as autoretry may turn it into a RETRY). It never lets
+already sent), a termination (REVOKED), an ``Ignore`` (IGNORED) or a ``Reject``
+(REJECTED; neither is stored as such, the executor settles them) or an
+exception (FAILURE; a ``task_error`` hook such as autoretry may turn it, or a
+``Reject``, into a RETRY). It never lets
 an ``Exception`` escape, so the worker always knows what to store and ack;
 ``BaseException``s that are not errors (shutdown, greenlet kills) do escape, on
 purpose, and the message is then not acked.
@@ -13,6 +15,7 @@ purpose, and the message is then not acked.
 
 from __future__ import annotations
 
+import socket
 import time
 import traceback
 from contextlib import AbstractContextManager, nullcontext
@@ -24,6 +27,8 @@ from celeriac.context import Request, current_request
 from celeriac.exceptions import (
     ExceptionInfo,
     HardTimeLimit,
+    Ignore,
+    Reject,
     Retry,
     SerializationError,
     TaskError,
@@ -32,7 +37,7 @@ from celeriac.exceptions import (
     TimeLimitExceeded,
 )
 from celeriac.middleware.base import Pipeline, TaskRun
-from celeriac.states import FAILURE, RETRY, REVOKED, SUCCESS
+from celeriac.states import FAILURE, IGNORED, REJECTED, RETRY, REVOKED, SUCCESS
 
 if TYPE_CHECKING:
     from celeriac.result import EagerResult
@@ -104,6 +109,18 @@ def _body(run: TaskRun, pipeline: Pipeline, guard: AbstractContextManager[None])
         run.revoked = "terminated"
         run.einfo = ExceptionInfo(TaskRevokedError(str(exc) or "terminated"), traceback="")
         return revoked_record(request.id, task.name, "terminated", request.retries)
+    except Ignore as exc:
+        run.einfo = ExceptionInfo(exc)
+        return failure_record(request.id, task.name, exc, request.retries, status=IGNORED)
+    except Reject as exc:
+        run.einfo = ExceptionInfo(exc)
+        # A Reject is an Exception: autoretry_for=(Exception,) retries it, as in Celery.
+        replaced = pipeline.task_error(run, exc)
+        if replaced is not None:
+            return replaced
+        run.requeue = exc.requeue and _can_requeue(run)
+        return failure_record(request.id, task.name, exc, request.retries,
+                              tb=run.einfo.traceback, status=REJECTED)
     except Exception as exc:
         run.einfo = ExceptionInfo(exc)
         replaced = pipeline.task_error(run, exc)
@@ -113,9 +130,18 @@ def _body(run: TaskRun, pipeline: Pipeline, guard: AbstractContextManager[None])
                               tb=run.einfo.traceback)
 
 
+def _can_requeue(run: TaskRun) -> bool:
+    """Whether a rejected run's message can go back to its queue: a worker's message not
+    acked yet (``acks_late``), short of its last delivery (the broker would dead-letter it
+    at the next fetch anyway; the executor does now, saying why)."""
+    delivery = run.delivery
+    return (delivery is not None and run.task.acks_late
+            and delivery.delivery_count < run.task.app.broker.max_deliveries)
+
+
 def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], task_id: str, *,
                 retries: int = 0, throw: bool = False, store: bool = False,
-                store_errors: bool = False) -> EagerResult[Any]:
+                store_errors: bool = False, priority: int | None = None) -> EagerResult[Any]:
     """Run a task here, retrying at once when it asks to, and wrap the final record.
 
     ``throw``: a task that failed re-raises its own exception (the object the body
@@ -131,9 +157,14 @@ def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], t
     pipeline = eager_pipeline()
     while True:
         request = Request(id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries,
-                          root_id=task_id, is_eager=True)
+                          root_id=task_id, is_eager=True, called_directly=False,
+                          hostname=socket.gethostname(), priority=priority,
+                          delivery_info={"is_eager": True, "exchange": None,
+                                         "routing_key": None, "priority": priority})
         run = TaskRun(task, request)
         record = run_task(run, pipeline)
+        if record.status in (IGNORED, REJECTED):
+            break
         if store or (store_errors and record.status != SUCCESS):
             task.app.backend.store(record)
         if record.status != RETRY:

@@ -5,8 +5,8 @@ and the supervisor for a task it failed itself (a hard time limit it enforced
 by killing the process). The order is always the same: the pipeline's
 ``before_settle`` hooks (status flush, result storage: a result is stored
 before its message is acked, and a message whose result could not be stored is
-delivered again later instead), then one ``ack`` for the batch, dead letters
-and delayed requeues, then the ``after_settle`` hooks (recycling).
+delivered again later instead), then one ``ack`` for the batch, dead letters,
+requeues (a task's ``Reject(requeue=True)``) and delayed ones, then the ``after_settle`` hooks (recycling).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from celeriac.brokers.base import Broker
-from celeriac.middleware.base import ACK, DEAD, RETRY_LATER, Finished, Pipeline
+from celeriac.middleware.base import ACK, DEAD, REQUEUE, RETRY_LATER, Finished, Pipeline
 
 log = logging.getLogger("celeriac.worker")
 
@@ -43,5 +43,7 @@ class Settler:
                 self.broker.dead_letter([delivery], outcome.reason)
             elif outcome.action == RETRY_LATER:
                 self.broker.requeue([delivery], delay=RETRY_LATER_DELAY)
+            elif outcome.action == REQUEUE:
+                self.broker.requeue([delivery])
         self.pipeline.after_settle(batch)
         return batch
