@@ -16,12 +16,12 @@ Only in the pipeline when the Django fixup applies to the app
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celeriac.middleware.base import Middleware, TaskRun
 
-log = logging.getLogger("celeriac.django")
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
 
 
 class DjangoConnections(Middleware):
@@ -40,6 +40,12 @@ class DjangoConnections(Middleware):
         self._caches: Any = cache
         self._interface_error: type[Exception] = InterfaceError
         self._database_error: type[Exception] = DatabaseError
+
+    def process_started(self, app: Celeriac) -> None:
+        # Whatever django.setup() or the app opened while the process started (an
+        # AppConfig.ready() that queries), as Celery's fixup closes at worker start.
+        self.close_database()
+        self._caches.close_caches()
 
     def before_task(self, run: TaskRun) -> None:
         self.close_database()

@@ -79,6 +79,7 @@ POOLS = [
     pytest.param("threads", "3", {}, id="threads"),
     pytest.param("gevent", "3", {}, id="gevent"),
     pytest.param("gevent", "3", {"GEVENT_PATCHTHREAD": "N"}, id="gevent-patchthread-N"),
+    pytest.param("eventlet", "3", {}, id="eventlet"),
 ]
 
 
