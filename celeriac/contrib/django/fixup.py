@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +47,8 @@ SETTINGS_ENV = "DJANGO_SETTINGS_MODULE"
 #: The names ``fixups=`` may list: Celery's Django fixup, and this module's.
 FIXUP_NAMES = frozenset({"celery.fixups.django:fixup", "celeriac.contrib.django.fixup:fixup"})
 
-#: The apps the fixup applies to (by id: an app is not hashable by value, and lives as long
-#: as its process in practice).
-_APPLIED: set[int] = set()
+#: The apps the fixup applies to (weakly: a test may create and drop many).
+_APPLIED: weakref.WeakSet[Celeriac] = weakref.WeakSet()
 _warned_missing = False
 
 
@@ -91,24 +91,26 @@ def install(app: Celeriac, fixups: Any, custom_task_cls: bool) -> None:
         return
     from celeriac import _state, signals
 
-    _APPLIED.add(id(app))
+    _APPLIED.add(app)
     if not custom_task_cls:
         from celeriac.contrib.django.task import DjangoTask
 
         app.Task = DjangoTask
     if _state.get_default_app() is None:
         app.set_default()
-    signals.import_modules.connect(_on_import_modules, sender=app, weak=False,
+    signals.import_modules.connect(_on_import_modules, weak=False,
                                    dispatch_uid="celeriac.contrib.django.fixup")
 
 
 def applies(app: Celeriac) -> bool:
     """Whether the fixup was applied to ``app`` (its worker processes close connections)."""
-    return id(app) in _APPLIED
+    return app in _APPLIED
 
 
-def _on_import_modules(**kwargs: Any) -> None:
-    setup()
+def _on_import_modules(sender: Any = None, **kwargs: Any) -> None:
+    """Before an app the fixup applies to imports its task modules: Django set up."""
+    if sender in _APPLIED:
+        setup()
 
 
 def setup_before_app() -> None:
