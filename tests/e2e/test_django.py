@@ -3,7 +3,10 @@
 The project is Celery's Django layout with ``celery`` replaced by ``celeriac``: its
 ``proj/celery.py`` calls ``app.autodiscover_tasks()`` without packages, so the worker
 finds ``shop/tasks.py`` through Django's installed apps, after ``django.setup()`` -- the
-tasks module imports a model, which fails unless Django was set up first. Each test copies
+tasks module imports a model, which fails unless Django was set up first. The supervisor
+sets Django up when it finalizes the app (``proj/celery.py`` set ``DJANGO_SETTINGS_MODULE``),
+its worker processes before they import the app (they inherit the variable); with the
+variable in the environment from the start, every process sets Django up before the app. Each test copies
 the project into ``tmp_path``, with its SQLite database (``PROJ_DB``) and broker there.
 
 Checked in every pool, gevent also with ``GEVENT_PATCHTHREAD=N``: tasks write and read the
@@ -65,7 +68,8 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     shutil.copytree(SOURCE, path, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3",
                                                                 "*.db"))
     broker_url = f"sqlite:///{tmp_path / 'broker.db'}"
-    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "proj.settings")
+    # Not DJANGO_SETTINGS_MODULE: proj/celery.py sets it, as Celery's template does.
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
     monkeypatch.setenv("PROJ_DB", str(path / "db.sqlite3"))
     monkeypatch.setenv("PROJ_BROKER_URL", broker_url)
     site = Site(path, broker_url)
@@ -76,7 +80,8 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 POOLS = [
     pytest.param("prefork", "2", {}, id="prefork"),
-    pytest.param("threads", "3", {}, id="threads"),
+    # Set in the environment: Django is set up before the -A app is imported, everywhere.
+    pytest.param("threads", "3", {"DJANGO_SETTINGS_MODULE": "proj.settings"}, id="threads"),
     pytest.param("gevent", "3", {}, id="gevent"),
     pytest.param("gevent", "3", {"GEVENT_PATCHTHREAD": "N"}, id="gevent-patchthread-N"),
     pytest.param("eventlet", "3", {}, id="eventlet"),
