@@ -6,6 +6,7 @@ No ``django.setup()`` happens here (the app is never finalized): the end-to-end 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -84,3 +85,11 @@ def test_on_commit_checks_the_call_before_the_transaction_ends(
         add.delay_on_commit(1)  # type: ignore[attr-defined]
     with pytest.raises(UnknownSettingError, match="countdon"):
         add.apply_async_on_commit((1, 2), countdon=3)  # type: ignore[attr-defined]
+
+
+def test_a_settings_module_that_does_not_exist_is_a_one_line_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "no_such_proj.settings")
+    message = "DJANGO_SETTINGS_MODULE='no_such_proj.settings': no module named 'no_such_proj'"
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        fixup.setup_before_app()

@@ -132,7 +132,15 @@ def setup() -> None:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     _connections_per_greenlet()
-    django.setup()
+    try:
+        django.setup()
+    except ModuleNotFoundError as exc:
+        module = os.environ.get(SETTINGS_ENV, "")
+        if exc.name and (module == exc.name or module.startswith(f"{exc.name}.")):
+            raise ConfigurationError(
+                f"{SETTINGS_ENV}={module!r}: no module named {exc.name!r} (looked in "
+                f"{os.getcwd()} and sys.path); unset it if this is not a Django project") from None
+        raise
     log.debug("django.setup() done with %s=%s", SETTINGS_ENV, os.environ.get(SETTINGS_ENV))
 
 
