@@ -127,11 +127,11 @@ def setup() -> None:
     import django
     from django.apps import apps
 
+    connections_per_greenlet()
     if apps.ready:
         return
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    _connections_per_greenlet()
     try:
         django.setup()
     except ModuleNotFoundError as exc:
@@ -144,10 +144,14 @@ def setup() -> None:
     log.debug("django.setup() done with %s=%s", SETTINGS_ENV, os.environ.get(SETTINGS_ENV))
 
 
-def _connections_per_greenlet() -> None:
+def connections_per_greenlet() -> None:
     """Under gevent with sockets patched but not threads (``GEVENT_PATCHTHREAD=N``), keep
     Django's connections in a greenlet-local instead of the real thread-local they would
-    all share. Patched threads, eventlet and unpatched processes need nothing."""
+    all share. Patched threads, eventlet and unpatched processes need nothing.
+
+    Done by :func:`setup` even when Django was set up already (a ``sitecustomize``, a
+    script that called ``django.setup()`` first), once.
+    """
     monkey = sys.modules.get("gevent.monkey")
     if monkey is None or not monkey.is_module_patched("socket"):
         return
@@ -156,6 +160,12 @@ def _connections_per_greenlet() -> None:
     import gevent.local
     from django.db import connections
 
+    if isinstance(connections._connections, gevent.local.local):
+        return
+    # Connections opened so far (by the main greenlet, during start-up) are closed first:
+    # a replaced storage would drop them unclosed.
+    for connection in connections.all(initialized_only=True):
+        connection.close()
     connections._connections = gevent.local.local()
     log.debug("gevent without patched threads: Django's database connections are per greenlet")
 
