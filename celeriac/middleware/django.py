@@ -30,11 +30,7 @@ class DjangoConnections(Middleware):
 
     def __init__(self) -> None:
         from django.core import cache
-        from django.db import (
-            DatabaseError,
-            InterfaceError,
-            connections,
-        )
+        from django.db import DatabaseError, InterfaceError, connections
 
         self._connections: Any = connections
         self._caches: Any = cache
