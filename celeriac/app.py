@@ -120,6 +120,9 @@ class Celeriac:
             self.config_from_object(config_source, silent=config_source_silent)
         if self.set_as_current:
             self.set_current()
+        from celeriac.contrib.django.fixup import install as django_fixup
+
+        django_fixup(self, fixups, custom_task_cls=task_cls is not None)
         _state.register_app(self)  # last: shared tasks are built with the final task_cls
 
     def __repr__(self) -> str:

@@ -71,8 +71,9 @@ def check_arguments(settings: dict[str, Any], *, loader: Any, fixups: Any) -> No
     at Celery's default (None), so that only settings remain.
 
     ``loader`` may name Celery's app loader, which is what celeriac does (config objects,
-    then ``imports``/``include`` at finalize); any other loader, or any fixup, is refused
-    with the reason, rather than accepted and silently not run.
+    then ``imports``/``include`` at finalize); ``fixups`` may only name Django's
+    (:mod:`celeriac.contrib.django.fixup`). Anything else is refused with the reason,
+    rather than accepted and silently not run.
     """
     for name, what in UNSUPPORTED_ARGUMENTS.items():
         if name in settings and settings.pop(name) is not None:
@@ -85,10 +86,9 @@ def check_arguments(settings: dict[str, Any], *, loader: Any, fixups: Any) -> No
             f"Celery(loader={loader!r}) is not supported: celeriac reads configuration with "
             f"config_from_object/config_from_envvar and imports the imports and include modules "
             f"itself, as Celery's app loader does{hint}")
-    if fixups:
-        raise ConfigurationError(
-            f"Celery(fixups={fixups!r}) is not supported: celeriac has no fixups (Celery's Django "
-            "fixup is not implemented yet); leave fixups out")
+    from celeriac.contrib.django.fixup import wanted
+
+    wanted(fixups)  # refuses any fixup but Django's
 
 
 def checked_settings(given: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from celeriac import (
     group,
     shared_task,
 )
+from celeriac.contrib.django.task import DjangoTask
 
 app = Celeriac("typing_usage", broker="memory://", backend="memory://")
 
@@ -98,3 +99,9 @@ def misuse_is_caught() -> None:
     add.apply_many([(1, 2)], task_idd="x")  # type: ignore[call-arg]
     shared_add.delay("2", 3)  # type: ignore[arg-type]
     shared_fetch(1)  # type: ignore[arg-type]
+
+
+def on_commit(task: DjangoTask[[int, int], int]) -> None:
+    """A Django project's tasks (``celeriac.contrib.django``): sent when the transaction commits."""
+    task.delay_on_commit(1, 2)
+    task.apply_async_on_commit((1, 2), countdown=5)

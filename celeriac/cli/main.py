@@ -54,8 +54,10 @@ def _app_command(fn: F) -> F:
             if ctx.obj.get("app") is None:
                 if not spec:
                     raise ConfigurationError("no app given: use -A MODULE[:ATTRIBUTE]")
+                from celeriac.contrib.django.fixup import setup_before_app
                 from celeriac.loader import load_app
 
+                setup_before_app()  # DJANGO_SETTINGS_MODULE set: django.setup() before the app
                 ctx.obj["app"] = app = load_app(spec)
                 # The app named by -A is the one current_app and shared tasks use here,
                 # whichever apps its modules created (Celery's worker does the same).

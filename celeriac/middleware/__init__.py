@@ -8,7 +8,8 @@ isolated). The pipelines a process builds:
 * an eager run's (``Task.apply``): signals, task class handlers, autoretry;
 * a worker process's (:func:`worker_pipeline`): status reporting, expiry,
   revocation, signals, ``track_started``, task class handlers, autoretry, result storage
-  and recycling, in that order; with ``-E``, task events (:mod:`.events`).
+  and recycling, in that order; with ``-E``, task events (:mod:`.events`); in a Django
+  project, closing stale database connections around each task (:mod:`.django`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
         from celeriac.middleware.events import worker_task_events
 
         pipeline.add(worker_task_events(app, consumer))
+    from celeriac.contrib.django.fixup import applies as django_applies
+
+    if django_applies(app):
+        from celeriac.middleware.django import DjangoConnections
+
+        pipeline.add(DjangoConnections())
     return pipeline
 
 

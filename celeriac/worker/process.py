@@ -45,6 +45,9 @@ def main() -> int:
     from types import FrameType
 
     os.chdir(spec.workdir)
+    from celeriac.contrib.django.fixup import setup_before_app
+
+    setup_before_app()  # DJANGO_SETTINGS_MODULE set: django.setup(), patched, before the app
 
     from celeriac.loader import load_app
     from celeriac.worker.consumer import Consumer
