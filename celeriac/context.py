@@ -76,6 +76,8 @@ class Request:
     origin: str | None = None
     #: The message's custom headers (see :func:`custom_headers`), or None.
     headers: dict[str, Any] | None = None
+    #: Results of the tasks sent while this one runs (stored with its result, as Celery's).
+    children: list[Any] = field(default_factory=list)
 
     if not TYPE_CHECKING:  # at run time only: mypy keeps checking attribute names
         def __getattr__(self, name: str) -> Any:
