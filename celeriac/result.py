@@ -51,10 +51,13 @@ def check_can_block() -> None:
         raise SyncSubtaskError(E_WOULD_BLOCK)
 
 
-def _without_effect(**given: bool) -> None:
-    """Say that Celery's wait options with no meaning here were given (DEBUG)."""
-    for name, value in given.items():
-        if value:
+def _before_wait(disable_sync_subtasks: bool, no_ack: bool, follow_parents: bool) -> None:
+    """What every ``get()`` checks first: not inside a worker's task (unless allowed), and
+    a DEBUG line for Celery's options given a value that has no meaning here."""
+    if disable_sync_subtasks:
+        check_can_block()
+    for name, given in (("no_ack", not no_ack), ("follow_parents", not follow_parents)):
+        if given:
             log.debug("get(%s=...) is accepted for Celery's signature and has no effect in "
                       "celeriac (docs/migrating.md, Results)", name)
 
@@ -325,9 +328,7 @@ class AsyncResult(Generic[R]):
         Accepted without effect (a DEBUG line says so): ``no_ack`` (AMQP) and
         ``follow_parents`` (no parent is linked).
         """
-        if disable_sync_subtasks:
-            check_can_block()
-        _without_effect(no_ack=not no_ack, follow_parents=not follow_parents)
+        _before_wait(disable_sync_subtasks, no_ack, follow_parents)
         if on_message is not None or on_interval is not None:
             record = self._poll(timeout, interval or 0.1, on_message, on_interval)
         elif interval is not None:
@@ -434,12 +435,22 @@ class EagerResult(AsyncResult[R]):
     """The result of a task run locally (``apply()`` or ``task_always_eager``): ready at
     once, nothing to wait for; its children are the tasks the run sent."""
 
-    def __init__(self, id: str, app: Celeriac, record: ResultRecord) -> None:
+    def __init__(self, id: str, app: Celeriac, record: ResultRecord,
+                 children: list[AsyncResult[Any] | GroupResult[Any]] | None = None) -> None:
         super().__init__(id, app, record.name)
         self._local = record
+        self._children = children
 
     def _record(self) -> ResultRecord | None:
         return self._local
+
+    @property
+    def children(self) -> list[AsyncResult[Any] | GroupResult[Any]] | None:
+        """The results the run's sends returned (eager ones are EagerResults, which
+        nothing stored could give back)."""
+        if self._children is not None:
+            return list(self._children)
+        return _children(self._local, self.app)
 
     def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float | None = None, no_ack: bool = True, follow_parents: bool = True,
@@ -451,8 +462,7 @@ class EagerResult(AsyncResult[R]):
             ) -> R:
         """The value (or the exception), at once; the arguments as :meth:`AsyncResult.get`'s
         (``timeout``, ``interval``, ``on_interval`` have nothing to wait for)."""
-        if disable_sync_subtasks:
-            check_can_block()
+        _before_wait(disable_sync_subtasks, no_ack, follow_parents)
         if on_message is not None:
             on_message(_meta(self._local))
         return self._value(self._local, propagate, callback, EXCEPTION_STATES, PROPAGATE_STATES)

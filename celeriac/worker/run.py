@@ -165,4 +165,4 @@ def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], t
         retries += 1
     if throw and record.status == FAILURE and run.einfo is not None:
         raise run.einfo.exception
-    return EagerResult(task_id, task.app, record)
+    return EagerResult(task_id, task.app, record, children=run.request.children)
