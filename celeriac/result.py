@@ -125,7 +125,9 @@ def add_to_parent(result: AsyncResult[Any] | GroupResult[Any],
     ``add_to_parent``/``trail``); ``replacing``: members of a group that were recorded
     one by one as they ran eagerly, now to be one group."""
     request = current_request.get()
-    if request is None or not request.id:
+    # A retry sends the task again under its own id: not a child of itself (collect()
+    # would go round forever).
+    if request is None or not request.id or getattr(result, "id", None) == request.id:
         return
     # trail=False on the running task (a decorator keyword or class attribute, which
     # Celery has too) keeps its children out of its result.

@@ -230,6 +230,19 @@ def test_trail_false_keeps_children_out(app: Celeriac) -> None:
         assert result.children == []
 
 
+def test_a_retry_is_not_a_child_of_its_own_task(app: Celeriac) -> None:
+    @app.task(bind=True)
+    def flaky(self: Any) -> None:
+        raise self.retry(countdown=60)  # stays in RETRY for the test
+
+    with start_worker(app, pool="threads", perform_ping_check=False):
+        result = flaky.delay()
+        deadline = time.monotonic() + 10
+        while result.state != "RETRY" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert result.state == "RETRY" and result.children == []
+
+
 def test_eager_children(app: Celeriac) -> None:
     fan = _family(app)
     app.conf.task_always_eager = True
