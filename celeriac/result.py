@@ -62,6 +62,10 @@ def _before_wait(disable_sync_subtasks: bool, no_ack: bool, follow_parents: bool
                       "celeriac (docs/migrating.md, Results)", name)
 
 
+#: celeriac's own errors are rebuilt from their message (their args hold a formatted one).
+_OWN_ERRORS = frozenset(REMOTE_SAFE_ERRORS.values())
+
+
 def _exception_class(module: str | None, name: str) -> type[BaseException] | None:
     """The class a record names, if this process has it already.
 
@@ -76,7 +80,10 @@ def _exception_class(module: str | None, name: str) -> type[BaseException] | Non
         found: Any = getattr(builtins, name, None)
     else:
         where = sys.modules.get(module)
-        found = vars(where).get(name) if where is not None else None
+        try:
+            found = vars(where).get(name) if where is not None else None
+        except TypeError:  # something without a __dict__ put in sys.modules
+            found = None
     if isinstance(found, type) and issubclass(found, BaseException) and found is not TaskError:
         return found
     return None
@@ -98,7 +105,7 @@ def exception_from_record(record: ResultRecord) -> BaseException:
     try:
         if cls is None:
             raise TypeError(name)
-        if record.exc_args is not None and name not in REMOTE_SAFE_ERRORS:
+        if record.exc_args is not None and cls not in _OWN_ERRORS:
             exc = cls(*record.exc_args)
         else:
             exc = cls(message) if message else cls()

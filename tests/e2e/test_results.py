@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime
 from types import ModuleType
@@ -55,6 +56,8 @@ def test_progress_then_success_children_and_a_custom_exception(project: Project,
     wait_until(lambda: result.state == "PROGRESS", timeout=30,
                message=f"PROGRESS state (now {result.state})")
     assert result.info == {"packed": 0, "of": 3}
+    shown = json.loads(project.cli("-A", "tasks", "result", result.id).stdout)
+    assert shown == {"task_id": result.id, "status": "PROGRESS", "result": {"packed": 0, "of": 3}}
     assert not result.ready() and result.date_done is None
     with pytest.raises(TimeoutError):
         result.get(timeout=0.5)  # PROGRESS is not ready: the wait goes on
