@@ -152,16 +152,21 @@ class AsyncResult(Generic[R]):
 
     Every property reads the backend again (nothing is cached), so ``state`` moves
     through PENDING, STARTED, a custom state a task set with ``update_state``, and a
-    ready state. ``parent`` is always None: celeriac does not link a result to the
+    ready state. ``parent`` is None unless given: celeriac does not link a result to the
     result of the task that sent it (the message's ``parent_id`` header does).
     """
 
-    parent: AsyncResult[Any] | None = None
+    def __init__(self, id: str, app: Celeriac | None = None, task_name: str | None = None, *,
+                 parent: AsyncResult[Any] | None = None) -> None:
+        """``AsyncResult(task_id)`` uses the current app, as Celery's does; ``app=`` another."""
+        if app is None:
+            from celeriac._state import get_current_app
 
-    def __init__(self, id: str, app: Celeriac, task_name: str | None = None) -> None:
+            app = get_current_app()
         self.id = id
         self.app = app
         self.task_name = task_name
+        self.parent = parent
 
     @property
     def task_id(self) -> str:

@@ -352,7 +352,7 @@ class Task(Generic[P, R]):
             results = [self.apply(call_args, call_kwargs, **options) for call_args, call_kwargs in eager]
             for result in results:
                 add_to_parent(result)
-            return list(results)
+            return list(results)  # list[EagerResult] is not a list[AsyncResult] to mypy
         from celeriac.canvas import Signature
 
         calls = (Signature(self, item, None, options) for item in _checked_items(args))

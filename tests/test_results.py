@@ -353,6 +353,14 @@ def test_date_done_name_and_extended_fields(app: Celeriac) -> None:
     assert pending.date_done is None and pending.args is None and not pending.exists()
 
 
+def test_async_result_without_an_app_uses_the_current_one(app: Celeriac) -> None:
+    from celeriac._state import using_app
+
+    with using_app(app):
+        assert AsyncResult("some-id").app is app
+    assert AsyncResult("some-id") == "some-id" and str(AsyncResult("some-id")) == "some-id"
+
+
 # -- ResultSet ---------------------------------------------------------------------------------
 def test_result_set_membership_and_questions(app: Celeriac) -> None:
     @app.task
