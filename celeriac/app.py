@@ -27,7 +27,7 @@ from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
 from celeriac.context import current_request
 from celeriac.exceptions import ConfigurationError, NotRegistered
 from celeriac.message import Envelope, build
-from celeriac.result import AsyncResult
+from celeriac.result import AsyncResult, add_to_parent
 from celeriac.settings import Settings, suggest
 from celeriac.task import MESSAGE_OPTIONS, Task, TaskOptions, check_send_options, to_timestamp
 from celeriac.worker.options import pool_queue
@@ -377,7 +377,9 @@ class Celeriac:
         task_id, message, envelope = self._prepare(name, args, kwargs, time.time(),
                                                    watched=watched, **options)
         self._publish([message], [envelope] if envelope is not None else [])
-        return AsyncResult(task_id, self, name)
+        result: AsyncResult[Any] = AsyncResult(task_id, self, name)
+        add_to_parent(result)
+        return result
 
     def _publish(self, messages: list[OutgoingMessage], envelopes: list[Envelope]) -> None:
         """One ``Broker.publish`` call, then the ``after_publish`` hooks when any watch
@@ -441,6 +443,9 @@ class Celeriac:
             if envelope is not None:
                 envelopes.append(envelope)
         self._publish_chunks(messages, envelopes, chunk_size or len(messages))
+        if group_id is None:  # a group's tasks are one child: group.apply_async adds it
+            for result in results:
+                add_to_parent(result)
         return results
 
     def _publish_chunks(self, messages: list[OutgoingMessage], envelopes: list[Envelope],

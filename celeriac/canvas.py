@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from celeriac.exceptions import ConfigurationError
-from celeriac.result import AsyncResult, GroupResult
+from celeriac.result import AsyncResult, GroupResult, add_to_parent
 from celeriac.task import check_send_options
 
 if TYPE_CHECKING:
@@ -169,8 +169,14 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
             return GroupResult(group_id, [])
         app = calls[0].app
         if app.conf["task_always_eager"]:
-            return GroupResult(group_id, [call.apply_async() for call in calls])
-        return GroupResult(group_id, app.send_many(calls, group_id=group_id, chunk_size=None))
+            members = [call.apply_async() for call in calls]
+            result = GroupResult(group_id, members, app=app)
+            add_to_parent(result, replacing=members)  # each ran as a child of its own
+            return result
+        result = GroupResult(group_id, app.send_many(calls, group_id=group_id, chunk_size=None),
+                             app=app)
+        add_to_parent(result)
+        return result
 
     def delay(self, *args: Any, **kwargs: Any) -> GroupResult[R]:
         """Send every task; ``args``/``kwargs`` are added to each, as for :meth:`apply_async`."""

@@ -96,6 +96,8 @@ class Request:
     chord: dict[str, Any] | None = None
     #: The task's position in its group (the ``group_index`` header), or None.
     group_index: int | None = None
+    #: Results of the tasks sent while this one runs (stored with its result, as Celery's).
+    children: list[Any] = field(default_factory=list)
 
     if not TYPE_CHECKING:  # at run time only: mypy keeps checking attribute names
         def __getattr__(self, name: str) -> Any:

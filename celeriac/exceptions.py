@@ -16,8 +16,10 @@ Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
     │   ├── TimeLimitExceeded       the hard time limit killed the task
     │   ├── WorkerLostError         the process running the task died for good
     │   ├── TaskRevokedError        the task was revoked (or expired) and not run
-    │   └── MaxRetriesExceededError self.retry() with no exc when no retry was left
+    │   ├── MaxRetriesExceededError self.retry() with no exc when no retry was left
+    │   └── IncompleteStream        iterdeps() met a result that is not ready yet
     ├── TimeoutError                get() waited longer than its timeout
+    ├── SyncSubtaskError            get() inside a running task (also a RuntimeError)
     └── TaskPredicate               raised in a task to say how its run ends
         ├── Retry                   raised by Task.retry() to ask for a new attempt
         ├── Ignore                  store nothing, ack the message (the state stays)
@@ -131,8 +133,22 @@ class MaxRetriesExceededError(TaskError):
         super().__init__("MaxRetriesExceededError", message, traceback)
 
 
+class IncompleteStream(TaskError):
+    """``AsyncResult.iterdeps()`` (without ``intermediate=True``) reached a result that
+    is not ready, so the graph of its children is not known yet (Celery's name)."""
+
+    def __init__(self, message: str = "", traceback: str | None = None) -> None:
+        super().__init__("IncompleteStream", message, traceback)
+
+
 class TimeoutError(CeleriacError):
     """``AsyncResult.get()`` waited longer than its timeout."""
+
+
+class SyncSubtaskError(CeleriacError, RuntimeError):
+    """``get()`` was called inside a task running on a worker: waiting there for another
+    task can deadlock the pool. A ``RuntimeError``, as Celery raises; pass
+    ``disable_sync_subtasks=False`` to wait anyway."""
 
 
 class TaskPredicate(CeleriacError):

@@ -190,6 +190,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("include", [], "More modules imported with imports, after them; Celery(..., "
                 "include=[...]) sets it.", _module_list),
         Setting("result_expires", 86400.0, "Seconds a stored result is kept.", _positive_float),
+        Setting("result_extended", False, "Also store each task's arguments, worker host and "
+                "queue with its result (AsyncResult.args, .kwargs, .worker, .queue), as Celery's; "
+                "the name and retries are stored either way.", _bool),
         Setting("broker_lease_timeout", 30.0, "Seconds a fetched message stays reserved for a worker "
                 "that stops renewing its lease (a vanished machine); running tasks renew it.",
                 _positive_float, "CELERIAC_BROKER_LEASE_TIMEOUT"),
@@ -355,8 +358,6 @@ KNOBS = [
     Knob("broker_transport_options", {}, ({},), "kombu's transport options; the lease that "
          "visibility_timeout sets for Celery's Redis transport is broker_lease_timeout"),
     Knob("result_backend_transport_options", {}, ({},), "kombu's transport options"),
-    Knob("result_extended", False, (False,), "results record the task's name and retries, "
-         "not its arguments, worker or queue"),
     Knob("task_create_missing_queues", True, (True,), "a queue exists as soon as a message "
          "or a worker uses it"),
     Knob("worker_log_color", None, (None, False), "celeriac's log lines are never coloured"),

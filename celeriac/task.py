@@ -10,6 +10,7 @@ given: a misspelt option is an error with a hint, not a silently ignored keyword
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ from celeriac.exceptions import (
     UnknownSettingError,
 )
 from celeriac.loader import importable_name
+from celeriac.result import add_to_parent
 from celeriac.settings import suggest
 from celeriac.task_options import CLASS_OPTIONS, arguments_checker
 from celeriac.task_options import TaskOptions as TaskOptions  # its home before task_options.py
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from celeriac.app import Celeriac
+    from celeriac.backends.base import ResultRecord
     from celeriac.canvas import Signature
     from celeriac.result import AsyncResult, EagerResult
 
@@ -211,6 +214,11 @@ class Task(Generic[P, R]):
         return bool(self._opt("store_errors_even_if_ignored", "task_store_errors_even_if_ignored"))
 
     @property
+    def trail(self) -> bool:
+        """Whether the tasks this one sends are recorded as its children (default True)."""
+        return self.options.trail
+
+    @property
     def rate_limit(self) -> str | float | None:
         """Accepted and validated; not enforced yet (the worker logs so when it starts)."""
         value: str | float | None = self._opt("rate_limit", "task_default_rate_limit")
@@ -261,7 +269,9 @@ class Task(Generic[P, R]):
         self.check_arguments(args, kwargs)
         if self.app.conf["task_always_eager"]:
             sent_args, sent_kwargs = self._as_sent(args, kwargs, options.get("serializer"))
-            return self.apply(sent_args, sent_kwargs, **options)
+            result = self.apply(sent_args, sent_kwargs, **options)
+            add_to_parent(result)
+            return result
         return self.app.send_task(self.name, args, kwargs, **self.resolve_options(options))
 
     def _as_sent(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
@@ -339,7 +349,10 @@ class Task(Generic[P, R]):
             for item in items:
                 self.check_arguments(item, None)
             eager = [self._as_sent(item, None, serializer) for item in items]
-            return [self.apply(call_args, call_kwargs, **options) for call_args, call_kwargs in eager]
+            results = [self.apply(call_args, call_kwargs, **options) for call_args, call_kwargs in eager]
+            for result in results:
+                add_to_parent(result)
+            return list(results)  # list[EagerResult] is not a list[AsyncResult] to mypy
         from celeriac.canvas import Signature
 
         calls = (Signature(self, item, None, options) for item in _checked_items(args))
@@ -374,6 +387,46 @@ class Task(Generic[P, R]):
             store=store and not ignore,
             store_errors=bool(store and ignore and self.store_errors_even_if_ignored),
             priority=options.get("priority"))
+
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: Any = None, **kwargs: Any) -> None:
+        """Store a state of the task's own choosing, with ``meta``, as Celery's does:
+        ``self.update_state(state="PROGRESS", meta={"done": 3, "total": 10})``.
+
+        ``AsyncResult.state`` then returns it and ``.info`` the meta, until the task
+        ends; a state that is not SUCCESS, FAILURE or REVOKED does not end a ``get()``.
+        ``task_id`` defaults to the running task's (eagerly too: the state is then
+        written to the result backend, as Celery's eager mode does). ``meta`` must be
+        JSON (with celeriac's markers), ``state`` a string. FAILURE, RETRY or REVOKED
+        with an exception as ``meta`` stores that exception. Celery's extra keywords
+        go to its backend's ``store_result`` and have no counterpart: they are refused.
+        """
+        if kwargs:
+            raise TypeError(f"update_state() got unexpected keyword arguments {sorted(kwargs)}")
+        request = self.request
+        task_id = task_id or request.id
+        if not task_id:
+            raise ConfigurationError(f"{self.name}.update_state() needs task_id= outside a "
+                                     "running task")
+        if not isinstance(state, str) or not state:
+            raise ConfigurationError(f"update_state(state={state!r}): a state name is a "
+                                     "non-empty string")
+        self.app.backend.store(self._state_record(task_id, state, meta, request))
+
+    def _state_record(self, task_id: str, state: str, meta: Any, request: Request) -> ResultRecord:
+        from celeriac.backends.base import ResultRecord
+        from celeriac.states import EXCEPTION_STATES, READY_STATES
+        from celeriac.worker.run import describe_request, failure_record
+
+        if state in EXCEPTION_STATES and isinstance(meta, BaseException):
+            record = failure_record(task_id, self.name, meta, request.retries, status=state)
+        else:
+            record = ResultRecord(task_id=task_id, status=state, result=meta, name=self.name,
+                                  retries=request.retries,
+                                  date_done=time.time() if state in READY_STATES else None)
+        if task_id == request.id:
+            describe_request(record, request, self.app.conf.result_extended)
+        return record
 
     def retry(
         self,

@@ -40,7 +40,6 @@ UNSUPPORTED: dict[str, str] = {
     "immediate": "a deprecated AMQP flag",
     "mandatory": "a deprecated AMQP flag",
     "backend": "one result backend per app in celeriac (the result_backend setting)",
-    "trail": "celeriac does not record a task's children yet",
     "send_events": "task events are per worker in celeriac (celeriac worker -E)",
     "autoregister": "every task is registered in celeriac",
     "resultrepr_maxsize": "celeriac's worker logs do not include results",
@@ -149,6 +148,9 @@ class TaskOptions:
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600.0
     retry_jitter: bool = True
+    #: Record the results of the tasks this one sends as its children (stored with its
+    #: result: ``AsyncResult.children``), as Celery's ``trail``.
+    trail: bool = True
     #: The Task subclass to build the task from (its handlers: on_success, on_failure...).
     base: type[Task[Any, Any]] | None = None
     #: Custom attributes (unknown keywords, as Celery sets them on the task).

@@ -117,9 +117,9 @@ def test_a_base_class_sets_options_as_attributes_and_the_decorator_wins(app: Cel
     assert overrides.acks_late is True and overrides.options.throws == (LookupError,)
 
     class Bad(Task[Any, Any]):
-        trail = False
+        send_events = False
 
-    with pytest.raises(ConfigurationError, match=r"Bad\.trail is a Celery task option"):
+    with pytest.raises(ConfigurationError, match=r"Bad\.send_events is a Celery task option"):
         app.task(base=Bad)(lambda: None)
 
 

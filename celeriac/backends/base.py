@@ -35,20 +35,41 @@ class ResultRecord:
     traceback: str | None = None
     name: str | None = None
     retries: int = 0
+    #: Unix time the record was stored in a ready state (or a RETRY).
     date_done: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The module of the exception's class (``myapp.errors``), so a client that imported
+    #: that module gets the class back (:func:`celeriac.result.exception_from_record`),
+    #: and the exception's ``args`` when JSON could carry them. None in older records.
+    exc_module: str | None = None
+    exc_args: list[Any] | None = None
+    #: Results of the tasks this one sent while it ran, as Celery's result tuples:
+    #: ``[[id, None], None]`` for a task, ``[[group_id, None], [tuples...]]`` for a group.
+    children: list[Any] | None = None
+    #: The call's arguments, worker and queue: only with ``result_extended``.
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    worker: str | None = None
+    queue: str | None = None
 
     @property
     def ready(self) -> bool:
         return self.status in READY_STATES
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "task_id": self.task_id, "status": self.status, "result": self.result,
             "exc_type": self.exc_type, "exc_message": self.exc_message,
             "traceback": self.traceback, "name": self.name, "retries": self.retries,
             "date_done": self.date_done, "extra": self.extra,
         }
+        # The later fields only when set: most records have none of them, and every
+        # byte of a record is written and read once per task.
+        for key in _OPTIONAL:
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        return data
 
     def to_json(self) -> str:
         """The stored form: JSON, with markers for the types JSON lacks, escaped to ASCII.
@@ -76,7 +97,19 @@ class ResultRecord:
             exc_message=data.get("exc_message"), traceback=data.get("traceback"),
             name=data.get("name"), retries=int(data.get("retries") or 0),
             date_done=data.get("date_done"), extra=dict(data.get("extra") or {}),
+            # Absent from records written before these fields existed: None.
+            exc_module=data.get("exc_module"), exc_args=_list_or_none(data.get("exc_args")),
+            children=_list_or_none(data.get("children")), args=_list_or_none(data.get("args")),
+            kwargs=data.get("kwargs"), worker=data.get("worker"), queue=data.get("queue"),
         )
+
+
+#: Fields written only when not None (see :meth:`ResultRecord.to_dict`).
+_OPTIONAL = ("exc_module", "exc_args", "children", "args", "kwargs", "worker", "queue")
+
+
+def _list_or_none(value: Any) -> list[Any] | None:
+    return None if value is None else list(value)
 
 
 class ResultBackend(ABC):

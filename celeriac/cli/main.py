@@ -311,8 +311,8 @@ def result(app: Celeriac, task_id: str, wait: float | None) -> None:
         click.echo(json.dumps({"task_id": task_id, "status": "PENDING"}))
         return
     out: dict[str, Any] = {"task_id": task_id, "status": record.status}
-    if record.status == "SUCCESS":
-        out["result"] = record.result
+    if record.status == "SUCCESS" or (record.result is not None and not record.exc_type):
+        out["result"] = record.result  # a return value, or the meta of update_state()
     elif record.exc_type:
         out["error"] = {"type": record.exc_type, "message": record.exc_message}
         if record.traceback:

@@ -51,8 +51,21 @@ def failure_record(task_id: str, name: str | None, exc: BaseException, retries: 
     message = exc.exc_message if isinstance(exc, TaskError) else str(exc)
     if tb is None and exc.__traceback__ is not None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    # A TaskError already stands for a remote exception: its own class says nothing.
+    module = None if type(exc) is TaskError else type(exc).__module__
     return ResultRecord(task_id=task_id, status=status, exc_type=exc_type, exc_message=message,
-                        traceback=tb, name=name, retries=retries, date_done=time.time())
+                        traceback=tb, name=name, retries=retries, date_done=time.time(),
+                        exc_module=module, exc_args=_json_args(exc))
+
+
+def _json_args(exc: BaseException) -> list[Any] | None:
+    """The exception's ``args`` if JSON can carry them (the client then calls its class
+    with them), else None (it falls back to the message)."""
+    try:
+        serialization.json_dumps(exc.args)
+    except (TypeError, ValueError):
+        return None
+    return list(exc.args)
 
 
 def revoked_record(task_id: str, name: str | None, why: str, retries: int = 0) -> ResultRecord:
@@ -72,6 +85,16 @@ def _checked_value(value: Any) -> Any:
     return value
 
 
+def describe_request(record: ResultRecord, request: Request, extended: bool) -> None:
+    """Add what the request knows to its task's record: the results of the tasks it sent
+    (``children``), and with ``result_extended`` its arguments, worker and queue."""
+    if request.children:
+        record.children = [child.as_tuple() for child in request.children]
+    if extended:
+        record.args, record.kwargs = list(request.args), dict(request.kwargs)
+        record.worker, record.queue = request.hostname, request.queue
+
+
 def run_task(run: TaskRun, pipeline: Pipeline,
              guard: AbstractContextManager[None] | None = None) -> ResultRecord:
     """Run ``run.task`` for ``run.request`` inside ``guard`` (its time limits), with the
@@ -83,6 +106,7 @@ def run_task(run: TaskRun, pipeline: Pipeline,
         started = time.monotonic()
         run.record = _body(run, pipeline, guard or nullcontext())
         run.runtime = time.monotonic() - started
+        describe_request(run.record, run.request, run.task.app.conf.result_extended)
         pipeline.after_task(run)
         return run.record
     finally:
@@ -172,4 +196,4 @@ def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], t
         retries += 1
     if throw and record.status == FAILURE and run.einfo is not None:
         raise run.einfo.exception
-    return EagerResult(task_id, task.app, record)
+    return EagerResult(task_id, task.app, record, children=run.request.children)

@@ -295,6 +295,54 @@ def test_wait_ignores_states_that_are_not_ready(backend: ResultBackend) -> None:
     assert elapsed >= 0.25  # it did not return the RETRY record
 
 
+def test_a_custom_state_is_stored_and_does_not_end_a_wait(backend: ResultBackend) -> None:
+    """``update_state(state="PROGRESS", meta=...)``: readable at once, never taken for ready."""
+    task_id = new_id()
+    backend.store(ResultRecord(task_id=task_id, status="PROGRESS", result={"done": 3},
+                               children=[[["c1", None], None]]))
+    got = backend.get(task_id)
+    assert got is not None and (got.status, got.result, got.ready) == ("PROGRESS", {"done": 3}, False)
+    with pytest.raises(TimeoutError):
+        backend.wait(task_id, timeout=0.3)
+    thread = later(0.1, lambda: backend.store(ResultRecord(task_id=task_id, status=SUCCESS,
+                                                           result=7)))
+    assert backend.wait(task_id, timeout=5).result == 7
+    thread.join()
+
+
+def test_exception_origin_children_and_extended_fields_round_trip(backend: ResultBackend) -> None:
+    task_id = new_id()
+    children = [[["a", None], None], [["g", None], [[["b", None], None]]]]
+    backend.store(ResultRecord(
+        task_id=task_id, status=FAILURE, exc_type="Quota", exc_message="('ann', 3)",
+        exc_module="myapp.errors", exc_args=["ann", 3], children=children, args=[1, "x"],
+        kwargs={"k": None}, worker="w1@host", queue="high"))
+    got = backend.get(task_id)
+    assert got is not None
+    assert (got.exc_module, got.exc_args, got.children) == ("myapp.errors", ["ann", 3], children)
+    assert (got.args, got.kwargs, got.worker, got.queue) == ([1, "x"], {"k": None}, "w1@host", "high")
+
+
+def test_unset_new_fields_stay_none_and_are_not_written(backend: ResultBackend) -> None:
+    task_id = new_id()
+    record = ResultRecord(task_id=task_id, status=SUCCESS, result=1)
+    assert not {"exc_module", "exc_args", "children", "args", "kwargs", "worker",
+                "queue"} & set(record.to_dict())
+    backend.store(record)
+    got = backend.get(task_id)
+    assert got is not None
+    assert (got.exc_module, got.exc_args, got.children, got.args, got.kwargs, got.worker,
+            got.queue) == (None,) * 7
+
+
+def test_records_written_before_the_new_fields_still_load() -> None:
+    old = ('{"task_id": "t", "status": "FAILURE", "result": null, "exc_type": "ValueError", '
+           '"exc_message": "bad", "traceback": null, "name": "tasks.f", "retries": 0, '
+           '"date_done": 1.5, "extra": {}}')
+    got = ResultRecord.from_json(old, "old store")
+    assert (got.exc_type, got.exc_module, got.exc_args, got.children) == ("ValueError", None, None, None)
+
+
 CHILD_STORES = """
 import sys, time
 from celeriac.backends import ResultRecord, backend_from_url
