@@ -84,7 +84,9 @@ def test_celery_tutorial_project_runs_unchanged(compat: Project, app: str, pool:
 
     log = worker.log()
     # The custom base's on_failure ran in the worker, through a get_task_logger logger.
-    assert "cannot charge -5" in log
+    assert "failed: ValueError('cannot charge -5')" in log
+    # get_task_logger's lines carry the task's name and id (Celery's task log format).
+    assert "proj.tasks.crunch[" in log and "step 5 of 5" in log
     # The routed task ran from the reports queue; the ignored one was acked, not dead-lettered.
     wait_until(lambda: all(compat.queue(q, app=app) == {"ready": 0, "scheduled": 0,
                                                          "in_flight": 0, "dead": 0}
