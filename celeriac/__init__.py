@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from celeriac._state import current_app
+    from celeriac._state import current_app, current_task
     from celeriac.app import Celeriac, Celery
     from celeriac.canvas import Signature, group
     from celeriac.exceptions import (
@@ -37,12 +37,15 @@ if TYPE_CHECKING:
     from celeriac.result import AsyncResult, EagerResult, GroupResult
     from celeriac.shared import shared_task
     from celeriac.task import Task
+    from celeriac.utils import uuid
 
 #: Public name -> module that defines it.
 _EXPORTS = {
     "Celeriac": "celeriac.app",
     "Celery": "celeriac.app",
     "current_app": "celeriac._state",
+    "current_task": "celeriac._state",
+    "uuid": "celeriac.utils",
     "shared_task": "celeriac.shared",
     "AsyncResult": "celeriac.result",
     "EagerResult": "celeriac.result",
@@ -90,6 +93,8 @@ __all__ = [
     "TimeLimitExceeded",
     "__version__",
     "current_app",
+    "current_task",
     "group",
     "shared_task",
+    "uuid",
 ]

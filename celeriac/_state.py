@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
+from celeriac.context import current_task_var
 from celeriac.local import Proxy
 
 if TYPE_CHECKING:
@@ -100,6 +101,16 @@ def using_app(app: Celeriac) -> Iterator[Celeriac]:
 
 #: The current app (:func:`get_current_app`) at every use: ``celeriac.current_app``.
 current_app = cast("Celeriac", Proxy(get_current_app, "current_app"))
+
+
+def get_current_task() -> Task[..., Any] | None:
+    """The task running in this thread or greenlet (on a worker or in ``apply``), or None."""
+    return current_task_var.get()
+
+
+#: The running task (:func:`get_current_task`) at every use: ``celeriac.current_task``.
+#: Outside a task it stands for None, so ``if current_task:`` is false there, as in Celery.
+current_task = cast("Task[..., Any]", Proxy(get_current_task, "current_task"))
 
 
 def register_app(app: Celeriac) -> None:

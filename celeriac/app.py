@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar,
 from celeriac import _state
 from celeriac.backends import ResultBackend, backend_from_url
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
-from celeriac.context import current_request
+from celeriac.context import current_request, current_task_var
 from celeriac.exceptions import ConfigurationError, NotRegistered
 from celeriac.message import Envelope, build
 from celeriac.result import AsyncResult, add_to_parent
@@ -216,6 +216,12 @@ class Celeriac:
         except KeyError:
             raise NotRegistered(f"no task named {name!r} is registered"
                                 f"{suggest(name, self.tasks)}") from None
+
+    @property
+    def current_task(self) -> Task[..., Any] | None:
+        """The task running in this thread or greenlet, or None (Celery's
+        ``app.current_task``; ``celeriac.current_task`` is the same, as a proxy)."""
+        return current_task_var.get()
 
     # -- hooks ---------------------------------------------------------------------------
     @property

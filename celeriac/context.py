@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from celeriac.task import MessageOptions
+    from celeriac.task import MessageOptions, Task
 
 #: Headers of the task protocol (``docs/protocol.md``) and the few Celery adds: every
 #: other header of a message is a custom one, exposed on the request.
@@ -139,3 +139,6 @@ class Request:
 
 
 current_request: ContextVar[Request | None] = ContextVar("celeriac_request", default=None)
+#: The task whose run :data:`current_request` describes (``celeriac.current_task``): set
+#: and reset with it, by the one function every run goes through (worker or ``apply``).
+current_task_var: ContextVar[Task[..., Any] | None] = ContextVar("celeriac_task", default=None)

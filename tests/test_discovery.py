@@ -339,3 +339,28 @@ def test_test_apps_are_not_made_current_but_their_worker_makes_them_current() ->
         # current app is the default: the test app too.
         assert current_name.delay().get(timeout=10) == "under.test"
     assert current_app._get_current_object() is project  # type: ignore[attr-defined]
+
+
+# -- current_task ------------------------------------------------------------------------------
+def test_current_task_is_the_running_task_and_none_outside() -> None:
+    from celeriac import current_task, uuid
+    from celeriac.contrib.testing.worker import start_worker
+
+    app = Celery("cur", broker="memory://", backend="memory://", set_as_current=False)
+
+    @app.task
+    def who() -> dict[str, Any]:
+        assert app.current_task is current_task._get_current_object()  # type: ignore[attr-defined]
+        return {"name": current_task.name, "id": current_task.request.id, "bool": bool(current_task)}
+
+    # Outside any task it stands for None, so ``if current_task:`` is false, as in Celery.
+    assert not current_task
+    assert app.current_task is None
+    task_id = uuid()
+    assert isinstance(task_id, str) and len(task_id) == 36
+    eager = who.apply(task_id=task_id).get()
+    assert eager == {"name": who.name, "id": task_id, "bool": True}
+    with start_worker(app, pool="threads", perform_ping_check=False):
+        sent = who.apply_async(task_id=uuid())
+        assert sent.get(timeout=10) == {"name": who.name, "id": sent.id, "bool": True}
+    assert not current_task  # reset after each run

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import serialization
 from celeriac.backends.base import ResultRecord
-from celeriac.context import Request, current_request
+from celeriac.context import Request, current_request, current_task_var
 from celeriac.exceptions import (
     ExceptionInfo,
     HardTimeLimit,
@@ -100,6 +100,7 @@ def run_task(run: TaskRun, pipeline: Pipeline,
     """Run ``run.task`` for ``run.request`` inside ``guard`` (its time limits), with the
     pipeline's hooks around it; ``run.record`` and the return value say how it ended."""
     reset = current_request.set(run.request)
+    reset_task = current_task_var.set(run.task)
     try:
         pipeline.before_task(run)
         run.started_at = time.time()
@@ -110,6 +111,7 @@ def run_task(run: TaskRun, pipeline: Pipeline,
         pipeline.after_task(run)
         return run.record
     finally:
+        current_task_var.reset(reset_task)
         current_request.reset(reset)
 
 
