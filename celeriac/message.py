@@ -7,8 +7,10 @@ A message is an *envelope* (what the broker stores, as UTF-8 JSON)::
 
 ``body`` is the serialized ``[args, kwargs, {"callbacks", "errbacks", "chain",
 "chord"}]`` as a string: JSON text (with kombu's type markers, see
-:mod:`celeriac.serialization`), base64 of a pickle when a user opted in to pickle, or
-what a registered serializer writes. ``docs/protocol.md`` documents every field. :class:`TaskMessage` is the
+:mod:`celeriac.serialization`), base64 of a pickle or of msgpack's bytes, or what a
+registered serializer writes; compressed (:mod:`celeriac.compression`), base64 of the
+compressed bytes with a ``compression`` header, as kombu. ``docs/protocol.md``
+documents every field. :class:`TaskMessage` is the
 decoded, frozen value the worker works with; nothing in it is trusted: every
 field is checked on decode and a bad message raises :class:`MessageDecodeError`,
 which the worker turns into a dead letter.
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from celeriac import compression as compressing
 from celeriac import fastjson, serialization
 from celeriac.exceptions import MessageDecodeError, SerializationError
 from celeriac.serialization import JSON as JSON  # re-exported: the content types live there
@@ -107,40 +110,62 @@ class TaskMessage:
         return bool(self.headers.get("ignore_result", False))
 
 
-def _serialize(payload: list[Any], serializer: str, task: str) -> tuple[str, str, str, str]:
-    """Return (body, content_type, content_encoding, body_encoding).
+def _refused(chosen: serialization.Serializer, task: str, exc: Exception) -> SerializationError:
+    if chosen.name == "json":
+        return SerializationError(
+            f"arguments of task {task!r} cannot be encoded as JSON: {exc}. Pass JSON types "
+            "(str, int, float, bool, None, list, dict), datetime, date, time, Decimal, UUID "
+            "or bytes, or opt in to pickle (task_serializer='pickle' and 'pickle' in "
+            "accept_content)")
+    return SerializationError(f"arguments of task {task!r} cannot be encoded with {chosen.name}: "
+                              f"{exc}")
+
+
+def _serialize(payload: list[Any], serializer: str, task: str,
+               compression: str | None = None) -> tuple[str, str, str, str, str | None]:
+    """Return (body, content_type, content_encoding, body_encoding, compression header).
 
     A binary serializer's bytes travel as base64 (``body_encoding: base64``), as
-    kombu's Redis transport sends them; text is the body itself.
+    kombu's Redis transport sends them; text is the body itself. Compressed, the
+    serialized bytes (text in the serializer's encoding) are compressed, then base64,
+    and the ``compression`` header names the method by content type, as kombu does.
     """
     chosen = serialization.get(serializer)  # ConfigurationError when unknown
     try:
         data = chosen.encoder(payload)
     except Exception as exc:
-        if chosen.name == "json":
-            raise SerializationError(
-                f"arguments of task {task!r} cannot be encoded as JSON: {exc}. Pass JSON types "
-                "(str, int, float, bool, None, list, dict), datetime, date, time, Decimal, UUID "
-                "or bytes, or opt in to pickle (task_serializer='pickle' and 'pickle' in "
-                "accept_content)") from None
-        raise SerializationError(
-            f"arguments of task {task!r} cannot be encoded with {chosen.name}: {exc}") from None
+        raise _refused(chosen, task, exc) from None
+    if compression is None and type(data) is str and chosen.content_encoding != "binary":
+        return data, chosen.content_type, "utf-8", "utf-8", None  # JSON: the common case
+    return _binary(chosen, data, compression)
+
+
+def _binary(chosen: serialization.Serializer, data: Any,
+            compression: str | None) -> tuple[str, str, str, str, str | None]:
+    """:func:`_serialize` for bytes, text in another type, or compression."""
     if chosen.binary:
         if not isinstance(data, bytes | bytearray):
             raise SerializationError(f"serializer {chosen.name!r} is binary but returned "
                                      f"{type(data).__name__}, not bytes")
-        return (base64.b64encode(data).decode("ascii"), chosen.content_type, "binary",
-                "base64")
-    if isinstance(data, bytes | bytearray):
-        try:
-            data = bytes(data).decode(chosen.content_encoding)
-        except UnicodeDecodeError as exc:
-            raise SerializationError(f"serializer {chosen.name!r} returned bytes that are not "
-                                     f"{chosen.content_encoding}: {exc}") from None
-    if not isinstance(data, str):
-        raise SerializationError(f"serializer {chosen.name!r} returned {type(data).__name__}, "
-                                 "not text")
-    return data, chosen.content_type, "utf-8", "utf-8"
+        raw = bytes(data)
+    else:
+        if isinstance(data, bytes | bytearray):
+            try:
+                data = bytes(data).decode(chosen.content_encoding)
+            except UnicodeDecodeError as exc:
+                raise SerializationError(f"serializer {chosen.name!r} returned bytes that are "
+                                         f"not {chosen.content_encoding}: {exc}") from None
+        if not isinstance(data, str):
+            raise SerializationError(f"serializer {chosen.name!r} returned "
+                                     f"{type(data).__name__}, not text")
+        if compression is None:
+            return data, chosen.content_type, "utf-8", "utf-8", None
+        raw = data.encode(chosen.content_encoding)
+    encoding = "binary" if chosen.binary else "utf-8"
+    header = None
+    if compression is not None:
+        raw, header = compressing.compress(raw, compression)  # ConfigurationError when unknown
+    return base64.b64encode(raw).decode("ascii"), chosen.content_type, encoding, "base64", header
 
 
 @dataclass
@@ -195,13 +220,15 @@ def build(
     priority: int = 0,
     ignore_result: bool = False,
     embed: dict[str, Any] | None = None,
+    compression: str | None = None,
 ) -> Envelope:
-    """Build a task message; raises SerializationError for arguments the serializer refuses."""
+    """Build a task message; raises SerializationError for arguments the serializer refuses,
+    ConfigurationError for an unknown serializer or compression."""
     embed = embed or {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
     args = list(args)
-    body, content_type, content_encoding, body_encoding = _serialize(
-        [args, kwargs, embed], serializer, task)
-    wire = {
+    body, content_type, content_encoding, body_encoding, compressed = _serialize(
+        [args, kwargs, embed], serializer, task, compression)
+    wire: dict[str, Any] = {
         "body": body,
         "content-encoding": content_encoding,
         "content-type": content_type,
@@ -219,6 +246,8 @@ def build(
             "priority": priority, "body_encoding": body_encoding, "delivery_tag": task_id,
         },
     }
+    if compressed is not None:
+        wire["headers"]["compression"] = compressed
     return Envelope(wire, args, kwargs, embed, queue)
 
 
@@ -237,23 +266,31 @@ _CONTENT_ENCODINGS = frozenset({"utf-8", "utf8", "binary"})
 _BODY_ENCODINGS = (None, "utf-8", "base64")
 
 
-def _deserialize(body: Any, content_type: Any, body_encoding: Any, accept: set[str]) -> Any:
+def _deserialize(body: Any, content_type: Any, body_encoding: Any, accept: set[str],
+                 compression: Any = None) -> Any:
     if not isinstance(content_type, str) or content_type not in accept:
         raise MessageDecodeError(f"content type {_short_repr(content_type)} is not accepted "
                                  f"(accept_content: {sorted(accept)})")
     chosen = serialization.by_content_type(content_type)
     if chosen is None:
-        raise MessageDecodeError(f"content type {_short_repr(content_type)} has no registered "
+        raise MessageDecodeError(serialization.missing(content_type) or
+                                 f"content type {_short_repr(content_type)} has no registered "
                                  "serializer in this process")
     if not isinstance(body, str):
         raise MessageDecodeError("body must be a string")
+    if compression is not None and not isinstance(compression, str):
+        raise MessageDecodeError(f"header 'compression' must be a string or null, "
+                                 f"got {_short_repr(compression)}")
     try:
         # validate=True: base64 with other characters in it is damaged, not to be read
-        # by skipping them (which can turn garbage into a valid body). A binary body is
-        # base64 whatever body_encoding says: a JSON string cannot carry bytes otherwise.
+        # by skipping them (which can turn garbage into a valid body). A binary or
+        # compressed body is base64 whatever body_encoding says: a JSON string cannot
+        # carry bytes otherwise.
         data: str | bytes = body
-        if chosen.binary or body_encoding == "base64":
+        if chosen.binary or body_encoding == "base64" or compression is not None:
             data = base64.b64decode(body, validate=True)
+            if compression is not None:
+                data = compressing.decompress(data, compression)
             if not chosen.binary:
                 data = data.decode(chosen.content_encoding)
         return chosen.decoder(data)
@@ -290,7 +327,7 @@ _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 #: the rest of the table above. Their values are strings, None, small integers and the
 #: time limits: in an envelope with no other header, orjson reads every value as
 #: ``json.loads`` would (see :func:`_parse_envelope`).
-_OWN_HEADERS = frozenset({"task", "id", "eta", "expires", "retries", "timelimit",
+_OWN_HEADERS = frozenset({"task", "id", "eta", "expires", "retries", "timelimit", "compression",
                           *(name for name, _ in _HEADER_TYPES)})
 
 
@@ -388,7 +425,8 @@ def _decode(data: bytes, accept: set[str]) -> TaskMessage:
     if body_encoding not in _BODY_ENCODINGS:
         raise MessageDecodeError(f"unknown body_encoding {_short_repr(body_encoding)}")
     content_type = envelope.get("content-type", JSON)
-    payload = _deserialize(envelope.get("body"), content_type, body_encoding, accept)
+    payload = _deserialize(envelope.get("body"), content_type, body_encoding, accept,
+                           headers.get("compression"))
     if not (isinstance(payload, list) and len(payload) == 3 and isinstance(payload[0], list)
             and isinstance(payload[1], dict) and isinstance(payload[2], dict | None)):
         raise MessageDecodeError("body must be [args (list), kwargs (object), embed (object)]")

@@ -31,6 +31,14 @@ content encoding, as in kombu: ``register("yaml", yaml.safe_dump, yaml.safe_load
 work, and a worker decodes such messages when ``accept_content`` lists ``"yaml"`` (or
 its content type). ``json`` and ``pickle`` are built in; pickle is only used where
 ``accept_content`` lists it.
+
+**msgpack** is registered as kombu registers it (``application/x-msgpack``, binary,
+``packb(use_bin_type=True)`` / ``unpackb(raw=False)``) when the ``msgpack`` package is
+installed (``pip install 'celeriac[msgpack]'``). Like kombu's, it carries what
+msgpack itself knows: None, bool, int (64 bits), float, str, bytes, lists (a tuple
+arrives as a list) and dicts with str or bytes keys; no datetime, Decimal or UUID
+(kombu adds no markers to msgpack), so such an argument is refused when sent. Without
+the package, choosing it is an error that names the extra.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from celeriac.exceptions import ConfigurationError
 
 JSON = "application/json"
 PICKLE = "application/x-python-serialize"
+MSGPACK = "application/x-msgpack"
 
 
 class MarkerError(ValueError):
@@ -220,8 +229,40 @@ _BUILTIN = {
     "json": Serializer("json", json_dumps, json_loads, JSON),
     "pickle": Serializer("pickle", _pickle_dumps, pickle.loads, PICKLE, "binary"),
 }
-_REGISTRY: dict[str, Serializer] = dict(_BUILTIN)
+#: Serializers kombu registers that need a package: name -> (content type, the extra
+#: that installs it), for the error when it is missing.
+_NEEDS_EXTRA = {"msgpack": (MSGPACK, "msgpack")}
+
+
+def _optional() -> dict[str, Serializer]:
+    """kombu's msgpack serializer, when the package is there. Registered, not built in:
+    ``register("msgpack", ...)`` may replace it, as in kombu."""
+    try:
+        import msgpack
+    except ImportError:
+        return {}
+
+    def pack(value: Any) -> bytes:
+        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+    def unpack(data: bytes) -> Any:
+        return msgpack.unpackb(data, raw=False)
+
+    return {"msgpack": Serializer("msgpack", pack, unpack, MSGPACK, "binary")}
+
+
+_REGISTRY: dict[str, Serializer] = {**_BUILTIN, **_optional()}
 _BY_CONTENT_TYPE: dict[str, Serializer] = {s.content_type: s for s in _REGISTRY.values()}
+
+
+def missing(name_or_type: str) -> str | None:
+    """Why a serializer kombu has (by name or content type) is not registered here --
+    its package is not installed -- or None."""
+    for name, (content_type, extra) in _NEEDS_EXTRA.items():
+        if name_or_type in (name, content_type) and name not in _REGISTRY:
+            return (f"serializer {name!r} needs the {extra} package: "
+                    f"pip install 'celeriac[{extra}]'")
+    return None
 
 
 def register(name: str, encoder: Callable[[Any], str | bytes], decoder: Callable[[Any], Any],
@@ -273,7 +314,7 @@ def get(name: str) -> Serializer:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigurationError(f"unknown serializer {name!r} (known: "
+        raise ConfigurationError(missing(name) or f"unknown serializer {name!r} (known: "
                                  f"{', '.join(sorted(_REGISTRY))})") from None
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from celeriac import compression
 from celeriac.celery_settings import CELERY_NAMES, OLD_NAMES
 from celeriac.exceptions import ConfigurationError, UnknownSettingError
 
@@ -53,6 +54,17 @@ def _json_only(value: Any) -> str:
     if value not in ("json", "application/json"):
         raise ValueError("results are stored as JSON (with kombu's type markers): only 'json'")
     return "json"
+
+
+def _compression(value: Any) -> str | None:
+    return compression.checked(value)
+
+
+def _no_result_compression(value: Any) -> None:
+    if value is not None:
+        raise ValueError("results are stored uncompressed: one JSON record per task, which "
+                         "every reader of the backend reads as it is; compress a large result "
+                         "in the task instead")
 
 
 def _with_json(value: Any) -> list[str]:
@@ -148,7 +160,8 @@ def _serializer(value: Any) -> str:
 
     known = serialization.names()
     if not isinstance(value, str) or value not in known:
-        raise ValueError(f"must be a registered serializer: {', '.join(known)}")
+        reason = serialization.missing(value) if isinstance(value, str) else None
+        raise ValueError(reason or f"must be a registered serializer: {', '.join(known)}")
     return value
 
 
@@ -213,14 +226,21 @@ SETTINGS: dict[str, Setting] = {
         Setting("task_routes", {}, "Task name (or glob pattern) -> queue name or {'queue': name}.",
                 _mapping),
         Setting("task_serializer", "json", "How task arguments are encoded: json (with kombu's "
-                "markers for datetime, date, time, Decimal, UUID and bytes), a serializer "
-                "registered with celeriac.serialization.register, or pickle; any of them only "
+                "markers for datetime, date, time, Decimal, UUID and bytes), msgpack (kombu's; "
+                "the msgpack extra), a serializer registered with "
+                "celeriac.serialization.register, or pickle; any of them only "
                 "if also listed in accept_content.", _serializer),
         Setting("accept_content", ["json"], "Serializers (names or content types) a worker will "
                 "decode; add 'pickle' explicitly to accept pickled messages.", _str_list),
         Setting("result_serializer", "json", "How results are stored: JSON with kombu's type "
                 "markers, the only choice ('json' is accepted, as Celery configs set it).",
                 _json_only),
+        Setting("task_compression", None, "Compression of task message bodies, kombu's: gzip "
+                "(zlib), bzip2 (bzip) or lzma (xz), or None for none; the compression task "
+                "option and apply_async(compression=...) override it. Workers read every one.",
+                _compression),
+        Setting("result_compression", None, "Celery's compression of stored results: only None "
+                "(results are stored uncompressed, as JSON text).", _no_result_compression),
         Setting("result_accept_content", None, "Celery's list of result content types; results "
                 "are JSON, so a list must contain 'json' (None: Celery's default).",
                 _optional(_with_json)),
@@ -418,7 +438,6 @@ _FEATURES = [
     ("control_", "AMQP control exchanges and queues (celeriac's commands go through the broker)"),
     ("chord", "chords"),
     ("rate_limit", "rate limits"),
-    ("compression", "compression"),
     ("exchange", "AMQP exchanges and routing keys"),
     ("routing_key", "AMQP exchanges and routing keys"),
     ("queue_type", "AMQP queue types"),

@@ -67,6 +67,8 @@ class SendOptions(TypedDict, total=False):
     time_limit: float | None
     soft_time_limit: float | None
     serializer: str | None
+    #: kombu's compression name (gzip, bzip2, lzma...) for the message body.
+    compression: str | None
     ignore_result: bool | None
     retries: int
 
@@ -262,20 +264,22 @@ class Task(Generic[P, R]):
                     **options: Unpack[SendOptions]) -> AsyncResult[R]:
         """Send the task. ``countdown`` (seconds) or ``eta`` delay it; ``expires`` is
         seconds from now or a datetime after which it is not run; ``queue``,
-        ``priority``, ``time_limit``, ``soft_time_limit``, ``serializer`` and
-        ``ignore_result`` override the task's options for this call (see
+        ``priority``, ``time_limit``, ``soft_time_limit``, ``serializer``,
+        ``compression`` and ``ignore_result`` override the task's options for this call (see
         :class:`SendOptions`). An unknown option raises :class:`UnknownSettingError`."""
         check_send_options(options)
         self.check_arguments(args, kwargs)
         if self.app.conf["task_always_eager"]:
-            sent_args, sent_kwargs = self._as_sent(args, kwargs, options.get("serializer"))
+            sent_args, sent_kwargs = self._as_sent(args, kwargs, options.get("serializer"),
+                                                   options.get("compression"))
             result = self.apply(sent_args, sent_kwargs, **options)
             add_to_parent(result)
             return result
         return self.app.send_task(self.name, args, kwargs, **self.resolve_options(options))
 
     def _as_sent(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
-                 serializer: str | None) -> tuple[list[Any], dict[str, Any]]:
+                 serializer: str | None, compression: str | None = None
+                 ) -> tuple[list[Any], dict[str, Any]]:
         """The arguments as a worker would receive them: through the serializer and back.
 
         ``task_always_eager`` runs the task here, but the test should still fail where
@@ -290,8 +294,10 @@ class Task(Generic[P, R]):
             raise ConfigurationError(
                 f"serializer {serializer!r} is not in accept_content {self.app.conf.accept_content}; "
                 "workers would refuse the message")
+        compression = (compression or self.options.compression
+                       or self.app.conf["task_compression"])
         envelope = build(self.name, "eager", list(args or ()), dict(kwargs or {}), queue="",
-                         serializer=serializer)
+                         serializer=serializer, compression=compression)
         message = decode(envelope.dumps(), {CONTENT_TYPES[serializer]})
         return message.args, message.kwargs
 
@@ -310,6 +316,8 @@ class Task(Generic[P, R]):
             resolved["soft_time_limit"] = self.soft_time_limit
         if not options.get("serializer"):
             resolved["serializer"] = self.options.serializer
+        if options.get("compression") is None:
+            resolved["compression"] = self.options.compression
         if options.get("ignore_result") is None:
             resolved["ignore_result"] = self.ignore_result
         return resolved
@@ -344,11 +352,11 @@ class Task(Generic[P, R]):
         check_send_options(options, "apply_many", shared=True)
         if self.app.conf["task_always_eager"]:
             # As when sending: every call is encoded before the first one runs.
-            serializer = options.get("serializer")
+            serializer, compression = options.get("serializer"), options.get("compression")
             items = list(_checked_items(args))
             for item in items:
                 self.check_arguments(item, None)
-            eager = [self._as_sent(item, None, serializer) for item in items]
+            eager = [self._as_sent(item, None, serializer, compression) for item in items]
             results = [self.apply(call_args, call_kwargs, **options) for call_args, call_kwargs in eager]
             for result in results:
                 add_to_parent(result)

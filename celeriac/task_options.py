@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from celeriac import compression
 from celeriac.exceptions import ConfigurationError, UnknownSettingError
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 #: refused rather than ignored: an app that relies on one would otherwise run
 #: with a different meaning and nothing to say so.
 UNSUPPORTED: dict[str, str] = {
-    "compression": "celeriac does not compress messages yet",
     "routing_key": "AMQP routing; celeriac routes by queue name (use queue=)",
     "exchange": "AMQP routing; celeriac routes by queue name (use queue=)",
     "exchange_type": "AMQP routing; celeriac routes by queue name (use queue=)",
@@ -128,6 +128,8 @@ class TaskOptions:
     soft_time_limit: float | None = None
     expires: float | None = None
     serializer: str | None = None
+    #: kombu's compression of the message body (gzip, bzip2, lzma...); None: task_compression.
+    compression: str | None = None
     #: Accepted and checked, not enforced yet: the worker says so when it starts.
     rate_limit: str | float | None = None
     #: Check the arguments of delay()/apply_async() against the function's signature.
@@ -199,6 +201,11 @@ class TaskOptions:
             raise ConfigurationError(f"task option retry_kwargs: {', '.join(sorted(bad))} is not an "
                                      f"argument of retry(); use {', '.join(sorted(RETRY_KWARGS))}")
         parse_rate_limit(self.rate_limit)
+        if self.compression is not None:
+            try:
+                compression.get(self.compression)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"task option compression: {exc}") from None
         return replace(self, throws=_exception_types("throws", self.throws),
                        autoretry_for=_exception_types("autoretry_for", self.autoretry_for),
                        dont_autoretry_for=_exception_types("dont_autoretry_for",

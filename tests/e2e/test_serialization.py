@@ -34,3 +34,29 @@ def test_a_datetime_argument_comes_back_a_datetime(project: Project) -> None:
     printed = json.loads(project.cli("-A", "tasks", "result", task_id, "--wait", "30").stdout)
     assert printed["result"] == {"__type__": "datetime", "__value__": "2026-12-05T14:25:00"}
     assert app.tasks["tasks.add"].delay(Decimal("0.1"), Decimal("0.2")).get(timeout=30) == Decimal("0.3")
+
+
+PACKED = '''
+app.conf.accept_content = ["json", "msgpack"]
+
+@app.task(compression="gzip")
+def shout(text):
+    return text.upper()
+
+@app.task(serializer="msgpack")
+def concat(blob, more):
+    assert isinstance(blob, bytes), type(blob)
+    return blob + more
+'''
+
+
+def test_a_gzip_compressed_task_and_a_msgpack_task_run_on_the_cli_worker(project: Project) -> None:
+    project.write_tasks(PACKED)
+    project.start_worker("-P", "prefork", "-c", "2")
+    app = project.app()
+    assert app.tasks["tasks.shout"].delay("é" * 5000).get(timeout=30) == "É" * 5000
+    assert app.tasks["tasks.concat"].delay(b"\x00\xff", b"!").get(timeout=30) == b"\x00\xff!"
+    assert app.tasks["tasks.concat"].apply_async(
+        [b"a", b"b"], compression="bzip2").get(timeout=30) == b"ab"
+    assert app.tasks["tasks.add"].apply_async([2, 3], compression="lzma").get(timeout=30) == 5
+    assert project.queue()["dead"] == 0
