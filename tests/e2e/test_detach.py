@@ -64,16 +64,18 @@ def stat_fields(pid: int) -> list[str]:
 
 
 def daemons_in(path: Path) -> list[int]:
-    """Pids of detached workers whose command line names ``path`` (and their children)."""
+    """Pids of detached workers running in ``path`` or whose command line names it."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if "celeriac.worker.daemon" in cmdline and str(path) in cmdline and alive(int(entry.name)):
+        if ("celeriac.worker.daemon" in cmdline and (cwd == str(path) or f"{path}/" in cmdline)
+                and alive(int(entry.name))):
             found.append(int(entry.name))
     return found
 
@@ -199,3 +201,24 @@ def test_executable_without_detach_is_said_to_be_ignored(project: Project) -> No
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, output(proc)
     assert "--executable" in proc.stderr and "used only with --detach" in proc.stderr
+
+
+@pytest.mark.usefixtures("daemons")
+def test_worker_main_detaches_and_ends_the_calling_script(project: Project) -> None:
+    """``app.worker_main(["worker", "--detach"])``: the daemon finds the app by its module
+    (the script is not run again) and the script's process ends, as Celery's. Without
+    ``--logfile`` what the daemon logs before it is ready reaches the caller's stderr."""
+    (project.path / "script.py").write_text(
+        "from tasks import app\n"
+        "if __name__ == '__main__':\n"
+        "    app.worker_main(['worker', '--detach', '-P', 'solo', '--pidfile', 'worker.pid'])\n"
+        "    print('the script went on')\n")
+    proc = subprocess.run([sys.executable, "script.py"], cwd=project.path, env=project.env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, output(proc)
+    assert "the script went on" not in proc.stdout
+    pid = int((project.path / "worker.pid").read_text())
+    assert f"detached: pid {pid}" in proc.stderr
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[cmdline.index(b"-A") + 1] == b"tasks:app"
+    assert project.app().tasks["tasks.add"].delay(1, 2).get(timeout=30) == 3
