@@ -222,3 +222,34 @@ def test_worker_main_detaches_and_ends_the_calling_script(project: Project) -> N
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert cmdline[cmdline.index(b"-A") + 1] == b"tasks:app"
     assert project.app().tasks["tasks.add"].delay(1, 2).get(timeout=30) == 3
+
+
+#: A node that takes its time to start (a worker_init receiver), so a TERM comes while
+#: it starts: after the supervisor set up its signal handlers, before its worker processes.
+SLOW_START = '''
+import time
+from celeriac import signals
+
+@signals.worker_init.connect
+def slow_start(sender=None, **kwargs):
+    open("starting", "w").close()
+    time.sleep(2)
+'''
+
+
+@pytest.mark.usefixtures("daemons")
+def test_term_while_the_node_starts_is_a_prompt_warm_shutdown(project: Project) -> None:
+    """``kill -TERM $(cat PIDFILE)`` as soon as the command returned: the node starts no
+    worker process after the TERM (one started then would never be told to stop, and the
+    node would wait out ``--shutdown-timeout`` for it)."""
+    project.write_tasks(SLOW_START)
+    pidfile, logfile = project.path / "worker.pid", project.path / "worker.log"
+    proc = detach(project, "--pidfile", str(pidfile), "--logfile", str(logfile),
+                  "--shutdown-timeout", "300")
+    assert proc.returncode == 0, output(proc)
+    pid = int(pidfile.read_text())
+    wait_until((project.path / "starting").exists, timeout=30, message="worker_init")
+    os.kill(pid, signal.SIGTERM)
+    wait_until(partial(gone, pid), timeout=60, message="the daemon exits on TERM")
+    assert not pidfile.exists()
+    assert "warm shutdown" in logfile.read_text()
