@@ -71,12 +71,24 @@ def _app_command(fn: F) -> F:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-A", "--app", "app_spec", metavar="MODULE[:ATTR]",
               help="The app: a module (its 'app'), module:attribute or a file.py.")
+@click.option("--workdir", metavar="DIR", is_eager=True, expose_value=False,
+              callback=lambda ctx, param, value: _workdir(value),
+              help="Change to this directory before loading the app.")
 @click.version_option(__version__, prog_name="celeriac")
 @click.pass_context
 def cli(ctx: click.Context, app_spec: str | None) -> None:
     """celeriac: a distributed task queue built around green threads."""
     ctx.ensure_object(dict)
     ctx.obj.setdefault("app_spec", app_spec)
+
+
+def _workdir(path: str | None) -> None:
+    """``--workdir``: as Celery's, before the app is loaded (see worker/daemon.py)."""
+    from celeriac.worker.daemon import change_directory
+
+    if path:
+        with _errors():
+            change_directory(path)
 
 
 def _split_queues(value: str | None) -> list[str]:
@@ -140,6 +152,14 @@ def _log_level(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("-O", "--optimization", type=click.Choice(["default", "fair"]),
               help="Accepted: celeriac's dispatch is always fair.")
 @click.option("-B", "--beat", is_flag=True, help="Refused: celeriac has no beat yet.")
+@click.option("-D", "--detach", is_flag=True,
+              help="Run in the background (a daemon); returns once it holds --pidfile.")
+@click.option("--uid", metavar="USER", help="Run as this user (name or id); needs root.")
+@click.option("--gid", metavar="GROUP", help="Run as this group (name or id); needs root.")
+@click.option("--umask", metavar="MASK",
+              help="File mode creation mask: octal with a leading 0 (0022), else decimal.")
+@click.option("--executable", metavar="PATH",
+              help="The Python a detached worker runs under [default: this one].")
 @_app_command
 def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, processes: int | None,
            queues: str | None, exclude_queues: str | None, loglevel: str, logfile: str | None,
@@ -149,7 +169,8 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
            max_memory_per_child: int | None, shutdown_timeout: float | None,
            max_blocking_time: float | None, task_events: bool, without_heartbeat: bool,
            without_gossip: bool, without_mingle: bool, optimization: str | None,
-           beat: bool, autoscale: str | None = None) -> None:
+           beat: bool, detach: bool, uid: str | None, gid: str | None, umask: str | None,
+           executable: str | None, autoscale: str | None = None) -> None:
     """Start a worker: a supervisor and its worker processes."""
     from celeriac.worker.autoscale import autoscaled_groups, parse_autoscale
     from celeriac.worker.options import WorkerOptions, parse_groups
@@ -172,6 +193,11 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
         raise ConfigurationError(
             f"broker {conf.broker_url!r} lives inside one process; a worker needs a shared "
             "broker such as sqlite:///celeriac.db")
+    from celeriac.worker import daemon
+
+    daemon.start(detach=detach, user=uid, group=gid, umask=umask, executable=executable,
+                 argv=lambda: ["-A", _child_app_spec(app),
+                               *click.get_current_context().obj.get("argv", sys.argv[1:])])
     app.broker.ping()
     app.backend.ping()
     settings: dict[str, Any] = {}
@@ -206,6 +232,7 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
         settings=settings, logfile=logfile, heartbeat_events=not without_heartbeat,
         autoscale=bounds)
     with _pidfile(pidfile, node_id):
+        daemon.ready(process_logfile(logfile, node_id, None))
         raise SystemExit(Supervisor(app, options).run())
 
 
@@ -401,14 +428,15 @@ def dead(app: Celeriac, queue: str | None, limit: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``celeriac`` script."""
-    cli.main(args=argv, prog_name="celeriac", obj={})
+    cli.main(args=argv, prog_name="celeriac",
+             obj={"argv": sys.argv[1:] if argv is None else argv})
 
 
 def run_for_app(app: Celeriac, argv: list[str]) -> int:
     """Run a celeriac command for an app object (``app.worker_main``)."""
     try:
-        cli.main(args=argv, prog_name="celeriac", obj={"app": app, "app_from_spec": False},
-                 standalone_mode=False)
+        cli.main(args=argv, prog_name="celeriac",
+                 obj={"app": app, "app_from_spec": False, "argv": argv}, standalone_mode=False)
     except SystemExit as exc:
         return int(exc.code or 0)
     except click.ClickException as exc:

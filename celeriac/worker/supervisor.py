@@ -233,7 +233,8 @@ class Supervisor:
         self._emit("worker-online", hostname=socket.gethostname(), pid=os.getpid(),
                    pools=[g.spec.pool for g in self.groups])
         for index in list(self.slots):
-            self._spawn(index)
+            if not self.stopping:  # a TERM while starting: a process started now would never hear it
+                self._spawn(index)
         while self.children or not self.stopping:
             self._tick()
         try:
