@@ -102,8 +102,8 @@ def nap_once(self, path, seconds):
 
 @app.task
 def parent(x, y):
-    """Wait inside a task for another task's result."""
-    return [add.delay(x, y).get(timeout=10), os.getpid()]
+    """Wait inside a task for another task's result (allowed explicitly, as in Celery)."""
+    return [add.delay(x, y).get(timeout=10, disable_sync_subtasks=False), os.getpid()]
 '''
 
 #: A task that kills its process twice ends in the dead-letter store.

@@ -60,7 +60,7 @@ def child(x, seconds):
 def parent(self, path, x):
     """Wait, inside the worker, for a task that another worker runs."""
     _note(path, self.request)
-    return child.delay(x, 0.5).get(timeout=10) + 1
+    return child.delay(x, 0.5).get(timeout=10, disable_sync_subtasks=False) + 1
 '''
 
 
