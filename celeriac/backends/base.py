@@ -146,6 +146,11 @@ class ResultBackend(ABC):
     def get(self, task_id: str) -> ResultRecord | None:
         """The stored record, or None (PENDING) when there is none or it expired."""
 
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultRecord | None]:
+        """The records of ``task_ids``, in order (None where :meth:`get` gives None); backends
+        override this to read all in one round trip (a chord's body reads its whole header)."""
+        return [self.get(task_id) for task_id in task_ids]
+
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float = 0.005) -> ResultRecord:
         """Block until the task is in a ready state; raise :class:`TimeoutError` after ``timeout``.

@@ -445,6 +445,13 @@ class RedisBackend(ResultBackend):
     def get(self, task_id: str) -> ResultRecord | None:
         return self._parse(self._call(lambda: self._redis.get(self._key(task_id))))
 
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultRecord | None]:
+        """One ``MGET``."""
+        if not task_ids:
+            return []
+        keys = [self._key(task_id) for task_id in task_ids]
+        return [self._parse(payload) for payload in self._call(lambda: self._redis.mget(keys))]
+
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float = 0.005) -> ResultRecord:
         """Block on the listener until the record is ready (``interval`` is unused).

@@ -127,6 +127,25 @@ class SQLiteBackend(ResultBackend):
             _SELECT_LIVE, (task_id, time.time())).fetchone())
         return None if row is None else ResultRecord.from_json(row[0], f"SQLite result backend {self.path!r}")
 
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultRecord | None]:
+        """One read per 500 ids (under SQLite's limit of bound parameters per statement)."""
+        where = f"SQLite result backend {self.path!r}"
+
+        def read(conn: sqlite3.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            now = time.time()
+            for start in range(0, len(task_ids), 500):
+                chunk = list(task_ids[start:start + 500])
+                marks = ",".join("?" * len(chunk))
+                found.update(conn.execute(
+                    f"SELECT task_id, payload FROM results WHERE task_id IN ({marks}) "
+                    "AND (expires_at IS NULL OR expires_at > ?)", [*chunk, now]).fetchall())
+            return found
+
+        found = self._read(read) if task_ids else {}
+        return [None if task_id not in found else ResultRecord.from_json(found[task_id], where)
+                for task_id in task_ids]
+
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float = 0.005) -> ResultRecord:
         """Poll ``PRAGMA data_version`` every ``interval`` and re-read the row only on change.

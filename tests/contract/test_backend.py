@@ -185,6 +185,17 @@ def test_store_many_is_all_or_nothing(backend: ResultBackend) -> None:
     assert backend.get(bad) is None
 
 
+def test_get_many_keeps_order_and_gives_none_for_unknown(backend: ResultBackend) -> None:
+    ids = [new_id() for _ in range(1200)]  # more than one SQLite statement's worth
+    backend.store_many([ResultRecord(task_id=t, status=SUCCESS, result=i) for i, t in enumerate(ids)])
+    unknown = new_id()
+    asked = [*reversed(ids), unknown, ids[0]]
+    got = backend.get_many(asked)
+    assert [None if r is None else r.task_id for r in got] == [*reversed(ids), None, ids[0]]
+    assert [r.result for r in got if r is not None] == [*range(1199, -1, -1), 0]
+    assert backend.get_many([]) == []
+
+
 def test_concurrent_stores_from_threads(backend: ResultBackend) -> None:
     errors: list[BaseException] = []
 
