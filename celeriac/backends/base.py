@@ -229,6 +229,12 @@ class ResultBackend(ABC):
         cannot start the chord over."""
 
     @abstractmethod
+    def chord_forget(self, group_id: str) -> None:
+        """Delete the chord's state (members, fired, done, body claim): for a client that
+        sends a chord again under the same group id (a frozen chord applied twice), before
+        it sends the header; otherwise the earlier run's ``done`` would keep it from firing."""
+
+    @abstractmethod
     def chord_claim_body(self, group_id: str, token: str, *,
                          expires: float | None = None) -> bool:
         """Claim the run of chord ``group_id``'s body for the message carrying ``token``

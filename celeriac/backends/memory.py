@@ -184,6 +184,10 @@ class MemoryBackend(ResultBackend):
             if chord is not None:
                 chord.done = True
 
+    def chord_forget(self, group_id: str) -> None:
+        with self._changed:
+            self._chords.pop(group_id, None)
+
     def chord_claim_body(self, group_id: str, token: str, *,
                          expires: float | None = None) -> bool:
         with self._changed:

@@ -101,6 +101,9 @@ redis.call('HSETNX', members, index, ARGV[2])
 if px > 0 then
     redis.call('PEXPIRE', state, px)
     redis.call('PEXPIRE', members, px)
+else
+    redis.call('PERSIST', state)
+    redis.call('PERSIST', members)
 end
 local fired = redis.call('HGET', state, 'fired')
 if not fired then
@@ -562,6 +565,10 @@ class RedisBackend(ResultBackend):
     def chord_done(self, group_id: str) -> None:
         keys = self._chord_keys(group_id)[:1]
         self._call(lambda: self._done_script(keys=keys))
+
+    def chord_forget(self, group_id: str) -> None:
+        keys = self._chord_keys(group_id)
+        self._call(lambda: self._redis.delete(*keys))
 
     def chord_claim_body(self, group_id: str, token: str, *,
                          expires: float | None = None) -> bool:

@@ -284,6 +284,12 @@ class SQLiteBackend(ResultBackend):
         self._write(lambda conn: conn.execute(
             "UPDATE chords SET done = 1 WHERE group_id = ?", (group_id,)))
 
+    def chord_forget(self, group_id: str) -> None:
+        def forget(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM chord_members WHERE group_id = ?", (group_id,))
+            conn.execute("DELETE FROM chords WHERE group_id = ?", (group_id,))
+        self._write(forget)
+
     def chord_claim_body(self, group_id: str, token: str, *,
                          expires: float | None = None) -> bool:
         expires_at = self._expiry(expires)

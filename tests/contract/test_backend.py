@@ -510,6 +510,19 @@ def test_chord_firing_member_fires_again_until_done(backend: ResultBackend) -> N
     backend.chord_done(new_id())  # unknown chord: nothing to mark, not an error
 
 
+def test_chord_forget_lets_the_same_group_id_run_again(backend: ResultBackend) -> None:
+    group_id = new_id()
+    assert backend.chord_join(group_id, 0, "r0", 1) is True
+    backend.chord_done(group_id)
+    backend.chord_claim_body(group_id, "first-run")
+    assert backend.chord_join(group_id, 0, "r0", 1) is False
+    backend.chord_forget(group_id)
+    assert backend.chord_members(group_id) is None
+    assert backend.chord_join(group_id, 0, "r0", 1) is True  # a new run
+    assert backend.chord_claim_body(group_id, "second-run") is True
+    backend.chord_forget(new_id())  # unknown: not an error
+
+
 def test_chord_of_one(backend: ResultBackend) -> None:
     assert backend.chord_join(new_id(), 0, "r0", 1) is True
 
