@@ -2,10 +2,11 @@
 id of the group that sent it). Both are importable from :mod:`celeriac.result`, where
 Celery has them.
 
-Nothing about the set itself is stored: it is a list of :class:`AsyncResult` held by
-the caller, and every question about it asks its members. Celery's
-``GroupResult.save()``/``restore()`` (storing the list of ids in the backend) are not
-provided; keep the object, or its ids, to ask later.
+A set is a list of :class:`AsyncResult` held by the caller, and every question about it
+asks its members. A :class:`GroupResult` can also be stored in the result backend
+(``save()``: its id and its members' ids, kept ``result_expires`` seconds like a
+result) and rebuilt anywhere from its id alone (``GroupResult.restore(id)``), as in
+Celery.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from celeriac.exceptions import TimeoutError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.backends.base import ResultBackend
     from celeriac.result import AsyncResult
 
 R = TypeVar("R")
@@ -240,3 +242,35 @@ class GroupResult(ResultSet[R]):
     def as_tuple(self) -> tuple[tuple[str | None, None], list[Any]]:
         """Celery's serialisable form: ``((id, parent), [member tuples])``."""
         return (self.id, None), [r.as_tuple() for r in self.results]
+
+    # -- stored in the backend ---------------------------------------------------------------
+    def save(self, backend: ResultBackend | None = None) -> GroupResult[R]:
+        """Store the group's member ids under its id, for :meth:`restore` (in another
+        process, later); kept ``result_expires`` seconds. Returns the group, as Celery's."""
+        if not self.id:
+            raise ValueError("cannot save a GroupResult without an id")
+        (backend or self.app.backend).save_group(self.id, self.as_tuple()[1])
+        return self
+
+    def delete(self, backend: ResultBackend | None = None) -> None:
+        """Delete what :meth:`save` stored (the members' own results stay)."""
+        if self.id:
+            (backend or self.app.backend).delete_group(self.id)
+
+    @classmethod
+    def restore(cls, id: str, backend: ResultBackend | None = None,
+                app: Celeriac | None = None) -> GroupResult[Any] | None:
+        """The group saved under ``id``, or None if it was never saved, was deleted or
+        expired (as Celery's). ``app`` defaults to the current app."""
+        from celeriac.result import result_from_tuple
+
+        if app is None:
+            from celeriac._state import get_current_app
+
+            app = get_current_app()
+        members = (backend or app.backend).restore_group(id)
+        if members is None:
+            return None
+        restored = result_from_tuple([[id, None], members], app)
+        assert isinstance(restored, GroupResult)
+        return restored

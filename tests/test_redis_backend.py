@@ -134,6 +134,38 @@ def test_key_schema_and_ttl(redis_url: str, raw: redis.Redis) -> None:
         endless.close()
 
 
+def test_chord_and_group_key_schema_and_ttl(redis_url: str, backend: RedisBackend,
+                                             raw: redis.Redis) -> None:
+    """Both chord hashes carry the TTL (refreshed by each join); a saved group too."""
+    prefix = split_url(redis_url)[1]
+    group_id = new_id()
+    backend.chord_join(group_id, 1, "r1", 2, expires=100)
+    state, members = f"{prefix}:chord:{group_id}", f"{prefix}:chord:{group_id}:members"
+    assert raw.hgetall(members) == {b"1": b"r1"}
+    assert raw.hget(state, "size") == b"2"
+    assert all(95_000 < raw.pttl(key) <= 100_000 for key in (state, members))
+    backend.chord_join(group_id, 0, "r0", 2, expires=0)  # expires <= 0: kept forever
+    assert raw.hget(state, "fired") == b"0"
+    assert raw.pttl(state) == raw.pttl(members) == -1
+    backend.save_group(group_id, [[["a", None], None]])
+    assert 0 < raw.pttl(f"{prefix}:group:{group_id}") <= backend.expires * 1000
+    backend.chord_forget(group_id)
+    assert not raw.exists(state, members)
+
+
+def test_chord_join_survives_a_script_flush(backend: RedisBackend, raw: redis.Redis) -> None:
+    """A restarted server has no scripts: EVALSHA's NOSCRIPT makes the client load it again."""
+    group_id = new_id()
+    assert backend.chord_join(group_id, 0, "r0", 2) is False
+    raw.script_flush()
+    assert backend.chord_join(group_id, 1, "r1", 2) is True
+    raw.script_flush()
+    assert backend.chord_claim_body(group_id, "t") is True
+    raw.script_flush()
+    backend.chord_done(group_id)
+    assert backend.chord_join(group_id, 1, "r1", 2) is False
+
+
 def test_store_many_publishes_each_status(redis_url: str, backend: RedisBackend,
                                           raw: redis.Redis) -> None:
     prefix = split_url(redis_url)[1]

@@ -5,6 +5,15 @@ return value or the description of its exception. Records are plain JSON
 objects (see :class:`ResultRecord`), so any process can read them without
 importing the task's code. ``tests/contract/test_backend.py`` runs over every
 implementation.
+
+Beside task records a backend keeps two things for the canvas:
+
+* **saved groups** (``save_group``/``restore_group``/``delete_group``): a
+  ``GroupResult``'s member ids, for ``GroupResult.save()``/``restore()``;
+* **chord state** (``chord_join``, ``chord_members``, ``chord_done``,
+  ``chord_claim_body``): the atomic counter that lets the member which completes a
+  chord's header send the body exactly once, with no polling task. The protocol the
+  worker follows with these calls is in ``docs/canvas-chords.md``.
 """
 
 from __future__ import annotations
@@ -137,6 +146,11 @@ class ResultBackend(ABC):
     def get(self, task_id: str) -> ResultRecord | None:
         """The stored record, or None (PENDING) when there is none or it expired."""
 
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultRecord | None]:
+        """The records of ``task_ids``, in order (None where :meth:`get` gives None); backends
+        override this to read all in one round trip (a chord's body reads its whole header)."""
+        return [self.get(task_id) for task_id in task_ids]
+
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float = 0.005) -> ResultRecord:
         """Block until the task is in a ready state; raise :class:`TimeoutError` after ``timeout``.
@@ -163,7 +177,82 @@ class ResultBackend(ABC):
 
     @abstractmethod
     def cleanup(self) -> int:
-        """Delete expired records; return how many."""
+        """Delete expired records (and expired saved groups and chord state); return how
+        many task records went."""
+
+    def _ttl(self, expires: float | None) -> float:
+        """Seconds chord state is kept: ``expires`` if given, else the backend's own."""
+        return self.expires if expires is None else expires
+
+    # -- saved groups (GroupResult.save / restore / delete) ------------------------------------
+    @abstractmethod
+    def save_group(self, group_id: str, members: Any) -> None:
+        """Store a group's member results in Celery's tuple form (``GroupResult.as_tuple()``'s
+        second item), replacing an earlier save; kept ``expires`` seconds like a record."""
+
+    @abstractmethod
+    def restore_group(self, group_id: str) -> Any:
+        """The member tuples given to :meth:`save_group`, or None (never saved, deleted, expired)."""
+
+    @abstractmethod
+    def delete_group(self, group_id: str) -> None:
+        """Delete a saved group (an unknown id is not an error)."""
+
+    # -- chords: the exactly-once join (protocol: docs/canvas-chords.md) -----------------------
+    @abstractmethod
+    def chord_join(self, group_id: str, index: int, result_id: str, size: int, *,
+                   expires: float | None = None) -> bool:
+        """Record that header member ``index`` (0 <= index < size) of chord ``group_id``,
+        whose result is stored under ``result_id``, has finished; True means "send the body".
+
+        One atomic step (a Lua script, one SQLite transaction, one lock): add the member if
+        its index is not recorded yet (a redelivered member counts once; the first
+        ``result_id`` of an index stays), count the members, and if the count reached
+        ``size`` and no member fired yet, record this index as the one that fired. It
+        returns True to the call that completed the header, and again to a later call
+        with *that same index* while :meth:`chord_done` has not been called: the firing
+        member's message is redelivered only if its worker died before acking, that is,
+        maybe before the body was sent. Every other call gets False. ``size`` must be the
+        same in every call (ValueError otherwise). The state is kept ``expires`` seconds
+        (default: the backend's ``expires``) after the latest call.
+        """
+
+    @abstractmethod
+    def chord_members(self, group_id: str) -> list[str] | None:
+        """The ``result_id`` of every joined member in header order, or None if the chord
+        has no state (never joined, or expired). Complete once a join returned True."""
+
+    @abstractmethod
+    def chord_done(self, group_id: str) -> None:
+        """Confirm the body was sent: from now on every :meth:`chord_join` of this chord
+        returns False. The state stays until it expires, so a late duplicate of a member
+        cannot start the chord over."""
+
+    @abstractmethod
+    def chord_forget(self, group_id: str) -> None:
+        """Delete the chord's state (members, fired, done, body claim): for a client that
+        sends a chord again under the same group id (a frozen chord applied twice), before
+        it sends the header; otherwise the earlier run's ``done`` would keep it from firing."""
+
+    @abstractmethod
+    def chord_claim_body(self, group_id: str, token: str, *,
+                         expires: float | None = None) -> bool:
+        """Claim the run of chord ``group_id``'s body for the message carrying ``token``
+        (a random id the firing member puts on the body message it sends). True for the
+        first token claimed and for that token again (a redelivery of the same message);
+        False for any other token: a second copy of the body, sent by a firing member
+        that died between sending and :meth:`chord_done`, is dropped unrun."""
+
+    @staticmethod
+    def _check_member(group_id: str, index: int, size: int) -> None:
+        if size < 1 or not 0 <= index < size:
+            raise ValueError(f"chord {group_id}: member index {index} is not in 0..{size - 1} "
+                             f"(size {size})")
+
+    @staticmethod
+    def _size_mismatch(group_id: str, size: int, recorded: int) -> ValueError:
+        return ValueError(f"chord {group_id}: joined with size {size}, but its first member "
+                          f"recorded size {recorded}")
 
     def ping(self) -> None:  # noqa: B027 - optional hook
         """Check the backend is reachable; raise :class:`BackendError` if not."""

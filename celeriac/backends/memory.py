@@ -15,10 +15,12 @@ cannot change what other callers see.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from celeriac.backends.base import ResultBackend, ResultRecord
 from celeriac.exceptions import TimeoutError
@@ -28,6 +30,19 @@ class _Entry(NamedTuple):
     payload: str
     #: ``time.monotonic()`` after which the record is gone; None = never.
     expires_at: float | None
+
+
+@dataclass
+class _Chord:
+    """One chord's join state (see :meth:`ResultBackend.chord_join`)."""
+
+    #: None while only a body claim created the state.
+    size: int | None = None
+    members: dict[int, str] = field(default_factory=dict)
+    fired: int | None = None
+    done: bool = False
+    body_token: str | None = None
+    expires_at: float | None = None
 
 
 class MemoryBackend(ResultBackend):
@@ -43,11 +58,14 @@ class MemoryBackend(ResultBackend):
     def __init__(self, url: str = "memory://", *, expires: float = 86400.0) -> None:
         super().__init__(url, expires=expires)
         self._records: dict[str, _Entry] = {}
+        self._groups: dict[str, _Entry] = {}
+        self._chords: dict[str, _Chord] = {}
         self._changed = threading.Condition(threading.Lock())
 
-    def _expiry(self) -> float | None:
+    def _expiry(self, expires: float | None = None) -> float | None:
         # expires <= 0 means "keep forever", as Celery treats result_expires=0/None.
-        return time.monotonic() + self.expires if self.expires > 0 else None
+        seconds = self._ttl(expires)
+        return time.monotonic() + seconds if seconds > 0 else None
 
     def _live_payload(self, task_id: str, now: float) -> str | None:
         """The payload of ``task_id`` unless absent or expired; caller holds the lock."""
@@ -104,4 +122,78 @@ class MemoryBackend(ResultBackend):
                        if entry.expires_at is not None and entry.expires_at <= now]
             for task_id in expired:
                 del self._records[task_id]
+            for store in (self._groups, self._chords):
+                for key in [k for k, v in store.items()
+                            if v.expires_at is not None and v.expires_at <= now]:
+                    del store[key]
         return len(expired)
+
+    # -- saved groups ----------------------------------------------------------------------
+    def save_group(self, group_id: str, members: Any) -> None:
+        payload = json.dumps(members)  # a copy, and refused here if it is not JSON
+        with self._changed:
+            self._groups[group_id] = _Entry(payload, self._expiry())
+
+    def restore_group(self, group_id: str) -> Any:
+        now = time.monotonic()
+        with self._changed:
+            entry = self._groups.get(group_id)
+            if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
+                return None
+        return json.loads(entry.payload)
+
+    def delete_group(self, group_id: str) -> None:
+        with self._changed:
+            self._groups.pop(group_id, None)
+
+    # -- chords ----------------------------------------------------------------------------
+    def _chord(self, group_id: str) -> _Chord | None:
+        """The live state of ``group_id``; caller holds the lock."""
+        chord = self._chords.get(group_id)
+        if chord is not None and chord.expires_at is not None and chord.expires_at <= time.monotonic():
+            del self._chords[group_id]
+            return None
+        return chord
+
+    def chord_join(self, group_id: str, index: int, result_id: str, size: int, *,
+                   expires: float | None = None) -> bool:
+        self._check_member(group_id, index, size)
+        with self._changed:
+            chord = self._chord(group_id) or self._chords.setdefault(group_id, _Chord())
+            if chord.size is None:
+                chord.size = size
+            elif chord.size != size:
+                raise self._size_mismatch(group_id, size, chord.size)
+            chord.members.setdefault(index, result_id)
+            chord.expires_at = self._expiry(expires)
+            if chord.fired is None and len(chord.members) == size:
+                chord.fired = index
+                return True
+            return chord.fired == index and not chord.done
+
+    def chord_members(self, group_id: str) -> list[str] | None:
+        with self._changed:
+            chord = self._chord(group_id)
+            if chord is None or chord.size is None:
+                return None
+            return [chord.members[i] for i in sorted(chord.members)]
+
+    def chord_done(self, group_id: str) -> None:
+        with self._changed:
+            chord = self._chord(group_id)
+            if chord is not None:
+                chord.done = True
+
+    def chord_forget(self, group_id: str) -> None:
+        with self._changed:
+            self._chords.pop(group_id, None)
+
+    def chord_claim_body(self, group_id: str, token: str, *,
+                         expires: float | None = None) -> bool:
+        with self._changed:
+            chord = self._chord(group_id)
+            if chord is None:
+                chord = self._chords[group_id] = _Chord(expires_at=self._expiry(expires))
+            if chord.body_token is None:
+                chord.body_token = token
+            return chord.body_token == token

@@ -36,12 +36,25 @@ trusted alone:
 * Each waiter also looks every :attr:`RedisBackend.recheck_interval` seconds, in
   case a notification was lost in a way nobody noticed.
 
+**Saved groups** (``GroupResult.save()``) are strings ``{prefix}:group:{group_id}`` with
+the same TTL as records.
+
+**Chords** keep two hashes per chord, with one TTL: ``{prefix}:chord:{group_id}``
+(``size``, ``fired``: the index of the member that fired, ``done``: the body was sent,
+``token``: the body message that claimed the body's run) and
+``{prefix}:chord:{group_id}:members`` (header index -> result id). A join is one Lua
+script (:data:`CHORD_JOIN_LUA`): Redis runs a script alone, so no other command lands
+between its ``HSETNX`` of the member, its ``HLEN`` and its ``HSETNX`` of ``fired``.
+Because a repeated join of the firing index answers True again until ``done``, a join
+retried after a lost reply is as safe as a redelivered member.
+
 **Expiry** is Redis's job: it deletes keys whose TTL has passed, so
 :meth:`RedisBackend.cleanup` has nothing to delete.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -73,6 +86,63 @@ from celeriac.redisconn import (
 from celeriac.states import READY_STATES
 
 T = TypeVar("T")
+
+#: KEYS: chord state hash, members hash. ARGV: index, result id, size, TTL in ms (0: none).
+#: Returns ``{1|0, 0}`` (fire or not), or ``{-1, recorded size}`` on a size mismatch.
+CHORD_JOIN_LUA = """
+local state, members = KEYS[1], KEYS[2]
+local index, size, px = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local recorded = redis.call('HGET', state, 'size')
+if recorded and tonumber(recorded) ~= size then
+    return {-1, tonumber(recorded)}
+end
+redis.call('HSET', state, 'size', size)
+redis.call('HSETNX', members, index, ARGV[2])
+if px > 0 then
+    redis.call('PEXPIRE', state, px)
+    redis.call('PEXPIRE', members, px)
+else
+    redis.call('PERSIST', state)
+    redis.call('PERSIST', members)
+end
+local fired = redis.call('HGET', state, 'fired')
+if not fired then
+    if redis.call('HLEN', members) >= size then
+        redis.call('HSET', state, 'fired', index)
+        return {1, 0}
+    end
+    return {0, 0}
+end
+if fired == index and redis.call('HEXISTS', state, 'done') == 0 then
+    return {1, 0}
+end
+return {0, 0}
+"""
+
+#: KEYS: chord state hash, members hash. ARGV: token, TTL in ms (0: none). Returns 1 if
+#: the token owns the body's run.
+CHORD_CLAIM_BODY_LUA = """
+redis.call('HSETNX', KEYS[1], 'token', ARGV[1])
+local px = tonumber(ARGV[2])
+if px > 0 then
+    redis.call('PEXPIRE', KEYS[1], px)
+    if redis.call('EXISTS', KEYS[2]) == 1 then
+        redis.call('PEXPIRE', KEYS[2], px)
+    end
+end
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+    return 1
+end
+return 0
+"""
+
+#: KEYS: chord state hash. Marks the body sent, on a live chord only (an HSET on a
+#: missing key would create a state with no TTL).
+CHORD_DONE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('HSET', KEYS[1], 'done', 1)
+end
+"""
 
 #: Longest the reader blocks in one read, so it notices close() and a silent connection.
 LISTEN_TICK = 1.0
@@ -311,12 +381,25 @@ class RedisBackend(ResultBackend):
         self._retry = Reconnector(self._where, BackendError)
         #: Taken by the first wait(): processes that only store results never subscribe.
         self._listener: _Listener | None = None
+        # EVALSHA, loading the script on NOSCRIPT (after a server restart, too).
+        self._join_script = self._redis.register_script(CHORD_JOIN_LUA)
+        self._claim_script = self._redis.register_script(CHORD_CLAIM_BODY_LUA)
+        self._done_script = self._redis.register_script(CHORD_DONE_LUA)
 
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"
 
     def _channel(self, task_id: str) -> str:
         return f"{self.prefix}:done:{task_id}"
+
+    def _chord_keys(self, group_id: str) -> list[str]:
+        state = f"{self.prefix}:chord:{group_id}"
+        return [state, f"{state}:members"]
+
+    def _px(self, expires: float | None = None) -> int | None:
+        """A TTL in milliseconds for ``SET ... PX``, None for "keep forever" (``expires <= 0``)."""
+        seconds = self._ttl(expires)
+        return max(math.ceil(seconds * 1000), 1) if seconds > 0 else None
 
     def _call(self, fn: Callable[[], T], *, retry: bool = True) -> T:
         """``fn()`` through the reconnector; a refusal by the server becomes one-line BackendError."""
@@ -351,7 +434,7 @@ class RedisBackend(ResultBackend):
         if not records:
             return
         encoded = [(r.task_id, r.status, r.to_json()) for r in records]  # a bad one stores nothing
-        px = max(math.ceil(self.expires * 1000), 1) if self.expires > 0 else None
+        px = self._px()
 
         def write() -> None:
             pipe = self._redis.pipeline(transaction=True)
@@ -364,6 +447,13 @@ class RedisBackend(ResultBackend):
 
     def get(self, task_id: str) -> ResultRecord | None:
         return self._parse(self._call(lambda: self._redis.get(self._key(task_id))))
+
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultRecord | None]:
+        """One ``MGET``."""
+        if not task_ids:
+            return []
+        keys = [self._key(task_id) for task_id in task_ids]
+        return [self._parse(payload) for payload in self._call(lambda: self._redis.mget(keys))]
 
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float = 0.005) -> ResultRecord:
@@ -428,6 +518,63 @@ class RedisBackend(ResultBackend):
 
     def forget(self, task_id: str) -> None:
         self._call(lambda: self._redis.delete(self._key(task_id)))
+
+    # -- saved groups ----------------------------------------------------------------------
+    def _group_key(self, group_id: str) -> str:
+        return f"{self.prefix}:group:{group_id}"
+
+    def save_group(self, group_id: str, members: Any) -> None:
+        payload, px = json.dumps(members), self._px()
+        self._call(lambda: self._redis.set(self._group_key(group_id), payload, px=px))
+
+    def restore_group(self, group_id: str) -> Any:
+        payload = self._call(lambda: self._redis.get(self._group_key(group_id)))
+        return None if payload is None else json.loads(payload)
+
+    def delete_group(self, group_id: str) -> None:
+        self._call(lambda: self._redis.delete(self._group_key(group_id)))
+
+    # -- chords ----------------------------------------------------------------------------
+    def chord_join(self, group_id: str, index: int, result_id: str, size: int, *,
+                   expires: float | None = None) -> bool:
+        """One script run (:data:`CHORD_JOIN_LUA`); retried through connection loss, which
+        is safe because a repeated join of the same index gives the same answer."""
+        self._check_member(group_id, index, size)
+        args: list[str | int] = [index, result_id, size, self._px(expires) or 0]
+        keys = self._chord_keys(group_id)
+        verdict, recorded = self._call(lambda: self._join_script(keys=keys, args=args))
+        if verdict == -1:
+            raise self._size_mismatch(group_id, size, int(recorded))
+        return bool(verdict == 1)
+
+    def chord_members(self, group_id: str) -> list[str] | None:
+        state, members = self._chord_keys(group_id)
+
+        def read() -> tuple[Any, dict[Any, Any]]:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hget(state, "size")
+            pipe.hgetall(members)
+            size, joined = pipe.execute()
+            return size, joined
+
+        size, joined = self._call(read)
+        if size is None:
+            return None
+        return [decode(joined[k]) for k in sorted(joined, key=lambda k: int(decode(k)))]
+
+    def chord_done(self, group_id: str) -> None:
+        keys = self._chord_keys(group_id)[:1]
+        self._call(lambda: self._done_script(keys=keys))
+
+    def chord_forget(self, group_id: str) -> None:
+        keys = self._chord_keys(group_id)
+        self._call(lambda: self._redis.delete(*keys))
+
+    def chord_claim_body(self, group_id: str, token: str, *,
+                         expires: float | None = None) -> bool:
+        keys = self._chord_keys(group_id)
+        args: list[str | int] = [token, self._px(expires) or 0]
+        return bool(self._call(lambda: self._claim_script(keys=keys, args=args)) == 1)
 
     def cleanup(self) -> int:
         """Nothing to do: Redis deletes each key itself once its TTL has passed (on access

@@ -9,15 +9,22 @@ The record lives in ``payload`` as JSON text; ``status`` is duplicated in its
 own column only so the file can be inspected with plain SQL. ``expires_at`` is
 wall-clock time (``time.time()``) because other processes compare against it;
 NULL means the row never expires.
+
+``result_groups`` holds saved groups (``GroupResult.save()``), and ``chords`` (one row
+per chord: its size, which member fired, whether the body was sent, the body's claim
+token) with ``chord_members`` (one row per member that finished) the chord join state.
+A join is one ``BEGIN IMMEDIATE`` transaction, so joins from every process are
+serialised by the file's write lock: see :meth:`SQLiteBackend.chord_join`.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from celeriac.backends.base import ResultBackend, ResultRecord
 from celeriac.exceptions import BackendError, BrokerError, TimeoutError
@@ -32,7 +39,26 @@ CREATE TABLE IF NOT EXISTS results (
     payload TEXT NOT NULL,
     expires_at REAL
 );
-CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at)
+CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at);
+CREATE TABLE IF NOT EXISTS result_groups (
+    group_id TEXT PRIMARY KEY,
+    payload TEXT NOT NULL,
+    expires_at REAL
+);
+CREATE TABLE IF NOT EXISTS chords (
+    group_id TEXT PRIMARY KEY,
+    size INTEGER,
+    fired INTEGER,
+    done INTEGER NOT NULL DEFAULT 0,
+    body_token TEXT,
+    expires_at REAL
+);
+CREATE TABLE IF NOT EXISTS chord_members (
+    group_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    result_id TEXT NOT NULL,
+    PRIMARY KEY (group_id, idx)
+)
 """
 
 _SELECT_LIVE = ("SELECT payload FROM results "
@@ -74,9 +100,10 @@ class SQLiteBackend(ResultBackend):
         with self._errors():
             return self._db.write(fn)
 
-    def _expiry(self) -> float | None:
+    def _expiry(self, expires: float | None = None) -> float | None:
         # expires <= 0 means "keep forever", as Celery treats result_expires=0/None.
-        return time.time() + self.expires if self.expires > 0 else None
+        seconds = self._ttl(expires)
+        return time.time() + seconds if seconds > 0 else None
 
     def ping(self) -> None:
         """Open the file (creating the table) and read from it."""
@@ -99,6 +126,25 @@ class SQLiteBackend(ResultBackend):
         row = self._read(lambda conn: conn.execute(
             _SELECT_LIVE, (task_id, time.time())).fetchone())
         return None if row is None else ResultRecord.from_json(row[0], f"SQLite result backend {self.path!r}")
+
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultRecord | None]:
+        """One read per 500 ids (under SQLite's limit of bound parameters per statement)."""
+        where = f"SQLite result backend {self.path!r}"
+
+        def read(conn: sqlite3.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            now = time.time()
+            for start in range(0, len(task_ids), 500):
+                chunk = list(task_ids[start:start + 500])
+                marks = ",".join("?" * len(chunk))
+                found.update(conn.execute(
+                    f"SELECT task_id, payload FROM results WHERE task_id IN ({marks}) "
+                    "AND (expires_at IS NULL OR expires_at > ?)", [*chunk, now]).fetchall())
+            return found
+
+        found = self._read(read) if task_ids else {}
+        return [None if task_id not in found else ResultRecord.from_json(found[task_id], where)
+                for task_id in task_ids]
 
     def wait(self, task_id: str, timeout: float | None = None,
              interval: float = 0.005) -> ResultRecord:
@@ -153,11 +199,112 @@ class SQLiteBackend(ResultBackend):
 
     def cleanup(self) -> int:
         def delete(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            conn.execute("DELETE FROM result_groups WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                         (now,))
+            conn.execute("DELETE FROM chord_members WHERE group_id IN (SELECT group_id FROM chords "
+                         "WHERE expires_at IS NOT NULL AND expires_at <= ?)", (now,))
+            conn.execute("DELETE FROM chords WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                         (now,))
             cursor = conn.execute(
-                "DELETE FROM results WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                (time.time(),))
+                "DELETE FROM results WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
             return cursor.rowcount
         return self._write(delete)
+
+    # -- saved groups ----------------------------------------------------------------------
+    def save_group(self, group_id: str, members: Any) -> None:
+        row = (group_id, json.dumps(members), self._expiry())
+        self._write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO result_groups (group_id, payload, expires_at) VALUES (?, ?, ?)",
+            row))
+
+    def restore_group(self, group_id: str) -> Any:
+        row = self._read(lambda conn: conn.execute(
+            "SELECT payload FROM result_groups "
+            "WHERE group_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+            (group_id, time.time())).fetchone())
+        return None if row is None else json.loads(row[0])
+
+    def delete_group(self, group_id: str) -> None:
+        self._write(lambda conn: conn.execute(
+            "DELETE FROM result_groups WHERE group_id = ?", (group_id,)))
+
+    # -- chords ----------------------------------------------------------------------------
+    @staticmethod
+    def _drop_expired_chord(conn: sqlite3.Connection, group_id: str) -> None:
+        """Forget ``group_id``'s state if it expired (inside the caller's transaction), so
+        an expired chord is the same as an unknown one whether or not cleanup ran."""
+        cursor = conn.execute("DELETE FROM chords WHERE group_id = ? AND expires_at IS NOT NULL "
+                              "AND expires_at <= ?", (group_id, time.time()))
+        if cursor.rowcount:
+            conn.execute("DELETE FROM chord_members WHERE group_id = ?", (group_id,))
+
+    def chord_join(self, group_id: str, index: int, result_id: str, size: int, *,
+                   expires: float | None = None) -> bool:
+        """One write transaction: the file's write lock orders joins from every process,
+        and the ``UPDATE ... WHERE fired IS NULL`` row count decides who fires."""
+        self._check_member(group_id, index, size)
+        expires_at = self._expiry(expires)
+
+        def join(conn: sqlite3.Connection) -> bool:
+            self._drop_expired_chord(conn, group_id)
+            conn.execute(
+                "INSERT INTO chords (group_id, size, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (group_id) DO UPDATE SET size = coalesce(size, excluded.size), "
+                "expires_at = excluded.expires_at", (group_id, size, expires_at))
+            recorded, fired, done = conn.execute(
+                "SELECT size, fired, done FROM chords WHERE group_id = ?", (group_id,)).fetchone()
+            if recorded != size:
+                raise self._size_mismatch(group_id, size, recorded)  # rolls the transaction back
+            conn.execute("INSERT OR IGNORE INTO chord_members (group_id, idx, result_id) "
+                         "VALUES (?, ?, ?)", (group_id, index, result_id))
+            if fired is None:
+                (count,) = conn.execute("SELECT count(*) FROM chord_members WHERE group_id = ?",
+                                        (group_id,)).fetchone()
+                if count < size:
+                    return False
+                return conn.execute("UPDATE chords SET fired = ? WHERE group_id = ? AND fired IS NULL",
+                                    (index, group_id)).rowcount == 1
+            return bool(fired == index and not done)
+
+        return self._write(join)
+
+    def chord_members(self, group_id: str) -> list[str] | None:
+        def members(conn: sqlite3.Connection) -> list[str] | None:
+            row = conn.execute("SELECT size FROM chords WHERE group_id = ? AND size IS NOT NULL "
+                               "AND (expires_at IS NULL OR expires_at > ?)",
+                               (group_id, time.time())).fetchone()
+            if row is None:
+                return None
+            return [r[0] for r in conn.execute(
+                "SELECT result_id FROM chord_members WHERE group_id = ? ORDER BY idx", (group_id,))]
+        return self._read(members)
+
+    def chord_done(self, group_id: str) -> None:
+        self._write(lambda conn: conn.execute(
+            "UPDATE chords SET done = 1 WHERE group_id = ?", (group_id,)))
+
+    def chord_forget(self, group_id: str) -> None:
+        def forget(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM chord_members WHERE group_id = ?", (group_id,))
+            conn.execute("DELETE FROM chords WHERE group_id = ?", (group_id,))
+        self._write(forget)
+
+    def chord_claim_body(self, group_id: str, token: str, *,
+                         expires: float | None = None) -> bool:
+        expires_at = self._expiry(expires)
+
+        def claim(conn: sqlite3.Connection) -> bool:
+            self._drop_expired_chord(conn, group_id)
+            conn.execute("INSERT OR IGNORE INTO chords (group_id, expires_at) VALUES (?, ?)",
+                         (group_id, expires_at))
+            conn.execute("UPDATE chords SET body_token = ? WHERE group_id = ? AND body_token IS NULL",
+                         (token, group_id))
+            (owner,) = conn.execute("SELECT body_token FROM chords WHERE group_id = ?",
+                                    (group_id,)).fetchone()
+            return bool(owner == token)
+
+        return self._write(claim)
 
     def close(self) -> None:
         with self._errors():

@@ -8,6 +8,7 @@ Task ids are random so backends on a shared server do not see each other's rows.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -182,6 +183,17 @@ def test_store_many_is_all_or_nothing(backend: ResultBackend) -> None:
                             ResultRecord(task_id=bad, status=SUCCESS, result={1j})])
     assert backend.get(good) is None
     assert backend.get(bad) is None
+
+
+def test_get_many_keeps_order_and_gives_none_for_unknown(backend: ResultBackend) -> None:
+    ids = [new_id() for _ in range(1200)]  # more than one SQLite statement's worth
+    backend.store_many([ResultRecord(task_id=t, status=SUCCESS, result=i) for i, t in enumerate(ids)])
+    unknown = new_id()
+    asked = [*reversed(ids), unknown, ids[0]]
+    got = backend.get_many(asked)
+    assert [None if r is None else r.task_id for r in got] == [*reversed(ids), None, ids[0]]
+    assert [r.result for r in got if r is not None] == [*range(1199, -1, -1), 0]
+    assert backend.get_many([]) == []
 
 
 def test_concurrent_stores_from_threads(backend: ResultBackend) -> None:
@@ -395,3 +407,249 @@ def test_backend_from_url_picks_class_by_scheme(tmp_path: Path) -> None:
 def test_backend_from_url_rejects_unknown_scheme() -> None:
     with pytest.raises(ConfigurationError, match=r"memory.*sqlite"):
         backend_from_url("nosuch://host/0")
+
+
+# -- saved groups (GroupResult.save / restore / delete) ----------------------------------
+
+
+def test_save_group_round_trip_delete_and_unknown(backend: ResultBackend) -> None:
+    group_id, other = new_id(), new_id()
+    members = [[["a", None], None], [["b", None], None]]
+    backend.save_group(group_id, members)
+    assert backend.restore_group(group_id) == members
+    assert backend.restore_group(other) is None
+    backend.save_group(group_id, members[:1])  # a second save replaces the first
+    assert backend.restore_group(group_id) == members[:1]
+    backend.delete_group(group_id)
+    assert backend.restore_group(group_id) is None
+    backend.delete_group(other)  # unknown ids are not an error
+
+
+def test_group_result_save_restore_delete(backend: ResultBackend) -> None:
+    from celeriac import Celeriac
+    from celeriac.result import AsyncResult, GroupResult
+
+    app = Celeriac("groups")
+    ids = [new_id() for _ in range(3)]
+    group: GroupResult[object] = GroupResult(new_id(), [AsyncResult(i, app) for i in ids], app=app)
+    assert group.save(backend=backend) is group
+    restored = GroupResult.restore(group.id or "", backend=backend, app=app)
+    assert restored is not None
+    assert restored == group
+    assert [r.id for r in restored] == ids
+    assert restored.app is app
+    assert GroupResult.restore(new_id(), backend=backend, app=app) is None
+    group.delete(backend=backend)
+    assert GroupResult.restore(group.id or "", backend=backend, app=app) is None
+    with pytest.raises(ValueError, match="without an id"):
+        GroupResult(None, [], app=app).save(backend=backend)
+
+
+def test_group_result_uses_the_apps_backend(shared_backend: ResultBackend) -> None:
+    """``save()``/``restore(id)`` with no backend: the app's, as configured (another client)."""
+    from celeriac import Celeriac
+    from celeriac.result import GroupResult
+
+    writer, reader = (Celeriac(name, result_backend=shared_backend.url) for name in ("w", "r"))
+    group = GroupResult(new_id(), [writer.AsyncResult(new_id())], app=writer).save()
+    restored = GroupResult.restore(group.id or "", app=reader)
+    assert restored is not None and restored == group and restored.app is reader
+    writer.close()
+    reader.close()
+
+
+def test_saved_groups_expire(backend: ResultBackend) -> None:
+    short = type(backend)(backend.url, expires=0.2)
+    try:
+        group_id = new_id()
+        short.save_group(group_id, [[["a", None], None]])
+        assert short.restore_group(group_id) is not None
+        time.sleep(0.3)
+        assert short.restore_group(group_id) is None
+        short.cleanup()
+        assert short.restore_group(group_id) is None
+    finally:
+        short.close()
+
+
+# -- chord join: the exactly-once primitive (docs/canvas-chords.md) ----------------------
+
+
+def test_chord_fires_on_the_member_that_completes_the_header(backend: ResultBackend) -> None:
+    group_id = new_id()
+    assert backend.chord_members(group_id) is None
+    assert backend.chord_join(group_id, 2, "r2", 3) is False
+    assert backend.chord_members(group_id) == ["r2"]
+    assert backend.chord_join(group_id, 0, "r0", 3) is False
+    assert backend.chord_join(group_id, 1, "r1", 3) is True
+    assert backend.chord_members(group_id) == ["r0", "r1", "r2"]  # header order, not join order
+
+
+def test_chord_duplicates_count_once(backend: ResultBackend) -> None:
+    group_id = new_id()
+    assert backend.chord_join(group_id, 0, "r0", 3) is False
+    assert backend.chord_join(group_id, 0, "r0-again", 3) is False  # a redelivery
+    assert backend.chord_join(group_id, 1, "r1", 3) is False
+    assert backend.chord_join(group_id, 1, "r1", 3) is False
+    assert backend.chord_members(group_id) == ["r0", "r1"]  # the first result id stays
+    assert backend.chord_join(group_id, 2, "r2", 3) is True
+    assert backend.chord_join(group_id, 0, "r0", 3) is False  # late duplicates never fire
+
+
+def test_chord_firing_member_fires_again_until_done(backend: ResultBackend) -> None:
+    """The firing member redelivered (it died before sending the body) must send it."""
+    group_id = new_id()
+    backend.chord_join(group_id, 0, "r0", 2)
+    assert backend.chord_join(group_id, 1, "r1", 2) is True
+    assert backend.chord_join(group_id, 1, "r1", 2) is True
+    assert backend.chord_join(group_id, 0, "r0", 2) is False
+    backend.chord_done(group_id)
+    assert backend.chord_join(group_id, 1, "r1", 2) is False
+    assert backend.chord_join(group_id, 0, "r0", 2) is False
+    assert backend.chord_members(group_id) == ["r0", "r1"]  # kept until it expires
+    backend.chord_done(new_id())  # unknown chord: nothing to mark, not an error
+
+
+def test_chord_forget_lets_the_same_group_id_run_again(backend: ResultBackend) -> None:
+    group_id = new_id()
+    assert backend.chord_join(group_id, 0, "r0", 1) is True
+    backend.chord_done(group_id)
+    backend.chord_claim_body(group_id, "first-run")
+    assert backend.chord_join(group_id, 0, "r0", 1) is False
+    backend.chord_forget(group_id)
+    assert backend.chord_members(group_id) is None
+    assert backend.chord_join(group_id, 0, "r0", 1) is True  # a new run
+    assert backend.chord_claim_body(group_id, "second-run") is True
+    backend.chord_forget(new_id())  # unknown: not an error
+
+
+def test_chord_of_one(backend: ResultBackend) -> None:
+    assert backend.chord_join(new_id(), 0, "r0", 1) is True
+
+
+def test_chord_bad_index_or_size_is_refused(backend: ResultBackend) -> None:
+    group_id = new_id()
+    for index, size in ((3, 3), (-1, 3), (0, 0)):
+        with pytest.raises(ValueError, match="not in"):
+            backend.chord_join(group_id, index, "r", size)
+    backend.chord_join(group_id, 0, "r0", 3)
+    with pytest.raises(ValueError, match=r"size 4.*recorded size 3"):
+        backend.chord_join(group_id, 1, "r1", 4)
+    assert backend.chord_members(group_id) == ["r0"]  # the refused join recorded nothing
+
+
+def test_chord_state_expires(backend: ResultBackend) -> None:
+    group_id = new_id()
+    assert backend.chord_join(group_id, 0, "r0", 2, expires=0.2) is False
+    time.sleep(0.3)
+    assert backend.chord_members(group_id) is None
+    # The expired member is forgotten: the chord starts over (so expires must outlast
+    # the slowest member; docs/canvas-chords.md).
+    assert backend.chord_join(group_id, 1, "r1", 2, expires=0.2) is False
+    assert backend.chord_members(group_id) == ["r1"]
+    backend.cleanup()
+    # Each join restarts the clock: state joined within the expiry stays.
+    other = new_id()
+    backend.chord_join(other, 0, "r0", 2, expires=0.5)
+    time.sleep(0.3)
+    assert backend.chord_join(other, 1, "r1", 2, expires=0.5) is True
+
+
+def test_chord_claim_body(backend: ResultBackend) -> None:
+    group_id = new_id()
+    backend.chord_join(group_id, 0, "r0", 1)
+    assert backend.chord_claim_body(group_id, "copy-1") is True
+    assert backend.chord_claim_body(group_id, "copy-1") is True  # a redelivery of that copy
+    assert backend.chord_claim_body(group_id, "copy-2") is False  # a second copy: dropped
+    # A body whose chord state is gone (expired) still claims, once.
+    lone = new_id()
+    assert backend.chord_claim_body(lone, "a") is True
+    assert backend.chord_claim_body(lone, "b") is False
+    assert backend.chord_members(lone) is None
+
+
+def _verdicts_by_chord(answers: list[tuple[str, int, bool]]) -> dict[str, set[int]]:
+    fired: dict[str, set[int]] = {}
+    for group_id, index, verdict in answers:
+        fired.setdefault(group_id, set())
+        if verdict:
+            fired[group_id].add(index)
+    return fired
+
+
+def test_chord_join_races_between_threads(backend: ResultBackend) -> None:
+    """Every member of 30 chords on its own thread, all released at once: each chord
+    fires on exactly one member, and duplicates racing the originals change nothing."""
+    size, chords = 4, [new_id() for _ in range(30)]
+    jobs = [(g, i) for g in chords for i in range(size)]
+    jobs += [(g, 0) for g in chords]  # a duplicate of member 0 in every chord
+    answers: list[tuple[str, int, bool]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(size + 1)
+
+    def member(index: int) -> None:
+        try:
+            barrier.wait(10)
+            for group_id, i in jobs:
+                if i == index or (index == size and i == 0):
+                    answers.append((group_id, i, backend.chord_join(group_id, i, f"r{i}", size)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=member, args=(i,)) for i in range(size + 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    fired = _verdicts_by_chord(answers)
+    assert all(len(indexes) == 1 for indexes in fired.values()), fired
+    for group_id in chords:
+        assert backend.chord_members(group_id) == [f"r{i}" for i in range(size)]
+
+
+CHILD_JOINS = """
+import json, random, sys
+from celeriac.backends import backend_from_url
+backend = backend_from_url(sys.argv[1])
+jobs = json.loads(sys.argv[2])
+random.seed(sys.argv[3])
+random.shuffle(jobs)
+backend.ping()
+print("ready", flush=True)
+sys.stdin.readline()
+answers = [[g, i, backend.chord_join(g, i, "r%d" % i, s)] for g, i, s in jobs]
+print(json.dumps(answers), flush=True)
+"""
+
+
+def test_chord_join_races_between_processes(shared_backend: ResultBackend) -> None:
+    """Four processes, each the worker of one header index of 40 chords and the
+    redelivery of the next index, joining in its own random order, released at once:
+    each chord fires on exactly one index, and gets all its members."""
+    size, chords = 4, [new_id() for _ in range(40)]
+    children = []
+    for p in range(size):
+        jobs = [[g, p, size] for g in chords] + [[g, (p + 1) % size, size] for g in chords]
+        children.append(subprocess.Popen(
+            [sys.executable, "-c", CHILD_JOINS, shared_backend.url, json.dumps(jobs), str(p)],
+            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    answers: list[tuple[str, int, bool]] = []
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        for child in children:
+            assert child.stdout is not None
+            answers += [(g, i, v) for g, i, v in json.loads(child.stdout.readline())]
+    finally:
+        for child in children:
+            assert child.wait(60) == 0
+    assert len(answers) == 2 * size * len(chords)
+    fired = _verdicts_by_chord(answers)
+    assert all(len(indexes) == 1 for indexes in fired.values()), fired
+    for group_id in chords:
+        assert shared_backend.chord_members(group_id) == [f"r{i}" for i in range(size)]
