@@ -1,0 +1,173 @@
+"""``chain``: tasks run one after the other, each called with the previous one's result.
+
+``chain(add.s(2, 2), add.s(4), mul.s(8))`` or ``add.s(2, 2) | add.s(4) | mul.s(8)``.
+Sending a chain sends its first task only; the rest travel in that message's
+``chain`` field, in Celery's order (the next step *last*), and each worker that
+finishes a step sends the next (:mod:`celeriac.middleware.followups`). Every step's
+task id is fixed when the chain is sent, so the result of the last step, returned
+at once, leads back to the first through ``.parent``, and a step sent twice (a
+worker died between sending it and acking its own message) is sent under the same
+id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from celeriac.canvas.groups import group
+from celeriac.canvas.signature import NO_CHORDS, Signature, from_dict, links
+from celeriac.exceptions import ConfigurationError
+from celeriac.result import AsyncResult
+from celeriac.states import SUCCESS
+from celeriac.task import check_send_options
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from celeriac.app import Celeriac
+    from celeriac.result import EagerResult
+    from celeriac.task import SendOptions
+
+R = TypeVar("R")
+
+
+def _steps(items: Iterable[Any]) -> list[Signature[Any]]:
+    """The tasks of a chain, nested chains spliced in; a group refused (a chord, or a
+    group step, which celeriac does not run in chains yet)."""
+    steps: list[Signature[Any]] = []
+    for item in items:
+        if isinstance(item, chain):
+            steps.extend(item.unchain_tasks())
+        elif isinstance(item, group):
+            raise ConfigurationError(f"a group inside a chain ({item!r}): {NO_CHORDS}")
+        elif isinstance(item, Signature):
+            steps.append(item)
+        else:
+            raise TypeError(f"a chain holds signatures (task.s(...)), not {type(item).__name__}")
+    return steps
+
+
+class chain(Signature[R]):  # lower case: Celery's name, and it is used like a function
+    """Tasks run in order, each called with the previous result (unless immutable, ``si()``).
+
+    Options set on the chain (``chain(...).set(queue="io")``, or given to
+    ``apply_async``) apply to its first task, as in Celery; ``task_id=`` is the last
+    task's id. ``link`` goes to the last task, ``link_error`` to every task, so an error
+    anywhere stops the chain and reaches the errback once.
+    """
+
+    subtask_type = "chain"
+
+    def __init__(self, *tasks: Signature[Any] | chain[Any] | Iterable[Signature[Any]],
+                 app: Celeriac | None = None) -> None:
+        items: Iterable[Any] = tasks
+        if len(tasks) == 1 and not isinstance(tasks[0], Signature | group):
+            items = tasks[0]
+        self.tasks = _steps(items)
+        if app is None and not self.tasks:
+            raise ConfigurationError("an empty chain needs app=...")
+        super().__init__("celery.chain", app=app or self.tasks[0].app)
+
+    def __repr__(self) -> str:
+        return " | ".join(map(repr, self.tasks)) or "chain()"
+
+    def unchain_tasks(self) -> list[Signature[Any]]:
+        """Copies of the steps with the chain's links on them: ``link`` on the last,
+        ``link_error`` on each (Celery's ``unchain_tasks``)."""
+        steps = [step.clone() for step in self.tasks]
+        if steps:
+            for callback in links(self.options.get("link"), self.app):
+                steps[-1].link(callback)
+            for errback in links(self.options.get("link_error"), self.app):
+                for step in steps:
+                    step.link_error(errback)
+        return steps
+
+    def __or__(self, other: Signature[Any] | chain[Any] | group[Any]) -> chain[Any]:
+        if isinstance(other, Signature | group):
+            return chain(self, other)
+        return NotImplemented
+
+    def merged(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+               options: SendOptions | None = None) -> chain[R]:
+        """A copy with arguments for its first task and options for the chain."""
+        check_send_options(options or {})
+        steps = [step.clone() for step in self.tasks]
+        if steps and (args or kwargs):
+            steps[0] = steps[0].merged(args, kwargs)
+        copy: chain[R] = chain(*steps, app=self.app)
+        copy.options = {**self.options}
+        if options:
+            copy.set(**options)
+        return copy
+
+    # -- the wire form --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": "celery.chain", "args": [],
+                "kwargs": {"tasks": [step.to_dict() for step in self.tasks]},
+                "options": Signature.to_dict(self)["options"], "subtask_type": "chain",
+                "immutable": False}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], app: Celeriac | None = None) -> chain[Any]:
+        """A chain rebuilt from its dict form (a callback Celery wrote may be one)."""
+        from celeriac.canvas.signature import wire_options
+
+        tasks = (d.get("kwargs") or {}).get("tasks") or []
+        rebuilt: chain[Any] = chain(*[from_dict(t, app) for t in tasks], app=app)
+        rebuilt.set(**wire_options(d.get("options") or {}, "celery.chain"))
+        return rebuilt
+
+    # -- sending and running ---------------------------------------------------------------
+    def apply_async(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+                    **options: Unpack[SendOptions]) -> AsyncResult[R]:
+        """Send the first task with the others in its message; return the last task's
+        result, whose ``parent`` is the one before (up to the first). Under
+        ``task_always_eager`` the whole chain runs here (:meth:`apply`)."""
+        check_send_options(options, "chain.apply_async")
+        if self.app.conf["task_always_eager"]:
+            return self.apply(args, kwargs, **options)
+        steps = self.unchain_tasks()
+        if not steps:
+            raise ConfigurationError("an empty chain has nothing to send")
+        first_options: SendOptions = {k: v for k, v in {**self.options, **options}.items()  # type: ignore[assignment]
+                                      if k not in ("link", "link_error", "task_id")}
+        last_id = options.get("task_id") or self.options.get("task_id")
+        results: list[AsyncResult[Any]] = []
+        for index, step in enumerate(steps):
+            result = step.freeze(last_id if index == len(steps) - 1 else None)
+            result.parent = results[-1] if results else None
+            results.append(result)
+        first = steps[0].merged(args, kwargs, first_options)
+        rest = [step.to_dict() for step in reversed(steps[1:])]
+        first.send(chain=rest or None)
+        return results[-1]
+
+    def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Unpack[SendOptions]) -> EagerResult[R]:
+        """Run every step here, in order (Celery's eager chain): each with the previous
+        value, options for the first. A step that does not succeed ends the chain: its
+        errbacks ran, its result (whose ``get()`` raises) is returned."""
+        steps = self.unchain_tasks()
+        if not steps:
+            raise ConfigurationError("an empty chain has nothing to run")
+        last: EagerResult[Any] | None = None
+        for index, step in enumerate(steps):
+            if last is None:
+                first_options: SendOptions = {**self.options, **options}
+                first_options.pop("link", None)
+                first_options.pop("link_error", None)
+                result = step.apply(args, kwargs, **first_options)
+            else:
+                result = step.apply((last.get(),))
+            result.parent = last
+            last = result
+            if result.status != SUCCESS and index < len(steps) - 1:
+                break
+        assert last is not None
+        return last
+
+    def __call__(self, *args: Any, **kwargs: Any) -> AsyncResult[R]:  # type: ignore[override]
+        """``chain(...)(args)`` sends it, as in Celery (a signature's call runs it here)."""
+        return self.apply_async(args, kwargs)
