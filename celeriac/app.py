@@ -522,7 +522,7 @@ class Celeriac:
         target = self.route(name, queue)
         embed = None
         if link or link_error or chain:  # the common case pays one test
-            from celeriac.canvas.signature import wire_links
+            from celeriac.canvas.signatures import wire_links
 
             embed = {"callbacks": wire_links(link), "errbacks": wire_links(link_error),
                      "chain": chain or None, "chord": None}

@@ -1,7 +1,7 @@
 """Canvas: task calls described now and sent later, alone or composed (Celery's paths).
 
 * :class:`Signature` (``task.s()``, ``task.si()``, ``signature(dict)``) and its wire
-  form -- :mod:`celeriac.canvas.signature`;
+  form -- :mod:`celeriac.canvas.signatures`;
 * :class:`group`: many signatures in one broker call -- :mod:`celeriac.canvas.groups`;
 * :class:`chain` (and ``|``): one after the other -- :mod:`celeriac.canvas.chains`;
 * :class:`xmap`, :class:`xstarmap`, :class:`chunks` (``task.map``, ``task.starmap``,
@@ -19,7 +19,7 @@ from typing import Any
 from celeriac.canvas.chains import chain
 from celeriac.canvas.groups import group
 from celeriac.canvas.maps import chunks, xmap, xstarmap
-from celeriac.canvas.signature import Signature, maybe_signature, signature
+from celeriac.canvas.signatures import Signature, maybe_signature, signature
 
 #: ``subtask_type`` -> the class whose ``from_dict`` rebuilds it.
 SUBTASK_TYPES: dict[str, Any] = {

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celeriac.canvas.groups import group
-from celeriac.canvas.signature import NO_CHORDS, Signature, from_dict, links
+from celeriac.canvas.signatures import NO_CHORDS, Signature, from_dict, links
 from celeriac.exceptions import ConfigurationError
 from celeriac.result import AsyncResult
 from celeriac.states import SUCCESS
@@ -112,7 +112,7 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], app: Celeriac | None = None) -> chain[Any]:
         """A chain rebuilt from its dict form (a callback Celery wrote may be one)."""
-        from celeriac.canvas.signature import wire_options
+        from celeriac.canvas.signatures import wire_options
 
         tasks = (d.get("kwargs") or {}).get("tasks") or []
         rebuilt: chain[Any] = chain(*[from_dict(t, app) for t in tasks], app=app)

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from celeriac.canvas.signature import NO_CHORDS, Signature, from_dict
+from celeriac.canvas.signatures import NO_CHORDS, Signature, from_dict
 from celeriac.exceptions import ConfigurationError
 from celeriac.result import GroupResult, add_to_parent
 from celeriac.task import check_send_options

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac.canvas.groups import group
-from celeriac.canvas.signature import Signature, from_dict, wire_options
+from celeriac.canvas.signatures import Signature, from_dict, wire_options
 from celeriac.exceptions import ConfigurationError
 
 if TYPE_CHECKING:

@@ -41,7 +41,7 @@ from celeriac.states import FAILURE, SUCCESS
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.backends.base import ResultRecord
-    from celeriac.canvas.signature import Signature
+    from celeriac.canvas.signatures import Signature
     from celeriac.context import Request
 
 log = logging.getLogger("celeriac.worker")
@@ -57,7 +57,7 @@ def followup_id(parent_id: str, kind: str, index: int) -> str:
 
 
 def _with_id(sig: Any, parent_id: str, kind: str, index: int) -> Any:
-    from celeriac.canvas.signature import Signature
+    from celeriac.canvas.signatures import Signature
 
     if isinstance(sig, Signature) and sig.subtask_type is None and not sig.options.get("task_id"):
         sig.options["task_id"] = followup_id(parent_id, kind, index)
@@ -116,13 +116,13 @@ class Followups(Middleware):
 
 def send_followups(app: Celeriac, request: Request, retval: Any) -> None:
     """Send the callbacks (``retval`` first in their arguments) and the next chain step."""
-    from celeriac.canvas.signature import from_dict
+    from celeriac.canvas.signatures import from_dict
 
     for index, item in enumerate(request.callbacks or ()):
         sig = _with_id(from_dict(item, app), request.id, "link", index)
         sig.apply_async((retval,))
     if request.chain:
-        from celeriac.canvas.signature import Signature
+        from celeriac.canvas.signatures import Signature
 
         rest = list(request.chain)
         step = from_dict(rest.pop(), app)
@@ -150,7 +150,7 @@ def _fail_chain(app: Celeriac, request: Request, record: ResultRecord, exc: Base
 
 def _errback(app: Celeriac, request: Request, item: Any, index: int, exc: BaseException,
              tb: str | None) -> None:
-    from celeriac.canvas.signature import Signature, from_dict
+    from celeriac.canvas.signatures import Signature, from_dict
 
     sig = from_dict(item, app)
     task = app.tasks.get(sig.name) if isinstance(sig, Signature) else None

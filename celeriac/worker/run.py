@@ -184,7 +184,7 @@ def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], t
     pipeline = eager_pipeline()
     callbacks = errbacks = None
     if link or link_error:
-        from celeriac.canvas.signature import wire_links
+        from celeriac.canvas.signatures import wire_links
 
         callbacks, errbacks = wire_links(link), wire_links(link_error)
     while True:

@@ -1,0 +1,143 @@
+"""Chains, callbacks, errbacks and maps through a real ``celeriac worker``, on SQLite and
+Redis; and a chain written by Celery's own client running to its end here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Project
+
+from celeriac.brokers import OutgoingMessage
+
+EXTRA = '''
+@app.task
+def mul(x, y):
+    return x * y
+
+@app.task
+def on_err(request, exc, traceback):
+    with open(os.environ["CANVAS_LOG"], "a") as f:
+        f.write(f"new {request.id} {type(exc).__name__} {exc} {'Traceback' in (traceback or '')}\\n")
+
+@app.task
+def old_err(task_id):
+    with open(os.environ["CANVAS_LOG"], "a") as f:
+        f.write(f"old {task_id}\\n")
+'''
+
+COMPARE = Path(os.environ.get("CELERIAC_COMPARE_VENV",
+                              Path(__file__).resolve().parents[2] / "bench" / ".venv-compare"))
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def canvas(request: pytest.FixtureRequest, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> tuple[Project, Any, Path]:
+    project: Project = request.getfixturevalue("project" if request.param == "sqlite"
+                                               else "redis_project")
+    log = tmp_path / "canvas.log"
+    monkeypatch.setenv("CANVAS_LOG", str(log))
+    project.write_tasks(EXTRA)
+    project.start_worker("-P", "threads", "-c", "4")
+    return project, project.app(), log
+
+
+def _lines(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_chain_with_partial_args_and_pipe_and_parent_walk(canvas: tuple[Project, Any, Path]) -> None:
+    _, app, _ = canvas
+    add, mul = app.tasks["tasks.add"], app.tasks["tasks.mul"]
+    from celeriac import chain
+
+    result = chain(add.s(1, 2), add.s(3), mul.s(10)).apply_async()
+    assert result.get(timeout=30) == 60
+    assert result.parent.get(timeout=5) == 6 and result.parent.parent.get(timeout=5) == 3
+    assert result.parent.parent.parent is None
+    piped = (add.s(2) | add.s(4) | mul.si(5, 5)).delay(1)
+    assert piped.get(timeout=30) == 25
+    assert piped.parent.get(timeout=5) == 7
+
+
+def test_link_and_link_error_with_request_exc_traceback(canvas: tuple[Project, Any, Path]) -> None:
+    _, app, log = canvas
+    add, fail, on_err, old_err = (app.tasks[f"tasks.{n}"] for n in ("add", "fail", "on_err", "old_err"))
+    first = add.apply_async((1, 1), link=add.s(40))
+    assert first.get(timeout=30) == 2
+    [child] = first.children
+    assert child.get(timeout=30) == 42
+    failed = fail.apply_async(("boom",), link_error=[on_err.s(), old_err.s()])
+    with pytest.raises(ValueError, match="boom"):
+        failed.get(timeout=30)
+
+    def both() -> bool:
+        return len(_lines(log)) == 2
+    from conftest import wait_until
+
+    wait_until(both, timeout=30, message="both errbacks ran")
+    assert sorted(_lines(log)) == [f"new {failed.id} ValueError boom True", f"old {failed.id}"]
+
+
+def test_a_chain_failing_midway_stops_and_its_errback_runs(canvas: tuple[Project, Any, Path]) -> None:
+    _, app, log = canvas
+    add, fail, on_err = app.tasks["tasks.add"], app.tasks["tasks.fail"], app.tasks["tasks.on_err"]
+    result = (add.s(1, 1) | fail.s() | add.s(100)).on_error(on_err.s()).delay()
+    with pytest.raises(ValueError, match="2"):
+        result.get(timeout=30)  # the last step's result carries the failure
+    middle = result.parent
+    with pytest.raises(ValueError):
+        middle.get(timeout=5)
+    assert result.parent.parent.get(timeout=5) == 2
+    from conftest import wait_until
+
+    wait_until(lambda: _lines(log), timeout=30, message="the errback ran")
+    assert _lines(log) == [f"new {middle.id} ValueError 2 True"]
+
+
+def test_map_starmap_and_chunks(canvas: tuple[Project, Any, Path]) -> None:
+    _, app, _ = canvas
+    add, mul = app.tasks["tasks.add"], app.tasks["tasks.mul"]
+    assert add.starmap([(1, 2), (3, 4)]).delay().get(timeout=30) == [3, 7]
+    assert app.tasks["tasks.pid"].map([]).delay().get(timeout=30) == []
+    parts = mul.chunks(zip(range(5), range(5), strict=True), 2).delay()
+    assert parts.get(timeout=30) == [[0, 1], [4, 9], [16]]
+
+
+CELERY_CHAIN = textwrap.dedent('''
+    import json, sys
+    from celery import Celery, chain
+    app = Celery("tasks", broker="memory://")
+
+    @app.task(name="tasks.add")
+    def add(x, y): return x + y
+
+    @app.task(name="tasks.mul")
+    def mul(x, y): return x * y
+
+    @app.task(name="tasks.on_err")
+    def on_err(request, exc, tb): pass
+
+    with app.connection() as conn:
+        result = chain(add.s(1, 2), add.s(3), mul.s(10)).on_error(on_err.s()).apply_async(
+            connection=conn)
+        print(json.dumps({"last": result.id, "first": result.parent.parent.id,
+                          "message": conn.default_channel._get("celery")}))
+''')
+
+
+@pytest.mark.skipif(not (COMPARE / "bin" / "python").exists(),
+                    reason="no bench/.venv-compare (Celery)")
+def test_a_chain_sent_by_celery_runs_to_its_end(canvas: tuple[Project, Any, Path]) -> None:
+    _, app, _ = canvas
+    out = subprocess.run([str(COMPARE / "bin" / "python"), "-c", CELERY_CHAIN],
+                         capture_output=True, timeout=120, check=True, text=True).stdout
+    sent = json.loads(out)
+    app.broker.publish([OutgoingMessage(queue="celery", body=json.dumps(sent["message"]).encode())])
+    assert app.AsyncResult(sent["last"]).get(timeout=30) == 60
+    assert app.AsyncResult(sent["first"]).get(timeout=5) == 3
