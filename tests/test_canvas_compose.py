@@ -179,3 +179,17 @@ def test_errback_style_follows_celerys_arity_rule(app: Celeriac) -> None:
     assert not _new_style(old.fn, old.s())
     assert not _new_style(new.fn, new.s("a", "b"))  # two bound: one positional left
     assert followup_id("a", "link", 0) == followup_id("a", "link", 0) != followup_id("a", "link", 1)
+
+
+def test_a_retry_keeps_the_callbacks_errbacks_and_rest_of_the_chain(app: Celeriac) -> None:
+    @app.task(name="t.flaky", bind=True)
+    def flaky(self: Any) -> None:
+        raise self.retry(countdown=0)
+
+    nxt = app.tasks["t.add"].s(1).to_dict()
+    embed = {"callbacks": [app.tasks["t.add"].s(2).to_dict()],
+             "errbacks": [app.tasks["t.old_err"].s().to_dict()], "chain": [nxt]}
+    _run(app, "t.flaky", [], **embed)
+    [again] = take(app)
+    assert (again.id, again.retries) == ("parent-id", 1)
+    assert {k: again.embed[k] for k in embed} == embed

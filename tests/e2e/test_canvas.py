@@ -141,3 +141,49 @@ def test_a_chain_sent_by_celery_runs_to_its_end(canvas: tuple[Project, Any, Path
     app.broker.publish([OutgoingMessage(queue="celery", body=json.dumps(sent["message"]).encode())])
     assert app.AsyncResult(sent["last"]).get(timeout=30) == 60
     assert app.AsyncResult(sent["first"]).get(timeout=5) == 3
+
+
+CELERY_WORKER = textwrap.dedent('''
+    import json, sys
+    from celery import Celery
+    from celery.contrib.testing.worker import start_worker
+    app = Celery("tasks", broker="memory://", backend="cache+memory://")
+
+    @app.task(name="tasks.add")
+    def add(x, y): return x + y
+
+    @app.task(name="tasks.mul")
+    def mul(x, y): return x * y
+
+    sent = json.load(sys.stdin)
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        with app.connection() as conn:
+            conn.default_channel._put("celery", sent["message"])
+        print(json.dumps([app.AsyncResult(sent["last"]).get(timeout=30),
+                          app.AsyncResult(sent["first"]).get(timeout=5)]))
+''')
+
+
+@pytest.mark.skipif(not (COMPARE / "bin" / "python").exists(),
+                    reason="no bench/.venv-compare (Celery)")
+def test_a_chain_sent_by_celeriac_runs_to_its_end_on_a_celery_worker() -> None:
+    from celeriac import Celeriac
+
+    app = Celeriac("tasks", broker="memory://", backend="memory://")
+
+    @app.task(name="tasks.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="tasks.mul")
+    def mul(x: int, y: int) -> int:
+        return x * y
+
+    result = (add.s(1, 2) | add.s(3) | mul.s(10)).apply_async()
+    [delivery] = app.broker.fetch(["celery"], 10, consumer="test", lease=30)
+    sent = {"last": result.id, "first": result.parent.parent.id,
+            "message": json.loads(delivery.body)}
+    out = subprocess.run([str(COMPARE / "bin" / "python"), "-c", CELERY_WORKER],
+                         input=json.dumps(sent), capture_output=True, timeout=120, check=True,
+                         text=True).stdout
+    assert json.loads(out.splitlines()[-1]) == [60, 3]
