@@ -193,3 +193,13 @@ def test_a_retry_keeps_the_callbacks_errbacks_and_rest_of_the_chain(app: Celeria
     [again] = take(app)
     assert (again.id, again.retries) == ("parent-id", 1)
     assert {k: again.embed[k] for k in embed} == embed
+
+
+def test_links_given_to_a_chains_apply_async_are_kept(app: Celeriac) -> None:
+    add, err = app.tasks["t.add"], app.tasks["t.new_err"]
+    chain(add.s(1, 1), add.s(2)).apply_async(link=add.s(100), link_error=err.s(), priority=7)
+    [message] = take(app)
+    assert message.priority == 7 and message.embed["errbacks"][0]["task"] == "t.new_err"
+    assert message.embed["chain"][0]["options"]["link"][0]["args"] == [100]
+    with pytest.raises(ConfigurationError, match="chords are not supported"):
+        add.s(1, 1) | group(add.s(1), add.s(2))

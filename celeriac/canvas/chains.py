@@ -48,6 +48,13 @@ def _steps(items: Iterable[Any]) -> list[Signature[Any]]:
     return steps
 
 
+def _first_options(options: SendOptions) -> SendOptions:
+    """A chain's options as its first task takes them: the links went to the steps
+    (:meth:`chain.unchain_tasks`), the task id is the last step's."""
+    return {k: v for k, v in options.items()  # type: ignore[return-value]
+            if k not in ("link", "link_error", "task_id")}
+
+
 class chain(Signature[R]):  # lower case: Celery's name, and it is used like a function
     """Tasks run in order, each called with the previous result (unless immutable, ``si()``).
 
@@ -128,12 +135,12 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
         check_send_options(options, "chain.apply_async")
         if self.app.conf["task_always_eager"]:
             return self.apply(args, kwargs, **options)
-        steps = self.unchain_tasks()
+        whole = self.merged(None, None, options) if options else self
+        steps = whole.unchain_tasks()
         if not steps:
             raise ConfigurationError("an empty chain has nothing to send")
-        first_options: SendOptions = {k: v for k, v in {**self.options, **options}.items()  # type: ignore[assignment]
-                                      if k not in ("link", "link_error", "task_id")}
-        last_id = options.get("task_id") or self.options.get("task_id")
+        first_options = _first_options(whole.options)
+        last_id = whole.options.get("task_id")
         results: list[AsyncResult[Any]] = []
         for index, step in enumerate(steps):
             result = step.freeze(last_id if index == len(steps) - 1 else None)
@@ -149,16 +156,14 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
         """Run every step here, in order (Celery's eager chain): each with the previous
         value, options for the first. A step that does not succeed ends the chain: its
         errbacks ran, its result (whose ``get()`` raises) is returned."""
-        steps = self.unchain_tasks()
+        whole = self.merged(None, None, options) if options else self
+        steps = whole.unchain_tasks()
         if not steps:
             raise ConfigurationError("an empty chain has nothing to run")
         last: EagerResult[Any] | None = None
         for index, step in enumerate(steps):
             if last is None:
-                first_options: SendOptions = {**self.options, **options}
-                first_options.pop("link", None)
-                first_options.pop("link_error", None)
-                result = step.apply(args, kwargs, **first_options)
+                result = step.apply(args, kwargs, **_first_options(whole.options))
             else:
                 result = step.apply((last.get(),))
             result.parent = last

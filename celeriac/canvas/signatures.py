@@ -145,9 +145,10 @@ class Signature(Generic[R]):
     def __or__(self, other: Signature[Any] | chain[Any] | group[Any]) -> chain[Any]:
         """``a | b``: a chain, ``b`` called with ``a``'s result."""
         from celeriac.canvas.chains import chain
+        from celeriac.canvas.groups import group
 
-        if isinstance(other, Signature | chain):
-            return chain(self, other)
+        if isinstance(other, Signature | group):
+            return chain(self, other)  # a group is refused there, saying why
         return NotImplemented
 
     # -- copies and merging ---------------------------------------------------------------
