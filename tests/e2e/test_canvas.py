@@ -25,6 +25,18 @@ def on_err(request, exc, traceback):
     with open(os.environ["CANVAS_LOG"], "a") as f:
         f.write(f"new {request.id} {type(exc).__name__} {exc} {'Traceback' in (traceback or '')}\\n")
 
+@app.task(acks_late=True)
+def dies_once(value):
+    return value
+
+from celeriac.signals import task_postrun
+
+@task_postrun.connect
+def _die_after_followups(sender=None, task=None, **kwargs):
+    # After the follow-ups went out, before the result is stored and the message acked.
+    if task.name == "tasks.dies_once" and task.request.delivery_count == 1:
+        os._exit(1)
+
 @app.task
 def old_err(task_id):
     with open(os.environ["CANVAS_LOG"], "a") as f:
@@ -98,6 +110,28 @@ def test_a_chain_failing_midway_stops_and_its_errback_runs(canvas: tuple[Project
 
     wait_until(lambda: _lines(log), timeout=30, message="the errback ran")
     assert _lines(log) == [f"new {middle.id} ValueError 2 True"]
+
+
+def test_a_worker_dying_after_sending_a_step_sends_it_again_under_the_same_id(
+        canvas: tuple[Project, Any, Path], tmp_path: Path) -> None:
+    _, app, _ = canvas
+    runs = tmp_path / "runs.txt"
+    result = (app.tasks["tasks.dies_once"].s(str(runs)) | app.tasks["tasks.record"].s()).delay()
+    assert result.get(timeout=60) == result.id
+    assert result.parent.get(timeout=5) == str(runs)
+    from conftest import executions, wait_until
+
+    wait_until(lambda: sum(map(len, executions(runs).values())) >= 2, timeout=30,
+               message="the step sent twice ran twice")
+    assert set(executions(runs)) == {result.id}  # each send of the step: one task id
+    linked = tmp_path / "linked.txt"
+    parent = app.tasks["tasks.dies_once"].apply_async((str(linked),),
+                                                      link=app.tasks["tasks.record"].s())
+    assert parent.get(timeout=60) == str(linked)
+    wait_until(lambda: sum(map(len, executions(linked).values())) >= 2, timeout=30,
+               message="the callback sent twice ran twice")
+    [callback_id] = executions(linked)  # a callback's id is derived from its parent's
+    assert app.AsyncResult(callback_id).get(timeout=10) == callback_id
 
 
 def test_map_starmap_and_chunks(canvas: tuple[Project, Any, Path]) -> None:
