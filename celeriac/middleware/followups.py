@@ -135,14 +135,15 @@ def send_followups(app: Celeriac, request: Request, retval: Any) -> None:
 def _fail_chain(app: Celeriac, request: Request, record: ResultRecord, exc: BaseException,
                 tb: str | None) -> None:
     """The failure stored under each later step's id (Celery's ``_fail_chain``), and the
-    task's own stored now, before errbacks that may read it run."""
+    task's own stored now, before errbacks that may read it run (a worker's run: an eager
+    one stores only as ``task_store_eager_result`` says)."""
     from celeriac.worker.run import failure_record
 
     records = [failure_record(step["options"]["task_id"], step.get("task"), exc, tb=tb)
                for step in request.chain or ()
                if isinstance(step, dict) and isinstance(step.get("options"), dict)
                and isinstance(step["options"].get("task_id"), str)]
-    if request.errbacks and not request.ignore_result:
+    if request.errbacks and not request.ignore_result and not request.is_eager:
         records.append(record)
     if records:
         app.backend.store_many(records)
