@@ -203,3 +203,12 @@ def test_links_given_to_a_chains_apply_async_are_kept(app: Celeriac) -> None:
     assert message.embed["chain"][0]["options"]["link"][0]["args"] == [100]
     with pytest.raises(ConfigurationError, match="chords are not supported"):
         add.s(1, 1) | group(add.s(1), add.s(2))
+
+
+def test_a_chord_member_from_celery_runs_and_says_its_body_will_not_be_sent(
+        app: Celeriac, caplog: pytest.LogCaptureFixture) -> None:
+    body = app.tasks["t.add"].s(1).to_dict()
+    run = _run(app, "t.add", [1, 2], chord=body)
+    assert run.record is not None and run.record.status == "SUCCESS"
+    assert "celeriac does not run chord bodies yet" in caplog.text
+    assert take(app) == []

@@ -24,7 +24,10 @@ before the run, and a worker dying mid-run loses the task and its follow-ups, as
 Celery. A follow-up that cannot be sent (the broker failed, a signature cannot be
 encoded) makes the run a FAILURE with that error, as Celery does, and the errbacks run.
 
-The check on the hot path is one truth test of three request attributes.
+A message that is part of a chord (Celery's client wrote a ``chord`` into it) runs, and
+its body is not sent: chords are not supported yet, and an ERROR line says so.
+
+The check on the hot path is one truth test of four request attributes.
 """
 
 from __future__ import annotations
@@ -69,11 +72,15 @@ class Followups(Middleware):
 
     def after_task(self, run: TaskRun) -> None:
         request = run.request
-        if not (request.callbacks or request.chain or request.errbacks):
+        if not (request.callbacks or request.chain or request.errbacks or request.chord):
             return
         record = run.record
         if record is None:
             return
+        if request.chord:
+            log.error("task %s[%s] is a chord member (its message names a chord body): "
+                      "celeriac does not run chord bodies yet, the body will not be sent "
+                      "(docs/canvas.md)", run.task.name, request.id)
         if record.status == SUCCESS:
             self._succeeded(run, record)
         elif record.status == FAILURE:
