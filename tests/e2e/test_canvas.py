@@ -154,27 +154,41 @@ CELERY_CHAIN = textwrap.dedent('''
     @app.task(name="tasks.mul")
     def mul(x, y): return x * y
 
+    @app.task(name="tasks.fail")
+    def fail(message): raise ValueError(message)
+
     @app.task(name="tasks.on_err")
     def on_err(request, exc, tb): pass
 
     with app.connection() as conn:
         result = chain(add.s(1, 2), add.s(3), mul.s(10)).on_error(on_err.s()).apply_async(
             connection=conn)
+        failing = chain(add.s(1, 2), fail.s(), mul.s(10)).on_error(on_err.s()).apply_async(
+            connection=conn)
         print(json.dumps({"last": result.id, "first": result.parent.parent.id,
-                          "message": conn.default_channel._get("celery")}))
+                          "message": conn.default_channel._get("celery"),
+                          "failing_last": failing.id, "failing_middle": failing.parent.id,
+                          "failing": conn.default_channel._get("celery")}))
 ''')
 
 
 @pytest.mark.skipif(not (COMPARE / "bin" / "python").exists(),
                     reason="no bench/.venv-compare (Celery)")
 def test_a_chain_sent_by_celery_runs_to_its_end(canvas: tuple[Project, Any, Path]) -> None:
-    _, app, _ = canvas
+    _, app, log = canvas
     out = subprocess.run([str(COMPARE / "bin" / "python"), "-c", CELERY_CHAIN],
                          capture_output=True, timeout=120, check=True, text=True).stdout
     sent = json.loads(out)
-    app.broker.publish([OutgoingMessage(queue="celery", body=json.dumps(sent["message"]).encode())])
+    app.broker.publish([OutgoingMessage(queue="celery", body=json.dumps(sent[key]).encode())
+                        for key in ("message", "failing")])
     assert app.AsyncResult(sent["last"]).get(timeout=30) == 60
     assert app.AsyncResult(sent["first"]).get(timeout=5) == 3
+    with pytest.raises(ValueError, match="3"):  # the failure reaches the chain's last result
+        app.AsyncResult(sent["failing_last"]).get(timeout=30)
+    from conftest import wait_until
+
+    wait_until(lambda: _lines(log), timeout=30, message="Celery's errback ran here")
+    assert _lines(log) == [f"new {sent['failing_middle']} ValueError 3 True"]
 
 
 CELERY_WORKER = textwrap.dedent('''
