@@ -40,6 +40,9 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
         if len(tasks) == 1 and not isinstance(tasks[0], Signature):
             items = tasks[0]
         self.tasks: list[Signature[R]] = []
+        #: The group id it is sent with; None: a new one per send. Set when it travelled
+        #: with its id fixed (a chain step Celery's client wrote, ``options.task_id``).
+        self.group_id: str | None = None
         for item in items:
             if not isinstance(item, Signature):
                 raise TypeError(f"a group holds signatures (task.s(...)), not {type(item).__name__}")
@@ -65,7 +68,7 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
         to each signature (see :meth:`Signature.merged`); ``task_id`` is refused, ids are
         generated per message. Under ``task_always_eager`` the tasks run here, in order."""
         check_send_options(options, "group.apply_async", shared=True)
-        group_id = str(uuid.uuid4())
+        group_id = self.group_id or str(uuid.uuid4())
         calls = [signature.merged(args, kwargs, options) for signature in self.tasks]
         if not calls:
             return GroupResult(group_id, [])
@@ -91,7 +94,8 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
     def to_dict(self) -> dict[str, Any]:
         """Celery's dict form of a group (``subtask_type: "group"``)."""
         return {"task": "celery.group", "args": [], "kwargs": {"tasks": [t.to_dict() for t in self.tasks]},
-                "options": {}, "subtask_type": "group", "immutable": False}
+                "options": {"task_id": self.group_id} if self.group_id else {},
+                "subtask_type": "group", "immutable": False}
 
     def __json__(self) -> dict[str, Any]:
         return self.to_dict()
@@ -100,4 +104,8 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
     def from_dict(cls, d: Mapping[str, Any], app: Celeriac) -> group[Any]:
         """A group rebuilt from its dict form (a callback or chain step Celery wrote)."""
         tasks = (d.get("kwargs") or {}).get("tasks") or []
-        return cls([task if isinstance(task, Signature) else from_dict(task, app) for task in tasks])
+        rebuilt: group[Any] = cls([task if isinstance(task, Signature) else from_dict(task, app)
+                                   for task in tasks])
+        group_id = (d.get("options") or {}).get("task_id")
+        rebuilt.group_id = group_id if isinstance(group_id, str) and group_id else None
+        return rebuilt

@@ -37,6 +37,10 @@ def _die_after_followups(sender=None, task=None, **kwargs):
     if task.name == "tasks.dies_once" and task.request.delivery_count == 1:
         os._exit(1)
 
+@app.task(bind=True)
+def group_of(self, x):
+    return [x, self.request.group]
+
 @app.task
 def old_err(task_id):
     with open(os.environ["CANVAS_LOG"], "a") as f:
@@ -145,7 +149,7 @@ def test_map_starmap_and_chunks(canvas: tuple[Project, Any, Path]) -> None:
 
 CELERY_CHAIN = textwrap.dedent('''
     import json, sys
-    from celery import Celery, chain
+    from celery import Celery, chain, group
     app = Celery("tasks", broker="memory://")
 
     @app.task(name="tasks.add")
@@ -157,6 +161,9 @@ CELERY_CHAIN = textwrap.dedent('''
     @app.task(name="tasks.fail")
     def fail(message): raise ValueError(message)
 
+    @app.task(name="tasks.group_of", bind=True)
+    def group_of(self, x): return [x, self.request.group]
+
     @app.task(name="tasks.on_err")
     def on_err(request, exc, tb): pass
 
@@ -165,7 +172,10 @@ CELERY_CHAIN = textwrap.dedent('''
             connection=conn)
         failing = chain(add.s(1, 2), fail.s(), mul.s(10)).on_error(on_err.s()).apply_async(
             connection=conn)
+        fanned = (add.s(1, 2) | group(group_of.s(), group_of.s())).apply_async(connection=conn)
         print(json.dumps({"last": result.id, "first": result.parent.parent.id,
+                          "group": [fanned.id, [r.id for r in fanned.results]],
+                          "fanned": conn.default_channel._get("celery"),
                           "message": conn.default_channel._get("celery"),
                           "failing_last": failing.id, "failing_middle": failing.parent.id,
                           "failing": conn.default_channel._get("celery")}))
@@ -180,9 +190,11 @@ def test_a_chain_sent_by_celery_runs_to_its_end(canvas: tuple[Project, Any, Path
                          capture_output=True, timeout=120, check=True, text=True).stdout
     sent = json.loads(out)
     app.broker.publish([OutgoingMessage(queue="celery", body=json.dumps(sent[key]).encode())
-                        for key in ("message", "failing")])
+                        for key in ("message", "failing", "fanned")])
     assert app.AsyncResult(sent["last"]).get(timeout=30) == 60
     assert app.AsyncResult(sent["first"]).get(timeout=5) == 3
+    group_id, members = sent["group"]  # a chain ending in a group: the ids Celery fixed
+    assert [app.AsyncResult(m).get(timeout=30) for m in members] == [[3, group_id]] * 2
     with pytest.raises(ValueError, match="3"):  # the failure reaches the chain's last result
         app.AsyncResult(sent["failing_last"]).get(timeout=30)
     from conftest import wait_until
