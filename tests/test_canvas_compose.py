@@ -125,6 +125,8 @@ def test_eager_chain_runs_every_step_and_links_parents() -> None:
 
     result = (add.s(1, 2) | add.s(3) | add.s(4)).delay()
     assert (result.get(), result.parent.get(), result.parent.parent.get()) == (10, 6, 3)
+    fanned = (add.s(1, 2) | group(add.s(10), add.s(20))).delay()
+    assert fanned.get() == [13, 23] and fanned.parent.get() == 3
     assert add.map([]).delay().get() == []
     assert add.chunks([(1, 2), (3, 4), (5, 6)], 2).delay().get() == [[3, 7], [11]]
 
@@ -201,8 +203,6 @@ def test_links_given_to_a_chains_apply_async_are_kept(app: Celeriac) -> None:
     [message] = take(app)
     assert message.priority == 7 and message.embed["errbacks"][0]["task"] == "t.new_err"
     assert message.embed["chain"][0]["options"]["link"][0]["args"] == [100]
-    with pytest.raises(ConfigurationError, match="chords are not supported"):
-        add.s(1, 1) | group(add.s(1), add.s(2))
 
 
 def test_a_chord_member_from_celery_runs_and_says_its_body_will_not_be_sent(
@@ -212,3 +212,27 @@ def test_a_chord_member_from_celery_runs_and_says_its_body_will_not_be_sent(
     assert run.record is not None and run.record.status == "SUCCESS"
     assert "celeriac does not run chord bodies yet" in caplog.text
     assert take(app) == []
+
+
+def test_a_chain_may_end_in_a_group_whose_ids_travel_with_it(app: Celeriac) -> None:
+    add = app.tasks["t.add"]
+    result = (add.s(1, 2) | group(add.s(10), add.s(20))).delay()
+    [message] = take(app)
+    [step] = message.embed["chain"]
+    assert step["subtask_type"] == "group" and step["options"]["task_id"] == result.id
+    assert [t["options"]["task_id"] for t in step["kwargs"]["tasks"]] == [r.id for r in result.results]
+    assert result.parent.id == message.id
+    with pytest.raises(ConfigurationError, match="chords are not supported"):
+        add.s(1, 1) | group(add.s(1), add.s(2)) | add.s(3)
+    with pytest.raises(ConfigurationError, match="chords are not supported"):
+        chain(add.s(1, 1), group(add.s(1), add.s(2))) | add.s(3)
+
+
+def test_a_failure_before_a_final_group_fails_its_members(app: Celeriac) -> None:
+    add = app.tasks["t.add"]
+    fanned = group(add.s(10), add.s(20))
+    frozen = fanned.freeze()
+    _run(app, "t.fail", ["bad"], chain=[fanned.to_dict()])
+    for member in frozen.results:
+        with pytest.raises(ValueError, match="bad"):
+            member.get(timeout=1)

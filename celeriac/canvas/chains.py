@@ -7,13 +7,14 @@ finishes a step sends the next (:mod:`celeriac.middleware.followups`). Every ste
 task id is fixed when the chain is sent, so the result of the last step, returned
 at once, leads back to the first through ``.parent``, and a step sent twice (a
 worker died between sending it and acking its own message) is sent under the same
-id.
+id. A group may be the last step (its members each get the value); a group followed
+by a task is a chord, refused until celeriac has chords.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from celeriac.canvas.groups import group
 from celeriac.canvas.signatures import NO_CHORDS, Signature, from_dict, links
@@ -26,21 +27,29 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from celeriac.app import Celeriac
-    from celeriac.result import EagerResult
+    from celeriac.result import EagerResult, GroupResult
     from celeriac.task import SendOptions
 
 R = TypeVar("R")
 
 
-def _steps(items: Iterable[Any]) -> list[Signature[Any]]:
-    """The tasks of a chain, nested chains spliced in; a group refused (a chord, or a
-    group step, which celeriac does not run in chains yet)."""
-    steps: list[Signature[Any]] = []
+#: A step of a chain: a task, or a group as its last step.
+Step = Signature[Any] | group[Any]
+
+
+def _steps(items: Iterable[Any]) -> list[Step]:
+    """The steps of a chain, nested chains spliced in. A group may only be the last step:
+    followed by a task it is a chord, which celeriac does not have yet."""
+    steps: list[Step] = []
     for item in items:
+        if steps and isinstance(steps[-1], group):
+            raise ConfigurationError(f"{steps[-1]!r} followed by {item!r} in a chain: {NO_CHORDS}")
         if isinstance(item, chain):
             steps.extend(item.unchain_tasks())
         elif isinstance(item, group):
-            raise ConfigurationError(f"a group inside a chain ({item!r}): {NO_CHORDS}")
+            if not item.tasks:
+                raise ConfigurationError("an empty group in a chain has nothing to run")
+            steps.append(item)
         elif isinstance(item, Signature):
             steps.append(item)
         else:
@@ -79,7 +88,7 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
     def __repr__(self) -> str:
         return " | ".join(map(repr, self.tasks)) or "chain()"
 
-    def unchain_tasks(self) -> list[Signature[Any]]:
+    def unchain_tasks(self) -> list[Step]:
         """Copies of the steps with the chain's links on them: ``link`` on the last,
         ``link_error`` on each (Celery's ``unchain_tasks``)."""
         steps = [step.clone() for step in self.tasks]
@@ -100,7 +109,7 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
                options: SendOptions | None = None) -> chain[R]:
         """A copy with arguments for its first task and options for the chain."""
         check_send_options(options or {})
-        steps = [step.clone() for step in self.tasks]
+        steps: list[Step] = [step.clone() for step in self.tasks]
         if steps and (args or kwargs):
             steps[0] = steps[0].merged(args, kwargs)
         copy: chain[R] = chain(*steps, app=self.app)
@@ -141,15 +150,22 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
             raise ConfigurationError("an empty chain has nothing to send")
         first_options = _first_options(whole.options)
         last_id = whole.options.get("task_id")
-        results: list[AsyncResult[Any]] = []
+        results: list[AsyncResult[Any] | GroupResult[Any]] = []
         for index, step in enumerate(steps):
-            result = step.freeze(last_id if index == len(steps) - 1 else None)
+            if isinstance(step, group):
+                step.group_id = step.group_id or (last_id if index == len(steps) - 1 else None)
+                result: AsyncResult[Any] | GroupResult[Any] = step.freeze()
+            else:
+                result = step.freeze(last_id if index == len(steps) - 1 else None)
             result.parent = results[-1] if results else None
             results.append(result)
-        first = steps[0].merged(args, kwargs, first_options)
+        first = steps[0]
+        if isinstance(first, group):  # a chain of one group: the group
+            return cast("AsyncResult[R]", first.apply_async(args, kwargs, **first_options))
         rest = [step.to_dict() for step in reversed(steps[1:])]
-        first.send(chain=rest or None)
-        return results[-1]
+        first.merged(args, kwargs, first_options).send(chain=rest or None)
+        # A chain ending in a group returns its GroupResult (get(), parent, id), as Celery.
+        return cast("AsyncResult[R]", results[-1])
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Unpack[SendOptions]) -> EagerResult[R]:
@@ -160,18 +176,17 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
         steps = whole.unchain_tasks()
         if not steps:
             raise ConfigurationError("an empty chain has nothing to run")
-        last: EagerResult[Any] | None = None
+        last: Any = None
         for index, step in enumerate(steps):
             if last is None:
-                result = step.apply(args, kwargs, **_first_options(whole.options))
+                result: Any = step.apply(args, kwargs, **_first_options(whole.options))
             else:
                 result = step.apply((last.get(),))
             result.parent = last
             last = result
-            if result.status != SUCCESS and index < len(steps) - 1:
-                break
-        assert last is not None
-        return last
+            if index < len(steps) - 1 and result.status != SUCCESS:
+                break  # a group is only ever the last step
+        return cast("EagerResult[R]", last)
 
     def __call__(self, *args: Any, **kwargs: Any) -> AsyncResult[R]:  # type: ignore[override]
         """``chain(...)(args)`` sends it, as in Celery (a signature's call runs it here)."""

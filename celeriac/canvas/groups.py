@@ -87,6 +87,53 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
         """Send every task; ``args``/``kwargs`` are added to each, as for :meth:`apply_async`."""
         return self.apply_async(args, kwargs)
 
+    # -- as the last step of a chain ----------------------------------------------------
+    @property
+    def app(self) -> Celeriac:
+        """The app of its first task (a group's tasks go to one broker)."""
+        if not self.tasks:
+            raise ConfigurationError("an empty group belongs to no app")
+        return self.tasks[0].app
+
+    def clone(self) -> group[R]:
+        """A copy: its members copied, its group id kept."""
+        copy: group[R] = group([task.clone() for task in self.tasks])
+        copy.group_id = self.group_id
+        return copy
+
+    def merged(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+               options: SendOptions | None = None) -> group[R]:
+        """A copy with ``args``/``kwargs``/``options`` added to every member."""
+        copy: group[R] = group([task.merged(args, kwargs, options) for task in self.tasks])
+        copy.group_id = self.group_id
+        return copy
+
+    def freeze(self) -> GroupResult[R]:
+        """Fix the group id and every member's task id now; the result it will have."""
+        self.group_id = self.group_id or str(uuid.uuid4())
+        return GroupResult(self.group_id, [task.freeze() for task in self.tasks], app=self.app)
+
+    def link(self, callback: Signature[Any]) -> Signature[Any]:
+        """Celery's: ``callback``, made immutable, is linked to the *first* member only
+        (a member cannot pass on its siblings' values)."""
+        if not self.tasks:
+            raise ConfigurationError("an empty group has no task to link a callback to")
+        return self.tasks[0].link(callback.clone().set(immutable=True))
+
+    def link_error(self, errback: Signature[Any]) -> Signature[Any]:
+        """``errback`` on every member: any of them may fail (it may be called more than once)."""
+        for task in self.tasks:
+            task.link_error(errback.clone())
+        return errback
+
+    def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              **options: Unpack[SendOptions]) -> GroupResult[R]:
+        """Run every member here, in order (``Task.apply``)."""
+        check_send_options(options, "group.apply", shared=True)
+        group_id = self.group_id or str(uuid.uuid4())
+        members = [task.apply(args, kwargs, **options) for task in self.tasks]
+        return GroupResult(group_id, list(members), app=self.app if self.tasks else None)
+
     def __or__(self, other: Any) -> Any:
         """``group | task`` is a chord in Celery: refused until celeriac has chords."""
         raise ConfigurationError(f"{self!r} | {other!r}: {NO_CHORDS}")

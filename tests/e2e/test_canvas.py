@@ -79,6 +79,10 @@ def test_chain_with_partial_args_and_pipe_and_parent_walk(canvas: tuple[Project,
     piped = (add.s(2) | add.s(4) | mul.si(5, 5)).delay(1)
     assert piped.get(timeout=30) == 25
     assert piped.parent.get(timeout=5) == 7
+    from celeriac import group
+
+    fanned = (add.s(1, 2) | group(add.s(10), mul.s(10))).delay()
+    assert fanned.get(timeout=30) == [13, 30] and fanned.parent.get(timeout=5) == 3
 
 
 def test_link_and_link_error_with_request_exc_traceback(canvas: tuple[Project, Any, Path]) -> None:
