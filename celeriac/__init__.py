@@ -24,7 +24,17 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from celeriac._state import current_app, current_task
     from celeriac.app import Celeriac, Celery
-    from celeriac.canvas import Signature, group
+    from celeriac.canvas import (
+        Signature,
+        chain,
+        chunks,
+        group,
+        maybe_signature,
+        signature,
+        subtask,
+        xmap,
+        xstarmap,
+    )
     from celeriac.exceptions import (
         CeleriacError,
         ConfigurationError,
@@ -52,6 +62,13 @@ _EXPORTS = {
     "GroupResult": "celeriac.result",
     "Signature": "celeriac.canvas",
     "group": "celeriac.canvas",
+    "chain": "celeriac.canvas",
+    "chunks": "celeriac.canvas",
+    "signature": "celeriac.canvas",
+    "subtask": "celeriac.canvas",
+    "maybe_signature": "celeriac.canvas",
+    "xmap": "celeriac.canvas",
+    "xstarmap": "celeriac.canvas",
     "Task": "celeriac.task",
     "CeleriacError": "celeriac.exceptions",
     "ConfigurationError": "celeriac.exceptions",
@@ -92,9 +109,16 @@ __all__ = [
     "TaskError",
     "TimeLimitExceeded",
     "__version__",
+    "chain",
+    "chunks",
     "current_app",
     "current_task",
     "group",
+    "maybe_signature",
     "shared_task",
+    "signature",
+    "subtask",
     "uuid",
+    "xmap",
+    "xstarmap",
 ]

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from celeriac.control import Control
     from celeriac.discovery import Discovery, Packages
     from celeriac.middleware.base import Pipeline
-    from celeriac.task import MessageOptions, SendOptions
+    from celeriac.task import Links, MessageOptions, SendOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -123,6 +123,9 @@ class Celeriac:
         from celeriac.contrib.django.fixup import install as django_fixup
 
         django_fixup(self, fixups, custom_task_cls=task_cls is not None)
+        from celeriac.canvas.maps import register_builtins
+
+        register_builtins(self)  # celery.map, celery.starmap: what task.map() messages run
         _state.register_app(self)  # last: shared tasks are built with the final task_cls
 
     def __repr__(self) -> str:
@@ -489,6 +492,9 @@ class Celeriac:
         root_id: str | None = None,
         parent_id: str | None = None,
         group: str | None = None,
+        link: Links = None,
+        link_error: Links = None,
+        chain: list[dict[str, Any]] | None = None,
     ) -> tuple[str, OutgoingMessage, Envelope | None]:
         """Route, check and encode one message; send nothing. Returns its task id, the
         message and, when ``watched`` (a publish hook watches), its parts for the hooks.
@@ -514,12 +520,18 @@ class Celeriac:
             parent_id = parent.id
             root_id = root_id or parent.root_id or parent.id
         target = self.route(name, queue)
+        embed = None
+        if link or link_error or chain:  # the common case pays one test
+            from celeriac.canvas.signatures import wire_links
+
+            embed = {"callbacks": wire_links(link), "errbacks": wire_links(link_error),
+                     "chain": chain or None, "chord": None}
         envelope = build(
             name, task_id, list(args or ()), dict(kwargs or {}), queue=target,
             serializer=serializer, eta=eta_ts, expires=expires_ts, retries=retries,
             time_limit=time_limit, soft_time_limit=soft_time_limit, root_id=root_id,
             parent_id=parent_id, group=group, priority=priority, ignore_result=bool(ignore_result),
-            compression=compression or conf["task_compression"])
+            compression=compression or conf["task_compression"], embed=embed)
         if watched:
             self.middleware.before_publish(self, envelope)
         message = OutgoingMessage(queue=target, body=envelope.dumps(), priority=priority,

@@ -135,6 +135,8 @@ class Request:
             "soft_time_limit": self.timelimit[1], "serializer": self.serializer,
             "ignore_result": self.ignore_result, "expires": self.expires,
             "root_id": self.root_id, "parent_id": self.parent_id, "group": self.group,
+            # A retry keeps what follows the task: callbacks, errbacks, the rest of a chain.
+            "link": self.callbacks, "link_error": self.errbacks, "chain": self.chain,
         }
 
 

@@ -36,11 +36,19 @@ if TYPE_CHECKING:
 
     from celeriac.app import Celeriac
     from celeriac.backends.base import ResultRecord
-    from celeriac.canvas import Signature
+    from celeriac.canvas import Signature, chunks, xmap, xstarmap
     from celeriac.result import AsyncResult, EagerResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    #: A ``link``/``link_error`` option: one signature or several, as objects or in the
+    #: wire form they travel in (a dict: a retry sends them again so).
+    Links: TypeAlias = (Signature[Any] | dict[str, Any]
+                        | Sequence[Signature[Any] | dict[str, Any]] | None)
 
 
 class SendOptions(TypedDict, total=False):
@@ -71,16 +79,23 @@ class SendOptions(TypedDict, total=False):
     compression: str | None
     ignore_result: bool | None
     retries: int
+    #: Signatures sent when the task succeeds, its return value prepended to their
+    #: arguments (unless immutable): the message's ``callbacks`` (docs/canvas.md).
+    link: Links
+    #: Signatures called when the task fails for good: the message's ``errbacks``.
+    link_error: Links
 
 
 class MessageOptions(SendOptions, total=False):
     """:class:`SendOptions` plus the lineage headers ``send_task`` can set: a retry keeps
     its original ones. Signatures do not take them: a message sent from inside a
-    running task gets its parent and root from that task's request."""
+    running task gets its parent and root from that task's request. ``chain``: the
+    steps after this one, in Celery's wire form (the next step last)."""
 
     root_id: str | None
     parent_id: str | None
     group: str | None
+    chain: list[dict[str, Any]] | None
 
 
 SEND_OPTIONS = frozenset(SendOptions.__optional_keys__)
@@ -330,6 +345,33 @@ class Task(Generic[P, R]):
 
         return Signature(self, args, kwargs)
 
+    def si(self, /, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable :meth:`s`: in a chain or as a callback, the previous task's result
+        is not added to its arguments (Celery's ``si``)."""
+        from celeriac.canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
+    def map(self, it: Iterable[Any]) -> xmap:
+        """One task that calls this one's function for each item, in order, in one worker
+        (Celery's ``xmap``: not parallel; see :meth:`chunks`)."""
+        from celeriac.canvas import xmap
+
+        return xmap(self.s(), it)  # type: ignore[call-arg]
+
+    def starmap(self, it: Iterable[Sequence[Any]]) -> xstarmap:
+        """:meth:`map` with each item spread as the positional arguments (``xstarmap``)."""
+        from celeriac.canvas import xstarmap
+
+        return xstarmap(self.s(), it)  # type: ignore[call-arg]
+
+    def chunks(self, it: Iterable[Sequence[Any]], n: int) -> chunks:
+        """The items (argument tuples) in parts of ``n``, one :meth:`starmap` task per part,
+        sent together as a group: ``add.chunks(zip(xs, ys), 100).delay()``."""
+        from celeriac.canvas import chunks
+
+        return chunks(self.s(), it, n)  # type: ignore[call-arg]
+
     def signature(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
                   **options: Unpack[SendOptions]) -> Signature[R]:
         """Celery's spelling of ``s()`` with options: ``add.signature((2, 3), countdown=5)``."""
@@ -394,7 +436,8 @@ class Task(Generic[P, R]):
             throw=conf.task_eager_propagates if throw is None else throw,
             store=store and not ignore,
             store_errors=bool(store and ignore and self.store_errors_even_if_ignored),
-            priority=options.get("priority"))
+            priority=options.get("priority"), link=options.get("link"),
+            link_error=options.get("link_error"))
 
     def update_state(self, task_id: str | None = None, state: str | None = None,
                      meta: Any = None, **kwargs: Any) -> None:

@@ -130,8 +130,8 @@ def test_task_options_are_defaults_under_signature_options(app: Celeriac) -> Non
 def test_unknown_option_is_an_error_with_a_hint_wherever_it_is_given(app: Celeriac, add: Any) -> None:
     with pytest.raises(UnknownSettingError, match="did you mean 'countdown'"):
         add.s(1, 2).set(countdwn=5)
-    with pytest.raises(UnknownSettingError, match="unknown option 'link'"):
-        add.apply_async((1, 2), link=None)
+    with pytest.raises(UnknownSettingError, match=r"unknown option 'chord'"):
+        add.apply_async((1, 2), chord=None)
     with pytest.raises(UnknownSettingError, match="did you mean 'queue'"):
         group(add.s(1, 2)).apply_async(queu="x")
     with pytest.raises(UnknownSettingError, match="did you mean 'priority'"):

@@ -14,9 +14,11 @@ from celeriac import (
     GroupResult,
     Signature,
     Task,
+    chain,
     current_app,
     group,
     shared_task,
+    signature,
 )
 from celeriac.contrib.django.task import DjangoTask
 
@@ -80,6 +82,20 @@ def use_bulk() -> None:
     sent: list[AsyncResult[int]] = app.send_many([add.s(1, 2), add.signature((3, 4), countdown=1)])
     named: Signature[Any] = app.signature("tasks.add", (1, 2), priority=1)
     print(one, values, first, done, many, sent, named, pair.ready(), grouped.id)
+
+
+def use_canvas() -> None:
+    # A partial call (the previous result comes first) is add.signature((3,)): s() is
+    # checked against the task's whole parameter list.
+    piped = (add.s(1, 2) | add.signature((3,)) | add.si(4, 5).set(countdown=1)).delay()
+    last: AsyncResult[Any] = chain(add.s(1, 2), add.signature((3,))).apply_async(priority=3)
+    linked: AsyncResult[int] = add.apply_async((1, 2), link=add.signature((3,)),
+                                               link_error=[add.si(0, 0)])
+    back: Signature[Any] = signature(add.s(1, 2).to_dict())
+    errback: Signature[int] = add.s(1, 2).on_error(add.si(0, 0))
+    maps: list[int] = add.starmap([(1, 2)]).delay().get()
+    parts: list[list[int]] = add.chunks([(1, 2), (3, 4)], 1).delay().get()
+    print(piped.parent, last, linked, back, errback, maps, parts)
 
 
 def configure_as_celery_does() -> None:

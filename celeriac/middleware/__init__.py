@@ -5,11 +5,12 @@ and :class:`Pipeline` (calls them in order, ``after_*`` in reverse, each failure
 isolated). The pipelines a process builds:
 
 * the producer's (``app.middleware``): signals around publishing;
-* an eager run's (``Task.apply``): signals, task class handlers, autoretry;
+* an eager run's (``Task.apply``): signals, task class handlers, autoretry, follow-ups;
 * a worker process's (:func:`worker_pipeline`): status reporting, expiry,
   revocation, signals, ``track_started``, task class handlers, autoretry, result storage
   and recycling, in that order; with ``-E``, task events (:mod:`.events`); in a Django
-  project, closing stale database connections around each task (:mod:`.django`).
+  project, closing stale database connections around each task (:mod:`.django`); last,
+  callbacks, errbacks and chains (:mod:`.followups`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from celeriac.middleware.base import (
     TaskRun,
 )
 from celeriac.middleware.expiry import Expiry
+from celeriac.middleware.followups import Followups
 from celeriac.middleware.handlers import TaskHandlers
 from celeriac.middleware.signals import SignalsMiddleware
 from celeriac.middleware.started import TrackStarted
@@ -57,7 +59,7 @@ def producer_pipeline(app: Celeriac) -> Pipeline:
 @cache
 def eager_pipeline() -> Pipeline:
     """What runs around a task run in the calling process (``apply``, eager mode)."""
-    return Pipeline([SignalsMiddleware(), TaskHandlers(), Autoretry()])
+    return Pipeline([SignalsMiddleware(), TaskHandlers(), Autoretry(), Followups()])
 
 
 def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: Recyclable,
@@ -89,6 +91,9 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
         from celeriac.middleware.django import DjangoConnections
 
         pipeline.add(DjangoConnections())
+    # Last, so its after_task runs first: callbacks go out before on_success and the
+    # signals, and a follow-up that cannot be sent turns the run into the FAILURE they see.
+    pipeline.add(Followups())
     return pipeline
 
 

@@ -30,7 +30,7 @@ def unenforced(app: Celeriac) -> dict[str, str | float]:
     limits: dict[str, str | float] = {}
     for name, task in sorted(app.tasks.items()):
         limit = task.rate_limit
-        if limit:
+        if limit and not name.startswith("celery."):  # the built-in map tasks
             limits[name] = limit
     return limits
 

@@ -254,7 +254,8 @@ class RemoteControl(Middleware):
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise Refused(f"taskinfoitems must be attribute names, got {items!r:.100}")
         tasks = supervisor.app.tasks
-        names = sorted(n for n in tasks if args.get("builtins") or not n.startswith("celeriac."))
+        names = sorted(n for n in tasks
+                       if args.get("builtins") or not n.startswith(("celeriac.", "celery.")))
         if not items:
             return names
         described = []

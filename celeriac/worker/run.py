@@ -41,7 +41,7 @@ from celeriac.states import FAILURE, IGNORED, REJECTED, RETRY, REVOKED, SUCCESS
 
 if TYPE_CHECKING:
     from celeriac.result import EagerResult
-    from celeriac.task import Task
+    from celeriac.task import Links, Task
 
 
 def failure_record(task_id: str, name: str | None, exc: BaseException, retries: int = 0,
@@ -167,7 +167,8 @@ def _can_requeue(run: TaskRun) -> bool:
 
 def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], task_id: str, *,
                 retries: int = 0, throw: bool = False, store: bool = False,
-                store_errors: bool = False, priority: int | None = None) -> EagerResult[Any]:
+                store_errors: bool = False, priority: int | None = None,
+                link: Links = None, link_error: Links = None) -> EagerResult[Any]:
     """Run a task here, retrying at once when it asks to, and wrap the final record.
 
     ``throw``: a task that failed re-raises its own exception (the object the body
@@ -181,12 +182,18 @@ def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], t
     from celeriac.result import EagerResult
 
     pipeline = eager_pipeline()
+    callbacks = errbacks = None
+    if link or link_error:
+        from celeriac.canvas.signatures import wire_links
+
+        callbacks, errbacks = wire_links(link), wire_links(link_error)
     while True:
         request = Request(id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries,
                           root_id=task_id, is_eager=True, called_directly=False,
                           hostname=socket.gethostname(), priority=priority,
                           delivery_info={"is_eager": True, "exchange": None,
-                                         "routing_key": None, "priority": priority})
+                                         "routing_key": None, "priority": priority},
+                          callbacks=callbacks, errbacks=errbacks)
         run = TaskRun(task, request)
         record = run_task(run, pipeline)
         if record.status in (IGNORED, REJECTED):
