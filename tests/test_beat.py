@@ -144,7 +144,7 @@ def test_bad_entries_are_refused_with_the_entry_named() -> None:
         with pytest.raises(error, match=text):
             Celeriac("bad", broker="memory://", set_as_current=False, beat_schedule=schedule)
     app = make_app("memory://", beat_schedule={"x": {"task": "beat.add", "schedule": 5}})
-    with pytest.raises(ConfigurationError, match="periodic task 'x'.*missing 2 required"):
+    with pytest.raises(ConfigurationError, match=r"periodic task 'x'.*missing 2 required"):
         Beat(app)
     with pytest.raises(ConfigurationError, match="add_periodic_task"):
         app.add_periodic_task(5, "beat.add")

@@ -74,7 +74,7 @@ class Beat:
         self._failing: set[str] = set()
         for entry in self.entries:  # a bad argument or option stops the start, not a run
             try:
-                self._message(entry, time.time(), time.time())
+                self._check(entry)
             except (TypeError, ValueError, CeleriacError) as exc:
                 raise ConfigurationError(f"periodic task {entry.name!r}: {exc}") from exc
         log.debug("beat: %d entries: %s", len(names), ", ".join(names))
@@ -133,6 +133,13 @@ class Beat:
             log.debug("beat: %s: its run of %s was sent by another beat", entry.name,
                       _at(run_at).isoformat())
         return True
+
+    def _check(self, entry: Entry) -> None:
+        """Route and encode one message of ``entry`` as a run would, sending nothing and
+        running no publish hooks (``before_task_publish`` receivers see real sends only)."""
+        sig = self.app.signature(entry.task, entry.args, entry.kwargs, **entry.options)
+        self.app._prepare(entry.task, sig.args, sig.kwargs, time.time(), watched=False,
+                          **sig.resolved_options())
 
     def _message(self, entry: Entry, run_at: float, now: float) -> tuple[OutgoingMessage, Envelope]:
         """The run's message: the task's own options under the entry's, a task id
