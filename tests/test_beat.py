@@ -130,6 +130,17 @@ def test_add_periodic_task_and_options(url: str) -> None:
         ("beat.add(4, y=3)", [4], {"y": 3}, 2), ("named", [1, 1], {}, 0)]
 
 
+def test_entries_added_from_on_after_configure_are_seen_by_the_beat() -> None:
+    app = make_app("memory://")
+    add = app.tasks["beat.add"]
+
+    @app.on_after_configure.connect
+    def setup(sender: Celeriac, **kwargs: Any) -> None:
+        sender.add_periodic_task(crontab(minute="*/5"), add.s(2, 2), name="five")
+
+    assert [entry.name for entry in Beat(app).entries] == ["five"]
+
+
 def test_bad_entries_are_refused_with_the_entry_named() -> None:
     cases: list[tuple[dict[str, Any], type[Exception], str]] = [
         ({"x": {"schedule": 5}}, ConfigurationError, "'task' must be a task name"),

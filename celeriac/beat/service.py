@@ -66,6 +66,7 @@ class Beat:
     """Sends the app's periodic tasks; run as many as you like against one broker."""
 
     def __init__(self, app: Celeriac, *, max_interval: float | None = None) -> None:
+        app.configured()  # on_after_configure receivers add their periodic tasks first
         self.app = app
         self.max_interval = float(max_interval or app.conf.beat_max_loop_interval)
         self.entries = entries(app)
