@@ -182,3 +182,28 @@ def test_beat_settings_are_accepted_and_remote_control_refused() -> None:
         app.conf.beat_scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
     with pytest.raises(ConfigurationError, match="beat's remote control"):
         app.conf.beat_enable_remote_control = True
+
+
+def test_run_says_once_that_the_broker_fails_and_stops_when_asked(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+    import threading
+    import time
+
+    (tmp_path / "gone").mkdir()
+    app = make_app(f"sqlite:///{tmp_path / 'gone' / 'b.db'}",
+                   beat_schedule={"a": {"task": "beat.add", "schedule": 1, "args": [1, 1]}})
+    beat = Beat(app)
+    shutil.rmtree(tmp_path / "gone")  # the beat's thread opens its connection: it cannot
+    caplog.set_level(logging.DEBUG, "celeriac.beat")
+    stop = threading.Event()
+    thread = threading.Thread(target=beat.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 20
+    while caplog.text.count("cannot read the schedule's state") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    failures = [r for r in caplog.records if "cannot read the schedule's state" in r.getMessage()]
+    assert [r.levelno for r in failures[:2]] == [logging.WARNING, logging.DEBUG]

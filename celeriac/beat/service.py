@@ -160,12 +160,19 @@ class Beat:
         """Tick until ``stop`` is set; a broker that fails is tried again after a second."""
         log.info("beat: %d periodic task(s), state in the broker %s, checking at least every "
                  "%gs", len(self.entries), self.app.conf.broker_url, self.max_interval)
+        failing = False
         while not stop.is_set():
             try:
                 delay = self.tick()
-            except CeleriacError as exc:
-                log.debug("beat: tick failed: %s", exc)
-                delay = RETRY_AFTER
+            except CeleriacError as exc:  # said once per outage, not once a second
+                (log.debug if failing else log.warning)(
+                    "beat: cannot read the schedule's state: %s (trying again every %gs)",
+                    exc, RETRY_AFTER)
+                failing, delay = True, RETRY_AFTER
+            else:
+                if failing:
+                    log.info("beat: the broker answers again")
+                failing = False
             stop.wait(delay)
 
     def plan(self, now: float | None = None) -> list[Planned]:
