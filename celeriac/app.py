@@ -114,6 +114,8 @@ class Celeriac:
         self._pid: int | None = None
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
+        #: Entries added by :meth:`add_periodic_task`, beside the ``beat_schedule`` setting.
+        self.periodic_tasks: dict[str, dict[str, Any]] = {}
         #: ``autodiscover_tasks`` calls waiting for :meth:`finalize`.
         self._discoveries: list[Discovery] = []
         if config_source is not None:
@@ -541,6 +543,22 @@ class Celeriac:
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         """A handle on the result of ``task_id``."""
         return AsyncResult(task_id, self)
+
+    # -- periodic tasks -----------------------------------------------------------------
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Sequence[Any] = (),
+                          kwargs: Mapping[str, Any] | None = None, name: str | None = None,
+                          **options: Any) -> str:
+        """Add a periodic task, as Celery's (usually from an ``on_after_configure``
+        receiver): ``schedule`` is seconds, a timedelta or a :mod:`celeriac.schedules`
+        schedule, ``sig`` a signature (``task.s(...)``); ``options`` are send options.
+        Returns the entry's name: ``name``, else the signature's repr (the same
+        signature added twice is one entry). Checked at once; `celeriac beat` sends it.
+        """
+        from celeriac.beat.entries import periodic_entry
+
+        key, spec = periodic_entry(self, schedule, sig, args, kwargs, name, **options)
+        self.periodic_tasks[key] = spec
+        return key
 
     # -- workers ------------------------------------------------------------------------
     def worker_main(self, argv: Sequence[str] | None = None) -> int:

@@ -31,17 +31,42 @@ from celeriac.exceptions import ConfigurationError, UnknownSettingError
 Validator = Callable[[Any], Any]
 
 
-#: Time zone names that mean UTC: the only zone celeriac keeps times in.
-UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu", "GMT",
-                       "Etc/GMT"})
+def _zone(value: Any) -> str | None:
+    """Celery's ``timezone``: None (UTC) or an IANA zone name, which crontabs are read in.
+
+    A naive ``eta``/``expires`` stays UTC whatever the zone (docs/migrating.md says why)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be an IANA time zone name such as 'Europe/London', or None")
+    from celeriac.schedules import zone
+
+    try:
+        zone(value)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
-def _utc_zone(value: Any) -> str | None:
-    """Celery's ``timezone``: accepted when it names UTC (or is None, Celery's default)."""
-    if value is None or (isinstance(value, str) and value in UTC_NAMES):
-        return value if value is None else str(value)
-    raise ValueError("celeriac keeps times in UTC (a naive datetime is UTC); another time zone "
-                     "would change what a naive eta means, so it is not accepted")
+def _beat_schedule(value: Any) -> dict[str, Any]:
+    """Celery's ``beat_schedule``: every entry checked now (:mod:`celeriac.beat.entries`),
+    so a typo stops the app at configuration rather than at the beat's first tick."""
+    from celeriac.beat.entries import check_schedule
+
+    return check_schedule(value)
+
+
+def _beat_scheduler(value: Any) -> str:
+    if value not in BEAT_SCHEDULERS:
+        raise ValueError("celeriac's beat keeps its state in the broker (highly available); "
+                         "another scheduler class cannot replace it: leave the setting out or "
+                         f"use {BEAT_SCHEDULERS[0]!r}")
+    return str(value)
+
+
+#: Celery's default ``beat_scheduler`` and celeriac's name for its own: both mean the beat in
+#: :mod:`celeriac.beat`.
+BEAT_SCHEDULERS = ("celery.beat:PersistentScheduler", "celeriac.beat:Beat")
 
 
 def _true_only(value: Any) -> bool:
@@ -244,10 +269,30 @@ SETTINGS: dict[str, Setting] = {
         Setting("result_accept_content", None, "Celery's list of result content types; results "
                 "are JSON, so a list must contain 'json' (None: Celery's default).",
                 _optional(_with_json)),
-        Setting("timezone", None, "Celery's time zone: accepted when it is UTC (or None), the "
-                "zone celeriac keeps every time in; a naive eta or expires is UTC.", _utc_zone),
+        Setting("timezone", None, "Celery's time zone: an IANA name (e.g. 'Europe/London') or "
+                "None for UTC. crontab schedules are read in it (across daylight-saving "
+                "changes); a naive eta or expires stays UTC whatever it is.", _zone),
         Setting("enable_utc", True, "Celery's switch for UTC: accepted when True (celeriac keeps "
                 "times in UTC).", _true_only),
+        # -- periodic tasks (celeriac/beat/) --
+        Setting("beat_schedule", {}, "Periodic tasks: name -> {'task', 'schedule' (seconds, a "
+                "timedelta, schedule() or crontab()), 'args', 'kwargs', 'options' (queue, "
+                "priority, expires, ...)}; sent by `celeriac beat` or `worker -B`, each run "
+                "once however many beats run (docs/periodic-tasks.md).", _beat_schedule),
+        Setting("beat_max_loop_interval", 300.0, "Longest sleep of a beat between two looks "
+                "at its schedule (Celery's; a beat also wakes when an entry is due).",
+                _positive_float),
+        Setting("beat_cron_starting_deadline", None, "Seconds: a crontab run missed by more "
+                "than this (no beat was running) is skipped instead of sent late (Celery's).",
+                _optional(_positive_float)),
+        Setting("beat_scheduler", BEAT_SCHEDULERS[0], "Celery's scheduler class: only its "
+                "default (or celeriac.beat:Beat) is accepted; the beat keeps its state in the "
+                "broker.", _beat_scheduler),
+        Setting("beat_schedule_filename", "celerybeat-schedule", "Celery's state file: "
+                "accepted and unused, the last runs live in the broker (the beat logs so).",
+                _str),
+        Setting("beat_sync_every", 0, "Celery's state-file sync count: accepted and unused, "
+                "each run's state is written with its message.", lambda v: int(v)),
         Setting("task_acks_late", True, "Ack after the task finishes (at-least-once); False acks "
                 "before it starts (at-most-once).", _bool),
         Setting("task_reject_on_worker_lost", False, "A task past its hard time limit goes back "
@@ -420,7 +465,7 @@ def suggest(name: str, choices: Iterator[str] | list[str] | dict[str, Any]) -> s
 #: part of the name: the feature they belong to, so that the error says what is missing
 #: rather than "unknown" (``beat_`` is a prefix: ``broker_heartbeat_checkrate`` is not beat's).
 _FEATURES = [
-    ("beat_", "periodic tasks (celery beat)"),
+    ("beat_", "beat's remote control (Celery 5.6; celeriac's beat is steered by its schedule)"),
     ("azureblockblob_", "the Azure Block Blob result backend"),
     ("cassandra_", "the Cassandra result backend"),
     ("cosmosdbsql_", "the Cosmos DB result backend"),

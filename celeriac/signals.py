@@ -316,11 +316,17 @@ after_setup_logger = Signal(name="after_setup_logger", providing_args={"logger",
 after_setup_task_logger = Signal(name="after_setup_task_logger",
                                  providing_args={"logger", *_LOGGING_ARGS})
 
+# -- beat (celeriac beat, worker -B): sender is the Beat -----------------------------------
+beat_init = Signal(name="beat_init")
+beat_embedded_init = Signal(name="beat_embedded_init")
+
 __all__ = [
     "Signal",
     "after_setup_logger",
     "after_setup_task_logger",
     "after_task_publish",
+    "beat_embedded_init",
+    "beat_init",
     "before_task_publish",
     "celeryd_after_setup",
     "celeryd_init",

@@ -419,3 +419,24 @@ class Broker(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections held by this process."""
+
+    # == periodic tasks (beat): celeriac/beat/ ========================================
+    # Keep other features' methods outside this block (merges stay easy).
+    @abstractmethod
+    def beat_runs(self, names: Sequence[str]) -> dict[str, float]:
+        """The last run time (Unix seconds) stored for each entry of ``names`` that has one."""
+
+    @abstractmethod
+    def beat_claim(self, name: str, previous: float | None, run_at: float,
+                   messages: Sequence[OutgoingMessage]) -> bool:
+        """Claim the run of entry ``name`` at ``run_at`` and publish its ``messages``, atomically.
+
+        A compare-and-set on the entry's stored last run: when it is ``previous`` (None:
+        the entry has none), store ``run_at`` and publish ``messages`` (possibly none) in
+        the same step, and return True; otherwise change nothing and return False. So
+        each run is claimed by one beat however many race for it, and a crash cannot
+        separate the claim from the publish: a run is neither sent twice nor recorded
+        as sent without its message. The time is compared exactly (a float as given).
+        A call retried after a lost connection that had been applied returns False.
+        """
+    # == end of periodic tasks (beat) =================================================

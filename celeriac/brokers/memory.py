@@ -518,3 +518,33 @@ class MemoryBroker(Broker):
 
     def ping(self) -> None:
         """Always reachable: it lives in this process."""
+
+    # == periodic tasks (beat): celeriac/beat/ ========================================
+    # Keep other features' methods outside this block (merges stay easy).
+    def beat_runs(self, names: Sequence[str]) -> dict[str, float]:
+        with _BEAT_LOCK:
+            runs = self._beat_last_runs()
+            return {name: runs[name] for name in names if name in runs}
+
+    def beat_claim(self, name: str, previous: float | None, run_at: float,
+                   messages: Sequence[OutgoingMessage]) -> bool:
+        # Beats of one process share this broker: the lock makes check, publish and
+        # record one step for them (a publish that raises records nothing).
+        with _BEAT_LOCK:
+            runs = self._beat_last_runs()
+            if runs.get(name) != previous:
+                return False
+            self.publish(messages)
+            runs[name] = run_at
+            return True
+
+    def _beat_last_runs(self) -> dict[str, float]:
+        """Entry name -> last run; created on first use (under ``_BEAT_LOCK``)."""
+        runs: dict[str, float] = self.__dict__.setdefault("_beat_runs", {})
+        return runs
+    # == end of periodic tasks (beat) =================================================
+
+
+#: Serialises beat claims on memory brokers: they are rare (one per periodic run), and a
+#: module lock keeps the beat block out of ``__init__``.
+_BEAT_LOCK = threading.Lock()

@@ -118,7 +118,10 @@ CREATE TABLE IF NOT EXISTS events (
     worker TEXT NOT NULL,
     data TEXT NOT NULL
 );
-""" + CONTROL_SCHEMA
+""" + CONTROL_SCHEMA + """;
+-- periodic tasks (celeriac/beat/): each entry's last run
+CREATE TABLE IF NOT EXISTS beat_runs (name TEXT PRIMARY KEY, last_run REAL NOT NULL) WITHOUT ROWID
+"""
 
 #: Columns added to a table after files were already created without them:
 #: (table, column, declaration). ``CREATE TABLE IF NOT EXISTS`` leaves an older
@@ -133,6 +136,23 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 WAKE_CHECK = 0.005
 
 _PRIORITIES = "9, 8, 7, 6, 5, 4, 3, 2, 1, 0"
+
+
+def _insert(conn: sqlite3.Connection, messages: Sequence[OutgoingMessage]) -> list[str]:
+    """Store ``messages`` in the open transaction; their ids in order."""
+    now = time.time()
+    cursor = conn.cursor()
+    ids: list[str] = []
+    # One execute per row is what gives each row's id exactly (via
+    # lastrowid); with the statement cached it costs a few µs per row.
+    for m in messages:
+        cursor.execute(
+            "INSERT INTO messages (queue, body, priority, available_at) VALUES (?,?,?,?)",
+            (m.queue, bytes(m.body), m.priority, now if m.eta is None else m.eta))
+        ids.append(str(cursor.lastrowid))
+    conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
+                     [(q,) for q in {m.queue for m in messages}])
+    return ids
 
 # Rows claimed by the delivery whose [id, token] pair is in the JSON array ?1.
 # Rows are found by primary key, so the cost is per delivery, not per table row.
@@ -322,22 +342,7 @@ class SQLiteBroker(SQLiteControl, Broker):
         if not messages:
             return []
 
-        def insert(conn: sqlite3.Connection) -> list[str]:
-            now = time.time()
-            cursor = conn.cursor()
-            ids: list[str] = []
-            # One execute per row is what gives each row's id exactly (via
-            # lastrowid); with the statement cached it costs a few µs per row.
-            for m in messages:
-                cursor.execute(
-                    "INSERT INTO messages (queue, body, priority, available_at) VALUES (?,?,?,?)",
-                    (m.queue, bytes(m.body), m.priority, now if m.eta is None else m.eta))
-                ids.append(str(cursor.lastrowid))
-            conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
-                             [(q,) for q in {m.queue for m in messages}])
-            return ids
-
-        return self._write(insert)
+        return self._write(lambda conn: _insert(conn, messages))
 
     # -- consuming -------------------------------------------------------------------
     def _claim(self, conn: sqlite3.Connection, queues: Sequence[str], count: int,
@@ -573,3 +578,39 @@ class SQLiteBroker(SQLiteControl, Broker):
 
     def close(self) -> None:
         self._db.close()
+
+    # == periodic tasks (beat): celeriac/beat/ ========================================
+    # Keep other features' methods outside this block (merges stay easy).
+    def beat_runs(self, names: Sequence[str]) -> dict[str, float]:
+        if not names:
+            return {}
+
+        def read(conn: sqlite3.Connection) -> dict[str, float]:
+            rows = conn.execute("SELECT name, last_run FROM beat_runs WHERE name IN "
+                                "(SELECT value FROM json_each(?))", (json.dumps(list(names)),))
+            return {name: last_run for name, last_run in rows}
+
+        return self._read(read)
+
+    def beat_claim(self, name: str, previous: float | None, run_at: float,
+                   messages: Sequence[OutgoingMessage]) -> bool:
+        for message in messages:
+            check_priority(message)
+
+        def claim(conn: sqlite3.Connection) -> bool:
+            # One BEGIN IMMEDIATE transaction: the compare-and-set and the messages
+            # commit together or not at all.
+            if previous is None:
+                changed = conn.execute("INSERT OR IGNORE INTO beat_runs (name, last_run) "
+                                       "VALUES (?, ?)", (name, run_at)).rowcount
+            else:
+                changed = conn.execute("UPDATE beat_runs SET last_run = ? WHERE name = ? "
+                                       "AND last_run = ?", (run_at, name, previous)).rowcount
+            if changed != 1:
+                return False
+            if messages:
+                _insert(conn, messages)
+            return True
+
+        return self._write(claim)
+    # == end of periodic tasks (beat) =================================================

@@ -1,5 +1,5 @@
-"""``celeriac``: worker, call, result, status, events (:mod:`celeriac.cli.events`), inspect
-and control (:mod:`celeriac.cli.control`), purge and dead.
+"""``celeriac``: worker, call, result, status, beat (:mod:`celeriac.cli.beat`), events
+(:mod:`celeriac.cli.events`), inspect and control (:mod:`celeriac.cli.control`), purge and dead.
 
 Every command takes the app with ``-A``. Errors celeriac raises on purpose are
 printed as one line and exit with status 1; click reports a wrong flag itself
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from celeriac import __version__, serialization
+from celeriac.cli.beat import beat_command
 from celeriac.cli.control import control_commands
 from celeriac.cli.events import events_command
 from celeriac.cli.report import report_commands
@@ -151,7 +153,13 @@ def _log_level(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--without-mingle", is_flag=True, help="Accepted: celeriac has no mingle.")
 @click.option("-O", "--optimization", type=click.Choice(["default", "fair"]),
               help="Accepted: celeriac's dispatch is always fair.")
-@click.option("-B", "--beat", is_flag=True, help="Refused: celeriac has no beat yet.")
+@click.option("-B", "--beat", is_flag=True,
+              help="Also run a beat (periodic tasks) on a thread of the supervisor; safe on "
+                   "every node: each run is sent once.")
+@click.option("-s", "--schedule-filename", "--schedule", "schedule_file", metavar="PATH",
+              help="With -B: Celery's beat state file, accepted and unused (state is in the broker).")
+@click.option("--scheduler", metavar="CLASS",
+              help="With -B: only Celery's default scheduler (or celeriac.beat:Beat).")
 @click.option("-D", "--detach", is_flag=True,
               help="Run in the background (a daemon); returns once it holds --pidfile.")
 @click.option("--uid", metavar="USER", help="Run as this user (name or id); needs root.")
@@ -170,17 +178,13 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
            max_blocking_time: float | None, task_events: bool, without_heartbeat: bool,
            without_gossip: bool, without_mingle: bool, optimization: str | None,
            beat: bool, detach: bool, uid: str | None, gid: str | None, umask: str | None,
-           executable: str | None, autoscale: str | None = None) -> None:
+           executable: str | None, autoscale: str | None = None,
+           schedule_file: str | None = None, scheduler: str | None = None) -> None:
     """Start a worker: a supervisor and its worker processes."""
     from celeriac.worker.autoscale import autoscaled_groups, parse_autoscale
     from celeriac.worker.options import WorkerOptions, parse_groups
     from celeriac.worker.supervisor import Supervisor
 
-    if beat:
-        raise click.UsageError(
-            "-B/--beat: celeriac has no beat (periodic task scheduler) yet; run the worker "
-            "without -B and schedule periodic tasks outside celeriac for now "
-            "(see docs/migrating.md)", click.get_current_context())
     conf = app.conf
     groups = parse_groups(
         pools or [conf.worker_pool],
@@ -233,7 +237,30 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
         autoscale=bounds)
     with _pidfile(pidfile, node_id):
         daemon.ready(process_logfile(logfile, node_id, None))
-        raise SystemExit(Supervisor(app, options).run())
+        stop_beat = _embedded_beat(app, beat, scheduler, schedule_file)
+        try:
+            code = Supervisor(app, options).run()
+        finally:
+            if stop_beat is not None:
+                stop_beat.set()
+        raise SystemExit(code)
+
+
+def _embedded_beat(app: Celeriac, beat: bool, scheduler: str | None,
+                   schedule_file: str | None) -> threading.Event | None:
+    """``-B``: the beat thread (:mod:`celeriac.cli.beat`), or None; ``--scheduler`` and
+    ``--schedule-filename`` without ``-B`` are logged as unused."""
+    if beat:
+        from celeriac.cli.beat import start_embedded
+
+        return start_embedded(app, max_interval=None, scheduler=scheduler,
+                              schedule_file=schedule_file)
+    if scheduler or schedule_file:
+        import logging
+
+        logging.getLogger("celeriac.supervisor").info(
+            "--scheduler/--schedule-filename: used only with -B; ignored")
+    return None
 
 
 def _note_celery_flags(*, without_gossip: bool, without_mingle: bool, without_heartbeat: bool,
@@ -390,6 +417,7 @@ def status(app: Celeriac, as_json: bool) -> None:
 
 
 cli.add_command(events_command(_app_command))
+cli.add_command(beat_command(_app_command))
 for _command in [*control_commands(_app_command), *report_commands(_app_command)]:
     cli.add_command(_command)
 

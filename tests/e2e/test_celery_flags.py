@@ -115,16 +115,18 @@ def test_loglevel_critical_and_a_stale_pidfile(project: Project) -> None:
     # Nothing below CRITICAL: no start-up lines, no stale-pidfile warning.
     assert worker.log().strip() == "", worker.log()
 
-    for name in ("FATAL", "warn", "Critical"):  # accepted: the error is -B's, not -l's
-        assert "no beat" in celeriac(project, "-A", "tasks", "worker", "-l", name, "-B").stderr
+    for name in ("FATAL", "warn", "Critical"):  # accepted: the error is --scheduler's, not -l's
+        assert "cannot replace it" in celeriac(project, "-A", "tasks", "worker", "-l", name,
+                                               "-B", "--scheduler", "x:Y").stderr
 
 
-def test_beat_is_refused_with_a_usage_error_naming_it(project: Project) -> None:
-    proc = celeriac(project, "-A", "tasks", "worker", "-B")
-    assert proc.returncode == 2, proc.stderr
+def test_beat_with_another_scheduler_class_is_refused_naming_it(project: Project) -> None:
+    proc = celeriac(project, "-A", "tasks", "worker", "-B", "--scheduler",
+                    "django_celery_beat.schedulers:DatabaseScheduler")
+    assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     [error] = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-    assert "celeriac has no beat" in error and "-B/--beat" in error
+    assert "beat_scheduler" in error and "cannot replace it" in error
 
 
 def test_report_shows_versions_and_masks_secrets(project: Project) -> None:
