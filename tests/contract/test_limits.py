@@ -3,6 +3,7 @@ ones also from several real processes at once)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -154,6 +155,6 @@ def test_slots_taken_from_several_processes_never_exceed_the_limit(shared_broker
 def test_runs_reserved_from_several_processes_are_an_interval_apart(
         shared_broker: Broker) -> None:
     times = sorted(float(t) for t in _from_processes(shared_broker, "rate"))  # type: ignore[arg-type]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 20
     assert min(gaps) >= INTERVAL - 0.02  # no two runs share a slot of time
