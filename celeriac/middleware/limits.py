@@ -6,7 +6,8 @@ run a ``"10/s"`` task at 100/s. Here the limit is kept in the broker (one GCRA
 value per task name, :mod:`celeriac.brokers.limits`), and the executor asks
 :meth:`Limits.admit` right before a run, after expiry and revocation (a revoked
 task takes no run from the limit): one broker call for a limited task, none for
-the others (a dict lookup). A run over its limit is not held in the worker: its
+the others (one dict lookup in the executor, and no hook of this middleware runs for
+them). A run over its limit is not held in the worker: its
 message goes back to the broker with an eta at the time reserved for it
 (:data:`~celeriac.middleware.base.DEFER`), uncharged, so deferring never counts
 towards ``broker_max_deliveries``, and the worker's slot goes to the next message
@@ -116,7 +117,8 @@ class Limits(Middleware):
 
     # -- the check before each run --------------------------------------------------------
     def admit(self, run: TaskRun) -> float | None:
-        """None: run now (a slot, if limited, is held); else defer the message that long."""
+        """None: run now (a slot, if limited, is held: :meth:`release` frees it); else
+        defer the message that long. The executor calls it for limited tasks only."""
         limit = self.limited.get(run.task.name)
         if limit is None or run.delivery is None:
             return None
@@ -137,8 +139,10 @@ class Limits(Middleware):
                 return delay
         return None
 
-    def after_task(self, run: TaskRun) -> None:
-        if self.slots and run.delivery is not None:
+    def release(self, run: TaskRun) -> None:
+        """The run of a limited task is over: free its slot, if it holds one. (Called by
+        the executor, not an ``after_task`` hook, so unlimited tasks do not pay for it.)"""
+        if run.delivery is not None:
             name = self.slots.pop(run.delivery.id, None)
             if name is not None:
                 self.broker.release_slot(name, run.delivery.id)

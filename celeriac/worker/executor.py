@@ -98,10 +98,15 @@ class Executor:
             run.record = skipped
             self.pipeline.task_skipped(run)
             return Outcome(ACK, record=kept(run, skipped))
-        if self.limits is not None:
-            delay = self.limits.admit(run)
+        limits = self.limits
+        if limits is not None and run.task.name in limits.limited:  # unlimited: one lookup
+            delay = limits.admit(run)
             if delay is not None:
                 return Outcome(DEFER, "over its limit", delay=delay)
+            try:
+                return self._run(run)
+            finally:
+                limits.release(run)
         return self._run(run)
 
     def _prepare(self, delivery: Delivery, message: TaskMessage, task: Task[Any, Any]) -> TaskRun:
