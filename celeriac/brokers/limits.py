@@ -5,16 +5,19 @@ as one number): per task name the broker keeps ``tat``, the theoretical arrival
 time of the next run. With ``rate`` runs per second the interval is ``1/rate``;
 ``burst`` runs may go back to back after a quiet spell. A run is allowed now
 when ``tat - now <= (burst - 1) * interval``, and every grant moves ``tat`` on by
-one interval. One number per task, updated in one atomic step (a lock, one SQLite
-transaction, one Lua script), is the whole shared state.
+one interval. That number and the time of the latest grant, per task, updated in
+one atomic step (a lock, one SQLite transaction, one Lua script), are the whole
+shared state.
 
 A denied run is *reserved* rather than refused: its message gets the next free
 time (``tat`` moves on as for a grant) under a *ticket* (the message's broker id,
 which stays the same when the message is requeued), and the worker puts the
 message back in the broker with that eta. When it is delivered again its ticket
-is honoured without touching ``tat``. So a backlog of N limited messages is
-deferred once each, to N distinct times, instead of all of them coming back at
-the next token and all but one being deferred again (N^2 broker round trips).
+is honoured without touching ``tat`` (one that comes back late runs no sooner
+than an interval after the latest grant: :func:`decide`). So a backlog of N
+limited messages is deferred once each, to N distinct times, instead of all of
+them coming back at the next token and all but one being deferred again (N^2
+broker round trips).
 Tickets expire :data:`TICKET_GRACE` seconds after their time (a message purged or
 revoked while deferred leaves no trace for long).
 
@@ -36,22 +39,58 @@ from dataclasses import dataclass, field
 #: Runs of a rate-limited task that may start back to back after a quiet spell.
 #: 1, as Celery's worker uses (a token bucket of capacity 1): runs are spaced evenly.
 BURST = 1
-#: A ticket is honoured this many seconds before its time: a broker's eta and a
-#: worker's clock disagree by a few ms, and a message a hair early should not be
-#: deferred a second time for it.
+#: A ticket is honoured this many seconds before its time (at most 5% of the interval):
+#: a broker's eta and a worker's clock disagree by a few ms, and a message a hair early
+#: should not be deferred a second time for it.
 EARLY = 0.02
 #: Seconds a ticket is kept after its time (then the message is treated as new).
 TICKET_GRACE = 300.0
 
 
-def reserve(tat: float | None, now: float, rate: float, burst: int) -> tuple[float, float]:
-    """GCRA: ``(new tat, delay)``; delay 0 means run now, else the reserved time is
-    ``now + delay``. ``tat`` None: the task has not run yet."""
+@dataclass(frozen=True)
+class Decision:
+    """What one check of a rate limit does to the broker's state."""
+
+    #: 0.0: run now; else the seconds until the run's reserved time.
+    delay: float
+    #: The task's new theoretical arrival time (None: unchanged).
+    tat: float | None = None
+    #: The time of this grant, when it is one (None: unchanged).
+    last: float | None = None
+    #: Reserve this time for the ticket (None: no new ticket).
+    ticket: float | None = None
+    #: The ticket was used (or must go): delete it.
+    drop_ticket: bool = False
+
+
+def decide(tat: float | None, last: float | None, reserved: float | None, now: float,
+           rate: float, burst: int) -> Decision:
+    """One check of a rate limit, from the task's ``tat``, its ``last`` grant and the
+    time ``reserved`` for this ticket (None: no ticket).
+
+    With a burst of 1, grants are also kept an interval apart (less a slack of 5%): a
+    ticket whose message comes back late (it waited behind other ready messages) runs
+    as soon as the last grant allows, not at once beside the on-time ones, so starts
+    never bunch up past ``rate + 1`` in any one-second window. Everything that waits
+    still runs: grants go on one per interval while anyone is ready.
+    """
     interval = 1.0 / rate
     tolerance = interval * (max(burst, 1) - 1)
+    slack = min(EARLY, interval / 20)
+    spacing = last + interval - slack if tolerance == 0 and last is not None else None
+    if reserved is not None:
+        if reserved - now > slack:
+            return Decision(reserved - now)
+        if spacing is not None and now < spacing:
+            return Decision(spacing + slack - now)
+        return Decision(0.0, last=now, drop_ticket=True)
     start = now if tat is None or tat < now else tat
-    delay = max(start - tolerance - now, 0.0)
-    return start + interval, delay
+    if spacing is not None and start < spacing + slack:
+        start = spacing + slack
+    delay = start - tolerance - now
+    if delay <= slack:
+        return Decision(0.0, tat=max(start, now) + interval, last=now)
+    return Decision(delay, tat=start + interval, ticket=now + delay)
 
 
 @dataclass
@@ -60,6 +99,8 @@ class LimitState:
 
     #: Task name -> its GCRA tat (unix seconds).
     tat: dict[str, float] = field(default_factory=dict)
+    #: Task name -> the time of its latest grant (unix seconds).
+    last: dict[str, float] = field(default_factory=dict)
     #: (task name, ticket) -> reserved time (unix seconds).
     tickets: dict[tuple[str, str], float] = field(default_factory=dict)
     #: Task name -> holder -> slot expiry (unix seconds).
@@ -68,17 +109,19 @@ class LimitState:
     overrides: dict[str, str] = field(default_factory=dict)
 
     def take_token(self, task: str, rate: float, burst: int, ticket: str, now: float) -> float:
-        reserved = self.tickets.get((task, ticket))
-        if reserved is not None:
-            if reserved - now <= EARLY:
-                del self.tickets[(task, ticket)]
-                return 0.0
-            return reserved - now
-        self.tat[task], delay = reserve(self.tat.get(task), now, rate, burst)
-        if delay > 0:
+        key = (task, ticket)
+        found = decide(self.tat.get(task), self.last.get(task), self.tickets.get(key), now,
+                       rate, burst)
+        if found.tat is not None:
+            self.tat[task] = found.tat
+        if found.last is not None:
+            self.last[task] = found.last
+        if found.drop_ticket:
+            del self.tickets[key]
+        if found.ticket is not None:
             self.tickets = {k: t for k, t in self.tickets.items() if t + TICKET_GRACE > now}
-            self.tickets[(task, ticket)] = now + delay
-        return delay
+            self.tickets[key] = found.ticket
+        return found.delay
 
     def acquire_slot(self, task: str, limit: int, holder: str, ttl: float, now: float) -> bool:
         held = self.slots.setdefault(task, {})

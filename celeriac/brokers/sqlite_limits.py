@@ -7,7 +7,7 @@ in one ``BEGIN IMMEDIATE`` transaction, so a read, the sums of
 process sharing the file. Tables (part of the broker's schema):
 
 ``rate_tat``
-    task name -> its GCRA theoretical arrival time (unix seconds).
+    task name -> its GCRA theoretical arrival time and its latest grant (unix seconds).
 ``rate_tickets``
     (task, ticket) -> the time reserved for a deferred message; rows past their
     time by ``TICKET_GRACE`` are deleted when a new ticket is written.
@@ -23,10 +23,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from celeriac.brokers.limits import EARLY, TICKET_GRACE, reserve
+from celeriac.brokers.limits import TICKET_GRACE, decide
 
 LIMITS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rate_tat (task TEXT PRIMARY KEY, tat REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_tat (
+    task TEXT PRIMARY KEY,
+    tat REAL NOT NULL,
+    last REAL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rate_tickets (
     task TEXT NOT NULL,
     ticket TEXT NOT NULL,
@@ -46,22 +50,23 @@ CREATE TABLE IF NOT EXISTS rate_overrides (task TEXT PRIMARY KEY, rate TEXT NOT 
 
 def take_token(conn: sqlite3.Connection, task: str, rate: float, burst: int, ticket: str,
                now: float) -> float:
-    row = conn.execute("SELECT at FROM rate_tickets WHERE task = ? AND ticket = ?",
-                       (task, ticket)).fetchone()
-    if row is not None:
-        if row[0] - now <= EARLY:
-            conn.execute("DELETE FROM rate_tickets WHERE task = ? AND ticket = ?", (task, ticket))
-            return 0.0
-        return float(row[0]) - now
-    found = conn.execute("SELECT tat FROM rate_tat WHERE task = ?", (task,)).fetchone()
-    tat, delay = reserve(None if found is None else float(found[0]), now, rate, burst)
-    conn.execute("INSERT INTO rate_tat (task, tat) VALUES (?1, ?2) "
-                 "ON CONFLICT (task) DO UPDATE SET tat = ?2", (task, tat))
-    if delay > 0:
+    state = conn.execute("SELECT tat, last FROM rate_tat WHERE task = ?", (task,)).fetchone()
+    reserved = conn.execute("SELECT at FROM rate_tickets WHERE task = ? AND ticket = ?",
+                            (task, ticket)).fetchone()
+    tat, last = state if state is not None else (None, None)
+    found = decide(tat, last, None if reserved is None else float(reserved[0]), now, rate, burst)
+    if found.tat is not None or found.last is not None:
+        conn.execute("INSERT INTO rate_tat (task, tat, last) VALUES (?1, ?2, ?3) "
+                     "ON CONFLICT (task) DO UPDATE SET tat = ?2, last = ?3",
+                     (task, found.tat if found.tat is not None else (tat or now),
+                      found.last if found.last is not None else last))
+    if found.drop_ticket:
+        conn.execute("DELETE FROM rate_tickets WHERE task = ? AND ticket = ?", (task, ticket))
+    if found.ticket is not None:
         conn.execute("DELETE FROM rate_tickets WHERE at < ?", (now - TICKET_GRACE,))
         conn.execute("INSERT OR REPLACE INTO rate_tickets (task, ticket, at) VALUES (?, ?, ?)",
-                     (task, ticket, now + delay))
-    return delay
+                     (task, ticket, found.ticket))
+    return found.delay
 
 
 def acquire_slot(conn: sqlite3.Connection, task: str, limit: int, holder: str, ttl: float,

@@ -58,6 +58,21 @@ def test_a_ticket_runs_at_its_reserved_time_without_taking_another_run(broker: B
     assert broker.take_rate_token(task, RATE, 1, "c") <= INTERVAL + 0.01
 
 
+def test_late_tickets_do_not_run_back_to_back(broker: Broker) -> None:
+    """Messages that come back late (they waited behind other ready messages) run an
+    interval apart, not all at once: starts never bunch up past the rate."""
+    task = new_task()
+    broker.take_rate_token(task, RATE, 1, "a")
+    broker.take_rate_token(task, RATE, 1, "b")
+    broker.take_rate_token(task, RATE, 1, "c")
+    time.sleep(0.3)  # both b (due at +0.1) and c (+0.2) are late now
+    assert broker.take_rate_token(task, RATE, 1, "c") == 0.0
+    wait = broker.take_rate_token(task, RATE, 1, "b")
+    assert INTERVAL / 2 < wait <= INTERVAL + 0.01
+    time.sleep(wait)
+    assert broker.take_rate_token(task, RATE, 1, "b") == 0.0
+
+
 def test_burst_runs_go_back_to_back_and_tasks_are_independent(broker: Broker) -> None:
     task, other = new_task(), new_task()
     assert [broker.take_rate_token(task, RATE, 3, str(i)) for i in range(3)] == [0.0] * 3

@@ -1,6 +1,7 @@
 -- limits: cluster-wide rate and concurrency limits (the sums of celeriac/brokers/limits.py).
 -- Keys (under P, see prelude.lua):
---   P:rl:<task>            string  GCRA theoretical arrival time of the task's next run (ms)
+--   P:rl:<task>            hash    t: GCRA theoretical arrival time of the task's next run,
+--                                  l: its latest grant (ms); expires a minute after t
 --   P:rl:t:<task>:<ticket> string  the time (ms) reserved for a deferred message; expires
 --                                  TICKET_GRACE after it
 --   P:cl:<task>            zset    holder -> slot expiry (ms): the task's running slots
@@ -16,31 +17,44 @@
 local action = ARGV[2]
 local now = now_ms()
 
+local function ms(x)
+  return string.format('%.3f', x)
+end
+
 if action == 'token' then
+  -- celeriac.brokers.limits.decide, in ms.
   local task, interval, tolerance = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+  local slack = math.min(tonumber(ARGV[7]), interval / 20)
+  local state_key = key('rl', task)
+  local state = redis.call('HMGET', state_key, 't', 'l')
+  local tat, last = tonumber(state[1]), tonumber(state[2])
+  local function keep(new_tat, new_last)
+    redis.call('HSET', state_key, 't', ms(new_tat))
+    if new_last then redis.call('HSET', state_key, 'l', ms(new_last)) end
+    redis.call('PEXPIRE', state_key, math.ceil(new_tat - now + 60000))
+  end
+  local spacing = nil
+  if tolerance == 0 and last then spacing = last + interval - slack end
   local ticket_key = key('rl', 't', task, ARGV[6])
-  local reserved = redis.call('GET', ticket_key)
+  local reserved = tonumber(redis.call('GET', ticket_key))
   if reserved then
-    local left = tonumber(reserved) - now
-    if left <= tonumber(ARGV[7]) then
-      redis.call('DEL', ticket_key)
-      return '0'
-    end
-    return string.format('%.3f', left)
+    if reserved - now > slack then return ms(reserved - now) end
+    if spacing and now < spacing then return ms(spacing + slack - now) end
+    redis.call('DEL', ticket_key)
+    keep(tat or now, now)
+    return '0'
   end
-  local tat_key = key('rl', task)
-  local tat = tonumber(redis.call('GET', tat_key) or '0')
-  if tat < now then tat = now end
-  local delay = tat - tolerance - now
-  if delay < 0 then delay = 0 end
-  local new_tat = tat + interval
-  redis.call('SET', tat_key, string.format('%.3f', new_tat),
-             'PX', math.ceil(new_tat - now + 60000))
-  if delay > 0 then
-    redis.call('SET', ticket_key, string.format('%.3f', now + delay),
-               'PX', math.ceil(delay + tonumber(ARGV[8])))
+  local start = now
+  if tat and tat > now then start = tat end
+  if spacing and start < spacing + slack then start = spacing + slack end
+  local delay = start - tolerance - now
+  if delay <= slack then
+    keep(math.max(start, now) + interval, now)
+    return '0'
   end
-  return string.format('%.3f', delay)
+  keep(start + interval, nil)
+  redis.call('SET', ticket_key, ms(now + delay), 'PX', math.ceil(delay + tonumber(ARGV[8])))
+  return ms(delay)
 elseif action == 'acquire' then
   local slots = key('cl', ARGV[3])
   redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
