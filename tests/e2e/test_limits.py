@@ -79,6 +79,7 @@ def test_a_rate_limit_holds_across_nodes_and_changes_at_run_time(
     # A lower limit at run time, from the CLI: stored in the broker, applied by both nodes.
     out = project.cli("-A", "tasks", "control", "rate_limit", "tasks.limited", "4/s").stdout
     assert out.count("OK new rate limit set successfully") == 2
+    assert tasks.app.broker.rate_limits() == {"tasks.limited": "4/s"}
     slow.unlink()
     for result in [tasks.limited.delay(str(slow)) for _ in range(12)]:
         result.get(timeout=60)
