@@ -128,6 +128,26 @@ def test_concurrency_limit_holds_across_consumers_and_frees_its_slots(
     assert counts(app)["dead"] == 0
 
 
+def test_a_running_task_renews_its_slot_past_the_lease(app: Celeriac, rigs: list[Rig]) -> None:
+    """A slot lives one lease unless renewed: a run longer than the lease keeps it."""
+    app.conf.broker_lease_timeout = 0.6
+    spans: list[tuple[float, float]] = []
+
+    @app.task(name="t.long", concurrency_limit=1)
+    def long() -> None:
+        start = time.time()
+        time.sleep(1.5)
+        spans.append((start, time.time()))
+
+    make_rig(rigs, app, concurrency=2, prefetch=2)
+    ids = [publish(app, "t.long") for _ in range(2)]
+    rigs[0].start()
+    for task_id in ids:
+        app.AsyncResult(task_id).get(timeout=30)
+    (_, first_end), (second_start, _) = sorted(spans)
+    assert second_start >= first_end  # never both at once, though each ran 2.5 leases
+
+
 # -- what is enforced -------------------------------------------------------------------
 def test_a_task_without_a_limit_costs_a_lookup_and_no_broker_call(app: Celeriac) -> None:
     @app.task(name="t.free")

@@ -152,6 +152,9 @@ class Limits(Middleware):
             return
         now = time.monotonic()
         if now >= self._next_renew:
+            first = not self._next_renew  # the slots were just taken: nothing to renew yet
             self._next_renew = now + self.ttl / 3
+            if first:
+                return
             self.broker.renew_slots([(name, holder) for holder, name in list(self.slots.items())],
                                     self.ttl)
