@@ -223,6 +223,8 @@ class Control:
             self.revoke(args.get("task_id", ()), terminate=name == "terminate" or bool(
                 args.get("terminate")), signal=args.get("signal") or "SIGTERM")
             return None
+        if name == "rate_limit":
+            _store_rate_limit(self.app, {**(arguments or {}), **extra_kwargs})
         if name not in INSPECT_COMMANDS + CONTROL_COMMANDS:
             raise ConfigurationError(f"unknown control command {command!r}"
                                      f"{suggest(command, [*INSPECT_COMMANDS, *CONTROL_COMMANDS])}")
@@ -298,7 +300,10 @@ class Control:
     def rate_limit(self, task_name: str, rate_limit: str | int | float,
                    destination: str | Sequence[str] | None = None,
                    **kwargs: Any) -> list[Reply] | None:
-        """Celery's rate limits: celeriac has none yet, and every node answers so."""
+        """Run ``task_name`` at most ``rate_limit`` times per second/minute/hour (``"10/s"``;
+        0: no limit) across the whole cluster from its next message on. Stored in the
+        broker, so every worker uses it, including those started later; ``destination``
+        only narrows which nodes answer."""
         return self.broadcast("rate_limit", destination=destination,
                               arguments={"task_name": task_name, "rate_limit": rate_limit},
                               **kwargs)
@@ -347,3 +352,14 @@ class Control:
         without ``--autoscale`` answers with an error."""
         return self.broadcast("autoscale", arguments={"max": max, "min": min},
                               destination=destination, **kwargs)
+
+
+def _store_rate_limit(app: Celeriac, arguments: dict[str, Any]) -> None:
+    """Keep a run-time rate limit in the broker: limits are cluster-wide, so the value
+    must outlive this broadcast and reach workers that start later."""
+    from celeriac.task_options import parse_rate_limit
+
+    task, rate = arguments.get("task_name"), arguments.get("rate_limit")
+    if not isinstance(task, str) or not task:
+        raise ConfigurationError(f"rate_limit: task_name must be a task name, got {task!r:.50}")
+    app.broker.set_rate_limit(task, "0" if parse_rate_limit(rate) is None else str(rate))

@@ -306,14 +306,15 @@ SETTINGS: dict[str, Setting] = {
                 "rejects it without requeue); its FAILURE result is stored either way.", _bool),
         Setting("task_store_errors_even_if_ignored", False, "Tasks that ignore results still "
                 "store their failures, retries and revocations.", _bool),
-        Setting("task_default_rate_limit", None, "Celery's rate limit for every task ('10/s', "
-                "'100/m', '1000/h'): accepted and checked but NOT ENFORCED yet; the worker logs "
-                "so at start.",
+        Setting("task_default_rate_limit", None, "Rate limit of every task without its own "
+                "('10/s', '100/m', '1000/h'), enforced across every worker of the broker "
+                "(Celery's is per worker process); see docs/rate-limits.md.",
                 # Checked by the task option's parser (imported late: task.py imports this module).
                 _optional(lambda v: v if __import__("celeriac.task_options", fromlist=["_"])
                           .parse_rate_limit(v) is not None else None)),
-        Setting("worker_disable_rate_limits", False, "Celery's switch for rate limits; celeriac "
-                "does not enforce them yet, so this only silences the worker's notice.", _bool),
+        Setting("worker_disable_rate_limits", False, "This worker runs rate-limited tasks "
+                "without their limit (other workers keep it, and it logs so at start); "
+                "concurrency limits still apply.", _bool),
         Setting("task_track_started", False, "Record a STARTED state when a task begins.", _bool),
         Setting("task_send_sent_event", False, "Producers record a task-sent event in the broker's "
                 "event stream for every task message they publish (one broker call per publish "
@@ -482,7 +483,6 @@ _FEATURES = [
     ("event_", "AMQP event exchanges and queues (celeriac's events are a stream in the broker)"),
     ("control_", "AMQP control exchanges and queues (celeriac's commands go through the broker)"),
     ("chord", "chords"),
-    ("rate_limit", "rate limits"),
     ("exchange", "AMQP exchanges and routing keys"),
     ("routing_key", "AMQP exchanges and routing keys"),
     ("queue_type", "AMQP queue types"),

@@ -237,9 +237,15 @@ class Task(Generic[P, R]):
 
     @property
     def rate_limit(self) -> str | float | None:
-        """Accepted and validated; not enforced yet (the worker logs so when it starts)."""
+        """The task's own rate limit, else ``task_default_rate_limit`` (enforced across
+        every worker of the broker: :mod:`celeriac.middleware.limits`)."""
         value: str | float | None = self._opt("rate_limit", "task_default_rate_limit")
         return value
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """At most this many runs at once across every worker of the broker (None: no limit)."""
+        return self.options.concurrency_limit
 
     @property
     def request(self) -> Request:

@@ -130,8 +130,10 @@ class TaskOptions:
     serializer: str | None = None
     #: kombu's compression of the message body (gzip, bzip2, lzma...); None: task_compression.
     compression: str | None = None
-    #: Accepted and checked, not enforced yet: the worker says so when it starts.
+    #: Runs per second, minute or hour (``"10/s"``), across every worker of the broker.
     rate_limit: str | float | None = None
+    #: At most this many runs at once across every worker of the broker (celeriac's own).
+    concurrency_limit: int | None = None
     #: Check the arguments of delay()/apply_async() against the function's signature.
     typing: bool = True
     #: Expected exceptions: the task fails, and the worker logs it at INFO without a traceback.
@@ -201,6 +203,11 @@ class TaskOptions:
             raise ConfigurationError(f"task option retry_kwargs: {', '.join(sorted(bad))} is not an "
                                      f"argument of retry(); use {', '.join(sorted(RETRY_KWARGS))}")
         parse_rate_limit(self.rate_limit)
+        slots = self.concurrency_limit
+        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int)
+                                  or slots < 1):
+            raise ConfigurationError(f"task option concurrency_limit={slots!r}: must be a whole "
+                                     "number >= 1 (or None: no limit)")
         if self.compression is not None:
             try:
                 compression.get(self.compression)

@@ -80,7 +80,7 @@ WORKER_SIDE_MODULES = frozenset({
     "test_faults.py", "test_green.py", "test_mixed.py", "test_pools.py", "test_signals.py",
     "test_supervisor_hooks.py", "test_task_events.py", "test_task_options.py",
     "test_celery_flags.py", "test_task_logging.py", "test_django.py",
-    "test_autoscale.py", "test_beat.py",
+    "test_autoscale.py", "test_beat.py", "test_limits.py",
 })
 
 

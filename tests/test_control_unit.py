@@ -24,6 +24,7 @@ from celeriac.worker.commands import (
     ReportReserved,
     SetConcurrency,
     SetQueues,
+    SetRateLimit,
     SetTimeLimit,
     Stop,
     decode_command,
@@ -39,6 +40,7 @@ SAMPLES: list[Command] = [
     SetTimeLimit("tasks.add", soft=None, hard=2.0),
     ReportReserved(request=7),
     Stop("the pool shrank"),
+    SetRateLimit("tasks.add", "10/s"),
 ]
 
 

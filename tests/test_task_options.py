@@ -18,7 +18,7 @@ from celeriac.canvas import group
 from celeriac.exceptions import ConfigurationError, UnknownSettingError
 from celeriac.middleware import ACK, DEAD, SETTLED, Pipeline
 from celeriac.middleware.autoretry import Autoretry
-from celeriac.middleware.ratelimit import RateLimitNotice, unenforced
+from celeriac.middleware.ratelimit import RateLimitNotice, declared
 from celeriac.pools.threads import ThreadPool
 from celeriac.states import FAILURE, RETRY, REVOKED, SUCCESS
 from celeriac.task_options import OPTION_NAMES, UNSUPPORTED, backoff_countdown, parse_rate_limit
@@ -350,31 +350,40 @@ def test_a_bad_rate_limit_is_refused_when_declared(app: Celeriac, value: Any) ->
         app.task(rate_limit=value)
 
 
-def test_rate_limits_are_accepted_and_the_worker_says_they_are_not_enforced(
+def test_the_node_lists_rate_limits_and_warns_when_this_node_disables_them(
         app: Celeriac, caplog: pytest.LogCaptureFixture) -> None:
-    @app.task(name="t.limited", rate_limit="10/s")
+    @app.task(name="t.limited", rate_limit="10/s", concurrency_limit=2)
     def limited() -> None: ...
 
     @app.task(name="t.free")
     def free() -> None: ...
 
-    assert unenforced(app) == {"t.limited": "10/s"}
+    assert declared(app) == {"t.limited": "10/s"}
     app.conf.update(task_default_rate_limit="100/m")
-    assert unenforced(app) == {"t.free": "100/m", "t.limited": "10/s"}
+    assert declared(app) == {"t.free": "100/m", "t.limited": "10/s"}
 
     class Node:  # what the hook reads of a supervisor
         pass
 
     node: Any = Node()
     node.app = app
-    caplog.set_level(logging.WARNING, logger="celeriac.worker")
+    caplog.set_level(logging.INFO, logger="celeriac.worker")
     RateLimitNotice().node_starting(node)
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2 and all("NOT enforced" in line for line in lines)
+    assert len(lines) == 3 and all("across every worker" in line for line in lines)
+    caplog.clear()
     app.conf.update(worker_disable_rate_limits=True)
-    assert unenforced(app) == {}
+    RateLimitNotice().node_starting(node)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and all("NOT enforced on this node" in line for line in warned)
     with pytest.raises(ConfigurationError):
         app.conf.update(task_default_rate_limit="often")
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "3"])
+def test_a_bad_concurrency_limit_is_refused_when_declared(app: Celeriac, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="concurrency_limit="):
+        app.task(concurrency_limit=value)
 
 
 # -- max_retries --------------------------------------------------------------------------

@@ -420,7 +420,7 @@ class Broker(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections held by this process."""
 
-    # == periodic tasks (beat): celeriac/beat/ ========================================
+    # == periodic tasks (beat): celeriac/beat/ =================================
     # Keep other features' methods outside this block (merges stay easy).
     @abstractmethod
     def beat_runs(self, names: Sequence[str]) -> dict[str, float]:
@@ -440,3 +440,47 @@ class Broker(ABC):
         A call retried after a lost connection that had been applied returns False.
         """
     # == end of periodic tasks (beat) =================================================
+
+    # == rate and concurrency limits (issue 11; see celeriac.brokers.limits) ==========
+    @abstractmethod
+    def take_rate_token(self, task: str, rate: float, burst: int, ticket: str) -> float:
+        """Take a run of ``task`` under its cluster-wide limit of ``rate`` runs per second.
+
+        Returns 0.0 when the caller may run it now. Otherwise the run is reserved
+        for ``ticket`` (the message's broker id) at the next free time and the
+        seconds until then are returned: the caller defers the message that long,
+        and the same ticket presented then gets 0.0 without taking another run.
+        ``burst`` runs may start back to back after a quiet spell. Atomic across
+        every process sharing the broker (GCRA: :mod:`celeriac.brokers.limits`).
+        """
+
+    @abstractmethod
+    def acquire_slot(self, task: str, limit: int, holder: str, ttl: float) -> bool:
+        """Take one of ``limit`` cluster-wide running slots of ``task`` for ``holder``
+        (the message's broker id) for ``ttl`` seconds; False when all are taken.
+
+        Expired slots are freed first (a dead worker's slots come back that way); a
+        holder that already has a slot keeps it and gets True.
+        """
+
+    @abstractmethod
+    def renew_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> None:
+        """Extend each (task, holder) slot still held to ``now + ttl``."""
+
+    @abstractmethod
+    def release_slot(self, task: str, holder: str) -> None:
+        """Free ``holder``'s slot of ``task`` (nothing if it has none)."""
+
+    @abstractmethod
+    def slots_in_use(self, task: str) -> int:
+        """How many unexpired slots of ``task`` are held now."""
+
+    @abstractmethod
+    def set_rate_limit(self, task: str, rate: str) -> None:
+        """Store a run-time rate limit for ``task`` (``control rate_limit``) that every
+        worker uses over the task's own; ``"0"`` means no limit."""
+
+    @abstractmethod
+    def rate_limits(self) -> dict[str, str]:
+        """Every run-time rate limit stored with :meth:`set_rate_limit`, by task name."""
+    # == end of rate and concurrency limits ============================================

@@ -52,6 +52,7 @@ from celeriac.brokers.base import (
     check_priority,
     max_deliveries_reason,
 )
+from celeriac.brokers.limits import LimitState
 
 #: (-priority, available_at, id, stamp): the smallest entry is claimed first.
 _ReadyEntry = tuple[int, float, int, int]
@@ -138,6 +139,8 @@ class MemoryBroker(Broker):
         self._boxes: dict[str, _Box] = {}
         # Notified by every reply, so a waiting replies() wakes at once.
         self._replied = threading.Condition(self._lock)
+        #: Rate and concurrency limits (see the block at the end of the class).
+        self._limits = LimitState()
 
     # -- internal bookkeeping (call with the lock held) ------------------------------
     def _place(self, message: _Message, now: float) -> None:
@@ -519,7 +522,7 @@ class MemoryBroker(Broker):
     def ping(self) -> None:
         """Always reachable: it lives in this process."""
 
-    # == periodic tasks (beat): celeriac/beat/ ========================================
+    # == periodic tasks (beat): celeriac/beat/ =================================
     # Keep other features' methods outside this block (merges stay easy).
     def beat_runs(self, names: Sequence[str]) -> dict[str, float]:
         with _BEAT_LOCK:
@@ -543,6 +546,36 @@ class MemoryBroker(Broker):
         runs: dict[str, float] = self.__dict__.setdefault("_beat_runs", {})
         return runs
     # == end of periodic tasks (beat) =================================================
+
+    # == rate and concurrency limits (issue 11; the sums are in celeriac.brokers.limits) ==
+    def take_rate_token(self, task: str, rate: float, burst: int, ticket: str) -> float:
+        with self._lock:
+            return self._limits.take_token(task, rate, burst, ticket, time.time())
+
+    def acquire_slot(self, task: str, limit: int, holder: str, ttl: float) -> bool:
+        with self._lock:
+            return self._limits.acquire_slot(task, limit, holder, ttl, time.time())
+
+    def renew_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> None:
+        with self._lock:
+            self._limits.renew_slots(list(slots), ttl, time.time())
+
+    def release_slot(self, task: str, holder: str) -> None:
+        with self._lock:
+            self._limits.release_slot(task, holder)
+
+    def slots_in_use(self, task: str) -> int:
+        with self._lock:
+            return self._limits.running(task, time.time())
+
+    def set_rate_limit(self, task: str, rate: str) -> None:
+        with self._lock:
+            self._limits.overrides[task] = rate
+
+    def rate_limits(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._limits.overrides)
+    # == end of rate and concurrency limits ============================================
 
 
 #: Serialises beat claims on memory brokers: they are rare (one per periodic run), and a

@@ -60,6 +60,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
+from celeriac.brokers import limits
 from celeriac.brokers.base import (
     Broker,
     ControlCommand,
@@ -488,7 +489,7 @@ class RedisBroker(Broker):
     def close(self) -> None:
         """Nothing to do: the connection pool is per process and shared (see redisconn)."""
 
-    # == periodic tasks (beat): celeriac/beat/ ========================================
+    # == periodic tasks (beat): celeriac/beat/ =================================
     # Keep other features' methods outside this block (merges stay easy).
     def beat_runs(self, names: Sequence[str]) -> dict[str, float]:
         if not names:
@@ -511,6 +512,35 @@ class RedisBroker(Broker):
                      "" if message.eta is None else _ms(message.eta), message.body)
         return bool(self._run("beat", args, again=2))
     # == end of periodic tasks (beat) =================================================
+
+    # == rate and concurrency limits (issue 11; the script is lua/limits.lua) ==========
+    def take_rate_token(self, task: str, rate: float, burst: int, ticket: str) -> float:
+        interval = 1000.0 / rate
+        tolerance = interval * (max(burst, 1) - 1)
+        left = self._run("limits", ["token", task, repr(interval), repr(tolerance), ticket,
+                                    _ms(limits.EARLY), _ms(limits.TICKET_GRACE)])
+        return float(decode(left)) / 1000.0
+
+    def acquire_slot(self, task: str, limit: int, holder: str, ttl: float) -> bool:
+        return bool(self._run("limits", ["acquire", task, limit, holder, _ms(ttl)]))
+
+    def renew_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> None:
+        if slots:
+            self._run("limits", ["renew", _ms(ttl), *(x for slot in slots for x in slot)])
+
+    def release_slot(self, task: str, holder: str) -> None:
+        self._run("limits", ["release", task, holder])
+
+    def slots_in_use(self, task: str) -> int:
+        return int(self._run("limits", ["count", task]))
+
+    def set_rate_limit(self, task: str, rate: str) -> None:
+        self._retry.call(lambda: self._redis.hset(f"{self.prefix}:rl:overrides", task, rate))
+
+    def rate_limits(self) -> dict[str, str]:
+        found = self._retry.call(lambda: self._redis.hgetall(f"{self.prefix}:rl:overrides"))
+        return {decode(task): decode(rate) for task, rate in found.items()}
+    # == end of rate and concurrency limits ============================================
 
 
 @cache

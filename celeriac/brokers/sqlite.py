@@ -49,7 +49,8 @@ a tenth of the cap, so trimming costs next to nothing per emit.
 
 Revocations, remote-control commands and reply boxes have tables of their own
 in the same file, described with the mixin that owns them
-(:mod:`celeriac.brokers.sqlite_control`).
+(:mod:`celeriac.brokers.sqlite_control`); so do rate and concurrency limits
+(:mod:`celeriac.brokers.sqlite_limits`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar
 
+from celeriac.brokers import sqlite_limits
 from celeriac.brokers.base import (
     Broker,
     DeadLetter,
@@ -73,6 +75,7 @@ from celeriac.brokers.base import (
     max_deliveries_reason,
 )
 from celeriac.brokers.sqlite_control import CONTROL_SCHEMA, SQLiteControl
+from celeriac.brokers.sqlite_limits import LIMITS_SCHEMA
 from celeriac.exceptions import BrokerError, BrokerUnreachable
 from celeriac.fastjson import dumps, loads
 from celeriac.sqlitedb import Database, path_from_url
@@ -120,8 +123,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """ + CONTROL_SCHEMA + """;
 -- periodic tasks (celeriac/beat/): each entry's last run
-CREATE TABLE IF NOT EXISTS beat_runs (name TEXT PRIMARY KEY, last_run REAL NOT NULL) WITHOUT ROWID
-"""
+CREATE TABLE IF NOT EXISTS beat_runs (name TEXT PRIMARY KEY, last_run REAL NOT NULL) WITHOUT ROWID;
+""" + LIMITS_SCHEMA
 
 #: Columns added to a table after files were already created without them:
 #: (table, column, declaration). ``CREATE TABLE IF NOT EXISTS`` leaves an older
@@ -579,7 +582,7 @@ class SQLiteBroker(SQLiteControl, Broker):
     def close(self) -> None:
         self._db.close()
 
-    # == periodic tasks (beat): celeriac/beat/ ========================================
+    # == periodic tasks (beat): celeriac/beat/ =================================
     # Keep other features' methods outside this block (merges stay easy).
     def beat_runs(self, names: Sequence[str]) -> dict[str, float]:
         if not names:
@@ -614,3 +617,35 @@ class SQLiteBroker(SQLiteControl, Broker):
 
         return self._write(claim)
     # == end of periodic tasks (beat) =================================================
+
+    # == rate and concurrency limits (issue 11; tables in celeriac.brokers.sqlite_limits) ==
+    def take_rate_token(self, task: str, rate: float, burst: int, ticket: str) -> float:
+        return self._write(lambda conn: sqlite_limits.take_token(conn, task, rate, burst, ticket,
+                                                                 time.time()))
+
+    def acquire_slot(self, task: str, limit: int, holder: str, ttl: float) -> bool:
+        return self._write(lambda conn: sqlite_limits.acquire_slot(conn, task, limit, holder, ttl,
+                                                                   time.time()))
+
+    def renew_slots(self, slots: Sequence[tuple[str, str]], ttl: float) -> None:
+        if slots:
+            self._write(lambda conn: sqlite_limits.renew_slots(conn, slots, time.time() + ttl))
+
+    def release_slot(self, task: str, holder: str) -> None:
+        self._write(lambda conn: conn.execute(
+            "DELETE FROM limit_slots WHERE task = ? AND holder = ?", (task, holder)))
+
+    def slots_in_use(self, task: str) -> int:
+        return int(self._read(lambda conn: conn.execute(
+            "SELECT count(*) FROM limit_slots WHERE task = ? AND expires > ?",
+            (task, time.time())).fetchone()[0]))
+
+    def set_rate_limit(self, task: str, rate: str) -> None:
+        self._write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO rate_overrides (task, rate) VALUES (?, ?)", (task, rate)))
+
+    def rate_limits(self) -> dict[str, str]:
+        rows = self._read(lambda conn: conn.execute(
+            "SELECT task, rate FROM rate_overrides").fetchall())
+        return {task: rate for task, rate in rows}
+    # == end of rate and concurrency limits ============================================

@@ -231,6 +231,9 @@ def control_commands(app_command: Callable[[Callable[..., Any]], Callable[..., A
             return
         replies = app.control.broadcast(command, arguments, destination=nodes, reply=True,
                                         timeout=timeout) or []
+        if command == "rate_limit":
+            click.echo("note: the rate limit is stored in the broker, for every worker (also "
+                       "those started later); --destination only narrows who answers", err=True)
         _report(replies, nodes, timeout)
         if as_json:
             click.echo(json.dumps(replies, default=str))

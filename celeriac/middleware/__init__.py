@@ -8,8 +8,9 @@ isolated). The pipelines a process builds:
 * an eager run's (``Task.apply``): signals, task class handlers, autoretry, follow-ups;
 * a worker process's (:func:`worker_pipeline`): status reporting, expiry,
   revocation, signals, ``track_started``, task class handlers, autoretry, result storage
-  and recycling, in that order; with ``-E``, task events (:mod:`.events`); in a Django
-  project, closing stale database connections around each task (:mod:`.django`); last,
+  and recycling, in that order, then cluster-wide rate and concurrency limits
+  (:mod:`.limits`); with ``-E``, task events (:mod:`.events`); in a Django project,
+  closing stale database connections around each task (:mod:`.django`); last,
   callbacks, errbacks and chains (:mod:`.followups`).
 """
 
@@ -22,6 +23,7 @@ from celeriac.middleware.autoretry import Autoretry
 from celeriac.middleware.base import (
     ACK,
     DEAD,
+    DEFER,
     REQUEUE,
     RETRY_LATER,
     SETTLED,
@@ -81,6 +83,9 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
         ResultStore(app.backend),
         Recycler(consumer, max_tasks, max_memory_kb),
     ])
+    from celeriac.middleware.limits import Limits
+
+    pipeline.add(Limits(app, app.broker, float(app.conf.broker_lease_timeout)))
     if app.conf.worker_send_task_events:
         from celeriac.middleware.events import worker_task_events
 
@@ -100,6 +105,7 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
 __all__ = [
     "ACK",
     "DEAD",
+    "DEFER",
     "REQUEUE",
     "RETRY_LATER",
     "SETTLED",

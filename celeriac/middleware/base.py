@@ -51,6 +51,9 @@ RETRY_LATER = "retry-later"
 REQUEUE = "requeue"
 #: The message was already acked before the task ran (acks_late=False).
 SETTLED = "settled"
+#: Back to its queue, uncharged, due in ``Outcome.delay`` seconds: the task did not start
+#: because it is over a rate or concurrency limit (:mod:`celeriac.middleware.limits`).
+DEFER = "defer"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class Outcome:
     ran: bool = False
     #: The result to store before the message is settled (None: nothing to store).
     record: ResultRecord | None = None
+    #: DEFER: seconds until the message is due again.
+    delay: float = 0.0
 
 
 #: One finished message on its way to the broker: the delivery and what to do with it.

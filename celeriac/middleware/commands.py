@@ -5,7 +5,7 @@ The supervisor answers most of ``celeriac inspect`` itself and decides every
 change ``celeriac control`` asks for (:mod:`celeriac.middleware.remote`); what
 only a worker process can do arrives here, read on the consumer loop's turns
 (at most every 20 ms, with one non-blocking read): consume other queues, run more
-or fewer tasks at once, run a task under other time limits, list the messages
+or fewer tasks at once, run a task under other time or rate limits, list the messages
 held but not started, stop. Time limits set this way apply from the task's next message on,
 over both the task's own limits and those its message carries: an operator who
 lowers a limit at run time means every run from now on.
@@ -28,6 +28,7 @@ from celeriac.worker.commands import (
     ReportReserved,
     SetConcurrency,
     SetQueues,
+    SetRateLimit,
     SetTimeLimit,
     Stop,
 )
@@ -82,6 +83,8 @@ class CommandListener(Middleware):
             consumer.status.reserved(command.request, [self._describe(d) for d in consumer.waiting])
         elif isinstance(command, Stop):
             consumer.stop(command.reason)
+        elif isinstance(command, SetRateLimit) and consumer.executor.limits is not None:
+            consumer.executor.limits.set_rate(command.task, command.rate)
 
     def message_received(self, run: TaskRun) -> None:
         limits = self.time_limits.get(run.task.name)

@@ -1,12 +1,11 @@
-"""Rate limits: accepted, checked, not enforced yet.
+"""What a node says, when it starts, about the limits of its tasks.
 
-Celery's ``rate_limit`` task option and ``task_default_rate_limit`` setting are
-accepted (a Celery app must load unchanged) and validated when declared, but
-celeriac's worker does not throttle tasks yet: that comes with the workflows
-work. Running a rate-limited task at full speed without a word could overload
-whatever the limit protected, so the supervisor says so once per task when the
-node starts (``worker_disable_rate_limits`` silences it, as it would have turned
-the limits off in Celery).
+Rate and concurrency limits are enforced in the worker processes
+(:mod:`celeriac.middleware.limits`). A limit is cluster-wide, which a Celery user
+does not expect (Celery's is per worker process), so the node lists the limits
+in force once at start; with ``worker_disable_rate_limits`` it warns instead that
+this node runs rate-limited tasks without their limit, since other nodes still
+keep it and the operator may not have meant to break it.
 """
 
 from __future__ import annotations
@@ -23,10 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("celeriac.worker")
 
 
-def unenforced(app: Celeriac) -> dict[str, str | float]:
-    """The tasks of ``app`` that have a rate limit, and their limit."""
-    if app.conf.worker_disable_rate_limits:
-        return {}
+def declared(app: Celeriac) -> dict[str, str | float]:
+    """The tasks of ``app`` that have a rate limit (their own or the default), and it."""
     limits: dict[str, str | float] = {}
     for name, task in sorted(app.tasks.items()):
         limit = task.rate_limit
@@ -36,10 +33,18 @@ def unenforced(app: Celeriac) -> dict[str, str | float]:
 
 
 class RateLimitNotice(Middleware):
-    """Logs, when the node starts, each task whose rate limit will not be enforced."""
+    """Logs, when the node starts, each task's cluster-wide limits."""
 
     def node_starting(self, supervisor: Supervisor) -> None:
-        for name, limit in unenforced(supervisor.app).items():
-            log.warning("task %s: rate_limit=%r is NOT enforced: celeriac does not throttle "
-                        "tasks yet, they run as fast as they are delivered (see "
-                        "docs/migrating.md)", name, limit)
+        app = supervisor.app
+        disabled = bool(app.conf.worker_disable_rate_limits)
+        for name, limit in declared(app).items():
+            if disabled:
+                log.warning("task %s: rate_limit=%r is NOT enforced on this node "
+                            "(worker_disable_rate_limits); other nodes keep it", name, limit)
+            else:
+                log.info("task %s: at most %s across every worker of the broker", name, limit)
+        for name, task in sorted(app.tasks.items()):
+            if task.concurrency_limit is not None:
+                log.info("task %s: at most %d running at once across every worker of the "
+                         "broker", name, task.concurrency_limit)

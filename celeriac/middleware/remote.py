@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import ControlCommand
 from celeriac.control import ALIASES, ControlMessage
-from celeriac.exceptions import BrokerError
+from celeriac.exceptions import BrokerError, ConfigurationError
 from celeriac.masking import mask_settings, mask_url
 from celeriac.middleware.base import Middleware
+from celeriac.task_options import parse_rate_limit
 from celeriac.worker.autoscale import Autoscaler
-from celeriac.worker.commands import ReportReserved
+from celeriac.worker.commands import ReportReserved, SetRateLimit
 
 if TYPE_CHECKING:
     from celeriac.worker.status import RunningTask
@@ -303,8 +304,25 @@ class RemoteControl(Middleware):
                       f"{supervisor.options.shutdown_timeout}s to finish"}
 
     def rate_limit(self, supervisor: Supervisor, message: ControlMessage) -> Any:
+        """The client stored the limit in the broker (it is cluster-wide); this node's
+        processes are told at once, and a process started later reads it from there."""
         task = message.arguments.get("task_name")
-        raise Refused(f"celeriac has no rate limits yet: {task} runs without one, as before")
+        rate = message.arguments.get("rate_limit")
+        if not isinstance(task, str) or task not in supervisor.app.tasks:
+            raise Refused("unknown task")
+        try:
+            per_second = parse_rate_limit(rate)
+        except ConfigurationError as exc:
+            raise Refused(f"Invalid rate limit string: {exc}") from None
+        if supervisor.app.conf.worker_disable_rate_limits:
+            return {"ok": "rate limits are disabled on this node (worker_disable_rate_limits)"}
+        for child in supervisor.children.values():
+            supervisor.send(child, SetRateLimit(task, "0" if per_second is None else str(rate)))
+        if per_second is None:
+            log.info("rate limits disabled for tasks of type %s", task)
+            return {"ok": "rate limit disabled successfully"}
+        log.info("new rate limit for tasks of type %s: %s", task, rate)
+        return {"ok": "new rate limit set successfully"}
 
     def time_limit(self, supervisor: Supervisor, message: ControlMessage) -> Any:
         task = message.arguments.get("task_name")

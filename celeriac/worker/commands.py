@@ -67,6 +67,17 @@ class SetTimeLimit:
 
 
 @dataclass(frozen=True)
+class SetRateLimit:
+    """Use rate limit ``rate`` for task ``task`` from its next message on (``celeriac
+    control rate_limit``; the client stored it in the broker, where a process started
+    later reads it)."""
+
+    kind: ClassVar[str] = "rate_limit"
+    task: str
+    rate: str
+
+
+@dataclass(frozen=True)
 class ReportReserved:
     """Report the messages held but not started, as :class:`~celeriac.worker.status.Reserved`
     events carrying ``request``."""
@@ -83,10 +94,10 @@ class Stop:
     reason: str
 
 
-Command = SetQueues | SetConcurrency | SetTimeLimit | ReportReserved | Stop
+Command = SetQueues | SetConcurrency | SetTimeLimit | ReportReserved | Stop | SetRateLimit
 #: The command pipe's lines, written and read by this one codec at both ends.
 COMMAND_LINES: LineCodec[Command] = LineCodec(
-    "command", (SetQueues, SetConcurrency, SetTimeLimit, ReportReserved, Stop))
+    "command", (SetQueues, SetConcurrency, SetTimeLimit, ReportReserved, Stop, SetRateLimit))
 #: kind -> class.
 COMMAND_TYPES = COMMAND_LINES.types
 encode_command = COMMAND_LINES.encode

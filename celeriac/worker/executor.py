@@ -29,6 +29,7 @@ from celeriac.message import TaskMessage, decode, peek_task_id
 from celeriac.middleware.base import (
     ACK,
     DEAD,
+    DEFER,
     REQUEUE,
     SETTLED,
     Outcome,
@@ -36,6 +37,7 @@ from celeriac.middleware.base import (
     Rejection,
     TaskRun,
 )
+from celeriac.middleware.limits import Limits
 from celeriac.pools.base import JobInfo, Pool
 from celeriac.states import FAILURE, IGNORED, REJECTED, REVOKED, SUCCESS
 from celeriac.worker.run import failure_record, run_task
@@ -66,6 +68,8 @@ class Executor:
         self.accept = serialization.content_types(app.conf.accept_content)
         #: ``request.hostname``: the node name (``-n``), as Celery's worker gives it.
         self.hostname = node or socket.gethostname()
+        #: Cluster-wide rate and concurrency limits (None in a pipeline without them).
+        self.limits = pipeline.find(Limits)
 
     def handle(self, delivery: Delivery) -> Outcome:
         try:
@@ -94,6 +98,15 @@ class Executor:
             run.record = skipped
             self.pipeline.task_skipped(run)
             return Outcome(ACK, record=kept(run, skipped))
+        limits = self.limits
+        if limits is not None and run.task.name in limits.limited:  # unlimited: one lookup
+            delay = limits.admit(run)
+            if delay is not None:
+                return Outcome(DEFER, "over its limit", delay=delay)
+            try:
+                return self._run(run)
+            finally:
+                limits.release(run)
         return self._run(run)
 
     def _prepare(self, delivery: Delivery, message: TaskMessage, task: Task[Any, Any]) -> TaskRun:

@@ -6,7 +6,8 @@ by killing the process). The order is always the same: the pipeline's
 ``before_settle`` hooks (status flush, result storage: a result is stored
 before its message is acked, and a message whose result could not be stored is
 delivered again later instead), then one ``ack`` for the batch, dead letters,
-requeues (a task's ``Reject(requeue=True)``) and delayed ones, then the ``after_settle`` hooks (recycling).
+requeues (a task's ``Reject(requeue=True)``), delayed ones and deferred ones (over a
+rate or concurrency limit: uncharged), then the ``after_settle`` hooks (recycling).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from celeriac.brokers.base import Broker
-from celeriac.middleware.base import ACK, DEAD, REQUEUE, RETRY_LATER, Finished, Pipeline
+from celeriac.middleware.base import ACK, DEAD, DEFER, REQUEUE, RETRY_LATER, Finished, Pipeline
 
 log = logging.getLogger("celeriac.worker")
 
@@ -45,5 +46,8 @@ class Settler:
                 self.broker.requeue([delivery], delay=RETRY_LATER_DELAY)
             elif outcome.action == REQUEUE:
                 self.broker.requeue([delivery])
+            elif outcome.action == DEFER:
+                # Never started (over a limit): this delivery is not charged.
+                self.broker.requeue([delivery], delay=outcome.delay, uncharge=True)
         self.pipeline.after_settle(batch)
         return batch

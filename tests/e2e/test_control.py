@@ -7,7 +7,8 @@
 * control changes what a node does: ``add_consumer``/``cancel_consumer`` change
   the queues it consumes, ``pool_grow``/``pool_shrink`` its concurrency (slots in
   a thread pool, processes in prefork), ``time_limit`` the limits of the next
-  task, ``shutdown`` stops one node and not the other;
+  task, ``rate_limit`` is stored in the broker and answered by every node,
+  ``shutdown`` stops one node and not the other;
 * bad input: a malformed command in the broker's stream is skipped with a log
   line and the node keeps answering; an unknown command is refused.
 """
@@ -215,10 +216,13 @@ def test_control_changes_the_nodes_it_names(project: Project, tmp_path: Path) ->
     unknown = project.cli("-A", "tasks", "control", "time_limit", "tasks.nope", "1", check=False)
     assert unknown.returncode == 1 and "ERROR unknown task 'tasks.nope'" in unknown.stdout
 
-    # rate_limit: not supported yet, and every node says so.
-    refused = flatten(app.control.rate_limit("tasks.add", "5/s", reply=True) or [])
-    assert sorted(refused) == [W1, W2]
-    assert all("celeriac has no rate limits yet" in reply["error"] for reply in refused.values())
+    # rate_limit: stored in the broker for the whole cluster, and every node applies it.
+    answered = flatten(app.control.rate_limit("tasks.add", "5/s", reply=True) or [])
+    assert answered == {W1: {"ok": "new rate limit set successfully"},
+                        W2: {"ok": "new rate limit set successfully"}}
+    assert app.broker.rate_limits()["tasks.add"] == "5/s"
+    bad = project.cli("-A", "tasks", "control", "rate_limit", "tasks.nope", "1/s", check=False)
+    assert bad.returncode == 1 and "ERROR unknown task" in bad.stdout
 
     # shutdown: one node stops warm, the other goes on.
     assert app.control.shutdown(destination=[W2], reply=True) == [

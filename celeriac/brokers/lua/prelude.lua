@@ -26,6 +26,7 @@
 --                              P:control:seq string counter (the newest seq: a new reader's cursor)
 --   P:reply:<box>      list    JSON replies to one control command, expiring (PEXPIRE)
 --   P:sent:<receipt>   string  a short-lived receipt of a publish or control write (retries)
+--   P:rl:*, P:cl:*             rate and concurrency limits: see limits.lua
 -- Keys are built from ARGV, so the scripts need a standalone Redis (not Cluster).
 local P = ARGV[1]
 
