@@ -66,6 +66,22 @@ def record(self, path, seconds=0.0):
 '''
 
 
+def compare_python() -> Path | None:
+    """The Python of a venv with real Celery and kombu, for the interop tests:
+    ``CELERIAC_COMPARE_VENV`` (``./scripts/test`` makes ``.venv-celery``), else
+    ``bench/.venv-compare``; None when neither exists."""
+    default = Path(__file__).resolve().parents[1] / "bench" / ".venv-compare"
+    python = Path(os.environ.get("CELERIAC_COMPARE_VENV", default)) / "bin" / "python"
+    return python if python.exists() else None
+
+
+#: An interop test needs real Celery: it skips without it locally, and fails under
+#: ``CI=true`` (``./scripts/test`` installs it there), as a missing redis-server does.
+needs_celery = pytest.mark.skipif(
+    compare_python() is None and os.environ.get("CI") != "true",
+    reason="no venv with Celery (CELERIAC_COMPARE_VENV or bench/.venv-compare)")
+
+
 def gevent_patched() -> bool:
     """True in the gevent-patched leg (``tests/gevent_leg.py``): threads here are greenlets."""
     monkey = sys.modules.get("gevent.monkey")

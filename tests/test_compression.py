@@ -24,6 +24,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from conftest import compare_python, needs_celery
 
 from celeriac import Celeriac, compression
 from celeriac.brokers.base import OutgoingMessage
@@ -99,16 +100,10 @@ def test_a_compressed_json_body_is_kombus_layout(case: dict[str, Any]) -> None:
     assert json.loads(compression.decompress(packed, method.content_type))[2] == EMBED
 
 
-def _compare_python() -> Path | None:
-    venv = Path(os.environ.get("CELERIAC_COMPARE_VENV", ROOT / "bench" / ".venv-compare"))
-    python = venv / "bin" / "python"
-    return python if python.exists() else None
-
-
-@pytest.mark.skipif(_compare_python() is None, reason="no bench/.venv-compare (Celery and kombu)")
+@needs_celery
 def test_kombu_reads_our_compressed_and_msgpack_messages(tmp_path: Path) -> None:
-    python = _compare_python()
-    assert python is not None
+    python = compare_python()
+    assert python is not None, "no venv with kombu: run ./scripts/test, or set CELERIAC_COMPARE_VENV"
     # kombu registers msgpack only if it can import it: a directory holding only a link to
     # this interpreter's msgpack package gives it that, and nothing else.
     (tmp_path / "msgpack").symlink_to(Path(msgpack.__file__).parent)

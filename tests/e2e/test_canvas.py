@@ -4,14 +4,13 @@ Redis; and a chain written by Celery's own client running to its end here."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project
+from conftest import Project, compare_python, needs_celery
 
 from celeriac.brokers import OutgoingMessage
 
@@ -47,8 +46,10 @@ def old_err(task_id):
         f.write(f"old {task_id}\\n")
 '''
 
-COMPARE = Path(os.environ.get("CELERIAC_COMPARE_VENV",
-                              Path(__file__).resolve().parents[2] / "bench" / ".venv-compare"))
+def celery_python() -> str:
+    python = compare_python()
+    assert python is not None, "no venv with Celery: run ./scripts/test, or set CELERIAC_COMPARE_VENV"
+    return str(python)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -186,11 +187,10 @@ CELERY_CHAIN = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.skipif(not (COMPARE / "bin" / "python").exists(),
-                    reason="no bench/.venv-compare (Celery)")
+@needs_celery
 def test_a_chain_sent_by_celery_runs_to_its_end(canvas: tuple[Project, Any, Path]) -> None:
     _, app, log = canvas
-    out = subprocess.run([str(COMPARE / "bin" / "python"), "-c", CELERY_CHAIN],
+    out = subprocess.run([celery_python(), "-c", CELERY_CHAIN],
                          capture_output=True, timeout=120, check=True, text=True).stdout
     sent = json.loads(out)
     app.broker.publish([OutgoingMessage(queue="celery", body=json.dumps(sent[key]).encode())
@@ -228,8 +228,7 @@ CELERY_WORKER = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.skipif(not (COMPARE / "bin" / "python").exists(),
-                    reason="no bench/.venv-compare (Celery)")
+@needs_celery
 def test_a_chain_sent_by_celeriac_runs_to_its_end_on_a_celery_worker() -> None:
     from celeriac import Celeriac
 
@@ -247,7 +246,7 @@ def test_a_chain_sent_by_celeriac_runs_to_its_end_on_a_celery_worker() -> None:
     [delivery] = app.broker.fetch(["celery"], 10, consumer="test", lease=30)
     sent = {"last": result.id, "first": result.parent.parent.id,
             "message": json.loads(delivery.body)}
-    out = subprocess.run([str(COMPARE / "bin" / "python"), "-c", CELERY_WORKER],
+    out = subprocess.run([celery_python(), "-c", CELERY_WORKER],
                          input=json.dumps(sent), capture_output=True, timeout=120, check=True,
                          text=True).stdout
     assert json.loads(out.splitlines()[-1]) == [60, 3]
