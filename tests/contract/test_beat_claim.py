@@ -16,7 +16,7 @@ import pytest
 
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
 from celeriac.exceptions import ConfigurationError
-from tests.contract.test_broker import BROKERS, _make_broker, fetch, new_queue
+from contract.test_broker import BROKERS, _make_broker, fetch, new_queue
 
 
 @pytest.fixture(params=BROKERS)

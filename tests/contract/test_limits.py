@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from celeriac.brokers import Broker
-from tests.contract.test_broker import BROKERS, REPO_ROOT, SHARED, _make_broker
+from contract.test_broker import BROKERS, REPO_ROOT, SHARED, _make_broker
 
 #: 10 runs per second: 100 ms apart.
 RATE = 10.0

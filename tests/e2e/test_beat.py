@@ -16,10 +16,10 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from conftest import Project, Worker, wait_until
 
 from celeriac.brokers import broker_from_url
 from celeriac.message import decode
-from tests.conftest import Project, Worker, wait_until
 
 #: A 1 s entry whose task records the run it was sent for; a queue of its own, so the
 #: test can also read the messages themselves.
