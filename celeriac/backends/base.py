@@ -135,7 +135,12 @@ class ResultBackend(ABC):
 
     @abstractmethod
     def store(self, record: ResultRecord) -> None:
-        """Write ``record`` (replacing any earlier record of the same task id)."""
+        """Write ``record``, replacing any earlier record of the same task id, except
+        that a ready record (SUCCESS, FAILURE, REVOKED) is never replaced by one that is
+        not ready (STARTED, RETRY, a custom state), as Celery's backends refuse to
+        overwrite a success. Without this a retry's new run, sent before the RETRY of
+        the run that asked for it is stored, could store SUCCESS first and then see it
+        overwritten by RETRY: ``get()`` would wait for ever. Atomic per record."""
 
     def store_many(self, records: Sequence[ResultRecord]) -> None:
         """Write several records; backends override this to batch."""

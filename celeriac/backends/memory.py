@@ -24,12 +24,15 @@ from typing import Any, NamedTuple
 
 from celeriac.backends.base import ResultBackend, ResultRecord
 from celeriac.exceptions import TimeoutError
+from celeriac.states import READY_STATES
 
 
 class _Entry(NamedTuple):
     payload: str
     #: ``time.monotonic()`` after which the record is gone; None = never.
     expires_at: float | None
+    #: A task record's status (a saved group's entry has none).
+    status: str = ""
 
 
 @dataclass
@@ -80,11 +83,17 @@ class MemoryBackend(ResultBackend):
     def store_many(self, records: Sequence[ResultRecord]) -> None:
         # Encode everything first so a bad record stores nothing (like a rolled-back
         # transaction in the SQL backend).
-        encoded = [(record.task_id, record.to_json()) for record in records]
+        encoded = [(record.task_id, record.status, record.to_json()) for record in records]
         expires_at = self._expiry()
         with self._changed:
-            for task_id, payload in encoded:
-                self._records[task_id] = _Entry(payload, expires_at)
+            now = time.monotonic()
+            for task_id, status, payload in encoded:
+                if status not in READY_STATES:  # never over a ready record (see ResultBackend.store)
+                    current = self._records.get(task_id)
+                    if (current is not None and current.status in READY_STATES
+                            and (current.expires_at is None or current.expires_at > now)):
+                        continue
+                self._records[task_id] = _Entry(payload, expires_at, status)
             self._changed.notify_all()
 
     def get(self, task_id: str) -> ResultRecord | None:

@@ -144,6 +144,27 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 """
 
+#: Store an unready record (STARTED, RETRY, a custom state) unless the key holds a ready
+#: one (ResultBackend.store): KEYS[1] the record, ARGV payload, PX ('' = none), channel,
+#: status. Ready records, nearly every store, skip it: a plain SET needs no check.
+STORE_UNREADY_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+    local ok, record = pcall(cjson.decode, current)
+    if ok and type(record) == 'table' and (record.status == 'SUCCESS'
+            or record.status == 'FAILURE' or record.status == 'REVOKED') then
+        return 0
+    end
+end
+if ARGV[2] == '' then
+    redis.call('SET', KEYS[1], ARGV[1])
+else
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
 #: Longest the reader blocks in one read, so it notices close() and a silent connection.
 LISTEN_TICK = 1.0
 #: Seconds of silence after which the reader PINGs the server, and after which
@@ -385,6 +406,7 @@ class RedisBackend(ResultBackend):
         self._join_script = self._redis.register_script(CHORD_JOIN_LUA)
         self._claim_script = self._redis.register_script(CHORD_CLAIM_BODY_LUA)
         self._done_script = self._redis.register_script(CHORD_DONE_LUA)
+        self._store_unready = self._redis.register_script(STORE_UNREADY_LUA)
 
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"
@@ -430,7 +452,8 @@ class RedisBackend(ResultBackend):
         self.store_many([record])
 
     def store_many(self, records: Sequence[ResultRecord]) -> None:
-        """One ``MULTI``/``EXEC`` round trip: a ``SET`` with TTL and a ``PUBLISH`` per record."""
+        """One ``MULTI``/``EXEC`` round trip: a ``SET`` with TTL and a ``PUBLISH`` per ready
+        record; an unready one goes through a script that leaves a ready record alone."""
         if not records:
             return
         encoded = [(r.task_id, r.status, r.to_json()) for r in records]  # a bad one stores nothing
@@ -439,8 +462,12 @@ class RedisBackend(ResultBackend):
         def write() -> None:
             pipe = self._redis.pipeline(transaction=True)
             for task_id, status, payload in encoded:
-                pipe.set(self._key(task_id), payload, px=px)
-                pipe.publish(self._channel(task_id), status)
+                if status in READY_STATES:
+                    pipe.set(self._key(task_id), payload, px=px)
+                    pipe.publish(self._channel(task_id), status)
+                else:
+                    self._store_unready(keys=[self._key(task_id)], client=pipe, args=[
+                        payload, "" if px is None else px, self._channel(task_id), status])
             pipe.execute()
 
         self._call(write)

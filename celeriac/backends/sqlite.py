@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from celeriac.backends.base import ResultBackend, ResultRecord
 from celeriac.exceptions import BackendError, BrokerError, TimeoutError
 from celeriac.sqlitedb import Database, path_from_url
+from celeriac.states import READY_STATES
 
 T = TypeVar("T")
 
@@ -60,6 +61,16 @@ CREATE TABLE IF NOT EXISTS chord_members (
     PRIMARY KEY (group_id, idx)
 )
 """
+
+_READY_SQL = ", ".join(f"'{state}'" for state in sorted(READY_STATES))
+#: Store a record: insert, or replace the stored one unless that one is ready (and
+#: live) and the new one is not (see ResultBackend.store).
+_UPSERT = (
+    "INSERT INTO results (task_id, status, payload, expires_at) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, payload = excluded.payload, "
+    "expires_at = excluded.expires_at "
+    f"WHERE excluded.status IN ({_READY_SQL}) OR results.status NOT IN ({_READY_SQL}) "
+    "OR (results.expires_at IS NOT NULL AND results.expires_at <= ?5)")
 
 _SELECT_LIVE = ("SELECT payload FROM results "
                 "WHERE task_id = ? AND (expires_at IS NULL OR expires_at > ?)")
@@ -118,9 +129,9 @@ class SQLiteBackend(ResultBackend):
             return
         expires_at = self._expiry()
         rows = [(r.task_id, r.status, r.to_json(), expires_at) for r in records]
-        self._write(lambda conn: conn.executemany(
-            "INSERT OR REPLACE INTO results (task_id, status, payload, expires_at) "
-            "VALUES (?, ?, ?, ?)", rows))
+        # A ready record is not replaced by an unready one (ResultBackend.store), unless
+        # it has expired: one upsert per row decides, inside the transaction.
+        self._write(lambda conn: conn.executemany(_UPSERT, [(*row, time.time()) for row in rows]))
 
     def get(self, task_id: str) -> ResultRecord | None:
         row = self._read(lambda conn: conn.execute(

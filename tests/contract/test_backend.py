@@ -143,6 +143,41 @@ def test_store_overwrites_earlier_state(backend: ResultBackend) -> None:
     assert (got.status, got.result) == (SUCCESS, 42)
 
 
+@pytest.mark.parametrize("late", [STARTED, RETRY, "PROGRESS"])
+def test_a_ready_record_is_never_replaced_by_an_unready_one(backend: ResultBackend,
+                                                             late: str) -> None:
+    """A retry's new run can store SUCCESS before the RETRY of the run that asked for it
+    is stored: the late RETRY must not hide the result (get() would wait for ever)."""
+    task_id = new_id()
+    backend.store(ResultRecord(task_id=task_id, status=SUCCESS, result=7))
+    backend.store(ResultRecord(task_id=task_id, status=late))
+    backend.store_many([ResultRecord(task_id=task_id, status=late),
+                        ResultRecord(task_id=new_id(), status=late)])
+    got = backend.get(task_id)
+    assert got is not None and (got.status, got.result) == (SUCCESS, 7)
+    assert backend.wait(task_id, timeout=1).result == 7
+    # A ready record still replaces a ready one (a task id run again), and unready
+    # records replace each other.
+    backend.store(ResultRecord(task_id=task_id, status=FAILURE, exc_type="ValueError"))
+    assert backend.get(task_id).status == FAILURE  # type: ignore[union-attr]
+    other = new_id()
+    backend.store(ResultRecord(task_id=other, status=STARTED))
+    backend.store(ResultRecord(task_id=other, status=late, extra={"n": 1}))
+    assert backend.get(other).status == late  # type: ignore[union-attr]
+
+
+def test_an_expired_ready_record_is_replaced(backend: ResultBackend) -> None:
+    short = type(backend)(backend.url, expires=0.2)
+    try:
+        task_id = new_id()
+        short.store(ResultRecord(task_id=task_id, status=SUCCESS, result=1))
+        time.sleep(0.3)
+        short.store(ResultRecord(task_id=task_id, status=STARTED))
+        assert short.get(task_id).status == STARTED  # type: ignore[union-attr]
+    finally:
+        short.close()
+
+
 def test_records_are_independent_copies(backend: ResultBackend) -> None:
     task_id = new_id()
     record = ResultRecord(task_id=task_id, status=SUCCESS, result={"items": [1]})
