@@ -308,7 +308,7 @@ def wire_options(options: Mapping[str, Any], name: str) -> SendOptions:
         raise ConfigurationError(f"{name}: {NO_CHORDS}")
     kept: dict[str, Any] = {}
     for key, value in options.items():
-        if key in SEND_OPTIONS:
+        if key in SEND_OPTIONS and key not in CELERY_BOOKKEEPING:
             kept[key] = value
         elif key not in CELERY_BOOKKEEPING and key != "chord":
             log.debug("option %s=%r of signature %s has no meaning in celeriac; dropped",
