@@ -286,3 +286,22 @@ def test_a_misspelt_option_still_gets_a_hint(app: Celeriac) -> None:
 
     with pytest.raises(UnknownSettingError, match="did you mean 'headers'"):
         noop.apply_async(header={"a": 1})  # type: ignore[call-arg]
+
+
+def test_a_signature_keeps_headers_and_shadow_through_its_dict_form(app: Celeriac) -> None:
+    from celeriac.canvas import Signature
+
+    @app.task(name="t.noop")
+    def noop() -> None:
+        return None
+
+    sig = noop.s().set(headers={"tenant": "acme"}, shadow="alias", routing_key="reports")
+    wire = sig.to_dict()
+    wire["options"]["headers"] = {"tenant": "acme", "stamped_headers": ["x"]}  # Celery's stamping
+    again = Signature.from_dict(wire, app)
+    assert again.options == {"headers": {"tenant": "acme"}, "shadow": "alias"}
+    again.delay()
+    message = fetched(app)
+    assert message.headers["tenant"] == "acme" and message.headers["shadow"] == "alias"
+    sig.delay()  # the signature itself routes by its routing key
+    assert fetched(app, "reports").headers["shadow"] == "alias"
