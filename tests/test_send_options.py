@@ -8,11 +8,15 @@ The same with the real CLI worker: ``tests/e2e/test_send_options.py``.
 from __future__ import annotations
 
 import logging
+import subprocess
+import textwrap
 from typing import Any
 
 import pytest
+from conftest import compare_python, needs_celery
 
 from celeriac import Celeriac, Task
+from celeriac.brokers import OutgoingMessage
 from celeriac.exceptions import ConfigurationError, UnknownSettingError
 from celeriac.message import TaskMessage, decode
 from celeriac.middleware import Pipeline, TaskRun
@@ -305,3 +309,35 @@ def test_a_signature_keeps_headers_and_shadow_through_its_dict_form(app: Celeria
     assert message.headers["tenant"] == "acme" and message.headers["shadow"] == "alias"
     sig.delay()  # the signature itself routes by its routing key
     assert fetched(app, "reports").headers["shadow"] == "alias"
+
+
+CELERY_SENDS = textwrap.dedent('''
+    import json
+    from celery import Celery
+    app = Celery("t", broker="memory://")
+
+    @app.task(name="t.seen", bind=True)
+    def seen(self): pass
+
+    with app.connection() as conn:
+        seen.apply_async(headers={"tenant": "acme"}, shadow="seen-for-acme", connection=conn)
+        print(json.dumps(conn.default_channel._get("celery")))
+''')
+
+
+@needs_celery
+def test_headers_and_shadow_sent_by_celery_reach_a_celeriac_task(app: Celeriac) -> None:
+    python = compare_python()
+    assert python is not None
+    out = subprocess.run([str(python), "-c", CELERY_SENDS], capture_output=True, timeout=120,
+                         check=True, text=True).stdout
+
+    @app.task(name="t.seen", bind=True)
+    def seen(self: Task[Any, Any]) -> list[Any]:
+        return [self.request.headers, self.request.tenant,  # type: ignore[attr-defined]
+                self.request.shadow]
+
+    app.broker.publish([OutgoingMessage(queue="celery", body=out.strip().encode())])
+    run = run_next(app, seen)
+    assert run.retval == [{"tenant": "acme"}, "acme", "seen-for-acme"]
+    assert run.name == "seen-for-acme"
