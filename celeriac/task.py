@@ -318,8 +318,9 @@ class Task(Generic[P, R]):
         """Send the task. ``countdown`` (seconds) or ``eta`` delay it; ``expires`` is
         seconds from now or a datetime after which it is not run; ``queue``,
         ``priority``, ``time_limit``, ``soft_time_limit``, ``serializer``,
-        ``compression`` and ``ignore_result`` override the task's options for this call (see
-        :class:`SendOptions`). An unknown option raises :class:`UnknownSettingError`."""
+        ``compression`` and ``ignore_result`` override the task's options for this call;
+        ``headers``, ``shadow``, ``routing_key``... as in Celery (see :class:`SendOptions`
+        and :mod:`celeriac.send_options`). An unknown option raises :class:`UnknownSettingError`."""
         check_send_options(options)
         self.check_arguments(args, kwargs)
         if self.app.conf["task_always_eager"]:
