@@ -28,6 +28,7 @@ from celeriac.context import current_request, current_task_var
 from celeriac.exceptions import ConfigurationError, NotRegistered
 from celeriac.message import Envelope, build
 from celeriac.result import AsyncResult, add_to_parent
+from celeriac.send_options import add_extras, note_publish_retry, routed_queue
 from celeriac.settings import Settings, suggest
 from celeriac.task import MESSAGE_OPTIONS, Task, TaskOptions, check_send_options, to_timestamp
 from celeriac.worker.options import pool_queue
@@ -363,8 +364,9 @@ class Celeriac:
                 if fnmatch.fnmatchcase(name, pattern):
                     target = candidate
                     break
-        if isinstance(target, dict):
-            target = target.get("queue")
+        if isinstance(target, dict):  # Celery's {"queue": ..., "routing_key": ..., "exchange": ...}
+            target = routed_queue(target.get("queue"), target.get("routing_key"),
+                                  target.get("exchange"), f"task_routes[{name!r}]")
         if target:
             return str(target)
         task = self.tasks.get(name)
@@ -389,7 +391,8 @@ class Celeriac:
                                                    watched=watched, **options)
         self._publish([message], [envelope] if envelope is not None else [])
         result: AsyncResult[Any] = AsyncResult(task_id, self, name)
-        add_to_parent(result)
+        if options.get("add_to_parent", True):
+            add_to_parent(result)
         return result
 
     def _publish(self, messages: list[OutgoingMessage], envelopes: list[Envelope]) -> None:
@@ -433,6 +436,7 @@ class Celeriac:
         results: list[AsyncResult[R]] = []
         messages: list[OutgoingMessage] = []
         envelopes: list[Envelope] = []
+        kept_out: set[int] = set()  # add_to_parent=False
         # Messages are kept whole for the publish hooks only when one watches: thousands
         # of envelopes held until the publish cost more in garbage collection than in
         # building them.
@@ -450,13 +454,16 @@ class Celeriac:
                 _note(exc, f"raised for message {index} ({signature!r}); nothing was published")
                 raise
             results.append(AsyncResult(task_id, self, signature.name))
+            if signature.options.get("add_to_parent") is False:
+                kept_out.add(index)
             messages.append(message)
             if envelope is not None:
                 envelopes.append(envelope)
         self._publish_chunks(messages, envelopes, chunk_size or len(messages))
         if group_id is None:  # a group's tasks are one child: group.apply_async adds it
-            for result in results:
-                add_to_parent(result)
+            for index, result in enumerate(results):
+                if index not in kept_out:
+                    add_to_parent(result)
         return results
 
     def _publish_chunks(self, messages: list[OutgoingMessage], envelopes: list[Envelope],
@@ -497,12 +504,15 @@ class Celeriac:
         link: Links = None,
         link_error: Links = None,
         chain: list[dict[str, Any]] | None = None,
+        **rare: Any,
     ) -> tuple[str, OutgoingMessage, Envelope | None]:
         """Route, check and encode one message; send nothing. Returns its task id, the
         message and, when ``watched`` (a publish hook watches), its parts for the hooks.
 
         Raises before anything is sent: ConfigurationError for a bad priority,
         serializer or compression, SerializationError for arguments the serializer cannot encode.
+        ``rare``: the send options of :mod:`celeriac.send_options` (headers, shadow,
+        routing_key...), already checked by name; the common send pays one test for them.
         """
         task_id = task_id or str(uuid.uuid4())
         eta_ts = now + countdown if countdown else to_timestamp(eta)
@@ -521,6 +531,9 @@ class Celeriac:
         if parent is not None and parent.id and parent_id is None:
             parent_id = parent.id
             root_id = root_id or parent.root_id or parent.id
+        if rare:
+            queue = routed_queue(queue, rare.get("routing_key"), rare.get("exchange"))
+            note_publish_retry(rare.get("retry"), rare.get("retry_policy"))
         target = self.route(name, queue)
         embed = None
         if link or link_error or chain:  # the common case pays one test
@@ -534,6 +547,8 @@ class Celeriac:
             time_limit=time_limit, soft_time_limit=soft_time_limit, root_id=root_id,
             parent_id=parent_id, group=group, priority=priority, ignore_result=bool(ignore_result),
             compression=compression or conf["task_compression"], embed=embed)
+        if rare:
+            add_extras(envelope, rare.get("headers"), rare.get("shadow"), rare.get("reply_to"))
         if watched:
             self.middleware.before_publish(self, envelope)
         message = OutgoingMessage(queue=target, body=envelope.dumps(), priority=priority,

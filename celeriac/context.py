@@ -81,6 +81,8 @@ class Request:
     origin: str | None = None
     #: The message's custom headers (see :func:`custom_headers`), or None.
     headers: dict[str, Any] | None = None
+    #: The name the sender gave this run for logs and events (``apply_async(shadow=)``).
+    shadow: str | None = None
     #: True when no worker or ``apply`` runs the task: its function was called as a
     #: function, outside any task (Celery's default, so an empty request says so).
     called_directly: bool = True
@@ -137,6 +139,8 @@ class Request:
             "root_id": self.root_id, "parent_id": self.parent_id, "group": self.group,
             # A retry keeps what follows the task: callbacks, errbacks, the rest of a chain.
             "link": self.callbacks, "link_error": self.errbacks, "chain": self.chain,
+            # ... and its custom headers, shadow name and reply_to, as Celery's retry does.
+            "headers": self.headers, "shadow": self.shadow, "reply_to": self.reply_to,
         }
 
 

@@ -248,7 +248,9 @@ SETTINGS: dict[str, Setting] = {
                 "(Celery's name).", _str),
         Setting("task_default_priority", 0, "Priority 0-9 (9 runs first) for tasks that set none.",
                 _priority),
-        Setting("task_routes", {}, "Task name (or glob pattern) -> queue name or {'queue': name}.",
+        Setting("task_routes", {}, "Task name (or glob pattern) -> queue name or {'queue': name} (Celery's "
+                "{'routing_key': name} names the queue too; an exchange other than '' or "
+                "'celery' is refused).",
                 _mapping),
         Setting("task_serializer", "json", "How task arguments are encoded: json (with kombu's "
                 "markers for datetime, date, time, Decimal, UUID and bytes), msgpack (kombu's; "
@@ -419,6 +421,13 @@ KNOBS = [
     Knob("broker_connection_max_retries", 100, (100,), "a producer retries a lost "
          "connection for broker_reconnect_timeout seconds, a worker for as long as it takes"),
     Knob("broker_pool_limit", 10, (10,), "each process keeps the connections it needs"),
+    Knob("task_publish_retry", True, (True,), "a producer waits out a lost broker connection "
+         "for broker_reconnect_timeout seconds, then raises BrokerUnreachable; "
+         "apply_async(retry=, retry_policy=) likewise"),
+    Knob("task_publish_retry_policy", {"max_retries": 3, "interval_start": 0, "interval_max": 1,
+                                       "interval_step": 0.2},
+         ({"max_retries": 3, "interval_start": 0, "interval_max": 1, "interval_step": 0.2},),
+         "broker_reconnect_timeout bounds how long a producer waits out a lost broker connection"),
     Knob("broker_heartbeat", 120.0, (120, 120.0, None, 0), "AMQP heartbeats; the Redis and "
          "SQLite brokers have none"),
     Knob("broker_transport_options", {}, ({},), "kombu's transport options; the lease that "

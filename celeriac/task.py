@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
+from types import MethodType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar
 
 from celeriac.context import Request, current_request
@@ -27,6 +28,7 @@ from celeriac.exceptions import (
 )
 from celeriac.loader import importable_name
 from celeriac.result import add_to_parent
+from celeriac.send_options import checked_headers, refusal
 from celeriac.settings import suggest
 from celeriac.task_options import CLASS_OPTIONS, arguments_checker
 from celeriac.task_options import TaskOptions as TaskOptions  # its home before task_options.py
@@ -84,6 +86,22 @@ class SendOptions(TypedDict, total=False):
     link: Links
     #: Signatures called when the task fails for good: the message's ``errbacks``.
     link_error: Links
+    #: Custom message headers, seen by the task as ``self.request.headers`` and as
+    #: request attributes; a protocol header is refused (docs/migrating.md "Send options").
+    headers: dict[str, Any] | None
+    #: The name logs and events show for this run (the ``shadow`` header).
+    shadow: str | None
+    #: The message's ``reply_to`` property (``self.request.reply_to``).
+    reply_to: str | None
+    #: Celery's routing: on the default exchange the routing key is the queue's name
+    #: (used when ``queue`` is not given); any other exchange is refused.
+    routing_key: str | None
+    exchange: Any
+    #: Celery's publish retry: accepted, not acted on (``broker_reconnect_timeout`` is).
+    retry: bool | None
+    retry_policy: dict[str, Any] | None
+    #: False: a send from inside a task is not added to ``self.request.children``.
+    add_to_parent: bool
 
 
 class MessageOptions(SendOptions, total=False):
@@ -112,6 +130,9 @@ def check_send_options(options: Mapping[str, Any], where: str = "apply_async", *
     """
     for key in options:
         if key not in allowed:
+            refused = refusal(key, where)
+            if refused is not None:
+                raise refused
             raise UnknownSettingError(f"unknown option {key!r} for {where}{suggest(key, sorted(allowed))}")
     if shared and options.get("task_id") is not None:
         raise ConfigurationError(f"{where}: task_id would give every message the same id; "
@@ -148,14 +169,18 @@ class Task(Generic[P, R]):
         self.name = options.name or f"{importable_name(fn.__module__)}.{fn.__qualname__}"
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
-        # Unknown decorator keywords are the task's own attributes, as in Celery.
+        # Unknown decorator keywords are the task's own attributes, as in Celery (a
+        # function given as shadow_name is a method there: bound to the task here).
         for key, value in options.extra.items():
-            setattr(self, key, value)
+            setattr(self, key, MethodType(value, self) if key == "shadow_name" else value)
         # A base class's plain attribute (acks_late = False) hides the property that
         # resolves the option: the decorator's keyword must still win over it.
         for key in options.given & CLASS_OPTIONS:
             if any(key in vars(k) for k in type(self).__mro__[:type(self).__mro__.index(Task)]):
                 setattr(self, key, getattr(options, key))
+        #: True when this task names its runs (``shadow_name``): only then is it called.
+        self.has_shadow_name = (type(self).shadow_name is not Task.shadow_name
+                                or "shadow_name" in vars(self))
         #: True when this class overrides a handler (the worker skips them otherwise).
         self.has_handlers = any(getattr(type(self), h) is not getattr(Task, h) for h in HANDLERS)
 
@@ -178,6 +203,13 @@ class Task(Generic[P, R]):
     def after_return(self, status: str, retval: Any, task_id: str, args: list[Any],
                      kwargs: dict[str, Any], einfo: ExceptionInfo | None) -> None:
         """After the run, whatever its outcome: ``retval`` is the value or the exception."""
+
+    def shadow_name(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
+                    options: Mapping[str, Any]) -> str | None:
+        """The name logs and events show for a run sent with these arguments and options,
+        or None for the task's own (Celery's hook; ``@app.task(shadow_name=fn)`` too,
+        ``fn(task, args, kwargs, options)``). ``apply_async(shadow=...)`` wins over it."""
+        return None
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -286,16 +318,20 @@ class Task(Generic[P, R]):
         """Send the task. ``countdown`` (seconds) or ``eta`` delay it; ``expires`` is
         seconds from now or a datetime after which it is not run; ``queue``,
         ``priority``, ``time_limit``, ``soft_time_limit``, ``serializer``,
-        ``compression`` and ``ignore_result`` override the task's options for this call (see
-        :class:`SendOptions`). An unknown option raises :class:`UnknownSettingError`."""
+        ``compression`` and ``ignore_result`` override the task's options for this call;
+        ``headers``, ``shadow``, ``routing_key``... as in Celery (see :class:`SendOptions`
+        and :mod:`celeriac.send_options`). An unknown option raises :class:`UnknownSettingError`."""
         check_send_options(options)
         self.check_arguments(args, kwargs)
         if self.app.conf["task_always_eager"]:
             sent_args, sent_kwargs = self._as_sent(args, kwargs, options.get("serializer"),
                                                    options.get("compression"))
             result = self.apply(sent_args, sent_kwargs, **options)
-            add_to_parent(result)
+            if options.get("add_to_parent", True):
+                add_to_parent(result)
             return result
+        if self.has_shadow_name and not options.get("shadow"):
+            options["shadow"] = self.shadow_name(args, kwargs, options)
         return self.app.send_task(self.name, args, kwargs, **self.resolve_options(options))
 
     def _as_sent(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
@@ -406,7 +442,7 @@ class Task(Generic[P, R]):
                 self.check_arguments(item, None)
             eager = [self._as_sent(item, None, serializer, compression) for item in items]
             results = [self.apply(call_args, call_kwargs, **options) for call_args, call_kwargs in eager]
-            for result in results:
+            for result in results if options.get("add_to_parent", True) else ():
                 add_to_parent(result)
             return list(results)  # list[EagerResult] is not a list[AsyncResult] to mypy
         from celeriac.canvas import Signature
@@ -443,7 +479,8 @@ class Task(Generic[P, R]):
             store=store and not ignore,
             store_errors=bool(store and ignore and self.store_errors_even_if_ignored),
             priority=options.get("priority"), link=options.get("link"),
-            link_error=options.get("link_error"))
+            link_error=options.get("link_error"),
+            headers=checked_headers(options["headers"]) if options.get("headers") else None)
 
     def update_state(self, task_id: str | None = None, state: str | None = None,
                      meta: Any = None, **kwargs: Any) -> None:

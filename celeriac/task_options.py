@@ -275,6 +275,8 @@ def _check_custom(key: str) -> None:
     if close:
         raise UnknownSettingError(f"unknown task option {key!r} (did you mean {close[0]!r}?); "
                                   "other unknown names become attributes of the task")
+    if key == "shadow_name":  # Celery's documented way to set the hook without a subclass
+        return
     if not key.isidentifier() or hasattr(Task, key) or key in {"app", "fn", "options", "name"}:
         raise ConfigurationError(f"task option {key!r}: not an option, and as a custom "
                                  "attribute it would hide the task's own attribute of that name")

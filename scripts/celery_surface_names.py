@@ -20,6 +20,7 @@ option strings of a command-line option (space-separated) and ``takes`` is ``fla
 from __future__ import annotations
 
 import inspect
+import re
 
 import celery
 import celery.exceptions
@@ -41,6 +42,10 @@ DECORATOR_ONLY = ("shared", "filter", "lazy", "autoretry_for", "dont_autoretry_f
 #: ``Task.bind`` and ``Task._get_exec_options`` (celery/app/task.py).
 EXEC_OPTIONS = ("queue", "exchange", "exchange_type", "routing_key", "delivery_mode",
                 "compression", "immediate", "mandatory")
+#: ``kombu.Producer.publish`` message properties that ``apply_async`` passes through
+#: ("Also supports all keyword arguments supported by kombu.Producer.publish", its
+#: docstring's note), as Celery apps use them: the AMQP ones and reply/correlation ids.
+PUBLISH_OPTIONS = ("reply_to", "correlation_id", "delivery_mode", "mandatory", "immediate")
 #: Options that Celery's Task class defines as properties (with a setter): ``backend``.
 PROPERTIES = ("backend",)
 #: Task class attributes that are not options (set by Celery itself).
@@ -65,11 +70,22 @@ def task_options() -> list[str]:
                   - NOT_OPTIONS)
 
 
+def send_options() -> list[str]:
+    """The options ``Task.apply_async`` documents (its docstring's ``name (type):``
+    entries) and takes by name, less the call's own ``args`` and ``kwargs``."""
+    doc = inspect.getdoc(Task.apply_async) or ""
+    documented = {match.group(1) for match in re.finditer(r"^    (\w+) \([^)]*\):", doc, re.M)}
+    named = set(inspect.signature(Task.apply_async).parameters)
+    return sorted((documented | named | set(PUBLISH_OPTIONS))
+                  - {"self", "args", "kwargs", "options"})
+
+
 def lines() -> list[str]:
     out = [f"command\t{name}\t\t" for name in sorted(celery_command.commands)]
     out += [_option("celery option", p) for p in celery_command.params if p.name != "help"]
     out += [_option("worker flag", p) for p in worker_command.params if p.name != "help"]
     out += [f"task option\t{name}\t\t" for name in task_options()]
+    out += [f"send option\t{name}\t\t" for name in send_options()]
     out += [f"AsyncResult\t{name}\t\t" for name in dir(AsyncResult) if not name.startswith("_")]
     out += [f"exception\t{name}\t\t" for name in celery.exceptions.__all__]
     out += [f"state\t{name}\t\t" for name in dir(celery.states) if name.isupper()]

@@ -45,6 +45,7 @@ KINDS = {
     "worker flag": "`celery worker` flags",
     "setting": "Settings",
     "task option": "Task options (`@app.task(...)` and `base=` class attributes)",
+    "send option": "Send options (`apply_async(...)`, `send_task`, `signature(...).set`)",
     "AsyncResult": "`AsyncResult` methods and attributes",
     "exception": "`celery.exceptions`",
     "state": "`celery.states`",

@@ -36,6 +36,7 @@ from celeriac.cli.main import cli
 from celeriac.exceptions import ConfigurationError, UnknownSettingError
 from celeriac.result import AsyncResult
 from celeriac.settings import Settings
+from celeriac.task import SEND_OPTIONS, check_send_options
 from celeriac.task_options import OPTION_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,21 @@ def task_option_accepted(name: str) -> bool:
         raise Neither(f"task option {name!r}: refused, but not as a Celery option: {exc}") from None
     raise Neither(f"task option {name!r} becomes a custom attribute without meaning: refuse it "
                   "(task_options.UNSUPPORTED) or support it")
+
+
+def send_option_accepted(name: str) -> bool:
+    """Accepted: a :class:`SendOptions` key that ``check_send_options`` lets through.
+    Refused: ``check_send_options`` raises for it with a reason, not just "unknown"."""
+    try:
+        check_send_options({name: None})
+    except UnknownSettingError as exc:
+        if "is not supported" not in str(exc):
+            raise Neither(f"send option {name!r} is refused as unknown, without a reason: "
+                          "add it to send_options.REFUSED or support it") from None
+        assert name not in SEND_OPTIONS
+        return False
+    assert name in SEND_OPTIONS
+    return True
 
 
 def _options(command: click.Command) -> set[str]:
@@ -187,6 +203,7 @@ def checkers() -> dict[str, Callable[[str], bool]]:
     return {
         "setting": setting_accepted,
         "task option": task_option_accepted,
+        "send option": send_option_accepted,
         "worker flag": lambda name: worker_flag_accepted(name, *flags[("worker flag", name)]),
         "celery option": lambda name: _known(cli, flags[("celery option", name)][0],
                                              f"celery option {name}"),

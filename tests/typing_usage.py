@@ -65,6 +65,9 @@ def use() -> None:
     value: int = result.get(timeout=10)
     text: str = later.get(timeout=10)
     again = add.apply_async((2, 3), countdown=5, queue="q", priority=5, expires=60)
+    add.apply_async((2, 3), headers={"tenant": "acme"}, shadow="add-for-acme",
+                    routing_key="q", exchange="", retry=False, add_to_parent=False)
+    add.apply_async((2, 3), headers=["tenant"])  # type: ignore[arg-type]
     state: str = again.status
     other = app.AsyncResult(again.id)
     print(task, total, value, text, state, other.ready(), app.send_task("tasks.add", args=[1, 2]))

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from celeriac.context import custom_headers
 from celeriac.exceptions import ConfigurationError
 from celeriac.result import AsyncResult
 from celeriac.task import SEND_OPTIONS, check_send_options
@@ -47,6 +48,10 @@ CELERY_BOOKKEEPING = frozenset({
     "routing_key", "stamped_headers", "stamps", "headers", "producer", "connection",
     "publisher", "add_to_parent", "shadow", "chain",
 })
+
+#: Bookkeeping Celery shares with celeriac's own options, kept from a signature's dict:
+#: its custom headers (protocol ones, e.g. Celery's stamping lists, dropped) and shadow.
+WIRE_KEPT = frozenset({"headers", "shadow"})
 
 #: The text every refusal of a chord gives: chords are the next step (docs/canvas.md).
 NO_CHORDS = ("chords are not supported by celeriac yet (a group followed by a task in a "
@@ -308,8 +313,10 @@ def wire_options(options: Mapping[str, Any], name: str) -> SendOptions:
         raise ConfigurationError(f"{name}: {NO_CHORDS}")
     kept: dict[str, Any] = {}
     for key, value in options.items():
-        if key in SEND_OPTIONS:
+        if key in SEND_OPTIONS and key not in CELERY_BOOKKEEPING:
             kept[key] = value
+        elif key in WIRE_KEPT and value:  # custom headers and a shadow name travel on
+            kept[key] = custom_headers(value) if key == "headers" and isinstance(value, dict) else value
         elif key not in CELERY_BOOKKEEPING and key != "chord":
             log.debug("option %s=%r of signature %s has no meaning in celeriac; dropped",
                       key, value, name)

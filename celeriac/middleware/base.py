@@ -108,6 +108,12 @@ class TaskRun:
     #: and the run then ends as a FAILURE would.
     requeue: bool = False
 
+    @property
+    def name(self) -> str:
+        """The name logs and events give this run: the message's shadow name
+        (``apply_async(shadow=...)``), else the task's, as Celery's worker does."""
+        return self.request.shadow or self.task.name
+
 
 @dataclass(frozen=True)
 class Rejection:

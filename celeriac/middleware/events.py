@@ -118,7 +118,7 @@ def finished_event(run: TaskRun, node: str) -> WorkerEvent | None:
     if record is None:
         return None
     now = time.time()
-    data: dict[str, Any] = {"uuid": run.request.id, "name": run.task.name, "hostname": node,
+    data: dict[str, Any] = {"uuid": run.request.id, "name": run.name, "hostname": node,
                             "timestamp": now, "runtime": run.runtime}
     status = record.status
     if status == SUCCESS:
@@ -169,7 +169,7 @@ class TaskEvents(Middleware):
     def _data(self, run: TaskRun, now: float) -> dict[str, Any]:
         """The fields every task event has; each hook adds its own (one dict per event:
         this runs three times per task)."""
-        return {"uuid": run.request.id, "name": run.task.name, "hostname": self.node,
+        return {"uuid": run.request.id, "name": run.name, "hostname": self.node,
                 "timestamp": now}
 
     # -- publishing ---------------------------------------------------------------------

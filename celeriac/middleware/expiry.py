@@ -21,6 +21,6 @@ class Expiry(Middleware):
         # Imported here, past the check every task makes (worker.run imports this package).
         from celeriac.worker.run import revoked_record
 
-        log.info("task %s[%s] expired; not running it", run.task.name, run.request.id)
+        log.info("task %s[%s] expired; not running it", run.name, run.request.id)
         run.revoked = "expired"
         return revoked_record(run.request.id, run.task.name, "expired", run.request.retries)

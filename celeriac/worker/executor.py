@@ -125,7 +125,8 @@ class Executor:
             serializer=_serializer_name(message.content_type),
             origin=headers.get("origin"), headers=custom_headers(headers),
             called_directly=False, correlation_id=properties.get("correlation_id") or message.id,
-            reply_to=properties.get("reply_to"), group_index=headers.get("group_index"),
+            reply_to=properties.get("reply_to"), shadow=headers.get("shadow"),
+            group_index=headers.get("group_index"),
             callbacks=embed.get("callbacks"), errbacks=embed.get("errbacks"),
             chain=embed.get("chain"), chord=embed.get("chord"))
         return TaskRun(task, request, delivery, message,
@@ -140,17 +141,17 @@ class Executor:
         if not acks_late:
             self.early_ack(delivery)
         guard = self.pool.limits(run.soft_time_limit, run.time_limit,
-                                 JobInfo(delivery.id, task.name, run.request.id))
+                                 JobInfo(delivery.id, run.name, run.request.id))
         record = run_task(run, self.pipeline, guard)
         if record.status in (IGNORED, REJECTED):
             return self._predicate(run, record, acks_late)
         if record.status == SUCCESS:
-            log.info("task %s[%s] succeeded in %.3fs", task.name, run.request.id, run.runtime)
+            log.info("task %s[%s] succeeded in %.3fs", run.name, run.request.id, run.runtime)
         elif record.status == FAILURE:
             _log_failure(run, record)
         else:
             outcome = "was revoked" if record.status == REVOKED else "will be retried"
-            log.warning("task %s[%s] %s after %.3fs: %s: %s", task.name, run.request.id, outcome,
+            log.warning("task %s[%s] %s after %.3fs: %s: %s", run.name, run.request.id, outcome,
                         run.runtime, record.exc_type, record.exc_message)
         if not acks_late:
             return Outcome(SETTLED, ran=True, record=kept(run, record))
@@ -166,17 +167,17 @@ class Executor:
         """A run that raised ``Ignore`` (nothing stored, message acked) or ``Reject``:
         requeued, or else ended -- FAILURE stored and, if still ours, the message
         dead-lettered with the reason (Celery drops it: nothing is lost silently here)."""
-        task, request, delivery = run.task, run.request, run.delivery
+        request, delivery = run.request, run.delivery
         assert delivery is not None
         if record.status == IGNORED:
-            log.info("task %s[%s] ignored", task.name, request.id)
+            log.info("task %s[%s] ignored", run.name, request.id)
             return Outcome(ACK if acks_late else SETTLED, ran=True)
         if run.requeue:
-            log.warning("task %s[%s] rejected its message, requeued: %s", task.name, request.id,
+            log.warning("task %s[%s] rejected its message, requeued: %s", run.name, request.id,
                         record.exc_message)
             return Outcome(REQUEUE, record.exc_message or "", ran=True)
         reason = _rejected_reason(run, record, acks_late)
-        log.warning("task %s[%s] rejected its message: %s", task.name, request.id, reason)
+        log.warning("task %s[%s] rejected its message: %s", run.name, request.id, reason)
         failure = kept(run, replace(record, status=FAILURE))
         if not acks_late:
             return Outcome(SETTLED, ran=True, record=failure)
@@ -219,9 +220,9 @@ def _log_failure(run: TaskRun, record: ResultRecord) -> None:
     as Celery logs it; any other is an ERROR with its traceback, to be looked at."""
     task, einfo = run.task, run.einfo
     if einfo is not None and task.options.throws and isinstance(einfo.exception, task.options.throws):
-        log.info("task %s[%s] raised expected %s: %s", task.name, run.request.id,
+        log.info("task %s[%s] raised expected %s: %s", run.name, run.request.id,
                  record.exc_type, record.exc_message)
         return
     trace = f"\n{einfo.traceback.rstrip()}" if einfo is not None and einfo.traceback else ""
-    log.error("task %s[%s] failed after %.3fs: %s: %s%s", task.name, run.request.id, run.runtime,
+    log.error("task %s[%s] failed after %.3fs: %s: %s%s", run.name, run.request.id, run.runtime,
               record.exc_type, record.exc_message, trace)

@@ -168,7 +168,8 @@ def _can_requeue(run: TaskRun) -> bool:
 def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], task_id: str, *,
                 retries: int = 0, throw: bool = False, store: bool = False,
                 store_errors: bool = False, priority: int | None = None,
-                link: Links = None, link_error: Links = None) -> EagerResult[Any]:
+                link: Links = None, link_error: Links = None,
+                headers: dict[str, Any] | None = None) -> EagerResult[Any]:
     """Run a task here, retrying at once when it asks to, and wrap the final record.
 
     ``throw``: a task that failed re-raises its own exception (the object the body
@@ -193,7 +194,7 @@ def run_eagerly(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], t
                           hostname=socket.gethostname(), priority=priority,
                           delivery_info={"is_eager": True, "exchange": None,
                                          "routing_key": None, "priority": priority},
-                          callbacks=callbacks, errbacks=errbacks)
+                          callbacks=callbacks, errbacks=errbacks, headers=headers)
         run = TaskRun(task, request)
         record = run_task(run, pipeline)
         if record.status in (IGNORED, REJECTED):
