@@ -26,7 +26,7 @@ from celeriac.backends import ResultBackend, backend_from_url
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
 from celeriac.context import current_request, current_task_var
 from celeriac.exceptions import ConfigurationError, NotRegistered
-from celeriac.message import Envelope, build
+from celeriac.message import CHORD_CLAIM_HEADER, Envelope, build
 from celeriac.result import AsyncResult, add_to_parent
 from celeriac.settings import Settings, suggest
 from celeriac.task import MESSAGE_OPTIONS, Task, TaskOptions, check_send_options, to_timestamp
@@ -411,7 +411,8 @@ class Celeriac:
         return Signature(name, args, kwargs, options, app=self)
 
     def send_many(self, signatures: Iterable[Signature[R]], *, group_id: str | None = None,
-                  chunk_size: int | None = BULK_CHUNK_SIZE) -> list[AsyncResult[R]]:
+                  chunk_size: int | None = BULK_CHUNK_SIZE,
+                  chord: dict[str, Any] | None = None) -> list[AsyncResult[R]]:
         """Send many tasks in few broker calls and return their results, in order.
 
         Every message is routed, checked and encoded before the first is published,
@@ -422,7 +423,10 @@ class Celeriac:
         a transaction or pipeline, not this call's memory: all the encoded messages
         (about 1 KB each) are held until sent, so send millions in slices.
 
-        ``group_id`` goes into every message's ``group`` header. If a publish fails
+        ``group_id`` goes into every message's ``group`` header; ``chord`` (a chord's body
+        in its dict form) makes them the chord's header: each message carries it in its
+        ``chord`` embed and its position in ``group_index`` (``docs/canvas-chords.md``).
+        If a publish fails
         after earlier chunks went out, the error carries a note saying how many were
         published; those tasks will run. Like ``send_task`` this always sends:
         ``task_always_eager`` is for ``apply_async``, ``apply_many`` and groups.
@@ -444,7 +448,7 @@ class Celeriac:
             try:
                 task_id, message, envelope = self._prepare(
                     signature.name, signature.args, signature.kwargs, now, watched=watched,
-                    group=group_id,
+                    group=group_id, chord=chord, group_index=index if chord else None,
                     **signature.resolved_options())
             except Exception as exc:
                 _note(exc, f"raised for message {index} ({signature!r}); nothing was published")
@@ -497,6 +501,9 @@ class Celeriac:
         link: Links = None,
         link_error: Links = None,
         chain: list[dict[str, Any]] | None = None,
+        chord: dict[str, Any] | None = None,
+        group_index: int | None = None,
+        chord_claim: list[str] | None = None,
     ) -> tuple[str, OutgoingMessage, Envelope | None]:
         """Route, check and encode one message; send nothing. Returns its task id, the
         message and, when ``watched`` (a publish hook watches), its parts for the hooks.
@@ -523,17 +530,19 @@ class Celeriac:
             root_id = root_id or parent.root_id or parent.id
         target = self.route(name, queue)
         embed = None
-        if link or link_error or chain:  # the common case pays one test
+        if link or link_error or chain or chord:  # the common case pays one test
             from celeriac.canvas.signatures import wire_links
 
             embed = {"callbacks": wire_links(link), "errbacks": wire_links(link_error),
-                     "chain": chain or None, "chord": None}
+                     "chain": chain or None, "chord": chord or None}
         envelope = build(
             name, task_id, list(args or ()), dict(kwargs or {}), queue=target,
             serializer=serializer, eta=eta_ts, expires=expires_ts, retries=retries,
             time_limit=time_limit, soft_time_limit=soft_time_limit, root_id=root_id,
             parent_id=parent_id, group=group, priority=priority, ignore_result=bool(ignore_result),
-            compression=compression or conf["task_compression"], embed=embed)
+            compression=compression or conf["task_compression"], embed=embed,
+            group_index=group_index,
+            extra_headers={CHORD_CLAIM_HEADER: chord_claim} if chord_claim else None)
         if watched:
             self.middleware.before_publish(self, envelope)
         message = OutgoingMessage(queue=target, body=envelope.dumps(), priority=priority,

@@ -137,6 +137,9 @@ class Request:
             "root_id": self.root_id, "parent_id": self.parent_id, "group": self.group,
             # A retry keeps what follows the task: callbacks, errbacks, the rest of a chain.
             "link": self.callbacks, "link_error": self.errbacks, "chain": self.chain,
+            # ... and its place in a chord: a retried member joins, a retried body claims.
+            "chord": self.chord, "group_index": self.group_index,
+            "chord_claim": (self.headers or {}).get("celeriac_chord_claim"),
         }
 
 

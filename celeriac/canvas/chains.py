@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from celeriac.canvas.chords import chord
 from celeriac.canvas.groups import group
-from celeriac.canvas.signatures import NO_CHORDS, Signature, from_dict, links
+from celeriac.canvas.signatures import Signature, from_dict, links
 from celeriac.exceptions import ConfigurationError
 from celeriac.result import AsyncResult
 from celeriac.states import SUCCESS
@@ -38,13 +39,21 @@ Step = Signature[Any] | group[Any]
 
 
 def _steps(items: Iterable[Any]) -> list[Step]:
-    """The steps of a chain, nested chains spliced in. A group may only be the last step:
-    followed by a task it is a chord, which celeriac does not have yet."""
+    """The steps of a chain, nested chains spliced in. A group followed by a task becomes
+    a chord (Celery's rule); a chord may only be the last step (celeriac's limit)."""
     steps: list[Step] = []
     for item in items:
+        if steps and isinstance(steps[-1], chord):
+            raise ConfigurationError(f"{steps[-1]!r} followed by {item!r} in a chain: a chord "
+                                     "must be the last step of a chain in celeriac (its body "
+                                     "may not be a chain yet); see docs/canvas.md")
         if steps and isinstance(steps[-1], group):
-            raise ConfigurationError(f"{steps[-1]!r} followed by {item!r} in a chain: {NO_CHORDS}")
-        if isinstance(item, chain):
+            if not (isinstance(item, Signature) and item.subtask_type is None):
+                raise ConfigurationError(f"{steps[-1]!r} followed by {item!r} in a chain: a group "
+                                         "followed by one task is a chord; celeriac's chord body "
+                                         "is one task (see docs/canvas.md)")
+            steps[-1] = chord(steps[-1], item)
+        elif isinstance(item, chain):
             steps.extend(item.unchain_tasks())
         elif isinstance(item, group):
             if not item.tasks:
@@ -157,11 +166,20 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
                 result: AsyncResult[Any] | GroupResult[Any] = step.freeze()
             else:
                 result = step.freeze(last_id if index == len(steps) - 1 else None)
-            result.parent = results[-1] if results else None
+            # A chord's result is its body's, whose parent is the header: the header's
+            # parent is the step before.
+            before = results[-1] if results else None
+            if isinstance(step, chord) and result.parent is not None:
+                result.parent.parent = before
+            else:
+                result.parent = before
             results.append(result)
         first = steps[0]
-        if isinstance(first, group):  # a chain of one group: the group
-            return cast("AsyncResult[R]", first.apply_async(args, kwargs, **first_options))
+        if isinstance(first, group | chord):  # a chain of one group or chord: itself
+            sent = first.apply_async(args, kwargs, **first_options)
+            if isinstance(first, chord) and sent.parent is not None:
+                sent.parent.parent = None
+            return cast("AsyncResult[R]", sent)
         rest = [step.to_dict() for step in reversed(steps[1:])]
         first.merged(args, kwargs, first_options).send(chain=rest or None)
         # A chain ending in a group returns its GroupResult (get(), parent, id), as Celery.

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from celeriac.canvas.signatures import NO_CHORDS, Signature, from_dict
+from celeriac.canvas.signatures import Signature, from_dict
 from celeriac.exceptions import ConfigurationError
 from celeriac.result import GroupResult, add_to_parent
 from celeriac.task import check_send_options
@@ -135,8 +135,12 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
         return GroupResult(group_id, list(members), app=self.app if self.tasks else None)
 
     def __or__(self, other: Any) -> Any:
-        """``group | task`` is a chord in Celery: refused until celeriac has chords."""
-        raise ConfigurationError(f"{self!r} | {other!r}: {NO_CHORDS}")
+        """``group | task`` is a chord whose body is the task, as in Celery."""
+        from celeriac.canvas.chords import chord
+
+        if isinstance(other, Signature):
+            return chord(self, other)
+        return NotImplemented
 
     def to_dict(self) -> dict[str, Any]:
         """Celery's dict form of a group (``subtask_type: "group"``)."""

@@ -48,9 +48,10 @@ CELERY_BOOKKEEPING = frozenset({
     "publisher", "add_to_parent", "shadow", "chain",
 })
 
-#: The text every refusal of a chord gives: chords are the next step (docs/canvas.md).
-NO_CHORDS = ("chords are not supported by celeriac yet (a group followed by a task in a "
-             "chain is a chord in Celery); see docs/canvas.md")
+#: Why a signature dict whose options name a chord is refused: that option is the
+#: producer's bookkeeping of a header member, never something a signature sends.
+CHORD_OPTION = ("a signature carrying a 'chord' option (a member of a chord's header, "
+                "as Celery's client marks it) cannot be sent on its own; see docs/canvas.md")
 
 
 class Signature(Generic[R]):
@@ -292,8 +293,7 @@ def from_dict(d: Mapping[str, Any], app: Celeriac | None = None) -> Any:
         from celeriac.canvas import SUBTASK_TYPES
 
         if kind not in SUBTASK_TYPES:
-            raise ConfigurationError(NO_CHORDS if kind == "chord" else
-                                     f"unknown signature type {kind!r} ({d['task']})")
+            raise ConfigurationError(f"unknown signature type {kind!r} ({d['task']})")
         return SUBTASK_TYPES[kind].from_dict(d, app)
     options = wire_options(d.get("options") or {}, d["task"])
     return Signature(d["task"], d.get("args") or (), d.get("kwargs") or {}, options, app=app,
@@ -305,7 +305,7 @@ def wire_options(options: Mapping[str, Any], name: str) -> SendOptions:
     bookkeeping dropped, anything else dropped with a DEBUG line (an option only Celery
     has cannot act here); a chord option is refused."""
     if options.get("chord"):
-        raise ConfigurationError(f"{name}: {NO_CHORDS}")
+        raise ConfigurationError(f"{name}: {CHORD_OPTION}")
     kept: dict[str, Any] = {}
     for key, value in options.items():
         if key in SEND_OPTIONS:

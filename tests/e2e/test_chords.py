@@ -1,0 +1,142 @@
+"""Chords through a real ``celeriac worker``, on SQLite and Redis: the body sent by the
+member that completes the header, once, even when a member's worker is SIGKILLed mid-way;
+a failing member failing the chord with ``ChordError``; a chord written by Celery's client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Project, compare_python, needs_celery, wait_until
+
+from celeriac.brokers import OutgoingMessage
+
+EXTRA = '''
+@app.task
+def tsum(values):
+    return sum(values)
+
+@app.task
+def on_err(request, exc, traceback):
+    with open(os.environ["CHORD_LOG"], "a") as f:
+        f.write(f"errback {request.id} {type(exc).__name__} {exc}\\n")
+
+@app.task(acks_late=True)
+def slow_pid(x, marker):
+    # Tell the test which process runs it, then give it time to kill that process.
+    import time
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(1.0)
+    return x
+
+@app.task
+def counted_sum(values, path):
+    with open(path, "a") as f:
+        f.write("run\\n")
+    return sum(values)
+'''
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def chords(request: pytest.FixtureRequest, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> tuple[Project, Any, Path]:
+    project: Project = request.getfixturevalue("project" if request.param == "sqlite"
+                                               else "redis_project")
+    log = tmp_path / "chord.log"
+    monkeypatch.setenv("CHORD_LOG", str(log))
+    project.write_tasks(EXTRA)
+    project.start_worker("-P", "threads", "-c", "4")
+    return project, project.app(), log
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_a_chord_of_ten_sums_its_header(chords: tuple[Project, Any, Path]) -> None:
+    _, app, _ = chords
+    from celeriac import chord, group
+
+    add, tsum = app.tasks["tasks.add"], app.tasks["tasks.tsum"]
+    result = chord([add.s(i, i) for i in range(10)], tsum.s()).apply_async()
+    assert result.get(timeout=60) == 90
+    assert result.parent.get(timeout=10) == [2 * i for i in range(10)]
+    called = chord(group(add.s(1, 1), add.s(2, 2)))(tsum.s())
+    assert called.get(timeout=60) == 6
+    piped = (add.s(1, 1) | group(add.s(10), add.s(20)) | tsum.s()).delay()
+    assert piped.get(timeout=60) == 34
+    assert piped.parent.get(timeout=10) == [12, 22] and piped.parent.parent.get(timeout=10) == 2
+    assert (group(add.s(1, 2), add.s(3, 4)) | tsum.s()).delay().get(timeout=60) == 10
+
+
+def test_a_failing_member_fails_the_chord_naming_it(chords: tuple[Project, Any, Path]) -> None:
+    _, app, log = chords
+    from celeriac import chord
+    from celeriac.exceptions import ChordError
+
+    add, fail, tsum, on_err = (app.tasks[f"tasks.{n}"] for n in ("add", "fail", "tsum", "on_err"))
+    result = chord([add.s(1, 1), fail.s("boom"), add.s(2, 2)],
+                   tsum.s().on_error(on_err.s())).apply_async()
+    failed_id = result.parent.results[1].id
+    with pytest.raises(ChordError, match=failed_id):
+        result.get(timeout=60)
+    wait_until(lambda: _lines(log), timeout=30, message="the body's errback ran")
+    [line] = _lines(log)
+    assert line.startswith(f"errback {result.id} ChordError") and failed_id in line
+
+
+def test_a_member_killed_mid_way_fires_the_body_exactly_once(
+        chords: tuple[Project, Any, Path], tmp_path: Path) -> None:
+    project, app, _ = chords
+    from celeriac import chord
+
+    marker, runs = tmp_path / "pids.txt", tmp_path / "runs.txt"
+    slow, body = app.tasks["tasks.slow_pid"], app.tasks["tasks.counted_sum"]
+    result = chord([slow.s(i, str(marker)) for i in range(6)],
+                   body.s(str(runs))).apply_async()
+    wait_until(lambda: _lines(marker), timeout=30, message="a member started")
+    os.kill(int(_lines(marker)[0]), signal.SIGKILL)  # its process, with members running
+    assert result.get(timeout=120) == 15
+    assert result.parent.get(timeout=10) == list(range(6))
+    assert len(_lines(marker)) > 6  # members ran again after the kill
+    project.workers[0].stop()  # everything it held is settled: no copy still to come
+    assert _lines(runs) == ["run"]
+
+
+CELERY_CHORD = textwrap.dedent('''
+    import json
+    from celery import Celery, chord
+    app = Celery("tasks", broker="memory://")
+
+    @app.task(name="tasks.add")
+    def add(x, y): return x + y
+
+    @app.task(name="tasks.tsum")
+    def tsum(values): return sum(values)
+
+    with app.connection() as conn:
+        result = chord([add.s(i, i) for i in range(4)], tsum.s().set(chord_size=4)).apply_async(
+            connection=conn)
+        print(json.dumps({"body": result.id, "messages": [
+            conn.default_channel._get("celery") for _ in range(4)]}))
+''')
+
+
+@needs_celery
+def test_a_chord_sent_by_celery_completes_here(chords: tuple[Project, Any, Path]) -> None:
+    _, app, _ = chords
+    python = compare_python()
+    assert python is not None
+    out = subprocess.run([str(python), "-c", CELERY_CHORD],
+                         capture_output=True, timeout=120, check=True, text=True).stdout
+    sent = json.loads(out)
+    app.broker.publish([OutgoingMessage(queue="celery", body=json.dumps(m).encode())
+                        for m in sent["messages"]])
+    assert app.AsyncResult(sent["body"]).get(timeout=60) == 12
