@@ -49,18 +49,21 @@ class Member:
     group_id: str
     index: int
     task_id: str
-    size: int
     body: dict[str, Any]
 
 
-def chord_size(body: dict[str, Any], group_id: str) -> int | None:
-    """The header's size: the body's ``chord_size`` (celeriac's client writes it; Celery's
-    does for some backends), else None (the member cannot join)."""
+def chord_size(app: Celeriac, body: dict[str, Any], group_id: str) -> int | None:
+    """The header's size: the body's ``chord_size`` (celeriac's client writes it), else
+    what Celery's client recorded in a Redis result backend on this server; None (with an
+    ERROR line: the chord cannot complete) when neither says."""
     size = body.get("chord_size")
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        return size
-    log.error("chord %s: its body's message carries no chord_size, so the chord cannot "
-              "complete (a Celery client that relies on chord_unlock sent it?)", group_id)
+    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        size = app.backend.celery_chord_size(group_id)
+    if size is not None and size > 0:
+        return int(size)
+    log.error("chord %s: its header's size is unknown (no chord_size in the body, no size "
+              "recorded by Celery's client in this Redis result backend), so its body "
+              "cannot be sent (docs/canvas.md)", group_id)
     return None
 
 
@@ -103,10 +106,8 @@ class Chords(Middleware):
             return
         if run.delivery is None or not request.group or request.group_index is None:
             return
-        size = chord_size(request.chord, request.group)
-        if size is not None:
-            self.pending[run.delivery.id] = Member(request.group, int(request.group_index),
-                                                   request.id, size, request.chord)
+        self.pending[run.delivery.id] = Member(request.group, int(request.group_index),
+                                               request.id, request.chord)
 
     def expires(self) -> float | None:
         value = self.app.conf["result_chord_expires"]
@@ -132,7 +133,10 @@ class Chords(Middleware):
 
     def _join(self, member: Member) -> None:
         backend = self.app.backend
-        if not backend.chord_join(member.group_id, member.index, member.task_id, member.size,
+        size = chord_size(self.app, member.body, member.group_id)
+        if size is None:
+            return
+        if not backend.chord_join(member.group_id, member.index, member.task_id, size,
                                   expires=self.expires()):
             return
         ids = backend.chord_members(member.group_id) or []
