@@ -182,3 +182,14 @@ def test_a_join_that_fails_makes_the_member_come_back(tmp_path: Any) -> None:
     assert outcome.action == RETRY_LATER
     sender.close()
     worker.close()
+
+
+def test_a_retry_keeps_the_chord_and_the_claim_and_members_store_their_results(app: Celeriac) -> None:
+    request = Request(id="i", task="t.add", group="g", group_index=2, chord={"task": "t.tsum"},
+                      headers={CHORD_CLAIM_HEADER: ["g", "token"]})
+    options = request.execution_options()
+    assert (options["chord"], options["group_index"], options["chord_claim"]) == (
+        {"task": "t.tsum"}, 2, ["g", "token"])
+    run = TaskRun(app.tasks["t.add"], request, ignore_result=True)
+    Chords(app).message_received(run)
+    assert run.ignore_result is False  # the body is built from the stored results
