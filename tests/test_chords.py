@@ -67,8 +67,10 @@ def test_every_spelling_builds_a_chord(app: Celeriac) -> None:
 def test_what_celeriac_chords_cannot_hold_is_refused_by_name(app: Celeriac) -> None:
     add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
     inner = chord([add.s(1, 1)], tsum.s())
-    with pytest.raises(ConfigurationError, match="no chords of chords"):
+    with pytest.raises(ConfigurationError, match="groups of chords are not supported"):
         chord([inner, add.s(1, 1)], tsum.s())
+    with pytest.raises(ConfigurationError, match="no chords of chords"):
+        chord([add.s(1, 1) | add.s(2)], tsum.s())  # a chain in a chord's header
     with pytest.raises(ConfigurationError, match="no chords of chords"):
         chord([add.s(1, 1)], add.s(1) | add.s(2))
     with pytest.raises(ConfigurationError, match="last step of a chain"):
@@ -193,3 +195,30 @@ def test_a_retry_keeps_the_chord_and_the_claim_and_members_store_their_results(a
     run = TaskRun(app.tasks["t.add"], request, ignore_result=True)
     Chords(app).message_received(run)
     assert run.ignore_result is False  # the body is built from the stored results
+
+
+def test_a_group_of_chains_sends_each_chain_head_with_its_rest_in_one_call(app: Celeriac) -> None:
+    add = app.tasks["t.add"]
+    result = group(add.s(1, 1) | add.s(10), add.s(5, 5)).apply_async()
+    messages = {m.id: m for m in take(app)}
+    assert len(messages) == 2
+    chained, plain = result.results
+    assert chained.parent is not None and chained.parent.id in messages  # the chain's first task
+    head = messages[chained.parent.id]
+    [step] = head.embed["chain"]
+    assert step["options"]["task_id"] == chained.id and head.group == result.id
+    assert plain.id in messages
+    with pytest.raises(ConfigurationError, match="groups of chords"):
+        group(chord([add.s(1, 1)], app.tasks["t.tsum"].s()))
+
+
+def test_an_eager_group_of_chains_runs_each_chain() -> None:
+    app = Celeriac("eager", broker="memory://", backend="memory://", task_always_eager=True)
+
+    @app.task(name="t.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    assert group(add.s(1, 1) | add.s(10), add.s(2, 2)).delay().get() == [12, 4]
+    assert group(add.s(1, 1) | add.s(10)).apply().get() == [12]
+    app.close()

@@ -20,7 +20,7 @@ from celeriac.canvas.chords import chord
 from celeriac.canvas.groups import group
 from celeriac.canvas.signatures import Signature, from_dict, links
 from celeriac.exceptions import ConfigurationError
-from celeriac.result import AsyncResult
+from celeriac.result import AsyncResult, GroupResult
 from celeriac.states import SUCCESS
 from celeriac.task import check_send_options
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from celeriac.app import Celeriac
-    from celeriac.result import EagerResult, GroupResult
+    from celeriac.result import EagerResult
     from celeriac.task import SendOptions
 
 R = TypeVar("R")
@@ -64,6 +64,23 @@ def _steps(items: Iterable[Any]) -> list[Step]:
         else:
             raise TypeError(f"a chain holds signatures (task.s(...)), not {type(item).__name__}")
     return steps
+
+
+class _ChainHead(Signature[Any]):
+    """A chain's first task as a member of a group: its message carries the chain's
+    other steps (what :meth:`Signature.send` does with ``chain=``, for ``send_many``)."""
+
+    def __init__(self, first: Signature[Any], rest: list[dict[str, Any]]) -> None:
+        super().__init__(first.task if first.task is not None else first.name, first.args,
+                         first.kwargs, app=first.app, immutable=first.immutable)
+        self.options = {**first.options}
+        self.rest = rest
+
+    def resolved_options(self) -> SendOptions:
+        options: dict[str, Any] = {**super().resolved_options()}
+        if self.rest:
+            options["chain"] = self.rest  # a message option: send_many passes it on
+        return options  # type: ignore[return-value]
 
 
 def _first_options(options: SendOptions) -> SendOptions:
@@ -154,11 +171,26 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
         if self.app.conf["task_always_eager"]:
             return self.apply(args, kwargs, **options)
         whole = self.merged(None, None, options) if options else self
-        steps = whole.unchain_tasks()
+        steps, results = whole.frozen_steps()
+        first_options = _first_options(whole.options)
+        first = steps[0]
+        if isinstance(first, group | chord):  # a chain of one group or chord: itself
+            sent = first.apply_async(args, kwargs, **first_options)
+            if isinstance(first, chord) and sent.parent is not None:
+                sent.parent.parent = None
+            return cast("AsyncResult[R]", sent)
+        rest = [step.to_dict() for step in reversed(steps[1:])]
+        first.merged(args, kwargs, first_options).send(chain=rest or None)
+        # A chain ending in a group returns its GroupResult (get(), parent, id), as Celery.
+        return cast("AsyncResult[R]", results[-1])
+
+    def frozen_steps(self) -> tuple[list[Step], list[AsyncResult[Any] | GroupResult[Any]]]:
+        """The steps to send, every task id fixed, and their results, each one's ``parent``
+        the one before; ``task_id`` of the chain is the last step's."""
+        steps = self.unchain_tasks()
         if not steps:
             raise ConfigurationError("an empty chain has nothing to send")
-        first_options = _first_options(whole.options)
-        last_id = whole.options.get("task_id")
+        last_id = self.options.get("task_id")
         results: list[AsyncResult[Any] | GroupResult[Any]] = []
         for index, step in enumerate(steps):
             if isinstance(step, group):
@@ -174,16 +206,19 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
             else:
                 result.parent = before
             results.append(result)
+        return steps, results
+
+    def as_head(self) -> tuple[Signature[Any], AsyncResult[Any]]:
+        """Its first task, carrying the rest in its message, and the last step's result:
+        how a group sends a chain among its members (in the group's one broker call)."""
+        steps, results = self.frozen_steps()
         first = steps[0]
-        if isinstance(first, group | chord):  # a chain of one group or chord: itself
-            sent = first.apply_async(args, kwargs, **first_options)
-            if isinstance(first, chord) and sent.parent is not None:
-                sent.parent.parent = None
-            return cast("AsyncResult[R]", sent)
-        rest = [step.to_dict() for step in reversed(steps[1:])]
-        first.merged(args, kwargs, first_options).send(chain=rest or None)
-        # A chain ending in a group returns its GroupResult (get(), parent, id), as Celery.
-        return cast("AsyncResult[R]", results[-1])
+        if not (isinstance(first, Signature) and first.subtask_type is None) or isinstance(
+                results[-1], GroupResult):
+            raise ConfigurationError(f"{self!r} in a group: a chain inside a group must start "
+                                     "and end with a task in celeriac; see docs/canvas.md")
+        head = _ChainHead(first, [step.to_dict() for step in reversed(steps[1:])])
+        return head, results[-1]
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Unpack[SendOptions]) -> EagerResult[R]:

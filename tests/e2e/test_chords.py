@@ -74,6 +74,8 @@ def test_a_chord_of_ten_sums_its_header(chords: tuple[Project, Any, Path]) -> No
     assert piped.get(timeout=60) == 34
     assert piped.parent.get(timeout=10) == [12, 22] and piped.parent.parent.get(timeout=10) == 2
     assert (group(add.s(1, 2), add.s(3, 4)) | tsum.s()).delay().get(timeout=60) == 10
+    chains = group(add.s(1, 1) | add.s(10), add.s(2, 2) | add.s(20) | add.s(100)).delay()
+    assert chains.get(timeout=60) == [12, 124]
 
 
 def test_a_failing_member_fails_the_chord_naming_it(chords: tuple[Project, Any, Path]) -> None:
