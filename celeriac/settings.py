@@ -490,7 +490,7 @@ _FEATURES = [
     ("security_", "message signing (the auth serializer)"),
     ("event_", "AMQP event exchanges and queues (celeriac's events are a stream in the broker)"),
     ("control_", "AMQP control exchanges and queues (celeriac's commands go through the broker)"),
-    ("chord", "chords"),
+    ("chord", "errbacks on a chord's header members (a chord's errbacks go to its body)"),
     ("exchange", "AMQP exchanges and routing keys"),
     ("routing_key", "AMQP exchanges and routing keys"),
     ("queue_type", "AMQP queue types"),

@@ -8,7 +8,8 @@ task id is fixed when the chain is sent, so the result of the last step, returne
 at once, leads back to the first through ``.parent``, and a step sent twice (a
 worker died between sending it and acking its own message) is sent under the same
 id. A group may be the last step (its members each get the value); a group followed
-by a task is a chord, refused until celeriac has chords.
+by a task becomes a chord (:mod:`celeriac.canvas.chords`), which must be the last step.
+A chain may be a member of a group (:meth:`chain.as_head`).
 """
 
 from __future__ import annotations
