@@ -411,8 +411,7 @@ class Celeriac:
         return Signature(name, args, kwargs, options, app=self)
 
     def send_many(self, signatures: Iterable[Signature[R]], *, group_id: str | None = None,
-                  chunk_size: int | None = BULK_CHUNK_SIZE,
-                  chord: dict[str, Any] | None = None) -> list[AsyncResult[R]]:
+                  chunk_size: int | None = BULK_CHUNK_SIZE) -> list[AsyncResult[R]]:
         """Send many tasks in few broker calls and return their results, in order.
 
         Every message is routed, checked and encoded before the first is published,
@@ -423,10 +422,7 @@ class Celeriac:
         a transaction or pipeline, not this call's memory: all the encoded messages
         (about 1 KB each) are held until sent, so send millions in slices.
 
-        ``group_id`` goes into every message's ``group`` header; ``chord`` (a chord's body
-        in its dict form) makes them the chord's header: each message carries it in its
-        ``chord`` embed and its position in ``group_index`` (``docs/canvas-chords.md``).
-        If a publish fails
+        ``group_id`` goes into every message's ``group`` header. If a publish fails
         after earlier chunks went out, the error carries a note saying how many were
         published; those tasks will run. Like ``send_task`` this always sends:
         ``task_always_eager`` is for ``apply_async``, ``apply_many`` and groups.
@@ -448,7 +444,7 @@ class Celeriac:
             try:
                 task_id, message, envelope = self._prepare(
                     signature.name, signature.args, signature.kwargs, now, watched=watched,
-                    group=group_id, chord=chord, group_index=index if chord else None,
+                    group=group_id,
                     **signature.resolved_options())
             except Exception as exc:
                 _note(exc, f"raised for message {index} ({signature!r}); nothing was published")

@@ -70,7 +70,7 @@ def test_what_celeriac_chords_cannot_hold_is_refused_by_name(app: Celeriac) -> N
     with pytest.raises(ConfigurationError, match="groups of chords are not supported"):
         chord([inner, add.s(1, 1)], tsum.s())
     with pytest.raises(ConfigurationError, match="no chords of chords"):
-        chord([add.s(1, 1) | add.s(2)], tsum.s())  # a chain in a chord's header
+        chord([add.s(1, 1)], group(add.s(1), add.s(2)) | tsum.s())  # a chord as body
     with pytest.raises(ConfigurationError, match="no chords of chords"):
         chord([add.s(1, 1)], add.s(1) | add.s(2))
     with pytest.raises(ConfigurationError, match="last step of a chain"):
@@ -90,6 +90,20 @@ def test_the_header_messages_carry_the_body_group_and_index(app: Celeriac) -> No
     assert [m.id for m in messages] == [r.id for r in result.parent.results]
     body = messages[0].embed["chord"]
     assert (body["task"], body["options"]["task_id"], body["chord_size"]) == ("t.tsum", "body-id", 3)
+
+
+def test_a_chain_in_the_header_marks_its_last_task_with_the_chord(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    result = chord([add.s(1, 1) | add.s(10), add.s(2, 2)], tsum.s()).apply_async()
+    messages = {m.id: m for m in take(app)}
+    chained, plain = result.parent.results  # type: ignore[union-attr]
+    head = messages[chained.parent.id]  # type: ignore[union-attr]
+    assert head.embed["chord"] is None and head.group == result.parent.id  # type: ignore[union-attr]
+    [last] = head.embed["chain"]
+    assert last["options"]["task_id"] == chained.id
+    assert (last["options"]["group_id"], last["options"]["group_index"]) == (result.parent.id, 0)  # type: ignore[union-attr]
+    assert last["options"]["chord"]["options"]["task_id"] == result.id
+    assert messages[plain.id].headers["group_index"] == 1 and messages[plain.id].embed["chord"]
 
 
 def test_an_eager_chord_runs_here_and_a_failure_is_a_chord_error(app: Celeriac) -> None:

@@ -71,14 +71,17 @@ class _ChainHead(Signature[Any]):
     """A chain's first task as a member of a group: its message carries the chain's
     other steps (what :meth:`Signature.send` does with ``chain=``, for ``send_many``)."""
 
-    def __init__(self, first: Signature[Any], rest: list[dict[str, Any]]) -> None:
+    def __init__(self, first: Signature[Any], rest: list[dict[str, Any]],
+                 marks: dict[str, Any] | None = None) -> None:
         super().__init__(first.task if first.task is not None else first.name, first.args,
                          first.kwargs, app=first.app, immutable=first.immutable)
         self.options = {**first.options}
         self.rest = rest
+        #: A chord's marks when this one task is a whole header member (``chord``, ``group_index``).
+        self.marks = {k: v for k, v in (marks or {}).items() if k != "group_id"}
 
     def resolved_options(self) -> SendOptions:
-        options: dict[str, Any] = {**super().resolved_options()}
+        options: dict[str, Any] = {**super().resolved_options(), **self.marks}
         if self.rest:
             options["chain"] = self.rest  # a message option: send_many passes it on
         return options  # type: ignore[return-value]
@@ -209,17 +212,24 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
             results.append(result)
         return steps, results
 
-    def as_head(self) -> tuple[Signature[Any], AsyncResult[Any]]:
+    def as_head(self, last_marks: dict[str, Any] | None = None
+                ) -> tuple[Signature[Any], AsyncResult[Any]]:
         """Its first task, carrying the rest in its message, and the last step's result:
-        how a group sends a chain among its members (in the group's one broker call)."""
+        how a group sends a chain among its members (in the group's one broker call).
+        ``last_marks``: options for the last task's message (a chord header member's:
+        ``chord``, ``group_id``, ``group_index``, Celery's marks on a chain's last task)."""
         steps, results = self.frozen_steps()
         first = steps[0]
         if not (isinstance(first, Signature) and first.subtask_type is None) or isinstance(
                 results[-1], GroupResult):
             raise ConfigurationError(f"{self!r} in a group: a chain inside a group must start "
                                      "and end with a task in celeriac; see docs/canvas.md")
-        head = _ChainHead(first, [step.to_dict() for step in reversed(steps[1:])])
-        return head, results[-1]
+        rest = [step.to_dict() for step in reversed(steps[1:])]
+        if last_marks and not rest:  # a chain of one task: its own message is marked
+            return _ChainHead(first, [], {**last_marks, "group_id": None}), results[-1]
+        if last_marks:
+            rest[0]["options"].update(last_marks)
+        return _ChainHead(first, rest), results[-1]
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Unpack[SendOptions]) -> EagerResult[R]:

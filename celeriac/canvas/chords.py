@@ -8,9 +8,10 @@ their position in ``group_index`` (Celery's protocol v2 form). There is no
 exactly once, through the result backend's atomic join (:mod:`celeriac.middleware.chords`,
 ``docs/canvas-chords.md``).
 
-What is not supported yet, refused when the chord is built: a header member that is not
-one task (a chain, group or chord in the header: chords of chords), a body that is not
-one task, and a chord followed by more steps in a chain.
+A header member may be a chain: it is sent as its first task, and its last task carries
+the chord (:meth:`chain.as_head`). What is not supported yet, refused when the chord is
+built: a group or chord in the header (chords of chords), a body that is not one task,
+and a chord followed by more steps in a chain.
 """
 
 from __future__ import annotations
@@ -36,15 +37,31 @@ R = TypeVar("R")
 
 
 def _one_task(sig: Any, what: str) -> Signature[Any]:
-    """``sig`` if it is one task; a clear error for what celeriac's chords cannot hold yet."""
+    """``sig`` if it is one task (or, as a header member, a chain of tasks); a clear error
+    for what celeriac's chords cannot hold yet."""
     if not isinstance(sig, Signature):
         raise TypeError(f"a chord's {what} is a signature (task.s(...)), not {type(sig).__name__}")
+    if sig.subtask_type == "chain" and what == "header member":
+        return sig
     if sig.subtask_type is not None:
         raise ConfigurationError(
-            f"chord {what} {sig!r} is a {sig.subtask_type}: celeriac's chords take one task "
-            f"per header member and one task as body (no chords of chords, no chains or "
+            f"chord {what} {sig!r} is a {sig.subtask_type}: celeriac's chords take a task or "
+            f"a chain per header member and one task as body (no chords of chords, no "
             f"groups inside a chord yet); see docs/canvas.md")
     return sig
+
+
+class _Marked(Signature[Any]):
+    """A header member as it is sent: its message carries the chord (body, position)."""
+
+    def __init__(self, member: Signature[Any], marks: dict[str, Any]) -> None:
+        super().__init__(member.task if member.task is not None else member.name, member.args,
+                         member.kwargs, app=member.app, immutable=member.immutable)
+        self.options = {**member.options}
+        self.marks = marks
+
+    def resolved_options(self) -> SendOptions:
+        return {**super().resolved_options(), **self.marks}  # type: ignore[typeddict-item]
 
 
 class chord(Signature[R]):  # lower case: Celery's name, and it is used like a function
@@ -159,10 +176,25 @@ class chord(Signature[R]):  # lower case: Celery's name, and it is used like a f
         if not members:  # Celery's: an empty header calls the body at once, with []
             body_sig.apply_async(([],))
             return GroupResult(group_id, [], app=self.app)
+        from celeriac.canvas.chains import chain
+
         body_dict = body_sig.to_dict()
         body_dict["chord_size"] = len(members)  # Celery's key; its workers read it too
-        return GroupResult(group_id, self.app.send_many(members, group_id=group_id, chunk_size=None,
-                                                        chord=body_dict), app=self.app)
+        marked: list[Signature[Any]] = []
+        results: list[AsyncResult[Any]] = []
+        for index, member in enumerate(members):
+            marks = {"chord": body_dict, "group_index": index}
+            if isinstance(member, chain):
+                head, last = member.as_head(last_marks={**marks, "group_id": group_id})
+                marked.append(head)
+                results.append(last)
+            else:
+                marked.append(_Marked(member, marks))
+        sent = self.app.send_many(marked, group_id=group_id, chunk_size=None)
+        by_index = iter(results)
+        return GroupResult(group_id, [next(by_index) if isinstance(m, chain) else first
+                                      for m, first in zip(members, sent, strict=True)],
+                           app=self.app)
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Unpack[SendOptions]) -> EagerResult[R]:

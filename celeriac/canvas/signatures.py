@@ -46,12 +46,10 @@ CELERY_BOOKKEEPING = frozenset({
     "reply_to", "root_id", "parent_id", "group_id", "group_index", "route_name", "exchange",
     "routing_key", "stamped_headers", "stamps", "headers", "producer", "connection",
     "publisher", "add_to_parent", "shadow", "chain",
+    # A chord header's chain marks its last task with these; the worker reads them from
+    # the step's dict (celeriac.middleware.followups.chord_marks), not from a signature.
+    "chord",
 })
-
-#: Why a signature dict whose options name a chord is refused: that option is the
-#: producer's bookkeeping of a header member, never something a signature sends.
-CHORD_OPTION = ("a signature carrying a 'chord' option (a member of a chord's header, "
-                "as Celery's client marks it) cannot be sent on its own; see docs/canvas.md")
 
 
 class Signature(Generic[R]):
@@ -303,14 +301,12 @@ def from_dict(d: Mapping[str, Any], app: Celeriac | None = None) -> Any:
 def wire_options(options: Mapping[str, Any], name: str) -> SendOptions:
     """The options of a signature that travelled as a dict: celeriac's own kept, Celery's
     bookkeeping dropped, anything else dropped with a DEBUG line (an option only Celery
-    has cannot act here); a chord option is refused."""
-    if options.get("chord"):
-        raise ConfigurationError(f"{name}: {CHORD_OPTION}")
+    has cannot act here)."""
     kept: dict[str, Any] = {}
     for key, value in options.items():
         if key in SEND_OPTIONS:
             kept[key] = value
-        elif key not in CELERY_BOOKKEEPING and key != "chord":
+        elif key not in CELERY_BOOKKEEPING:
             log.debug("option %s=%r of signature %s has no meaning in celeriac; dropped",
                       key, value, name)
     return kept  # type: ignore[return-value]  # keys checked against SendOptions above

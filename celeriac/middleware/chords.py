@@ -13,6 +13,8 @@ header member (its ``chord`` embed holds the body, ``group`` the chord's id,
   instead: :class:`ChordError` naming it is stored as the body's result and the body's
   errbacks run. A join or send that fails turns the outcome into RETRY_LATER: the
   member comes back, joins again and, being the firing index, fires again;
+* a header member that is a chain joins from its last task (which carries the chord,
+  as Celery marks it), or, when the chain stops at a failed step, from that step;
 * a message carrying the claim header (a body) claims its run before running: a second
   copy of the body, sent by a firing member that died before marking the chord done,
   is acked unrun.
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac.exceptions import CeleriacError, ChordError
 from celeriac.message import CHORD_CLAIM_HEADER
 from celeriac.middleware.base import ACK, DEAD, RETRY_LATER, SETTLED, Finished, Middleware, Outcome
+from celeriac.middleware.followups import chord_marks
 from celeriac.states import FAILURE, IGNORED, READY_STATES, REVOKED, SUCCESS
 
 if TYPE_CHECKING:
@@ -102,12 +105,21 @@ class Chords(Middleware):
 
     def _finished(self, run: TaskRun) -> None:
         request, record = run.request, run.record
-        if not request.chord or record is None or record.status not in READY_STATES:
+        if record is None or record.status not in READY_STATES or run.delivery is None:
             return
-        if run.delivery is None or not request.group or request.group_index is None:
-            return
-        self.pending[run.delivery.id] = Member(request.group, int(request.group_index),
-                                               request.id, request.chord)
+        if request.chord:
+            if request.group and request.group_index is not None:
+                self.pending[run.delivery.id] = Member(request.group, int(request.group_index),
+                                                       request.id, request.chord)
+        elif request.chain and record.status != SUCCESS:
+            # A header member that is a chain, stopped before its last task: that task
+            # never runs, so the chord hears of the failure (stored under its id) from here.
+            last = request.chain[0]
+            marks = chord_marks(last)
+            if marks.get("group") and marks.get("group_index") is not None:
+                self.pending[run.delivery.id] = Member(
+                    str(marks["group"]), int(marks["group_index"] or 0),
+                    str(last["options"].get("task_id")), dict(marks["chord"] or {}))
 
     def expires(self) -> float | None:
         value = self.app.conf["result_chord_expires"]

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from celeriac.backends.base import ResultRecord
     from celeriac.canvas.signatures import Signature
     from celeriac.context import Request
+    from celeriac.task import MessageOptions
 
 log = logging.getLogger("celeriac.worker")
 
@@ -127,11 +128,25 @@ def send_followups(app: Celeriac, request: Request, retval: Any) -> None:
         from celeriac.canvas.signatures import Signature
 
         rest = list(request.chain)
-        step = from_dict(rest.pop(), app)
+        raw = rest.pop()
+        step = from_dict(raw, app)
         if isinstance(step, Signature) and step.subtask_type is None:
-            step.merged((retval,)).send(chain=rest or None)
+            options = chord_marks(raw)
+            options["chain"] = rest or None
+            step.merged((retval,)).send(**options)
         else:  # a group or map ending a chain Celery's client wrote
             step.apply_async((retval,))
+
+
+def chord_marks(step: Any) -> MessageOptions:
+    """The chord a chain step's dict is the last task of a header member of (Celery's
+    marks: ``chord``, ``group_id``, ``group_index`` in its options), as message options;
+    empty for any other step."""
+    options = step.get("options") if isinstance(step, dict) else None
+    if not isinstance(options, dict) or not isinstance(options.get("chord"), dict):
+        return {}
+    return {"chord": options["chord"], "group": options.get("group_id"),
+            "group_index": options.get("group_index")}
 
 
 def _fail_chain(app: Celeriac, request: Request, record: ResultRecord, exc: BaseException,

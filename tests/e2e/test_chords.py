@@ -76,6 +76,9 @@ def test_a_chord_of_ten_sums_its_header(chords: tuple[Project, Any, Path]) -> No
     assert (group(add.s(1, 2), add.s(3, 4)) | tsum.s()).delay().get(timeout=60) == 10
     chains = group(add.s(1, 1) | add.s(10), add.s(2, 2) | add.s(20) | add.s(100)).delay()
     assert chains.get(timeout=60) == [12, 124]
+    headed = chord([add.s(1, 1) | add.s(10) | add.s(100), add.s(2, 2)], tsum.s()).delay()
+    assert headed.get(timeout=60) == 116
+    assert headed.parent.get(timeout=10) == [112, 4]
 
 
 def test_a_failing_member_fails_the_chord_naming_it(chords: tuple[Project, Any, Path]) -> None:
@@ -92,6 +95,11 @@ def test_a_failing_member_fails_the_chord_naming_it(chords: tuple[Project, Any, 
     wait_until(lambda: _lines(log), timeout=30, message="the body's errback ran")
     [line] = _lines(log)
     assert line.startswith(f"errback {result.id} ChordError") and failed_id in line
+    # A chain in the header stopped by a failure before its last task fails the chord too.
+    stopped = chord([add.s(1, 1) | fail.s() | add.s(5), add.s(2, 2)], tsum.s()).delay()
+    chain_last = stopped.parent.results[0].id
+    with pytest.raises(ChordError, match=chain_last):
+        stopped.get(timeout=60)
 
 
 def test_a_member_killed_mid_way_fires_the_body_exactly_once(
