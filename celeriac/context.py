@@ -139,7 +139,7 @@ class Request:
             "link": self.callbacks, "link_error": self.errbacks, "chain": self.chain,
             # ... and its place in a chord: a retried member joins, a retried body claims.
             "chord": self.chord, "group_index": self.group_index,
-            "chord_claim": (self.headers or {}).get("celeriac_chord_claim"),
+            "chord_claim": (self.headers or {}).get("celeriac_chord_claim"),  # CHORD_CLAIM_HEADER
         }
 
 
