@@ -41,6 +41,19 @@ def counted_sum(values, path):
     with open(path, "a") as f:
         f.write("run\\n")
     return sum(values)
+
+# Armed by the test: the worker process that sent a chord's body dies before it records
+# that it did (chord_done), once -- the firing member's worst moment.
+_chord_done = type(app.backend).chord_done
+
+def _die_before_done(self, group_id):
+    arm = os.path.join(os.environ["CHORD_DIR"], "arm")
+    if os.path.exists(arm):
+        os.rename(arm, arm + ".fired")
+        os._exit(1)
+    return _chord_done(self, group_id)
+
+type(app.backend).chord_done = _die_before_done
 '''
 
 
@@ -51,6 +64,7 @@ def chords(request: pytest.FixtureRequest, tmp_path: Path,
                                                else "redis_project")
     log = tmp_path / "chord.log"
     monkeypatch.setenv("CHORD_LOG", str(log))
+    monkeypatch.setenv("CHORD_DIR", str(tmp_path))
     project.write_tasks(EXTRA)
     project.start_worker("-P", "threads", "-c", "4")
     return project, project.app(), log
@@ -117,6 +131,24 @@ def test_a_member_killed_mid_way_fires_the_body_exactly_once(
     assert result.parent.get(timeout=10) == list(range(6))
     assert len(_lines(marker)) > 6  # members ran again after the kill
     project.workers[0].stop()  # everything it held is settled: no copy still to come
+    assert _lines(runs) == ["run"]
+
+
+def test_the_firing_member_dying_after_sending_the_body_runs_it_once(
+        chords: tuple[Project, Any, Path], tmp_path: Path) -> None:
+    project, app, _ = chords
+    from celeriac import chord
+
+    runs = tmp_path / "runs.txt"
+    (tmp_path / "arm").touch()
+    add, body = app.tasks["tasks.add"], app.tasks["tasks.counted_sum"]
+    result = chord([add.s(i, i) for i in range(4)], body.s(str(runs))).apply_async()
+    assert result.get(timeout=120) == 12
+    wait_until(lambda: (tmp_path / "arm.fired").exists(), timeout=30, message="the crash")
+    # The member came back, fired again and sent a second copy: it is dropped unrun.
+    wait_until(lambda: "already claimed" in project.workers[0].log(), timeout=60,
+               message="the second copy of the body was refused")
+    project.workers[0].stop()
     assert _lines(runs) == ["run"]
 
 
