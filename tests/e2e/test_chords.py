@@ -43,17 +43,18 @@ def counted_sum(values, path):
     return sum(values)
 
 # Armed by the test: the worker process that sent a chord's body dies before it records
-# that it did (chord_done), once -- the firing member's worst moment.
-_chord_done = type(app.backend).chord_done
+# that it did (chord_done), once -- the firing member's worst moment. This app's backend
+# only (an instance attribute), so nothing leaks into other tests.
+_chord_done = app.backend.chord_done
 
-def _die_before_done(self, group_id):
-    arm = os.path.join(os.environ["CHORD_DIR"], "arm")
+def _die_before_done(group_id):
+    arm = os.path.join(os.environ.get("CHORD_DIR", "/nonexistent"), "arm")
     if os.path.exists(arm):
         os.rename(arm, arm + ".fired")
         os._exit(1)
-    return _chord_done(self, group_id)
+    return _chord_done(group_id)
 
-type(app.backend).chord_done = _die_before_done
+app.backend.chord_done = _die_before_done
 '''
 
 
