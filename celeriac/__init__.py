@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from celeriac.canvas import (
         Signature,
         chain,
+        chord,
         chunks,
         group,
         maybe_signature,
@@ -63,6 +64,7 @@ _EXPORTS = {
     "Signature": "celeriac.canvas",
     "group": "celeriac.canvas",
     "chain": "celeriac.canvas",
+    "chord": "celeriac.canvas",
     "chunks": "celeriac.canvas",
     "signature": "celeriac.canvas",
     "subtask": "celeriac.canvas",
@@ -110,6 +112,7 @@ __all__ = [
     "TimeLimitExceeded",
     "__version__",
     "chain",
+    "chord",
     "chunks",
     "current_app",
     "current_task",

@@ -26,7 +26,7 @@ from celeriac.backends import ResultBackend, backend_from_url
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
 from celeriac.context import current_request, current_task_var
 from celeriac.exceptions import ConfigurationError, NotRegistered
-from celeriac.message import Envelope, build
+from celeriac.message import CHORD_CLAIM_HEADER, Envelope, build
 from celeriac.result import AsyncResult, add_to_parent
 from celeriac.send_options import add_extras, note_publish_retry, routed_queue
 from celeriac.settings import Settings, suggest
@@ -504,6 +504,9 @@ class Celeriac:
         link: Links = None,
         link_error: Links = None,
         chain: list[dict[str, Any]] | None = None,
+        chord: dict[str, Any] | None = None,
+        group_index: int | None = None,
+        chord_claim: list[str] | None = None,
         **rare: Any,
     ) -> tuple[str, OutgoingMessage, Envelope | None]:
         """Route, check and encode one message; send nothing. Returns its task id, the
@@ -536,17 +539,19 @@ class Celeriac:
             note_publish_retry(rare.get("retry"), rare.get("retry_policy"))
         target = self.route(name, queue)
         embed = None
-        if link or link_error or chain:  # the common case pays one test
+        if link or link_error or chain or chord:  # the common case pays one test
             from celeriac.canvas.signatures import wire_links
 
             embed = {"callbacks": wire_links(link), "errbacks": wire_links(link_error),
-                     "chain": chain or None, "chord": None}
+                     "chain": chain or None, "chord": chord or None}
         envelope = build(
             name, task_id, list(args or ()), dict(kwargs or {}), queue=target,
             serializer=serializer, eta=eta_ts, expires=expires_ts, retries=retries,
             time_limit=time_limit, soft_time_limit=soft_time_limit, root_id=root_id,
             parent_id=parent_id, group=group, priority=priority, ignore_result=bool(ignore_result),
-            compression=compression or conf["task_compression"], embed=embed)
+            compression=compression or conf["task_compression"], embed=embed,
+            group_index=group_index,
+            extra_headers={CHORD_CLAIM_HEADER: chord_claim} if chord_claim else None)
         if rare:
             add_extras(envelope, rare.get("headers"), rare.get("shadow"), rare.get("reply_to"))
         if watched:

@@ -141,6 +141,9 @@ class Request:
             "link": self.callbacks, "link_error": self.errbacks, "chain": self.chain,
             # ... and its custom headers, shadow name and reply_to, as Celery's retry does.
             "headers": self.headers, "shadow": self.shadow, "reply_to": self.reply_to,
+            # ... and its place in a chord: a retried member joins, a retried body claims.
+            "chord": self.chord, "group_index": self.group_index,
+            "chord_claim": (self.headers or {}).get("celeriac_chord_claim"),  # CHORD_CLAIM_HEADER
         }
 
 

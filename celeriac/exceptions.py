@@ -17,6 +17,7 @@ Everything celeriac raises on purpose derives from :class:`CeleriacError`, so
     │   ├── WorkerLostError         the process running the task died for good
     │   ├── TaskRevokedError        the task was revoked (or expired) and not run
     │   ├── MaxRetriesExceededError self.retry() with no exc when no retry was left
+    │   ├── ChordError              a chord's header member failed: its body does not run
     │   └── IncompleteStream        iterdeps() met a result that is not ready yet
     ├── TimeoutError                get() waited longer than its timeout
     ├── SyncSubtaskError            get() inside a running task (also a RuntimeError)
@@ -131,6 +132,15 @@ class MaxRetriesExceededError(TaskError):
 
     def __init__(self, message: str = "", traceback: str | None = None) -> None:
         super().__init__("MaxRetriesExceededError", message, traceback)
+
+
+class ChordError(TaskError):
+    """A member of a chord's header failed (or was revoked), so the chord's body is not
+    run: this is stored as the body's result, naming the first failed member in header
+    order, and the body's errbacks run (Celery's name and message)."""
+
+    def __init__(self, message: str = "", traceback: str | None = None) -> None:
+        super().__init__("ChordError", message, traceback)
 
 
 class IncompleteStream(TaskError):
@@ -262,6 +272,7 @@ REMOTE_SAFE_ERRORS: dict[str, type[BaseException]] = {
     "NotRegistered": NotRegistered,
     "TaskRevokedError": TaskRevokedError,
     "MaxRetriesExceededError": MaxRetriesExceededError,
+    "ChordError": ChordError,
     "Reject": Reject,
     "Ignore": Ignore,
 }

@@ -201,6 +201,11 @@ class Envelope:
         return fastjson.dumps(self.wire)
 
 
+#: The header of a chord body's message (``[group id, token]``): the consumer claims the
+#: body's run with it, so a body sent twice runs once (``docs/canvas-chords.md``).
+CHORD_CLAIM_HEADER = "celeriac_chord_claim"
+
+
 def build(
     task: str,
     task_id: str,
@@ -221,6 +226,8 @@ def build(
     ignore_result: bool = False,
     embed: dict[str, Any] | None = None,
     compression: str | None = None,
+    group_index: int | None = None,
+    extra_headers: dict[str, Any] | None = None,
 ) -> Envelope:
     """Build a task message; raises SerializationError for arguments the serializer refuses,
     ConfigurationError for an unknown serializer or compression."""
@@ -234,7 +241,7 @@ def build(
         "content-type": content_type,
         "headers": {
             "lang": "py", "task": task, "id": task_id, "shadow": None,
-            "eta": _iso(eta), "expires": _iso(expires), "group": group, "group_index": None,
+            "eta": _iso(eta), "expires": _iso(expires), "group": group, "group_index": group_index,
             "retries": retries, "timelimit": [time_limit, soft_time_limit],
             "root_id": root_id or task_id, "parent_id": parent_id,
             "argsrepr": _short_repr(args), "kwargsrepr": _short_repr(kwargs),
@@ -248,6 +255,8 @@ def build(
     }
     if compressed is not None:
         wire["headers"]["compression"] = compressed
+    if extra_headers:
+        wire["headers"].update(extra_headers)
     return Envelope(wire, args, kwargs, embed, queue)
 
 

@@ -166,7 +166,8 @@ class AsyncResult(Generic[R]):
         self.id = id
         self.app = app
         self.task_name = task_name
-        self.parent = parent
+        #: The result before this one: a chain's previous step, a chord body's header.
+        self.parent: AsyncResult[Any] | GroupResult[Any] | None = parent
 
     @property
     def task_id(self) -> str:

@@ -228,6 +228,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("include", [], "More modules imported with imports, after them; Celery(..., "
                 "include=[...]) sets it.", _module_list),
         Setting("result_expires", 86400.0, "Seconds a stored result is kept.", _positive_float),
+        Setting("result_chord_expires", None, "Seconds a chord's join state (which header "
+                "members finished) is kept after its latest member joined; None: "
+                "result_expires. Must outlast the slowest header member "
+                "(docs/canvas-chords.md).", _optional(_positive_float)),
         Setting("result_extended", False, "Also store each task's arguments, worker host and "
                 "queue with its result (AsyncResult.args, .kwargs, .worker, .queue), as Celery's; "
                 "the name and retries are stored either way.", _bool),
@@ -435,6 +439,10 @@ KNOBS = [
     Knob("result_backend_transport_options", {}, ({},), "kombu's transport options"),
     Knob("task_create_missing_queues", True, (True,), "a queue exists as soon as a message "
          "or a worker uses it"),
+    Knob("result_chord_join_timeout", 3.0, (3, 3.0), "a chord's body is sent by the header "
+         "member that completes it, nobody joins or polls (docs/canvas.md)"),
+    Knob("result_chord_retry_interval", 1.0, (1, 1.0), "there is no chord_unlock task "
+         "polling the backend; a chord completes when its last member joins"),
     Knob("worker_log_color", None, (None, False), "celeriac's log lines are never coloured"),
     Knob("worker_cancel_long_running_tasks_on_connection_loss", False, (False,), "a task keeps "
          "running through a lost connection; its lease and fencing token decide who acks it"),
@@ -491,7 +499,7 @@ _FEATURES = [
     ("security_", "message signing (the auth serializer)"),
     ("event_", "AMQP event exchanges and queues (celeriac's events are a stream in the broker)"),
     ("control_", "AMQP control exchanges and queues (celeriac's commands go through the broker)"),
-    ("chord", "chords"),
+    ("chord", "errbacks on a chord's header members (a chord's errbacks go to its body)"),
     ("exchange", "AMQP exchanges and routing keys"),
     ("routing_key", "AMQP exchanges and routing keys"),
     ("queue_type", "AMQP queue types"),

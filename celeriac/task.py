@@ -108,12 +108,17 @@ class MessageOptions(SendOptions, total=False):
     """:class:`SendOptions` plus the lineage headers ``send_task`` can set: a retry keeps
     its original ones. Signatures do not take them: a message sent from inside a
     running task gets its parent and root from that task's request. ``chain``: the
-    steps after this one, in Celery's wire form (the next step last)."""
+    steps after this one, in Celery's wire form (the next step last); ``chord``,
+    ``group_index``: a chord header member's body and position; ``chord_claim``: a
+    chord body's claim (``docs/canvas-chords.md``)."""
 
     root_id: str | None
     parent_id: str | None
     group: str | None
     chain: list[dict[str, Any]] | None
+    chord: dict[str, Any] | None
+    group_index: int | None
+    chord_claim: list[str] | None
 
 
 SEND_OPTIONS = frozenset(SendOptions.__optional_keys__)

@@ -105,17 +105,6 @@ def test_immutable_signatures_keep_their_arguments(app: Celeriac) -> None:
     assert add.s(1, 2).set(immutable=True).immutable
 
 
-def test_chords_are_refused_with_a_clear_error(app: Celeriac) -> None:
-    add = app.tasks["t.add"]
-    with pytest.raises(ConfigurationError, match="chords are not supported"):
-        chain(group(add.s(1, 1), add.s(2, 2)), add.s(3))
-    with pytest.raises(ConfigurationError, match="chords are not supported"):
-        group(add.s(1, 1)) | add.s(3)
-    with pytest.raises(ConfigurationError, match="chords are not supported"):
-        signature({"task": "celery.chord", "subtask_type": "chord", "args": [], "kwargs": {},
-                   "options": {}}, app=app)
-
-
 def test_eager_chain_runs_every_step_and_links_parents() -> None:
     app = Celeriac("eager", broker="memory://", backend="memory://", task_always_eager=True)
 
@@ -205,15 +194,6 @@ def test_links_given_to_a_chains_apply_async_are_kept(app: Celeriac) -> None:
     assert message.embed["chain"][0]["options"]["link"][0]["args"] == [100]
 
 
-def test_a_chord_member_from_celery_runs_and_says_its_body_will_not_be_sent(
-        app: Celeriac, caplog: pytest.LogCaptureFixture) -> None:
-    body = app.tasks["t.add"].s(1).to_dict()
-    run = _run(app, "t.add", [1, 2], chord=body)
-    assert run.record is not None and run.record.status == "SUCCESS"
-    assert "celeriac does not run chord bodies yet" in caplog.text
-    assert take(app) == []
-
-
 def test_a_chain_may_end_in_a_group_whose_ids_travel_with_it(app: Celeriac) -> None:
     add = app.tasks["t.add"]
     result = (add.s(1, 2) | group(add.s(10), add.s(20))).delay()
@@ -222,10 +202,9 @@ def test_a_chain_may_end_in_a_group_whose_ids_travel_with_it(app: Celeriac) -> N
     assert step["subtask_type"] == "group" and step["options"]["task_id"] == result.id
     assert [t["options"]["task_id"] for t in step["kwargs"]["tasks"]] == [r.id for r in result.results]
     assert result.parent.id == message.id
-    with pytest.raises(ConfigurationError, match="chords are not supported"):
-        add.s(1, 1) | group(add.s(1), add.s(2)) | add.s(3)
-    with pytest.raises(ConfigurationError, match="chords are not supported"):
-        chain(add.s(1, 1), group(add.s(1), add.s(2))) | add.s(3)
+    # Followed by a task, the group becomes a chord (tests/test_chords.py).
+    assert (add.s(1, 1) | group(add.s(1), add.s(2)) | add.s(3)).tasks[-1].subtask_type == "chord"
+    assert (chain(add.s(1, 1), group(add.s(1), add.s(2))) | add.s(3)).tasks[-1].subtask_type == "chord"
 
 
 def test_a_failure_before_a_final_group_fails_its_members(app: Celeriac) -> None:

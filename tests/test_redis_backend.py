@@ -166,6 +166,14 @@ def test_chord_join_survives_a_script_flush(backend: RedisBackend, raw: redis.Re
     assert backend.chord_join(group_id, 1, "r1", 2) is False
 
 
+def test_the_chord_size_celerys_client_recorded_is_read(backend: RedisBackend,
+                                                        raw: redis.Redis) -> None:
+    group_id = new_id()
+    assert backend.celery_chord_size(group_id) is None
+    raw.set(f"celery-taskset-meta-{group_id}.s", 7)  # what Celery's set_chord_size writes
+    assert backend.celery_chord_size(group_id) == 7
+
+
 def test_store_many_publishes_each_status(redis_url: str, backend: RedisBackend,
                                           raw: redis.Redis) -> None:
     prefix = split_url(redis_url)[1]

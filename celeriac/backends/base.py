@@ -239,6 +239,13 @@ class ResultBackend(ABC):
         sends a chord again under the same group id (a frozen chord applied twice), before
         it sends the header; otherwise the earlier run's ``done`` would keep it from firing."""
 
+    def celery_chord_size(self, group_id: str) -> int | None:
+        """The header size Celery's client recorded for chord ``group_id`` when it sent it,
+        for a member whose message does not carry one (Celery 5's messages do not): its
+        Redis backend writes ``celery-taskset-meta-<group id>.s`` (unprefixed), which the
+        Redis backend reads on the same server. None: not known (every other backend)."""
+        return None
+
     @abstractmethod
     def chord_claim_body(self, group_id: str, token: str, *,
                          expires: float | None = None) -> bool:

@@ -597,6 +597,13 @@ class RedisBackend(ResultBackend):
         keys = self._chord_keys(group_id)
         self._call(lambda: self._redis.delete(*keys))
 
+    def celery_chord_size(self, group_id: str) -> int | None:
+        value = self._call(lambda: self._redis.get(f"celery-taskset-meta-{group_id}.s"))
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
     def chord_claim_body(self, group_id: str, token: str, *,
                          expires: float | None = None) -> bool:
         keys = self._chord_keys(group_id)

@@ -8,7 +8,8 @@ task id is fixed when the chain is sent, so the result of the last step, returne
 at once, leads back to the first through ``.parent``, and a step sent twice (a
 worker died between sending it and acking its own message) is sent under the same
 id. A group may be the last step (its members each get the value); a group followed
-by a task is a chord, refused until celeriac has chords.
+by a task becomes a chord (:mod:`celeriac.canvas.chords`), which must be the last step.
+A chain may be a member of a group (:meth:`chain.as_head`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from celeriac.canvas.chords import chord
 from celeriac.canvas.groups import group
-from celeriac.canvas.signatures import NO_CHORDS, Signature, from_dict, links
+from celeriac.canvas.signatures import Signature, from_dict, links
 from celeriac.exceptions import ConfigurationError
-from celeriac.result import AsyncResult
+from celeriac.result import AsyncResult, GroupResult
 from celeriac.states import SUCCESS
 from celeriac.task import check_send_options
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from celeriac.app import Celeriac
-    from celeriac.result import EagerResult, GroupResult
+    from celeriac.result import EagerResult
     from celeriac.task import SendOptions
 
 R = TypeVar("R")
@@ -38,13 +40,21 @@ Step = Signature[Any] | group[Any]
 
 
 def _steps(items: Iterable[Any]) -> list[Step]:
-    """The steps of a chain, nested chains spliced in. A group may only be the last step:
-    followed by a task it is a chord, which celeriac does not have yet."""
+    """The steps of a chain, nested chains spliced in. A group followed by a task becomes
+    a chord (Celery's rule); a chord may only be the last step (celeriac's limit)."""
     steps: list[Step] = []
     for item in items:
+        if steps and isinstance(steps[-1], chord):
+            raise ConfigurationError(f"{steps[-1]!r} followed by {item!r} in a chain: a chord "
+                                     "must be the last step of a chain in celeriac (its body "
+                                     "may not be a chain yet); see docs/canvas.md")
         if steps and isinstance(steps[-1], group):
-            raise ConfigurationError(f"{steps[-1]!r} followed by {item!r} in a chain: {NO_CHORDS}")
-        if isinstance(item, chain):
+            if not (isinstance(item, Signature) and item.subtask_type is None):
+                raise ConfigurationError(f"{steps[-1]!r} followed by {item!r} in a chain: a group "
+                                         "followed by one task is a chord; celeriac's chord body "
+                                         "is one task (see docs/canvas.md)")
+            steps[-1] = chord(steps[-1], item)
+        elif isinstance(item, chain):
             steps.extend(item.unchain_tasks())
         elif isinstance(item, group):
             if not item.tasks:
@@ -55,6 +65,26 @@ def _steps(items: Iterable[Any]) -> list[Step]:
         else:
             raise TypeError(f"a chain holds signatures (task.s(...)), not {type(item).__name__}")
     return steps
+
+
+class _ChainHead(Signature[Any]):
+    """A chain's first task as a member of a group: its message carries the chain's
+    other steps (what :meth:`Signature.send` does with ``chain=``, for ``send_many``)."""
+
+    def __init__(self, first: Signature[Any], rest: list[dict[str, Any]],
+                 marks: dict[str, Any] | None = None) -> None:
+        super().__init__(first.task if first.task is not None else first.name, first.args,
+                         first.kwargs, app=first.app, immutable=first.immutable)
+        self.options = {**first.options}
+        self.rest = rest
+        #: A chord's marks when this one task is a whole header member (``chord``, ``group_index``).
+        self.marks = {k: v for k, v in (marks or {}).items() if k != "group_id"}
+
+    def resolved_options(self) -> SendOptions:
+        options: dict[str, Any] = {**super().resolved_options(), **self.marks}
+        if self.rest:
+            options["chain"] = self.rest  # a message option: send_many passes it on
+        return options  # type: ignore[return-value]
 
 
 def _first_options(options: SendOptions) -> SendOptions:
@@ -145,11 +175,26 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
         if self.app.conf["task_always_eager"]:
             return self.apply(args, kwargs, **options)
         whole = self.merged(None, None, options) if options else self
-        steps = whole.unchain_tasks()
+        steps, results = whole.frozen_steps()
+        first_options = _first_options(whole.options)
+        first = steps[0]
+        if isinstance(first, group | chord):  # a chain of one group or chord: itself
+            sent = first.apply_async(args, kwargs, **first_options)
+            if isinstance(first, chord) and sent.parent is not None:
+                sent.parent.parent = None
+            return cast("AsyncResult[R]", sent)
+        rest = [step.to_dict() for step in reversed(steps[1:])]
+        first.merged(args, kwargs, first_options).send(chain=rest or None)
+        # A chain ending in a group returns its GroupResult (get(), parent, id), as Celery.
+        return cast("AsyncResult[R]", results[-1])
+
+    def frozen_steps(self) -> tuple[list[Step], list[AsyncResult[Any] | GroupResult[Any]]]:
+        """The steps to send, every task id fixed, and their results, each one's ``parent``
+        the one before; ``task_id`` of the chain is the last step's."""
+        steps = self.unchain_tasks()
         if not steps:
             raise ConfigurationError("an empty chain has nothing to send")
-        first_options = _first_options(whole.options)
-        last_id = whole.options.get("task_id")
+        last_id = self.options.get("task_id")
         results: list[AsyncResult[Any] | GroupResult[Any]] = []
         for index, step in enumerate(steps):
             if isinstance(step, group):
@@ -157,15 +202,34 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
                 result: AsyncResult[Any] | GroupResult[Any] = step.freeze()
             else:
                 result = step.freeze(last_id if index == len(steps) - 1 else None)
-            result.parent = results[-1] if results else None
+            # A chord's result is its body's, whose parent is the header: the header's
+            # parent is the step before.
+            before = results[-1] if results else None
+            if isinstance(step, chord) and result.parent is not None:
+                result.parent.parent = before
+            else:
+                result.parent = before
             results.append(result)
+        return steps, results
+
+    def as_head(self, last_marks: dict[str, Any] | None = None
+                ) -> tuple[Signature[Any], AsyncResult[Any]]:
+        """Its first task, carrying the rest in its message, and the last step's result:
+        how a group sends a chain among its members (in the group's one broker call).
+        ``last_marks``: options for the last task's message (a chord header member's:
+        ``chord``, ``group_id``, ``group_index``, Celery's marks on a chain's last task)."""
+        steps, results = self.frozen_steps()
         first = steps[0]
-        if isinstance(first, group):  # a chain of one group: the group
-            return cast("AsyncResult[R]", first.apply_async(args, kwargs, **first_options))
+        if not (isinstance(first, Signature) and first.subtask_type is None) or isinstance(
+                results[-1], GroupResult):
+            raise ConfigurationError(f"{self!r} in a group: a chain inside a group must start "
+                                     "and end with a task in celeriac; see docs/canvas.md")
         rest = [step.to_dict() for step in reversed(steps[1:])]
-        first.merged(args, kwargs, first_options).send(chain=rest or None)
-        # A chain ending in a group returns its GroupResult (get(), parent, id), as Celery.
-        return cast("AsyncResult[R]", results[-1])
+        if last_marks and not rest:  # a chain of one task: its own message is marked
+            return _ChainHead(first, [], {**last_marks, "group_id": None}), results[-1]
+        if last_marks:
+            rest[0]["options"].update(last_marks)
+        return _ChainHead(first, rest), results[-1]
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Unpack[SendOptions]) -> EagerResult[R]:

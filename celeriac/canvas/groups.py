@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from celeriac.canvas.signatures import NO_CHORDS, Signature, from_dict
+from celeriac.canvas.signatures import Signature, from_dict
 from celeriac.exceptions import ConfigurationError
 from celeriac.result import GroupResult, add_to_parent
 from celeriac.task import check_send_options
@@ -18,6 +18,22 @@ if TYPE_CHECKING:
     from celeriac.task import SendOptions
 
 R = TypeVar("R")
+
+
+def _chain_heads(calls: list[Signature[Any]]) -> tuple[list[Signature[Any]], dict[int, Any]]:
+    """The messages of a group's members: a chain is sent as its first task carrying the
+    rest (every id fixed), and its member result is its last step's."""
+    if not any(call.subtask_type == "chain" for call in calls):
+        return calls, {}
+    heads: list[Signature[Any]] = []
+    lasts: dict[int, Any] = {}
+    for index, call in enumerate(calls):
+        if call.subtask_type == "chain":
+            head, lasts[index] = call.as_head()  # type: ignore[attr-defined]
+            heads.append(head)
+        else:
+            heads.append(call)
+    return heads, lasts
 
 
 class group(Generic[R]):  # lower case: Celery's name, and it is used like a function
@@ -46,9 +62,9 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
         for item in items:
             if not isinstance(item, Signature):
                 raise TypeError(f"a group holds signatures (task.s(...)), not {type(item).__name__}")
-            if item.subtask_type == "chain":
-                raise ConfigurationError(f"group of chains ({item!r}): not supported by celeriac "
-                                         "yet; see docs/canvas.md")
+            if item.subtask_type == "chord":
+                raise ConfigurationError(f"{item!r} in a group: groups of chords are not "
+                                         "supported by celeriac yet; see docs/canvas.md")
             self.tasks.append(item)
 
     def __repr__(self) -> str:
@@ -78,7 +94,9 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
             result = GroupResult(group_id, members, app=app)
             add_to_parent(result, replacing=members)  # each ran as a child of its own
             return result
-        result = GroupResult(group_id, app.send_many(calls, group_id=group_id, chunk_size=None),
+        heads, lasts = _chain_heads(calls)
+        sent = app.send_many(heads, group_id=group_id, chunk_size=None)
+        result = GroupResult(group_id, [lasts.get(i, first) for i, first in enumerate(sent)],
                              app=app)
         add_to_parent(result)
         return result
@@ -135,8 +153,12 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
         return GroupResult(group_id, list(members), app=self.app if self.tasks else None)
 
     def __or__(self, other: Any) -> Any:
-        """``group | task`` is a chord in Celery: refused until celeriac has chords."""
-        raise ConfigurationError(f"{self!r} | {other!r}: {NO_CHORDS}")
+        """``group | task`` is a chord whose body is the task, as in Celery."""
+        from celeriac.canvas.chords import chord
+
+        if isinstance(other, Signature):
+            return chord(self, other)
+        return NotImplemented
 
     def to_dict(self) -> dict[str, Any]:
         """Celery's dict form of a group (``subtask_type: "group"``)."""

@@ -47,15 +47,14 @@ CELERY_BOOKKEEPING = frozenset({
     "reply_to", "root_id", "parent_id", "group_id", "group_index", "route_name", "exchange",
     "routing_key", "stamped_headers", "stamps", "headers", "producer", "connection",
     "publisher", "add_to_parent", "shadow", "chain",
+    # A chord header's chain marks its last task with these; the worker reads them from
+    # the step's dict (celeriac.middleware.followups.chord_marks), not from a signature.
+    "chord",
 })
 
 #: Bookkeeping Celery shares with celeriac's own options, kept from a signature's dict:
 #: its custom headers (protocol ones, e.g. Celery's stamping lists, dropped) and shadow.
 WIRE_KEPT = frozenset({"headers", "shadow"})
-
-#: The text every refusal of a chord gives: chords are the next step (docs/canvas.md).
-NO_CHORDS = ("chords are not supported by celeriac yet (a group followed by a task in a "
-             "chain is a chord in Celery); see docs/canvas.md")
 
 
 class Signature(Generic[R]):
@@ -297,8 +296,7 @@ def from_dict(d: Mapping[str, Any], app: Celeriac | None = None) -> Any:
         from celeriac.canvas import SUBTASK_TYPES
 
         if kind not in SUBTASK_TYPES:
-            raise ConfigurationError(NO_CHORDS if kind == "chord" else
-                                     f"unknown signature type {kind!r} ({d['task']})")
+            raise ConfigurationError(f"unknown signature type {kind!r} ({d['task']})")
         return SUBTASK_TYPES[kind].from_dict(d, app)
     options = wire_options(d.get("options") or {}, d["task"])
     return Signature(d["task"], d.get("args") or (), d.get("kwargs") or {}, options, app=app,
@@ -308,16 +306,14 @@ def from_dict(d: Mapping[str, Any], app: Celeriac | None = None) -> Any:
 def wire_options(options: Mapping[str, Any], name: str) -> SendOptions:
     """The options of a signature that travelled as a dict: celeriac's own kept, Celery's
     bookkeeping dropped, anything else dropped with a DEBUG line (an option only Celery
-    has cannot act here); a chord option is refused."""
-    if options.get("chord"):
-        raise ConfigurationError(f"{name}: {NO_CHORDS}")
+    has cannot act here)."""
     kept: dict[str, Any] = {}
     for key, value in options.items():
         if key in SEND_OPTIONS and key not in CELERY_BOOKKEEPING:
             kept[key] = value
         elif key in WIRE_KEPT and value:  # custom headers and a shadow name travel on
             kept[key] = custom_headers(value) if key == "headers" and isinstance(value, dict) else value
-        elif key not in CELERY_BOOKKEEPING and key != "chord":
+        elif key not in CELERY_BOOKKEEPING:
             log.debug("option %s=%r of signature %s has no meaning in celeriac; dropped",
                       key, value, name)
     return kept  # type: ignore[return-value]  # keys checked against SendOptions above

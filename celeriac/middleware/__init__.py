@@ -96,6 +96,11 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
         from celeriac.middleware.django import DjangoConnections
 
         pipeline.add(DjangoConnections())
+    from celeriac.middleware.chords import Chords
+
+    # After ResultStore: a chord member joins once its result is stored, before its ack;
+    # before Followups, so its after_task sees the outcome Followups may have changed.
+    pipeline.add(Chords(app))
     # Last, so its after_task runs first: callbacks go out before on_success and the
     # signals, and a follow-up that cannot be sent turns the run into the FAILURE they see.
     pipeline.add(Followups())

@@ -24,10 +24,9 @@ before the run, and a worker dying mid-run loses the task and its follow-ups, as
 Celery. A follow-up that cannot be sent (the broker failed, a signature cannot be
 encoded) makes the run a FAILURE with that error, as Celery does, and the errbacks run.
 
-A message that is part of a chord (Celery's client wrote a ``chord`` into it) runs, and
-its body is not sent: chords are not supported yet, and an ERROR line says so.
+A chord header member's ``chord`` embed is :mod:`celeriac.middleware.chords`' concern.
 
-The check on the hot path is one truth test of four request attributes.
+The check on the hot path is one truth test of three request attributes.
 """
 
 from __future__ import annotations
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from celeriac.backends.base import ResultRecord
     from celeriac.canvas.signatures import Signature
     from celeriac.context import Request
+    from celeriac.task import MessageOptions
 
 log = logging.getLogger("celeriac.worker")
 
@@ -72,15 +72,11 @@ class Followups(Middleware):
 
     def after_task(self, run: TaskRun) -> None:
         request = run.request
-        if not (request.callbacks or request.chain or request.errbacks or request.chord):
+        if not (request.callbacks or request.chain or request.errbacks):
             return
         record = run.record
         if record is None:
             return
-        if request.chord:
-            log.error("task %s[%s] is a chord member (its message names a chord body): "
-                      "celeriac does not run chord bodies yet, the body will not be sent "
-                      "(docs/canvas.md)", run.task.name, request.id)
         if record.status == SUCCESS:
             self._succeeded(run, record)
         elif record.status == FAILURE:
@@ -116,7 +112,7 @@ class Followups(Middleware):
                           "could not be stored", run.task.name, request.id)
         for index, item in enumerate(request.errbacks or ()):
             try:
-                _errback(app, request, item, index, exc, tb)
+                run_errback(app, request, item, index, exc, tb)
             except Exception:
                 log.exception("errback %r of task %s[%s] raised", item, run.task.name, request.id)
 
@@ -132,11 +128,25 @@ def send_followups(app: Celeriac, request: Request, retval: Any) -> None:
         from celeriac.canvas.signatures import Signature
 
         rest = list(request.chain)
-        step = from_dict(rest.pop(), app)
+        raw = rest.pop()
+        step = from_dict(raw, app)
         if isinstance(step, Signature) and step.subtask_type is None:
-            step.merged((retval,)).send(chain=rest or None)
+            options = chord_marks(raw)
+            options["chain"] = rest or None
+            step.merged((retval,)).send(**options)
         else:  # a group or map ending a chain Celery's client wrote
             step.apply_async((retval,))
+
+
+def chord_marks(step: Any) -> MessageOptions:
+    """The chord a chain step's dict is the last task of a header member of (Celery's
+    marks: ``chord``, ``group_id``, ``group_index`` in its options), as message options;
+    empty for any other step."""
+    options = step.get("options") if isinstance(step, dict) else None
+    if not isinstance(options, dict) or not isinstance(options.get("chord"), dict):
+        return {}
+    return {"chord": options["chord"], "group": options.get("group_id"),
+            "group_index": options.get("group_index")}
 
 
 def _fail_chain(app: Celeriac, request: Request, record: ResultRecord, exc: BaseException,
@@ -168,7 +178,7 @@ def _chain_ids(steps: Any) -> list[tuple[str, Any]]:
     return found
 
 
-def _errback(app: Celeriac, request: Request, item: Any, index: int, exc: BaseException,
+def run_errback(app: Celeriac, request: Request, item: Any, index: int, exc: BaseException,
              tb: str | None) -> None:
     from celeriac.canvas.signatures import Signature, from_dict
 

@@ -1,0 +1,238 @@
+"""Chords without a worker process: how they are built, what their header messages carry
+(Celery's protocol v2 form), eager runs, the join and fire of the worker middleware over
+a real memory backend, and the claim that keeps a body sent twice from running twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from celeriac import Celeriac, chain, chord, group, signature
+from celeriac.brokers.base import Delivery
+from celeriac.canvas.chords import chord as canvas_chord
+from celeriac.context import Request
+from celeriac.exceptions import ChordError, ConfigurationError
+from celeriac.message import CHORD_CLAIM_HEADER, TaskMessage, decode
+from celeriac.middleware.base import ACK, RETRY_LATER, Outcome, TaskRun
+from celeriac.middleware.chords import Chords
+from celeriac.states import FAILURE, IGNORED, SUCCESS
+from celeriac.worker.run import failure_record
+
+
+@pytest.fixture
+def app() -> Iterator[Celeriac]:
+    app = Celeriac("tests", broker="memory://", backend="memory://")
+
+    @app.task(name="t.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="t.tsum")
+    def tsum(values: list[int]) -> int:
+        return sum(values)
+
+    @app.task(name="t.fail")
+    def fail(x: Any) -> None:
+        raise ValueError(x)
+
+    @app.task(name="t.new_err")
+    def new_err(request: Any, exc: Any, traceback: Any) -> None:
+        seen.append((request.id, repr(exc)))
+
+    seen: list[Any] = []
+    app.seen = seen  # type: ignore[attr-defined]
+    yield app
+    app.close()
+
+
+def take(app: Celeriac) -> list[TaskMessage]:
+    deliveries = app.broker.fetch(["celery"], 1000, consumer="test", lease=30)
+    app.broker.ack(deliveries)
+    return [decode(d.body) for d in deliveries]
+
+
+def test_every_spelling_builds_a_chord(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    assert chord is canvas_chord
+    piped = group(add.s(1, 1), add.s(2, 2)) | tsum.s()
+    assert isinstance(piped, chord) and len(piped.header) == 2 and piped.body is not None
+    chained = chain(add.s(1, 1), group(add.s(1), add.s(2)), tsum.s())
+    assert isinstance(chained.tasks[-1], chord) and len(chained.tasks) == 2
+    rebuilt = signature(piped.to_dict(), app=app)
+    assert isinstance(rebuilt, chord) and rebuilt.to_dict() == piped.to_dict()
+
+
+def test_what_celeriac_chords_cannot_hold_is_refused_by_name(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    inner = chord([add.s(1, 1)], tsum.s())
+    with pytest.raises(ConfigurationError, match="groups of chords are not supported"):
+        chord([inner, add.s(1, 1)], tsum.s())
+    with pytest.raises(ConfigurationError, match="no chords of chords"):
+        chord([add.s(1, 1)], group(add.s(1), add.s(2)) | tsum.s())  # a chord as body
+    with pytest.raises(ConfigurationError, match="no chords of chords"):
+        chord([add.s(1, 1)], add.s(1) | add.s(2))
+    with pytest.raises(ConfigurationError, match="last step of a chain"):
+        chain(group(add.s(1, 1)), tsum.s(), add.s(1))
+    with pytest.raises(ConfigurationError, match="has no body"):
+        chord([add.s(1, 1)]).apply_async()
+
+
+def test_the_header_messages_carry_the_body_group_and_index(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    result = chord([add.s(i, i) for i in range(3)], tsum.s()).apply_async(task_id="body-id")
+    messages = sorted(take(app), key=lambda m: m.headers["group_index"])
+    assert result.id == "body-id" and result.parent is not None
+    assert [m.args for m in messages] == [[0, 0], [1, 1], [2, 2]]
+    assert [m.headers["group_index"] for m in messages] == [0, 1, 2]
+    assert {m.group for m in messages} == {result.parent.id}
+    assert [m.id for m in messages] == [r.id for r in result.parent.results]
+    body = messages[0].embed["chord"]
+    assert (body["task"], body["options"]["task_id"], body["chord_size"]) == ("t.tsum", "body-id", 3)
+
+
+def test_a_chain_in_the_header_marks_its_last_task_with_the_chord(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    result = chord([add.s(1, 1) | add.s(10), add.s(2, 2)], tsum.s()).apply_async()
+    messages = {m.id: m for m in take(app)}
+    chained, plain = result.parent.results  # type: ignore[union-attr]
+    head = messages[chained.parent.id]  # type: ignore[union-attr]
+    assert head.embed["chord"] is None and head.group == result.parent.id  # type: ignore[union-attr]
+    [last] = head.embed["chain"]
+    assert last["options"]["task_id"] == chained.id
+    assert (last["options"]["group_id"], last["options"]["group_index"]) == (result.parent.id, 0)  # type: ignore[union-attr]
+    assert last["options"]["chord"]["options"]["task_id"] == result.id
+    assert messages[plain.id].headers["group_index"] == 1 and messages[plain.id].embed["chord"]
+
+
+def test_an_eager_chord_runs_here_and_a_failure_is_a_chord_error(app: Celeriac) -> None:
+    add, tsum, fail, new_err = (app.tasks[n] for n in ("t.add", "t.tsum", "t.fail", "t.new_err"))
+    result = chord([add.s(i, i) for i in range(4)], tsum.s()).apply()
+    assert result.get() == 12 and result.parent is not None and result.parent.get() == [0, 2, 4, 6]
+    failed = chord([add.s(1, 1), fail.s("x")], tsum.s().on_error(new_err.s())).apply()
+    assert failed.status == FAILURE
+    with pytest.raises(ChordError, match="Dependency"):
+        failed.get()
+    assert app.seen == [(failed.id, app.seen[0][1])] and "ChordError" in app.seen[0][1]  # type: ignore[attr-defined]
+
+
+def _member_run(app: Celeriac, message: TaskMessage, delivery_id: str, status: str,
+                value: Any) -> TaskRun:
+    request = Request(id=message.id, task=message.task, group=message.group,
+                      group_index=message.headers["group_index"], chord=message.embed["chord"])
+    delivery = Delivery(delivery_id, "celery", b"", 1, 1)
+    run = TaskRun(app.tasks[message.task], request, delivery)
+    from celeriac.backends.base import ResultRecord
+
+    run.record = (ResultRecord(task_id=message.id, status=SUCCESS, result=value)
+                  if status == SUCCESS else failure_record(message.id, message.task, ValueError(value)))
+    app.backend.store_many([run.record])
+    return run
+
+
+def test_the_member_that_completes_the_header_sends_the_body_once(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    result = chord([add.s(i, i) for i in range(3)], tsum.s()).apply_async()
+    messages = sorted(take(app), key=lambda m: m.headers["group_index"])
+    chords = Chords(app)
+    for index, message in enumerate(messages):
+        run = _member_run(app, message, f"d{index}", SUCCESS, 2 * index)
+        chords.message_received(run)
+        chords.after_task(run)
+        assert run.delivery is not None
+        batch = chords.before_settle([(run.delivery, Outcome(ACK))])
+        assert batch[0][1].action == ACK
+        if index < 2:
+            assert take(app) == []  # not complete yet: nothing sent
+    [body] = take(app)
+    assert (body.id, body.task, body.args) == (result.id, "t.tsum", [[0, 2, 4]])
+    claim = body.headers[CHORD_CLAIM_HEADER]
+    assert claim[0] == result.parent.id  # type: ignore[union-attr]
+    # A redelivered member after the body was sent (chord_done) sends nothing.
+    again = _member_run(app, messages[2], "d9", SUCCESS, 4)
+    chords.after_task(again)
+    assert again.delivery is not None
+    chords.before_settle([(again.delivery, Outcome(ACK))])
+    assert take(app) == []
+    # The body's consumer claims its run; a second copy with another token is not run.
+    first = TaskRun(tsum, Request(id=body.id, task="t.tsum", headers={CHORD_CLAIM_HEADER: claim}))
+    assert chords.check_run(first) is None
+    second = TaskRun(tsum, Request(id=body.id, task="t.tsum",
+                                   headers={CHORD_CLAIM_HEADER: [claim[0], "another"]}))
+    skipped = chords.check_run(second)
+    assert skipped is not None and skipped.status == IGNORED and second.ignore_result
+
+
+def test_a_failed_member_fails_the_body_naming_it(app: Celeriac) -> None:
+    add, tsum, new_err = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.new_err"]
+    result = chord([add.s(1, 1), add.s(2, 2)], tsum.s().on_error(new_err.s())).apply_async()
+    messages = sorted(take(app), key=lambda m: m.headers["group_index"])
+    chords = Chords(app)
+    for index, message in enumerate(messages):
+        run = _member_run(app, message, f"d{index}", FAILURE if index == 1 else SUCCESS, "bad")
+        chords.after_task(run)
+        assert run.delivery is not None
+        chords.before_settle([(run.delivery, Outcome(ACK))])
+    assert take(app) == []  # the body is not sent
+    with pytest.raises(ChordError, match=messages[1].id):
+        result.get(timeout=5)
+    assert [seen[0] for seen in app.seen] == [result.id]  # type: ignore[attr-defined]
+
+
+def test_a_join_that_fails_makes_the_member_come_back(tmp_path: Any) -> None:
+    backend = f"sqlite:///{tmp_path}/results.db"
+    sender = Celeriac("tests", broker="memory://", backend=backend)
+    # The worker's side: the same backend, a broker that cannot open (the body cannot go).
+    worker = Celeriac("tests", broker=f"sqlite:///{tmp_path}", backend=backend)  # a directory
+    for app in (sender, worker):
+        app.task(name="t.add")(lambda x, y: x + y)
+        app.task(name="t.tsum")(sum)
+    chord([sender.tasks["t.add"].s(1, 1)], sender.tasks["t.tsum"].s()).apply_async()
+    [message] = take(sender)
+    chords = Chords(worker)
+    run = _member_run(worker, message, "d0", SUCCESS, 2)
+    chords.after_task(run)
+    assert run.delivery is not None
+    [(_, outcome)] = chords.before_settle([(run.delivery, Outcome(ACK))])
+    assert outcome.action == RETRY_LATER
+    sender.close()
+    worker.close()
+
+
+def test_a_retry_keeps_the_chord_and_the_claim_and_members_store_their_results(app: Celeriac) -> None:
+    request = Request(id="i", task="t.add", group="g", group_index=2, chord={"task": "t.tsum"},
+                      headers={CHORD_CLAIM_HEADER: ["g", "token"]})
+    options = request.execution_options()
+    assert (options["chord"], options["group_index"], options["chord_claim"]) == (
+        {"task": "t.tsum"}, 2, ["g", "token"])
+    run = TaskRun(app.tasks["t.add"], request, ignore_result=True)
+    Chords(app).message_received(run)
+    assert run.ignore_result is False  # the body is built from the stored results
+
+
+def test_a_group_of_chains_sends_each_chain_head_with_its_rest_in_one_call(app: Celeriac) -> None:
+    add = app.tasks["t.add"]
+    result = group(add.s(1, 1) | add.s(10), add.s(5, 5)).apply_async()
+    messages = {m.id: m for m in take(app)}
+    assert len(messages) == 2
+    chained, plain = result.results
+    assert chained.parent is not None and chained.parent.id in messages  # the chain's first task
+    head = messages[chained.parent.id]
+    [step] = head.embed["chain"]
+    assert step["options"]["task_id"] == chained.id and head.group == result.id
+    assert plain.id in messages
+    with pytest.raises(ConfigurationError, match="groups of chords"):
+        group(chord([add.s(1, 1)], app.tasks["t.tsum"].s()))
+
+
+def test_an_eager_group_of_chains_runs_each_chain() -> None:
+    app = Celeriac("eager", broker="memory://", backend="memory://", task_always_eager=True)
+
+    @app.task(name="t.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    assert group(add.s(1, 1) | add.s(10), add.s(2, 2)).delay().get() == [12, 4]
+    assert group(add.s(1, 1) | add.s(10)).apply().get() == [12]
+    app.close()
