@@ -171,7 +171,11 @@ def fire_body(app: Celeriac, group_id: str, body: dict[str, Any], ids: list[str]
             return
     values = [record.result for record in records if record is not None]
     call = sig.merged((values,))
-    call.send(chord_claim=[group_id, token])
+    # A body that replaced a task (``Task.replace`` with a group) carries what followed
+    # that task: the rest of its chain and its own chord's marks, raw in its options.
+    options = body.get("options") or {}
+    rest = options.get("chain") if isinstance(options, dict) else None
+    call.send(chord_claim=[group_id, token], chain=rest or None, **chord_marks(body))
 
 
 def _error_of(record: ResultRecord | None) -> str:
