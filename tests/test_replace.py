@@ -108,11 +108,21 @@ def test_a_chord_member_that_replaces_itself_joins_once_with_the_replacement(app
     assert runs.count("tsum") == 1 and runs.count("collect") == 1
 
 
-def test_a_failing_group_replacement_fails_its_task_with_a_chord_error(app: Celeriac) -> None:
+def test_a_failing_group_replacement_fails_its_task_chain_and_chord(app: Celeriac) -> None:
+    tasks = app.tasks
     with _worker(app):
-        result = app.tasks["t.by_failing"].delay(1)
+        result = tasks["t.by_failing"].delay(1)
         with pytest.raises(ChordError, match="ValueError"):
             result.get(timeout=10)
+        chained = (tasks["t.by_failing"].s(1) | tasks["t.add"].s(5)).delay()
+        with pytest.raises(ChordError, match="ValueError"):  # not PENDING for ever
+            chained.get(timeout=10)
+        joined = chord([tasks["t.by_failing"].s(1), tasks["t.add"].s(2, 2)],
+                       tasks["t.tsum"].s()).delay()
+        replaced_id = _parent(joined).results[0].id
+        with pytest.raises(ChordError, match=f"Dependency {replaced_id} raised"):
+            joined.get(timeout=10)
+    assert "tsum" not in app.runs  # type: ignore[attr-defined]
 
 
 def test_eager_replace_returns_the_replacement_value(app: Celeriac) -> None:
