@@ -10,8 +10,9 @@ exactly once, through the result backend's atomic join (:mod:`celeriac.middlewar
 
 A header member may be a chain: it is sent as its first task, and its last task carries
 the chord (:meth:`chain.as_head`). What is not supported yet, refused when the chord is
-built: a group or chord in the header (chords of chords), a body that is not one task,
-and a chord followed by more steps in a chain.
+built: a group or chord in the header (chords of chords) and a body that is not one task.
+A chord followed by more steps in a chain carries them in its body's options
+(:func:`celeriac.canvas.chains._folded`).
 """
 
 from __future__ import annotations
@@ -174,7 +175,9 @@ class chord(Signature[R]):  # lower case: Celery's name, and it is used like a f
         members = [task.merged(args, kwargs, header_options)  # type: ignore[arg-type]
                    for task in whole.header.tasks]
         if not members:  # Celery's: an empty header calls the body at once, with []
-            body_sig.apply_async(([],))
+            from celeriac.middleware.chords import send_body
+
+            send_body(self.app, body_sig.to_dict(), [], None)
             return GroupResult(group_id, [], app=self.app)
         from celeriac.canvas.chains import chain
 
@@ -241,6 +244,9 @@ class chord(Signature[R]):  # lower case: Celery's name, and it is used like a f
             tasks if isinstance(tasks, group) else [from_dict(t, app) for t in tasks],
             from_dict(body, app) if body else None, app=app)
         rebuilt.set(**wire_options(d.get("options") or {}, "celery.chord"))
+        rest = body.get("options", {}).get("chain") if isinstance(body, dict) else None
+        if rest and rebuilt.body is not None:  # the steps after it in a chain (chains._folded)
+            rebuilt.body.options["chain"] = rest  # type: ignore[typeddict-unknown-key]
         return rebuilt
 
 

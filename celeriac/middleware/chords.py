@@ -178,12 +178,20 @@ def fire_body(app: Celeriac, group_id: str, body: dict[str, Any], ids: list[str]
                          onward=body)
             return
     values = [record.result for record in records if record is not None]
-    call = sig.merged((values,))
-    # A body that replaced a task (``Task.replace`` with a group) carries what followed
-    # that task: the rest of its chain and its own chord's marks, raw in its options.
+    send_body(app, body, values, [group_id, token])
+
+
+def send_body(app: Celeriac, body: dict[str, Any], values: list[Any],
+              claim: list[str] | None) -> None:
+    """Send a chord's body with the header's values. A body carries, raw in its options,
+    what follows its chord: the rest of a chain (a chord followed by more steps, or one
+    that replaced a task with ``Task.replace``) and the chord marks of a replaced task."""
+    from celeriac.canvas.signatures import from_dict
+
+    call = from_dict(body, app).merged((values,))
     options = body.get("options") or {}
     rest = options.get("chain") if isinstance(options, dict) else None
-    call.send(chord_claim=[group_id, token], chain=rest or None, **chord_marks(body))
+    call.send(chord_claim=claim, chain=rest or None, **chord_marks(body))
 
 
 def _error_of(record: ResultRecord | None) -> str:

@@ -53,3 +53,13 @@ def test_replace_in_a_chain_a_chord_member_and_with_a_group(replacing: tuple[Any
     joined = chord([by_task.s(1), by_group.s(1), add.s(2, 2)], tsum.s()).delay()
     assert joined.get(timeout=30) == 101 + 5 + 4
     assert log.read_text().splitlines() == ["tsum [101, [2, 3], 4]"]  # the body ran once
+
+
+def test_steps_after_a_chord_in_a_chain_run_once_with_its_value(replacing: tuple[Any, Path]) -> None:
+    app, log = replacing
+    from celeriac import chain, group
+
+    add, tsum = app.tasks["tasks.add"], app.tasks["tasks.tsum"]
+    result: Any = chain(add.s(1, 1), group(add.s(10), add.s(20)), tsum.s(), add.s(5)).delay()
+    assert result.get(timeout=30) == 39  # 2 -> [12, 22] -> 34 -> 39
+    assert log.read_text().splitlines() == ["tsum [12, 22]"]
