@@ -1,6 +1,7 @@
-"""A chord followed by more steps in a chain, on an embedded worker (memory broker and
-backend, a real consumer) and eagerly: the steps after the chord travel in its body's
-options and run after it, with its value; a failed chord fails them."""
+"""A chord followed by more steps in a chain, and chords of chords, on an embedded worker
+(memory broker and backend, a real consumer) and eagerly: the steps after a chord travel
+in its body's options and run after it, with its value; an inner chord's body is a member
+of the outer chord; a failed chord fails what follows it."""
 
 from __future__ import annotations
 
@@ -77,3 +78,21 @@ def test_a_chain_holding_a_chord_is_refused_inside_a_group(app: Celeriac) -> Non
     inner: Any = chain(add.s(1, 1), group(add.s(1), add.s(2)), tsum.s(), add.s(1))
     with pytest.raises(ConfigurationError, match="hold no chord"):
         group(inner, add.s(1, 1)).delay()
+
+
+def test_a_chord_in_a_header_is_a_member_with_its_body_value(app: Celeriac) -> None:
+    add, tsum, fail = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.fail"]
+    nested: Any = chord([chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(10, 10)], tsum.s())
+    assert nested.apply().get() == 26  # eager: [6, 20]
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        result = nested.delay()
+        assert result.get(timeout=10) == 26
+        assert _parent(result).get(timeout=10) == [6, 20]
+        failing: Any = chord([chord([fail.si("no"), add.s(1, 1)], tsum.s()), add.s(1, 1)],
+                             tsum.s()).delay()
+        inner_id = _parent(failing).results[0].id
+        with pytest.raises(ChordError, match=f"Dependency {inner_id} raised"):
+            failing.get(timeout=10)
+    assert app.runs.count("tsum") == 4  # type: ignore[attr-defined]  # 2 eager, 2 here
+    with pytest.raises(ConfigurationError, match="groups of chords"):
+        group(chord([add.s(1, 1)], tsum.s()), add.s(1, 1)).delay()

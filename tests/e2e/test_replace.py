@@ -1,5 +1,6 @@
 """``self.replace(sig)`` through a real ``celeriac worker`` on SQLite and Redis: in the
-middle of a chain, in a chord member (the body fires once), and with a group."""
+middle of a chain, in a chord member (the body fires once), and with a group; and what it
+is built on: steps after a chord in a chain, a chord as a chord's header member."""
 
 from __future__ import annotations
 
@@ -55,11 +56,13 @@ def test_replace_in_a_chain_a_chord_member_and_with_a_group(replacing: tuple[Any
     assert log.read_text().splitlines() == ["tsum [101, [2, 3], 4]"]  # the body ran once
 
 
-def test_steps_after_a_chord_in_a_chain_run_once_with_its_value(replacing: tuple[Any, Path]) -> None:
+def test_steps_after_a_chord_and_a_chord_in_a_header(replacing: tuple[Any, Path]) -> None:
     app, log = replacing
-    from celeriac import chain, group
+    from celeriac import chain, chord, group
 
     add, tsum = app.tasks["tasks.add"], app.tasks["tasks.tsum"]
     result: Any = chain(add.s(1, 1), group(add.s(10), add.s(20)), tsum.s(), add.s(5)).delay()
     assert result.get(timeout=30) == 39  # 2 -> [12, 22] -> 34 -> 39
-    assert log.read_text().splitlines() == ["tsum [12, 22]"]
+    nested: Any = chord([chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(10, 10)], tsum.s())
+    assert nested.delay().get(timeout=30) == 26
+    assert log.read_text().splitlines() == ["tsum [12, 22]", "tsum [2, 4]", "tsum [6, 20]"]
