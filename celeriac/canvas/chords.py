@@ -9,8 +9,9 @@ exactly once, through the result backend's atomic join (:mod:`celeriac.middlewar
 ``docs/canvas-chords.md``).
 
 A header member may be a chain: it is sent as its first task, and its last task carries
-the chord (:meth:`chain.as_head`). What is not supported yet, refused when the chord is
-built: a group or chord in the header (chords of chords) and a body that is not one task.
+the chord (:meth:`chain.as_head`); or a chord, whose body is then the member
+(:func:`_send_inner`). What is not supported yet, refused when the chord is built: a
+group in the header and a body that is not one task.
 A chord followed by more steps in a chain carries them in its body's options
 (:func:`celeriac.canvas.chains._folded`).
 """
