@@ -568,6 +568,17 @@ class Task(Generic[P, R]):
             raise signal
         return signal
 
+    def replace(self, sig: Any) -> Any:
+        """Hand this run's place to ``sig`` (a task signature, chain or group), as Celery's
+        ``Task.replace``: it runs under this task's id, inherits its callbacks, errbacks,
+        the rest of its chain and its chord membership, and this run ends as ``Ignore``
+        (nothing stored, message acked). Eagerly, the replacement runs here and its value
+        is returned: write ``return self.replace(sig)``. Only a bound task, while it runs
+        (:mod:`celeriac.canvas.replace`)."""
+        from celeriac.canvas.replace import replace
+
+        return replace(self, sig)
+
     def _retry_delay(self, retries: int, countdown: float | None,
                      eta: datetime | float | None) -> float:
         if eta is not None:

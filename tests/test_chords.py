@@ -68,13 +68,11 @@ def test_what_celeriac_chords_cannot_hold_is_refused_by_name(app: Celeriac) -> N
     add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
     inner = chord([add.s(1, 1)], tsum.s())
     with pytest.raises(ConfigurationError, match="groups of chords are not supported"):
-        chord([inner, add.s(1, 1)], tsum.s())
-    with pytest.raises(ConfigurationError, match="no chords of chords"):
+        group(inner, add.s(1, 1)).delay()
+    with pytest.raises(ConfigurationError, match="one task as body"):
         chord([add.s(1, 1)], group(add.s(1), add.s(2)) | tsum.s())  # a chord as body
-    with pytest.raises(ConfigurationError, match="no chords of chords"):
+    with pytest.raises(ConfigurationError, match="one task as body"):
         chord([add.s(1, 1)], add.s(1) | add.s(2))
-    with pytest.raises(ConfigurationError, match="last step of a chain"):
-        chain(group(add.s(1, 1)), tsum.s(), add.s(1))
     with pytest.raises(ConfigurationError, match="has no body"):
         chord([add.s(1, 1)]).apply_async()
 
@@ -223,7 +221,7 @@ def test_a_group_of_chains_sends_each_chain_head_with_its_rest_in_one_call(app: 
     assert step["options"]["task_id"] == chained.id and head.group == result.id
     assert plain.id in messages
     with pytest.raises(ConfigurationError, match="groups of chords"):
-        group(chord([add.s(1, 1)], app.tasks["t.tsum"].s()))
+        group(chord([add.s(1, 1)], app.tasks["t.tsum"].s())).delay()
 
 
 def test_an_eager_group_of_chains_runs_each_chain() -> None:

@@ -7,6 +7,7 @@
 * :class:`chord`: a group whose results go to one task -- :mod:`celeriac.canvas.chords`;
 * :class:`xmap`, :class:`xstarmap`, :class:`chunks` (``task.map``, ``task.starmap``,
   ``task.chunks``) -- :mod:`celeriac.canvas.maps`.
+* ``Task.replace(sig)``: a running task hands its place on -- :mod:`celeriac.canvas.replace`.
 
 What the worker does with a message's callbacks, errbacks and chain is
 :mod:`celeriac.middleware.followups`; with a chord's body,

@@ -8,7 +8,8 @@ task id is fixed when the chain is sent, so the result of the last step, returne
 at once, leads back to the first through ``.parent``, and a step sent twice (a
 worker died between sending it and acking its own message) is sent under the same
 id. A group may be the last step (its members each get the value); a group followed
-by a task becomes a chord (:mod:`celeriac.canvas.chords`), which must be the last step.
+by a task becomes a chord (:mod:`celeriac.canvas.chords`); the steps after a chord travel
+in its body's options (:func:`_folded`).
 A chain may be a member of a group (:meth:`chain.as_head`).
 """
 
@@ -41,13 +42,9 @@ Step = Signature[Any] | group[Any]
 
 def _steps(items: Iterable[Any]) -> list[Step]:
     """The steps of a chain, nested chains spliced in. A group followed by a task becomes
-    a chord (Celery's rule); a chord may only be the last step (celeriac's limit)."""
+    a chord (Celery's rule)."""
     steps: list[Step] = []
     for item in items:
-        if steps and isinstance(steps[-1], chord):
-            raise ConfigurationError(f"{steps[-1]!r} followed by {item!r} in a chain: a chord "
-                                     "must be the last step of a chain in celeriac (its body "
-                                     "may not be a chain yet); see docs/canvas.md")
         if steps and isinstance(steps[-1], group):
             if not (isinstance(item, Signature) and item.subtask_type is None):
                 raise ConfigurationError(f"{steps[-1]!r} followed by {item!r} in a chain: a group "
@@ -85,6 +82,21 @@ class _ChainHead(Signature[Any]):
         if self.rest:
             options["chain"] = self.rest  # a message option: send_many passes it on
         return options  # type: ignore[return-value]
+
+
+def _folded(steps: list[Step]) -> list[Step]:
+    """The frozen steps as they travel: a chord followed by more steps carries them in its
+    body's options (``chain``, raw, next step last) and the chain stops there, since the
+    chord's body, sent by the member that completes the header, is what comes next
+    (:func:`celeriac.middleware.chords.fire_body` sends them on)."""
+    steps = list(steps)
+    for index in range(len(steps) - 2, -1, -1):
+        step = steps[index]
+        if isinstance(step, chord) and step.body is not None:
+            rest = [later.to_dict() for later in reversed(steps[index + 1:])]
+            step.body.options["chain"] = rest  # type: ignore[typeddict-unknown-key]
+            del steps[index + 1:]
+    return steps
 
 
 def _first_options(options: SendOptions) -> SendOptions:
@@ -175,13 +187,16 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
         if self.app.conf["task_always_eager"]:
             return self.apply(args, kwargs, **options)
         whole = self.merged(None, None, options) if options else self
-        steps, results = whole.frozen_steps()
+        frozen, results = whole.frozen_steps()
+        steps = _folded(frozen)
         first_options = _first_options(whole.options)
         first = steps[0]
-        if isinstance(first, group | chord):  # a chain of one group or chord: itself
+        if isinstance(first, group | chord):  # a group or chord first: itself, with the rest
             sent = first.apply_async(args, kwargs, **first_options)
             if isinstance(first, chord) and sent.parent is not None:
                 sent.parent.parent = None
+            if len(frozen) > 1:
+                return cast("AsyncResult[R]", results[-1])
             return cast("AsyncResult[R]", sent)
         rest = [step.to_dict() for step in reversed(steps[1:])]
         first.merged(args, kwargs, first_options).send(chain=rest or None)
@@ -221,9 +236,10 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
         steps, results = self.frozen_steps()
         first = steps[0]
         if not (isinstance(first, Signature) and first.subtask_type is None) or isinstance(
-                results[-1], GroupResult):
-            raise ConfigurationError(f"{self!r} in a group: a chain inside a group must start "
-                                     "and end with a task in celeriac; see docs/canvas.md")
+                results[-1], GroupResult) or any(isinstance(step, chord) for step in steps):
+            raise ConfigurationError(f"{self!r} in a group: a chain inside a group or a chord's "
+                                     "header must start and end with a task and hold no chord "
+                                     "in celeriac; see docs/canvas.md")
         rest = [step.to_dict() for step in reversed(steps[1:])]
         if last_marks and not rest:  # a chain of one task: its own message is marked
             return _ChainHead(first, [], {**last_marks, "group_id": None}), results[-1]

@@ -9,9 +9,11 @@ exactly once, through the result backend's atomic join (:mod:`celeriac.middlewar
 ``docs/canvas-chords.md``).
 
 A header member may be a chain: it is sent as its first task, and its last task carries
-the chord (:meth:`chain.as_head`). What is not supported yet, refused when the chord is
-built: a group or chord in the header (chords of chords), a body that is not one task,
-and a chord followed by more steps in a chain.
+the chord (:meth:`chain.as_head`); or a chord, whose body is then the member
+(:func:`_send_inner`). What is not supported yet, refused when the chord is built: a
+group in the header and a body that is not one task.
+A chord followed by more steps in a chain carries them in its body's options
+(:func:`celeriac.canvas.chains._folded`).
 """
 
 from __future__ import annotations
@@ -41,13 +43,13 @@ def _one_task(sig: Any, what: str) -> Signature[Any]:
     for what celeriac's chords cannot hold yet."""
     if not isinstance(sig, Signature):
         raise TypeError(f"a chord's {what} is a signature (task.s(...)), not {type(sig).__name__}")
-    if sig.subtask_type == "chain" and what == "header member":
+    if sig.subtask_type in ("chain", "chord") and what == "header member":
         return sig
     if sig.subtask_type is not None:
         raise ConfigurationError(
-            f"chord {what} {sig!r} is a {sig.subtask_type}: celeriac's chords take a task or "
-            f"a chain per header member and one task as body (no chords of chords, no "
-            f"groups inside a chord yet); see docs/canvas.md")
+            f"chord {what} {sig!r} is a {sig.subtask_type}: celeriac's chords take a task, "
+            f"a chain or a chord per header member and one task as body (no groups inside "
+            f"a chord, no chord as a body yet); see docs/canvas.md")
     return sig
 
 
@@ -174,7 +176,9 @@ class chord(Signature[R]):  # lower case: Celery's name, and it is used like a f
         members = [task.merged(args, kwargs, header_options)  # type: ignore[arg-type]
                    for task in whole.header.tasks]
         if not members:  # Celery's: an empty header calls the body at once, with []
-            body_sig.apply_async(([],))
+            from celeriac.middleware.chords import send_body
+
+            send_body(self.app, body_sig.to_dict(), [], None)
             return GroupResult(group_id, [], app=self.app)
         from celeriac.canvas.chains import chain
 
@@ -182,19 +186,28 @@ class chord(Signature[R]):  # lower case: Celery's name, and it is used like a f
         body_dict["chord_size"] = len(members)  # Celery's key; its workers read it too
         marked: list[Signature[Any]] = []
         results: list[AsyncResult[Any]] = []
+        nested: dict[int, AsyncResult[Any]] = {}
         for index, member in enumerate(members):
             marks = {"chord": body_dict, "group_index": index}
-            if isinstance(member, chain):
+            if isinstance(member, chord):
+                nested[index] = _send_inner(member, {**marks, "group_id": group_id})
+            elif isinstance(member, chain):
                 head, last = member.as_head(last_marks={**marks, "group_id": group_id})
                 marked.append(head)
                 results.append(last)
             else:
                 marked.append(_Marked(member, marks))
-        sent = self.app.send_many(marked, group_id=group_id, chunk_size=None)
+        sent = iter(self.app.send_many(marked, group_id=group_id, chunk_size=None)
+                    if marked else [])
         by_index = iter(results)
-        return GroupResult(group_id, [next(by_index) if isinstance(m, chain) else first
-                                      for m, first in zip(members, sent, strict=True)],
-                           app=self.app)
+        found: list[AsyncResult[Any]] = []
+        for index, member in enumerate(members):
+            if index in nested:
+                found.append(nested[index])
+                continue
+            first = next(sent)
+            found.append(next(by_index) if isinstance(member, chain) else first)
+        return GroupResult(group_id, found, app=self.app)
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Unpack[SendOptions]) -> EagerResult[R]:
@@ -241,7 +254,24 @@ class chord(Signature[R]):  # lower case: Celery's name, and it is used like a f
             tasks if isinstance(tasks, group) else [from_dict(t, app) for t in tasks],
             from_dict(body, app) if body else None, app=app)
         rebuilt.set(**wire_options(d.get("options") or {}, "celery.chord"))
+        rest = body.get("options", {}).get("chain") if isinstance(body, dict) else None
+        if rest and rebuilt.body is not None:  # the steps after it in a chain (chains._folded)
+            rebuilt.body.options["chain"] = rest  # type: ignore[typeddict-unknown-key]
         return rebuilt
+
+
+def _send_inner(inner: chord[Any], marks: dict[str, Any]) -> AsyncResult[Any]:
+    """Send a chord that is a header member of another (chords of chords): its body is the
+    member, so it carries the outer chord's marks (raw, in its options) and the member
+    that completes the inner header sends it as a member of the outer chord
+    (:func:`celeriac.middleware.chords.send_body`). Returns the inner body's result."""
+    body_sig, group_id = inner.body_and_header()
+    body_sig.options.update(marks)  # type: ignore[typeddict-item]
+    header = inner._send_header(inner, body_sig, group_id, None, None)
+    result: AsyncResult[Any] = AsyncResult(str(body_sig.options["task_id"]), inner.app,
+                                           body_sig.name)
+    result.parent = header
+    return result
 
 
 __all__ = ["chord"]

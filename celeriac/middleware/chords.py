@@ -144,17 +144,24 @@ class Chords(Middleware):
         return settled
 
     def _join(self, member: Member) -> None:
-        backend = self.app.backend
-        size = chord_size(self.app, member.body, member.group_id)
-        if size is None:
-            return
-        if not backend.chord_join(member.group_id, member.index, member.task_id, size,
-                                  expires=self.expires()):
-            return
-        ids = backend.chord_members(member.group_id) or []
-        records = backend.get_many(ids)
-        fire_body(self.app, member.group_id, member.body, ids, records)
-        backend.chord_done(member.group_id)
+        join(self.app, member)
+
+
+def join(app: Celeriac, member: Member) -> None:
+    """Add a finished member to its chord (one atomic step); the call told "fire" sends
+    the body (or fails it) and marks the chord done."""
+    backend = app.backend
+    size = chord_size(app, member.body, member.group_id)
+    if size is None:
+        return
+    expires = app.conf["result_chord_expires"]
+    if not backend.chord_join(member.group_id, member.index, member.task_id, size,
+                              expires=float(expires) if expires is not None else None):
+        return
+    ids = backend.chord_members(member.group_id) or []
+    records = backend.get_many(ids)
+    fire_body(app, member.group_id, member.body, ids, records)
+    backend.chord_done(member.group_id)
 
 
 def fire_body(app: Celeriac, group_id: str, body: dict[str, Any], ids: list[str],
@@ -167,11 +174,24 @@ def fire_body(app: Celeriac, group_id: str, body: dict[str, Any], ids: list[str]
     for member_id, record in zip(ids, records, strict=True):
         if record is None or record.status != SUCCESS:
             status = record.status if record is not None else "missing"
-            chord_failed(app, sig, member_id, status, _error_of(record), eager=False)
+            chord_failed(app, sig, member_id, status, _error_of(record), eager=False,
+                         onward=body)
             return
     values = [record.result for record in records if record is not None]
-    call = sig.merged((values,))
-    call.send(chord_claim=[group_id, token])
+    send_body(app, body, values, [group_id, token])
+
+
+def send_body(app: Celeriac, body: dict[str, Any], values: list[Any],
+              claim: list[str] | None) -> None:
+    """Send a chord's body with the header's values. A body carries, raw in its options,
+    what follows its chord: the rest of a chain (a chord followed by more steps, or one
+    that replaced a task with ``Task.replace``) and the chord marks of a replaced task."""
+    from celeriac.canvas.signatures import from_dict
+
+    call = from_dict(body, app).merged((values,))
+    options = body.get("options") or {}
+    rest = options.get("chain") if isinstance(options, dict) else None
+    call.send(chord_claim=claim, chain=rest or None, **chord_marks(body))
 
 
 def _error_of(record: ResultRecord | None) -> str:
@@ -183,10 +203,13 @@ def _error_of(record: ResultRecord | None) -> str:
 
 
 def chord_failed(app: Celeriac, body: Signature[Any], member_id: str, status: str, error: Any,
-                 *, eager: bool) -> EagerResult[Any] | None:
+                 *, eager: bool, onward: dict[str, Any] | None = None
+                 ) -> EagerResult[Any] | None:
     """Fail the chord whose member ``member_id`` did not succeed: a :class:`ChordError`
     naming it stored as the body's result (Celery's ``Dependency <id> raised <exc>``),
-    then the body's errbacks. Eager (``chord.apply``): nothing stored, the result returned."""
+    then the body's errbacks. Eager (``chord.apply``): nothing stored, the result returned.
+    ``onward``: the body's dict, whose raw options may carry what followed a task the
+    chord replaced (``Task.replace`` with a group): that chain fails and that chord joins."""
     from celeriac.canvas.signatures import wire_links
     from celeriac.context import Request
     from celeriac.middleware.followups import run_errback
@@ -207,4 +230,24 @@ def chord_failed(app: Celeriac, body: Signature[Any], member_id: str, status: st
             run_errback(app, request, item, index, exc, record.traceback)
         except Exception:
             log.exception("errback %r of chord body %s[%s] raised", item, body.name, body_id)
+    if onward is not None and not eager:
+        _fail_onward(app, onward, body_id, exc)
     return EagerResult(body_id, app, record) if eager else None
+
+
+def _fail_onward(app: Celeriac, body: dict[str, Any], body_id: str, exc: BaseException) -> None:
+    """What followed a replaced task, when its replacing chord failed: the later tasks of
+    its chain get the failure (as a failed chain step's do) and its own chord is joined,
+    which then fails naming the replaced task."""
+    from celeriac.middleware.followups import chain_ids
+    from celeriac.worker.run import failure_record
+
+    options = body.get("options") or {}
+    rest = options.get("chain") if isinstance(options, dict) else None
+    if rest:
+        app.backend.store_many([failure_record(task_id, name, exc)
+                                for task_id, name in chain_ids(rest)])
+    marks = chord_marks(body)
+    if marks.get("group") and marks.get("group_index") is not None:
+        join(app, Member(str(marks["group"]), int(marks["group_index"] or 0), body_id,
+                         dict(marks["chord"] or {})))

@@ -157,14 +157,14 @@ def _fail_chain(app: Celeriac, request: Request, record: ResultRecord, exc: Base
     from celeriac.worker.run import failure_record
 
     records = [failure_record(task_id, name, exc, tb=tb)
-               for task_id, name in _chain_ids(request.chain or ())]
+               for task_id, name in chain_ids(request.chain or ())]
     if request.errbacks and not request.ignore_result and not request.is_eager:
         records.append(record)
     if records:
         app.backend.store_many(records)
 
 
-def _chain_ids(steps: Any) -> list[tuple[str, Any]]:
+def chain_ids(steps: Any) -> list[tuple[str, Any]]:
     """(task id, task name) of every task in these chain steps whose id is fixed; a group's
     members stand for it (its own id names no task)."""
     found: list[tuple[str, Any]] = []
@@ -172,7 +172,7 @@ def _chain_ids(steps: Any) -> list[tuple[str, Any]]:
         if not isinstance(step, dict) or not isinstance(step.get("options"), dict):
             continue
         if step.get("subtask_type") == "group":
-            found.extend(_chain_ids((step.get("kwargs") or {}).get("tasks") or ()))
+            found.extend(chain_ids((step.get("kwargs") or {}).get("tasks") or ()))
         elif isinstance(step["options"].get("task_id"), str):
             found.append((step["options"]["task_id"], step.get("task")))
     return found

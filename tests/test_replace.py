@@ -1,0 +1,149 @@
+"""``self.replace(sig)`` on an embedded worker (memory broker and backend, a real consumer)
+and eagerly: the replacement takes the replaced task's place in its chain, its chord and
+its callbacks, under its id; the replaced run stores nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from celeriac import Celeriac, chain, chord, group
+from celeriac.contrib.testing.worker import start_worker
+from celeriac.exceptions import ChordError, ConfigurationError
+
+
+@pytest.fixture
+def app() -> Iterator[Celeriac]:
+    app = Celeriac("tests", broker="memory://", backend="memory://")
+    runs: list[str] = []
+
+    @app.task(name="t.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="t.tsum")
+    def tsum(values: list[int]) -> int:
+        runs.append("tsum")
+        return sum(values)
+
+    @app.task(name="t.collect")
+    def collect(values: list[Any]) -> list[Any]:
+        runs.append("collect")
+        return values
+
+    @app.task(name="t.fail")
+    def fail(x: Any) -> None:
+        raise ValueError(x)
+
+    @app.task(name="t.by_task", bind=True)
+    def by_task(self: Any, x: int) -> Any:
+        runs.append("by_task")
+        return self.replace(add.s(x, 100))
+
+    @app.task(name="t.by_chain", bind=True)
+    def by_chain(self: Any, x: int) -> Any:
+        return self.replace(chain(add.s(x, 1), add.signature((10,))))
+
+    @app.task(name="t.by_group", bind=True)
+    def by_group(self: Any, x: int) -> Any:
+        return self.replace(group(add.s(x, 1), add.s(x, 2)))
+
+    @app.task(name="t.by_failing", bind=True)
+    def by_failing(self: Any, x: int) -> Any:
+        return self.replace(group[Any](add.s(x, 1), fail.si(x)))
+
+    @app.task(name="t.unbound")
+    def unbound(x: int) -> Any:
+        return app.tasks["t.unbound"].replace(add.s(x, 1))
+
+    app.runs = runs  # type: ignore[attr-defined]
+    yield app
+    app.close()
+
+
+def _parent(result: Any) -> Any:
+    """A result's parent (set on the results a chain or chord returns)."""
+    return result.parent
+
+
+def _worker(app: Celeriac) -> Any:
+    return start_worker(app, pool="threads", concurrency=2, perform_ping_check=False)
+
+
+def test_a_replaced_task_id_gets_the_replacement_result_and_its_callbacks(app: Celeriac) -> None:
+    tasks = app.tasks
+    with _worker(app):
+        result = tasks["t.by_task"].apply_async((1,), link=tasks["t.add"].s(1000))
+        assert result.get(timeout=10) == 101
+        callback = result.children  # the callback went out from the replacement
+        assert callback and callback[0].get(timeout=10) == 1101
+
+
+def test_replace_in_the_middle_of_a_chain_continues_with_its_result(app: Celeriac) -> None:
+    tasks = app.tasks
+    with _worker(app):
+        one = (tasks["t.add"].s(1, 1) | tasks["t.by_task"].s() | tasks["t.add"].s(5)).delay()
+        assert one.get(timeout=10) == 107  # 2 -> add(2, 100) -> +5
+        assert _parent(one).get(timeout=10) == 102  # the replaced step's id holds its result
+        many = (tasks["t.add"].s(1, 1) | tasks["t.by_chain"].s() | tasks["t.add"].s(5)).delay()
+        assert many.get(timeout=10) == 18  # 2 -> 3 -> 13 -> 18
+        grouped = (tasks["t.add"].s(1, 1) | tasks["t.by_group"].s() | tasks["t.tsum"].s()).delay()
+        assert grouped.get(timeout=10) == 7  # 2 -> [3, 4] -> 7
+        assert _parent(grouped).get(timeout=10) == [3, 4]
+
+
+def test_a_chord_member_that_replaces_itself_joins_once_with_the_replacement(app: Celeriac) -> None:
+    tasks = app.tasks
+    with _worker(app):
+        result = chord([tasks["t.by_task"].s(1), tasks["t.add"].s(2, 2)], tasks["t.tsum"].s()).delay()
+        assert result.get(timeout=10) == 105
+        assert _parent(result).get(timeout=10) == [101, 4]
+        # A group replacement joins once too, its list of values as the member's value.
+        by_group = chord([tasks["t.by_group"].s(1), tasks["t.add"].s(2, 2)],
+                         tasks["t.collect"].s()).delay()
+        assert by_group.get(timeout=10) == [[2, 3], 4]
+    runs = app.runs  # type: ignore[attr-defined]
+    assert runs.count("tsum") == 1 and runs.count("collect") == 1
+
+
+def test_a_failing_group_replacement_fails_its_task_chain_and_chord(app: Celeriac) -> None:
+    tasks = app.tasks
+    with _worker(app):
+        result = tasks["t.by_failing"].delay(1)
+        with pytest.raises(ChordError, match="ValueError"):
+            result.get(timeout=10)
+        chained = (tasks["t.by_failing"].s(1) | tasks["t.add"].s(5)).delay()
+        with pytest.raises(ChordError, match="ValueError"):  # not PENDING for ever
+            chained.get(timeout=10)
+        joined = chord([tasks["t.by_failing"].s(1), tasks["t.add"].s(2, 2)],
+                       tasks["t.tsum"].s()).delay()
+        replaced_id = _parent(joined).results[0].id
+        with pytest.raises(ChordError, match=f"Dependency {replaced_id} raised"):
+            joined.get(timeout=10)
+    assert "tsum" not in app.runs  # type: ignore[attr-defined]
+
+
+def test_eager_replace_returns_the_replacement_value(app: Celeriac) -> None:
+    tasks = app.tasks
+    assert tasks["t.by_task"].apply((1,)).get() == 101
+    assert tasks["t.by_chain"].apply((1,)).get() == 12
+    assert tasks["t.by_group"].apply((1,)).get() == [2, 3]
+    app.conf.task_always_eager = True
+    assert (tasks["t.add"].s(1, 1) | tasks["t.by_task"].s() | tasks["t.add"].s(5)).delay().get() == 107
+
+
+def test_replace_is_refused_outside_a_bound_running_task(app: Celeriac) -> None:
+    tasks = app.tasks
+    with pytest.raises(ConfigurationError, match="outside a run"):
+        tasks["t.by_task"].replace(tasks["t.add"].s(1, 1))
+    with pytest.raises(ConfigurationError, match="bind=True"):
+        tasks["t.unbound"].apply((1,), throw=True)
+
+    @app.task(name="t.empty", bind=True)
+    def empty(self: Any) -> Any:
+        return self.replace(chain(app=app))
+
+    with pytest.raises(ConfigurationError, match="empty chain"):
+        empty.apply(throw=True)
