@@ -96,7 +96,9 @@ WORKER_SIDE_MODULES = frozenset({
     "test_faults.py", "test_green.py", "test_mixed.py", "test_pools.py", "test_signals.py",
     "test_supervisor_hooks.py", "test_task_events.py", "test_task_options.py",
     "test_celery_flags.py", "test_task_logging.py", "test_django.py",
-    "test_autoscale.py", "test_beat.py", "test_limits.py",
+    "test_autoscale.py", "test_beat.py", "test_limits.py", "test_canvas.py", "test_chords.py",
+    "test_replace.py", "test_send_options.py", "test_predicates.py", "test_detach.py",
+    "test_celery_compat.py", "test_attribution.py", "test_vanished_node.py",
 })
 
 
