@@ -197,12 +197,15 @@ class Cell:
         threading.Thread(target=run, name="sampler", daemon=True).start()
 
     def sampled_at(self, moment: float) -> int | None:
-        """The in-flight sample nearest ``moment``."""
+        """Messages in flight at ``moment``: the larger of the two samples either side of
+        it, the rule :meth:`fault` keeps for the counts before and after an injected
+        fault (holdings turn over between two samples, and the nearest one alone can
+        miss what the crash caught)."""
         if not self.samples:
             return None
         index = bisect.bisect(self.samples, (moment, 0))
         near = self.samples[max(index - 1, 0):index + 1]
-        return min(near, key=lambda sample: abs(sample[0] - moment))[1]
+        return max(count for _, count in near)
 
     def orphans(self, victims: Collection[int]) -> set[str]:
         """Tasks whose latest run started in one of ``victims`` and has not completed."""

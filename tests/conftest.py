@@ -56,6 +56,16 @@ def fail(message):
 def pid():
     return os.getpid()
 
+@app.task
+def wait_for(path, timeout=60):
+    """Run until the test creates ``path``: a task that is running for as long as needed."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.02)
+    return path
+
 @app.task(bind=True)
 def record(self, path, seconds=0.0):
     """Append this delivery to a file, then sleep: lets tests count executions."""
@@ -64,6 +74,16 @@ def record(self, path, seconds=0.0):
     time.sleep(seconds)
     return self.request.id
 '''
+
+
+def take(app: Any, queue: str = "celery") -> list[Any]:
+    """Every message in ``queue`` of ``app``'s broker, acked and decoded, oldest first:
+    what a producer-side test sent, without a worker."""
+    from celeriac.message import decode
+
+    deliveries = app.broker.fetch([queue], 100_000, consumer="test", lease=30)
+    app.broker.ack(deliveries)
+    return [decode(d.body) for d in deliveries]
 
 
 def compare_python() -> Path | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project
+from conftest import Project, take
 
 from celeriac import Celeriac, GroupResult, Signature, group
 from celeriac.brokers import OutgoingMessage
@@ -28,7 +28,6 @@ from celeriac.exceptions import (
     TimeoutError,
     UnknownSettingError,
 )
-from celeriac.message import TaskMessage, decode
 from celeriac.middleware import Pipeline, TaskRun
 from celeriac.worker.run import run_task
 
@@ -65,12 +64,6 @@ def spy(app: Celeriac, monkeypatch: pytest.MonkeyPatch) -> PublishSpy:
 def queued(app: Celeriac) -> int:
     return sum(s.ready + s.scheduled for s in app.broker.stats().values())
 
-
-def take(app: Celeriac, queue: str = "celery") -> list[TaskMessage]:
-    """Every message in ``queue``, acked, oldest first."""
-    deliveries = app.broker.fetch([queue], 100_000, consumer="test", lease=30)
-    app.broker.ack(deliveries)
-    return [decode(d.body) for d in deliveries]
 
 
 def work_off(app: Celeriac, queue: str = "celery") -> int:

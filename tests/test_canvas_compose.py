@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import take
 
 from celeriac import Celeriac, chain, group, signature
 from celeriac.canvas import Signature, chunks, xmap
 from celeriac.context import Request
 from celeriac.exceptions import ConfigurationError
-from celeriac.message import TaskMessage, decode
 from celeriac.middleware import Pipeline, TaskRun
 from celeriac.middleware.followups import Followups, _new_style, followup_id
 from celeriac.worker.run import run_task
@@ -45,11 +45,6 @@ def app() -> Iterator[Celeriac]:
     yield app
     app.close()
 
-
-def take(app: Celeriac) -> list[TaskMessage]:
-    deliveries = app.broker.fetch(["celery"], 1000, consumer="test", lease=30)
-    app.broker.ack(deliveries)
-    return [decode(d.body) for d in deliveries]
 
 
 def test_a_chain_sends_its_first_task_with_the_rest_reversed_and_ids_fixed(app: Celeriac) -> None:

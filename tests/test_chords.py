@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import take
 
 from celeriac import Celeriac, chain, chord, group, signature
 from celeriac.brokers.base import Delivery
 from celeriac.canvas.chords import chord as canvas_chord
 from celeriac.context import Request
 from celeriac.exceptions import ChordError, ConfigurationError
-from celeriac.message import CHORD_CLAIM_HEADER, TaskMessage, decode
+from celeriac.message import CHORD_CLAIM_HEADER, TaskMessage
 from celeriac.middleware.base import ACK, RETRY_LATER, Outcome, TaskRun
 from celeriac.middleware.chords import Chords
 from celeriac.states import FAILURE, IGNORED, SUCCESS
@@ -46,11 +47,6 @@ def app() -> Iterator[Celeriac]:
     yield app
     app.close()
 
-
-def take(app: Celeriac) -> list[TaskMessage]:
-    deliveries = app.broker.fetch(["celery"], 1000, consumer="test", lease=30)
-    app.broker.ack(deliveries)
-    return [decode(d.body) for d in deliveries]
 
 
 def test_every_spelling_builds_a_chord(app: Celeriac) -> None:

@@ -107,7 +107,7 @@ def run_task(run: TaskRun, pipeline: Pipeline,
         started = time.monotonic()
         run.record = _body(run, pipeline, guard or nullcontext())
         run.runtime = time.monotonic() - started
-        describe_request(run.record, run.request, run.task.app.conf.result_extended)
+        describe_request(run.record, run.request, run.task.app.conf["result_extended"])
         pipeline.after_task(run)
         return run.record
     finally:

@@ -26,16 +26,6 @@ W1 = f"w1@{HOST}"
 
 EXTRA = r'''
 app.conf.worker_autoscale_keepalive = 1.0
-
-@app.task
-def wait_for(path, timeout=60):
-    """Run until the test creates ``path``: a task that is running for as long as needed."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(path)
-        time.sleep(0.02)
-    return path
 '''
 
 

@@ -79,7 +79,7 @@ def test_celery_tutorial_project_runs_unchanged(compat: Project, app: str, pool:
     assert out["fetch_rate"] == {"retries": 2}
     assert out["charge"]["state"] == "FAILURE"
     assert out["charge"]["message"] == "cannot charge -5"
-    assert out["report"] == "report for 2030-01-31"
+    assert out["report"] == "report for 2030-01-31 from reports"
     assert out["skip_ran"] == "ran"
 
     log = worker.log()

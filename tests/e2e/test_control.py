@@ -31,21 +31,8 @@ from celeriac.control import flatten
 HOST = socket.gethostname()
 W1, W2 = f"w1@{HOST}", f"w2@{HOST}"
 
-EXTRA = r'''
-@app.task
-def wait_for(path, timeout=60):
-    """Run until the test creates ``path``: a task that is running for as long as needed."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(path)
-        time.sleep(0.02)
-    return path
-'''
-
-
 def tasks_module(project: Project) -> ModuleType:
-    project.write_tasks(extra=EXTRA)
+    project.write_tasks()
     project.app()
     return sys.modules["tasks"]
 

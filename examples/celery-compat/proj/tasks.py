@@ -11,7 +11,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from celeriac import Task, shared_task
+from celeriac import Task, current_task, shared_task
 from celeriac.exceptions import Ignore
 from celeriac.utils.log import get_task_logger
 
@@ -74,8 +74,8 @@ def charge(self: Task, amount: int) -> int:
 
 @shared_task
 def report(day: str) -> str:
-    """Routed to the ``reports`` queue by ``task_routes``."""
-    return f"report for {day}"
+    """Routed to the ``reports`` queue by ``task_routes``: ``current_task`` says so."""
+    return f"report for {day} from {current_task.request.delivery_info['routing_key']}"
 
 
 @shared_task(bind=True)
