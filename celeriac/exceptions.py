@@ -161,6 +161,16 @@ class SyncSubtaskError(CeleriacError, RuntimeError):
     ``disable_sync_subtasks=False`` to wait anyway."""
 
 
+class RunLater(CeleriacError):
+    """Raised by a middleware's ``check_run`` that cannot decide yet whether a message may
+    run (the check needs the result backend, and it failed): the message goes back to its
+    queue uncharged, due in ``delay`` seconds, instead of running unchecked or being lost."""
+
+    def __init__(self, reason: str, delay: float = 1.0) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
 class TaskPredicate(CeleriacError):
     """Raised by a task to say how its run ends, other than by returning or failing."""
 

@@ -230,3 +230,32 @@ def test_an_eager_group_of_chains_runs_each_chain() -> None:
     assert group(add.s(1, 1) | add.s(10), add.s(2, 2)).delay().get() == [12, 4]
     assert group(add.s(1, 1) | add.s(10)).apply().get() == [12]
     app.close()
+
+
+def test_a_claim_the_backend_cannot_answer_puts_the_body_back_unrun(tmp_path: Any) -> None:
+    """Unclaimed, a second copy of the body could run too: the body waits, uncharged."""
+    from celeriac.brokers.base import OutgoingMessage
+    from celeriac.exceptions import RunLater
+    from celeriac.message import encode
+    from celeriac.middleware.base import DEFER, Pipeline
+    from celeriac.middleware.chords import CLAIM_RETRY_DELAY
+    from celeriac.pools.threads import ThreadPool
+    from celeriac.worker.executor import Executor
+
+    # A result backend that cannot open (its path is a directory): every call fails.
+    app = Celeriac("tests", broker="memory://", backend=f"sqlite:///{tmp_path}")
+    ran: list[Any] = []
+    app.task(name="t.tsum")(lambda values: ran.append(values))
+    body = encode("t.tsum", "body-id", [[1, 2]], {}, queue="celery",
+                  extra_headers={CHORD_CLAIM_HEADER: ["g", "token"]})
+    app.broker.publish([OutgoingMessage("celery", body)])
+    [delivery] = app.broker.fetch(["celery"], 1, consumer="c", lease=30)
+    pipeline = Pipeline([Chords(app)])
+    executor = Executor(app, ThreadPool(1, app.conf), pipeline, lambda d: None)
+    outcome = executor.handle(delivery)
+    assert (outcome.action, outcome.delay, ran) == (DEFER, CLAIM_RETRY_DELAY, [])
+    assert "cannot claim its body's run" in outcome.reason
+    with pytest.raises(RunLater):  # the pipeline passes it on: not a broken hook
+        pipeline.check_run(TaskRun(app.tasks["t.tsum"], Request(
+            id="body-id", task="t.tsum", headers={CHORD_CLAIM_HEADER: ["g", "token"]})))
+    app.close()

@@ -50,6 +50,7 @@ from celeriac.worker.spec import WorkerSpec
 from celeriac.worker.status import (
     EVENT_TYPES,
     Done,
+    FollowupsPart,
     Ready,
     Stalled,
     Started,
@@ -474,6 +475,33 @@ def test_real_events_round_trip_with_their_meaning() -> None:
     assert len(started.name) == 200  # cut so that a line stays atomic
     done = [e for e in events[2:] if isinstance(e, Done)]
     assert [len(e.delivery_ids) for e in done] == [40, 5]
+
+
+def test_followups_cross_in_parts_each_under_pipe_buf_before_the_start() -> None:
+    """A chain of many steps (quotes, non-ASCII) is too long for one atomic line."""
+    from celeriac.worker.supervisor import _joined
+
+    delivery = Delivery(id="d1", queue=QUEUE, body=b"", delivery_count=1, token=1)
+    followups = {"chain": [{"task": f"t.step\u00e9\U0001f600\"{i}", "args": [i] * 20}
+                           for i in range(100)], "chord": None, "errbacks": None,
+                 "group": None, "group_index": None}
+    read_fd, write_fd = os.pipe()
+    writer, reader = StatusWriter(write_fd), StatusReader(read_fd)
+    try:
+        writer.followups(delivery, followups)
+        writer.started(delivery, "task-1", "t", None, False)
+        raw = os.read(read_fd, 1 << 16)
+    finally:
+        writer.close()
+        reader.close()
+    lines = raw.splitlines()
+    events = [decode_event(line) for line in lines]
+    assert len(events) > 3 and all(len(line) < 4096 for line in lines)
+    *parts, started = events
+    assert all(isinstance(p, FollowupsPart) and p.delivery_id == "d1" for p in parts)
+    assert isinstance(started, Started)
+    assert _joined([p.part for p in parts if isinstance(p, FollowupsPart)]) == followups
+    assert _joined(None) is None and _joined(["{not json"]) is None
 
 
 def test_reader_joins_split_lines_skips_malformed_ones_and_sees_eof(

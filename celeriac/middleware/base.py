@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from celeriac.exceptions import ExceptionInfo
+from celeriac.exceptions import ExceptionInfo, RunLater
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -185,7 +185,8 @@ class Middleware:
         """A message cannot be run (it goes to the dead-letter store)."""
 
     def check_run(self, run: TaskRun) -> ResultRecord | None:
-        """Return a REVOKED record to stop the task from running (expired, revoked)."""
+        """Return a REVOKED record to stop the task from running (expired, revoked), or
+        raise :class:`~celeriac.exceptions.RunLater` when the check cannot be made now."""
         return None
 
     def task_skipped(self, run: TaskRun) -> None:
@@ -354,6 +355,8 @@ class Pipeline:
         for m in self._in_order["check_run"]:
             try:
                 record = m.check_run(run)
+            except RunLater:
+                raise  # not a broken hook: the check itself says "not now"
             except Exception:
                 self._failed(m, "check_run")
                 continue

@@ -17,7 +17,11 @@ header member (its ``chord`` embed holds the body, ``group`` the chord's id,
   as Celery marks it), or, when the chain stops at a failed step, from that step;
 * a message carrying the claim header (a body) claims its run before running: a second
   copy of the body, sent by a firing member that died before marking the chord done,
-  is acked unrun.
+  is acked unrun. A claim the backend cannot answer puts the body back in its queue,
+  unrun and uncharged (:class:`~celeriac.exceptions.RunLater`), rather than risk two runs;
+* a member its own process cannot end (killed past its hard time limit, terminated, or
+  lost with its process on its last delivery) is failed by the supervisor, which joins
+  it to its chord as here (:mod:`celeriac.worker.attribution`).
 
 Without polling: no ``chord_unlock`` task, the body goes out as the last member settles.
 """
@@ -29,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from celeriac.exceptions import CeleriacError, ChordError
+from celeriac.exceptions import CeleriacError, ChordError, RunLater
 from celeriac.message import CHORD_CLAIM_HEADER
 from celeriac.middleware.base import ACK, DEAD, RETRY_LATER, SETTLED, Finished, Middleware, Outcome
 from celeriac.middleware.followups import chord_marks
@@ -39,10 +43,15 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.backends.base import ResultRecord
     from celeriac.canvas.signatures import Signature
+    from celeriac.context import Request
     from celeriac.middleware.base import TaskRun
     from celeriac.result import EagerResult
 
 log = logging.getLogger("celeriac.worker")
+
+#: Seconds before a body whose claim could not be checked (the result backend failed)
+#: is delivered again: it waits, unrun and uncharged, for as long as the backend is down.
+CLAIM_RETRY_DELAY = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +97,13 @@ class Chords(Middleware):
         if not claim:
             return None
         group_id, token = str(claim[0]), str(claim[1])
-        if self.app.backend.chord_claim_body(group_id, token, expires=self.expires()):
+        try:
+            claimed = self.app.backend.chord_claim_body(group_id, token, expires=self.expires())
+        except (CeleriacError, OSError) as exc:
+            # Unclaimed, a second copy could run too: neither runs until the backend answers.
+            raise RunLater(f"chord {group_id}: cannot claim its body's run: {exc}",
+                           delay=CLAIM_RETRY_DELAY) from exc
+        if claimed:
             return None
         from celeriac.backends.base import ResultRecord
 
@@ -104,22 +119,11 @@ class Chords(Middleware):
         self._finished(run)
 
     def _finished(self, run: TaskRun) -> None:
-        request, record = run.request, run.record
-        if record is None or record.status not in READY_STATES or run.delivery is None:
+        if run.delivery is None or run.record is None:
             return
-        if request.chord:
-            if request.group and request.group_index is not None:
-                self.pending[run.delivery.id] = Member(request.group, int(request.group_index),
-                                                       request.id, request.chord)
-        elif request.chain and record.status != SUCCESS:
-            # A header member that is a chain, stopped before its last task: that task
-            # never runs, so the chord hears of the failure (stored under its id) from here.
-            last = request.chain[0]
-            marks = chord_marks(last)
-            if marks.get("group") and marks.get("group_index") is not None:
-                self.pending[run.delivery.id] = Member(
-                    str(marks["group"]), int(marks["group_index"] or 0),
-                    str(last["options"].get("task_id")), dict(marks["chord"] or {}))
+        member = member_of(run.request, run.record)
+        if member is not None:
+            self.pending[run.delivery.id] = member
 
     def expires(self) -> float | None:
         value = self.app.conf["result_chord_expires"]
@@ -145,6 +149,24 @@ class Chords(Middleware):
 
     def _join(self, member: Member) -> None:
         join(self.app, member)
+
+
+def member_of(request: Request, record: ResultRecord) -> Member | None:
+    """The chord a task that ended with ``record`` joins now, if any: its own, or, for a
+    header member that is a chain stopped before its last task, the chain's (that task
+    never runs, so the chord hears of the failure, stored under its id, from here)."""
+    if record.status not in READY_STATES:
+        return None
+    if request.chord:
+        if request.group and request.group_index is not None:
+            return Member(request.group, int(request.group_index), request.id, request.chord)
+    elif request.chain and record.status != SUCCESS:
+        last = request.chain[0]
+        marks = chord_marks(last)
+        if marks.get("group") and marks.get("group_index") is not None:
+            return Member(str(marks["group"]), int(marks["group_index"] or 0),
+                          str(last["options"].get("task_id")), dict(marks["chord"] or {}))
+    return None
 
 
 def join(app: Celeriac, member: Member) -> None:

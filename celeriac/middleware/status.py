@@ -19,7 +19,13 @@ class StatusReporter(Middleware):
         if delivery is None:
             return
         headers = run.message.headers if run.message is not None else {}
-        self.status.started(delivery, run.request.id, run.task.name, run.time_limit,
+        request = run.request
+        if request.errbacks or request.chain or request.chord:
+            # Before the start: the supervisor may have to end this task and do these.
+            self.status.followups(delivery, {
+                "errbacks": request.errbacks, "chain": request.chain, "chord": request.chord,
+                "group": request.group, "group_index": request.group_index})
+        self.status.started(delivery, request.id, run.task.name, run.time_limit,
                             run.ignore_result, str(headers.get("argsrepr") or ""),
                             str(headers.get("kwargsrepr") or ""))
 

@@ -42,6 +42,7 @@ from celeriac.exceptions import (
 )
 from celeriac.middleware import ACK, DEAD, Outcome
 from celeriac.middleware.base import Pipeline, TaskRun
+from celeriac.middleware.chords import join, member_of
 from celeriac.worker.run import failure_record
 from celeriac.worker.settle import Settler
 from celeriac.worker.status import RunningTask
@@ -204,14 +205,24 @@ class Verdicts:
         registered = self.app.tasks.get(task.name)
         if registered is None:
             return
+        embed = task.followups or {}
         request = Request(id=task.task_id, task=task.name, queue=task.queue,
                           delivery_count=task.delivery_count, hostname=socket.gethostname(),
-                          called_directly=False)
+                          called_directly=False, errbacks=embed.get("errbacks"),
+                          chain=embed.get("chain"), chord=embed.get("chord"),
+                          group=embed.get("group"), group_index=embed.get("group_index"))
         run = TaskRun(registered, request, revoked=revoked, signal=signal, record=record,
                       ignore_result=task.ignore_result)
         if error is not None:
             run.einfo = ExceptionInfo(error, traceback="")
-        self.pipeline.after_task(run)
+        self.pipeline.after_task(run)  # errbacks, and the failure stored down its chain
+        member = member_of(request, record)
+        if member is not None:
+            try:
+                join(self.app, member)
+            except (CeleriacError, OSError) as exc:
+                log.error("chord %s: member %s[%s] could not join it: %s; the chord will not "
+                          "complete", member.group_id, task.name, task.task_id, exc)
 
     def reap_vanished(self, node: str) -> int:
         """Release what the worker processes of every node whose heartbeat expired held.

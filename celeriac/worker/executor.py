@@ -24,7 +24,7 @@ from celeriac import serialization
 from celeriac.backends.base import ResultRecord
 from celeriac.brokers.base import Delivery
 from celeriac.context import Request, custom_headers
-from celeriac.exceptions import MessageDecodeError, NotRegistered, Reject
+from celeriac.exceptions import MessageDecodeError, NotRegistered, Reject, RunLater
 from celeriac.message import TaskMessage, decode, peek_task_id
 from celeriac.middleware.base import (
     ACK,
@@ -93,7 +93,12 @@ class Executor:
             return Outcome(DEAD, f"unknown task {message.task!r}", record=record)
         run = self._prepare(delivery, message, task)
         self.pipeline.message_received(run)
-        skipped = self.pipeline.check_run(run)
+        try:
+            skipped = self.pipeline.check_run(run)
+        except RunLater as exc:
+            log.warning("task %s[%s] goes back to queue %r for %.1fs, unrun and uncharged: %s",
+                        run.name, message.id, delivery.queue, exc.delay, exc)
+            return Outcome(DEFER, str(exc), delay=exc.delay)
         if skipped is not None:
             run.record = skipped
             self.pipeline.task_skipped(run)

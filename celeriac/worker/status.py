@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from celeriac.brokers.base import Delivery
+from celeriac.fastjson import dumps
 from celeriac.pools.base import Stall
 from celeriac.worker.lines import LineCodec
 
@@ -43,6 +44,9 @@ REPR_LIMIT = 400
 DONE_PER_LINE = 40
 #: Bytes of one "reserved" line at most (below PIPE_BUF, with room for the envelope).
 RESERVED_LINE_LIMIT = 3500
+#: Characters of a follow-ups part: at most 4 bytes each once encoded (UTF-8, or an
+#: escaped quote), so a line stays below PIPE_BUF.
+FOLLOWUPS_PART = 900
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,19 @@ class Started:
     kwargsrepr: str = ""
     #: A suspect message running alone (nothing else runs in its process).
     isolated: bool = False
+
+
+@dataclass(frozen=True)
+class FollowupsPart:
+    """Part of what a task's message asks for once it has ended, should the supervisor
+    have to end it (:meth:`~celeriac.worker.attribution.Verdicts.after_task`): its errbacks,
+    the rest of its chain, its chord. Written before its :class:`Started`, only for a task
+    that has any, in as many parts as keep each line under PIPE_BUF; the parts joined are
+    one JSON object."""
+
+    kind: ClassVar[str] = "followups"
+    delivery_id: str
+    part: str
 
 
 @dataclass(frozen=True)
@@ -120,10 +137,10 @@ class Reserved:
     last: bool
 
 
-StatusEvent = Ready | Started | Done | Stalled | Terminate | Reserved
+StatusEvent = Ready | Started | FollowupsPart | Done | Stalled | Terminate | Reserved
 #: The status pipe's lines, written and read by this one codec at both ends.
 STATUS_LINES: LineCodec[StatusEvent] = LineCodec(
-    "status event", (Ready, Started, Done, Stalled, Terminate, Reserved))
+    "status event", (Ready, Started, FollowupsPart, Done, Stalled, Terminate, Reserved))
 #: kind -> class.
 EVENT_TYPES = STATUS_LINES.types
 encode_event = STATUS_LINES.encode
@@ -162,6 +179,13 @@ class StatusWriter:
                 kwargsrepr[:REPR_LIMIT], delivery.suspect == 1)))
         except OSError:
             self.connected = False
+
+    def followups(self, delivery: Delivery, followups: dict[str, Any]) -> None:
+        """What ``delivery``'s task asks for once it ended (see :class:`FollowupsPart`):
+        written before its start, in parts."""
+        text = dumps(followups).decode()
+        for at in range(0, len(text), FOLLOWUPS_PART):
+            self.send(FollowupsPart(delivery.id, text[at:at + FOLLOWUPS_PART]))
 
     def stall(self, stall: Stall) -> None:
         """A green pool's event loop was blocked (safe from any thread: no locks)."""
@@ -228,6 +252,8 @@ class RunningTask:
     kwargsrepr: str = ""
     #: A suspect message running alone: a crash now is its own.
     isolated: bool = False
+    #: The message's errbacks, chain and chord, if it has any (from :class:`FollowupsPart`).
+    followups: dict[str, Any] | None = None
 
     def delivery(self) -> Delivery:
         return Delivery(id=self.delivery_id, queue=self.queue, body=b"",

@@ -42,6 +42,7 @@ from celeriac.exceptions import (
     CeleriacError,
     ConfigurationError,
 )
+from celeriac.fastjson import loads
 from celeriac.middleware import ACK, Outcome
 from celeriac.middleware.base import Pipeline
 from celeriac.worker.attribution import Verdicts, blame, held_by
@@ -53,6 +54,7 @@ from celeriac.worker.settle import Settler
 from celeriac.worker.spec import ENV_VAR, WorkerSpec
 from celeriac.worker.status import (
     Done,
+    FollowupsPart,
     Ready,
     Reserved,
     RunningTask,
@@ -72,18 +74,33 @@ log = logging.getLogger("celeriac.supervisor")
 def node_pipeline(app: Celeriac) -> Pipeline:
     """The supervisor's hooks: Celery's worker signals, the notice of rate limits not
     enforced, and with ``-E`` (``worker_send_task_events``) worker-heartbeat events."""
+    from celeriac.middleware.followups import Followups
     from celeriac.middleware.handlers import TaskHandlers
     from celeriac.middleware.ratelimit import RateLimitNotice
     from celeriac.middleware.remote import RemoteControl
     from celeriac.middleware.signals import SignalsMiddleware
 
-    # TaskHandlers: for the tasks the supervisor ends itself (see Verdicts.after_task).
-    pipeline = Pipeline([SignalsMiddleware(), TaskHandlers(), RemoteControl(), RateLimitNotice()])
+    # TaskHandlers and Followups: for the tasks the supervisor ends itself (see
+    # Verdicts.after_task; their chords are joined there).
+    pipeline = Pipeline([SignalsMiddleware(), Followups(), TaskHandlers(), RemoteControl(),
+                         RateLimitNotice()])
     if app.conf.worker_send_task_events:
         from celeriac.middleware.events import NodeEvents
 
         pipeline.add(NodeEvents())
     return pipeline
+
+
+def _joined(parts: list[str] | None) -> dict[str, Any] | None:
+    """A task's follow-ups from the parts its process wrote (see ``FollowupsPart``)."""
+    if not parts:
+        return None
+    try:
+        value = loads("".join(parts))
+    except ValueError:
+        log.warning("ignoring malformed follow-ups from a worker process")
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def node_settle_pipeline(app: Celeriac) -> Pipeline:
@@ -154,6 +171,8 @@ class Child:
     commands: CommandWriter | None = None
     #: Answers to ``ReportReserved`` not yet collected (by the remote-control middleware).
     answers: list[Reserved] = field(default_factory=list)
+    #: Parts of follow-ups received for tasks whose start has not been read yet.
+    followups: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -307,8 +326,11 @@ class Supervisor:
                     delivery_count=event.delivery_count, task_id=event.task_id, name=event.name,
                     ignore_result=event.ignore_result, started_at=time.time(),
                     argsrepr=event.argsrepr, kwargsrepr=event.kwargsrepr, isolated=event.isolated,
-                    deadline=time.monotonic() + hard + grace if hard else None)
+                    deadline=time.monotonic() + hard + grace if hard else None,
+                    followups=_joined(child.followups.pop(event.delivery_id, None)))
                 self.totals[event.name] += 1
+            elif isinstance(event, FollowupsPart):
+                child.followups.setdefault(event.delivery_id, []).append(event.part)
             elif isinstance(event, Done):
                 now = time.time()
                 durations = self.durations
