@@ -15,6 +15,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -43,12 +44,40 @@ E_WOULD_BLOCK = ("Never call result.get() within a task: waiting for another tas
                  "free to run). Chain the work instead, or pass disable_sync_subtasks=False.")
 
 
+#: Inside :func:`allow_join_result`: a running task may wait on results.
+_join_allowed: ContextVar[bool] = ContextVar("celeriac_join_allowed", default=False)
+
+
 def check_can_block() -> None:
     """Refuse to wait inside a task a worker is running, as Celery does
-    (``disable_sync_subtasks``); an eager run may wait, its subtasks ran already."""
+    (``disable_sync_subtasks``); an eager run may wait, its subtasks ran already, and so
+    may code inside :func:`allow_join_result`."""
     request = current_request.get()
-    if request is not None and request.id and not request.is_eager:
+    if request is not None and request.id and not request.is_eager and not _join_allowed.get():
         raise SyncSubtaskError(E_WOULD_BLOCK)
+
+
+@contextlib.contextmanager
+def allow_join_result() -> Iterator[None]:
+    """Let a running task wait on results inside this block (Celery's ``allow_join_result``):
+    ``with allow_join_result(): value = other.delay().get()``. The deadlock it risks is
+    the caller's to rule out (enough free slots, or another queue's workers)."""
+    token = _join_allowed.set(True)
+    try:
+        yield
+    finally:
+        _join_allowed.reset(token)
+
+
+@contextlib.contextmanager
+def denied_join_result() -> Iterator[None]:
+    """The opposite (Celery's ``denied_join_result``): waiting refused again inside an
+    :func:`allow_join_result` block."""
+    token = _join_allowed.set(False)
+    try:
+        yield
+    finally:
+        _join_allowed.reset(token)
 
 
 def _before_wait(disable_sync_subtasks: bool, no_ack: bool, follow_parents: bool) -> None:

@@ -270,11 +270,26 @@ def test_get_inside_a_worker_task_raises_unless_allowed(app: Celeriac) -> None:
     def waits(allow: bool) -> int:
         return add.delay(1, 2).get(timeout=10, disable_sync_subtasks=not allow)
 
+    @app.task
+    def joins(deny_inside: bool) -> int:
+        from celeriac.result import allow_join_result, denied_join_result
+
+        with allow_join_result():
+            if deny_inside:
+                with denied_join_result():
+                    return add.delay(1, 2).get(timeout=10)
+            return add.delay(2, 2).get(timeout=10)
+
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
         with pytest.raises(SyncSubtaskError, match=r"Never call result\.get"):
             waits.delay(False).get(timeout=10)
         assert isinstance(SyncSubtaskError("x"), RuntimeError)
         assert waits.delay(True).get(timeout=10) == 3
+        # Celery's allow_join_result: waiting allowed inside the block, and refused again
+        # inside a denied_join_result block.
+        assert joins.delay(False).get(timeout=10) == 4
+        with pytest.raises(SyncSubtaskError):
+            joins.delay(True).get(timeout=10)
 
 
 def test_get_in_an_eager_task_is_allowed(app: Celeriac) -> None:
