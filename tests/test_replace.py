@@ -59,8 +59,33 @@ def app() -> Iterator[Celeriac]:
         return app.tasks["t.unbound"].replace(add.s(x, 1))
 
     app.runs = runs  # type: ignore[attr-defined]
+    _chain_shapes(app)
     yield app
     app.close()
+
+
+def _chain_shapes(app: Celeriac) -> None:
+    """Tasks replaced by chains holding groups and chords (values in ``SHAPES``)."""
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    ten_twenty = [add.signature((10,)), add.signature((20,))]
+
+    @app.task(name="t.by_chain_group", bind=True)
+    def by_chain_group(self: Any, x: int) -> Any:  # a chain ending in a group
+        return self.replace(add.s(x, 1) | group(ten_twenty))
+
+    @app.task(name="t.by_chain_chord", bind=True)
+    def by_chain_chord(self: Any, x: int) -> Any:  # a chord in the middle, then a task
+        return self.replace(chain(add.s(x, 1), chord(ten_twenty, tsum.signature()),
+                                  add.signature((5,))))
+
+    @app.task(name="t.by_group_task", bind=True)
+    def by_group_task(self: Any, x: int) -> Any:  # a group first (made a chord), then a task
+        return self.replace(chain(group(add.s(x, 1), add.s(x, 2)), tsum.signature(),
+                                  add.signature((5,))))
+
+    @app.task(name="t.by_chain_ending_chord", bind=True)
+    def by_chain_ending_chord(self: Any, x: int) -> Any:
+        return self.replace(chain(add.s(x, 1), chord(ten_twenty, tsum.signature())))
 
 
 def _parent(result: Any) -> Any:
@@ -147,3 +172,36 @@ def test_replace_is_refused_outside_a_bound_running_task(app: Celeriac) -> None:
 
     with pytest.raises(ConfigurationError, match="empty chain"):
         empty.apply(throw=True)
+
+
+#: Each chain-shaped replacement and its value for x = 1.
+SHAPES = {"t.by_chain_group": [12, 22], "t.by_chain_chord": 39, "t.by_group_task": 10,
+          "t.by_chain_ending_chord": 34}
+
+
+def test_a_chain_holding_groups_and_chords_takes_the_replaced_place(app: Celeriac) -> None:
+    tasks = app.tasks
+    with _worker(app):
+        for name, value in SHAPES.items():
+            alone = tasks[name].apply_async((1,), link=tasks["t.collect"].s())
+            assert alone.get(timeout=10) == value, name
+            assert alone.children and alone.children[0].get(timeout=10) == value, name
+            chained = (tasks["t.add"].s(0, 1) | tasks[name].s() | tasks["t.collect"].s()).delay()
+            assert chained.get(timeout=10) == value, name
+            assert _parent(chained).get(timeout=10) == value, name  # under the replaced id
+
+
+def test_a_chord_member_replaced_by_a_chain_with_chords_joins_with_its_last_value(
+        app: Celeriac) -> None:
+    tasks = app.tasks
+    with _worker(app):
+        result = chord([tasks[name].s(1) for name in SHAPES] + [tasks["t.add"].s(2, 2)],
+                       tasks["t.collect"].s()).delay()
+        assert result.get(timeout=10) == [*SHAPES.values(), 4]
+        assert [r.get(timeout=10) for r in _parent(result).results] == [*SHAPES.values(), 4]
+    assert app.runs.count("collect") == 1  # type: ignore[attr-defined]  # the body ran once
+
+
+def test_eager_replace_by_a_chain_with_chords_returns_its_value(app: Celeriac) -> None:
+    for name, value in SHAPES.items():
+        assert app.tasks[name].apply((1,)).get() == value, name

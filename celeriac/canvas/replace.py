@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from celeriac.canvas.chains import chain
+from celeriac.canvas.chains import _folded, chain
 from celeriac.canvas.chords import chord
 from celeriac.canvas.groups import group
 from celeriac.canvas.signatures import Signature, from_dict
@@ -56,36 +56,31 @@ def replace(task: Task[..., Any], sig: Signature[Any] | group[Any]) -> Any:
         raise TypeError(f"replace() takes a signature, chain or group, not {type(sig).__name__}")
     if isinstance(sig, chain) and not sig.tasks:
         raise ConfigurationError("cannot replace a task with an empty chain")
+    steps = _steps(task.app, sig)
     if request.is_eager:
         return sig.apply().get()
-    steps = _steps(task.app, sig)
-    last = steps[-1]
-    if isinstance(last, chord):
-        _send_chord(task.app, request, last)
-    else:
-        _send_tasks(task.app, request, steps)
+    _send(task.app, request, sig, steps)
     raise Ignore(f"replaced by {sig!r}")
 
 
-def _steps(app: Celeriac, sig: Signature[Any] | group[Any]) -> list[Signature[Any]]:
-    """The replacement as steps: tasks, a group made a chord with ``celery.accumulate``.
-    A chord may only be the whole replacement (its body carries what follows)."""
-    accumulate: Signature[Any] = Signature(ACCUMULATE_TASK, (), {"index": 0}, app=app)
-    if isinstance(sig, group):
-        return [chord(sig, accumulate, app=app)]
-    if isinstance(sig, chain):
-        steps: list[Any] = sig.unchain_tasks()
-    else:
-        steps = [sig.clone()]
-    for index, step in enumerate(steps):
-        whole = index == 0 and len(steps) == 1
-        if whole and isinstance(step, chord):
-            continue
-        if not (isinstance(step, Signature) and step.subtask_type is None):
+def _steps(app: Celeriac, sig: Signature[Any] | group[Any]) -> list[Any]:
+    """The replacement as chain steps: tasks and chords (a group followed by a task is one,
+    as in any chain); a group at the end is made a chord whose body is
+    ``celery.accumulate`` (Celery's way), so the replaced id has one task to run under."""
+    steps: list[Any] = sig.unchain_tasks() if isinstance(sig, chain) else [sig]
+    for step in steps:
+        if isinstance(step, Signature) and step.subtask_type not in (None, "chord"):
             raise ConfigurationError(
-                f"replace() with {sig!r}: celeriac replaces a task with a task, a chain of "
-                f"tasks, a group or a chord ({step!r} inside a chain is not supported yet); "
-                "see docs/canvas.md")
+                f"replace() with {sig!r}: {step!r} is a {step.subtask_type}, which a celeriac "
+                "worker runs only as the first message of a chain (the worker sends the next "
+                "step of a chain when it is a task, a group or a chord), so it cannot carry "
+                "what follows the replaced task; replace with a task that calls it, or put it "
+                "first in a chain; see docs/canvas.md")
+        if isinstance(step, group) and not step.tasks:
+            raise ConfigurationError(f"replace() with {sig!r}: an empty group has nothing to run")
+    if isinstance(steps[-1], group):
+        accumulate: Signature[Any] = Signature(ACCUMULATE_TASK, (), {"index": 0}, app=app)
+        steps[-1] = chord(steps[-1], accumulate, app=app)
     return steps
 
 
@@ -96,9 +91,12 @@ def _marks(request: Request) -> dict[str, Any]:
     return {"chord": request.chord, "group_id": request.group, "group_index": request.group_index}
 
 
-def _send_tasks(app: Celeriac, request: Request, steps: list[Signature[Any]]) -> None:
-    """Send the first step; the others, then the replaced task's chain, travel in its
-    message; the last step has the replaced id, links and chord marks."""
+def _send(app: Celeriac, request: Request, sig: Signature[Any] | group[Any],
+          steps: list[Any]) -> None:
+    """Send the replacement as a chain whose last task (a task, or a chord's body) has the
+    replaced id, links and chord marks and is followed by the replaced task's chain; the
+    first message carries the rest, a chord's body what follows the chord
+    (:func:`celeriac.canvas.chains._folded`)."""
     whole: chain[Any] = chain(*steps, app=app)
     whole.set(task_id=request.id)
     for callback in request.callbacks or ():
@@ -106,33 +104,25 @@ def _send_tasks(app: Celeriac, request: Request, steps: list[Signature[Any]]) ->
     for errback in request.errbacks or ():
         whole.link_error(from_dict(errback, app))
     frozen, _ = whole.frozen_steps()
-    rest = [step.to_dict() for step in reversed(frozen[1:])]
     marks = _marks(request)
-    continuation = [*(request.chain or ()), *rest]
-    message: MessageOptions = {"chain": continuation or None, "root_id": request.root_id}
-    if marks and rest:
-        rest[0]["options"].update(marks)
-    elif marks:
+    last = frozen[-1]
+    assert isinstance(last, Signature)  # _steps: a group at the end was made a chord
+    message: MessageOptions = {"root_id": request.root_id}
+    if isinstance(last, chord) and last.body is not None:  # its body is marked (send_body)
+        last.body.options.update(marks)  # type: ignore[typeddict-item]  # raw, unchecked
+    elif len(frozen) > 1:  # a later chain step: marked in its dict (followups.chord_marks)
+        last.options.update(marks)  # type: ignore[typeddict-item]  # raw, unchecked
+    elif marks:  # the last task is the first message: its message is marked
         message.update({"chord": marks["chord"], "group": marks["group_id"],
                         "group_index": marks["group_index"]})
-    first = frozen[0]
-    assert isinstance(first, Signature)  # _steps: every step here is a task
-    first.send(**message)
-
-
-def _send_chord(app: Celeriac, request: Request, whole: chord[Any]) -> None:
-    """Send a chord whose body runs under the replaced id and carries what follows it."""
-    whole.set(task_id=request.id)
-    for callback in request.callbacks or ():
-        whole.link(from_dict(callback, app))
-    for errback in request.errbacks or ():
-        whole.link_error(from_dict(errback, app))
-    body, group_id = whole.body_and_header()
-    extra: dict[str, Any] = body.options  # type: ignore[assignment]  # message options, raw
-    extra.update(_marks(request))
-    if request.chain:
-        extra["chain"] = list(request.chain)
-    whole._send_header(whole, body, group_id, None, None)
+    sent, rest = _folded(frozen, request.chain or ())
+    message["chain"] = rest or None
+    first = sent[0]
+    if isinstance(first, chord):
+        first.apply_async()
+    else:
+        assert isinstance(first, Signature)  # _steps: a task or a chord first
+        first.send(**message)
 
 
 def register_accumulate(app: Celeriac) -> None:
