@@ -60,6 +60,7 @@ def app() -> Iterator[Celeriac]:
 
     app.runs = runs  # type: ignore[attr-defined]
     _chain_shapes(app)
+    _failing_shapes(app)
     yield app
     app.close()
 
@@ -86,6 +87,30 @@ def _chain_shapes(app: Celeriac) -> None:
     @app.task(name="t.by_chain_ending_chord", bind=True)
     def by_chain_ending_chord(self: Any, x: int) -> Any:
         return self.replace(chain(add.s(x, 1), chord(ten_twenty, tsum.signature())))
+
+
+def _failing_shapes(app: Celeriac) -> None:
+    """Tasks replaced by chains that fail before their last part, or in it."""
+    add, tsum, fail = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.fail"]
+    ten_twenty = [add.signature((10,)), add.signature((20,))]
+
+    @app.task(name="t.fails_before_chord", bind=True)
+    def fails_before_chord(self: Any, x: int) -> Any:
+        return self.replace(chain(fail.si(x), chord(ten_twenty, tsum.signature()),
+                                  add.signature((5,))))
+
+    @app.task(name="t.fails_in_middle_chord", bind=True)
+    def fails_in_middle_chord(self: Any, x: int) -> Any:
+        return self.replace(chain(add.s(x, 1), chord([add.signature((10,)), fail.signature()],
+                                                     tsum.signature()), add.signature((5,))))
+
+    @app.task(name="t.fails_before_group", bind=True)
+    def fails_before_group(self: Any, x: int) -> Any:
+        return self.replace(fail.si(x) | group(ten_twenty))
+
+    @app.task(name="t.fails_in_last_group", bind=True)
+    def fails_in_last_group(self: Any, x: int) -> Any:
+        return self.replace(add.s(x, 1) | group(add.signature((10,)), fail.signature()))
 
 
 def _parent(result: Any) -> Any:
@@ -205,3 +230,21 @@ def test_a_chord_member_replaced_by_a_chain_with_chords_joins_with_its_last_valu
 def test_eager_replace_by_a_chain_with_chords_returns_its_value(app: Celeriac) -> None:
     for name, value in SHAPES.items():
         assert app.tasks[name].apply((1,)).get() == value, name
+
+
+@pytest.mark.parametrize("name", ["t.fails_before_chord", "t.fails_in_middle_chord",
+                                  "t.fails_before_group", "t.fails_in_last_group"])
+def test_a_chain_replacement_that_fails_anywhere_fails_the_replaced_task(
+        app: Celeriac, name: str) -> None:
+    tasks = app.tasks
+    with _worker(app):
+        with pytest.raises((ValueError, ChordError)):  # not PENDING for ever
+            tasks[name].delay(1).get(timeout=10)
+        chained = (tasks[name].s(1) | tasks["t.collect"].s()).delay()
+        with pytest.raises((ValueError, ChordError)):
+            chained.get(timeout=10)
+        joined = chord([tasks[name].s(1), tasks["t.add"].s(2, 2)], tasks["t.collect"].s()).delay()
+        replaced_id = _parent(joined).results[0].id
+        with pytest.raises(ChordError, match=f"Dependency {replaced_id} raised"):
+            joined.get(timeout=10)
+    assert "collect" not in app.runs  # type: ignore[attr-defined]

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 #: The built-in task a group replacement's chord body runs (Celery's name).
 ACCUMULATE_TASK = "celery.accumulate"
+#: The built-in errback that passes a replacement's failure on (:func:`_guard`).
+REPLACE_FAILED_TASK = "celeriac.replace_failed"
 
 
 def replace(task: Task[..., Any], sig: Signature[Any] | group[Any]) -> Any:
@@ -115,6 +117,7 @@ def _send(app: Celeriac, request: Request, sig: Signature[Any] | group[Any],
     elif marks:  # the last task is the first message: its message is marked
         message.update({"chord": marks["chord"], "group": marks["group_id"],
                         "group_index": marks["group_index"]})
+    _guard(app, frozen, request, marks)
     sent, rest = _folded(frozen, request.chain or ())
     message["chain"] = rest or None
     first = sent[0]
@@ -125,11 +128,64 @@ def _send(app: Celeriac, request: Request, sig: Signature[Any] | group[Any],
         first.send(**message)
 
 
-def register_accumulate(app: Celeriac) -> None:
-    """Register ``celery.accumulate``: a group replacement's chord body (Celery's task)."""
+def _guard(app: Celeriac, frozen: list[Any], request: Request, marks: dict[str, Any]) -> None:
+    """Add the ``celeriac.replace_failed`` errback to the steps whose failure the worker would
+    not pass on to the replaced id: those before the last chord that is followed by a task
+    (or before the final chord). A failed task passes its failure on along its message's
+    chain, and a failed chord along its body's, but neither reaches past a chord's body
+    into the chain that body carries, so the replaced id would stay PENDING and the
+    replaced task's chord would never complete."""
+    last = frozen[-1]
+    if isinstance(last, chord):
+        guarded = frozen[:-1]
+    else:
+        middle = [index for index, step in enumerate(frozen[:-1]) if isinstance(step, chord)]
+        guarded = frozen[:middle[-1] + 1] if middle else []
+    if not guarded:
+        return
+    name = last.body.name if isinstance(last, chord) and last.body is not None else last.name
+    errback: Signature[Any] = Signature(REPLACE_FAILED_TASK, (), {
+        "task_id": request.id, "task_name": name, "chain": list(request.chain or ()) or None,
+        "marks": marks or None}, app=app)
+    for step in guarded:
+        step.link_error(errback)
+
+
+def _replace_failed(app: Celeriac, exc: BaseException, tb: str | None, task_id: str,
+                    task_name: str, rest: list[dict[str, Any]], marks: dict[str, Any]) -> None:
+    """A replacement failed before its last part: the failure stored under the replaced
+    id and the ids of the replaced task's chain, and the chord either belonged to joined
+    (Celery's ``_fail_chain``), so the chord fails naming the replaced task."""
+    from celeriac.middleware.chords import Member, join
+    from celeriac.middleware.followups import chain_ids, chord_marks
+    from celeriac.worker.run import failure_record
+
+    app.backend.store_many([failure_record(step_id, name, exc, tb=tb) for step_id, name
+                            in [(task_id, task_name), *chain_ids(rest)]])
+    members = [(task_id, {"options": marks})]  # the replaced task's chord
+    if rest:  # a chain the replaced task was in, that is a header member: its last task's
+        members.append((str(rest[0].get("options", {}).get("task_id")), rest[0]))
+    for member_id, step in members:
+        found = chord_marks(step)
+        if found.get("group") and found.get("group_index") is not None:
+            join(app, Member(str(found["group"]), int(found["group_index"] or 0), member_id,
+                             dict(found.get("chord") or {})))
+
+
+def register_builtins(app: Celeriac) -> None:
+    """Register the tasks a replacement may run: ``celery.accumulate``, a group
+    replacement's chord body (Celery's task), and ``celeriac.replace_failed``, the errback
+    that passes a failure on to the replaced task (:func:`_guard`)."""
     from celeriac.task_options import TaskOptions
 
     def accumulate(*args: Any, index: int | None = None) -> Any:
         return args[index] if index is not None else list(args)
 
+    def replace_failed(request: Any, exc: BaseException, traceback: str | None, *,
+                       task_id: str, task_name: str, chain: list[dict[str, Any]] | None = None,
+                       marks: dict[str, Any] | None = None) -> None:
+        _replace_failed(app, exc, traceback, task_id, task_name, list(chain or ()), marks or {})
+
     app.add_task(accumulate, TaskOptions.check({"name": ACCUMULATE_TASK}), keep_existing=True)
+    app.add_task(replace_failed, TaskOptions.check({"name": REPLACE_FAILED_TASK, "ignore_result": True}),
+                 keep_existing=True)
