@@ -199,6 +199,26 @@ def test_replace_is_refused_outside_a_bound_running_task(app: Celeriac) -> None:
         empty.apply(throw=True)
 
 
+def test_a_map_may_be_in_a_replacement_and_chunks_is_refused(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    shapes = {"map_first": lambda x: add.starmap([(x, 1), (x, 2)]) | tsum.signature(),
+              "map_last": lambda x: add.s(x, 1) | tsum.map([[1, 2], [3]]),
+              "chunks": lambda x: add.s(x, 1) | add.chunks([(x, 1), (x, 2)], 1)}
+    for name, build in shapes.items():
+        app.task(name=f"t.{name}", bind=True)(
+            lambda self, x, build=build: self.replace(build(x)))
+    tasks = app.tasks
+    with _worker(app):
+        assert tasks["t.map_first"].delay(1).get(timeout=10) == 5
+        chained = (tasks["t.map_first"].s(1) | add.signature((10,))).delay()
+        assert chained.get(timeout=10) == 15
+        joined = chord([tasks["t.map_first"].s(1), tasks["t.map_last"].s(1), add.s(2, 2)],
+                       tasks["t.collect"].s())
+        assert joined.delay().get(timeout=10) == [5, [3, 3], 4]
+    with pytest.raises(ConfigurationError, match="chunks is a group of map tasks"):
+        tasks["t.chunks"].apply((1,), throw=True)
+
+
 #: Each chain-shaped replacement and its value for x = 1.
 SHAPES = {"t.by_chain_group": [12, 22], "t.by_chain_chord": 39, "t.by_group_task": 10,
           "t.by_chain_ending_chord": 34}

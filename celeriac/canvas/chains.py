@@ -9,7 +9,7 @@ at once, leads back to the first through ``.parent``, and a step sent twice (a
 worker died between sending it and acking its own message) is sent under the same
 id. A group may be the last step (its members each get the value); a group followed
 by a task becomes a chord (:mod:`celeriac.canvas.chords`); the steps after a chord travel
-in its body's options (:func:`_folded`).
+in its body's options (:func:`folded`).
 A chain may be a member of a group (:meth:`chain.as_head`).
 """
 
@@ -84,7 +84,7 @@ class _ChainHead(Signature[Any]):
         return options  # type: ignore[return-value]
 
 
-def _folded(steps: list[Step], after: Sequence[dict[str, Any]] = ()
+def folded(steps: list[Step], after: Sequence[dict[str, Any]] = ()
             ) -> tuple[list[Step], list[dict[str, Any]]]:
     """The frozen steps as they travel, and the first one's message ``chain`` (the steps
     after it, raw, next step last). A chord followed by more steps carries them in its
@@ -195,7 +195,7 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
             return self.apply(args, kwargs, **options)
         whole = self.merged(None, None, options) if options else self
         frozen, results = whole.frozen_steps()
-        steps, rest = _folded(frozen)
+        steps, rest = folded(frozen)
         first_options = _first_options(whole.options)
         first = steps[0]
         if isinstance(first, group | chord):  # a group or chord first: itself, with the rest

@@ -13,7 +13,7 @@ the chord (:meth:`chain.as_head`); or a chord, whose body is then the member
 (:func:`_send_inner`). What is not supported yet, refused when the chord is built: a
 group in the header and a body that is not one task.
 A chord followed by more steps in a chain carries them in its body's options
-(:func:`celeriac.canvas.chains._folded`).
+(:func:`celeriac.canvas.chains.folded`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 #: What follows a chord, raw in its body's options, kept when the chord travels as a dict
-#: (a chain step): the steps after it in a chain (``chain``, :func:`chains._folded`) and,
+#: (a chain step): the steps after it in a chain (``chain``, :func:`chains.folded`) and,
 #: when it replaced a chord header member (``Task.replace``), that member's chord marks.
 ONWARD_KEYS = ("chain", "chord", "group_id", "group_index")
 

@@ -1,19 +1,20 @@
 """``Task.replace(sig)``: a running task hands its place to a signature (Celery's meaning).
 
-The replacement takes over everything that follows the task, so a client holding the
-task's result, a chain around it or a chord it belongs to cannot tell the difference:
+The replacement (a task, a group, a chord, or a chain of those with groups and chords
+anywhere) takes over everything that follows the task, so a client holding the task's
+result, a chain around it or a chord it belongs to cannot tell the difference:
 
-* the replacement's *last* task runs under the replaced task's id (a single task is
-  frozen with it; a chain's last step gets it), so ``AsyncResult(task_id).get()`` is the
-  replacement's result;
-* it inherits the request's callbacks (on its last task), errbacks (on every task), the
-  rest of its chain (the message ``chain`` of the replacement continues with it) and its
-  chord membership (the last task carries the chord marks, so the chord is joined once,
-  with the replacement's result);
-* a group is made a chord whose body is the built-in ``celery.accumulate`` (Celery's way):
-  the body gets the group's values, runs under the replaced id and carries the rest (its
-  message's chain and chord marks travel in the body's options and
-  :func:`celeriac.middleware.chords.fire_body` sends them on);
+* it is sent as a chain whose *last* task runs under the replaced task's id (a chain's
+  last task, or its last chord's body), so ``AsyncResult(task_id).get()`` is the
+  replacement's result; a group at the end is made a chord whose body is the built-in
+  ``celery.accumulate`` (Celery's way), which gets the group's values;
+* it inherits the request's callbacks (on that last task), errbacks (on every task), the
+  rest of its chain and its chord membership: the chain continues after the last task
+  (in the first message's ``chain``, or, after a chord, in that chord's body's, see
+  :func:`celeriac.canvas.chains.folded`) and the last task carries the chord marks, so
+  the chord is joined once, with the replacement's result;
+* a failure before the replacement's last part reaches the replaced id and its chord
+  through the built-in errback ``celeriac.replace_failed`` (:func:`_guard`);
 * the current run ends as :class:`~celeriac.exceptions.Ignore`: nothing stored for it,
   its message acked.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from celeriac.canvas.chains import _folded, chain
+from celeriac.canvas.chains import chain, folded
 from celeriac.canvas.chords import chord
 from celeriac.canvas.groups import group
 from celeriac.canvas.signatures import Signature, from_dict
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 #: The built-in task a group replacement's chord body runs (Celery's name).
 ACCUMULATE_TASK = "celery.accumulate"
+#: ``task.chunks(...)``'s task name (a chunks copied into a chain becomes a task of it).
+CHUNKS_TASK = "celery.chunks"
 #: The built-in errback that passes a replacement's failure on (:func:`_guard`).
 REPLACE_FAILED_TASK = "celeriac.replace_failed"
 
@@ -71,19 +74,23 @@ def _steps(app: Celeriac, sig: Signature[Any] | group[Any]) -> list[Any]:
     ``celery.accumulate`` (Celery's way), so the replaced id has one task to run under."""
     steps: list[Any] = sig.unchain_tasks() if isinstance(sig, chain) else [sig]
     for step in steps:
-        if isinstance(step, Signature) and step.subtask_type not in (None, "chord"):
-            raise ConfigurationError(
-                f"replace() with {sig!r}: {step!r} is a {step.subtask_type}, which a celeriac "
-                "worker runs only as the first message of a chain (the worker sends the next "
-                "step of a chain when it is a task, a group or a chord), so it cannot carry "
-                "what follows the replaced task; replace with a task that calls it, or put it "
-                "first in a chain; see docs/canvas.md")
-        if isinstance(step, group) and not step.tasks:
-            raise ConfigurationError(f"replace() with {sig!r}: an empty group has nothing to run")
+        _check_step(sig, step)
     if isinstance(steps[-1], group):
         accumulate: Signature[Any] = Signature(ACCUMULATE_TASK, (), {"index": 0}, app=app)
         steps[-1] = chord(steps[-1], accumulate, app=app)
     return steps
+
+
+def _check_step(sig: Any, step: Any) -> None:
+    """A clear error for a step a replacement cannot hold (see docs/canvas.md)."""
+    if isinstance(step, group) and not step.tasks:
+        raise ConfigurationError(f"replace() with {sig!r}: an empty group has nothing to run")
+    if isinstance(step, Signature) and (step.subtask_type == "chunks" or step.name == CHUNKS_TASK):
+        raise ConfigurationError(
+            f"replace() with {sig!r}: chunks is a group of map tasks, which would have to be a "
+            "chord's header (a group replacement runs celery.accumulate under the replaced id) "
+            "and a celeriac chord's header holds tasks, chains and chords; replace with a task "
+            "that sends the chunks, or with a group of tasks; see docs/canvas.md")
 
 
 def _marks(request: Request) -> dict[str, Any]:
@@ -98,7 +105,7 @@ def _send(app: Celeriac, request: Request, sig: Signature[Any] | group[Any],
     """Send the replacement as a chain whose last task (a task, or a chord's body) has the
     replaced id, links and chord marks and is followed by the replaced task's chain; the
     first message carries the rest, a chord's body what follows the chord
-    (:func:`celeriac.canvas.chains._folded`)."""
+    (:func:`celeriac.canvas.chains.folded`)."""
     whole: chain[Any] = chain(*steps, app=app)
     whole.set(task_id=request.id)
     for callback in request.callbacks or ():
@@ -118,7 +125,7 @@ def _send(app: Celeriac, request: Request, sig: Signature[Any] | group[Any],
         message.update({"chord": marks["chord"], "group": marks["group_id"],
                         "group_index": marks["group_index"]})
     _guard(app, frozen, request, marks)
-    sent, rest = _folded(frozen, request.chain or ())
+    sent, rest = folded(frozen, request.chain or ())
     message["chain"] = rest or None
     first = sent[0]
     if isinstance(first, chord):
