@@ -234,6 +234,10 @@ def test_a_chain_holding_groups_and_chords_takes_the_replaced_place(app: Celeria
             chained = (tasks["t.add"].s(0, 1) | tasks[name].s() | tasks["t.collect"].s()).delay()
             assert chained.get(timeout=10) == value, name
             assert _parent(chained).get(timeout=10) == value, name  # under the replaced id
+            collect = tasks["t.collect"]
+            before_chord: Any = chain(tasks[name].s(1), group(collect.s(), collect.s()), collect.s(),
+                                 collect.s()).delay()  # the rest of its chain holds a chord
+            assert before_chord.get(timeout=10) == [value, value], name
 
 
 def test_a_chord_member_replaced_by_a_chain_with_chords_joins_with_its_last_value(
@@ -263,6 +267,11 @@ def test_a_chain_replacement_that_fails_anywhere_fails_the_replaced_task(
         chained = (tasks[name].s(1) | tasks["t.collect"].s()).delay()
         with pytest.raises((ValueError, ChordError)):
             chained.get(timeout=10)
+        collect = tasks["t.collect"]
+        before_chord: Any = chain(tasks[name].s(1), group(collect.s(), collect.s()), collect.s(),
+                             collect.s()).delay()  # the steps after that chord fail too
+        with pytest.raises((ValueError, ChordError)):
+            before_chord.get(timeout=10)
         joined = chord([tasks[name].s(1), tasks["t.add"].s(2, 2)], tasks["t.collect"].s()).delay()
         replaced_id = _parent(joined).results[0].id
         with pytest.raises(ChordError, match=f"Dependency {replaced_id} raised"):
