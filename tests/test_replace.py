@@ -248,7 +248,11 @@ def test_a_chord_member_replaced_by_a_chain_with_chords_joins_with_its_last_valu
                        tasks["t.collect"].s()).delay()
         assert result.get(timeout=10) == [*SHAPES.values(), 4]
         assert [r.get(timeout=10) for r in _parent(result).results] == [*SHAPES.values(), 4]
-    assert app.runs.count("collect") == 1  # type: ignore[attr-defined]  # the body ran once
+        in_members = chord([chain(tasks[name].s(1), tasks["t.collect"].s()) for name in SHAPES],
+                           tasks["t.collect"].s()).delay()  # header member chains they start
+        assert in_members.get(timeout=10) == list(SHAPES.values())
+    runs = app.runs  # type: ignore[attr-defined]
+    assert runs.count("collect") == 1 + len(SHAPES) + 1  # each body once, each member chain's
 
 
 def test_eager_replace_by_a_chain_with_chords_returns_its_value(app: Celeriac) -> None:
@@ -276,4 +280,9 @@ def test_a_chain_replacement_that_fails_anywhere_fails_the_replaced_task(
         replaced_id = _parent(joined).results[0].id
         with pytest.raises(ChordError, match=f"Dependency {replaced_id} raised"):
             joined.get(timeout=10)
+        in_member = chord([chain(tasks[name].s(1), collect.s()), tasks["t.add"].s(2, 2)],
+                          collect.s()).delay()  # a header member chain the task starts
+        member_id = _parent(in_member).results[0].id
+        with pytest.raises(ChordError, match=f"Dependency {member_id} raised"):
+            in_member.get(timeout=10)
     assert "collect" not in app.runs  # type: ignore[attr-defined]

@@ -136,19 +136,24 @@ def _send(app: Celeriac, request: Request, sig: Signature[Any] | group[Any],
 
 
 def _guard(app: Celeriac, frozen: list[Any], request: Request, marks: dict[str, Any]) -> None:
-    """Add the ``celeriac.replace_failed`` errback to the steps whose failure the worker would
-    not pass on to the replaced id: those before the last chord that is followed by a task
-    (or before the final chord). A failed task passes its failure on along its message's
-    chain, and a failed chord along its body's, but neither reaches past a chord's body
-    into the chain that body carries, so the replaced id would stay PENDING and the
-    replaced task's chord would never complete."""
+    """Add the ``celeriac.replace_failed`` errback to the steps whose failure would not reach
+    the chord the replaced task belongs to (it, or the chain it is in, is a chord header
+    member): those up to the last chord that is followed by a task, or before the final
+    chord (and that one too when the chord is the one of the chain the task is in). The
+    worker stores a failure under every later step's id, past chords too
+    (:func:`celeriac.middleware.followups.chain_ids`), but joins a chord only from the
+    failed task's own chain or from a failed chord's body's own marks, not from a step that
+    travels in a later chord's body, so that chord would never complete."""
+    from celeriac.middleware.followups import chord_marks
+
+    onward = bool(request.chain and chord_marks(request.chain[0]))  # its chain is a member
     last = frozen[-1]
-    if isinstance(last, chord):
-        guarded = frozen[:-1]
+    if isinstance(last, chord):  # a failed final chord joins only from its body's marks
+        guarded = frozen if onward else frozen[:-1]
     else:
         middle = [index for index, step in enumerate(frozen[:-1]) if isinstance(step, chord)]
         guarded = frozen[:middle[-1] + 1] if middle else []
-    if not guarded:
+    if not guarded or not (marks or onward):
         return
     name = last.body.name if isinstance(last, chord) and last.body is not None else last.name
     errback: Signature[Any] = Signature(REPLACE_FAILED_TASK, (), {
@@ -161,7 +166,8 @@ def _guard(app: Celeriac, frozen: list[Any], request: Request, marks: dict[str, 
 def _replace_failed(app: Celeriac, exc: BaseException, tb: str | None, task_id: str,
                     task_name: str, rest: list[dict[str, Any]], marks: dict[str, Any]) -> None:
     """A replacement failed before its last part: the failure stored under the replaced
-    id and the ids of the replaced task's chain, and the chord either belonged to joined
+    id and the ids of the replaced task's chain (before the join, which reads them; the
+    worker stores the same failure again), and the chord either belonged to joined
     (Celery's ``_fail_chain``), so the chord fails naming the replaced task."""
     from celeriac.middleware.chords import Member, join
     from celeriac.middleware.followups import chain_ids, chord_marks
