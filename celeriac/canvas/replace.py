@@ -64,7 +64,7 @@ def replace(task: Task[..., Any], sig: Signature[Any] | group[Any]) -> Any:
     steps = _steps(task.app, sig)
     if request.is_eager:
         return sig.apply().get()
-    _send(task.app, request, sig, steps)
+    _send(task.app, request, steps)
     raise Ignore(f"replaced by {sig!r}")
 
 
@@ -100,8 +100,7 @@ def _marks(request: Request) -> dict[str, Any]:
     return {"chord": request.chord, "group_id": request.group, "group_index": request.group_index}
 
 
-def _send(app: Celeriac, request: Request, sig: Signature[Any] | group[Any],
-          steps: list[Any]) -> None:
+def _send(app: Celeriac, request: Request, steps: list[Any]) -> None:
     """Send the replacement as a chain whose last task (a task, or a chord's body) has the
     replaced id, links and chord marks and is followed by the replaced task's chain; the
     first message carries the rest, a chord's body what follows the chord
