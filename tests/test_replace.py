@@ -59,8 +59,58 @@ def app() -> Iterator[Celeriac]:
         return app.tasks["t.unbound"].replace(add.s(x, 1))
 
     app.runs = runs  # type: ignore[attr-defined]
+    _chain_shapes(app)
+    _failing_shapes(app)
     yield app
     app.close()
+
+
+def _chain_shapes(app: Celeriac) -> None:
+    """Tasks replaced by chains holding groups and chords (values in ``SHAPES``)."""
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    ten_twenty = [add.signature((10,)), add.signature((20,))]
+
+    @app.task(name="t.by_chain_group", bind=True)
+    def by_chain_group(self: Any, x: int) -> Any:  # a chain ending in a group
+        return self.replace(add.s(x, 1) | group(ten_twenty))
+
+    @app.task(name="t.by_chain_chord", bind=True)
+    def by_chain_chord(self: Any, x: int) -> Any:  # a chord in the middle, then a task
+        return self.replace(chain(add.s(x, 1), chord(ten_twenty, tsum.signature()),
+                                  add.signature((5,))))
+
+    @app.task(name="t.by_group_task", bind=True)
+    def by_group_task(self: Any, x: int) -> Any:  # a group first (made a chord), then a task
+        return self.replace(chain(group(add.s(x, 1), add.s(x, 2)), tsum.signature(),
+                                  add.signature((5,))))
+
+    @app.task(name="t.by_chain_ending_chord", bind=True)
+    def by_chain_ending_chord(self: Any, x: int) -> Any:
+        return self.replace(chain(add.s(x, 1), chord(ten_twenty, tsum.signature())))
+
+
+def _failing_shapes(app: Celeriac) -> None:
+    """Tasks replaced by chains that fail before their last part, or in it."""
+    add, tsum, fail = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.fail"]
+    ten_twenty = [add.signature((10,)), add.signature((20,))]
+
+    @app.task(name="t.fails_before_chord", bind=True)
+    def fails_before_chord(self: Any, x: int) -> Any:
+        return self.replace(chain(fail.si(x), chord(ten_twenty, tsum.signature()),
+                                  add.signature((5,))))
+
+    @app.task(name="t.fails_in_middle_chord", bind=True)
+    def fails_in_middle_chord(self: Any, x: int) -> Any:
+        return self.replace(chain(add.s(x, 1), chord([add.signature((10,)), fail.signature()],
+                                                     tsum.signature()), add.signature((5,))))
+
+    @app.task(name="t.fails_before_group", bind=True)
+    def fails_before_group(self: Any, x: int) -> Any:
+        return self.replace(fail.si(x) | group(ten_twenty))
+
+    @app.task(name="t.fails_in_last_group", bind=True)
+    def fails_in_last_group(self: Any, x: int) -> Any:
+        return self.replace(add.s(x, 1) | group(add.signature((10,)), fail.signature()))
 
 
 def _parent(result: Any) -> Any:
@@ -147,3 +197,92 @@ def test_replace_is_refused_outside_a_bound_running_task(app: Celeriac) -> None:
 
     with pytest.raises(ConfigurationError, match="empty chain"):
         empty.apply(throw=True)
+
+
+def test_a_map_may_be_in_a_replacement_and_chunks_is_refused(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    shapes = {"map_first": lambda x: add.starmap([(x, 1), (x, 2)]) | tsum.signature(),
+              "map_last": lambda x: add.s(x, 1) | tsum.map([[1, 2], [3]]),
+              "chunks": lambda x: add.s(x, 1) | add.chunks([(x, 1), (x, 2)], 1)}
+    for name, build in shapes.items():
+        app.task(name=f"t.{name}", bind=True)(
+            lambda self, x, build=build: self.replace(build(x)))
+    tasks = app.tasks
+    with _worker(app):
+        assert tasks["t.map_first"].delay(1).get(timeout=10) == 5
+        chained = (tasks["t.map_first"].s(1) | add.signature((10,))).delay()
+        assert chained.get(timeout=10) == 15
+        joined = chord([tasks["t.map_first"].s(1), tasks["t.map_last"].s(1), add.s(2, 2)],
+                       tasks["t.collect"].s())
+        assert joined.delay().get(timeout=10) == [5, [3, 3], 4]
+    with pytest.raises(ConfigurationError, match="chunks is a group of map tasks"):
+        tasks["t.chunks"].apply((1,), throw=True)
+
+
+#: Each chain-shaped replacement and its value for x = 1.
+SHAPES = {"t.by_chain_group": [12, 22], "t.by_chain_chord": 39, "t.by_group_task": 10,
+          "t.by_chain_ending_chord": 34}
+
+
+def test_a_chain_holding_groups_and_chords_takes_the_replaced_place(app: Celeriac) -> None:
+    tasks = app.tasks
+    with _worker(app):
+        for name, value in SHAPES.items():
+            alone = tasks[name].apply_async((1,), link=tasks["t.collect"].s())
+            assert alone.get(timeout=10) == value, name
+            assert alone.children and alone.children[0].get(timeout=10) == value, name
+            chained = (tasks["t.add"].s(0, 1) | tasks[name].s() | tasks["t.collect"].s()).delay()
+            assert chained.get(timeout=10) == value, name
+            assert _parent(chained).get(timeout=10) == value, name  # under the replaced id
+            collect = tasks["t.collect"]
+            before_chord: Any = chain(tasks[name].s(1), group(collect.s(), collect.s()), collect.s(),
+                                 collect.s()).delay()  # the rest of its chain holds a chord
+            assert before_chord.get(timeout=10) == [value, value], name
+
+
+def test_a_chord_member_replaced_by_a_chain_with_chords_joins_with_its_last_value(
+        app: Celeriac) -> None:
+    tasks = app.tasks
+    with _worker(app):
+        result = chord([tasks[name].s(1) for name in SHAPES] + [tasks["t.add"].s(2, 2)],
+                       tasks["t.collect"].s()).delay()
+        assert result.get(timeout=10) == [*SHAPES.values(), 4]
+        assert [r.get(timeout=10) for r in _parent(result).results] == [*SHAPES.values(), 4]
+        in_members = chord([chain(tasks[name].s(1), tasks["t.collect"].s()) for name in SHAPES],
+                           tasks["t.collect"].s()).delay()  # header member chains they start
+        assert in_members.get(timeout=10) == list(SHAPES.values())
+    runs = app.runs  # type: ignore[attr-defined]
+    assert runs.count("collect") == 1 + len(SHAPES) + 1  # each body once, each member chain's
+
+
+def test_eager_replace_by_a_chain_with_chords_returns_its_value(app: Celeriac) -> None:
+    for name, value in SHAPES.items():
+        assert app.tasks[name].apply((1,)).get() == value, name
+
+
+@pytest.mark.parametrize("name", ["t.fails_before_chord", "t.fails_in_middle_chord",
+                                  "t.fails_before_group", "t.fails_in_last_group"])
+def test_a_chain_replacement_that_fails_anywhere_fails_the_replaced_task(
+        app: Celeriac, name: str) -> None:
+    tasks = app.tasks
+    with _worker(app):
+        with pytest.raises((ValueError, ChordError)):  # not PENDING for ever
+            tasks[name].delay(1).get(timeout=10)
+        chained = (tasks[name].s(1) | tasks["t.collect"].s()).delay()
+        with pytest.raises((ValueError, ChordError)):
+            chained.get(timeout=10)
+        collect = tasks["t.collect"]
+        before_chord: Any = chain(tasks[name].s(1), group(collect.s(), collect.s()), collect.s(),
+                             collect.s()).delay()  # the steps after that chord fail too
+        with pytest.raises((ValueError, ChordError)):
+            before_chord.get(timeout=10)
+        joined = chord([tasks[name].s(1), tasks["t.add"].s(2, 2)], tasks["t.collect"].s()).delay()
+        replaced_id = _parent(joined).results[0].id
+        with pytest.raises(ChordError, match=f"Dependency {replaced_id} raised"):
+            joined.get(timeout=10)
+        in_member = chord([chain(tasks[name].s(1), collect.s()), tasks["t.add"].s(2, 2)],
+                          collect.s()).delay()  # a header member chain the task starts
+        member_id = _parent(in_member).results[0].id
+        with pytest.raises(ChordError, match=f"Dependency {member_id} raised"):
+            in_member.get(timeout=10)
+    assert "collect" not in app.runs  # type: ignore[attr-defined]

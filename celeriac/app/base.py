@@ -129,9 +129,9 @@ class Celeriac:
         from celeriac.canvas.maps import register_builtins
 
         register_builtins(self)  # celery.map, celery.starmap: what task.map() messages run
-        from celeriac.canvas.replace import register_accumulate
+        from celeriac.canvas.replace import register_builtins as register_replace
 
-        register_accumulate(self)  # celery.accumulate: a group replacement's chord body
+        register_replace(self)  # celery.accumulate, celeriac.replace_failed: Task.replace's
         _state.register_app(self)  # last: shared tasks are built with the final task_cls
 
     def __repr__(self) -> str:

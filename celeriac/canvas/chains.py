@@ -9,7 +9,7 @@ at once, leads back to the first through ``.parent``, and a step sent twice (a
 worker died between sending it and acking its own message) is sent under the same
 id. A group may be the last step (its members each get the value); a group followed
 by a task becomes a chord (:mod:`celeriac.canvas.chords`); the steps after a chord travel
-in its body's options (:func:`_folded`).
+in its body's options (:func:`folded`).
 A chain may be a member of a group (:meth:`chain.as_head`).
 """
 
@@ -84,19 +84,26 @@ class _ChainHead(Signature[Any]):
         return options  # type: ignore[return-value]
 
 
-def _folded(steps: list[Step]) -> list[Step]:
-    """The frozen steps as they travel: a chord followed by more steps carries them in its
-    body's options (``chain``, raw, next step last) and the chain stops there, since the
-    chord's body, sent by the member that completes the header, is what comes next
-    (:func:`celeriac.middleware.chords.fire_body` sends them on)."""
+def folded(steps: list[Step], after: Sequence[dict[str, Any]] = ()
+            ) -> tuple[list[Step], list[dict[str, Any]]]:
+    """The frozen steps as they travel, and the first one's message ``chain`` (the steps
+    after it, raw, next step last). A chord followed by more steps carries them in its
+    body's options (``chain``) and the chain stops there, since the chord's body, sent by
+    the member that completes the header, is what comes next
+    (:func:`celeriac.middleware.chords.send_body` sends them on). ``after``: raw steps to
+    run after the chain's last step (the rest of a replaced task's chain,
+    :mod:`celeriac.canvas.replace`), carried by the part of the chain that holds that step."""
     steps = list(steps)
-    for index in range(len(steps) - 2, -1, -1):
+    pending = list(after)
+    for index in range(len(steps) - 1, -1, -1):
         step = steps[index]
         if isinstance(step, chord) and step.body is not None:
-            rest = [later.to_dict() for later in reversed(steps[index + 1:])]
-            step.body.options["chain"] = rest  # type: ignore[typeddict-unknown-key]
+            rest = [*pending, *(later.to_dict() for later in reversed(steps[index + 1:]))]
+            if rest:
+                step.body.options["chain"] = rest  # type: ignore[typeddict-unknown-key]
+            pending = []
             del steps[index + 1:]
-    return steps
+    return steps, [*pending, *(step.to_dict() for step in reversed(steps[1:]))]
 
 
 def _first_options(options: SendOptions) -> SendOptions:
@@ -188,7 +195,7 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
             return self.apply(args, kwargs, **options)
         whole = self.merged(None, None, options) if options else self
         frozen, results = whole.frozen_steps()
-        steps = _folded(frozen)
+        steps, rest = folded(frozen)
         first_options = _first_options(whole.options)
         first = steps[0]
         if isinstance(first, group | chord):  # a group or chord first: itself, with the rest
@@ -198,7 +205,6 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
             if len(frozen) > 1:
                 return cast("AsyncResult[R]", results[-1])
             return cast("AsyncResult[R]", sent)
-        rest = [step.to_dict() for step in reversed(steps[1:])]
         first.merged(args, kwargs, first_options).send(chain=rest or None)
         # A chain ending in a group returns its GroupResult (get(), parent, id), as Celery.
         return cast("AsyncResult[R]", results[-1])

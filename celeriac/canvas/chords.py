@@ -13,7 +13,7 @@ the chord (:meth:`chain.as_head`); or a chord, whose body is then the member
 (:func:`_send_inner`). What is not supported yet, refused when the chord is built: a
 group in the header and a body that is not one task.
 A chord followed by more steps in a chain carries them in its body's options
-(:func:`celeriac.canvas.chains._folded`).
+(:func:`celeriac.canvas.chains.folded`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from celeriac.task import SendOptions
 
 R = TypeVar("R")
+
+#: What follows a chord, raw in its body's options, kept when the chord travels as a dict
+#: (a chain step): the steps after it in a chain (``chain``, :func:`chains.folded`) and,
+#: when it replaced a chord header member (``Task.replace``), that member's chord marks.
+ONWARD_KEYS = ("chain", "chord", "group_id", "group_index")
 
 
 def _one_task(sig: Any, what: str) -> Signature[Any]:
@@ -254,9 +259,10 @@ class chord(Signature[R]):  # lower case: Celery's name, and it is used like a f
             tasks if isinstance(tasks, group) else [from_dict(t, app) for t in tasks],
             from_dict(body, app) if body else None, app=app)
         rebuilt.set(**wire_options(d.get("options") or {}, "celery.chord"))
-        rest = body.get("options", {}).get("chain") if isinstance(body, dict) else None
-        if rest and rebuilt.body is not None:  # the steps after it in a chain (chains._folded)
-            rebuilt.body.options["chain"] = rest  # type: ignore[typeddict-unknown-key]
+        raw = body.get("options") if isinstance(body, dict) else None
+        if isinstance(raw, dict) and rebuilt.body is not None:
+            onward: dict[str, Any] = rebuilt.body.options  # type: ignore[assignment]  # raw
+            onward.update({key: raw[key] for key in ONWARD_KEYS if raw.get(key) is not None})
         return rebuilt
 
 

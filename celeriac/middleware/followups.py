@@ -166,7 +166,9 @@ def _fail_chain(app: Celeriac, request: Request, record: ResultRecord, exc: Base
 
 def chain_ids(steps: Any) -> list[tuple[str, Any]]:
     """(task id, task name) of every task in these chain steps whose id is fixed; a group's
-    members stand for it (its own id names no task)."""
+    members stand for it (its own id names no task); a chord's id is its body's, and the
+    steps after a chord, which travel in its body's options (``chains.folded``), follow it
+    (Celery 5.7's ``_fail_chain`` descends into a chord's body too)."""
     found: list[tuple[str, Any]] = []
     for step in steps:
         if not isinstance(step, dict) or not isinstance(step.get("options"), dict):
@@ -175,6 +177,9 @@ def chain_ids(steps: Any) -> list[tuple[str, Any]]:
             found.extend(chain_ids((step.get("kwargs") or {}).get("tasks") or ()))
         elif isinstance(step["options"].get("task_id"), str):
             found.append((step["options"]["task_id"], step.get("task")))
+        body = (step.get("kwargs") or {}).get("body") if step.get("subtask_type") == "chord" else None
+        if isinstance(body, dict) and isinstance(body.get("options"), dict):
+            found.extend(chain_ids(body["options"].get("chain") or ()))
     return found
 
 

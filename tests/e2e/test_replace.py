@@ -1,6 +1,8 @@
 """``self.replace(sig)`` through a real ``celeriac worker`` on SQLite and Redis: in the
 middle of a chain, in a chord member (the body fires once), and with a group; and what it
-is built on: steps after a chord in a chain, a chord as a chord's header member."""
+is built on: steps after a chord in a chain, a chord as a chord's header member; and
+with chains holding groups and chords (ending in a group, a chord in the middle), alone
+and as a chord's header member."""
 
 from __future__ import annotations
 
@@ -19,6 +21,22 @@ def by_task(self, x):
 def by_group(self, x):
     from celeriac import group
     return self.replace(group(add.s(x, 1), add.s(x, 2)))
+
+@app.task(bind=True)
+def by_chain_group(self, x):  # a chain ending in a group
+    from celeriac import group
+    return self.replace(add.s(x, 1) | group(add.s(10), add.s(20)))
+
+@app.task(bind=True)
+def by_chain_chord(self, x):  # a chord in the middle of a chain, then a task
+    from celeriac import chain, chord
+    return self.replace(chain(add.s(x, 1), chord([add.s(10), add.s(20)], tsum.s()), add.s(5)))
+
+@app.task(bind=True)
+def by_failing_chord(self, x):  # fails in the middle chord: the replaced id must hear of it
+    from celeriac import chain, chord
+    return self.replace(chain(add.s(x, 1), chord([add.s(10), fail.si("no")], tsum.s()),
+                              add.s(5)))
 
 @app.task
 def tsum(values):
@@ -66,3 +84,25 @@ def test_steps_after_a_chord_and_a_chord_in_a_header(replacing: tuple[Any, Path]
     nested: Any = chord([chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(10, 10)], tsum.s())
     assert nested.delay().get(timeout=30) == 26
     assert log.read_text().splitlines() == ["tsum [12, 22]", "tsum [2, 4]", "tsum [6, 20]"]
+
+
+def test_replace_with_chains_holding_groups_and_chords(replacing: tuple[Any, Path]) -> None:
+    app, log = replacing
+    from celeriac import chord
+    from celeriac.exceptions import ChordError
+
+    add, by_chain_group, by_chain_chord, by_failing_chord, tsum = (
+        app.tasks[f"tasks.{name}"]
+        for name in ("add", "by_chain_group", "by_chain_chord", "by_failing_chord", "tsum"))
+    ending_in_group = (add.s(0, 1) | by_chain_group.s() | tsum.s()).delay()
+    assert ending_in_group.get(timeout=30) == 34  # 1 -> 2 -> [12, 22] -> 34
+    assert ending_in_group.parent.get(timeout=30) == [12, 22]  # under the replaced id
+    assert by_chain_chord.delay(1).get(timeout=30) == 39  # 2 -> [12, 22] -> 34 -> 39
+    joined: Any = chord([by_chain_chord.s(1), by_chain_group.s(1), add.s(2, 2)], tsum.s()).delay()
+    assert joined.get(timeout=30) == 39 + 34 + 4
+    assert joined.parent.get(timeout=30) == [39, [12, 22], 4]
+    assert log.read_text().splitlines().count("tsum [39, [12, 22], 4]") == 1  # the body ran once
+    failing: Any = chord([by_failing_chord.s(1), add.s(2, 2)], tsum.s()).delay()
+    replaced_id = failing.parent.results[0].id
+    with pytest.raises(ChordError, match=f"Dependency {replaced_id} raised"):
+        failing.get(timeout=30)
