@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 #: ``celeriac inspect`` commands: they only read.
-INSPECT_COMMANDS = ("ping", "active", "reserved", "scheduled", "stats", "registered", "revoked",
-                    "active_queues", "conf")
+INSPECT_COMMANDS = ("ping", "active", "reserved", "query_task", "scheduled", "stats", "report",
+                    "registered", "revoked", "active_queues", "conf")
 #: ``celeriac control`` commands: they change something (revoke and terminate go
 #: through the broker's revocations rather than the control stream).
 CONTROL_COMMANDS = ("revoke", "terminate", "shutdown", "rate_limit", "time_limit",
@@ -167,6 +167,17 @@ class Inspect:
     def reserved(self, safe: bool | None = None) -> Any:
         """``{node: [task info, ...]}``: messages claimed by the node's processes, not started."""
         return self._request("reserved")
+
+    def query_task(self, *ids: str | Sequence[str]) -> Any:
+        """``{node: {task id: [state, task info]}}`` for the given ids that a node holds:
+        ``"active"`` (running) or ``"reserved"`` (claimed, not started). ``query_task(id1,
+        id2)`` or, as Celery's older form, ``query_task([id1, id2])``."""
+        flat = list(ids[0]) if len(ids) == 1 and isinstance(ids[0], list | tuple) else list(ids)
+        return self._request("query_task", ids=flat)
+
+    def report(self) -> Any:
+        """``{node: {"ok": text}}``: what ``celeriac report`` prints, from each node."""
+        return self._request("report")
 
     def scheduled(self, safe: bool | None = None) -> Any:
         """``{node: []}``: celeriac workers never hold ETA or countdown tasks; those wait in

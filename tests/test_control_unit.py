@@ -280,3 +280,15 @@ def test_revoke_is_stored_in_the_broker_not_broadcast(app: Celeriac) -> None:
 def test_flatten_merges_replies_by_node() -> None:
     assert flatten([{"a": 1}, {"b": 2}, {"a": 3}]) == {"a": 3, "b": 2}
     assert flatten([]) == {}
+
+
+def test_query_task_takes_one_id_or_a_list_and_refuses_anything_else(app: Celeriac) -> None:
+    from celeriac.middleware.remote import Refused, _ids
+
+    assert _ids("a") == {"a"} and _ids(["a", "b"]) == {"a", "b"} and _ids(("c",)) == {"c"}
+    for wrong in (3, None, ["a", 1], {"a": 1}):
+        with pytest.raises(Refused, match="ids must be a task id or a list"):
+            _ids(wrong)
+    app.control.inspect(timeout=30).query_task(["x", "y"])  # Celery's older, unary form
+    n1, _ = app.nodes  # type: ignore[attr-defined]
+    assert wait_for_seen(n1)[-1].arguments == {"ids": ["x", "y"]}

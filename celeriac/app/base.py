@@ -251,6 +251,13 @@ class Celeriac:
 
         return Control(self)
 
+    def bugreport(self) -> str:
+        """What a bug report needs (Celery's ``app.bugreport()``): versions and the settings
+        set, secrets masked; the text ``celeriac report`` prints."""
+        from celeriac.cli.report import report_text
+
+        return report_text(self)
+
     def configured(self) -> None:
         """Send ``on_after_configure`` if it was not sent yet (the app is being used).
 

@@ -2,7 +2,8 @@
 
 ::
 
-    celeriac -A tasks inspect ping|active|reserved|scheduled|stats|registered|revoked|active_queues|conf
+    celeriac -A tasks inspect ping|active|reserved|query_task ID...|scheduled|stats|report
+                            |registered|revoked|active_queues|conf
     celeriac -A tasks control revoke ID... | terminate SIGNAL ID... | shutdown
                              | rate_limit TASK RATE | time_limit TASK SOFT [HARD]
                              | add_consumer QUEUE | cancel_consumer QUEUE | pool_grow [N] | pool_shrink [N]
@@ -88,6 +89,7 @@ class Usage:
 
 INSPECT_USAGE: dict[str, Usage] = {
     "registered": Usage("[ATTR...]", variadic="taskinfoitems"),
+    "query_task": Usage("TASK_ID...", required=1, variadic="ids"),
     "conf": Usage("[WITH_DEFAULTS]", (("with_defaults", _bool),)),
 }
 CONTROL_USAGE: dict[str, Usage] = {
@@ -200,8 +202,9 @@ def control_commands(app_command: Callable[[Callable[..., Any]], Callable[..., A
     @app_command
     def inspect(app: Celeriac, command: str, args: tuple[str, ...], destination: str | None,
                 timeout: float, as_json: bool) -> None:
-        """Ask the workers: COMMAND is ping, active, reserved, scheduled, stats,
-        registered [ATTR...], revoked, active_queues or conf [WITH_DEFAULTS]."""
+        """Ask the workers: COMMAND is ping, active, reserved, query_task TASK_ID...,
+        scheduled, stats, report, registered [ATTR...], revoked, active_queues or conf
+        [WITH_DEFAULTS]."""
         arguments = INSPECT_USAGE.get(command, Usage()).parse(command, args)
         nodes = _nodes(destination)
         replies = app.control.broadcast(command, arguments, destination=nodes, reply=True,

@@ -70,7 +70,7 @@ class Refused(Exception):
 
 @dataclass
 class _Pending:
-    """A ``reserved`` command waiting for its worker processes' answers."""
+    """A ``reserved`` or ``query_task`` command waiting for its worker processes' answers."""
 
     message: ControlMessage
     request: int
@@ -78,6 +78,17 @@ class _Pending:
     #: Process index -> the child still to answer.
     waiting: dict[int, Child]
     tasks: list[dict[str, Any]] = field(default_factory=list)
+    #: ``query_task``: the ids asked for, and what was found running (``{id: [state, info]}``).
+    ids: frozenset[str] | None = None
+    found: dict[str, list[Any]] = field(default_factory=dict)
+
+    def reply(self) -> Any:
+        """``reserved``: the held messages; ``query_task``: those asked for, by id, with
+        their state."""
+        if self.ids is None:
+            return self.tasks
+        held = {task["id"]: ["reserved", task] for task in self.tasks if task.get("id") in self.ids}
+        return {**held, **self.found}
 
 
 #: What a handler returns to say "the reply comes later" (``reserved``).
@@ -183,15 +194,32 @@ class RemoteControl(Middleware):
         }
 
     def reserved(self, supervisor: Supervisor, message: ControlMessage) -> Any:
+        return self._ask_processes(supervisor, _Pending(message, 0, 0.0, {}))
+
+    def query_task(self, supervisor: Supervisor, message: ControlMessage) -> Any:
+        """``{task id: [state, info]}`` for the asked ids this node holds: ``active``
+        (running) or ``reserved`` (held by a process, not started). Never ``scheduled``:
+        eta tasks wait in the broker."""
+        ids = _ids(message.arguments.get("ids"))
+        found = {task.task_id: ["active", self._task_info(supervisor, child, task)]
+                 for child in supervisor.children.values() for task in child.running.values()
+                 if task.task_id in ids}
+        return self._ask_processes(supervisor, _Pending(message, 0, 0.0, {}, ids=ids,
+                                                        found=found))
+
+    def _ask_processes(self, supervisor: Supervisor, pending: _Pending) -> Any:
+        """Ask every ready process for the messages it holds; the reply goes when all
+        answered or after ``RESERVED_WAIT``."""
         children = {index: child for index, child in supervisor.children.items()
                     if child.ready and child.commands is not None and child.commands.connected}
         if not children:
-            return []
+            return pending.reply()
         self._requests += 1
         for child in children.values():
             supervisor.send(child, ReportReserved(self._requests))
-        self._pending.append(_Pending(message, self._requests,
-                                      time.monotonic() + RESERVED_WAIT, children))
+        pending.request, pending.waiting = self._requests, children
+        pending.deadline = time.monotonic() + RESERVED_WAIT
+        self._pending.append(pending)
         return LATER
 
     def _collect_reserved(self, supervisor: Supervisor) -> None:
@@ -212,15 +240,19 @@ class RemoteControl(Middleware):
             if pending.waiting and now < pending.deadline:
                 continue
             if pending.waiting:
-                log.info("inspect reserved: %d worker process(es) did not answer within %ss",
-                         len(pending.waiting), RESERVED_WAIT)
+                log.info("inspect %s: %d worker process(es) did not answer within %ss",
+                         pending.message.command, len(pending.waiting), RESERVED_WAIT)
             self._pending.remove(pending)
-            self._reply(supervisor, pending.message, pending.tasks)
+            self._reply(supervisor, pending.message, pending.reply())
 
     def scheduled(self, supervisor: Supervisor, message: ControlMessage) -> Any:
         # Celery's worker holds ETA tasks in memory; celeriac's never does: they wait in
         # the broker until due and are fetched only then. So this node holds none.
         return []
+
+    def report(self, supervisor: Supervisor, message: ControlMessage) -> Any:
+        """``{"ok": text}``: what ``celeriac report`` prints, as this node sees it."""
+        return {"ok": supervisor.app.bugreport()}
 
     def stats(self, supervisor: Supervisor, message: ControlMessage) -> Any:
         conf = supervisor.app.conf
@@ -378,10 +410,19 @@ class RemoteControl(Middleware):
 
 HANDLERS: dict[str, Handler] = {
     name: getattr(RemoteControl, name)
-    for name in ("ping", "active", "reserved", "scheduled", "stats", "registered", "revoked",
-                 "active_queues", "conf", "shutdown", "rate_limit", "time_limit",
+    for name in ("ping", "active", "reserved", "query_task", "scheduled", "stats", "report",
+                 "registered", "revoked", "active_queues", "conf", "shutdown", "rate_limit", "time_limit",
                  "add_consumer", "cancel_consumer", "pool_grow", "pool_shrink", "autoscale")
 }
+
+
+def _ids(value: Any) -> frozenset[str]:
+    """``query_task``'s ids: one id or a list of them."""
+    if isinstance(value, str):
+        return frozenset((value,))
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return frozenset(value)
+    raise Refused(f"ids must be a task id or a list of task ids, got {value!r:.80}")
 
 
 def _limit(value: Any, what: str) -> float | None:

@@ -79,6 +79,17 @@ def test_two_nodes_answer_inspect(broker: str, request: pytest.FixtureRequest,
     reserved = app.control.inspect().reserved()
     assert {t["id"] for t in reserved[W1]} == {r.id for r in busy} - {t["id"] for t in active}
     assert reserved[W2] == []
+    # query_task: by id, with its state (Celery's shape), from Python and from the CLI.
+    held = sorted({t["id"] for t in reserved[W1]})[0]
+    asked = app.control.inspect().query_task(active[0]["id"], held, "unknown-id")
+    assert set(asked[W1]) == {active[0]["id"], held} and asked[W2] == {}
+    assert asked[W1][active[0]["id"]][0] == "active" and asked[W1][held][0] == "reserved"
+    assert asked[W1][held][1]["name"] == "tasks.wait_for"
+    assert app.control.inspect().query_task([held])[W1][held][0] == "reserved"  # the old form
+    by_cli = inspect(project, "query_task", active[0]["id"], "-d", W1)
+    assert by_cli[W1][active[0]["id"]][1]["worker_pid"] == child
+    report = app.control.inspect(destination=W2).report()
+    assert report["ok"].startswith("software -> celeriac:")
 
     stats = inspect(project, "stats")
     assert stats[W1]["pid"] == w1.proc.pid and stats[W2]["pid"] == w2.proc.pid
