@@ -8,16 +8,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import take
+from conftest import take, wait_until
 
 from celeriac import Celeriac, chain, chord, group, signature
 from celeriac.brokers.base import Delivery
 from celeriac.canvas.chords import chord as canvas_chord
 from celeriac.context import Request
+from celeriac.contrib.testing.worker import start_worker
 from celeriac.exceptions import ChordError, ConfigurationError
 from celeriac.message import CHORD_CLAIM_HEADER, TaskMessage
 from celeriac.middleware.base import ACK, RETRY_LATER, Outcome, TaskRun
 from celeriac.middleware.chords import Chords
+from celeriac.result import GroupResult
 from celeriac.states import FAILURE, IGNORED, SUCCESS
 from celeriac.worker.run import failure_record
 
@@ -65,10 +67,14 @@ def test_what_celeriac_chords_cannot_hold_is_refused_by_name(app: Celeriac) -> N
     inner = chord([add.s(1, 1)], tsum.s())
     with pytest.raises(ConfigurationError, match="groups of chords are not supported"):
         group(inner, add.s(1, 1)).delay()
-    with pytest.raises(ConfigurationError, match="one task as body"):
+    with pytest.raises(ConfigurationError, match="is a chord: celeriac's chord body is a task"):
         chord([add.s(1, 1)], group(add.s(1), add.s(2)) | tsum.s())  # a chord as body
-    with pytest.raises(ConfigurationError, match="one task as body"):
-        chord([add.s(1, 1)], add.s(1) | add.s(2))
+    with pytest.raises(ConfigurationError, match="is a xmap: celeriac's chord header holds"):
+        chord([tsum.map([[1], [2]])], tsum.s())
+    with pytest.raises(ConfigurationError, match="each is a task or a chain of tasks"):
+        chord([add.s(1, 1)], group(inner, add.s(1)))
+    with pytest.raises(ConfigurationError, match="body is a group cannot be followed"):
+        chain(group(add.s(1, 1)), group(add.s(1)), add.s(2)).delay()
     with pytest.raises(ConfigurationError, match="has no body"):
         chord([add.s(1, 1)]).apply_async()
 
@@ -259,3 +265,129 @@ def test_a_claim_the_backend_cannot_answer_puts_the_body_back_unrun(tmp_path: An
         pipeline.check_run(TaskRun(app.tasks["t.tsum"], Request(
             id="body-id", task="t.tsum", headers={CHORD_CLAIM_HEADER: ["g", "token"]})))
     app.close()
+
+
+# -- a chain or a group as the body ------------------------------------------------------
+def _fire(app: Celeriac, messages: list[TaskMessage], failing: int | None = None) -> None:
+    """Every header member finishes (``failing`` fails) and settles: the last one fires."""
+    chords = Chords(app)
+    for index, message in enumerate(sorted(messages, key=lambda m: m.headers["group_index"])):
+        status = FAILURE if index == failing else SUCCESS
+        run = _member_run(app, message, f"d{index}", status, "bad" if failing == index else index)
+        chords.after_task(run)
+        assert run.delivery is not None
+        chords.before_settle([(run.delivery, Outcome(ACK))])
+
+
+def test_a_chain_body_travels_as_its_first_task_carrying_the_rest(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    result: Any = chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(10)).apply_async(
+        task_id="last-id")
+    header = result.parent.parent
+    assert result.id == "last-id" and isinstance(header, GroupResult)
+    messages = take(app)
+    assert {m.group for m in messages} == {header.id}
+    body = messages[0].embed["chord"]
+    assert (body["task"], body["options"]["task_id"]) == ("t.tsum", result.parent.id)
+    [step] = body["options"]["chain"]
+    assert (step["task"], step["options"]["task_id"]) == ("t.add", "last-id")
+    _fire(app, messages)
+    [sent] = take(app)  # the chain's first task, with the header's values and the rest
+    assert (sent.id, sent.task, sent.args) == (result.parent.id, "t.tsum", [[0, 1]])
+    assert [s["options"]["task_id"] for s in sent.embed["chain"]] == ["last-id"]
+    assert sent.headers[CHORD_CLAIM_HEADER][0] == header.id
+
+
+def test_a_failed_header_fails_every_step_of_a_chain_body(app: Celeriac) -> None:
+    add, tsum, new_err = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.new_err"]
+    result: Any = chord([add.s(1, 1), add.s(2, 2)],
+                        tsum.s() | add.s(1) | add.s(2)).on_error(new_err.s()).apply_async()
+    messages = take(app)
+    _fire(app, messages, failing=1)
+    assert take(app) == []
+    for step in (result, result.parent, result.parent.parent):
+        with pytest.raises(ChordError, match="Dependency"):
+            step.get(timeout=5)
+    assert [seen[0] for seen in app.seen] == [result.parent.parent.id]  # type: ignore[attr-defined]
+
+
+def test_a_group_body_is_sent_member_by_member_under_one_claim(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    result: Any = chord([add.s(1, 1), add.s(2, 2)], group(tsum.s(), tsum.s())).apply_async(
+        task_id="body-group")
+    assert isinstance(result, GroupResult) and result.id == "body-group"
+    messages = take(app)
+    assert result.parent.id == messages[0].group
+    body = messages[0].embed["chord"]
+    assert (body["subtask_type"], body["options"]["task_id"]) == ("group", "body-group")
+    assert [t["options"]["task_id"] for t in body["kwargs"]["tasks"]] == [r.id for r in result.results]
+    _fire(app, messages)
+    sent = sorted(take(app), key=lambda m: [r.id for r in result.results].index(m.id))
+    assert [(m.id, m.args, m.group) for m in sent] == [
+        (r.id, [[0, 1]], "body-group") for r in result.results]
+    claims = {tuple(m.headers[CHORD_CLAIM_HEADER]) for m in sent}
+    assert len(claims) == 1  # one send, one token: the chord's claim admits both members
+    [(group_id, token)] = claims
+    chords, tsum_task = Chords(app), app.tasks["t.tsum"]
+    for member in sent:
+        ours = TaskRun(tsum_task, Request(id=member.id, task="t.tsum",
+                                          headers={CHORD_CLAIM_HEADER: [group_id, token]}))
+        assert chords.check_run(ours) is None
+        # A second send of the body (another token): none of its members runs.
+        copy = TaskRun(tsum_task, Request(id=member.id, task="t.tsum",
+                                          headers={CHORD_CLAIM_HEADER: [group_id, "other"]}))
+        skipped = chords.check_run(copy)
+        assert skipped is not None and skipped.status == IGNORED
+
+
+def test_a_failed_header_fails_each_member_of_a_group_body(app: Celeriac) -> None:
+    add, tsum, new_err = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.new_err"]
+    result: Any = chord([add.s(1, 1), add.s(2, 2)],
+                        group(tsum.s(), tsum.s() | add.s(1))).on_error(new_err.s()).apply_async()
+    messages = take(app)
+    _fire(app, messages, failing=0)
+    assert take(app) == []
+    for member in (*result.results, result.results[1].parent):
+        with pytest.raises(ChordError, match="Dependency"):
+            member.get(timeout=5)
+    # The chord's errback is on each member of a group body: once per member (Celery's).
+    assert sorted(seen[0] for seen in app.seen) == sorted(  # type: ignore[attr-defined]
+        [result.results[0].id, result.results[1].parent.id])
+
+
+def test_eager_chords_with_a_chain_or_a_group_body(app: Celeriac) -> None:
+    add, tsum, fail = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.fail"]
+    chained: Any = chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(1)).apply()
+    assert chained.get() == 7 and chained.parent.get() == 6 and chained.parent.parent.get() == [2, 4]
+    grouped: Any = chord([add.s(1, 1)], group(tsum.s(), tsum.s() | add.s(1))).apply()
+    assert grouped.get() == [2, 3] and grouped.parent.get() == [2]
+    failed: Any = chord([fail.s("x")], group(tsum.s(), tsum.s())).apply()
+    assert [r.status for r in failed.results] == [FAILURE, FAILURE]
+
+
+def test_chain_and_group_bodies_on_an_embedded_worker(app: Celeriac) -> None:
+    add, tsum, fail, new_err = (app.tasks[n] for n in ("t.add", "t.tsum", "t.fail", "t.new_err"))
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        result: Any = chord([add.s(i, i) for i in range(3)], tsum.s() | add.s(10) | add.s(100)).delay()
+        assert result.get(timeout=10) == 116
+        assert [result.parent.get(timeout=10), result.parent.parent.get(timeout=10)] == [16, 6]
+        assert result.parent.parent.parent.get(timeout=10) == [0, 2, 4]
+        assert chord(group(add.s(1, 1), add.s(2, 2)))(tsum.s() | add.s(1)).get(timeout=10) == 7
+        assert (group(add.s(1, 1), add.s(2, 2)) | (tsum.s() | add.s(1))).delay().get(timeout=10) == 7
+        inside: Any = chain(add.s(1, 1), chord([add.s(1), add.s(2)], tsum.s() | add.s(10)),
+                            add.s(100)).delay()  # 2 -> [3, 4] -> 7 -> 17 -> 117
+        assert inside.get(timeout=10) == 117
+        assert [inside.parent.get(timeout=10), inside.parent.parent.get(timeout=10)] == [17, 7]
+        assert inside.parent.parent.parent.parent.get(timeout=10) == 2
+        grouped: Any = chord([add.s(i, i) for i in range(3)],
+                             group(tsum.s(), tsum.s() | add.s(100))).delay()
+        assert grouped.get(timeout=10) == [6, 106] and grouped.parent.get(timeout=10) == [0, 2, 4]
+        piped: Any = chain(add.s(1, 1), group(add.s(1), add.s(2)), group(tsum.s(), tsum.s())).delay()
+        assert piped.get(timeout=10) == [7, 7]
+        failed: Any = chord([add.s(1, 1), fail.si("no")], group(tsum.s(), tsum.s())).on_error(
+            new_err.s()).delay()
+        for member in failed.results:
+            with pytest.raises(ChordError, match="ValueError"):
+                member.get(timeout=10)
+        wait_until(lambda: len(app.seen) == 2, timeout=10,  # type: ignore[attr-defined]
+                   message="the errback ran once per member")

@@ -155,10 +155,10 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
         return GroupResult(group_id, list(members), app=self.app if self.tasks else None)
 
     def __or__(self, other: Any) -> Any:
-        """``group | task`` is a chord whose body is the task, as in Celery."""
+        """``group | task`` is a chord whose body is the task (or chain, or group), as in Celery."""
         from celeriac.canvas.chords import chord
 
-        if isinstance(other, Signature):
+        if isinstance(other, Signature | group):
             return chord(self, other)
         return NotImplemented
 
