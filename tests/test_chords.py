@@ -391,3 +391,20 @@ def test_chain_and_group_bodies_on_an_embedded_worker(app: Celeriac) -> None:
                 member.get(timeout=10)
         wait_until(lambda: len(app.seen) == 2, timeout=10,  # type: ignore[attr-defined]
                    message="the errback ran once per member")
+
+
+def test_chain_bodies_inside_other_canvases_on_an_embedded_worker(app: Celeriac) -> None:
+    add, tsum, fail = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.fail"]
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        # An inner chord's chain body: its last task is the outer header member.
+        nested: Any = chord([chord([add.s(1, 1)], tsum.s() | add.s(10)), add.s(2, 2)],
+                            tsum.s()).delay()
+        assert nested.get(timeout=10) == 16 and nested.parent.get(timeout=10) == [12, 4]
+        fanned: Any = chord([add.s(1, 1)], tsum.s() | group(add.s(1), add.s(2))).delay()
+        assert fanned.get(timeout=10) == [3, 4] and fanned.parent.get(timeout=10) == 2
+        # The inner chord fails: its chain body's last task fails the outer chord.
+        failing: Any = chord([chord([fail.si("x")], tsum.s() | add.s(10)), add.s(2, 2)],
+                             tsum.s()).delay()
+        inner_last = failing.parent.results[0].id
+        with pytest.raises(ChordError, match=inner_last):
+            failing.get(timeout=10)
