@@ -65,8 +65,6 @@ def test_every_spelling_builds_a_chord(app: Celeriac) -> None:
 def test_what_celeriac_chords_cannot_hold_is_refused_by_name(app: Celeriac) -> None:
     add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
     inner = chord([add.s(1, 1)], tsum.s())
-    with pytest.raises(ConfigurationError, match="groups of chords are not supported"):
-        group(inner, add.s(1, 1)).delay()
     with pytest.raises(ConfigurationError, match="is a chord: celeriac's chord body is a task"):
         chord([add.s(1, 1)], group(add.s(1), add.s(2)) | tsum.s())  # a chord as body
     with pytest.raises(ConfigurationError, match="is a xmap: celeriac's chord header holds"):
@@ -222,8 +220,6 @@ def test_a_group_of_chains_sends_each_chain_head_with_its_rest_in_one_call(app: 
     [step] = head.embed["chain"]
     assert step["options"]["task_id"] == chained.id and head.group == result.id
     assert plain.id in messages
-    with pytest.raises(ConfigurationError, match="groups of chords"):
-        group(chord([add.s(1, 1)], app.tasks["t.tsum"].s())).delay()
 
 
 def test_an_eager_group_of_chains_runs_each_chain() -> None:
@@ -408,3 +404,31 @@ def test_chain_bodies_inside_other_canvases_on_an_embedded_worker(app: Celeriac)
         inner_last = failing.parent.results[0].id
         with pytest.raises(ChordError, match=inner_last):
             failing.get(timeout=10)
+
+
+# -- a chord inside a group ----------------------------------------------------------------
+def test_a_chord_in_a_group_is_sent_as_a_chord_its_body_result_in_its_place(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    result: Any = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)).apply_async()
+    body, plain = result.results
+    header = body.parent
+    messages = take(app)
+    by_id = {m.id: m for m in messages}
+    assert len(messages) == 3 and by_id[plain.id].group == result.id
+    assert [by_id[r.id].group for r in header.results] == [header.id, header.id]
+    assert by_id[header.results[0].id].embed["chord"]["options"]["task_id"] == body.id
+
+
+def test_groups_holding_chords_on_an_embedded_worker(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        mixed: Any = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)).delay()
+        assert mixed.get(timeout=10) == [6, 10]
+        fanned: Any = group(chord([add.s(1, 1)], group(tsum.s(), tsum.s())), add.s(5, 5)).delay()
+        assert fanned.get(timeout=10) == [[2, 2], 10]
+        # As a chain's last step: the previous value goes to the chord's header members.
+        chained: Any = chain(add.s(1, 1), group(chord([add.s(1), add.s(2)], tsum.s()),
+                                                add.s(10))).delay()  # 2 -> [3 + 4, 12]
+        assert chained.get(timeout=10) == [7, 12]
+    eager = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)).apply()
+    assert eager.get() == [6, 10]

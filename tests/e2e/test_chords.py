@@ -101,6 +101,9 @@ def test_a_chord_of_ten_sums_its_header(chords: tuple[Project, Any, Path]) -> No
     # A group as the body: each member gets the header's values; the result is its group's.
     grouped = chord([add.s(1, 1), add.s(2, 2)], group(tsum.s(), tsum.s() | add.s(100))).delay()
     assert grouped.get(timeout=60) == [6, 106] and grouped.parent.get(timeout=10) == [2, 4]
+    # A chord inside a group: sent as a chord, its body's result in its place.
+    mixed = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)).delay()
+    assert mixed.get(timeout=60) == [6, 10]
 
 
 def test_a_failing_member_fails_the_chord_naming_it(chords: tuple[Project, Any, Path]) -> None:
