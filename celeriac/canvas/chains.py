@@ -8,8 +8,8 @@ task id is fixed when the chain is sent, so the result of the last step, returne
 at once, leads back to the first through ``.parent``, and a step sent twice (a
 worker died between sending it and acking its own message) is sent under the same
 id. A group may be the last step (its members each get the value); a group followed
-by a task becomes a chord (:mod:`celeriac.canvas.chords`); the steps after a chord travel
-in its body's options (:func:`_folded`).
+by a task (or a chain, or a group) becomes a chord (:mod:`celeriac.canvas.chords`); the
+steps after a chord travel in its body's options (:func:`_folded`).
 A chain may be a member of a group (:meth:`chain.as_head`).
 """
 
@@ -51,8 +51,8 @@ def _spliced(items: Iterable[Any]) -> Iterable[Any]:
 
 
 def _steps(items: Iterable[Any]) -> list[Step]:
-    """The steps of a chain, nested chains spliced in. A group followed by a task becomes
-    a chord (Celery's rule)."""
+    """The steps of a chain, nested chains spliced in. A group followed by a task or a
+    group becomes a chord (Celery's rule)."""
     steps: list[Step] = []
     for item in _spliced(items):
         if steps and isinstance(steps[-1], group):

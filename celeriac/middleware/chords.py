@@ -252,8 +252,9 @@ def chord_failed(app: Celeriac, body: Signature[Any], member_id: str, status: st
     """Fail the chord whose member ``member_id`` did not succeed: a :class:`ChordError`
     naming it stored as the body's result (Celery's ``Dependency <id> raised <exc>``),
     then the body's errbacks. Eager (``chord.apply``): nothing stored, the result returned.
-    ``onward``: the body's dict, whose raw options may carry what followed a task the
-    chord replaced (``Task.replace`` with a group): that chain fails and that chord joins."""
+    ``onward``: the body's dict, whose raw options may carry what follows it (a chain
+    body's other steps, the steps after the chord, or what followed a task the chord
+    replaced with ``Task.replace``): that chain fails and the chord it is a member of joins."""
     from celeriac.canvas.signatures import wire_links
     from celeriac.context import Request
     from celeriac.middleware.followups import run_errback
