@@ -277,8 +277,8 @@ def _fire(app: Celeriac, messages: list[TaskMessage], failing: int | None = None
 
 def test_a_chain_body_travels_as_its_first_task_carrying_the_rest(app: Celeriac) -> None:
     add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
-    result: Any = chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(10)).apply_async(
-        task_id="last-id")
+    result: Any = chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(10),
+                        link=add.s(1)).apply_async(task_id="last-id")
     header = result.parent.parent
     assert result.id == "last-id" and isinstance(header, GroupResult)
     messages = take(app)
@@ -287,6 +287,8 @@ def test_a_chain_body_travels_as_its_first_task_carrying_the_rest(app: Celeriac)
     assert (body["task"], body["options"]["task_id"]) == ("t.tsum", result.parent.id)
     [step] = body["options"]["chain"]
     assert (step["task"], step["options"]["task_id"]) == ("t.add", "last-id")
+    assert [link["task"] for link in step["options"]["link"]] == ["t.add"]  # the chord's link
+    assert "link" not in body["options"]
     _fire(app, messages)
     [sent] = take(app)  # the chain's first task, with the header's values and the rest
     assert (sent.id, sent.task, sent.args) == (result.parent.id, "t.tsum", [[0, 1]])
@@ -357,6 +359,8 @@ def test_eager_chords_with_a_chain_or_a_group_body(app: Celeriac) -> None:
     assert chained.get() == 7 and chained.parent.get() == 6 and chained.parent.parent.get() == [2, 4]
     grouped: Any = chord([add.s(1, 1)], group(tsum.s(), tsum.s() | add.s(1))).apply()
     assert grouped.get() == [2, 3] and grouped.parent.get() == [2]
+    with pytest.raises(ConfigurationError, match="empty group"):
+        chord([add.s(1, 1)], group([]))
     failed: Any = chord([fail.s("x")], group(tsum.s(), tsum.s())).apply()
     assert [r.status for r in failed.results] == [FAILURE, FAILURE]
 

@@ -68,6 +68,8 @@ def _body(sig: Any) -> Body:
     """``sig`` if it is a task, a chain led by a task, or a group of tasks and chains of
     tasks; a clear error for what celeriac's chord body cannot be."""
     if isinstance(sig, group):
+        if not sig.tasks:
+            raise ConfigurationError("an empty group as a chord's body has nothing to run")
         for member in sig.tasks:
             steps = getattr(member, "tasks", [member]) if member.subtask_type == "chain" else [member]
             if not all(_plain(step) for step in steps):
@@ -430,6 +432,8 @@ def send_group_body(app: Celeriac, body: Mapping[str, Any], values: list[Any],
     if not isinstance(rebuilt, group):
         raise TypeError(f"not a group body: {body!r:.200}")
     heads, _ = _chain_heads([member.merged((values,)) for member in rebuilt.tasks])
+    if not heads:  # an empty group body (Celery's client allows one): nothing to run
+        return
     marks = {"chord_claim": claim} if claim else {}
     app.send_many([_Marked(head, marks) for head in heads], group_id=rebuilt.group_id,
                   chunk_size=None)
