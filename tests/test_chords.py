@@ -411,16 +411,31 @@ def test_chain_bodies_inside_other_canvases_on_an_embedded_worker(app: Celeriac)
 
 
 # -- a chord inside a group ----------------------------------------------------------------
-def test_a_chord_in_a_group_is_sent_as_a_chord_its_body_result_in_its_place(app: Celeriac) -> None:
+def test_a_chord_in_a_group_is_sent_as_a_chord_in_the_groups_one_call(
+        app: Celeriac, monkeypatch: pytest.MonkeyPatch) -> None:
     add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    calls: list[int] = []
+    publish = app.broker.publish
+    monkeypatch.setattr(app.broker, "publish",
+                        lambda messages: calls.append(len(messages)) or publish(messages))
     result: Any = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)).apply_async()
     body, plain = result.results
     header = body.parent
     messages = take(app)
     by_id = {m.id: m for m in messages}
-    assert len(messages) == 3 and by_id[plain.id].group == result.id
+    assert calls == [3] and len(messages) == 3  # all or none
+    assert by_id[plain.id].group == result.id
     assert [by_id[r.id].group for r in header.results] == [header.id, header.id]
+    assert [by_id[r.id].headers["group_index"] for r in header.results] == [0, 1]
     assert by_id[header.results[0].id].embed["chord"]["options"]["task_id"] == body.id
+    # A chord of chords too: the inner header goes in the outer header's call.
+    nested: Any = chord([chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(3, 3)],
+                        tsum.s()).apply_async()
+    inner = nested.parent.results[0]
+    by_id = {m.id: m for m in take(app)}
+    assert calls == [3, 3] and len(by_id) == 3
+    assert {by_id[r.id].group for r in inner.parent.results} == {inner.parent.id}
+    assert by_id[nested.parent.results[1].id].group == nested.parent.id
 
 
 def test_groups_holding_chords_on_an_embedded_worker(app: Celeriac) -> None:

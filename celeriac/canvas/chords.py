@@ -312,6 +312,18 @@ class chord(Signature[R]):  # lower case: Celery's name, and it is used like a f
     def _send_header(self, whole: chord[R], body_sig: Signature[Any], group_id: str,
                      args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
                      ) -> GroupResult[Any]:
+        """Send the header (inner chords' headers with it) in one broker call: all or none."""
+        calls, header = self._header_calls(whole, body_sig, group_id, args, kwargs)
+        if calls:
+            self.app.send_many(calls, group_id=group_id, chunk_size=None)
+        return header
+
+    def _header_calls(self, whole: chord[R], body_sig: Signature[Any], group_id: str,
+                      args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+                      ) -> tuple[list[Signature[Any]], GroupResult[Any]]:
+        """The header's messages, each naming its group (an inner chord's header members
+        among them), and the header's :class:`GroupResult`, every id fixed before anything
+        is sent, so a group holding chords or a chord of chords goes out in one call."""
         header_options = {k: v for k, v in whole.options.items()
                           if k not in ("link", "link_error", "task_id")}
         members = [task.merged(args, kwargs, header_options)  # type: ignore[arg-type]
@@ -320,36 +332,36 @@ class chord(Signature[R]):  # lower case: Celery's name, and it is used like a f
             from celeriac.middleware.chords import send_body
 
             send_body(self.app, body_sig.to_dict(), [], None)
-            return GroupResult(group_id, [], app=self.app)
+            return [], GroupResult(group_id, [], app=self.app)
         from celeriac.canvas.chains import chain
 
         body_dict = body_sig.to_dict()
         body_dict["chord_size"] = len(members)  # Celery's key; its workers read it too
-        marked: list[Signature[Any]] = []
-        results: list[AsyncResult[Any]] = []
-        nested: dict[int, AsyncResult[Any]] = {}
+        calls: list[Signature[Any]] = []
+        found: list[Any] = []
         for index, member in enumerate(members):
             marks = {"chord": body_dict, "group_index": index}
             if isinstance(member, chord):
-                nested[index] = cast("AsyncResult[Any]", _send_inner(
-                    member, {**marks, "group_id": group_id}))
+                inner_calls, result = _inner(member, {**marks, "group_id": group_id})
+                calls.extend(inner_calls)
             elif isinstance(member, chain):
-                head, last = member.as_head(last_marks={**marks, "group_id": group_id})
-                marked.append(head)
-                results.append(last)
+                head, result = member.as_head(last_marks={**marks, "group_id": group_id})
+                calls.append(_Marked(head, {"group": group_id}))
             else:
-                marked.append(_Marked(member, marks))
-        sent = iter(self.app.send_many(marked, group_id=group_id, chunk_size=None)
-                    if marked else [])
-        by_index = iter(results)
-        found: list[AsyncResult[Any]] = []
-        for index, member in enumerate(members):
-            if index in nested:
-                found.append(nested[index])
-                continue
-            first = next(sent)
-            found.append(next(by_index) if isinstance(member, chain) else first)
-        return GroupResult(group_id, found, app=self.app)
+                result = member.freeze()
+                calls.append(_Marked(member, {**marks, "group": group_id}))
+            found.append(result)
+        return calls, GroupResult(group_id, found, app=self.app)
+
+    def messages(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None
+                 ) -> tuple[list[Signature[Any]], BodyResult]:
+        """What sending this chord publishes (its header's messages, each naming its
+        group), every id fixed, and its result: for a group holding it to send them in its
+        own broker call (:meth:`group.apply_async`)."""
+        body_sig, result, group_id = self._prepared()
+        calls, header = self._header_calls(self, body_sig, group_id, args, kwargs)
+        top_of(result).parent = header
+        return calls, result
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Unpack[SendOptions]) -> EagerResult[R]:
@@ -403,12 +415,12 @@ class chord(Signature[R]):  # lower case: Celery's name, and it is used like a f
         return rebuilt
 
 
-def _send_inner(inner: chord[Any], marks: dict[str, Any]) -> BodyResult:
-    """Send a chord that is a header member of another (chords of chords): its body is the
-    member, so its last task carries the outer chord's marks (raw, in its options: the
-    body's own, or, for a chain body, those of the last step it carries) and joins the
-    outer chord when it ends (:func:`celeriac.middleware.chords.send_body`). Returns the
-    inner body's result."""
+def _inner(inner: chord[Any], marks: dict[str, Any]) -> tuple[list[Signature[Any]], BodyResult]:
+    """A chord that is a header member of another (chords of chords): its messages, for
+    the outer header's call, and its body's result. Its body is the member, so its last
+    task carries the outer chord's marks (raw, in its options: the body's own, or, for a
+    chain body, those of the last step it carries) and joins the outer chord when it ends
+    (:func:`celeriac.middleware.chords.send_body`)."""
     body_sig, result, group_id = inner._prepared()
     rest: list[dict[str, Any]] = body_sig.options.get("chain") or []  # type: ignore[assignment]
     if isinstance(body_sig, _GroupBody) or (rest and rest[0].get("subtask_type") is not None):
@@ -417,8 +429,9 @@ def _send_inner(inner: chord[Any], marks: dict[str, Any]) -> BodyResult:
                                  "outer chord); see docs/canvas.md")
     target: dict[str, Any] = rest[0]["options"] if rest else body_sig.options  # type: ignore[assignment]
     target.update(marks)
-    top_of(result).parent = inner._send_header(inner, body_sig, group_id, None, None)
-    return result
+    calls, header = inner._header_calls(inner, body_sig, group_id, None, None)
+    top_of(result).parent = header
+    return calls, result
 
 
 def send_group_body(app: Celeriac, body: Mapping[str, Any], values: list[Any],

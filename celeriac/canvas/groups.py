@@ -36,27 +36,32 @@ def _chain_heads(calls: list[Signature[Any]]) -> tuple[list[Signature[Any]], dic
     return heads, lasts
 
 
-def _send_chords(calls: list[Signature[Any]], members: dict[int, Any]) -> None:
-    """Send the chords among a group's members, each as a chord is sent on its own (its
-    header is a group of its own, Celery's meaning): its body's result takes its place in
-    the group's. A broker error part-way says which parts of the group went out."""
-    for index, call in enumerate(calls):
-        if call.subtask_type != "chord":
-            continue
-        try:
-            members[index] = call.apply_async()
-        except Exception as exc:
-            exc.add_note(f"group: the chord at position {index} could not be sent; sent before "
-                         f"it: the group's other members and its chords at positions "
-                         f"{sorted(i for i in members if calls[i].subtask_type == 'chord')}")
-            raise
+def _with_chords(app: Celeriac, calls: list[Signature[Any]], group_id: str) -> list[Any]:
+    """Send a group holding chords in its one broker call: each chord's header messages
+    (naming their own group, Celery's meaning: a chord in a group runs as a chord) with
+    the group's other members, every id fixed first; a chord's place in the group's
+    result is its body's."""
+    messages: list[Signature[Any]] = []
+    members: list[Any] = []
+    for call in calls:
+        if call.subtask_type == "chord":
+            chord_calls, result = call.messages()  # type: ignore[attr-defined]
+            messages.extend(chord_calls)
+        else:
+            [head], lasts = _chain_heads([call])
+            result = lasts[0] if 0 in lasts else head.freeze()
+            messages.append(head)
+        members.append(result)
+    if messages:
+        app.send_many(messages, group_id=group_id, chunk_size=None)
+    return members
 
 
 class group(Generic[R]):  # lower case: Celery's name, and it is used like a function
     """Signatures sent together: one broker call, one group id, one :class:`GroupResult`.
 
-    A member that is a chord is sent as a chord is (its header in a call of its own,
-    after the group's other members), its body's result in its place in the group's.
+    A member that is a chord runs as a chord (its header members' messages name its own
+    group, in the group's one call), its body's result in its place in the group's.
 
     ``group(add.s(1, 1), add.s(2, 2))`` or ``group(add.s(i, i) for i in range(100))``.
     Every message is encoded before any is sent and the broker stores all of them or
@@ -110,13 +115,13 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
             result = GroupResult(group_id, members, app=app)
             add_to_parent(result, replacing=members)  # each ran as a child of its own
             return result
-        others = [(index, call) for index, call in enumerate(calls) if call.subtask_type != "chord"]
-        heads, lasts = _chain_heads([call for _, call in others])
-        sent = app.send_many(heads, group_id=group_id, chunk_size=None) if heads else []
-        placed: dict[int, Any] = {index: lasts.get(order, first) for order, ((index, _), first)
-                                  in enumerate(zip(others, sent, strict=True))}
-        _send_chords(calls, placed)
-        result = GroupResult(group_id, [placed[index] for index in range(len(calls))], app=app)
+        if any(call.subtask_type == "chord" for call in calls):
+            members = _with_chords(app, calls, group_id)
+        else:
+            heads, lasts = _chain_heads(calls)
+            sent = app.send_many(heads, group_id=group_id, chunk_size=None)
+            members = [lasts.get(i, first) for i, first in enumerate(sent)]
+        result = GroupResult(group_id, members, app=app)
         add_to_parent(result)
         return result
 
