@@ -451,3 +451,19 @@ def test_groups_holding_chords_on_an_embedded_worker(app: Celeriac) -> None:
         assert chained.get(timeout=10) == [7, 12]
     eager = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)).apply()
     assert eager.get() == [6, 10]
+
+
+def test_a_task_replaced_by_a_chord_with_a_chain_body_hands_on_its_place(app: Celeriac) -> None:
+    """Task.replace sets the replaced task's chain and chord marks on the body as it
+    travels: a chain body puts its own steps before that chain, the marks on its last task."""
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+
+    @app.task(name="t.rep", bind=True)
+    def rep(self: Any, x: int) -> Any:
+        return self.replace(chord([add.s(x, 1), add.s(x, 2)], tsum.s() | add.s(100)))
+
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        assert rep.delay(1).get(timeout=10) == 105  # 1 -> [2, 3] -> 5 -> 105
+        assert (rep.s(1) | add.s(1000)).delay().get(timeout=10) == 1105
+        member: Any = chord([rep.s(1), add.s(2, 2)], tsum.s()).delay()
+        assert member.get(timeout=10) == 109 and member.parent.get(timeout=10) == [105, 4]

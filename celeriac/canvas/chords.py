@@ -134,6 +134,39 @@ class _GroupBody(Signature[Any]):
         return wire
 
 
+#: Celery's chord marks on a chain step's options (see ``followups.chord_marks``).
+CHORD_MARKS = ("chord", "group_id", "group_index")
+
+
+class _ChainBody(Signature[Any]):
+    """A chord's body that is a chain, as it travels: its first task, whose options'
+    ``chain`` (raw, the next step last) holds what follows the body (the steps after the
+    chord, set by a chain or by ``Task.replace``) and gets the chain's other steps before
+    them; chord marks set on it (an inner chord's, a replaced task's) go to the chain's
+    last task, which ends the body."""
+
+    def __init__(self, first: Signature[Any], rest: list[dict[str, Any]]) -> None:
+        super().__init__(first.task if first.task is not None else first.name, first.args,
+                         first.kwargs, app=first.app, immutable=first.immutable)
+        self.options = {**first.options}
+        self.rest = rest
+
+    def to_dict(self) -> dict[str, Any]:
+        wire = super().to_dict()
+        options = wire["options"]
+        after = options.pop("chain", None) or []
+        marks = {key: options.pop(key) for key in CHORD_MARKS if key in options}
+        rest = [{**step, "options": dict(step["options"])} for step in self.rest]
+        last = rest[0]
+        if (after or marks) and last.get("subtask_type") is not None:
+            raise ConfigurationError(f"a chord whose body ends in a {last['subtask_type']} cannot "
+                                     "be followed by more steps or be a chord's header member "
+                                     "in celeriac (see docs/canvas.md)")
+        last["options"].update(marks)
+        options["chain"] = [*after, *rest]
+        return wire
+
+
 def _travelling(body: Body) -> tuple[Signature[Any], BodyResult]:
     """The body as the header's messages carry it, and its result (each one's ``parent``
     the one before, the first's None): a task as it is; a group as :class:`_GroupBody`;
@@ -161,11 +194,12 @@ def _travelling(body: Body) -> tuple[Signature[Any], BodyResult]:
     elif after and isinstance(last, group):
         raise ConfigurationError(f"a chord whose body {body!r} ends in a group cannot be "
                                  "followed by more steps in celeriac (see docs/canvas.md)")
-    rest = [*after, *(step.to_dict() for step in reversed(steps[1:]))]
     sent = cast("Signature[Any]", first)
-    if rest:
-        sent.options["chain"] = rest  # type: ignore[typeddict-unknown-key]  # raw, next step last
-    return sent, results[-1]
+    if after:
+        sent.options["chain"] = after  # type: ignore[typeddict-unknown-key]  # raw, next step last
+    if len(steps) == 1:
+        return sent, results[-1]
+    return _ChainBody(sent, [step.to_dict() for step in reversed(steps[1:])]), results[-1]
 
 
 def top_of(result: Any) -> Any:
@@ -422,13 +456,12 @@ def _inner(inner: chord[Any], marks: dict[str, Any]) -> tuple[list[Signature[Any
     chain body, those of the last step it carries) and joins the outer chord when it ends
     (:func:`celeriac.middleware.chords.send_body`)."""
     body_sig, result, group_id = inner._prepared()
-    rest: list[dict[str, Any]] = body_sig.options.get("chain") or []  # type: ignore[assignment]
-    if isinstance(body_sig, _GroupBody) or (rest and rest[0].get("subtask_type") is not None):
+    if isinstance(body_sig, _GroupBody) or (
+            isinstance(body_sig, _ChainBody) and body_sig.rest[0].get("subtask_type") is not None):
         raise ConfigurationError(f"{inner!r} in a chord's header: an inner chord's body "
                                  "must end with a task in celeriac (its last task joins the "
                                  "outer chord); see docs/canvas.md")
-    target: dict[str, Any] = rest[0]["options"] if rest else body_sig.options  # type: ignore[assignment]
-    target.update(marks)
+    body_sig.options.update(marks)  # type: ignore[typeddict-item]  # a chain body's go to its last task
     calls, header = inner._header_calls(inner, body_sig, group_id, None, None)
     top_of(result).parent = header
     return calls, result
