@@ -467,3 +467,15 @@ def test_a_task_replaced_by_a_chord_with_a_chain_body_hands_on_its_place(app: Ce
         assert (rep.s(1) | add.s(1000)).delay().get(timeout=10) == 1105
         member: Any = chord([rep.s(1), add.s(2, 2)], tsum.s()).delay()
         assert member.get(timeout=10) == 109 and member.parent.get(timeout=10) == [105, 4]
+
+
+def test_a_task_in_a_chain_cannot_be_replaced_by_a_chord_with_a_group_body(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+
+    @app.task(name="t.rep", bind=True)
+    def rep(self: Any, x: int) -> Any:
+        return self.replace(chord([add.s(x, 1)], group(tsum.s(), tsum.s())))
+
+    with (start_worker(app, pool="threads", concurrency=2, perform_ping_check=False),
+          pytest.raises(ConfigurationError, match="cannot be followed by more steps")):
+        (rep.s(1) | add.s(1000)).delay().get(timeout=10)

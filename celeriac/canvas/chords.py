@@ -117,6 +117,10 @@ def _fix_ids(body: Body, task_id: str | None) -> None:
     body.options["task_id"] = last.group_id if isinstance(last, group) else last.options["task_id"]
 
 
+#: Celery's chord marks on a chain step's options (see ``followups.chord_marks``).
+CHORD_MARKS = ("chord", "group_id", "group_index")
+
+
 class _GroupBody(Signature[Any]):
     """A chord's body that is a group, as it travels: the group's dict, its id (and every
     member's) fixed, with options a sender may add to."""
@@ -129,13 +133,14 @@ class _GroupBody(Signature[Any]):
         self.options = {"task_id": body.group_id} if body.group_id else {}
 
     def to_dict(self) -> dict[str, Any]:
+        if self.options.get("chain") or any(key in self.options for key in CHORD_MARKS):
+            # Set by Task.replace: nothing would send the chain on or join the chord.
+            raise ConfigurationError(f"a chord whose body is {self.group!r} cannot be followed "
+                                     "by more steps or be a chord's header member in celeriac "
+                                     "(see docs/canvas.md)")
         wire = self.group.to_dict()
         wire["options"] = {**wire["options"], **self.options}
         return wire
-
-
-#: Celery's chord marks on a chain step's options (see ``followups.chord_marks``).
-CHORD_MARKS = ("chord", "group_id", "group_index")
 
 
 class _ChainBody(Signature[Any]):
