@@ -10,12 +10,14 @@ exactly once, through the result backend's atomic join (:mod:`celeriac.middlewar
 
 A header member may be a chain: it is sent as its first task, and its last task carries
 the chord (:meth:`chain.as_head`); or a chord, whose body is then the member
-(:func:`_send_inner`). The body may be a task, a chain or a group (:func:`_travelling`):
+(:func:`_inner`). The body may be a task, a chain or a group (:func:`_travelling`):
 a chain travels as its first task carrying the others raw in its options (``chain``),
 as the steps after a chord in a chain do (:func:`celeriac.canvas.chains._folded`); a
 group travels as its dict, every member's id fixed, and each member is sent with the
-header's values (:func:`send_group_body`). Refused when the chord is built, naming the
-limit: a group as a header member, and a chord (or map) as the body.
+header's values (:func:`send_group_body`). An inner chord's header goes out in its outer
+header's broker call, and a chord in a group in the group's (:meth:`chord.messages`).
+Refused when the chord is built, naming the limit: a map as a header member, and a chord
+(or map) as the body.
 """
 
 from __future__ import annotations
@@ -175,8 +177,9 @@ class _ChainBody(Signature[Any]):
 def _travelling(body: Body) -> tuple[Signature[Any], BodyResult]:
     """The body as the header's messages carry it, and its result (each one's ``parent``
     the one before, the first's None): a task as it is; a group as :class:`_GroupBody`;
-    a chain as its first task carrying the other steps raw in its options (``chain``),
-    with the steps after the chord (the chain's own ``chain`` option) after them."""
+    a chain as :class:`_ChainBody`, its first task carrying the other steps raw in its
+    options (``chain``), then the steps after the chord (the chain's own ``chain``
+    option, given by :meth:`chord.carry`; to the body's last chord if it ends in one)."""
     if isinstance(body, group):
         members = [_travelling(member)[1] if member.subtask_type == "chain" else member.freeze()
                    for member in body.tasks]
