@@ -94,5 +94,3 @@ def test_a_chord_in_a_header_is_a_member_with_its_body_value(app: Celeriac) -> N
         with pytest.raises(ChordError, match=f"Dependency {inner_id} raised"):
             failing.get(timeout=10)
     assert app.runs.count("tsum") == 4  # type: ignore[attr-defined]  # 2 eager, 2 here
-    with pytest.raises(ConfigurationError, match="groups of chords"):
-        group(chord([add.s(1, 1)], tsum.s()), add.s(1, 1)).delay()

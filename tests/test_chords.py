@@ -8,16 +8,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import take
+from conftest import take, wait_until
 
 from celeriac import Celeriac, chain, chord, group, signature
 from celeriac.brokers.base import Delivery
 from celeriac.canvas.chords import chord as canvas_chord
 from celeriac.context import Request
+from celeriac.contrib.testing.worker import start_worker
 from celeriac.exceptions import ChordError, ConfigurationError
 from celeriac.message import CHORD_CLAIM_HEADER, TaskMessage
 from celeriac.middleware.base import ACK, RETRY_LATER, Outcome, TaskRun
 from celeriac.middleware.chords import Chords
+from celeriac.result import GroupResult
 from celeriac.states import FAILURE, IGNORED, SUCCESS
 from celeriac.worker.run import failure_record
 
@@ -63,12 +65,14 @@ def test_every_spelling_builds_a_chord(app: Celeriac) -> None:
 def test_what_celeriac_chords_cannot_hold_is_refused_by_name(app: Celeriac) -> None:
     add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
     inner = chord([add.s(1, 1)], tsum.s())
-    with pytest.raises(ConfigurationError, match="groups of chords are not supported"):
-        group(inner, add.s(1, 1)).delay()
-    with pytest.raises(ConfigurationError, match="one task as body"):
+    with pytest.raises(ConfigurationError, match="is a chord: celeriac's chord body is a task"):
         chord([add.s(1, 1)], group(add.s(1), add.s(2)) | tsum.s())  # a chord as body
-    with pytest.raises(ConfigurationError, match="one task as body"):
-        chord([add.s(1, 1)], add.s(1) | add.s(2))
+    with pytest.raises(ConfigurationError, match="is a xmap: celeriac's chord header holds"):
+        chord([tsum.map([[1], [2]])], tsum.s())
+    with pytest.raises(ConfigurationError, match="each is a task or a chain of tasks"):
+        chord([add.s(1, 1)], group(inner, add.s(1)))
+    with pytest.raises(ConfigurationError, match="body is a group cannot be followed"):
+        chain(group(add.s(1, 1)), group(add.s(1)), add.s(2)).delay()
     with pytest.raises(ConfigurationError, match="has no body"):
         chord([add.s(1, 1)]).apply_async()
 
@@ -216,8 +220,6 @@ def test_a_group_of_chains_sends_each_chain_head_with_its_rest_in_one_call(app: 
     [step] = head.embed["chain"]
     assert step["options"]["task_id"] == chained.id and head.group == result.id
     assert plain.id in messages
-    with pytest.raises(ConfigurationError, match="groups of chords"):
-        group(chord([add.s(1, 1)], app.tasks["t.tsum"].s())).delay()
 
 
 def test_an_eager_group_of_chains_runs_each_chain() -> None:
@@ -259,3 +261,221 @@ def test_a_claim_the_backend_cannot_answer_puts_the_body_back_unrun(tmp_path: An
         pipeline.check_run(TaskRun(app.tasks["t.tsum"], Request(
             id="body-id", task="t.tsum", headers={CHORD_CLAIM_HEADER: ["g", "token"]})))
     app.close()
+
+
+# -- a chain or a group as the body ------------------------------------------------------
+def _fire(app: Celeriac, messages: list[TaskMessage], failing: int | None = None) -> None:
+    """Every header member finishes (``failing`` fails) and settles: the last one fires."""
+    chords = Chords(app)
+    for index, message in enumerate(sorted(messages, key=lambda m: m.headers["group_index"])):
+        status = FAILURE if index == failing else SUCCESS
+        run = _member_run(app, message, f"d{index}", status, "bad" if failing == index else index)
+        chords.after_task(run)
+        assert run.delivery is not None
+        chords.before_settle([(run.delivery, Outcome(ACK))])
+
+
+def test_a_chain_body_travels_as_its_first_task_carrying_the_rest(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    result: Any = chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(10),
+                        link=add.s(1)).apply_async(task_id="last-id")
+    header = result.parent.parent
+    assert result.id == "last-id" and isinstance(header, GroupResult)
+    messages = take(app)
+    assert {m.group for m in messages} == {header.id}
+    body = messages[0].embed["chord"]
+    assert (body["task"], body["options"]["task_id"]) == ("t.tsum", result.parent.id)
+    [step] = body["options"]["chain"]
+    assert (step["task"], step["options"]["task_id"]) == ("t.add", "last-id")
+    assert [link["task"] for link in step["options"]["link"]] == ["t.add"]  # the chord's link
+    assert "link" not in body["options"]
+    _fire(app, messages)
+    [sent] = take(app)  # the chain's first task, with the header's values and the rest
+    assert (sent.id, sent.task, sent.args) == (result.parent.id, "t.tsum", [[0, 1]])
+    assert [s["options"]["task_id"] for s in sent.embed["chain"]] == ["last-id"]
+    assert sent.headers[CHORD_CLAIM_HEADER][0] == header.id
+
+
+def test_a_failed_header_fails_every_step_of_a_chain_body(app: Celeriac) -> None:
+    add, tsum, new_err = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.new_err"]
+    result: Any = chord([add.s(1, 1), add.s(2, 2)],
+                        tsum.s() | add.s(1) | add.s(2)).on_error(new_err.s()).apply_async()
+    messages = take(app)
+    _fire(app, messages, failing=1)
+    assert take(app) == []
+    for step in (result, result.parent, result.parent.parent):
+        with pytest.raises(ChordError, match="Dependency"):
+            step.get(timeout=5)
+    assert [seen[0] for seen in app.seen] == [result.parent.parent.id]  # type: ignore[attr-defined]
+
+
+def test_a_group_body_is_sent_member_by_member_under_one_claim(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    result: Any = chord([add.s(1, 1), add.s(2, 2)], group(tsum.s(), tsum.s())).apply_async(
+        task_id="body-group")
+    assert isinstance(result, GroupResult) and result.id == "body-group"
+    messages = take(app)
+    assert result.parent.id == messages[0].group
+    body = messages[0].embed["chord"]
+    assert (body["subtask_type"], body["options"]["task_id"]) == ("group", "body-group")
+    assert [t["options"]["task_id"] for t in body["kwargs"]["tasks"]] == [r.id for r in result.results]
+    _fire(app, messages)
+    sent = sorted(take(app), key=lambda m: [r.id for r in result.results].index(m.id))
+    assert [(m.id, m.args, m.group) for m in sent] == [
+        (r.id, [[0, 1]], "body-group") for r in result.results]
+    claims = {tuple(m.headers[CHORD_CLAIM_HEADER]) for m in sent}
+    assert len(claims) == 1  # one send, one token: the chord's claim admits both members
+    [(group_id, token)] = claims
+    chords, tsum_task = Chords(app), app.tasks["t.tsum"]
+    for member in sent:
+        ours = TaskRun(tsum_task, Request(id=member.id, task="t.tsum",
+                                          headers={CHORD_CLAIM_HEADER: [group_id, token]}))
+        assert chords.check_run(ours) is None
+        # A second send of the body (another token): none of its members runs.
+        copy = TaskRun(tsum_task, Request(id=member.id, task="t.tsum",
+                                          headers={CHORD_CLAIM_HEADER: [group_id, "other"]}))
+        skipped = chords.check_run(copy)
+        assert skipped is not None and skipped.status == IGNORED
+
+
+def test_a_failed_header_fails_each_member_of_a_group_body(app: Celeriac) -> None:
+    add, tsum, new_err = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.new_err"]
+    result: Any = chord([add.s(1, 1), add.s(2, 2)],
+                        group(tsum.s(), tsum.s() | add.s(1))).on_error(new_err.s()).apply_async()
+    messages = take(app)
+    _fire(app, messages, failing=0)
+    assert take(app) == []
+    for member in (*result.results, result.results[1].parent):
+        with pytest.raises(ChordError, match="Dependency"):
+            member.get(timeout=5)
+    # The chord's errback is on each member of a group body: once per member (Celery's).
+    assert sorted(seen[0] for seen in app.seen) == sorted(  # type: ignore[attr-defined]
+        [result.results[0].id, result.results[1].parent.id])
+
+
+def test_eager_chords_with_a_chain_or_a_group_body(app: Celeriac) -> None:
+    add, tsum, fail = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.fail"]
+    chained: Any = chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(1)).apply()
+    assert chained.get() == 7 and chained.parent.get() == 6 and chained.parent.parent.get() == [2, 4]
+    grouped: Any = chord([add.s(1, 1)], group(tsum.s(), tsum.s() | add.s(1))).apply()
+    assert grouped.get() == [2, 3] and grouped.parent.get() == [2]
+    with pytest.raises(ConfigurationError, match="empty group"):
+        chord([add.s(1, 1)], group([]))
+    failed: Any = chord([fail.s("x")], group(tsum.s(), tsum.s())).apply()
+    assert [r.status for r in failed.results] == [FAILURE, FAILURE]
+
+
+def test_chain_and_group_bodies_on_an_embedded_worker(app: Celeriac) -> None:
+    add, tsum, fail, new_err = (app.tasks[n] for n in ("t.add", "t.tsum", "t.fail", "t.new_err"))
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        result: Any = chord([add.s(i, i) for i in range(3)], tsum.s() | add.s(10) | add.s(100)).delay()
+        assert result.get(timeout=10) == 116
+        assert [result.parent.get(timeout=10), result.parent.parent.get(timeout=10)] == [16, 6]
+        assert result.parent.parent.parent.get(timeout=10) == [0, 2, 4]
+        assert chord(group(add.s(1, 1), add.s(2, 2)))(tsum.s() | add.s(1)).get(timeout=10) == 7
+        assert (group(add.s(1, 1), add.s(2, 2)) | (tsum.s() | add.s(1))).delay().get(timeout=10) == 7
+        inside: Any = chain(add.s(1, 1), chord([add.s(1), add.s(2)], tsum.s() | add.s(10)),
+                            add.s(100)).delay()  # 2 -> [3, 4] -> 7 -> 17 -> 117
+        assert inside.get(timeout=10) == 117
+        assert [inside.parent.get(timeout=10), inside.parent.parent.get(timeout=10)] == [17, 7]
+        assert inside.parent.parent.parent.parent.get(timeout=10) == 2
+        grouped: Any = chord([add.s(i, i) for i in range(3)],
+                             group(tsum.s(), tsum.s() | add.s(100))).delay()
+        assert grouped.get(timeout=10) == [6, 106] and grouped.parent.get(timeout=10) == [0, 2, 4]
+        piped: Any = chain(add.s(1, 1), group(add.s(1), add.s(2)), group(tsum.s(), tsum.s())).delay()
+        assert piped.get(timeout=10) == [7, 7]
+        failed: Any = chord([add.s(1, 1), fail.si("no")], group(tsum.s(), tsum.s())).on_error(
+            new_err.s()).delay()
+        for member in failed.results:
+            with pytest.raises(ChordError, match="ValueError"):
+                member.get(timeout=10)
+        wait_until(lambda: len(app.seen) == 2, timeout=10,  # type: ignore[attr-defined]
+                   message="the errback ran once per member")
+
+
+def test_chain_bodies_inside_other_canvases_on_an_embedded_worker(app: Celeriac) -> None:
+    add, tsum, fail = app.tasks["t.add"], app.tasks["t.tsum"], app.tasks["t.fail"]
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        # An inner chord's chain body: its last task is the outer header member.
+        nested: Any = chord([chord([add.s(1, 1)], tsum.s() | add.s(10)), add.s(2, 2)],
+                            tsum.s()).delay()
+        assert nested.get(timeout=10) == 16 and nested.parent.get(timeout=10) == [12, 4]
+        fanned: Any = chord([add.s(1, 1)], tsum.s() | group(add.s(1), add.s(2))).delay()
+        assert fanned.get(timeout=10) == [3, 4] and fanned.parent.get(timeout=10) == 2
+        # The inner chord fails: its chain body's last task fails the outer chord.
+        failing: Any = chord([chord([fail.si("x")], tsum.s() | add.s(10)), add.s(2, 2)],
+                             tsum.s()).delay()
+        inner_last = failing.parent.results[0].id
+        with pytest.raises(ChordError, match=inner_last):
+            failing.get(timeout=10)
+
+
+# -- a chord inside a group ----------------------------------------------------------------
+def test_a_chord_in_a_group_is_sent_as_a_chord_in_the_groups_one_call(
+        app: Celeriac, monkeypatch: pytest.MonkeyPatch) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    calls: list[int] = []
+    publish = app.broker.publish
+    monkeypatch.setattr(app.broker, "publish",
+                        lambda messages: calls.append(len(messages)) or publish(messages))
+    result: Any = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)).apply_async()
+    body, plain = result.results
+    header = body.parent
+    messages = take(app)
+    by_id = {m.id: m for m in messages}
+    assert calls == [3] and len(messages) == 3  # all or none
+    assert by_id[plain.id].group == result.id
+    assert [by_id[r.id].group for r in header.results] == [header.id, header.id]
+    assert [by_id[r.id].headers["group_index"] for r in header.results] == [0, 1]
+    assert by_id[header.results[0].id].embed["chord"]["options"]["task_id"] == body.id
+    # A chord of chords too: the inner header goes in the outer header's call.
+    nested: Any = chord([chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(3, 3)],
+                        tsum.s()).apply_async()
+    inner = nested.parent.results[0]
+    by_id = {m.id: m for m in take(app)}
+    assert calls == [3, 3] and len(by_id) == 3
+    assert {by_id[r.id].group for r in inner.parent.results} == {inner.parent.id}
+    assert by_id[nested.parent.results[1].id].group == nested.parent.id
+
+
+def test_groups_holding_chords_on_an_embedded_worker(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        mixed: Any = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)).delay()
+        assert mixed.get(timeout=10) == [6, 10]
+        fanned: Any = group(chord([add.s(1, 1)], group(tsum.s(), tsum.s())), add.s(5, 5)).delay()
+        assert fanned.get(timeout=10) == [[2, 2], 10]
+        # As a chain's last step: the previous value goes to the chord's header members.
+        chained: Any = chain(add.s(1, 1), group(chord([add.s(1), add.s(2)], tsum.s()),
+                                                add.s(10))).delay()  # 2 -> [3 + 4, 12]
+        assert chained.get(timeout=10) == [7, 12]
+    eager = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)).apply()
+    assert eager.get() == [6, 10]
+
+
+def test_a_task_replaced_by_a_chord_with_a_chain_body_hands_on_its_place(app: Celeriac) -> None:
+    """Task.replace sets the replaced task's chain and chord marks on the body as it
+    travels: a chain body puts its own steps before that chain, the marks on its last task."""
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+
+    @app.task(name="t.rep", bind=True)
+    def rep(self: Any, x: int) -> Any:
+        return self.replace(chord([add.s(x, 1), add.s(x, 2)], tsum.s() | add.s(100)))
+
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
+        assert rep.delay(1).get(timeout=10) == 105  # 1 -> [2, 3] -> 5 -> 105
+        assert (rep.s(1) | add.s(1000)).delay().get(timeout=10) == 1105
+        member: Any = chord([rep.s(1), add.s(2, 2)], tsum.s()).delay()
+        assert member.get(timeout=10) == 109 and member.parent.get(timeout=10) == [105, 4]
+
+
+def test_a_task_in_a_chain_cannot_be_replaced_by_a_chord_with_a_group_body(app: Celeriac) -> None:
+    add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
+
+    @app.task(name="t.rep", bind=True)
+    def rep(self: Any, x: int) -> Any:
+        return self.replace(chord([add.s(x, 1)], group(tsum.s(), tsum.s())))
+
+    with (start_worker(app, pool="threads", concurrency=2, perform_ping_check=False),
+          pytest.raises(ConfigurationError, match="cannot be followed by more steps")):
+        (rep.s(1) | add.s(1000)).delay().get(timeout=10)

@@ -435,7 +435,9 @@ class Celeriac:
         a transaction or pipeline, not this call's memory: all the encoded messages
         (about 1 KB each) are held until sent, so send millions in slices.
 
-        ``group_id`` goes into every message's ``group`` header. If a publish fails
+        ``group_id`` goes into every message's ``group`` header (unless its signature's
+        resolved options name another ``group``: a chord's header member sent with the
+        group that holds the chord). If a publish fails
         after earlier chunks went out, the error carries a note saying how many were
         published; those tasks will run. Like ``send_task`` this always sends:
         ``task_always_eager`` is for ``apply_async``, ``apply_many`` and groups.
@@ -456,10 +458,13 @@ class Celeriac:
                 raise ConfigurationError(f"{signature!r} belongs to {signature.app!r}, not {self!r}: "
                                          "one bulk send goes to one broker")
             try:
+                options: dict[str, Any] = signature.resolved_options()  # type: ignore[assignment]
+                # A message of another group in this call (a chord's header sent with the
+                # group that holds it) names its own.
+                group = options.pop("group") if "group" in options else group_id
                 task_id, message, envelope = self._prepare(
                     signature.name, signature.args, signature.kwargs, now, watched=watched,
-                    group=group_id,
-                    **signature.resolved_options())
+                    group=group, **options)
             except Exception as exc:
                 _note(exc, f"raised for message {index} ({signature!r}); nothing was published")
                 raise

@@ -8,8 +8,8 @@ task id is fixed when the chain is sent, so the result of the last step, returne
 at once, leads back to the first through ``.parent``, and a step sent twice (a
 worker died between sending it and acking its own message) is sent under the same
 id. A group may be the last step (its members each get the value); a group followed
-by a task becomes a chord (:mod:`celeriac.canvas.chords`); the steps after a chord travel
-in its body's options (:func:`folded`).
+by a task (or a chain, or a group) becomes a chord (:mod:`celeriac.canvas.chords`); the
+steps after a chord travel in its body's options (:func:`folded`).
 A chain may be a member of a group (:meth:`chain.as_head`).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from celeriac.canvas.chords import chord
+from celeriac.canvas.chords import chord, top_of
 from celeriac.canvas.groups import group
 from celeriac.canvas.signatures import Signature, from_dict, links
 from celeriac.exceptions import ConfigurationError
@@ -40,19 +40,28 @@ R = TypeVar("R")
 Step = Signature[Any] | group[Any]
 
 
-def _steps(items: Iterable[Any]) -> list[Step]:
-    """The steps of a chain, nested chains spliced in. A group followed by a task becomes
-    a chord (Celery's rule)."""
-    steps: list[Step] = []
+def _spliced(items: Iterable[Any]) -> Iterable[Any]:
+    """The items with nested chains spliced in, so a group followed by a chain meets the
+    chain's first step."""
     for item in items:
+        if isinstance(item, chain):
+            yield from item.unchain_tasks()
+        else:
+            yield item
+
+
+def _steps(items: Iterable[Any]) -> list[Step]:
+    """The steps of a chain, nested chains spliced in. A group followed by a task or a
+    group becomes a chord (Celery's rule)."""
+    steps: list[Step] = []
+    for item in _spliced(items):
         if steps and isinstance(steps[-1], group):
-            if not (isinstance(item, Signature) and item.subtask_type is None):
+            if not (isinstance(item, group) or (isinstance(item, Signature)
+                                                and item.subtask_type is None)):
                 raise ConfigurationError(f"{steps[-1]!r} followed by {item!r} in a chain: a group "
-                                         "followed by one task is a chord; celeriac's chord body "
-                                         "is one task (see docs/canvas.md)")
+                                         "followed by a task or a group is a chord; celeriac's "
+                                         "chord body is not a chord (see docs/canvas.md)")
             steps[-1] = chord(steps[-1], item)
-        elif isinstance(item, chain):
-            steps.extend(item.unchain_tasks())
         elif isinstance(item, group):
             if not item.tasks:
                 raise ConfigurationError("an empty group in a chain has nothing to run")
@@ -100,7 +109,7 @@ def folded(steps: list[Step], after: Sequence[dict[str, Any]] = ()
         if isinstance(step, chord) and step.body is not None:
             rest = [*pending, *(later.to_dict() for later in reversed(steps[index + 1:]))]
             if rest:
-                step.body.options["chain"] = rest  # type: ignore[typeddict-unknown-key]
+                step.carry(rest)
             pending = []
             del steps[index + 1:]
     return steps, [*pending, *(step.to_dict() for step in reversed(steps[1:]))]
@@ -200,8 +209,8 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
         first = steps[0]
         if isinstance(first, group | chord):  # a group or chord first: itself, with the rest
             sent = first.apply_async(args, kwargs, **first_options)
-            if isinstance(first, chord) and sent.parent is not None:
-                sent.parent.parent = None
+            if isinstance(first, chord):
+                top_of(sent).parent = None
             if len(frozen) > 1:
                 return cast("AsyncResult[R]", results[-1])
             return cast("AsyncResult[R]", sent)
@@ -223,11 +232,11 @@ class chain(Signature[R]):  # lower case: Celery's name, and it is used like a f
                 result: AsyncResult[Any] | GroupResult[Any] = step.freeze()
             else:
                 result = step.freeze(last_id if index == len(steps) - 1 else None)
-            # A chord's result is its body's, whose parent is the header: the header's
+            # A chord's result is its body's, leading back to the header: the header's
             # parent is the step before.
             before = results[-1] if results else None
-            if isinstance(step, chord) and result.parent is not None:
-                result.parent.parent = before
+            if isinstance(step, chord):
+                top_of(result).parent = before
             else:
                 result.parent = before
             results.append(result)

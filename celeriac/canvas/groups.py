@@ -36,8 +36,32 @@ def _chain_heads(calls: list[Signature[Any]]) -> tuple[list[Signature[Any]], dic
     return heads, lasts
 
 
+def _with_chords(app: Celeriac, calls: list[Signature[Any]], group_id: str) -> list[Any]:
+    """Send a group holding chords in its one broker call: each chord's header messages
+    (naming their own group, Celery's meaning: a chord in a group runs as a chord) with
+    the group's other members, every id fixed first; a chord's place in the group's
+    result is its body's."""
+    messages: list[Signature[Any]] = []
+    members: list[Any] = []
+    for call in calls:
+        if call.subtask_type == "chord":
+            chord_calls, result = call.messages()  # type: ignore[attr-defined]
+            messages.extend(chord_calls)
+        else:
+            [head], lasts = _chain_heads([call])
+            result = lasts[0] if 0 in lasts else head.freeze()
+            messages.append(head)
+        members.append(result)
+    if messages:
+        app.send_many(messages, group_id=group_id, chunk_size=None)
+    return members
+
+
 class group(Generic[R]):  # lower case: Celery's name, and it is used like a function
     """Signatures sent together: one broker call, one group id, one :class:`GroupResult`.
+
+    A member that is a chord runs as a chord (its header members' messages name its own
+    group, in the group's one call), its body's result in its place in the group's.
 
     ``group(add.s(1, 1), add.s(2, 2))`` or ``group(add.s(i, i) for i in range(100))``.
     Every message is encoded before any is sent and the broker stores all of them or
@@ -91,15 +115,13 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
             result = GroupResult(group_id, members, app=app)
             add_to_parent(result, replacing=members)  # each ran as a child of its own
             return result
-        for call in calls:  # a chord's header may hold chords (chords.chord._send_header)
-            if call.subtask_type == "chord":
-                raise ConfigurationError(f"{call!r} in a group: groups of chords are not "
-                                         "supported by celeriac yet (a chord's header may "
-                                         "hold chords); see docs/canvas.md")
-        heads, lasts = _chain_heads(calls)
-        sent = app.send_many(heads, group_id=group_id, chunk_size=None)
-        result = GroupResult(group_id, [lasts.get(i, first) for i, first in enumerate(sent)],
-                             app=app)
+        if any(call.subtask_type == "chord" for call in calls):
+            members = _with_chords(app, calls, group_id)
+        else:
+            heads, lasts = _chain_heads(calls)
+            sent = app.send_many(heads, group_id=group_id, chunk_size=None)
+            members = [lasts.get(i, first) for i, first in enumerate(sent)]
+        result = GroupResult(group_id, members, app=app)
         add_to_parent(result)
         return result
 
@@ -155,10 +177,10 @@ class group(Generic[R]):  # lower case: Celery's name, and it is used like a fun
         return GroupResult(group_id, list(members), app=self.app if self.tasks else None)
 
     def __or__(self, other: Any) -> Any:
-        """``group | task`` is a chord whose body is the task, as in Celery."""
+        """``group | task`` is a chord whose body is the task (or chain, or group), as in Celery."""
         from celeriac.canvas.chords import chord
 
-        if isinstance(other, Signature):
+        if isinstance(other, Signature | group):
             return chord(self, other)
         return NotImplemented
 

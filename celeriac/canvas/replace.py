@@ -116,8 +116,16 @@ def _send(app: Celeriac, request: Request, steps: list[Any]) -> None:
     last = frozen[-1]
     assert isinstance(last, Signature)  # _steps: a group at the end was made a chord
     message: MessageOptions = {"root_id": request.root_id}
-    if isinstance(last, chord) and last.body is not None:  # its body is marked (send_body)
-        last.body.options.update(marks)  # type: ignore[typeddict-item]  # raw, unchecked
+    if isinstance(last, chord) and isinstance(last.body, group):
+        if marks:
+            raise ConfigurationError(
+                f"replace() with {last!r} in a chord's header: a chord whose body is a group "
+                "cannot take a chord header member's place in celeriac (its members have no "
+                "one value to join with); see docs/canvas.md")
+    elif isinstance(last, chord) and isinstance(last.body, Signature):  # marked (send_body)
+        # A chain body: its last task ends the replacement, so it carries the marks.
+        body: Any = last.body.tasks[-1] if isinstance(last.body, chain) else last.body
+        body.options.update(marks)  # raw, unchecked
     elif len(frozen) > 1:  # a later chain step: marked in its dict (followups.chord_marks)
         last.options.update(marks)  # type: ignore[typeddict-item]  # raw, unchecked
     elif marks:  # the last task is the first message: its message is marked
@@ -154,7 +162,9 @@ def _guard(app: Celeriac, frozen: list[Any], request: Request, marks: dict[str, 
         guarded = frozen[:middle[-1] + 1] if middle else []
     if not guarded or not (marks or onward):
         return
-    name = last.body.name if isinstance(last, chord) and last.body is not None else last.name
+    ends: Any = last.body if isinstance(last, chord) and isinstance(last.body, Signature) else last
+    final: Any = ends.tasks[-1] if isinstance(ends, chain) else ends
+    name = str(final.name)
     errback: Signature[Any] = Signature(REPLACE_FAILED_TASK, (), {
         "task_id": request.id, "task_name": name, "chain": list(request.chain or ()) or None,
         "marks": marks or None}, app=app)

@@ -189,15 +189,11 @@ def join(app: Celeriac, member: Member) -> None:
 def fire_body(app: Celeriac, group_id: str, body: dict[str, Any], ids: list[str],
               records: list[ResultRecord | None]) -> None:
     """Send the body with the members' values, or fail it with the first failed member."""
-    from celeriac.canvas.signatures import from_dict
-
-    sig = from_dict(body, app)
     token = uuid.uuid4().hex
     for member_id, record in zip(ids, records, strict=True):
         if record is None or record.status != SUCCESS:
             status = record.status if record is not None else "missing"
-            chord_failed(app, sig, member_id, status, _error_of(record), eager=False,
-                         onward=body)
+            body_failed(app, body, member_id, status, _error_of(record), eager=False)
             return
     values = [record.result for record in records if record is not None]
     send_body(app, body, values, [group_id, token])
@@ -206,14 +202,40 @@ def fire_body(app: Celeriac, group_id: str, body: dict[str, Any], ids: list[str]
 def send_body(app: Celeriac, body: dict[str, Any], values: list[Any],
               claim: list[str] | None) -> None:
     """Send a chord's body with the header's values. A body carries, raw in its options,
-    what follows its chord: the rest of a chain (a chord followed by more steps, or one
-    that replaced a task with ``Task.replace``) and the chord marks of a replaced task."""
+    what follows its chord: the rest of a chain (a chain body's other steps, a chord
+    followed by more steps, or one that replaced a task with ``Task.replace``) and the
+    chord marks of a replaced task or an inner chord. A group body's members all go in
+    one broker call, with the same claim (:func:`celeriac.canvas.chords.send_group_body`)."""
+    from celeriac.canvas.chords import body_parts, send_group_body
     from celeriac.canvas.signatures import from_dict
 
-    call = from_dict(body, app).merged((values,))
-    options = body.get("options") or {}
+    if body.get("subtask_type") == "group":
+        send_group_body(app, body, values, claim)
+        return
+    [part] = body_parts(app, body)  # a task, or a chain's first task (Celery's client)
+    call = from_dict(part, app).merged((values,))
+    options = part.get("options") or {}
     rest = options.get("chain") if isinstance(options, dict) else None
-    call.send(chord_claim=claim, chain=rest or None, **chord_marks(body))
+    call.send(chord_claim=claim, chain=rest or None, **chord_marks(part))
+
+
+def body_failed(app: Celeriac, body: dict[str, Any], member_id: str, status: str, error: Any,
+                *, eager: bool) -> Any:
+    """Fail a chord's body (:func:`chord_failed`): each message it is sent as (one, or
+    one per member of a group body) gets the :class:`ChordError` and runs its errbacks
+    once. Eager: the body's result (a :class:`GroupResult` for a group body)."""
+    from celeriac.canvas.chords import body_parts
+    from celeriac.canvas.signatures import from_dict
+
+    results = [chord_failed(app, from_dict(part, app), member_id, status, error, eager=eager,
+                            onward=part)
+               for part in body_parts(app, body)]
+    if body.get("subtask_type") != "group":
+        return results[0]
+    from celeriac.result import GroupResult
+
+    group_id = (body.get("options") or {}).get("task_id")
+    return GroupResult(group_id, [r for r in results if r is not None], app=app) if eager else None
 
 
 def _error_of(record: ResultRecord | None) -> str:
@@ -230,8 +252,9 @@ def chord_failed(app: Celeriac, body: Signature[Any], member_id: str, status: st
     """Fail the chord whose member ``member_id`` did not succeed: a :class:`ChordError`
     naming it stored as the body's result (Celery's ``Dependency <id> raised <exc>``),
     then the body's errbacks. Eager (``chord.apply``): nothing stored, the result returned.
-    ``onward``: the body's dict, whose raw options may carry what followed a task the
-    chord replaced (``Task.replace`` with a group): that chain fails and that chord joins."""
+    ``onward``: the body's dict, whose raw options may carry what follows it (a chain
+    body's other steps, the steps after the chord, or what followed a task the chord
+    replaced with ``Task.replace``): that chain fails and the chord it is a member of joins."""
     from celeriac.canvas.signatures import wire_links
     from celeriac.context import Request
     from celeriac.middleware.followups import run_errback
@@ -269,7 +292,11 @@ def _fail_onward(app: Celeriac, body: dict[str, Any], body_id: str, exc: BaseExc
     if rest:
         app.backend.store_many([failure_record(task_id, name, exc)
                                 for task_id, name in chain_ids(rest)])
-    marks = chord_marks(body)
+    # The chord it is a member of: its own marks, or those of the last step it carries
+    # (an inner chord's chain body), whose id the failure was stored under above.
+    marks, member_id = chord_marks(body), body_id
+    if not marks and rest:
+        marks, member_id = chord_marks(rest[0]), str(rest[0]["options"].get("task_id"))
     if marks.get("group") and marks.get("group_index") is not None:
-        join(app, Member(str(marks["group"]), int(marks["group_index"] or 0), body_id,
+        join(app, Member(str(marks["group"]), int(marks["group_index"] or 0), member_id,
                          dict(marks["chord"] or {})))

@@ -94,11 +94,21 @@ def test_a_chord_of_ten_sums_its_header(chords: tuple[Project, Any, Path]) -> No
     headed = chord([add.s(1, 1) | add.s(10) | add.s(100), add.s(2, 2)], tsum.s()).delay()
     assert headed.get(timeout=60) == 116
     assert headed.parent.get(timeout=10) == [112, 4]
+    # A chain as the body: the chord's result is its last step's, leading back to the header.
+    chained = chord([add.s(i, i) for i in range(3)], tsum.s() | add.s(10)).delay()
+    assert chained.get(timeout=60) == 16 and chained.parent.get(timeout=10) == 6
+    assert chained.parent.parent.get(timeout=10) == [0, 2, 4]
+    # A group as the body: each member gets the header's values; the result is its group's.
+    grouped = chord([add.s(1, 1), add.s(2, 2)], group(tsum.s(), tsum.s() | add.s(100))).delay()
+    assert grouped.get(timeout=60) == [6, 106] and grouped.parent.get(timeout=10) == [2, 4]
+    # A chord inside a group: sent as a chord, its body's result in its place.
+    mixed = group(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)).delay()
+    assert mixed.get(timeout=60) == [6, 10]
 
 
 def test_a_failing_member_fails_the_chord_naming_it(chords: tuple[Project, Any, Path]) -> None:
     _, app, log = chords
-    from celeriac import chord
+    from celeriac import chord, group
     from celeriac.exceptions import ChordError
 
     add, fail, tsum, on_err = (app.tasks[f"tasks.{n}"] for n in ("add", "fail", "tsum", "on_err"))
@@ -110,6 +120,19 @@ def test_a_failing_member_fails_the_chord_naming_it(chords: tuple[Project, Any, 
     wait_until(lambda: _lines(log), timeout=30, message="the body's errback ran")
     [line] = _lines(log)
     assert line.startswith(f"errback {result.id} ChordError") and failed_id in line
+    # A group body: every member gets the ChordError, and runs the chord's errback once.
+    grouped = chord([fail.s("boom")], group(tsum.s(), tsum.s())).on_error(on_err.s()).delay()
+    for member in grouped.results:
+        with pytest.raises(ChordError, match="boom"):
+            member.get(timeout=60)
+    wait_until(lambda: len(_lines(log)) == 3, timeout=30, message="one errback per member")
+    assert sorted(line.split()[1] for line in _lines(log)[1:]) == sorted(
+        member.id for member in grouped.results)
+    # A chain body: every step gets it.
+    chained = chord([fail.s("boom")], tsum.s() | add.s(1)).delay()
+    for step in (chained, chained.parent):
+        with pytest.raises(ChordError, match="boom"):
+            step.get(timeout=60)
     # A chain in the header stopped by a failure before its last task fails the chord too.
     stopped = chord([add.s(1, 1) | fail.s() | add.s(5), add.s(2, 2)], tsum.s()).delay()
     chain_last = stopped.parent.results[0].id
@@ -155,7 +178,7 @@ def test_the_firing_member_dying_after_sending_the_body_runs_it_once(
 
 CELERY_CHORD = textwrap.dedent('''
     import json, sys
-    from celery import Celery, chord
+    from celery import Celery, chord, group
     # Celery's client with its Redis result backend on the celeriac backend's server: it
     # records the header's size there (its messages do not carry it).
     app = Celery("tasks", broker="memory://", backend=sys.argv[1])
@@ -168,8 +191,14 @@ CELERY_CHORD = textwrap.dedent('''
 
     with app.connection() as conn:
         result = chord([add.s(i, i) for i in range(4)], tsum.s()).apply_async(connection=conn)
-        print(json.dumps({"body": result.id, "messages": [
-            conn.default_channel._get("celery") for _ in range(4)]}))
+        # Its chord embed a chain, then a group: the body is sent as Celery's worker would.
+        chained = chord([add.s(1, 1), add.s(2, 2)], tsum.s() | add.s(10)).apply_async(
+            connection=conn)
+        grouped = chord([add.s(1, 1), add.s(2, 2)], group(tsum.s(), tsum.s())).apply_async(
+            connection=conn)
+        print(json.dumps({"body": result.id, "chained": chained.id,
+                          "grouped": [member.id for member in grouped.results],
+                          "messages": [conn.default_channel._get("celery") for _ in range(8)]}))
 ''')
 
 
@@ -189,3 +218,5 @@ def test_a_chord_sent_by_celery_completes_here(redis_project: Project) -> None:
     app.broker.publish([OutgoingMessage(queue="celery", body=json.dumps(m).encode())
                         for m in sent["messages"]])
     assert app.AsyncResult(sent["body"]).get(timeout=60) == 12
+    assert app.AsyncResult(sent["chained"]).get(timeout=60) == 16
+    assert [app.AsyncResult(i).get(timeout=60) for i in sent["grouped"]] == [6, 6]
