@@ -7,6 +7,10 @@ to it through the same app from the test process.
 Redis tests use a real redis-server (``tests/redisserver.py``): ``redis_server``
 is one per run, ``redis_url`` gives each test its own key prefix on it, and
 ``fresh_redis`` is a private, AOF-backed server for tests that kill or restart it.
+
+RabbitMQ tests use real private nodes (``tests/rabbitserver.py``): ``rabbit_server``
+is one per run, ``amqp_url`` gives each test a vhost of its own on it, and
+``fault_rabbit`` is a second node, shared by the tests that kill or restart it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rabbitserver import RabbitServer, RabbitServerError, require_rabbitmq
 from redisserver import RedisServer, RedisServerError, require_redis_server
 
 #: Task module used by most end-to-end tests; tests may append their own tasks.
@@ -319,6 +324,52 @@ def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+# -- RabbitMQ ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rabbit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]:
+    """One private RabbitMQ node for the whole run (8-12 s to start), stopped at the end.
+
+    Requested lazily, so a run without RabbitMQ tests starts no node. Skips when
+    RabbitMQ is missing, except with ``CI=true``, where that fails.
+    """
+    server = RabbitServer(tmp_path_factory.mktemp("rabbit"), binary_dir=require_rabbitmq())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def amqp_url(rabbit_server: RabbitServer) -> str:
+    """A URL on the shared node with a vhost of this test's own, so tests never meet."""
+    if not rabbit_server.running:
+        raise RabbitServerError("the session's RabbitMQ node is not running (a test that kills or "
+                                f"restarts a node should use fault_rabbit):\n{rabbit_server.log_tail()}")
+    return rabbit_server.url(rabbit_server.vhost())
+
+
+@pytest.fixture(scope="session")
+def _fault_rabbit_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]:
+    server = RabbitServer(tmp_path_factory.mktemp("rabbit-fault"), binary_dir=require_rabbitmq())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fault_rabbit(_fault_rabbit_node: RabbitServer) -> RabbitServer:
+    """A second private node for tests that kill, restart or cut its connections.
+
+    Shared by those tests (a node costs 8-12 s to start): each test takes a vhost of
+    its own (``fault_rabbit.url(fault_rabbit.vhost())``) and finds the node running;
+    one a previous test left down is started again here.
+    """
+    if not _fault_rabbit_node.running:
+        _fault_rabbit_node.start()
+    return _fault_rabbit_node
 
 
 def stop_project(project: Project) -> None:
