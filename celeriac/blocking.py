@@ -101,6 +101,35 @@ def native_local() -> Any:
     return _native_thread("_local")()
 
 
+def start_native_thread(fn: Callable[[], object]) -> None:
+    """Run ``fn`` on a new thread of the OS, even in a monkey-patched process.
+
+    For a thread that must keep running while the hub is blocked (the AMQP
+    connection owner sends heartbeats while a task hogs the hub). No join: the
+    thread signals its end itself (a :func:`native_lock` it releases).
+    """
+    _native_thread("start_new_thread")(fn, ())
+
+
+def native_poll() -> Any:
+    """A ``select.poll()`` object of the OS, even where gevent or eventlet patched ``select``.
+
+    gevent's patch removes ``select.poll``, and a patched wait would need a hub on
+    the calling thread; a native thread that owns a socket (the AMQP connection
+    owner) waits with this instead. ``poll``, not ``select``: no FD_SETSIZE limit
+    in a process that has a thousand sockets open.
+    """
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("select"):
+        return gevent_monkey.get_original("select", "poll")()
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("select"):
+        return eventlet_patcher.original("select").poll()
+    import select
+
+    return select.poll()
+
+
 def _default(fn: Callable[..., T], *args: Any) -> T:
     """No pool installed an offloader: the hub's thread pool if patched, else in place."""
     green = _green_offloader()

@@ -10,9 +10,10 @@ Two decisions live here so that both users of Redis make them the same way:
   way; a pool created before ``fork()`` is discarded by redis-py in the child.
 * **Our own retry, not redis-py's.** redis-py would silently resend a command
   after a dropped connection, which for a non-idempotent script (claiming
-  messages) is not ours to decide. :class:`Reconnector` retries only calls the
-  caller marks as safe to repeat, backs off exponentially, and logs one line when
-  the connection is lost and one when it is back, instead of a traceback per try.
+  messages) is not ours to decide. :class:`Reconnector` (:mod:`celeriac.reconnect`
+  with Redis's errors) retries only calls the caller marks as safe to repeat,
+  backs off exponentially, and logs one line when the connection is lost and one
+  when it is back, instead of a traceback per try.
 
 URLs are redis-py's (``redis://[[user]:password@]host:port/db``, ``rediss://``
 for TLS, ``unix:///path/to/socket?db=0``) plus one parameter of ours:
@@ -24,9 +25,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import redis
@@ -36,9 +36,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from celeriac import reconnect
 from celeriac.exceptions import ConfigurationError
-
-T = TypeVar("T")
 
 log = logging.getLogger("celeriac.redis")
 
@@ -125,69 +124,14 @@ def drop_pools() -> None:
         pool.disconnect()
 
 
-class Reconnector:
-    """Runs Redis calls, retrying through connection loss with exponential backoff.
-
-    ``give_up_after`` bounds how long one call keeps retrying (``None``: forever,
-    what a worker wants: its running tasks go on and it catches up when Redis is
-    back). Past it, ``error(message)`` is raised. Log lines: one warning when the
-    connection is first lost, one info line when a call succeeds again.
-    """
+class Reconnector(reconnect.Reconnector):
+    """:class:`celeriac.reconnect.Reconnector` for Redis: its transient errors, logger and
+    the one error that looks transient but is not (a wrong password)."""
 
     def __init__(self, where: str, error: Callable[[str], Exception],
                  give_up_after: float | None = 20.0) -> None:
-        self.where = where
-        self.error = error
-        self.give_up_after = give_up_after
-        self._lost_since: float | None = None
-        self._lock = threading.Lock()
-
-    def call(self, fn: Callable[[], T], *, retry: bool = True) -> T:
-        """``fn()``; on connection loss retry it if ``retry``, else raise ``error`` at once."""
-        started = time.monotonic()
-        pause = 0.05
-        while True:
-            try:
-                value = fn()
-            except TRANSIENT as exc:
-                if isinstance(exc, AuthenticationError):
-                    # redis-py files it under ConnectionError; waiting will not fix a password.
-                    raise self.error(f"{self.where}: {_describe(exc)}") from exc
-                if not retry:
-                    # The caller reports the error; a "retrying" line would be false.
-                    raise self.error(f"{self.where}: {_describe(exc)}") from exc
-                self._lost(exc)
-                waited = time.monotonic() - started
-                if self.give_up_after is not None and waited >= self.give_up_after:
-                    raise self.error(f"{self.where}: {_describe(exc)}") from exc
-                if self.give_up_after is not None:
-                    pause = min(pause, max(self.give_up_after - waited, 0.01))
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
-                continue
-            if self._lost_since is not None:
-                self._back()
-            return value
-
-    def _lost(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._lost_since is None:
-                self._lost_since = time.monotonic()
-                log.warning("lost the connection to %s (%s); retrying with backoff",
-                            self.where, _describe(exc))
-
-    def _back(self) -> None:
-        with self._lock:
-            if self._lost_since is not None:
-                log.warning("reconnected to %s after %.1fs", self.where,
-                            time.monotonic() - self._lost_since)
-                self._lost_since = None
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for a connection error (redis-py's can span several)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+        super().__init__(where, error, give_up_after, transient=TRANSIENT,
+                         permanent=(AuthenticationError,), logger=log)
 
 
 def decode(value: Any) -> str:
