@@ -209,6 +209,7 @@ class AmqpConnection:
         wanted = (tuple(queues), prefetch)
 
         def run(session: Session, _request: Request) -> int:
+            self._subscription = None  # until the new one works (a missing queue fails it)
             self._open_consume(session, wanted)
             self._subscription = wanted
             return self._generation
@@ -278,12 +279,11 @@ class AmqpConnection:
         if self._pid != os.getpid():
             return
         with self._lock:
-            if not self._running:
-                return
-            self._closing = True
-        self._wake()
-        self._stop_wait.release()
-        offload(self._exited.acquire, True, timeout)
+            running = self._closing = self._running
+        if running:
+            self._wake()
+            self._stop_wait.release()
+            offload(self._exited.acquire, True, timeout)
         self._close_pipe()
         self._pid = -1  # next use starts afresh
 
