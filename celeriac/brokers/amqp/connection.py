@@ -97,6 +97,17 @@ TRANSIENT: tuple[type[BaseException], ...] = (RecoverableConnectionError, OSErro
 _CONNECTION_LOST: tuple[type[BaseException], ...] = (*TRANSIENT, AmqpConnectionError)
 
 
+def _new_ensure_lock() -> None:
+    global _ensure_lock
+    _ensure_lock = native_lock()
+
+
+#: Serialises the first use per process (two threads must not both build the owner's state).
+#: Made again in a forked child: a parent thread may have held it at the fork.
+_ensure_lock = native_lock()
+os.register_at_fork(after_in_child=_new_ensure_lock)
+
+
 class _Closing(Exception):
     """Raised inside the owner to stop reconnecting: :meth:`AmqpConnection.close` was called."""
 
@@ -120,6 +131,8 @@ class AmqpConnection:
         self.connect_timeout = connect_timeout
         self._pid = -1  # the owner state is made by _ensure() for this pid
         self._wake_r = self._wake_w = -1
+        # Never reset (not by close() nor in a child), so no generation is ever reused.
+        self._generation = 0
 
     # -- the owner's state, per process ------------------------------------------------
 
@@ -127,11 +140,15 @@ class AmqpConnection:
         """Make (again, in a forked child) the state the owner thread and callers share."""
         if self._pid == os.getpid():
             return
+        with _ensure_lock:
+            if self._pid != os.getpid():
+                self._make_state()
+
+    def _make_state(self) -> None:
         # A child: the parent's session and thread are not ours. The session is dropped
         # unclosed (closing the socket would shut down the parent's connection); the
         # wake-up pipe's fds are this process's own copies.
         self._close_pipe()
-        self._pid = os.getpid()
         self._lock = native_lock()
         self._requests: deque[Request] = deque()
         self._running = False
@@ -147,10 +164,10 @@ class AmqpConnection:
         self._reconnector = Reconnector(self.params.where, BrokerUnreachable, None,
                                         transient=TRANSIENT, logger=log, sleep=self._pause)
         # Consuming, kept across reconnects.
-        self._generation = 0
         self._subscription: tuple[tuple[str, ...], int] | None = None
         self._inbox: deque[Incoming] = deque()
         self._takers: list[Any] = []  # native locks of callers waiting in take()
+        self._pid = os.getpid()  # last: other threads use the state once they see it
 
     @property
     def name(self) -> str:
