@@ -417,7 +417,7 @@ class AmqpConnection:
             ready = dict(poll.poll(tick_ms))
             if self._wake_r in ready:
                 _drain_pipe(self._wake_r)
-            if sock_fd in ready:
+            if sock_fd in ready or _tls_pending(conn):
                 self._read(session, poll)
         with contextlib.suppress(*_CONNECTION_LOST):  # closing anyway
             conn.close()
@@ -435,7 +435,7 @@ class AmqpConnection:
             except ChannelError as exc:
                 self._channel_failed(session, exc)
             arrived = arrived or len(self._inbox) != before
-            if sock_fd not in dict(poll.poll(0)):
+            if sock_fd not in dict(poll.poll(0)) and not _tls_pending(session.conn):
                 break
         if arrived:
             self._wake_takers()
@@ -535,6 +535,17 @@ class AmqpConnection:
                 request.finish(error=BrokerError(f"{self.params.where}: connection lost"))
         with self._lock:
             self._requests.extendleft(reversed(retried))
+
+
+def _tls_pending(conn: Any) -> bool:
+    """True if TLS has decrypted bytes buffered that ``poll`` cannot see (plain TCP: never).
+
+    py-amqp reads exactly one frame at a time, so whatever else the TLS layer
+    already decrypted waits in its buffer while the socket shows nothing to read.
+    Not exercised by the tests yet: the test node has no TLS listener.
+    """
+    pending = getattr(conn.sock, "pending", None)
+    return bool(pending is not None and pending())
 
 
 def _drain_pipe(fd: int) -> None:
