@@ -370,7 +370,8 @@ class AmqpConnection:
         except _Closing:
             pass
         except Exception as exc:  # a wrong password or vhost: waiting will not fix it
-            log.error("cannot connect to %s: %s", self.params.where, describe(exc))
+            log.error("the connection to %s failed for good: %s", self.params.where, describe(exc),
+                      exc_info=not isinstance(exc, amqp.exceptions.AMQPError))
             fatal = BrokerError(f"{self.params.where}: {describe(exc)}")
         finally:
             with self._lock:
@@ -393,13 +394,13 @@ class AmqpConnection:
         conn.Channel = TrackedChannel
         try:
             conn.connect()
+            session = Session(conn)
+            if self._subscription is not None:
+                self._resubscribe(session, self._subscription)
         except BaseException as exc:
             self._last_error = describe(exc)
             conn.collect()
             raise
-        session = Session(conn)
-        if self._subscription is not None:
-            self._resubscribe(session, self._subscription)
         return session
 
     def _serve(self, session: Session) -> None:
