@@ -26,6 +26,7 @@ would open one connection per greenlet.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -109,6 +110,21 @@ def start_native_thread(fn: Callable[[], object]) -> None:
     thread signals its end itself (a :func:`native_lock` it releases).
     """
     _native_thread("start_new_thread")(fn, ())
+
+
+def native_function(module: str, name: str) -> Any:
+    """``module.name`` as the OS provides it, even where gevent or eventlet patched the module.
+
+    eventlet patches ``os.read``/``os.write`` to wait on the hub when a non-blocking
+    fd has nothing to give; a native thread must get ``BlockingIOError`` instead.
+    """
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched(module):
+        return gevent_monkey.get_original(module, name)
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched(module):
+        return getattr(eventlet_patcher.original(module), name)
+    return getattr(importlib.import_module(module), name)
 
 
 def native_poll() -> Any:

@@ -3,7 +3,7 @@
 Publishing with confirms, consuming and settling in one transaction, stale
 generations, channel errors, reconnecting after the server closed the connection
 and after the node crashed, fork safety, and heartbeats from the native owner
-thread while a gevent hub is blocked (in a subprocess: patching is process-wide).
+thread while a gevent or eventlet hub is blocked (in a subprocess: patching is process-wide).
 Tests that cut connections or restart a node use ``fault_rabbit``, a second node.
 """
 
@@ -294,10 +294,14 @@ def test_reconnects_after_the_node_restarts(fault_rabbit: RabbitServer) -> None:
 
 # -- heartbeats while a gevent hub is blocked ------------------------------------------------
 
-BLOCKED_HUB = textwrap.dedent('''
-    from gevent import monkey
-    monkey.patch_all()
+PATCH = {
+    "gevent": "from gevent import monkey; monkey.patch_all(); "
+              "real_sleep = monkey.get_original('time', 'sleep')",
+    "eventlet": "import eventlet; eventlet.monkey_patch(); "
+                "real_sleep = eventlet.patcher.original('time').sleep",
+}
 
+BLOCKED_HUB = textwrap.dedent('''
     import sys
     from celeriac.brokers.amqp.connection import AmqpConnection
     from celeriac.brokers.amqp.params import AmqpParams, Outgoing
@@ -307,7 +311,7 @@ BLOCKED_HUB = textwrap.dedent('''
     conn.call(lambda ch: ch.queue_declare("hb", durable=True, auto_delete=False,
                                           arguments={"x-queue-type": "quorum"}))
     conn.publish([Outgoing(routing_key="hb", body=b"before")])
-    monkey.get_original("time", "sleep")(block)  # the hub (and every greenlet) is stuck
+    real_sleep(block)  # the hub (and every greenlet) is stuck
     conn.publish([Outgoing(routing_key="hb", body=b"after")])
     conn.subscribe(["hb"], prefetch=10)
     bodies = sorted(d.body for d in conn.take(2, 10) + conn.take(1, 1))
@@ -316,12 +320,14 @@ BLOCKED_HUB = textwrap.dedent('''
 ''')
 
 
-def test_heartbeats_go_on_while_the_gevent_hub_is_blocked(
-        rabbit_server: RabbitServer, amqp_url: str) -> None:
-    pytest.importorskip("gevent")
+@pytest.mark.parametrize("green", ["gevent", "eventlet"])
+def test_heartbeats_go_on_while_the_hub_is_blocked(
+        rabbit_server: RabbitServer, amqp_url: str, green: str) -> None:
+    pytest.importorskip(green)
     # heartbeat 2 s: the server drops a silent client after ~2 intervals; the hub is
     # blocked for 3 intervals. The native owner thread keeps beating meanwhile.
-    done = subprocess.run([sys.executable, "-c", BLOCKED_HUB, amqp_url, "6"], cwd=ROOT,
+    script = PATCH[green] + "\n" + BLOCKED_HUB
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", script, amqp_url, "6"], cwd=ROOT,
                           capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr
     assert "bodies [b'after', b'before'] connected True" in done.stdout, done.stdout + done.stderr

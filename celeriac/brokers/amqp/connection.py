@@ -65,7 +65,7 @@ import amqp
 from amqp.exceptions import ChannelError, RecoverableConnectionError
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 
-from celeriac.blocking import native_lock, native_poll, offload, start_native_thread
+from celeriac.blocking import native_function, native_lock, native_poll, offload, start_native_thread
 from celeriac.brokers.amqp.params import AmqpParams, Incoming, Outgoing
 from celeriac.brokers.amqp.session import LATER, Request, Session, TrackedChannel
 from celeriac.exceptions import BrokerError, BrokerUnreachable
@@ -335,7 +335,7 @@ class AmqpConnection:
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a full pipe: the owner is awake already
-            os.write(self._wake_w, b"x")
+            native_function("os", "write")(self._wake_w, b"x")
 
     def _close_pipe(self) -> None:
         for fd in (self._wake_r, self._wake_w):
@@ -550,8 +550,9 @@ def _tls_pending(conn: Any) -> bool:
 
 
 def _drain_pipe(fd: int) -> None:
+    read = native_function("os", "read")  # eventlet's would wait on a hub when it is empty
     try:
-        while os.read(fd, 4096):
+        while read(fd, 4096):
             pass
     except BlockingIOError:
         pass
