@@ -112,7 +112,10 @@ def test_a_batch_of_1000_is_confirmed_in_one_round(conn: AmqpConnection) -> None
 
 def test_a_nack_raises_naming_the_queue(conn: AmqpConnection) -> None:
     declare(conn, "tiny", **{"x-queue-type": "classic", "x-max-length": 1, "x-overflow": "reject-publish"})
-    with pytest.raises(BrokerError, match=r"refused 1 message\(s\) for tiny"):
+    # RabbitMQ may nack the second with ``multiple`` set, which by the protocol covers the
+    # first too even though the queue took it (seen once in 4 runs): so "1 or 2", and the
+    # caller errs towards a duplicate, never a loss.
+    with pytest.raises(BrokerError, match=r"refused [12] message\(s\) for tiny"):
         conn.publish([message("tiny", "1"), message("tiny", "2")])
     conn.publish([message("other-route-no-queue", "x")])  # the confirm channel still works
     assert ready(conn, "tiny") == 1
