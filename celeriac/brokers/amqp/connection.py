@@ -166,6 +166,7 @@ class AmqpConnection:
         # Consuming, kept across reconnects.
         self._subscription: tuple[tuple[str, ...], int] | None = None
         self._inbox: deque[Incoming] = deque()
+        self._received = 0  # deliveries put in the inbox (its length can't tell: takers pop it)
         self._takers: list[Any] = []  # native locks of callers waiting in take()
         self._pid = os.getpid()  # last: other threads use the state once they see it
 
@@ -428,14 +429,14 @@ class AmqpConnection:
         arrived = False
         sock_fd = session.conn.sock.fileno()
         for _ in range(READ_BURST):
-            before = len(self._inbox)
+            before = self._received
             try:
                 session.conn.blocking_read(READ_TIMEOUT)
             except TimeoutError:
                 break
             except ChannelError as exc:
                 self._channel_failed(session, exc)
-            arrived = arrived or len(self._inbox) != before
+            arrived = arrived or self._received != before
             if sock_fd not in dict(poll.poll(0)) and not _tls_pending(session.conn):
                 break
         if arrived:
@@ -509,6 +510,7 @@ class AmqpConnection:
         with self._lock:
             if generation == self._generation:
                 self._inbox.append(incoming)
+                self._received += 1
 
     def _wake_takers(self) -> None:
         with self._lock:
