@@ -122,11 +122,11 @@ WORKER_SIDE_MODULES = frozenset({
 })
 
 
-#: Marks one test (or one parameter) of a module the gevent-patched leg otherwise runs as
-#: worker-side: what it checks happens in worker processes, and the patched test process
-#: only sends and waits as other tests there already do; the normal leg runs it.
+#: Marks a test (or one parameter, or a module) the gevent-patched leg need not run: what it
+#: checks happens in worker or CLI processes, and the patched test process only sends and
+#: waits as other tests there already do (or runs subprocesses only); the normal leg runs it.
 normal_leg_only = pytest.mark.skipif(
-    gevent_patched(), reason="worker-side end-to-end test: the normal leg runs it")
+    gevent_patched(), reason="nothing gevent-specific in the test process: the normal leg runs it")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

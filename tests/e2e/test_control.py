@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import Project, Worker, gevent_patched, wait_until
+from conftest import Project, Worker, gevent_patched, normal_leg_only, wait_until
 
 from celeriac.control import flatten
 
@@ -146,6 +146,9 @@ def wait_reserved(app: Any, node: str, count: int) -> None:
         node, [])) == count, message=f"{count} message(s) held by {node}")
 
 
+# What each command changes in a node is the worker's side; the patched leg has the client
+# send commands and collect replies in test_two_nodes_answer_inspect and the next test.
+@normal_leg_only
 def test_control_changes_the_nodes_it_names(project: Project, tmp_path: Path) -> None:
     tasks = tasks_module(project)
     app = tasks.app
