@@ -73,6 +73,20 @@ def record(self, path, seconds=0.0):
         f.write(f"{self.request.id} {os.getpid()}\\n")
     time.sleep(seconds)
     return self.request.id
+
+@app.task(bind=True)
+def record_until(self, path, gate, timeout=60):
+    """Append this delivery to a file like ``record``, then run until the test creates
+    ``gate``: surely still running whenever the test needs it (however loaded the machine),
+    and done as soon as it is let go, where a sleep would hold a rerun as long again."""
+    with open(path, "a") as f:
+        f.write(f"{self.request.id} {os.getpid()}\\n")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(gate)
+        time.sleep(0.02)
+    return self.request.id
 '''
 
 

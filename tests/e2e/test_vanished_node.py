@@ -34,23 +34,7 @@ from celeriac.exceptions import WorkerLostError
 #: process adds nothing, and the gevent leg has no minute to spare for it.
 pytestmark = pytest.mark.skipif(gevent_patched(), reason="worker-side only")
 
-SETTINGS = r'''
-app.conf.update(worker_heartbeat_interval=0.5, broker_lease_timeout=60)
-
-
-@app.task(bind=True)
-def gated(self, path, gate, timeout=60):
-    """Record this run, then run until the test creates ``gate``: a task still running
-    whenever the test needs it to be, however loaded the machine, and no longer."""
-    with open(path, "a") as f:
-        f.write(f"{self.request.id} {os.getpid()}\n")
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(gate)
-        time.sleep(0.02)
-    return self.request.id
-'''
+SETTINGS = "\napp.conf.update(worker_heartbeat_interval=0.5, broker_lease_timeout=60)\n"
 #: A message waiting for its lease would not be back before this.
 LEASE = 60.0
 
@@ -97,7 +81,7 @@ def test_killed_node_messages_run_elsewhere_within_heartbeats(any_project: Proje
     doomed_pids = node_pids(doomed)
     # Running until the gate opens: still running after the rescuer started, however slowly.
     gate = tmp_path / "gate"
-    results = [tasks.gated.delay(str(log), str(gate)) for _ in range(8)]
+    results = [tasks.record_until.delay(str(log), str(gate)) for _ in range(8)]
     # It prefetches all 8 and starts 4.
     wait_until(lambda: started_by(log, doomed_pids) == 4, message="4 tasks started")
     wait_until(lambda: any_project.queue()["ready"] == 0, message="all 8 claimed")
@@ -148,28 +132,22 @@ def test_frozen_node_wakes_and_runs_nothing_twice_but_what_it_was_running(
     log = tmp_path / "runs.txt"
     frozen = any_project.start_worker("-P", "threads", "-c", "2", "-n", "frozen@test")
     frozen_pids = node_pids(frozen)
-    # Running until the gate opens: still running when the freeze comes, however slowly.
-    gate = tmp_path / "gate"
-    results = [tasks.gated.delay(str(log), str(gate)) for _ in range(6)]
+    # Long enough to be still running when the freeze comes, after the rescuer started.
+    results = [tasks.record.delay(str(log), 3.0) for _ in range(6)]
     # Two run, four wait in its prefetch (2 slots x 4).
     wait_until(lambda: started_by(log, frozen_pids) == 2, message="2 tasks started")
     wait_until(lambda: any_project.queue()["ready"] == 0, message="all 6 claimed")
     rescuer = any_project.start_worker("-P", "threads", "-c", "8", "-n", "rescuer@test")
     signal_node(frozen_pids, signal.SIGSTOP)
     try:
-        # Its 2 were running when it froze (the gate still shut): they finish only once it
-        # wakes, as they would have at the end of a sleep; the reruns need not wait.
-        wait_until(lambda: all(psutil.Process(pid).status() == psutil.STATUS_STOPPED
-                               for pid in frozen_pids), message="the node frozen")
-        gate.touch()
         for result in results:
             assert result.get(timeout=30) == result.id
         rescuer.wait_for_log("node frozen@test stopped sending heartbeats")
         assert all(psutil.Process(pid).status() == psutil.STATUS_STOPPED for pid in frozen_pids)
     finally:
         signal_node(frozen_pids, signal.SIGCONT)
-    # Awake: its two tasks see the gate open, finish, and their acks are refused; the four
-    # it had fetched but not started are dropped, not run.
+    # Awake: its two tasks finish and their acks are refused; the four it had
+    # fetched but not started are dropped, not run.
     frozen.wait_for_log("refused: its lease passed to another worker", timeout=15)
     wait_until(lambda: frozen.log().count("refused: its lease passed") == 2,
                message="both stale acks refused")
