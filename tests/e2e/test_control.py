@@ -92,7 +92,7 @@ def test_two_nodes_answer_inspect(broker: str, request: pytest.FixtureRequest,
     registered = app.control.inspect().registered()
     assert registered[W1] == registered[W2] == sorted(
         ["tasks.add", "tasks.noop", "tasks.sleep", "tasks.fail", "tasks.pid", "tasks.record",
-         "tasks.wait_for"])
+         "tasks.record_until", "tasks.wait_for"])
     queues = inspect(project, "active_queues")
     assert [q["name"] for q in queues[W1]] == ["celery", "only1", "celery.threads"]
     assert [q["name"] for q in queues[W2]] == ["celery", "celery.prefork"]
