@@ -78,6 +78,20 @@ def record(self, path, seconds=0.0):
         f.write(f"{self.request.id} {os.getpid()}\\n")
     time.sleep(seconds)
     return self.request.id
+
+@app.task(bind=True)
+def record_until(self, path, gate, timeout=60):
+    """Append this delivery to a file like ``record``, then run until the test creates
+    ``gate``: surely still running whenever the test needs it (however loaded the machine),
+    and done as soon as it is let go, where a sleep would hold a rerun as long again."""
+    with open(path, "a") as f:
+        f.write(f"{self.request.id} {os.getpid()}\\n")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(gate)
+        time.sleep(0.02)
+    return self.request.id
 '''
 
 
@@ -124,7 +138,15 @@ WORKER_SIDE_MODULES = frozenset({
     "test_autoscale.py", "test_beat.py", "test_limits.py", "test_canvas.py", "test_chords.py",
     "test_replace.py", "test_send_options.py", "test_predicates.py", "test_detach.py",
     "test_celery_compat.py", "test_attribution.py", "test_vanished_node.py",
+    "test_supervisor_followups.py",
 })
+
+
+#: Marks a test (or one parameter, or a module) the gevent-patched leg need not run: what it
+#: checks happens in worker or CLI processes, and the patched test process only sends and
+#: waits as other tests there already do (or runs subprocesses only); the normal leg runs it.
+normal_leg_only = pytest.mark.skipif(
+    gevent_patched(), reason="nothing gevent-specific in the test process: the normal leg runs it")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

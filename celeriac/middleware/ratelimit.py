@@ -27,7 +27,9 @@ def declared(app: Celeriac) -> dict[str, str | float]:
     limits: dict[str, str | float] = {}
     for name, task in sorted(app.tasks.items()):
         limit = task.rate_limit
-        if limit and not name.startswith("celery."):  # the built-in map tasks
+        # Not the built-ins: the map tasks, and celeriac.replace_failed (an errback called
+        # in the worker process, never sent, so never limited).
+        if limit and not name.startswith(("celery.", "celeriac.")):
             limits[name] = limit
     return limits
 

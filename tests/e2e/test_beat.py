@@ -1,5 +1,6 @@
 """End to end: ``celeriac beat`` and ``worker -B`` as real processes, several beats on one
-broker with one SIGKILLed (each run of a 1 s entry is sent exactly once), ``beat --list``.
+broker with one SIGKILLed (each run of a 1 s entry is sent exactly once: a minute on Redis,
+as issue 11 asks, ~14 s on SQLite), ``beat --list``.
 
 Runs are counted by the scheduled time each message carries (``beat_run_at`` header); no
 assertion is about speed, only about exactly-once and the absence of long gaps.
@@ -101,30 +102,45 @@ def test_beat_sends_a_1s_entry_that_a_worker_runs(project: Project) -> None:
     assert_each_run_once(recorded(record), at_least=3)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+#: (broker, seconds before the kill, seconds after it) for the three-beat race.
+RACES = [
+    # Redis is the distributed engine (beats on several hosts): the full minute issue 11
+    # asks for, so that ~60 runs are raced for and the takeover is followed for 30 s.
+    pytest.param("redis", 30.0, 30.0, id="redis-60s"),
+    # SQLite takes its runs through the same claim protocol on another engine; a shorter
+    # race still has every beat racing for ~14 runs and two survivors after the kill.
+    pytest.param("sqlite", 6.0, 8.0, id="sqlite-14s"),
+]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(("kind", "before", "after"), RACES)
 def test_three_beats_one_sigkilled_send_each_run_exactly_once(
-        kind: str, project: Project, request: pytest.FixtureRequest) -> None:
-    """Three beats race for every run for ~20 s; the one that sent the newest run is
-    SIGKILLed half way. The messages in the broker hold every run of the 1 s entry exactly
-    once, without a gap."""
+        kind: str, before: float, after: float, project: Project,
+        request: pytest.FixtureRequest) -> None:
+    """Three beats race for every run for ``before + after`` seconds; the one that sent the
+    newest run is SIGKILLed after ``before``. The messages in the broker hold every run of
+    the 1 s entry exactly once, without a gap."""
     if kind == "redis":
         project = request.getfixturevalue("redis_project")
     beat_project(project, queue="periodic")
     beats = [start_beat(project) for _ in range(3)]
     wait_until(lambda: any("Sending due task" in beat.log() for beat in beats), timeout=30,
                message="a beat sent a run")
-    time.sleep(8)
+    time.sleep(before)
     victim = max(beats, key=last_send)  # the beat that sent the newest run
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(10)
     killed_at = time.time()
-    time.sleep(10)
+    time.sleep(after)
     survivors = [beat for beat in beats if beat is not victim]
     for beat in survivors:
         assert beat.stop() == 0
     times = queued_runs(project.broker_url, "periodic")
-    assert_each_run_once(times, at_least=15)
-    assert max(times) > killed_at + 8  # the others went on sending after the kill
+    # Four fifths of the seconds raced (15 of 18 before the race lengths differed): room
+    # for a loaded machine stalling every beat at once, each stall bounded by GAP_SLACK.
+    assert_each_run_once(times, at_least=int(0.8 * (before + after)))
+    assert max(times) > killed_at + after - 2  # the others went on sending after the kill
     sent_by = [beat.log().count("Sending due task") for beat in beats]
     assert sum(sent_by) == len(times), (sent_by, len(times))  # each send logged by one beat
 

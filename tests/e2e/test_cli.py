@@ -19,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TASKS, Project, Worker, wait_until
+from conftest import TASKS, Project, Worker, normal_leg_only, wait_until
 
 from celeriac import __version__
+
+#: Every celeriac call here is a subprocess: a gevent-patched test process runs none of
+#: celeriac's client code, so the patched leg would only repeat the normal one.
+pytestmark = normal_leg_only
 
 UNREACHABLE = "sqlite:////nonexistent-dir/x.db"
 

@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import Project, Worker, gevent_patched, wait_until
+from conftest import Project, Worker, gevent_patched, normal_leg_only, wait_until
 
 from celeriac.control import flatten
 
@@ -103,7 +103,7 @@ def test_two_nodes_answer_inspect(broker: str, request: pytest.FixtureRequest,
     registered = app.control.inspect().registered()
     assert registered[W1] == registered[W2] == sorted(
         ["tasks.add", "tasks.noop", "tasks.sleep", "tasks.fail", "tasks.pid", "tasks.record",
-         "tasks.wait_for"])
+         "tasks.record_until", "tasks.wait_for"])
     queues = inspect(project, "active_queues")
     assert [q["name"] for q in queues[W1]] == ["celery", "only1", "celery.threads"]
     assert [q["name"] for q in queues[W2]] == ["celery", "celery.prefork"]
@@ -157,6 +157,9 @@ def wait_reserved(app: Any, node: str, count: int) -> None:
         node, [])) == count, message=f"{count} message(s) held by {node}")
 
 
+# What each command changes in a node is the worker's side; the patched leg has the client
+# send commands and collect replies in test_two_nodes_answer_inspect and the next test.
+@normal_leg_only
 def test_control_changes_the_nodes_it_names(project: Project, tmp_path: Path) -> None:
     tasks = tasks_module(project)
     app = tasks.app

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import Project, Worker, executions, wait_until
+from conftest import Project, Worker, executions, stop_project, wait_until
 
 from celeriac import TaskError
 
@@ -75,10 +77,49 @@ def early(x):
 '''
 
 
-@pytest.fixture(params=POOLS)
+@pytest.fixture(scope="module", params=POOLS)
 def pool(request: pytest.FixtureRequest) -> str:
+    """Module-scoped, so that pytest runs every test of one pool before the next pool and
+    :func:`node` starts one worker per pool."""
     name: str = request.param
     return name
+
+
+@dataclass
+class Node:
+    """A worker of the pool under test (``-c 2``) in a project of its own."""
+
+    project: Project
+    tasks: ModuleType
+    worker: Worker
+
+
+@pytest.fixture(scope="module")
+def node(pool: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """One worker per pool for the tests that only send tasks and read their own results.
+
+    They leave nothing behind for each other (each waits for its results, and none
+    changes the worker), so one start serves them all; a test that needs flags of its
+    own, or messages in the broker before the worker starts, starts its own worker. The
+    shutdown at the end must still be warm.
+    """
+    path = tmp_path_factory.mktemp(f"node-{pool}")
+    project = Project(path, f"sqlite:///{path / 'celeriac.db'}")
+    project.write_tasks(EXTRA)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CELERIAC_BROKER_URL", project.broker_url)
+        patch.setenv("CELERIAC_RESULT_BACKEND", project.broker_url)
+        project.app()
+        tasks = sys.modules["tasks"]
+        # Connected now, to this project's database, whatever later tests import or set.
+        assert tasks.app.broker and tasks.app.backend
+        worker = project.start_worker("-P", pool, "-c", "2")
+        try:
+            yield Node(project, tasks, worker)
+            stop(worker)
+        finally:
+            stop_project(project)
+            tasks.app.close()
 
 
 @pytest.fixture
@@ -94,25 +135,23 @@ def stop(worker: Worker) -> None:
     assert worker.stop() == 0, worker.log()
 
 
-def test_tasks_run_and_results_come_back(project: Project, tasks: ModuleType, pool: str) -> None:
-    worker = project.start_worker("-P", pool, "-c", "2")
+def test_tasks_run_and_results_come_back(node: Node) -> None:
+    project, tasks = node.project, node.tasks
     results = [tasks.add.delay(i, i) for i in range(40)]
     assert [r.get(timeout=30) for r in results] == [2 * i for i in range(40)]
     assert {r.status for r in results} == {"SUCCESS"}
     wait_until(lambda: project.queue()["in_flight"] == 0, message="every message acked")
     assert project.queue() == {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 0}
-    stop(worker)
 
 
-def test_failure_is_stored_and_reraised(project: Project, tasks: ModuleType, pool: str) -> None:
-    worker = project.start_worker("-P", pool)
+def test_failure_is_stored_and_reraised(node: Node) -> None:
+    tasks = node.tasks
     result = tasks.fail.delay("boom")
     with pytest.raises(ValueError, match="boom"):
         result.get(timeout=30)
     assert result.status == "FAILURE"
     assert "ValueError" in (result.traceback or "")
     assert tasks.add.delay(1, 2).get(timeout=30) == 3  # the worker goes on
-    stop(worker)
 
 
 def test_concurrency_is_real(project: Project, tasks: ModuleType, pool: str) -> None:
@@ -132,8 +171,8 @@ def test_concurrency_is_real(project: Project, tasks: ModuleType, pool: str) -> 
     stop(worker)
 
 
-def test_countdown_runs_after_its_delay(project: Project, tasks: ModuleType, pool: str) -> None:
-    worker = project.start_worker("-P", pool)
+def test_countdown_runs_after_its_delay(node: Node) -> None:
+    tasks = node.tasks
     sent = time.time()
     delayed = tasks.now.apply_async(countdown=1.0)
     assert tasks.app.broker.stats()["celery"].scheduled == 1
@@ -141,7 +180,6 @@ def test_countdown_runs_after_its_delay(project: Project, tasks: ModuleType, poo
     ran_prompt, ran_delayed = prompt.get(timeout=30), delayed.get(timeout=30)
     assert ran_delayed >= sent + 1.0, "a countdown task ran before its delay"
     assert ran_prompt < ran_delayed, "a waiting countdown task held up the queue"
-    stop(worker)
 
 
 def test_consumes_every_listed_queue(project: Project, tasks: ModuleType, pool: str) -> None:
@@ -167,14 +205,11 @@ def test_higher_priority_runs_first(project: Project, tasks: ModuleType, pool: s
     stop(worker)
 
 
-def test_bound_task_sees_its_retries(project: Project, tasks: ModuleType, pool: str,
-                                     tmp_path: Path) -> None:
+def test_bound_task_sees_its_retries(node: Node, tmp_path: Path) -> None:
     log = tmp_path / "retries.txt"
-    worker = project.start_worker("-P", pool)
-    result = tasks.flaky.delay(str(log), 2)
+    result = node.tasks.flaky.delay(str(log), 2)
     assert result.get(timeout=30) == 2
     assert log.read_text().split() == ["0", "1", "2"]
-    stop(worker)
 
 
 def test_soft_time_limit_raises_inside_the_task(project: Project, tasks: ModuleType,
@@ -197,12 +232,11 @@ def test_max_tasks_per_child_recycles_processes(project: Project, tasks: ModuleT
     stop(worker)
 
 
-def test_early_ack_task_runs(project: Project, tasks: ModuleType, pool: str) -> None:
-    worker = project.start_worker("-P", pool)
-    assert tasks.early.delay(21).get(timeout=30) == 42
+def test_early_ack_task_runs(node: Node) -> None:
+    project = node.project
+    assert node.tasks.early.delay(21).get(timeout=30) == 42
     wait_until(lambda: project.queue()["in_flight"] == 0, message="message acked")
     assert project.queue()["ready"] == 0
-    stop(worker)
 
 
 def test_expired_task_is_revoked_not_run(project: Project, tasks: ModuleType, pool: str,

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import pytest
 import redis
-from conftest import Project, Worker, executions, stop_project, wait_until
+from conftest import Project, Worker, executions, normal_leg_only, stop_project, wait_until
 from redisserver import RedisServer, free_port, require_redis_server
 
 from celeriac.brokers import Delivery, OutgoingMessage, broker_from_url
@@ -139,6 +139,7 @@ def private_project(tmp_path: Path, private_redis: RedisServer, monkeypatch: pyt
 
 
 # -- 1. a worker process SIGKILLed mid-task ----------------------------------------------------
+@normal_leg_only  # the supervisor's release: the test process only sends and waits
 @pytest.mark.parametrize("pool,concurrency", [("prefork", 2), ("gevent", 50)])
 def test_killed_worker_process_messages_released_at_once(redis_project: Project, tmp_path: Path,
                                                          pool: str, concurrency: int) -> None:
@@ -188,6 +189,7 @@ def test_killed_worker_process_messages_released_at_once(redis_project: Project,
 
 
 # -- 2. a worker process frozen past its lease -------------------------------------------------
+@normal_leg_only  # leases between worker processes: the test process only sends and waits
 def test_frozen_worker_past_its_lease_has_its_stale_ack_refused(redis_project: Project,
                                                                 tmp_path: Path) -> None:
     tasks = load(redis_project, "\napp.conf.update(broker_lease_timeout=2)\n")
@@ -311,7 +313,10 @@ def test_redis_restart_under_load_loses_no_acknowledged_enqueue(
 
 # -- 4. the server kills every client connection, again and again ------------------------------
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("pool,concurrency", [("gevent", 50), ("prefork", 2)])
+# The test process sends its 2000 tasks while its own connections are killed too: the
+# patched leg runs that once; the worker's pool makes no difference to the client.
+@pytest.mark.parametrize("pool,concurrency", [
+    ("gevent", 50), pytest.param("prefork", 2, marks=normal_leg_only)])
 def test_client_kill_while_processing_loses_nothing(private_project: Project,
                                                     private_redis: RedisServer, tmp_path: Path,
                                                     pool: str, concurrency: int) -> None:
@@ -396,6 +401,7 @@ def test_call_on_unreachable_redis_fails_cleanly(unreachable_project: tuple[Proj
 
 
 # -- 6. countdown and eta: kept in Redis, not in a worker ----------------------------------------
+@normal_leg_only  # where the worker keeps a countdown: the test process only sends and waits
 def test_countdown_waits_in_redis_and_survives_a_worker_restart(redis_project: Project,
                                                                 tmp_path: Path) -> None:
     tasks = load(redis_project)
@@ -427,6 +433,7 @@ def test_countdown_waits_in_redis_and_survives_a_worker_restart(redis_project: P
 
 
 # -- 7. tasks that wait for other tasks inside a gevent worker -----------------------------------
+@normal_leg_only  # the waiting happens inside the gevent worker, not in the test process
 def test_gevent_tasks_wait_for_results_of_other_tasks(redis_project: Project,
                                                       tmp_path: Path) -> None:
     tasks = load(redis_project)

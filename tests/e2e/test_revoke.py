@@ -20,11 +20,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import Project, executions, wait_until
+from conftest import Project, executions, normal_leg_only, wait_until
 
 from celeriac import group
 
-POOLS = ["solo", "threads", "prefork", "gevent", "eventlet"]
+#: Every pool; the gevent-patched leg runs threads only: which pool stops the task is the
+#: worker's side, the revoke the test process sends is the same for all of them.
+POOLS = [pytest.param(pool, marks=() if pool == "threads" else (normal_leg_only,))
+         for pool in ("solo", "threads", "prefork", "gevent", "eventlet")]
 #: Pools that stop a terminated task inside the process; the others replace the process.
 IN_PROCESS = {"threads", "gevent", "eventlet"}
 
@@ -115,6 +118,7 @@ def test_terminate_stops_a_running_task(project: Project, tasks: ModuleType, poo
     assert project.queue()["in_flight"] == 0
 
 
+@normal_leg_only  # how the threads pool stops one thread: the worker's side
 def test_terminate_in_a_thread_leaves_its_neighbour_running(project: Project,
                                                           tasks: ModuleType) -> None:
     runs = project.path / "runs.txt"
@@ -130,6 +134,7 @@ def test_terminate_in_a_thread_leaves_its_neighbour_running(project: Project,
     assert executions(runs)[neighbour.id] == [pid]
 
 
+@normal_leg_only  # how the threads pool stops one thread: the worker's side
 def test_a_thread_stuck_in_a_c_call_is_stopped_by_replacing_its_process(
         project: Project, tasks: ModuleType) -> None:
     runs = project.path / "runs.txt"

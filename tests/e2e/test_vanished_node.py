@@ -60,6 +60,15 @@ def signal_node(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
+def alive(pids: list[int]) -> bool:
+    """True while any of ``pids`` runs (a zombie has stopped running)."""
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
 def started_by(log: Path, pids: list[int]) -> int:
     return sum(1 for runs in executions(log).values() for pid in runs if pid in pids)
 
@@ -70,14 +79,18 @@ def test_killed_node_messages_run_elsewhere_within_heartbeats(any_project: Proje
     log = tmp_path / "runs.txt"
     doomed = any_project.start_worker("-P", "threads", "-c", "4", "-n", "doomed@test")
     doomed_pids = node_pids(doomed)
-    # Long enough to be still running after the rescuer started, on a loaded machine too.
-    results = [tasks.record.delay(str(log), 5.0) for _ in range(8)]
+    # Running until the gate opens: still running after the rescuer started, however slowly.
+    gate = tmp_path / "gate"
+    results = [tasks.record_until.delay(str(log), str(gate)) for _ in range(8)]
     # It prefetches all 8 and starts 4.
     wait_until(lambda: started_by(log, doomed_pids) == 4, message="4 tasks started")
     wait_until(lambda: any_project.queue()["ready"] == 0, message="all 8 claimed")
     rescuer = any_project.start_worker("-P", "threads", "-c", "8", "-n", "rescuer@test")
     signal_node(doomed_pids, signal.SIGKILL)
     killed_at = time.monotonic()
+    # Its 4 were running when it died (the gate still shut); their reruns need not wait.
+    wait_until(lambda: not alive(doomed_pids), message="the doomed node gone")
+    gate.touch()
     for result in results:
         assert result.get(timeout=30) == result.id
     took = time.monotonic() - killed_at
