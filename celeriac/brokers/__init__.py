@@ -11,6 +11,8 @@ class and moves it into :data:`BROKERS`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from celeriac.brokers.base import (
@@ -85,11 +87,13 @@ def broker_class(scheme: str) -> type[Broker]:
 
 
 def broker_from_url(url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
-                    pool_limit: int = 32, reconnect_timeout: float | None = 20.0) -> Broker:
+                    pool_limit: int = 32, reconnect_timeout: float | None = 20.0,
+                    options: Mapping[str, Any] | None = None) -> Broker:
     """Build the broker for ``url`` (``memory://``, ``sqlite:///celeriac.db``, ``redis://``...).
 
     ``reconnect_timeout`` is how long a call waits out a lost connection before it
     raises :class:`~celeriac.exceptions.BrokerUnreachable` (None: forever).
+    ``options`` are the settings only some transports use (:data:`~celeriac.brokers.base.OPTION_NAMES`).
     """
     scheme = urlparse(url).scheme
     if scheme not in BROKERS and scheme not in LAZY_BROKERS:
@@ -97,4 +101,6 @@ def broker_from_url(url: str, *, max_deliveries: int = 5, poll_interval: float =
     broker = broker_class(scheme)(url, max_deliveries=max_deliveries, poll_interval=poll_interval,
                                   pool_limit=pool_limit)
     broker.retry_for(reconnect_timeout)
+    if options:
+        broker.configure(options)
     return broker

@@ -20,7 +20,7 @@ implementation; a new transport is done when it passes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +176,14 @@ class ControlCommand:
     #: Unix time it was broadcast.
     time: float
 
+
+#: The keys of :meth:`Broker.configure`'s options, with the setting each comes from:
+#: ``state_url`` (``broker_state_url``), ``result_backend`` (``result_backend``, the
+#: state store's default), ``queue_type`` (``broker_queue_type``), ``heartbeat``
+#: (``broker_heartbeat``), ``use_ssl`` (``broker_use_ssl``), ``connection_timeout``
+#: (``broker_connection_timeout``), ``max_priority`` (``task_queue_max_priority``).
+OPTION_NAMES = ("state_url", "result_backend", "queue_type", "heartbeat", "use_ssl",
+                "connection_timeout", "max_priority")
 
 #: Control commands a broker keeps: the newest this many.
 COMMANDS_KEPT = 1000
@@ -415,6 +423,13 @@ class Broker(ABC):
         away, and they pick up where they were when it is back. The supervisor
         passes a few seconds: it must keep watching its children meanwhile. Brokers
         without a connection to lose (memory, SQLite) have nothing to do.
+        """
+
+    def configure(self, options: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Take the app's settings that only some transports use (see :data:`OPTION_NAMES`).
+
+        Called once by :func:`celeriac.brokers.broker_from_url`, before any other call.
+        Brokers without such settings (memory, SQLite, Redis) ignore them.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook
