@@ -48,10 +48,8 @@ Connections come from a shared, bounded pool per process
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
@@ -75,6 +73,7 @@ from celeriac.brokers.base import (
     WorkerInfo,
     check_priority,
 )
+from celeriac.brokers.ids import MessageIds
 from celeriac.exceptions import BrokerError, BrokerUnreachable
 from celeriac.fastjson import dumps, loads
 from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url, split_url
@@ -99,28 +98,7 @@ BLOCK_RESOLUTION = 0.1
 REPLIES_BATCH = 1000
 
 
-class _Ids:
-    """Message ids: a random per-process prefix (96 bits) and a counter.
-
-    Ids must never collide -- the publish script takes a known id for a retry and
-    stores nothing -- and costs a fraction of ``uuid4()``. The prefix is drawn
-    again in a forked child, so parent and child never share a sequence.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._prefix = os.urandom(12).hex()
-        self._counter = itertools.count()
-
-    def take(self, n: int) -> list[str]:
-        prefix, counter = self._prefix, self._counter
-        return [f"{prefix}{next(counter):x}" for _ in range(n)]
-
-
-_ids = _Ids()
+_ids = MessageIds()
 
 
 @cache

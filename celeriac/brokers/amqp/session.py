@@ -150,6 +150,8 @@ class Session:
         self.confirms = Confirms()
         self._control: Any = None
         self.consume: Any = None  # the owner opens it (it knows the subscription)
+        #: The consume channel's consumers: queue -> consumer tag.
+        self.consumer_tags: dict[str, str] = {}
 
     def channel(self) -> Any:
         return self.conn.channel()
