@@ -59,7 +59,8 @@ BROKERS: dict[str, type[Broker]] = {
 
 #: URL scheme -> ``"module:Class"`` of a broker imported on first use.
 LAZY_BROKERS: dict[str, str] = {
-    scheme: "celeriac.brokers.redis:RedisBroker" for scheme in ("redis", "rediss", "unix")
+    **{scheme: "celeriac.brokers.redis:RedisBroker" for scheme in ("redis", "rediss", "unix")},
+    **{scheme: "celeriac.brokers.amqp:AmqpBroker" for scheme in ("amqp", "amqps", "pyamqp")},
 }
 
 

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -45,8 +46,16 @@ LONG = 30.0
 
 
 #: Every broker; SHARED are those that separate processes can share.
-BROKERS = ["memory", "sqlite", "redis"]
-SHARED = ["sqlite", "redis"]
+BROKERS = ["memory", "sqlite", "redis", "amqp"]
+SHARED = ["sqlite", "redis", "amqp"]
+
+
+def _amqp_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A vhost of this test's own on the session's RabbitMQ node, with a SQLite state store
+    (so the AMQP broker's contract runs without Redis)."""
+    base = str(request.getfixturevalue("amqp_url"))
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    return f"{base}?state_url={quote(state, safe='')}"
 
 
 def _make_broker(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
@@ -56,6 +65,7 @@ def _make_broker(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> I
         # Asked for only here, so memory and sqlite runs start no server; the URL has a
         # key prefix of this test's own on the session's redis-server.
         "redis": lambda: str(request.getfixturevalue("redis_url")),
+        "amqp": lambda: _amqp_url(request, tmp_path),
     }
     instance = broker_from_url(urls[kind](), max_deliveries=MAX_DELIVERIES, poll_interval=0.01)
     instance.ping()

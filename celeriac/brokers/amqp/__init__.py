@@ -1,7 +1,12 @@
-"""The RabbitMQ broker (``amqp://``), issue 12: work in progress, not registered yet.
+"""The RabbitMQ broker (``amqp://``, ``amqps://``, Celery's ``pyamqp://``): issue 12.
 
-So far only its connection exists (:mod:`celeriac.brokers.amqp.connection`: one
-native owner thread per process, confirms, a tx consume channel, reconnects);
-the ``amqp://`` scheme is registered in :mod:`celeriac.brokers` once the broker
-on top of it passes the contract suite. The design is in the issue's notes.
+:mod:`~celeriac.brokers.amqp.broker` is the Broker; beneath it the connection and its
+native owner thread (:mod:`.connection`, :mod:`.session`, :mod:`.params`), what one
+process holds (:mod:`.consume`), the copies it writes (:mod:`.copies`), names and
+declarations (:mod:`.topology`), Celery's message form (:mod:`.envelope`), the state
+store's records (:mod:`.state`) and beat claims (:mod:`.outbox`).
 """
+
+from celeriac.brokers.amqp.broker import AmqpBroker
+
+__all__ = ["AmqpBroker"]

@@ -1,0 +1,605 @@
+"""The RabbitMQ broker (``amqp://``, ``amqps://``; Celery's ``pyamqp://`` too).
+
+Messages live in RabbitMQ queues (quorum by default; Celery's classic layout with
+``broker_queue_type="classic"``); everything else a broker keeps -- workers, events,
+control, revocations, beat claims, rate limits, and celeriac's own delivery counts --
+lives in the *state store*, a Redis or SQLite broker from ``broker_state_url``
+(:mod:`celeriac.brokers.amqp.state`). ``docs/rabbitmq.md`` is the user's account; the
+design and its measurements are in the issue's notes.
+
+Each process has one connection, owned by a native thread
+(:mod:`celeriac.brokers.amqp.connection`), and each broker instance its own buffer of
+deliveries (:mod:`celeriac.brokers.amqp.consume`). Settling is one ``tx.commit`` on the
+consume channel per call: an ack, or a republished copy together with the ack of the
+original (a requeue, a delay, a dead letter), so a crash never leaves both or neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
+
+from celeriac.brokers.amqp import copies, envelope, letters, topology
+from celeriac.brokers.amqp.connection import CONNECT_TIMEOUT, DEFAULT_HEARTBEAT, AmqpConnection
+from celeriac.brokers.amqp.consume import Buffer, Held, by_generation, deadline, narrower
+from celeriac.brokers.amqp.delegated import InStateStore
+from celeriac.brokers.amqp.outbox import Outbox
+from celeriac.brokers.amqp.params import AmqpParams, Incoming, Outgoing
+from celeriac.brokers.amqp.state import AmqpState, ReturnNote, state_for
+from celeriac.brokers.base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    OutgoingMessage,
+    QueueStats,
+    check_priority,
+    max_deliveries_reason,
+)
+from celeriac.brokers.ids import MessageIds
+from celeriac.exceptions import ConfigurationError
+
+T = TypeVar("T")
+
+log = logging.getLogger("celeriac.amqp")
+
+#: Schemes a state store may have (the result backend's URL is used when it has one).
+STATE_SCHEMES = ("redis", "rediss", "unix", "sqlite")
+#: How long a redelivered copy waits for its return notes before it is handed out
+#: uncharged (a supervisor writes them within milliseconds of its child's death).
+NOTE_WAIT = 1.0
+#: How often the notes of held-back copies are looked up again.
+NOTE_POLL = 0.05
+#: Longest a fetch waits for the deliveries RabbitMQ is about to push (a new consumer,
+#: a requeue): without it a fetch right after a subscribe hands out whatever came first.
+WINDOW_WAIT = 0.05
+#: Most deliveries taken from the connection at once.
+TAKE_BATCH = 1000
+
+_ids = MessageIds()
+
+
+class AmqpBroker(InStateStore):
+    """Messages on RabbitMQ, the rest in a Redis or SQLite state store."""
+
+    schemes = ("amqp", "amqps", "pyamqp")
+
+    def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
+                 pool_limit: int = 32) -> None:
+        super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval,
+                         pool_limit=pool_limit)
+        parts = urlparse(url)
+        query = dict(parse_qsl(parts.query))
+        self._url_state = query.pop("state_url", None)
+        self._base_url = urlunparse(parts._replace(query=urlencode(query)))
+        self._params = AmqpParams.from_url(self._base_url)
+        self._options: dict[str, Any] = {}
+        self._patience: float | None = 20.0
+        self._lock = threading.Lock()
+        self._conn: AmqpConnection | None = None
+        self._store_broker: Broker | None = None
+        self._state: AmqpState | None = None
+        self._outbox: Outbox | None = None
+        self._pid = -1
+        self._reset()
+
+    def _reset(self) -> None:
+        """Per-process state: a forked child starts with nothing of its parent's."""
+        self._pid = os.getpid()
+        self._buffer = Buffer()
+        self._declared: set[str] = set()
+        self._ladder = False
+        self._consumed: set[str] = set()
+        self._prefetch = 0
+        self._window = False  # the next fetch waits for the deliveries on their way
+        self._last_note_poll = 0.0
+
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            self._reset()
+
+    # -- configuration -------------------------------------------------------------------
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        self._options = dict(options)
+        ssl = options.get("use_ssl")
+        if ssl:
+            self._params = AmqpParams.from_url(self._base_url, ssl=ssl)
+
+    def retry_for(self, seconds: float | None) -> None:
+        self._patience = seconds
+        if self._conn is not None:
+            self._conn.patience = 1e9 if seconds is None else seconds
+        if self._store_broker is not None:
+            self._store_broker.retry_for(seconds)
+
+    @property
+    def queue_type(self) -> str:
+        value = str(self._options.get("queue_type") or topology.QUORUM)
+        if value not in (topology.QUORUM, topology.CLASSIC):
+            raise ConfigurationError(f"broker_queue_type must be 'quorum' or 'classic', got {value!r}")
+        return value
+
+    @property
+    def conn(self) -> AmqpConnection:
+        if self._conn is None:
+            heartbeat = self._options.get("heartbeat", DEFAULT_HEARTBEAT)
+            timeout = self._options.get("connection_timeout")
+            self._conn = AmqpConnection(
+                self._params, heartbeat=float(heartbeat or 0),
+                patience=1e9 if self._patience is None else self._patience,
+                connect_timeout=float(timeout) if timeout else CONNECT_TIMEOUT)
+        return self._conn
+
+    @property
+    def store(self) -> Broker:
+        """The state store (built on first use): a Redis or SQLite broker."""
+        if self._store_broker is None:
+            from celeriac.brokers import broker_from_url
+
+            url = self._state_url()
+            self._store_broker = broker_from_url(
+                url, max_deliveries=self.max_deliveries, poll_interval=self.poll_interval,
+                pool_limit=self.pool_limit, reconnect_timeout=self._patience)
+            self._state = state_for(self._store_broker)
+            self._outbox = Outbox(self._store_broker, self._publish_now)
+        return self._store_broker
+
+    @property
+    def state(self) -> AmqpState:
+        self.store  # noqa: B018 - builds it
+        assert self._state is not None
+        return self._state
+
+    def _state_url(self) -> str:
+        url = self._url_state or self._options.get("state_url")
+        if not url:
+            backend = str(self._options.get("result_backend") or "")
+            if urlparse(backend).scheme in STATE_SCHEMES:
+                url = backend
+        if not url:
+            raise ConfigurationError(
+                "the RabbitMQ broker needs a state store for what RabbitMQ cannot keep "
+                "(workers, events, control, revocations, beat, rate limits, delivery counts): "
+                "set broker_state_url to a redis:// or sqlite:// URL (or use a Redis or "
+                "SQLite result backend, which it then shares)")
+        if urlparse(str(url)).scheme not in STATE_SCHEMES:
+            raise ConfigurationError(f"broker_state_url must be a redis:// or sqlite:// URL, "
+                                     f"got {url!r}")
+        return str(url)
+
+    # -- topology --------------------------------------------------------------------------
+
+    def _declare(self, queues: Collection[str], *, ladder: bool = False) -> None:
+        new = [queue for queue in queues if queue not in self._declared]
+        if ladder and not self._ladder:
+            topology.declare_ladder(self.conn)
+            self._ladder = True
+        if not new:
+            return
+        priority = self._options.get("max_priority")
+        for queue in new:
+            topology.declare_queue(self.conn, queue, self.queue_type,
+                                   max_priority=int(priority) if priority else None)
+        if self._store_ready():
+            self.state.add_queues(new)
+        self._declared.update(new)
+
+    def _store_ready(self) -> bool:
+        """Whether a state store is configured (a producer may run without one)."""
+        try:
+            self.store  # noqa: B018 - builds it
+        except ConfigurationError:
+            return False
+        return True
+
+    # -- producing -----------------------------------------------------------------------
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        for message in messages:
+            check_priority(message)
+        if not messages:
+            return []
+        with self._lock:
+            self._check_pid()
+        ids = _ids.take(len(messages))
+        now = time.time()
+        outgoing, scheduled = [], []
+        delayed = False
+        for message_id, message in zip(ids, messages, strict=True):
+            body, headers, properties = envelope.to_amqp(message.body)
+            headers[copies.ID] = message_id
+            headers[copies.STAMP] = time.time_ns()
+            properties["priority"] = message.priority
+            delay = 0.0 if message.eta is None else message.eta - now
+            copy, due = copies.addressed(message.queue, body, headers, properties,
+                                         queue_type=self.queue_type, delay=delay)
+            outgoing.append(copy)
+            if due is not None:
+                delayed = True
+                scheduled.append((message.queue, message_id, due))
+        self._declare({message.queue for message in messages}, ladder=delayed)
+        if scheduled:
+            self.state.add_scheduled(scheduled)
+        self.conn.publish(outgoing)
+        return ids
+
+    def _publish_now(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.publish(messages)
+
+    # -- consuming -------------------------------------------------------------------------
+
+    def fetch(self, queues: Sequence[str], count: int, *, consumer: str, lease: float,
+              timeout: float = 0.0) -> list[Delivery]:
+        if not queues or count <= 0:
+            return []
+        wanted = set(queues)
+        with self._lock:
+            self._check_pid()
+        self._subscribe(wanted, count)
+        end = time.monotonic() + timeout
+        while True:
+            got = self._fetch_once(wanted, count, consumer, lease)
+            left = end - time.monotonic()
+            if got or left <= 0:
+                return got
+            with self._lock:
+                soonest = self._buffer.next_deadline(time.monotonic())
+            wait = left if soonest is None else min(left, max(soonest, 0.005))
+            self._receive(self.conn.take(TAKE_BATCH, timeout=wait))
+
+    def _subscribe(self, queues: set[str], count: int) -> None:
+        with self._lock:
+            prefetch = max(self._prefetch, len(self._buffer.claims) + count)
+            missing = queues - self._consumed
+            if not missing and prefetch == self._prefetch:
+                return
+        self._declare(queues | self._consumed)
+        self.conn.consume(sorted(queues | self._consumed), prefetch)
+        with self._lock:
+            self._consumed |= queues
+            self._prefetch = prefetch
+            self._window = True
+
+    def _fetch_once(self, queues: set[str], count: int, consumer: str,
+                    lease: float) -> list[Delivery]:
+        self._receive(self.conn.take(TAKE_BATCH))
+        if self._window:
+            self._fill_window(queues)
+        self._forget_stale()
+        self._resolve_notes()
+        with self._lock:
+            now = time.monotonic()
+            self._buffer.expire(now)
+            claimed: list[Held] = []
+            spent: list[Held] = []
+            for held in self._buffer.ready(queues, now):
+                if len(claimed) == count:
+                    break
+                if held.charged + 1 > self.max_deliveries:
+                    spent.append(held)
+                    continue
+                self._buffer.claim(held, consumer, deadline(lease))
+                claimed.append(held)
+            for held in spent:
+                self._buffer.remove(held)
+        if spent:
+            self._bury(spent)
+        return [self._delivery(held) for held in claimed]
+
+    def _delivery(self, held: Held) -> Delivery:
+        incoming = held.incoming
+        body = envelope.from_amqp(incoming.body, incoming.headers, incoming.properties,
+                                  exchange=incoming.exchange, routing_key=incoming.routing_key)
+        return Delivery(id=held.id, queue=held.queue, body=body, delivery_count=held.charged + 1,
+                        token=held.token, priority=held.priority, suspect=held.suspect)
+
+    def _receive(self, incoming: Sequence[Incoming]) -> None:
+        """Put deliveries from the connection in the buffer (or drop purged delayed ones)."""
+        if not incoming:
+            return
+        purged = self._purged_arrivals(incoming)
+        now = time.monotonic()
+        with self._lock:
+            for item in incoming:
+                if item in purged:
+                    continue
+                charged = copies.as_int(item.headers.get(copies.CHARGED))
+                suspect = copies.as_int(item.headers.get(copies.SUSPECT))
+                self._buffer.add(Held(
+                    id=copies.message_id(item), incoming=item, priority=copies.priority(item),
+                    stamp=copies.stamp(item), charged=charged, suspect=suspect,
+                    base_charged=charged, base_suspect=suspect,
+                    unresolved=item.redelivered, hold_until=now + NOTE_WAIT))
+        if purged:
+            self._settle_tags(purged, acks=True)
+
+    def _purged_arrivals(self, incoming: Sequence[Incoming]) -> list[Incoming]:
+        """Delayed copies whose queue was purged after they were sent: dropped on arrival."""
+        delayed = [item for item in incoming if copies.sent_at(item) is not None]
+        if not delayed or not self._store_ready():
+            return []
+        marks = self.state.purged_at({item.queue for item in delayed})
+        return [item for item in delayed
+                if (copies.sent_at(item) or 0.0) <= marks.get(item.queue, float("-inf"))]
+
+    def _fill_window(self, queues: set[str]) -> None:
+        """Wait (briefly) for the deliveries RabbitMQ is pushing after a (re)subscribe or requeue."""
+        self._window = False
+        ready = topology.queue_ready_counts(self.conn, sorted(queues))
+        with self._lock:
+            room = self._prefetch * len(queues) - len(self._buffer.held)
+        expected = min(sum(ready.values()), max(room, 0))
+        end = time.monotonic() + WINDOW_WAIT
+        while expected > 0 and (left := end - time.monotonic()) > 0:
+            got = self.conn.take(TAKE_BATCH, timeout=left)
+            self._receive(got)
+            expected -= len(got)
+
+    def _forget_stale(self) -> None:
+        """Deliveries of a channel that died went back to RabbitMQ: note what they carried."""
+        generation = self.conn.generation
+        with self._lock:
+            notes = self._buffer.drop_stale(generation)
+        if notes:
+            self.state.add_notes(notes)
+
+    def _resolve_notes(self) -> None:
+        """Read the return notes of redelivered copies; apply settles they carry."""
+        with self._lock:
+            waiting = self._buffer.unresolved()
+            now = time.monotonic()
+            if not waiting or now - self._last_note_poll < NOTE_POLL:
+                return
+            self._last_note_poll = now
+        notes = self.state.read_notes({held.id for held in waiting})
+        settles: list[tuple[Held, ReturnNote]] = []
+        with self._lock:
+            for held in waiting:
+                mine = notes.get(held.id)
+                if not mine:
+                    continue
+                held.unresolved = False
+                held.notes = len(mine)
+                for note in mine:
+                    held.charged += note.charge
+                    if note.suspect:
+                        held.suspect = narrower(held.suspect, note.suspect)
+                held.base_charged, held.base_suspect = held.charged, held.suspect
+                settle = next((note for note in mine if note.settle), None)
+                if settle is not None:
+                    self._buffer.remove(held)
+                    settles.append((held, settle))
+        for held, note in settles:
+            self._apply_settle(held, note)
+
+    def _apply_settle(self, held: Held, note: ReturnNote) -> None:
+        """Carry out a settle another process asked for (the supervisor's, for a killed child)."""
+        if note.settle == "ack":
+            self._settle_helds([held], publish=[])
+        elif note.settle == "dead":
+            self._settle_helds([held], publish=[copies.dead(held.incoming, reason=note.reason,
+                                                            deliveries=held.charged + 1)])
+        else:
+            copy, due = copies.again(held.incoming, charged=held.charged + 1, suspect=held.suspect,
+                                     queue_type=self.queue_type, delay=note.delay)
+            self._schedule([(held, due)])
+            self._settle_helds([held], publish=[copy])
+
+    def _bury(self, spent: Sequence[Held]) -> None:
+        """Dead-letter copies over their delivery limit (found at fetch)."""
+        for held in spent:
+            reason = max_deliveries_reason(self.max_deliveries, suspect=held.suspect == 1)
+            self._settle_helds([held], publish=[copies.dead(held.incoming, reason=reason,
+                                                            deliveries=held.charged)])
+
+    # -- settling ----------------------------------------------------------------------------
+
+    def _live(self, deliveries: Sequence[Delivery]) -> list[Held | None]:
+        with self._lock:
+            self._check_pid()
+            generation = self.conn.generation
+            result: list[Held | None] = []
+            seen: set[int] = set()
+            for delivery in deliveries:
+                held = self._buffer.claim_of(delivery.token)
+                if held is None or held.id != delivery.id or delivery.token in seen:
+                    result.append(None)
+                    continue
+                seen.add(delivery.token)
+                if held.generation != generation:
+                    result.append(None)
+                    continue
+                result.append(held)
+            return result
+
+    def _settle_helds(self, helds: Sequence[Held], *, publish: Sequence[Outgoing]) -> bool:
+        """Ack ``helds`` and publish ``publish``, in one transaction per channel generation."""
+        ok = True
+        for generation, group in by_generation(helds).items():
+            tags = [held.incoming.delivery_tag for held in group]
+            ok = self.conn.settle(generation, acks=tags, publish=publish) and ok
+            publish = ()
+        with self._lock:
+            for held in helds:
+                self._buffer.remove(held)
+        noted = {held.id: held.notes for held in helds if held.notes}
+        if noted and ok:
+            self.state.drop_notes(noted)
+        return ok
+
+    def _settle_tags(self, incoming: Sequence[Incoming], *, acks: bool) -> None:
+        for generation, items in _group(incoming).items():
+            self.conn.settle(generation, acks=[item.delivery_tag for item in items] if acks else ())
+
+    def _foreign(self, deliveries: Sequence[Delivery], note: ReturnNote) -> list[bool] | None:
+        """Settles of another instance's claims (the supervisor's): written as notes."""
+        if not deliveries or not all(not self._buffer.is_ours(d.token) and d.token >> 40
+                                     for d in deliveries):
+            return None
+        self.state.add_notes([(delivery.id, note) for delivery in deliveries])
+        return [True] * len(deliveries)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        foreign = self._foreign(deliveries, ReturnNote(settle="ack"))
+        if foreign is not None:
+            return foreign
+        live = self._live(deliveries)
+        helds = [held for held in live if held is not None]
+        ok = self._settle_helds(helds, publish=[]) if helds else True
+        return [held is not None and ok for held in live]
+
+    def renew(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        live = self._live(deliveries)
+        with self._lock:
+            for held in live:
+                if held is not None:
+                    held.deadline = deadline(lease)
+        return [held is not None for held in live]
+
+    def requeue(self, deliveries: Sequence[Delivery], *, delay: float = 0.0,
+                uncharge: bool = False) -> list[bool]:
+        foreign = self._foreign(deliveries, ReturnNote(settle="requeue", delay=delay,
+                                                       charge=0 if uncharge else 1))
+        if foreign is not None:
+            return foreign
+        live = self._live(deliveries)
+        helds = [held for held in live if held is not None]
+        if not helds:
+            return [False] * len(live)
+        outgoing, due = [], []
+        for held in helds:
+            copy, when = copies.again(held.incoming, charged=held.charged + (0 if uncharge else 1),
+                                      suspect=held.suspect, queue_type=self.queue_type, delay=delay)
+            outgoing.append(copy)
+            due.append((held, when))
+        if delay > 0:
+            self._declare((), ladder=True)
+        self._schedule(due)
+        ok = self._settle_helds(helds, publish=outgoing)
+        self._window = self._window or delay <= 0
+        return [held is not None and ok for held in live]
+
+    def _schedule(self, due: Sequence[tuple[Held, float | None]]) -> None:
+        entries = [(held.queue, held.id, when) for held, when in due if when is not None]
+        if entries:
+            self.state.add_scheduled(entries)
+
+    def dead_letter(self, deliveries: Sequence[Delivery], reason: str) -> list[bool]:
+        foreign = self._foreign(deliveries, ReturnNote(settle="dead", reason=reason))
+        if foreign is not None:
+            return foreign
+        live = self._live(deliveries)
+        helds = [held for held in live if held is not None]
+        if not helds:
+            return [False] * len(live)
+        outgoing = [copies.dead(held.incoming, reason=reason, deliveries=held.charged + 1)
+                    for held in helds]
+        ok = self._settle_helds(helds, publish=outgoing)
+        return [held is not None and ok for held in live]
+
+    def release_consumer(self, consumer: str, *, started: Collection[str] = (),
+                         suspects: Collection[str] = (), group: int = 1) -> int:
+        with self._lock:
+            self._check_pid()
+            if consumer in self._buffer.consumers():
+                return self._buffer.release(consumer, set(started), set(suspects), group)
+        # Another process's consumer (the supervisor's dead child): RabbitMQ returned its
+        # deliveries when its connection closed; their next holder reads these notes.
+        ids = {*started, *suspects}
+        if not ids:
+            return 0
+        self.state.add_notes([(message_id, ReturnNote(
+            charge=1 if message_id in started else 0,
+            suspect=max(group, 1) if message_id in suspects else 0)) for message_id in ids])
+        return len(ids)
+
+    # -- inspection and maintenance ---------------------------------------------------------
+
+    def stats(self) -> dict[str, QueueStats]:
+        with self._lock:
+            self._check_pid()
+        self._receive(self.conn.take(TAKE_BATCH))
+        names = self.state.queues() | self._declared
+        if not names:
+            return {}
+        ordered = sorted(names)
+        ready = topology.queue_ready_counts(self.conn, ordered)
+        dead = topology.queue_ready_counts(self.conn, [topology.dead_queue(q) for q in ordered])
+        scheduled = self.state.scheduled_counts(ordered, time.time())
+        with self._lock:
+            here = self._buffer.counts(ordered)
+        return {queue: QueueStats(ready=ready.get(queue, 0) + here[queue][0],
+                                  scheduled=scheduled.get(queue, 0), in_flight=here[queue][1],
+                                  dead=dead.get(topology.dead_queue(queue), 0))
+                for queue in ordered}
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        names = sorted(self.state.queues() | self._declared) if queue is None else [queue]
+        return letters.dead_letters(self.conn, names, limit)
+
+    def purge(self, queue: str | None = None) -> int:
+        with self._lock:
+            self._check_pid()
+        names = sorted(self.state.queues() | self._declared) if queue is None else [queue]
+        if not names:
+            return 0
+        self._receive(self.conn.take(TAKE_BATCH))
+        now = time.time()
+        self.state.mark_purged(names, now)
+        scheduled = sum(self.state.scheduled_counts(names, now).values())
+        self.state.clear_scheduled(names)
+        with self._lock:
+            buffered = self._buffer.unclaimed(set(names))
+        if buffered:
+            self._settle_helds(buffered, publish=[])
+        purged: int = topology.purge_queues(self.conn, names)
+        return purged + len(buffered) + scheduled
+
+    def ping(self) -> None:
+        topology.queue_ready_counts(self.conn, [])
+        self.conn.call(lambda channel: None)
+        if self._store_ready():
+            self.store.ping()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._store_broker is not None:
+            self._store_broker.close()
+
+    # -- delegated to the state store ------------------------------------------------------
+
+    def _in_store(self, call: Callable[[Broker], T]) -> T:
+        store = self.store
+        store.events_kept, store.commands_kept = self.events_kept, self.commands_kept
+        return call(store)
+
+    def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
+        self._in_store(lambda s: s.heartbeat(worker, info, ttl))
+        self._relay()
+
+    def _relay(self) -> None:
+        assert self._outbox is not None
+        self._outbox.relay()
+
+    def beat_claim(self, name: str, previous: float | None, run_at: float,
+                   messages: Sequence[OutgoingMessage]) -> bool:
+        for message in messages:
+            check_priority(message)
+        self.store  # noqa: B018 - builds the outbox
+        assert self._outbox is not None
+        return self._outbox.claim(name, previous, run_at, messages)
+
+
+
+def _group(incoming: Sequence[Incoming]) -> dict[int, list[Incoming]]:
+    groups: dict[int, list[Incoming]] = {}
+    for item in incoming:
+        groups.setdefault(item.generation, []).append(item)
+    return groups
+
