@@ -216,12 +216,18 @@ class Project:
     path: Path
     broker_url: str
     workers: list[Worker] = field(default_factory=list)
+    #: The result backend's URL when it is not the broker's (a RabbitMQ project's).
+    backend_url: str = ""
+
+    @property
+    def result_url(self) -> str:
+        return self.backend_url or self.broker_url
 
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["CELERIAC_BROKER_URL"] = self.broker_url
-        env["CELERIAC_RESULT_BACKEND"] = self.broker_url
+        env["CELERIAC_RESULT_BACKEND"] = self.result_url
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONPATH", None)
         return env
@@ -232,7 +238,7 @@ class Project:
     def app(self, name: str = "tasks") -> Any:
         """Import the project's app in the test process (fresh each call)."""
         os.environ["CELERIAC_BROKER_URL"] = self.broker_url
-        os.environ["CELERIAC_RESULT_BACKEND"] = self.broker_url
+        os.environ["CELERIAC_RESULT_BACKEND"] = self.result_url
         if str(self.path) not in sys.path:
             sys.path.insert(0, str(self.path))
         sys.modules.pop(name, None)
@@ -406,6 +412,20 @@ def stop_project(project: Project) -> None:
     module = sys.modules.pop("tasks", None)
     if module is not None and hasattr(module, "app"):
         module.app.close()  # a result listener of its own would outlive the test
+
+
+@pytest.fixture
+def amqp_project(tmp_path: Path, amqp_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+                 ) -> Iterator[Project]:
+    """Like ``project``, with the broker on RabbitMQ (a vhost of this test's own) and the
+    result backend on Redis, which is also the broker's state store (its default)."""
+    project = Project(tmp_path, amqp_url, backend_url=redis_url)
+    project.write_tasks()
+    monkeypatch.setenv("CELERIAC_BROKER_URL", project.broker_url)
+    monkeypatch.setenv("CELERIAC_RESULT_BACKEND", project.result_url)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield project
+    stop_project(project)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from celeriac.brokers.amqp import copies, envelope, letters, topology
 from celeriac.brokers.amqp.connection import CONNECT_TIMEOUT, DEFAULT_HEARTBEAT, AmqpConnection
-from celeriac.brokers.amqp.consume import Buffer, Held, by_generation, deadline, narrower
+from celeriac.brokers.amqp.consume import Buffer, Held, deadline, narrower
 from celeriac.brokers.amqp.delegated import InStateStore
 from celeriac.brokers.amqp.outbox import Outbox
 from celeriac.brokers.amqp.params import AmqpParams, Incoming, Outgoing
@@ -41,7 +41,7 @@ from celeriac.brokers.base import (
     max_deliveries_reason,
 )
 from celeriac.brokers.ids import MessageIds
-from celeriac.exceptions import ConfigurationError
+from celeriac.exceptions import CeleriacError, ConfigurationError
 
 T = TypeVar("T")
 
@@ -380,7 +380,7 @@ class AmqpBroker(InStateStore):
     def _apply_settle(self, held: Held, note: ReturnNote) -> None:
         """Carry out a settle another process asked for (the supervisor's, for a killed child)."""
         if note.settle == "ack":
-            self._settle_helds([held], publish=[])
+            self._settle_helds([held])
         elif note.settle == "dead":
             self._settle_helds([held], publish=[copies.dead(held.incoming, reason=note.reason,
                                                             deliveries=held.charged + 1)])
@@ -417,20 +417,25 @@ class AmqpBroker(InStateStore):
                 result.append(held)
             return result
 
-    def _settle_helds(self, helds: Sequence[Held], *, publish: Sequence[Outgoing]) -> bool:
-        """Ack ``helds`` and publish ``publish``, in one transaction per channel generation."""
-        ok = True
-        for generation, group in by_generation(helds).items():
-            tags = [held.incoming.delivery_tag for held in group]
-            ok = self.conn.settle(generation, acks=tags, publish=publish) and ok
-            publish = ()
+    def _settle_helds(self, helds: Sequence[Held], *, publish: Sequence[Outgoing] = ()
+                      ) -> list[bool]:
+        """Ack ``helds``, publishing ``publish[i]`` (if given) in the same transaction as the
+        ack of ``helds[i]``: one ``tx.commit`` per channel generation. Per held, whether it
+        was applied (False: its channel died, RabbitMQ returned it, nothing was sent)."""
+        copies_: list[Outgoing | None] = list(publish) if publish else [None] * len(helds)
+        pairs = list(zip(helds, copies_, strict=True))
+        applied: dict[int, bool] = {}
+        for generation, group in _by_generation(pairs).items():
+            ok = self.conn.settle(generation, acks=[held.incoming.delivery_tag for held, _ in group],
+                                  publish=[copy for _, copy in group if copy is not None])
+            applied.update((id(held), ok) for held, _ in group)
         with self._lock:
             for held in helds:
                 self._buffer.remove(held)
-        noted = {held.id: held.notes for held in helds if held.notes}
-        if noted and ok:
+        noted = {held.id: held.notes for held in helds if held.notes and applied[id(held)]}
+        if noted:
             self.state.drop_notes(noted)
-        return ok
+        return [applied[id(held)] for held in helds]
 
     def _settle_tags(self, incoming: Sequence[Incoming], *, acks: bool) -> None:
         for generation, items in _group(incoming).items():
@@ -450,8 +455,7 @@ class AmqpBroker(InStateStore):
             return foreign
         live = self._live(deliveries)
         helds = [held for held in live if held is not None]
-        ok = self._settle_helds(helds, publish=[]) if helds else True
-        return [held is not None and ok for held in live]
+        return _per_delivery(live, self._settle_helds(helds))
 
     def renew(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
         live = self._live(deliveries)
@@ -480,9 +484,9 @@ class AmqpBroker(InStateStore):
         if delay > 0:
             self._declare((), ladder=True)
         self._schedule(due)
-        ok = self._settle_helds(helds, publish=outgoing)
+        applied = self._settle_helds(helds, publish=outgoing)
         self._window = self._window or delay <= 0
-        return [held is not None and ok for held in live]
+        return _per_delivery(live, applied)
 
     def _schedule(self, due: Sequence[tuple[Held, float | None]]) -> None:
         entries = [(held.queue, held.id, when) for held, when in due if when is not None]
@@ -499,8 +503,7 @@ class AmqpBroker(InStateStore):
             return [False] * len(live)
         outgoing = [copies.dead(held.incoming, reason=reason, deliveries=held.charged + 1)
                     for held in helds]
-        ok = self._settle_helds(helds, publish=outgoing)
-        return [held is not None and ok for held in live]
+        return _per_delivery(live, self._settle_helds(helds, publish=outgoing))
 
     def release_consumer(self, consumer: str, *, started: Collection[str] = (),
                          suspects: Collection[str] = (), group: int = 1) -> int:
@@ -556,7 +559,7 @@ class AmqpBroker(InStateStore):
         with self._lock:
             buffered = self._buffer.unclaimed(set(names))
         if buffered:
-            self._settle_helds(buffered, publish=[])
+            self._settle_helds(buffered)
         purged: int = topology.purge_queues(self.conn, names)
         return purged + len(buffered) + scheduled
 
@@ -567,10 +570,29 @@ class AmqpBroker(InStateStore):
             self.store.ping()
 
     def close(self) -> None:
-        if self._conn is not None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._hand_back()
             self._conn.close()
         if self._store_broker is not None:
             self._store_broker.close()
+
+    def _hand_back(self) -> None:
+        """Give the deliveries still waiting in the buffer back to their queues, as they were.
+
+        Closing the channel would return them too, but flagged redelivered and with no
+        notes, so their next holder would wait for notes that never come (NOTE_WAIT)
+        before running them: a republished copy of each is ready at once.
+        """
+        with self._lock:
+            waiting = [held for held in self._buffer.held.values() if not held.token]
+        if not waiting or not self.conn.connected:
+            return
+        copies_back = [copies.again(held.incoming, charged=held.charged, suspect=held.suspect,
+                                    queue_type=self.queue_type)[0] for held in waiting]
+        try:
+            self._settle_helds(waiting, publish=copies_back)
+        except CeleriacError as exc:  # they come back with the channel anyway
+            log.warning("could not hand back %d prefetched message(s) on close: %s", len(waiting), exc)
 
     # -- delegated to the state store ------------------------------------------------------
 
@@ -595,6 +617,20 @@ class AmqpBroker(InStateStore):
         assert self._outbox is not None
         return self._outbox.claim(name, previous, run_at, messages)
 
+
+
+def _by_generation(pairs: Sequence[tuple[Held, Outgoing | None]]
+                   ) -> dict[int, list[tuple[Held, Outgoing | None]]]:
+    groups: dict[int, list[tuple[Held, Outgoing | None]]] = {}
+    for held, copy in pairs:
+        groups.setdefault(held.generation, []).append((held, copy))
+    return groups
+
+
+def _per_delivery(live: Sequence[Held | None], applied: Sequence[bool]) -> list[bool]:
+    """Spread the results of the live deliveries' settle over every delivery asked about."""
+    results = iter(applied)
+    return [held is not None and next(results) for held in live]
 
 
 def _group(incoming: Sequence[Incoming]) -> dict[int, list[Incoming]]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from celeriac.brokers.amqp.params import Incoming
@@ -206,10 +206,3 @@ class Buffer:
 
 def deadline(lease: float) -> float:
     return time.monotonic() + lease
-
-
-def by_generation(helds: Sequence[Held]) -> dict[int, list[Held]]:
-    groups: dict[int, list[Held]] = {}
-    for held in helds:
-        groups.setdefault(held.generation, []).append(held)
-    return groups
