@@ -57,6 +57,10 @@ NOTE_POLL = 0.05
 #: Longest a fetch waits for the deliveries RabbitMQ is about to push (a new consumer,
 #: a requeue): without it a fetch right after a subscribe hands out whatever came first.
 WINDOW_WAIT = 0.05
+#: Fewest unacked deliveries RabbitMQ may push to a consumer of this process. The
+#: buffer orders by priority only what it holds (quorum queues on RabbitMQ before 4.0
+#: have no priorities), so it holds a few more than the worker can start at once.
+PREFETCH_FLOOR = 10
 #: Most deliveries taken from the connection at once.
 TAKE_BATCH = 1000
 
@@ -80,6 +84,7 @@ class AmqpBroker(InStateStore):
         self._options: dict[str, Any] = {}
         self._patience: float | None = 20.0
         self._lock = threading.Lock()
+        self._subscribing = threading.Lock()
         self._conn: AmqpConnection | None = None
         self._store_broker: Broker | None = None
         self._state: AmqpState | None = None
@@ -95,7 +100,12 @@ class AmqpBroker(InStateStore):
         self._ladder = False
         self._consumed: set[str] = set()
         self._prefetch = 0
-        self._window = False  # the next fetch waits for the deliveries on their way
+        #: Messages believed ready on the server in the queues this process consumes (those
+        #: ready when it subscribed, and those it published or requeued there since, less
+        #: what arrived): what RabbitMQ will push as soon as the prefetch has room.
+        self._backlog = 0
+        #: When this process last made room in its prefetch (0: not since the last fetch).
+        self._room_made = 0.0
         self._last_note_poll = 0.0
 
     def _check_pid(self) -> None:
@@ -176,7 +186,9 @@ class AmqpBroker(InStateStore):
 
     def _declare(self, queues: Collection[str], *, ladder: bool = False) -> None:
         new = [queue for queue in queues if queue not in self._declared]
-        if ladder and not self._ladder:
+        # With the first queue: declaring the ladder when the first delayed message is
+        # sent would make that message late by as much.
+        if (ladder or new) and not self._ladder:
             topology.declare_ladder(self.conn)
             self._ladder = True
         if not new:
@@ -206,10 +218,13 @@ class AmqpBroker(InStateStore):
             return []
         with self._lock:
             self._check_pid()
+        # Declared first: the first delayed message declares the ladder (~0.3 s), which
+        # must not eat into its delay.
+        self._declare({message.queue for message in messages},
+                      ladder=any(message.eta is not None for message in messages))
         ids = _ids.take(len(messages))
         now = time.time()
         outgoing, scheduled = [], []
-        delayed = False
         for message_id, message in zip(ids, messages, strict=True):
             body, headers, properties = envelope.to_amqp(message.body)
             headers[copies.ID] = message_id
@@ -220,12 +235,13 @@ class AmqpBroker(InStateStore):
                                          queue_type=self.queue_type, delay=delay)
             outgoing.append(copy)
             if due is not None:
-                delayed = True
                 scheduled.append((message.queue, message_id, due))
-        self._declare({message.queue for message in messages}, ladder=delayed)
         if scheduled:
             self.state.add_scheduled(scheduled)
         self.conn.publish(outgoing)
+        if self._consumed:
+            self._announce(sum(1 for message in messages if message.queue in self._consumed
+                               and (message.eta is None or message.eta <= now)))
         return ids
 
     def _publish_now(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -240,36 +256,56 @@ class AmqpBroker(InStateStore):
         wanted = set(queues)
         with self._lock:
             self._check_pid()
-        self._subscribe(wanted, count)
         end = time.monotonic() + timeout
         while True:
+            self._subscribe(wanted, count)
             got = self._fetch_once(wanted, count, consumer, lease)
-            left = end - time.monotonic()
-            if got or left <= 0:
+            if got:
                 return got
+            now = time.monotonic()
             with self._lock:
-                soonest = self._buffer.next_deadline(time.monotonic())
+                # Room was just made (an ack, a requeue): RabbitMQ is pushing the next
+                # messages, if it has any. They are waited for even by a fetch that does
+                # not wait, which would otherwise find an empty buffer while messages are
+                # on their way, not yet counted anywhere.
+                linger = self._room_made + WINDOW_WAIT if self._room_made else 0.0
+                self._room_made = 0.0
+                soonest = self._buffer.next_deadline(now)
+            left = max(end, linger) - now
+            if left <= 0:
+                return []
             wait = left if soonest is None else min(left, max(soonest, 0.005))
             self._receive(self.conn.take(TAKE_BATCH, timeout=wait))
 
     def _subscribe(self, queues: set[str], count: int) -> None:
+        """Consume ``queues`` (too), with room for ``count`` more deliveries than are claimed."""
+        with self._subscribing:
+            with self._lock:
+                prefetch = max(self._prefetch, len(self._buffer.claims) + count, PREFETCH_FLOOR)
+                missing = queues - self._consumed
+                if not missing and prefetch == self._prefetch:
+                    return
+                # A grown prefetch re-adds every consumer: more may come from each.
+                counted = missing if prefetch == self._prefetch else queues | self._consumed
+            self._declare(queues | self._consumed)
+            # Counted before consuming: once the consumer exists, RabbitMQ pushes them and
+            # a passive declare no longer counts them (its answer may even overtake them).
+            ready = sum(topology.queue_ready_counts(self.conn, sorted(counted)).values())
+            self.conn.consume(sorted(queues | self._consumed), prefetch)
+            with self._lock:
+                self._consumed |= queues
+                self._prefetch = prefetch
+            self._announce(ready)
+
+    def _announce(self, arriving: int) -> None:
+        """``arriving`` more messages are ready for this process's consumers."""
         with self._lock:
-            prefetch = max(self._prefetch, len(self._buffer.claims) + count)
-            missing = queues - self._consumed
-            if not missing and prefetch == self._prefetch:
-                return
-        self._declare(queues | self._consumed)
-        self.conn.consume(sorted(queues | self._consumed), prefetch)
-        with self._lock:
-            self._consumed |= queues
-            self._prefetch = prefetch
-            self._window = True
+            self._backlog += arriving
 
     def _fetch_once(self, queues: set[str], count: int, consumer: str,
                     lease: float) -> list[Delivery]:
         self._receive(self.conn.take(TAKE_BATCH))
-        if self._window:
-            self._fill_window(queues)
+        self._fill_window()
         self._forget_stale()
         self._resolve_notes()
         with self._lock:
@@ -305,6 +341,7 @@ class AmqpBroker(InStateStore):
         purged = self._purged_arrivals(incoming)
         now = time.monotonic()
         with self._lock:
+            self._backlog = max(0, self._backlog - len(incoming))
             for item in incoming:
                 if item in purged:
                     continue
@@ -327,18 +364,26 @@ class AmqpBroker(InStateStore):
         return [item for item in delayed
                 if (copies.sent_at(item) or 0.0) <= marks.get(item.queue, float("-inf"))]
 
-    def _fill_window(self, queues: set[str]) -> None:
-        """Wait (briefly) for the deliveries RabbitMQ is pushing after a (re)subscribe or requeue."""
-        self._window = False
-        ready = topology.queue_ready_counts(self.conn, sorted(queues))
+    def _fill_window(self) -> None:
+        """Wait (briefly) for the deliveries RabbitMQ is about to push.
+
+        Without it a fetch right after a subscribe, a publish or a requeue would hand out
+        whatever arrived first instead of the oldest or most urgent message (or nothing),
+        and a purge or stats would miss what is between the server and the buffer. If
+        nothing comes within WINDOW_WAIT, the backlog was an overestimate (another process
+        took the messages): it is forgotten.
+        """
         with self._lock:
-            room = self._prefetch * len(queues) - len(self._buffer.held)
-        expected = min(sum(ready.values()), max(room, 0))
+            room = self._prefetch * max(len(self._consumed), 1) - len(self._buffer.held)
+            expected = min(self._backlog, room)
         end = time.monotonic() + WINDOW_WAIT
         while expected > 0 and (left := end - time.monotonic()) > 0:
             got = self.conn.take(TAKE_BATCH, timeout=left)
             self._receive(got)
             expected -= len(got)
+        if expected > 0:
+            with self._lock:
+                self._backlog = 0
 
     def _forget_stale(self) -> None:
         """Deliveries of a channel that died went back to RabbitMQ: note what they carried."""
@@ -432,6 +477,7 @@ class AmqpBroker(InStateStore):
         with self._lock:
             for held in helds:
                 self._buffer.remove(held)
+            self._room_made = time.monotonic()
         noted = {held.id: held.notes for held in helds if held.notes and applied[id(held)]}
         if noted:
             self.state.drop_notes(noted)
@@ -475,17 +521,19 @@ class AmqpBroker(InStateStore):
         helds = [held for held in live if held is not None]
         if not helds:
             return [False] * len(live)
+        if delay > 0:
+            self._declare((), ladder=True)
         outgoing, due = [], []
         for held in helds:
             copy, when = copies.again(held.incoming, charged=held.charged + (0 if uncharge else 1),
                                       suspect=held.suspect, queue_type=self.queue_type, delay=delay)
             outgoing.append(copy)
             due.append((held, when))
-        if delay > 0:
-            self._declare((), ladder=True)
         self._schedule(due)
         applied = self._settle_helds(helds, publish=outgoing)
-        self._window = self._window or delay <= 0
+        if delay <= 0:
+            self._announce(sum(1 for held, ok in zip(helds, applied, strict=True)
+                               if ok and held.queue in self._consumed))
         return _per_delivery(live, applied)
 
     def _schedule(self, due: Sequence[tuple[Held, float | None]]) -> None:
@@ -527,6 +575,7 @@ class AmqpBroker(InStateStore):
         with self._lock:
             self._check_pid()
         self._receive(self.conn.take(TAKE_BATCH))
+        self._fill_window()
         names = self.state.queues() | self._declared
         if not names:
             return {}
@@ -552,6 +601,7 @@ class AmqpBroker(InStateStore):
         if not names:
             return 0
         self._receive(self.conn.take(TAKE_BATCH))
+        self._fill_window()
         now = time.time()
         self.state.mark_purged(names, now)
         scheduled = sum(self.state.scheduled_counts(names, now).values())
@@ -564,8 +614,12 @@ class AmqpBroker(InStateStore):
         return purged + len(buffered) + scheduled
 
     def ping(self) -> None:
-        topology.queue_ready_counts(self.conn, [])
-        self.conn.call(lambda channel: None)
+        """Check RabbitMQ and the state store; the first ping of a process also declares
+        the delay ladder (~0.4 s on a new vhost), so the first delayed message sent after
+        it is not late by as much."""
+        with self._lock:
+            self._check_pid()
+        self._declare((), ladder=True)
         if self._store_ready():
             self.store.ping()
 
