@@ -24,10 +24,17 @@ expiring, described here and implemented once per store:
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlparse
+
+from celeriac.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from celeriac.brokers.base import Broker
 
 #: How long a note is kept when nobody folds or drops it (the message was acked elsewhere).
 NOTE_TTL = 86_400.0
@@ -125,3 +132,34 @@ class AmqpState(ABC):
     @abstractmethod
     def queues(self) -> set[str]:
         """Every remembered queue name."""
+
+
+def state_for(store: Broker) -> AmqpState:
+    """The :class:`AmqpState` of ``store`` (the broker built from ``broker_state_url``).
+
+    A :class:`~celeriac.brokers.sqlite.SQLiteBroker` or a
+    :class:`~celeriac.brokers.redis.RedisBroker`; anything else is refused with a
+    :class:`ConfigurationError` naming its scheme. The implementations are imported
+    here, so a SQLite store never needs the ``redis`` package.
+    """
+    from celeriac.brokers.sqlite import SQLiteBroker
+
+    if isinstance(store, SQLiteBroker):
+        from celeriac.brokers.amqp.state_sqlite import SQLiteAmqpState
+        return SQLiteAmqpState(store)
+    # A RedisBroker exists only once its module was imported: looking it up here keeps
+    # ``redis`` an optional dependency.
+    redis_module = sys.modules.get("celeriac.brokers.redis")
+    if redis_module is not None and isinstance(store, redis_module.RedisBroker):
+        from celeriac.brokers.amqp.state_redis import RedisAmqpState
+        return RedisAmqpState(store)
+    scheme = urlparse(store.url).scheme or store.url
+    usable = "use a redis://, rediss://, unix:// (Redis) or sqlite:// URL"
+    if not store.shared_between_processes:
+        raise ConfigurationError(
+            f"broker_state_url {scheme}:// cannot hold the RabbitMQ broker's state: it lives "
+            f"inside one process, and every worker and producer process must share that "
+            f"state; {usable}")
+    raise ConfigurationError(
+        f"broker_state_url {scheme}:// cannot hold the RabbitMQ broker's state (no state store "
+        f"for it); {usable}")
