@@ -79,7 +79,16 @@ class ReturnNote:
 
 class AmqpState(ABC):
     """The AMQP broker's own records in the state store. Thread-safe; safe across fork
-    (as the store's broker is: connections are per process)."""
+    (as the store's broker is: connections are per process).
+
+    Implemented once per store, on that store's broker and its connections:
+    :mod:`~celeriac.brokers.amqp.state_redis` and :mod:`~celeriac.brokers.amqp.state_sqlite`
+    (pick one with :func:`state_for`). "One round trip" is one pipeline or script call on
+    Redis and one transaction on SQLite. A call interrupted by a lost connection is retried
+    by the store's reconnector, and applies once: the writes that could not be repeated
+    (appending and dropping notes) carry a receipt; every other write is idempotent.
+    Methods given nothing to do return at once, without a round trip.
+    """
 
     # -- return notes --------------------------------------------------------------------
     @abstractmethod
