@@ -24,10 +24,17 @@ expiring, described here and implemented once per store:
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlparse
+
+from celeriac.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from celeriac.brokers.base import Broker
 
 #: How long a note is kept when nobody folds or drops it (the message was acked elsewhere).
 NOTE_TTL = 86_400.0
@@ -72,7 +79,16 @@ class ReturnNote:
 
 class AmqpState(ABC):
     """The AMQP broker's own records in the state store. Thread-safe; safe across fork
-    (as the store's broker is: connections are per process)."""
+    (as the store's broker is: connections are per process).
+
+    Implemented once per store, on that store's broker and its connections:
+    :mod:`~celeriac.brokers.amqp.state_redis` and :mod:`~celeriac.brokers.amqp.state_sqlite`
+    (pick one with :func:`state_for`). "One round trip" is one pipeline or script call on
+    Redis and one transaction on SQLite. A call interrupted by a lost connection is retried
+    by the store's reconnector, and applies once: the writes that could not be repeated
+    (appending and dropping notes) carry a receipt; every other write is idempotent.
+    Methods given nothing to do return at once, without a round trip.
+    """
 
     # -- return notes --------------------------------------------------------------------
     @abstractmethod
@@ -125,3 +141,34 @@ class AmqpState(ABC):
     @abstractmethod
     def queues(self) -> set[str]:
         """Every remembered queue name."""
+
+
+def state_for(store: Broker) -> AmqpState:
+    """The :class:`AmqpState` of ``store`` (the broker built from ``broker_state_url``).
+
+    A :class:`~celeriac.brokers.sqlite.SQLiteBroker` or a
+    :class:`~celeriac.brokers.redis.RedisBroker`; anything else is refused with a
+    :class:`ConfigurationError` naming its scheme. The implementations are imported
+    here, so a SQLite store never needs the ``redis`` package.
+    """
+    from celeriac.brokers.sqlite import SQLiteBroker
+
+    if isinstance(store, SQLiteBroker):
+        from celeriac.brokers.amqp.state_sqlite import SQLiteAmqpState
+        return SQLiteAmqpState(store)
+    # A RedisBroker exists only once its module was imported: looking it up here keeps
+    # ``redis`` an optional dependency.
+    redis_module = sys.modules.get("celeriac.brokers.redis")
+    if redis_module is not None and isinstance(store, redis_module.RedisBroker):
+        from celeriac.brokers.amqp.state_redis import RedisAmqpState
+        return RedisAmqpState(store)
+    scheme = urlparse(store.url).scheme or store.url
+    usable = "use a redis://, rediss://, unix:// (Redis) or sqlite:// URL"
+    if not store.shared_between_processes:
+        raise ConfigurationError(
+            f"broker_state_url {scheme}:// cannot hold the RabbitMQ broker's state: it lives "
+            f"inside one process, and every worker and producer process must share that "
+            f"state; {usable}")
+    raise ConfigurationError(
+        f"broker_state_url {scheme}:// cannot hold the RabbitMQ broker's state (no state store "
+        f"for it); {usable}")
