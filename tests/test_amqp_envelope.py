@@ -127,11 +127,12 @@ def test_other_bodies_travel_raw_and_come_back_byte_for_byte(body: bytes) -> Non
 
 
 def test_rabbitmqs_and_celeriacs_headers_are_stripped_and_foreign_types_made_json() -> None:
-    headers: dict[Any, Any] = {"task": "t", "id": "i", "x-death": [{"count": 1}], "x-first-death-reason": "expired",
-               "x-last-death-queue": "q", "x-delivery-count": 3, "x-acquired-count": 4,
-               "x-celeriac-id": "m1", "x-celeriac-stamp": 1, "x-other": "kept",
-               "dec": Decimal("12.50"), "whole": Decimal("3"), "when": datetime(2026, 12, 3, 14, 25),
-               "blob": b"\xff\x00", "text": b"ok", "tuple": (1, 2), b"key": "bytes key"}
+    headers: dict[Any, Any] = {
+        "task": "t", "id": "i", "x-death": [{"count": 1}], "x-first-death-reason": "expired",
+        "x-last-death-queue": "q", "x-delivery-count": 3, "x-acquired-count": 4,
+        "x-celeriac-id": "m1", "x-celeriac-stamp": 1, "x-other": "kept",
+        "dec": Decimal("12.50"), "whole": Decimal("3"), "when": datetime(2026, 12, 3, 14, 25),
+        "blob": b"\xff\x00", "text": b"ok", "tuple": (1, 2), b"key": "bytes key"}
     back = json.loads(from_amqp(b"[[], {}, null]", headers, {"content_type": "application/json"},
                                 exchange="x", routing_key="q"))
     assert back["headers"] == {"task": "t", "id": "i", "x-other": "kept", "dec": 12.5, "whole": 3,
