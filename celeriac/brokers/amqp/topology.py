@@ -18,8 +18,10 @@ The layout (design §2) in one place, so the broker, its tests and the docs agre
   binding. Millisecond levels (kombu's ladder counts seconds) because ``requeue(delay=0.3)``
   and a 1.5 s countdown must not be rounded; quorum because classic queues dead-letter
   at most once (a crash between two levels would lose the message). The last hop binds
-  each queue with an **exact** pattern (38 ``*`` words and the name), never ``#.<q>``,
-  which would also deliver queue ``a.b``'s messages to queue ``b``.
+  each queue with an **exact** pattern (38 ``*`` words and the escaped name). The name
+  is escaped (``%``, ``.``, ``*``, ``#``) so that it is one topic word matching only
+  itself: unescaped, queue ``a.b``'s messages would also reach queue ``b`` by ``#.b``,
+  and a queue named ``*`` would take everyone's.
 
 Queue arguments are frozen at the first declare (design §10.13): none here depends on
 a setting. A queue that exists with other arguments (declared by Celery, or with the
