@@ -58,7 +58,7 @@ from typing import Any
 
 import orjson
 
-from celeriac.message import _parse_envelope
+from celeriac.message import _OWN_HEADERS, _parse_envelope
 
 log = logging.getLogger("celeriac.amqp")
 
@@ -83,9 +83,7 @@ _SCALARS = frozenset({str, float, bool, type(None)})
 _PLAIN = frozenset({*_SCALARS, int})
 _ABSENT: Any = object()
 #: Header names :func:`celeriac.message.build` writes: known to fit as table keys.
-_PROTOCOL_HEADERS = frozenset({
-    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries", "timelimit",
-    "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result", "compression"})
+_PROTOCOL_HEADERS = _OWN_HEADERS
 
 
 def stripped(header: str) -> bool:
