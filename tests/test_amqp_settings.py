@@ -124,6 +124,12 @@ def test_queue_types_that_disagree_are_refused() -> None:
         queue_type(conf(broker_queue_type="quorum", task_default_queue_type="classic"))
 
 
+@pytest.mark.usefixtures("fresh_unused_log")
+def test_queue_types_are_not_checked_for_another_broker() -> None:
+    settings = conf(broker_url="redis://localhost", task_default_queue_type="quorum",
+                    task_create_missing_queue_type="classic")
+    assert broker_options(settings)["queue_type"] == "quorum"
+
 # -- the options the app gives the broker -----------------------------------------------
 def test_broker_options_come_from_the_settings() -> None:
     settings = conf(broker_url=AMQP, result_backend="redis://localhost/2",

@@ -81,14 +81,17 @@ def queue_type(conf: Settings) -> str:
 def broker_options(conf: Settings) -> dict[str, Any]:
     """What :meth:`Broker.configure` takes (``brokers.base.OPTION_NAMES``), from the settings.
 
-    With a broker other than RabbitMQ they are unused: those set are logged once, and
-    ``broker_use_ssl`` is refused, since Celery's Redis transport acts on it and a
-    connection silently left without TLS is worse than an error."""
+    With a broker other than RabbitMQ they are unused: those set are logged once (queue
+    types that disagree are not checked), and ``broker_use_ssl`` is refused, since
+    Celery's Redis transport acts on it and a connection silently left without TLS is
+    worse than an error."""
     scheme = urlparse(conf.broker_url).scheme
-    if scheme not in AMQP_SCHEMES:
+    amqp = scheme in AMQP_SCHEMES
+    if not amqp:
         _check_unused(conf, scheme)
     return {"state_url": conf.broker_state_url, "result_backend": conf.result_backend,
-            "queue_type": queue_type(conf), "heartbeat": conf.broker_heartbeat or 0.0,
+            "queue_type": queue_type(conf) if amqp else conf.broker_queue_type,
+            "heartbeat": conf.broker_heartbeat or 0.0,
             "use_ssl": conf.broker_use_ssl, "connection_timeout": conf.broker_connection_timeout,
             "max_priority": conf.task_queue_max_priority}
 
