@@ -148,6 +148,39 @@ def _priority(value: Any) -> int:
     return number
 
 
+#: RabbitMQ's queue types celeriac declares (the values of Celery's task_default_queue_type).
+QUEUE_TYPES = ("quorum", "classic")
+#: URL schemes of the RabbitMQ broker, which the settings marked "RabbitMQ" are for
+#: (``pyamqp`` is Celery's name for the same client).
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+#: Schemes of the URLs a RabbitMQ broker can keep its state in (``broker_state_url``).
+STATE_SCHEMES = ("redis", "rediss", "unix", "sqlite")
+
+
+def _queue_type(value: Any) -> str:
+    if value not in QUEUE_TYPES:
+        raise ValueError("must be 'quorum' or 'classic'")
+    return str(value)
+
+
+def _state_url(value: Any) -> str:
+    if _str(value).partition("://")[0] not in STATE_SCHEMES:
+        raise ValueError("must be a redis://, rediss://, unix:// or sqlite:// URL, or None")
+    return str(value)
+
+
+def _use_ssl(value: Any) -> bool | dict[str, Any]:
+    """Celery's ``broker_use_ssl``: a switch, or the ssl options themselves (a mapping)."""
+    return dict(value) if isinstance(value, Mapping) else _bool(value)
+
+
+def _max_priority(value: Any) -> int:
+    number = int(value)
+    if not 1 <= number <= 255:  # RabbitMQ's range for x-max-priority
+        raise ValueError("must be an integer from 1 to 255, or None")
+    return number
+
+
 def _str_list(value: Any) -> list[str]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
@@ -248,6 +281,48 @@ SETTINGS: dict[str, Setting] = {
         Setting("broker_reconnect_timeout", 20.0, "Seconds a producer (.delay(), the CLI) waits out "
                 "a lost Redis connection before raising BrokerUnreachable; worker processes "
                 "wait for as long as it takes.", _positive_float),
+        # -- RabbitMQ (amqp://, amqps://, pyamqp://): docs/rabbitmq.md --
+        Setting("broker_state_url", None, "RabbitMQ: where the broker keeps what RabbitMQ "
+                "cannot (worker registry, events, control commands, revocations, beat claims, "
+                "rate limits, its delivery counts): a redis://, rediss://, unix:// or sqlite:// "
+                "URL. None: the result_backend's URL when it is one of those; otherwise the "
+                "broker refuses to start, saying to set this.", _optional(_state_url)),
+        Setting("broker_queue_type", "quorum", "RabbitMQ: the type celeriac declares every "
+                "queue with: quorum (replicated; celeriac's dead letters and delivery limit) "
+                "or classic (declared exactly as Celery declares it, so Celery producers and "
+                "workers share the queue). Celery's task_default_queue_type and "
+                "task_create_missing_queue_type set it too when this is not set (celeriac "
+                "has one type for every queue: set to different values they are refused).",
+                _queue_type),
+        Setting("task_default_queue_type", None, "Celery's name (5.5+) for broker_queue_type "
+                "(Celery's default is classic, celeriac's quorum: set it to 'classic' to share "
+                "queues with Celery). None: not set.", _optional(_queue_type)),
+        Setting("task_create_missing_queue_type", None, "Celery's type for queues created on "
+                "the fly: celeriac declares every queue with one type, so it sets "
+                "broker_queue_type like task_default_queue_type. None: not set.",
+                _optional(_queue_type)),
+        Setting("broker_heartbeat", 120.0, "RabbitMQ: seconds between AMQP heartbeats "
+                "(Celery's); 0 or None turns them off (a dead peer is then noticed only by "
+                "TCP). Sent by a native thread, so a busy task or event loop does not miss "
+                "them. The Redis and SQLite brokers have no heartbeats (set there, it is "
+                "logged as unused).", _optional(_non_negative_float)),
+        Setting("broker_use_ssl", False, "RabbitMQ: TLS for amqp:// (amqps:// has it anyway): "
+                "False, True, or a dict of ssl options (ca_certs, certfile, keyfile, "
+                "cert_reqs, server_hostname...), as Celery's. A Redis broker takes its TLS "
+                "options in its rediss:// URL's query: set there, this is refused.", _use_ssl),
+        Setting("broker_connection_timeout", 4.0, "RabbitMQ: seconds to wait for the "
+                "connection to the server to open (Celery's); a lost connection is waited "
+                "out for broker_reconnect_timeout.", _positive_float),
+        Setting("broker_consumer_timeout", 1800.0, "RabbitMQ: the server's consumer_timeout "
+                "in seconds (it cannot be read over AMQP: set it to your server's value). "
+                "RabbitMQ closes the channel of a delivery unacked for longer, so a worker "
+                "refuses a task_time_limit above broker_consumer_timeout - 2 x "
+                "broker_lease_timeout, and without one uses that bound as its hard limit.",
+                _positive_float),
+        Setting("task_queue_max_priority", None, "RabbitMQ: the x-max-priority celeriac "
+                "declares classic queues with, as Celery does (set it to the Celery app's "
+                "value when sharing queues). Priorities are 0-9 on every broker whatever it "
+                "is.", _optional(_max_priority)),
         Setting("task_default_queue", "celery", "Queue for tasks with no queue or route "
                 "(Celery's name).", _str),
         Setting("task_default_priority", 0, "Priority 0-9 (9 runs first) for tasks that set none.",
@@ -432,8 +507,6 @@ KNOBS = [
                                        "interval_step": 0.2},
          ({"max_retries": 3, "interval_start": 0, "interval_max": 1, "interval_step": 0.2},),
          "broker_reconnect_timeout bounds how long a producer waits out a lost broker connection"),
-    Knob("broker_heartbeat", 120.0, (120, 120.0, None, 0), "AMQP heartbeats; the Redis and "
-         "SQLite brokers have none"),
     Knob("broker_transport_options", {}, ({},), "kombu's transport options; the lease that "
          "visibility_timeout sets for Celery's Redis transport is broker_lease_timeout"),
     Knob("result_backend_transport_options", {}, ({},), "kombu's transport options"),

@@ -12,6 +12,7 @@ sent alone (``send_task``) or with many others (``send_many``: groups and
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from urllib.parse import urlparse
 
 from celeriac import _state
 from celeriac.backends import ResultBackend, backend_from_url
@@ -29,7 +31,7 @@ from celeriac.exceptions import ConfigurationError, NotRegistered
 from celeriac.message import CHORD_CLAIM_HEADER, Envelope, build
 from celeriac.result import AsyncResult, add_to_parent
 from celeriac.send_options import add_extras, note_publish_retry, routed_queue
-from celeriac.settings import Settings, suggest
+from celeriac.settings import AMQP_SCHEMES, Settings, suggest
 from celeriac.task import MESSAGE_OPTIONS, Task, TaskOptions, check_send_options, to_timestamp
 from celeriac.worker.options import pool_queue
 
@@ -49,6 +51,63 @@ R = TypeVar("R")
 #: per-call cost (a transaction, a round trip) vanishes, small enough that one
 #: call never holds the SQLite write lock or builds a Redis pipeline for long.
 BULK_CHUNK_SIZE = 1000
+
+
+#: Settings only the RabbitMQ broker acts on (``broker_use_ssl`` aside: see broker_options).
+AMQP_ONLY = ("broker_state_url", "broker_queue_type", "task_default_queue_type",
+             "task_create_missing_queue_type", "broker_heartbeat", "broker_connection_timeout",
+             "broker_consumer_timeout", "task_queue_max_priority")
+#: celeriac's name for the queue type, then Celery's two.
+_QUEUE_TYPE_NAMES = ("broker_queue_type", "task_default_queue_type",
+                     "task_create_missing_queue_type")
+#: AMQP_ONLY names already logged as unused in this process.
+_UNUSED_LOGGED: set[str] = set()
+
+
+def queue_type(conf: Settings) -> str:
+    """The type of every RabbitMQ queue: ``broker_queue_type`` or Celery's names for it,
+    whichever are set. Celery can give its default queue and the queues it creates on
+    the fly different types; celeriac declares every queue one way, so set names must
+    agree rather than one silently winning."""
+    given = {name: conf[name] for name in _QUEUE_TYPE_NAMES
+             if conf.is_set(name) and conf[name] is not None}
+    if len(set(given.values())) > 1:
+        listed = ", ".join(f"{name}={value!r}" for name, value in given.items())
+        raise ConfigurationError(f"{listed}: celeriac declares every queue of the broker with "
+                                 "one type; set broker_queue_type alone")
+    return str(next(iter(given.values()), conf.broker_queue_type))
+
+
+def broker_options(conf: Settings) -> dict[str, Any]:
+    """What :meth:`Broker.configure` takes (``brokers.base.OPTION_NAMES``), from the settings.
+
+    With a broker other than RabbitMQ they are unused: those set are logged once (queue
+    types that disagree are not checked), and ``broker_use_ssl`` is refused, since
+    Celery's Redis transport acts on it and a connection silently left without TLS is
+    worse than an error."""
+    scheme = urlparse(conf.broker_url).scheme
+    amqp = scheme in AMQP_SCHEMES
+    if not amqp:
+        _check_unused(conf, scheme)
+    return {"state_url": conf.broker_state_url, "result_backend": conf.result_backend,
+            "queue_type": queue_type(conf) if amqp else conf.broker_queue_type,
+            "heartbeat": conf.broker_heartbeat or 0.0,
+            "use_ssl": conf.broker_use_ssl, "connection_timeout": conf.broker_connection_timeout,
+            "max_priority": conf.task_queue_max_priority}
+
+
+def _check_unused(conf: Settings, scheme: str) -> None:
+    if conf.broker_use_ssl:
+        raise ConfigurationError(
+            f"broker_use_ssl is for a RabbitMQ broker (amqp://); the {scheme}:// broker does not "
+            "use it: for TLS to Redis use a rediss:// URL, its ssl options in the URL's query")
+    unused = [name for name in AMQP_ONLY
+              if name not in _UNUSED_LOGGED and conf.is_set(name) and conf[name]]
+    if unused:
+        _UNUSED_LOGGED.update(unused)
+        logging.getLogger("celeriac").warning(
+            "setting(s) %s: for a RabbitMQ broker (amqp://) only, unused by the %s:// broker",
+            ", ".join(unused), scheme)
 
 
 def _note(exc: BaseException, text: str) -> None:
@@ -337,7 +396,8 @@ class Celeriac:
                     self.conf.broker_url, max_deliveries=self.conf.broker_max_deliveries,
                     poll_interval=self.conf.broker_poll_interval,
                     pool_limit=self.conf.broker_pool_limit,
-                    reconnect_timeout=self.conf.broker_reconnect_timeout)
+                    reconnect_timeout=self.conf.broker_reconnect_timeout,
+                    options=broker_options(self.conf))
             return self._broker
 
     @property

@@ -32,6 +32,7 @@ from celeriac.exceptions import CeleriacError, ConfigurationError
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.backends.base import ResultRecord
+    from celeriac.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -209,6 +210,7 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
         settings["task_time_limit"] = time_limit
     if soft_time_limit is not None:
         settings["task_soft_time_limit"] = soft_time_limit
+    _bound_hard_limit(conf, settings)
     if max_blocking_time is not None:
         settings["worker_max_blocking_time"] = max_blocking_time
     if task_events:
@@ -244,6 +246,16 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
             if stop_beat is not None:
                 stop_beat.set()
         raise SystemExit(code)
+
+
+def _bound_hard_limit(conf: Settings, settings: dict[str, Any]) -> None:
+    """On RabbitMQ: refuse a hard time limit above the server's consumer_timeout (less a
+    margin), or make that bound the hard limit when there is none (consumer_timeout.py)."""
+    from celeriac.worker.consumer_timeout import worker_hard_limit
+
+    limit = worker_hard_limit(conf, settings.get("task_time_limit", conf.task_time_limit))
+    if limit is not None:
+        settings["task_time_limit"] = limit
 
 
 def _embedded_beat(app: Celeriac, beat: bool, scheduler: str | None,

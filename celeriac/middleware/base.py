@@ -125,7 +125,9 @@ class Rejection:
     #: The task name and id when they could be read from the message.
     task_name: str | None = None
     task_id: str | None = None
-    #: "malformed", "unknown" (no such task) or "internal" (the worker failed around it).
+    #: "malformed", "unknown" (no such task), "refused" (a task the broker cannot run, e.g.
+    #: a hard time limit above RabbitMQ's consumer_timeout) or "internal" (the worker
+    #: failed around it).
     kind: str = "malformed"
 
 

@@ -24,7 +24,13 @@ from celeriac import serialization
 from celeriac.backends.base import ResultRecord
 from celeriac.brokers.base import Delivery
 from celeriac.context import Request, custom_headers
-from celeriac.exceptions import MessageDecodeError, NotRegistered, Reject, RunLater
+from celeriac.exceptions import (
+    ConfigurationError,
+    MessageDecodeError,
+    NotRegistered,
+    Reject,
+    RunLater,
+)
 from celeriac.message import TaskMessage, decode, peek_task_id
 from celeriac.middleware.base import (
     ACK,
@@ -40,6 +46,7 @@ from celeriac.middleware.base import (
 from celeriac.middleware.limits import Limits
 from celeriac.pools.base import JobInfo, Pool
 from celeriac.states import FAILURE, IGNORED, REJECTED, REVOKED, SUCCESS
+from celeriac.worker.consumer_timeout import limit_bound, over_bound
 from celeriac.worker.run import failure_record, run_task
 
 if TYPE_CHECKING:
@@ -70,6 +77,8 @@ class Executor:
         self.hostname = node or socket.gethostname()
         #: Cluster-wide rate and concurrency limits (None in a pipeline without them).
         self.limits = pipeline.find(Limits)
+        #: The longest hard time limit the broker allows (RabbitMQ's consumer_timeout), or None.
+        self.limit_bound = limit_bound(app.conf)
 
     def handle(self, delivery: Delivery) -> Outcome:
         try:
@@ -92,6 +101,9 @@ class Executor:
                 message.id, message.task, exc, message.retries)
             return Outcome(DEAD, f"unknown task {message.task!r}", record=record)
         run = self._prepare(delivery, message, task)
+        too_long = over_bound(run.time_limit, self.limit_bound)
+        if too_long is not None:
+            return self._refuse(delivery, message, run.name, too_long)
         self.pipeline.message_received(run)
         try:
             skipped = self.pipeline.check_run(run)
@@ -113,6 +125,18 @@ class Executor:
             finally:
                 limits.release(run)
         return self._run(run)
+
+    def _refuse(self, delivery: Delivery, message: TaskMessage, name: str,
+                reason: str) -> Outcome:
+        """Fail a task at receipt, unrun: dead-lettered with ``reason``, FAILURE stored."""
+        exc = ConfigurationError(f"task {name} not run: {reason}")
+        log.error("dead-lettered task %s[%s] from queue %r: %s", name, message.id,
+                  delivery.queue, exc)
+        self.pipeline.message_rejected(Rejection(delivery, str(exc), exc, name, message.id,
+                                                 kind="refused"))
+        record = None if message.ignore_result else failure_record(
+            message.id, name, exc, message.retries)
+        return Outcome(DEAD, str(exc), record=record)
 
     def _prepare(self, delivery: Delivery, message: TaskMessage, task: Task[Any, Any]) -> TaskRun:
         """The run's request and limits: the message's own values, else the task's."""
