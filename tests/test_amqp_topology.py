@@ -102,7 +102,7 @@ def test_the_ladder_and_quorum_queues_are_declared_as_designed_and_twice_is_fine
         "x-overflow": "reject-publish", "x-delivery-limit": 100}
     assert queues["prio"]["type"] == "classic"
     assert queues["prio"]["arguments"] == {"x-max-priority": 9}
-    assert queues["work.dead"]["type"] == queues["prio.dead"]["type"] == "quorum"
+    assert queues["work.dead"]["type"] == queues["prio.dead"]["type"] == "classic"
     for k in (0, 5, 37):
         level = queues[f"celeriac.delay.{k}"]
         assert level["type"] == "quorum"

@@ -329,8 +329,11 @@ class AmqpBroker(InStateStore):
 
     def _delivery(self, held: Held) -> Delivery:
         incoming = held.incoming
+        # Where the message was sent, as its envelope tells (a delayed copy came from the
+        # ladder's exchange with a routing key of bits).
+        exchange, routing_key = topology.publish_target(held.queue, self.queue_type)
         body = envelope.from_amqp(incoming.body, incoming.headers, incoming.properties,
-                                  exchange=incoming.exchange, routing_key=incoming.routing_key)
+                                  exchange=exchange, routing_key=routing_key)
         return Delivery(id=held.id, queue=held.queue, body=body, delivery_count=held.charged + 1,
                         token=held.token, priority=held.priority, suspect=held.suspect)
 

@@ -178,7 +178,10 @@ def declare_queue(conn: AmqpConnection, queue: str, queue_type: str, *,
 
     def run(channel: Any) -> None:
         _declare_or_use(channel, queue, arguments)
-        _declare_or_use(channel, dead_queue(queue), {"x-queue-type": QUORUM})
+        # Classic, no arguments: `celeriac dead` reads dead letters by taking them and
+        # handing them back, which a quorum queue counts as deliveries (and RabbitMQ 4
+        # dead-letters, to nowhere, after its default delivery limit of 20).
+        _declare_or_use(channel, dead_queue(queue), {})
         channel.exchange_declare(DEAD_EXCHANGE, "direct", **_DURABLE)
         channel.queue_bind(dead_queue(queue), DEAD_EXCHANGE, queue)
         channel.exchange_declare(DELIVER_EXCHANGE, "topic", **_DURABLE)
