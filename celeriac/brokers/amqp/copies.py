@@ -43,6 +43,10 @@ REASON = "x-celeriac-reason"
 FAILED_AT = "x-celeriac-failed-at"
 DELIVERIES = "x-celeriac-deliveries"
 
+#: The headers this module writes (the envelope's own ``x-celeriac-raw`` and
+#: ``x-celeriac-body-encoding`` stay with every copy).
+BROKER_HEADERS = frozenset({ID, STAMP, CHARGED, SUSPECT, QUEUE, DUE, SENT, REASON, FAILED_AT,
+                            DELIVERIES})
 #: Headers RabbitMQ adds that no copy written by celeriac keeps.
 SERVER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
                   "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
@@ -77,7 +81,7 @@ def priority(incoming: Incoming) -> int:
 
 def _base_headers(incoming: Incoming) -> dict[str, Any]:
     headers = {key: value for key, value in incoming.headers.items()
-               if key not in SERVER_HEADERS and not key.startswith("x-celeriac-")}
+               if key not in SERVER_HEADERS and key not in BROKER_HEADERS}
     headers[ID] = message_id(incoming)
     headers[STAMP] = stamp(incoming)
     return headers
