@@ -414,6 +414,18 @@ def stop_project(project: Project) -> None:
         module.app.close()  # a result listener of its own would outlive the test
 
 
+#: Every broker an end-to-end suite that does not depend on one runs on, and the fixture
+#: giving a project on it.
+PROJECT_FIXTURES = {"sqlite": "project", "redis": "redis_project", "amqp": "amqp_project"}
+BROKER_KINDS = list(PROJECT_FIXTURES)
+
+
+def project_on(request: pytest.FixtureRequest, kind: str) -> Project:
+    """The project fixture for broker ``kind`` ("sqlite", "redis" or "amqp")."""
+    found: Project = request.getfixturevalue(PROJECT_FIXTURES[kind])
+    return found
+
+
 @pytest.fixture
 def amqp_project(tmp_path: Path, amqp_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
                  ) -> Iterator[Project]:

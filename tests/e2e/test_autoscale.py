@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import Project, wait_until
+from conftest import Project, project_on, wait_until
 
 HOST = socket.gethostname()
 W1 = f"w1@{HOST}"
@@ -56,7 +56,7 @@ def burst(tasks: ModuleType, gate: Path, count: int) -> list[Any]:
                                              ("threads", "redis")])
 def test_slots_grow_with_a_burst_and_shrink_when_idle(pool: str, broker: str, tmp_path: Path,
                                                       request: pytest.FixtureRequest) -> None:
-    project: Project = request.getfixturevalue("project" if broker == "sqlite" else "redis_project")
+    project: Project = project_on(request, broker)
     tasks = tasks_module(project)
     app = tasks.app
     worker = project.start_worker("-P", pool, "-c", "8", "--autoscale", "4,1", "-n", "w1@%h")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project, compare_python, needs_celery
+from conftest import BROKER_KINDS, Project, compare_python, needs_celery, project_on
 
 from celeriac.brokers import OutgoingMessage
 
@@ -52,11 +52,10 @@ def celery_python() -> str:
     return str(python)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=BROKER_KINDS)
 def canvas(request: pytest.FixtureRequest, tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> tuple[Project, Any, Path]:
-    project: Project = request.getfixturevalue("project" if request.param == "sqlite"
-                                               else "redis_project")
+    project: Project = project_on(request, request.param)
     log = tmp_path / "canvas.log"
     monkeypatch.setenv("CANVAS_LOG", str(log))
     project.write_tasks(EXTRA)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project, compare_python, needs_celery, wait_until
+from conftest import BROKER_KINDS, Project, compare_python, needs_celery, project_on, wait_until
 
 from celeriac.brokers import OutgoingMessage
 
@@ -58,11 +58,10 @@ app.backend.chord_done = _die_before_done
 '''
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=BROKER_KINDS)
 def chords(request: pytest.FixtureRequest, tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> tuple[Project, Any, Path]:
-    project: Project = request.getfixturevalue("project" if request.param == "sqlite"
-                                               else "redis_project")
+    project: Project = project_on(request, request.param)
     log = tmp_path / "chord.log"
     monkeypatch.setenv("CHORD_LOG", str(log))
     monkeypatch.setenv("CHORD_DIR", str(tmp_path))

@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import Project, Worker, gevent_patched, normal_leg_only, wait_until
+from conftest import BROKER_KINDS, Project, Worker, gevent_patched, normal_leg_only, project_on, wait_until
 
 from celeriac.control import flatten
 
@@ -48,10 +48,10 @@ def running(app: Any, node: str) -> list[dict[str, Any]]:
     return tasks
 
 
-@pytest.mark.parametrize("broker", ["sqlite", "redis"])
+@pytest.mark.parametrize("broker", BROKER_KINDS)
 def test_two_nodes_answer_inspect(broker: str, request: pytest.FixtureRequest,
                                   tmp_path: Path) -> None:
-    project: Project = request.getfixturevalue("project" if broker == "sqlite" else "redis_project")
+    project: Project = project_on(request, broker)
     tasks = tasks_module(project)
     app = tasks.app
     w1 = project.start_worker("-P", "threads", "-c", "2", "-Q", "celery,only1", "-n", "w1@%h")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project
+from conftest import BROKER_KINDS, Project, project_on
 
 EXTRA = r'''
 @app.task(rate_limit="10/s")
@@ -50,7 +50,7 @@ def most_in_any_second(starts: list[float]) -> int:
 
 
 def setup(broker: str, request: pytest.FixtureRequest) -> tuple[Project, Any]:
-    project: Project = request.getfixturevalue("project" if broker == "sqlite" else "redis_project")
+    project: Project = project_on(request, broker)
     project.write_tasks(extra=EXTRA)
     project.app()
     tasks = sys.modules["tasks"]
@@ -59,7 +59,7 @@ def setup(broker: str, request: pytest.FixtureRequest) -> tuple[Project, Any]:
     return project, tasks
 
 
-@pytest.mark.parametrize("broker", ["sqlite", "redis"])
+@pytest.mark.parametrize("broker", BROKER_KINDS)
 def test_a_rate_limit_holds_across_nodes_and_changes_at_run_time(
         broker: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     project, tasks = setup(broker, request)
@@ -88,7 +88,7 @@ def test_a_rate_limit_holds_across_nodes_and_changes_at_run_time(
     assert limited[-1] - limited[0] >= 2.5
 
 
-@pytest.mark.parametrize("broker", ["sqlite", "redis"])
+@pytest.mark.parametrize("broker", BROKER_KINDS)
 def test_a_concurrency_limit_holds_across_nodes(broker: str, request: pytest.FixtureRequest,
                                                 tmp_path: Path) -> None:
     project, tasks = setup(broker, request)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project
+from conftest import BROKER_KINDS, Project, project_on
 
 EXTRA = '''
 @app.task(bind=True)
@@ -46,11 +46,10 @@ def tsum(values):
 '''
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=BROKER_KINDS)
 def replacing(request: pytest.FixtureRequest, tmp_path: Path,
               monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Path]:
-    project: Project = request.getfixturevalue("project" if request.param == "sqlite"
-                                               else "redis_project")
+    project: Project = project_on(request, request.param)
     log = tmp_path / "replace.log"
     monkeypatch.setenv("REPLACE_LOG", str(log))
     project.write_tasks(EXTRA)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project, executions, wait_until
+from conftest import BROKER_KINDS, Project, executions, project_on, wait_until
 
 EXTRA = '''
 app.conf.broker_max_deliveries = 2  # a task that kills its process is failed on its 2nd
@@ -34,11 +34,10 @@ def die():
 '''
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=BROKER_KINDS)
 def worker(request: pytest.FixtureRequest, tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> tuple[Project, Any, Path]:
-    project: Project = request.getfixturevalue("project" if request.param == "sqlite"
-                                               else "redis_project")
+    project: Project = project_on(request, request.param)
     log = tmp_path / "followups.log"
     monkeypatch.setenv("FOLLOWUPS_LOG", str(log))
     project.write_tasks(EXTRA)

@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import Project, wait_until
+from conftest import BROKER_KINDS, Project, project_on, wait_until
 
 from celeriac.brokers.base import EVENTS_KEPT
 
@@ -42,11 +42,10 @@ def flaky(self):
 '''
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=BROKER_KINDS)
 def any_project(request: pytest.FixtureRequest) -> Project:
     """The ``project`` fixture (SQLite) and the ``redis_project`` one (Redis), in turn."""
-    fixture = "project" if request.param == "sqlite" else "redis_project"
-    found: Project = request.getfixturevalue(fixture)
+    found: Project = project_on(request, request.param)
     return found
 
 

@@ -26,7 +26,7 @@ from types import ModuleType
 
 import psutil
 import pytest
-from conftest import Project, Worker, executions, gevent_patched, wait_until
+from conftest import BROKER_KINDS, Project, Worker, executions, gevent_patched, project_on, wait_until
 
 from celeriac.exceptions import WorkerLostError
 
@@ -39,9 +39,9 @@ SETTINGS = "\napp.conf.update(worker_heartbeat_interval=0.5, broker_lease_timeou
 LEASE = 60.0
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=BROKER_KINDS)
 def any_project(request: pytest.FixtureRequest) -> Iterator[Project]:
-    yield request.getfixturevalue("project" if request.param == "sqlite" else "redis_project")
+    yield project_on(request, request.param)
 
 
 def load(project: Project, settings: str = "") -> ModuleType:
