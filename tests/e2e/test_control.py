@@ -27,6 +27,7 @@ import pytest
 from conftest import BROKER_KINDS, Project, Worker, gevent_patched, normal_leg_only, project_on, wait_until
 
 from celeriac.control import flatten
+from celeriac.masking import mask_url
 
 HOST = socket.gethostname()
 W1, W2 = f"w1@{HOST}", f"w2@{HOST}"
@@ -108,7 +109,8 @@ def test_two_nodes_answer_inspect(broker: str, request: pytest.FixtureRequest,
     assert [q["name"] for q in queues[W1]] == ["celery", "only1", "celery.threads"]
     assert [q["name"] for q in queues[W2]] == ["celery", "celery.prefork"]
     conf = app.control.inspect(destination=W2).conf()
-    assert conf["broker_url"] == project.broker_url  # a single name: that node's reply alone
+    # A single name: that node's reply alone (passwords masked, as in every report).
+    assert conf["broker_url"] == mask_url(project.broker_url)
 
     tasks.app.control.revoke("some-task-id")
     revoked = wait_until(lambda: (lambda r: r if r and r.get(W1) else None)(

@@ -44,6 +44,10 @@ def any_project(request: pytest.FixtureRequest) -> Iterator[Project]:
     yield project_on(request, request.param)
 
 
+def on_rabbitmq(project: Project) -> bool:
+    return project.broker_url.startswith("amqp")
+
+
 def load(project: Project, settings: str = "") -> ModuleType:
     project.write_tasks(SETTINGS + settings)
     project.app()
@@ -96,7 +100,10 @@ def test_killed_node_messages_run_elsewhere_within_heartbeats(any_project: Proje
     took = time.monotonic() - killed_at
     assert took < LEASE / 2, f"back after {took:.1f}s: waited for the lease"
     rescuer.wait_for_log("node doomed@test stopped sending heartbeats")
-    assert "8 message(s) its worker processes held were released" in rescuer.log()
+    # RabbitMQ hands back what a dead connection held by itself: the reaper only writes
+    # what the 4 running ones owe (their charges).
+    released = 4 if on_rabbitmq(any_project) else 8
+    assert f"{released} message(s) its worker processes held were released" in rescuer.log()
     runs = executions(log)
     rescuer_pids = rescuer.children()
     # The 4 it was running ran again; the 4 it had not started ran once.
@@ -107,8 +114,13 @@ def test_killed_node_messages_run_elsewhere_within_heartbeats(any_project: Proje
     assert rescuer.stop() == 0
 
 
-def test_node_killed_on_a_last_delivery_fails_the_task(any_project: Project,
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_node_killed_on_a_last_delivery_fails_the_task(kind: str, request: pytest.FixtureRequest,
                                                        tmp_path: Path) -> None:
+    """Not on RabbitMQ: there the dead node's connection hands its message back at once,
+    before any node can know it died (three heartbeats), so the message runs again and
+    the charge comes one delivery late (docs/rabbitmq.md, "Crash attribution")."""
+    any_project = project_on(request, kind)
     tasks = load(any_project, "app.conf.update(broker_max_deliveries=1)\n")
     log = tmp_path / "runs.txt"
     doomed = any_project.start_worker("-P", "threads", "-c", "2", "-n", "doomed@test")
@@ -128,7 +140,10 @@ def test_node_killed_on_a_last_delivery_fails_the_task(any_project: Project,
 
 def test_frozen_node_wakes_and_runs_nothing_twice_but_what_it_was_running(
         any_project: Project, tmp_path: Path) -> None:
-    tasks = load(any_project)
+    # On RabbitMQ the frozen node's messages come back when the server drops its
+    # connection: after two missed heartbeats.
+    tasks = load(any_project, "app.conf.update(broker_heartbeat=1)\n"
+                 if on_rabbitmq(any_project) else "")
     log = tmp_path / "runs.txt"
     frozen = any_project.start_worker("-P", "threads", "-c", "2", "-n", "frozen@test")
     frozen_pids = node_pids(frozen)
