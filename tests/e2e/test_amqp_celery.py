@@ -241,3 +241,13 @@ def test_a_default_quorum_worker_uses_celerys_classic_queue_as_it_is_with_a_warn
 
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_celerys_producer_is_refused_a_queue_celeriac_declared_quorum(amqp_project: Project) -> None:
+    project = amqp_project
+    project.app().tasks["tasks.add"].delay(2, 3)  # the default: celeriac declares it quorum
+    done = subprocess.run([celery_python(), "-c", CELERY_PRODUCER,
+                           json.dumps({"broker": project.broker_url, "mode": "add"})],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "PRECONDITION_FAILED" in done.stderr, done.stderr
+    assert "inequivalent arg" in done.stderr  # (the first argument Celery's declare lacks)
