@@ -342,11 +342,13 @@ class AmqpBroker(InStateStore):
         if not incoming:
             return
         purged = self._purged_arrivals(incoming)
+        early = [(item, due) for item in incoming if (due := copies.foreign_due(item)) is not None]
+        deferred = {id(item) for item, _ in early}
         now = time.monotonic()
         with self._lock:
             self._backlog = max(0, self._backlog - len(incoming))
             for item in incoming:
-                if item in purged:
+                if item in purged or id(item) in deferred:
                     continue
                 charged = copies.as_int(item.headers.get(copies.CHARGED))
                 suspect = copies.as_int(item.headers.get(copies.SUSPECT))
@@ -357,6 +359,29 @@ class AmqpBroker(InStateStore):
                     unresolved=item.redelivered, hold_until=now + NOTE_WAIT))
         if purged:
             self._settle_tags(purged, acks=True)
+        if early:
+            self._defer_foreign(early)
+
+    def _defer_foreign(self, early: Sequence[tuple[Incoming, float]]) -> None:
+        """Foreign (Celery) messages published ahead of their eta go into the delay ladder
+        until due, uncharged, instead of waiting unacked in this process (copies.foreign_due)."""
+        self._declare((), ladder=True)
+        now = time.time()
+        due_of = {id(item): due for item, due in early}
+        scheduled: list[tuple[str, str, float]] = []
+        for generation, items in _group([item for item, _ in early]).items():
+            outgoing, entries = [], []
+            for item in items:
+                copy, when = copies.again(item, charged=0, suspect=0, queue_type=self.queue_type,
+                                          delay=due_of[id(item)] - now)
+                outgoing.append(copy)
+                entries.append((item.queue, copies.message_id(item), when or now))
+            # False: the channel died first; RabbitMQ returns them and they come back here.
+            if self.conn.settle(generation, acks=[item.delivery_tag for item in items],
+                                publish=outgoing):
+                scheduled.extend(entries)
+        if scheduled:
+            self.state.add_scheduled(scheduled)
 
     def _purged_arrivals(self, incoming: Sequence[Incoming]) -> list[Incoming]:
         """Delayed copies whose queue was purged after they were sent: dropped on arrival."""

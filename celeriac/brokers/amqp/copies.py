@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from celeriac.brokers.amqp import topology
@@ -77,6 +78,43 @@ def stamp(incoming: Incoming) -> int:
 
 def priority(incoming: Incoming) -> int:
     return min(9, max(0, as_int(incoming.properties.get("priority"), 0)))
+
+
+#: A foreign eta this close (seconds) is run now rather than sent through the ladder.
+EARLY_ENOUGH = 0.001
+
+
+def foreign_due(incoming: Incoming, now: float | None = None) -> float | None:
+    """When a message a foreign producer published to its queue ahead of time is due
+    (Unix seconds), or None: it may run now.
+
+    Celery (protocol 2, classic queues) publishes a countdown or eta task to its queue
+    at once with an ``eta`` header (ISO 8601: naive is UTC, as celeriac reads it; an
+    offset is honoured) and its worker holds it unacked in memory until then (celery
+    #2541). celeriac's broker instead moves such a delivery into the delay ladder when
+    it arrives (:func:`again` with this due time, uncharged), so nothing waits in a
+    worker. Only a delivery with no ``x-celeriac-id`` is looked at: a copy celeriac
+    wrote (its own delayed publish, or a foreign message already sent through the
+    ladder) is due when it arrives, whatever its ``eta`` says to the millisecond. An
+    ``eta`` that is not ISO 8601 gives None: the worker reads the header again and
+    refuses the message with that reason.
+    """
+    headers = incoming.headers
+    value = headers.get("eta")
+    if value is None or headers.get(ID):
+        return None
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    due = moment.timestamp()
+    return due if due - (time.time() if now is None else now) >= EARLY_ENOUGH else None
 
 
 def _base_headers(incoming: Incoming) -> dict[str, Any]:
