@@ -20,19 +20,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from celeriac.brokers.amqp import copies, envelope, letters, topology
 from celeriac.brokers.amqp.connection import CONNECT_TIMEOUT, DEFAULT_HEARTBEAT, AmqpConnection
 from celeriac.brokers.amqp.consume import Buffer, Held, deadline, narrower
 from celeriac.brokers.amqp.delegated import InStateStore
-from celeriac.brokers.amqp.outbox import Outbox
 from celeriac.brokers.amqp.params import AmqpParams, Incoming, Outgoing
-from celeriac.brokers.amqp.state import AmqpState, ReturnNote, state_for
+from celeriac.brokers.amqp.state import ReturnNote
 from celeriac.brokers.base import (
-    Broker,
     DeadLetter,
     Delivery,
     OutgoingMessage,
@@ -47,8 +44,6 @@ T = TypeVar("T")
 
 log = logging.getLogger("celeriac.amqp")
 
-#: Schemes a state store may have (the result backend's URL is used when it has one).
-STATE_SCHEMES = ("redis", "rediss", "unix", "sqlite")
 #: How long a redelivered copy waits for its return notes before it is handed out
 #: uncharged (a supervisor writes them within milliseconds of its child's death).
 NOTE_WAIT = 1.0
@@ -76,19 +71,10 @@ class AmqpBroker(InStateStore):
                  pool_limit: int = 32) -> None:
         super().__init__(url, max_deliveries=max_deliveries, poll_interval=poll_interval,
                          pool_limit=pool_limit)
-        parts = urlparse(url)
-        query = dict(parse_qsl(parts.query))
-        self._url_state = query.pop("state_url", None)
-        self._base_url = urlunparse(parts._replace(query=urlencode(query)))
         self._params = AmqpParams.from_url(self._base_url)
-        self._options: dict[str, Any] = {}
-        self._patience: float | None = 20.0
         self._lock = threading.Lock()
         self._subscribing = threading.Lock()
         self._conn: AmqpConnection | None = None
-        self._store_broker: Broker | None = None
-        self._state: AmqpState | None = None
-        self._outbox: Outbox | None = None
         self._pid = -1
         self._reset()
 
@@ -115,17 +101,15 @@ class AmqpBroker(InStateStore):
     # -- configuration -------------------------------------------------------------------
 
     def configure(self, options: Mapping[str, Any]) -> None:
-        self._options = dict(options)
+        super().configure(options)
         ssl = options.get("use_ssl")
         if ssl:
             self._params = AmqpParams.from_url(self._base_url, ssl=ssl)
 
     def retry_for(self, seconds: float | None) -> None:
-        self._patience = seconds
+        super().retry_for(seconds)
         if self._conn is not None:
             self._conn.patience = 1e9 if seconds is None else seconds
-        if self._store_broker is not None:
-            self._store_broker.retry_for(seconds)
 
     @property
     def queue_type(self) -> str:
@@ -145,43 +129,6 @@ class AmqpBroker(InStateStore):
                 connect_timeout=float(timeout) if timeout else CONNECT_TIMEOUT)
         return self._conn
 
-    @property
-    def store(self) -> Broker:
-        """The state store (built on first use): a Redis or SQLite broker."""
-        if self._store_broker is None:
-            from celeriac.brokers import broker_from_url
-
-            url = self._state_url()
-            self._store_broker = broker_from_url(
-                url, max_deliveries=self.max_deliveries, poll_interval=self.poll_interval,
-                pool_limit=self.pool_limit, reconnect_timeout=self._patience)
-            self._state = state_for(self._store_broker)
-            self._outbox = Outbox(self._store_broker, self._publish_now)
-        return self._store_broker
-
-    @property
-    def state(self) -> AmqpState:
-        self.store  # noqa: B018 - builds it
-        assert self._state is not None
-        return self._state
-
-    def _state_url(self) -> str:
-        url = self._url_state or self._options.get("state_url")
-        if not url:
-            backend = str(self._options.get("result_backend") or "")
-            if urlparse(backend).scheme in STATE_SCHEMES:
-                url = backend
-        if not url:
-            raise ConfigurationError(
-                "the RabbitMQ broker needs a state store for what RabbitMQ cannot keep "
-                "(workers, events, control, revocations, beat, rate limits, delivery counts): "
-                "set broker_state_url to a redis:// or sqlite:// URL (or use a Redis or "
-                "SQLite result backend, which it then shares)")
-        if urlparse(str(url)).scheme not in STATE_SCHEMES:
-            raise ConfigurationError(f"broker_state_url must be a redis:// or sqlite:// URL, "
-                                     f"got {url!r}")
-        return str(url)
-
     # -- topology --------------------------------------------------------------------------
 
     def _declare(self, queues: Collection[str], *, ladder: bool = False) -> None:
@@ -200,14 +147,6 @@ class AmqpBroker(InStateStore):
         if self._store_ready():
             self.state.add_queues(new)
         self._declared.update(new)
-
-    def _store_ready(self) -> bool:
-        """Whether a state store is configured (a producer may run without one)."""
-        try:
-            self.store  # noqa: B018 - builds it
-        except ConfigurationError:
-            return False
-        return True
 
     # -- producing -----------------------------------------------------------------------
 
@@ -243,9 +182,6 @@ class AmqpBroker(InStateStore):
             self._announce(sum(1 for message in messages if message.queue in self._consumed
                                and (message.eta is None or message.eta <= now)))
         return ids
-
-    def _publish_now(self, messages: Sequence[OutgoingMessage]) -> None:
-        self.publish(messages)
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -675,29 +611,6 @@ class AmqpBroker(InStateStore):
             self._settle_helds(waiting, publish=copies_back)
         except CeleriacError as exc:  # they come back with the channel anyway
             log.warning("could not hand back %d prefetched message(s) on close: %s", len(waiting), exc)
-
-    # -- delegated to the state store ------------------------------------------------------
-
-    def _in_store(self, call: Callable[[Broker], T]) -> T:
-        store = self.store
-        store.events_kept, store.commands_kept = self.events_kept, self.commands_kept
-        return call(store)
-
-    def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
-        self._in_store(lambda s: s.heartbeat(worker, info, ttl))
-        self._relay()
-
-    def _relay(self) -> None:
-        assert self._outbox is not None
-        self._outbox.relay()
-
-    def beat_claim(self, name: str, previous: float | None, run_at: float,
-                   messages: Sequence[OutgoingMessage]) -> bool:
-        for message in messages:
-            check_priority(message)
-        self.store  # noqa: B018 - builds the outbox
-        assert self._outbox is not None
-        return self._outbox.claim(name, previous, run_at, messages)
 
 
 

@@ -45,7 +45,7 @@ def unwrap(body: bytes) -> OutgoingMessage:
 class Outbox:
     """Claims runs in the state store and relays their messages to RabbitMQ."""
 
-    def __init__(self, store: Broker, publish: Callable[[Sequence[OutgoingMessage]], None]) -> None:
+    def __init__(self, store: Broker, publish: Callable[[Sequence[OutgoingMessage]], object]) -> None:
         self.store = store
         self.publish = publish
 

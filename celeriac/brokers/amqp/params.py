@@ -14,8 +14,9 @@ from urllib.parse import quote, unquote, urlparse
 import amqp
 
 from celeriac.exceptions import ConfigurationError
+from celeriac.settings import AMQP_SCHEMES
 
-SCHEMES = ("amqp", "amqps", "pyamqp")
+SCHEMES = AMQP_SCHEMES
 DEFAULT_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
 
 
