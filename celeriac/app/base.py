@@ -31,8 +31,9 @@ from celeriac.exceptions import ConfigurationError, NotRegistered
 from celeriac.message import CHORD_CLAIM_HEADER, Envelope, build
 from celeriac.result import AsyncResult, add_to_parent
 from celeriac.send_options import add_extras, note_publish_retry, routed_queue
-from celeriac.settings import AMQP_SCHEMES, Settings, suggest
+from celeriac.settings import Settings, suggest
 from celeriac.task import MESSAGE_OPTIONS, Task, TaskOptions, check_send_options, to_timestamp
+from celeriac.validators import AMQP_SCHEMES
 from celeriac.worker.options import pool_queue
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ import logging
 from urllib.parse import urlparse
 
 from celeriac.exceptions import ConfigurationError
-from celeriac.settings import AMQP_SCHEMES, Settings
+from celeriac.settings import Settings
+from celeriac.validators import AMQP_SCHEMES
 
 log = logging.getLogger("celeriac.supervisor")
 

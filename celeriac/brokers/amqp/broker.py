@@ -39,6 +39,7 @@ from celeriac.brokers.base import (
 )
 from celeriac.brokers.ids import MessageIds
 from celeriac.exceptions import CeleriacError, ConfigurationError
+from celeriac.validators import AMQP_SCHEMES
 
 T = TypeVar("T")
 
@@ -65,7 +66,7 @@ _ids = MessageIds()
 class AmqpBroker(InStateStore):
     """Messages on RabbitMQ, the rest in a Redis or SQLite state store."""
 
-    schemes = ("amqp", "amqps", "pyamqp")
+    schemes = AMQP_SCHEMES
 
     def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
                  pool_limit: int = 32) -> None:

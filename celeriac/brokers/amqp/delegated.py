@@ -27,7 +27,7 @@ from celeriac.brokers.base import (
     check_priority,
 )
 from celeriac.exceptions import ConfigurationError
-from celeriac.settings import STATE_SCHEMES
+from celeriac.validators import STATE_SCHEMES
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote, urlparse
 import amqp
 
 from celeriac.exceptions import ConfigurationError
-from celeriac.settings import AMQP_SCHEMES
+from celeriac.validators import AMQP_SCHEMES
 
 SCHEMES = AMQP_SCHEMES
 DEFAULT_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
