@@ -4,7 +4,7 @@ classic queue, and the other way round (issue 12, "Celery's producers, celeriac'
 Celery runs from the compare venv (``CELERIAC_COMPARE_VENV``, never a celeriac
 dependency) as a subprocess against the test's vhost; celeriac's worker is the real CLI
 worker with ``broker_queue_type = "classic"``. What is proved here is what
-``docs/rabbitmq-celery.md`` says.
+``docs/rabbitmq.md`` says ("Serving Celery's producers on RabbitMQ").
 """
 
 from __future__ import annotations
