@@ -547,12 +547,7 @@ class AmqpConnection:
             queue, no_ack=False, callback=lambda message: self._deliver(generation, queue, message))
 
     def _deliver(self, generation: int, queue: str, message: Any) -> None:
-        info = message.delivery_info
-        properties = dict(message.properties)
-        headers = dict(properties.pop("application_headers", None) or {})
-        body = message.body if isinstance(message.body, bytes) else bytes(message.body, "utf-8")
-        incoming = Incoming(generation, info["delivery_tag"], queue, body, headers, properties,
-                            bool(info["redelivered"]), info["exchange"], info["routing_key"])
+        incoming = incoming_of(generation, queue, message)
         with self._lock:
             if generation == self._generation:
                 self._inbox.append(incoming)
@@ -584,6 +579,21 @@ class AmqpConnection:
                 request.finish(error=BrokerError(f"{self.params.where}: connection lost"))
         with self._lock:
             self._requests.extendleft(reversed(retried))
+
+
+def incoming_of(generation: int, queue: str, message: Any) -> Incoming:
+    """A py-amqp message (consumed or got) as an :class:`Incoming`.
+
+    py-amqp decodes the body of a message that has a ``content_encoding`` into a str
+    (celeriac's own messages say utf-8), so it is encoded back: callers get bytes.
+    """
+    info = message.delivery_info
+    properties = dict(message.properties)
+    headers = dict(properties.pop("application_headers", None) or {})
+    body = message.body if isinstance(message.body, bytes) else bytes(message.body, "utf-8")
+    return Incoming(generation, info["delivery_tag"], queue, body, headers, properties,
+                    bool(info.get("redelivered")), info.get("exchange", ""),
+                    info.get("routing_key", ""))
 
 
 def _tls_pending(conn: Any) -> bool:
