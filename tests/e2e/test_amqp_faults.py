@@ -16,6 +16,7 @@ Executions are counted by the tasks themselves: each run appends
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -286,6 +287,7 @@ def test_frozen_node_past_its_heartbeat_loses_nothing(amqp_project: Project,
     stopped = pids_of(frozen)
     for pid in stopped:
         os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
     try:
         rescuer = amqp_project.start_worker("-P", "gevent", "-c", "10", "-n", "rescuer@test")
         ids = [first.id, *(tasks.run.delay(str(log)).id for _ in range(20))]
@@ -296,12 +298,19 @@ def test_frozen_node_past_its_heartbeat_loses_nothing(amqp_project: Project,
         gate.touch()
         all_done(tasks, ids)
         assert psutil.Process(child).status() == psutil.STATUS_STOPPED
+        time.sleep(max(0.0, stopped_at + 7.0 - time.monotonic()))  # surely past 2 heartbeats
     finally:
         for pid in stopped:
             os.kill(pid, signal.SIGCONT)
     # Thawed: its task finishes and its ack is refused (the channel is a dead generation).
     frozen.wait_for_log("refused: its lease passed to another worker", timeout=20)
     frozen.wait_for_log("reconnected to", timeout=20)
+    # Each of its processes knew at once that it had been stopped past the heartbeat: it
+    # dropped the connection before reading what the server had pushed into it meanwhile
+    # (deliveries requeued with the connection, which would otherwise run here again).
+    for process in ("MainProcess", "Worker-0"):
+        assert re.search(rf"WARNING/{process}\] lost the connection to \S+ \(this process was "
+                         r"stopped for", frozen.log()), frozen.log()
     found = runs(log)
     assert set(found) == set(ids)
     assert [pid for pid, _ in found[first.id]] == [child, *rescuer.children()], found[first.id]
