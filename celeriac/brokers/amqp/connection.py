@@ -192,6 +192,16 @@ class AmqpConnection:
         return self._pid == os.getpid() and self._session is not None
 
     @property
+    def lapsed(self) -> bool:
+        """True while this process is back from being stopped past the heartbeat and the
+        owner has not dropped the connection yet: every delivery it holds is about to be
+        stale (the server has requeued them), so none should be handed out."""
+        if self._pid != os.getpid():
+            return False
+        with self._lock:
+            return self._lapsed()
+
+    @property
     def generation(self) -> int:
         """The current consume channel's generation (0 before the first subscribe)."""
         self._ensure()
