@@ -229,8 +229,11 @@ def test_rabbitmq_restart_under_load_runs_every_confirmed_publish(
     found = runs(log)
     assert set(confirmed) <= set(found), "a confirmed publish never ran"
     assert len(set(found) - set(confirmed)) <= len(errors), "tasks nobody sent ran"
+    # Run twice only if the worker held it when the node went down: at most its 20 slots
+    # times the default prefetch multiplier (4); in practice a handful.
     duplicates = {task_id: seen for task_id, seen in found.items() if len(seen) > 1}
-    assert len(duplicates) <= 40, f"{len(duplicates)} of {len(confirmed)} tasks ran twice"
+    assert len(duplicates) <= 80, f"{len(duplicates)} of {len(confirmed)} tasks ran twice"
+    assert all(len(seen) == 2 for seen in duplicates.values()), duplicates
     nothing_left(fault_project)
     text = worker.log()
     assert "Traceback" not in text, text
