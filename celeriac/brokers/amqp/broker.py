@@ -244,6 +244,8 @@ class AmqpBroker(InStateStore):
         self._receive(self.conn.take(TAKE_BATCH))
         self._fill_window()
         self._forget_stale()
+        if self.conn.lapsed:  # just thawed: what the buffer holds is about to go stale
+            return []
         self._resolve_notes()
         with self._lock:
             now = time.monotonic()

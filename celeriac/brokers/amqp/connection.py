@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import socket
@@ -86,6 +87,12 @@ READ_TIMEOUT = 5.0
 MAX_TICK = 1.0
 #: Frames read in one go before queued requests get a turn.
 READ_BURST = 256
+#: Heartbeat intervals the owner may be late back from a poll before it takes its
+#: connection for dead: only a stopped process (SIGSTOP, a suspended machine) is that
+#: late, and the server has closed the connection by then (it allows about two missed
+#: intervals) and requeued its deliveries, while the ones still in the socket buffer
+#: would be read, handed out and run a second time before the close is seen.
+FROZEN_BEATS = 2.0
 #: What the client tells the server it understands. py-amqp's defaults minus
 #: ``connection.blocked``: with it, py-amqp polls the socket before every publish.
 CAPABILITIES = {"publisher_confirms": True, "exchange_exchange_bindings": True, "basic.nack": True,
@@ -168,6 +175,10 @@ class AmqpConnection:
         self._inbox: deque[Incoming] = deque()
         self._received = 0  # deliveries put in the inbox (its length can't tell: takers pop it)
         self._takers: list[Any] = []  # native locks of callers waiting in take()
+        # When the owner's current poll began (inf: not in one), and how long a poll may
+        # take before the process is known to have been stopped (_serve).
+        self._polling_since = math.inf
+        self._lapse = math.inf
         self._pid = os.getpid()  # last: other threads use the state once they see it
 
     @property
@@ -179,6 +190,16 @@ class AmqpConnection:
     def connected(self) -> bool:
         """True while the owner has a live connection (in this process)."""
         return self._pid == os.getpid() and self._session is not None
+
+    @property
+    def lapsed(self) -> bool:
+        """True while this process is back from being stopped past the heartbeat and the
+        owner has not dropped the connection yet: every delivery it holds is about to be
+        stale (the server has requeued them), so none should be handed out."""
+        if self._pid != os.getpid():
+            return False
+        with self._lock:
+            return self._lapsed()
 
     @property
     def generation(self) -> int:
@@ -288,7 +309,8 @@ class AmqpConnection:
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
-                taken = [self._inbox.popleft() for _ in range(min(limit, len(self._inbox)))]
+                count = 0 if self._lapsed() else min(limit, len(self._inbox))
+                taken = [self._inbox.popleft() for _ in range(count)]
                 left = deadline - time.monotonic()
                 if taken or left <= 0 or limit <= 0:
                     return taken
@@ -453,18 +475,42 @@ class AmqpConnection:
         sock_fd = conn.sock.fileno()
         poll.register(sock_fd, select.POLLIN)
         poll.register(self._wake_r, select.POLLIN)
-        tick_ms = int(1000 * min(MAX_TICK, conn.heartbeat / 4 if conn.heartbeat else MAX_TICK))
+        tick = min(MAX_TICK, conn.heartbeat / 4 if conn.heartbeat else MAX_TICK)
+        tick_ms = int(1000 * tick)
+        self._lapse = FROZEN_BEATS * conn.heartbeat + tick if conn.heartbeat else math.inf
         while not self._closing:
             self._run_requests(session)
             if conn.heartbeat:
                 conn.heartbeat_tick(rate=2)  # a frame when nothing was sent for half the interval
+            with self._lock:
+                self._polling_since = time.monotonic()
             ready = dict(poll.poll(tick_ms))
+            self._check_stopped()
             if self._wake_r in ready:
                 _drain_pipe(self._wake_r)
             if sock_fd in ready or _tls_pending(conn):
                 self._read(session, poll)
         with contextlib.suppress(*_CONNECTION_LOST):  # closing anyway
             conn.close()
+
+    def _check_stopped(self) -> None:
+        """After a poll: raise ConnectionResetError if this process was stopped past the heartbeat.
+
+        Only the poll is timed (it returns within a tick unless the process was
+        stopped): a long request before it (a publish to a server that blocks
+        publishers) is not a sign of anything."""
+        with self._lock:
+            late, self._polling_since = time.monotonic() - self._polling_since, math.inf
+        if late > self._lapse:
+            raise ConnectionResetError(
+                f"this process was stopped for {late:.1f}s, past the heartbeat: the server "
+                "has closed the connection and requeued its deliveries")
+
+    def _lapsed(self) -> bool:
+        """Whether the owner's poll is past the heartbeat (a process just thawed, the owner
+        not back yet): what the inbox holds is about to be dropped with the connection, so
+        it is not handed out. Called under the lock."""
+        return time.monotonic() - self._polling_since > self._lapse
 
     def _read(self, session: Session, poll: Any) -> None:
         """Read the frames that are there (a burst at most), dispatching deliveries and confirms."""
@@ -547,12 +593,7 @@ class AmqpConnection:
             queue, no_ack=False, callback=lambda message: self._deliver(generation, queue, message))
 
     def _deliver(self, generation: int, queue: str, message: Any) -> None:
-        info = message.delivery_info
-        properties = dict(message.properties)
-        headers = dict(properties.pop("application_headers", None) or {})
-        body = message.body if isinstance(message.body, bytes) else bytes(message.body, "utf-8")
-        incoming = Incoming(generation, info["delivery_tag"], queue, body, headers, properties,
-                            bool(info["redelivered"]), info["exchange"], info["routing_key"])
+        incoming = incoming_of(generation, queue, message)
         with self._lock:
             if generation == self._generation:
                 self._inbox.append(incoming)
@@ -584,6 +625,21 @@ class AmqpConnection:
                 request.finish(error=BrokerError(f"{self.params.where}: connection lost"))
         with self._lock:
             self._requests.extendleft(reversed(retried))
+
+
+def incoming_of(generation: int, queue: str, message: Any) -> Incoming:
+    """A py-amqp message (consumed or got) as an :class:`Incoming`.
+
+    py-amqp decodes the body of a message that has a ``content_encoding`` into a str
+    (celeriac's own messages say utf-8), so it is encoded back: callers get bytes.
+    """
+    info = message.delivery_info
+    properties = dict(message.properties)
+    headers = dict(properties.pop("application_headers", None) or {})
+    body = message.body if isinstance(message.body, bytes) else bytes(message.body, "utf-8")
+    return Incoming(generation, info["delivery_tag"], queue, body, headers, properties,
+                    bool(info.get("redelivered")), info.get("exchange", ""),
+                    info.get("routing_key", ""))
 
 
 def _tls_pending(conn: Any) -> bool:

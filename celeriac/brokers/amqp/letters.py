@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celeriac.brokers.amqp import copies, envelope, topology
-from celeriac.brokers.amqp.connection import AmqpConnection
+from celeriac.brokers.amqp.connection import AmqpConnection, incoming_of
 from celeriac.brokers.amqp.params import Incoming
 from celeriac.brokers.base import DeadLetter
 
@@ -54,19 +54,10 @@ def _read_letters(conn: AmqpConnection, queues: Sequence[str]) -> list[Incoming]
                     channel = control.connection.channel()
                     continue
                 while len(found) < DEAD_LETTERS_READ and (message := channel.basic_get(queue)):
-                    found.append(_incoming(queue, message))
+                    found.append(incoming_of(0, queue, message))
         finally:
             if channel.is_open:
                 channel.close()
         return found
 
     return conn.call(run)
-
-
-def _incoming(queue: str, message: Any) -> Incoming:
-    properties = dict(message.properties)
-    headers = dict(properties.pop("application_headers", None) or {})
-    info = message.delivery_info
-    return Incoming(0, info["delivery_tag"], queue, bytes(message.body), headers, properties,
-                    bool(info.get("redelivered")), info.get("exchange", ""),
-                    info.get("routing_key", ""))
