@@ -210,7 +210,6 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
         settings["task_time_limit"] = time_limit
     if soft_time_limit is not None:
         settings["task_soft_time_limit"] = soft_time_limit
-    _bound_hard_limit(conf, settings)
     if max_blocking_time is not None:
         settings["worker_max_blocking_time"] = max_blocking_time
     if task_events:
@@ -222,6 +221,7 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
     node_id = resolve_node(node or "")  # what the Supervisor will call itself
     # Unless setup_logging receivers configure logging themselves:
     configure_logging(conf, loglevel, process_logfile(logfile, node_id, None))
+    _bound_hard_limit(conf, settings)  # after logging: it may say what it chose
     _note_celery_flags(without_gossip=without_gossip, without_mingle=without_mingle,
                        without_heartbeat=without_heartbeat, optimization=optimization)
     if bounds is not None:

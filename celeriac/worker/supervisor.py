@@ -43,6 +43,7 @@ from celeriac.exceptions import (
     ConfigurationError,
 )
 from celeriac.fastjson import loads
+from celeriac.masking import mask_url
 from celeriac.middleware import ACK, Outcome
 from celeriac.middleware.base import Pipeline
 from celeriac.worker.attribution import Verdicts, blame, held_by
@@ -248,7 +249,8 @@ class Supervisor:
         self.app.broker.retry_for(SUPERVISOR_PATIENCE)
         self.pipeline.node_starting(self)
         log.info("%s: %s; broker %s", self.node,
-                 "; ".join(group.describe() for group in self.groups), self.app.conf.broker_url)
+                 "; ".join(group.describe() for group in self.groups),
+                 mask_url(self.app.conf.broker_url))
         self._emit("worker-online", hostname=socket.gethostname(), pid=os.getpid(),
                    pools=[g.spec.pool for g in self.groups])
         for index in list(self.slots):

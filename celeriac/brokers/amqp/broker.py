@@ -581,14 +581,14 @@ class AmqpBroker(InStateStore):
         return purged + len(buffered) + scheduled
 
     def ping(self) -> None:
-        """Check RabbitMQ and the state store; the first ping of a process also declares
-        the delay ladder (~0.4 s on a new vhost), so the first delayed message sent after
-        it is not late by as much."""
+        """Check RabbitMQ and the state store (a worker or beat cannot do without one:
+        ConfigurationError saying what to set); the first ping of a process also
+        declares the delay ladder (~0.4 s on a new vhost), so the first delayed message
+        sent after it is not late by as much."""
         with self._lock:
             self._check_pid()
         self._declare((), ladder=True)
-        if self._store_ready():
-            self.store.ping()
+        self.store.ping()
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
