@@ -196,6 +196,8 @@ class Broker(ABC):
     schemes: tuple[str, ...] = ()
     #: True when the broker can be shared by separate processes (not memory://).
     shared_between_processes: bool = True
+    #: True when :meth:`lost` can tell a claim is gone without asking the server.
+    knows_lost_claims: bool = False
 
     def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
                  pool_limit: int = 32) -> None:
@@ -236,6 +238,15 @@ class Broker(ABC):
     @abstractmethod
     def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
         """Remove finished messages; per delivery, False when its token is stale."""
+
+    def lost(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Per delivery, True when this broker already knows its claim is gone, without
+        asking the server: the consumer then does not start it (it runs elsewhere).
+
+        Brokers whose claims only end on the server (memory, SQLite, Redis: a lease that
+        ran out) know nothing locally: all False. The RabbitMQ broker knows a claim of a
+        channel that died (RabbitMQ took its deliveries back)."""
+        return [False] * len(deliveries)
 
     @abstractmethod
     def renew(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:

@@ -73,6 +73,9 @@ class Consumer:
         #: (``add_consumer``, ``pool_grow``) changes them while the process runs.
         self.queues = list(spec.queues)
         self.prefetch = spec.prefetch
+        #: Whether the broker can tell a lost claim locally (Broker.lost): asked for each
+        #: message before it starts; the others are not asked at all.
+        self.may_lose = self.broker.knows_lost_claims
         #: Delivery id -> group of each suspect message running here (see :meth:`_dispatch`).
         self.suspects: dict[str, int] = {}
 
@@ -152,6 +155,9 @@ class Consumer:
         while (self.waiting and self.pool.free_slots() > 0 and not self.stopping
                and not self._at_task_limit() and (not group or self.unsettled < group)):
             delivery = self.waiting[0]
+            if self.may_lose and self.broker.lost([delivery])[0]:
+                self._drop_lost(delivery)
+                continue
             if delivery.suspect:
                 if self.unsettled >= delivery.suspect:
                     return  # wait until few enough run here
@@ -163,6 +169,16 @@ class Consumer:
             self.waiting.popleft()
             self.unsettled += 1
             self.pool.submit(partial(self._job, delivery))
+
+    def _drop_lost(self, delivery: Delivery) -> None:
+        """Drop a waiting message whose claim the broker knows is gone (on RabbitMQ: its
+        channel died and the server took it back), so it is not run here as well as
+        wherever it is delivered next. Handed back uncharged: it never started here."""
+        self.broker.requeue([delivery], uncharge=True)  # refused (stale): it only waited
+        self.waiting.popleft()
+        self.held.pop(delivery.id, None)
+        log.warning("message %s was lost with the broker connection before it started; it "
+                    "runs elsewhere", delivery.id)
 
     # -- remote control (called from the loop, through the pipeline's tick) ---------------
     def set_queues(self, queues: list[str]) -> list[str]:

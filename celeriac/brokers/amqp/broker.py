@@ -67,6 +67,7 @@ class AmqpBroker(InStateStore):
     """Messages on RabbitMQ, the rest in a Redis or SQLite state store."""
 
     schemes = AMQP_SCHEMES
+    knows_lost_claims = True
 
     def __init__(self, url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
                  pool_limit: int = 32) -> None:
@@ -284,9 +285,12 @@ class AmqpBroker(InStateStore):
         early = [(item, due) for item in incoming if (due := copies.foreign_due(item)) is not None]
         deferred = {id(item) for item, _ in early}
         now = time.monotonic()
+        generation = self.conn.generation
         with self._lock:
             self._backlog = max(0, self._backlog - len(incoming))
             for item in incoming:
+                if item.generation != generation:
+                    continue  # its channel died since: RabbitMQ took it back
                 if item in purged or id(item) in deferred:
                     continue
                 charged = copies.as_int(item.headers.get(copies.CHARGED))
@@ -411,6 +415,24 @@ class AmqpBroker(InStateStore):
 
     # -- settling ----------------------------------------------------------------------------
 
+    def lost(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        with self._lock:
+            self._check_pid()
+        self._forget_stale()  # a channel that died since the last look
+        with self._lock:
+            return [self._buffer.is_ours(d.token) and self._buffer.claim_of(d.token) is None
+                    for d in deliveries]
+
+    def _orphans(self, deliveries: Sequence[Delivery], *, ran: bool) -> None:
+        """Note what the consumer says of claims whose channel died (they are refused)."""
+        with self._lock:
+            if not self._buffer.orphans:
+                return
+            notes = [note for d in deliveries
+                     if (note := self._buffer.orphan_note(d.token, ran=ran)) is not None]
+        if notes:
+            self.state.add_notes(notes)
+
     def _live(self, deliveries: Sequence[Delivery]) -> list[Held | None]:
         with self._lock:
             self._check_pid()
@@ -466,11 +488,14 @@ class AmqpBroker(InStateStore):
         foreign = self._foreign(deliveries, ReturnNote(settle="ack"))
         if foreign is not None:
             return foreign
+        self._orphans(deliveries, ran=True)
         live = self._live(deliveries)
         helds = [held for held in live if held is not None]
         return _per_delivery(live, self._settle_helds(helds))
 
     def renew(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
+        self._forget_stale()
+        self._orphans(deliveries, ran=True)  # renewed: running (a waiting one is asked lost())
         live = self._live(deliveries)
         with self._lock:
             for held in live:
@@ -484,6 +509,7 @@ class AmqpBroker(InStateStore):
                                                        charge=0 if uncharge else 1))
         if foreign is not None:
             return foreign
+        self._orphans(deliveries, ran=not uncharge)
         live = self._live(deliveries)
         helds = [held for held in live if held is not None]
         if not helds:
@@ -512,6 +538,7 @@ class AmqpBroker(InStateStore):
         foreign = self._foreign(deliveries, ReturnNote(settle="dead", reason=reason))
         if foreign is not None:
             return foreign
+        self._orphans(deliveries, ran=True)
         live = self._live(deliveries)
         helds = [held for held in live if held is not None]
         if not helds:

@@ -100,6 +100,11 @@ class Buffer:
         self._tokens = itertools.count(1)
         self.held: dict[int, Held] = {}  # (generation, delivery tag) packed -> Held
         self.claims: dict[int, Held] = {}  # token -> Held
+        #: Claims of a channel that died (token -> Held), until the consumer says whether
+        #: it started them: RabbitMQ took them back, and the note their next holder reads
+        #: must charge the ones that ran, not the ones that only waited here.
+        self.orphans: dict[int, Held] = {}
+        self._swept = 0  # the channel generation drop_stale last swept for
 
     @staticmethod
     def _key(incoming: Incoming) -> int:
@@ -180,14 +185,32 @@ class Buffer:
         Returns the notes to write for them: what happened here that their next
         holder must count.
         """
+        if generation == self._swept:
+            return []  # nothing can be stale: the broker adds no delivery of an older channel
+        self._swept = generation
         stale = [held for held in self.held.values() if held.generation != generation]
         notes = []
         for held in stale:
+            if held.token:
+                self.orphans[held.token] = held
+                self.claims.pop(held.token, None)
+                self.held.pop(self._key(held.incoming), None)
+                continue
             note = held.lost_note()
             if note is not None:
                 notes.append((held.id, note))
             self.remove(held)
         return notes
+
+    def orphan_note(self, token: int, *, ran: bool) -> tuple[str, ReturnNote] | None:
+        """The note of an orphaned claim, now that its consumer told whether it ran it."""
+        held = self.orphans.pop(token, None)
+        if held is None:
+            return None
+        if not ran:
+            held.token = 0  # an unstarted claim: its delivery does not count
+        note = held.lost_note()
+        return None if note is None else (held.id, note)
 
     def counts(self, queues: Iterable[str]) -> dict[str, tuple[int, int]]:
         """Per queue: (ready here, claimed or held back here)."""
