@@ -6,8 +6,9 @@ celeriac's state store (as ``redis_compare.py`` starts one), and the loopback fe
 of ``examples/gevent/feedhub.py``. Each framework's worker is one process with green
 threads, started with that framework's own CLI (``bench/compare/frameworks.py``):
 
-* celery, celery-quorum  ``celery -A benchtasks worker -P gevent -c C --without-mingle
-  --without-gossip`` (py-amqp; celery-quorum: quorum queue and publisher confirms)
+* celery, celery-nohb, celery-quorum  ``celery -A benchtasks worker -P gevent -c C
+  --without-mingle --without-gossip`` (py-amqp; celery-nohb: AMQP heartbeats off;
+  celery-quorum: quorum queue and publisher confirms)
 * dramatiq  ``dramatiq-gevent benchtasks --processes 1 --threads C`` (RabbitmqBroker, pika)
 * celeriac  ``celeriac -A benchtasks worker -P gevent -c C`` (``amqp://``)
 
@@ -301,7 +302,7 @@ def parse_args() -> argparse.Namespace:
                         help="seconds the feed hub takes per answer")
     parser.add_argument("--latency-samples", type=int, default=100,
                         help="enqueue-to-start samples per run (0: skip)")
-    parser.add_argument("--only", default="celery,celery-quorum,dramatiq,celeriac",
+    parser.add_argument("--only", default="celery,celery-nohb,celery-quorum,dramatiq,celeriac",
                         help=f"comma-separated frameworks, in table order ({', '.join(FRAMEWORKS)})")
     parser.add_argument("--no-bulk", action="store_true", help="skip celeriac's apply_many")
     parser.add_argument("--timeout", type=float, default=600.0,
