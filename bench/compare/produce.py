@@ -8,6 +8,10 @@ apart: none of them is ever imported next to another, and none is gevent-patched
 * ``enqueue``: ``COUNT`` sequential enqueues; the first one (connection set-up,
   queue declaration) is made before the clock starts, so ``COUNT - 1`` are timed.
 * ``bulk``: one bulk call of ``COUNT`` messages, timed whole.
+* ``warm-bulk``: one untimed enqueue first (connection set-up, queue declaration, as
+  ``enqueue``), then one bulk call of ``COUNT - 1`` messages, timed.
+* ``feeds``: ``COUNT`` sequential sends of the feed task (``bench/amqp_compare.py``),
+  timed whole.
 * ``latency``: ``COUNT`` samples of enqueue-to-start latency, one task at a time
   with 20 ms between them; the worker must be running and idle.
 """
@@ -44,6 +48,23 @@ def bulk(tasks: Any, count: int) -> dict[str, Any]:
     return {"seconds": seconds, "rate": count / seconds}
 
 
+def warm_bulk(tasks: Any, count: int) -> dict[str, Any]:
+    if tasks.enqueue_bulk is None:
+        return {"skipped": getattr(tasks, "BULK_MISSING", "no bulk-publish API")}
+    tasks.enqueue(1)
+    started = time.perf_counter()
+    tasks.enqueue_bulk(count - 1)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rate": (count - 1) / seconds}
+
+
+def feeds(tasks: Any, count: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    tasks.enqueue_feeds(count)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rate": count / seconds}
+
+
 def latency(tasks: Any, count: int) -> dict[str, Any]:
     client = redis.Redis.from_url(tasks.URL)
     client.delete(tasks.LATENCY)
@@ -61,12 +82,13 @@ def latency(tasks: Any, count: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("directory")
-    parser.add_argument("action", choices=["enqueue", "bulk", "latency"])
+    parser.add_argument("action", choices=["enqueue", "bulk", "warm-bulk", "feeds", "latency"])
     parser.add_argument("count", type=int)
     options = parser.parse_args()
     sys.path.insert(0, options.directory)
     tasks = importlib.import_module("benchtasks")
-    action = {"enqueue": enqueue, "bulk": bulk, "latency": latency}[options.action]
+    action = {"enqueue": enqueue, "bulk": bulk, "warm-bulk": warm_bulk, "feeds": feeds,
+              "latency": latency}[options.action]
     print(json.dumps(action(tasks, options.count)), flush=True)
     return 0
 

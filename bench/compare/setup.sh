@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates bench/.venv-compare: Dramatiq, Celery and Huey (never dependencies of
+# Creates bench/.venv-compare: Dramatiq (with pika, for RabbitMQ), Celery and Huey (never dependencies of
 # celeriac) plus celeriac itself, editable, so that all four frameworks run on the
 # same interpreter and the same gevent, greenlet and redis-py.
 #
@@ -23,7 +23,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet --upgrade \
-    "dramatiq[redis,gevent]>=2,<3" "celery[redis]>=5,<6" "huey>=2.5" gevent redis
-"$venv/bin/python" -m pip install --quiet -e "$root[redis,gevent]"
+    "dramatiq[redis,rabbitmq,gevent]>=2,<3" "celery[redis]>=5,<6" "huey>=2.5" gevent redis
+"$venv/bin/python" -m pip install --quiet -e "$root[redis,gevent,amqp]"
 "$venv/bin/python" -m pip list --format=freeze 2>/dev/null \
-    | grep -iE '^(celeriac|dramatiq|celery|kombu|huey|gevent|greenlet|redis)=' || true
+    | grep -iE '^(celeriac|dramatiq|celery|kombu|amqp|pika|huey|gevent|greenlet|redis)=' || true
