@@ -53,6 +53,9 @@ NOTE_POLL = 0.05
 #: Longest a fetch waits for the deliveries RabbitMQ is about to push (a new consumer,
 #: a requeue): without it a fetch right after a subscribe hands out whatever came first.
 WINDOW_WAIT = 0.05
+#: Longest a fetch that found nothing waits for messages RabbitMQ says are ready (they
+#: arrive within milliseconds unless another process took them first).
+SERVER_WAIT = 0.25
 #: Fewest unacked deliveries RabbitMQ may push to a consumer of this process. The
 #: buffer orders by priority only what it holds (quorum queues on RabbitMQ before 4.0
 #: have no priorities), so it holds a few more than the worker can start at once.
@@ -195,11 +198,23 @@ class AmqpBroker(InStateStore):
         with self._lock:
             self._check_pid()
         end = time.monotonic() + timeout
+        asked = False
         while True:
             self._subscribe(wanted, count)
             got = self._fetch_once(wanted, count, consumer, lease)
             if got:
                 return got
+            if not asked:
+                # Nothing here: does RabbitMQ have some it has not pushed yet (the buffer's
+                # estimate is only an estimate)? Then wait for them rather than answer
+                # "nothing" while messages are ready; once per call.
+                asked = True
+                ready = sum(topology.queue_ready_counts(self.conn, sorted(wanted)).values())
+                if ready:
+                    self._announce(ready)
+                    self._subscribe(wanted, count)
+                    self._fill_window(SERVER_WAIT)
+                    continue
             now = time.monotonic()
             with self._lock:
                 # Room was just made (an ack, a requeue): RabbitMQ is pushing the next
@@ -335,7 +350,7 @@ class AmqpBroker(InStateStore):
         return [item for item in delayed
                 if (copies.sent_at(item) or 0.0) <= marks.get(item.queue, float("-inf"))]
 
-    def _fill_window(self) -> None:
+    def _fill_window(self, limit: float = 0.0) -> None:
         """Wait (briefly) for the deliveries RabbitMQ is about to push.
 
         Without it a fetch right after a subscribe, a publish or a requeue would hand out
@@ -347,7 +362,7 @@ class AmqpBroker(InStateStore):
         with self._lock:
             room = self._prefetch * max(len(self._consumed), 1) - len(self._buffer.held)
             expected = min(self._backlog, room)
-        end = time.monotonic() + WINDOW_WAIT
+        end = time.monotonic() + (limit or WINDOW_WAIT)
         while expected > 0 and (left := end - time.monotonic()) > 0:
             got = self.conn.take(TAKE_BATCH, timeout=left)
             self._receive(got)
