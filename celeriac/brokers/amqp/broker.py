@@ -198,7 +198,12 @@ class AmqpBroker(InStateStore):
         with self._lock:
             self._check_pid()
         end = time.monotonic() + timeout
-        asked = False
+        # A process that holds claims (a busy worker) comes back for more within
+        # milliseconds: it never waits past its timeout for messages RabbitMQ may not push
+        # yet (a quorum queue tops up a consumer's credit in steps, not per ack), or every
+        # fetch would stall its loop, and the settling of finished tasks with it.
+        with self._lock:
+            asked = bool(self._buffer.claims)
         while True:
             self._subscribe(wanted, count)
             got = self._fetch_once(wanted, count, consumer, lease)
@@ -221,7 +226,8 @@ class AmqpBroker(InStateStore):
                 # messages, if it has any. They are waited for even by a fetch that does
                 # not wait, which would otherwise find an empty buffer while messages are
                 # on their way, not yet counted anywhere.
-                linger = self._room_made + WINDOW_WAIT if self._room_made else 0.0
+                linger = (self._room_made + WINDOW_WAIT
+                          if self._room_made and not self._buffer.claims else 0.0)
                 self._room_made = 0.0
                 soonest = self._buffer.next_deadline(now)
             left = max(end, linger) - now
