@@ -367,15 +367,17 @@ def test_poison_tasks_are_dead_lettered_and_nothing_else(amqp_project: Project,
     tasks = load(amqp_project, "\napp.conf.update(broker_max_deliveries=2)\n")
     log = tmp_path / "runs.txt"
     worker = amqp_project.start_worker("-P", "gevent", "-c", "10")
-    normal = [tasks.run.delay(str(log), None, 0.05) for _ in range(100)]
-    poisons = [tasks.poison.delay(str(log)) for _ in range(20)]
-    normal += [tasks.run.delay(str(log), None, 0.05) for _ in range(100)]
+    # Each poison task crashes its process up to six times: ten among 100 keep the
+    # test under half a minute and still put several in every group of ten.
+    normal = [tasks.run.delay(str(log), None, 0.05) for _ in range(50)]
+    poisons = [tasks.poison.delay(str(log)) for _ in range(10)]
+    normal += [tasks.run.delay(str(log), None, 0.05) for _ in range(50)]
     all_done(tasks, [r.id for r in normal], timeout=180)
     for result in poisons:
         with pytest.raises(WorkerLostError):
             result.get(timeout=60)
-    letters = wait_until(lambda: (lambda d: d if len(d) >= 20 else None)(
-        tasks.app.broker.dead_letters()), timeout=30, message="20 dead letters")
+    letters = wait_until(lambda: (lambda d: d if len(d) >= 10 else None)(
+        tasks.app.broker.dead_letters()), timeout=30, message="10 dead letters")
     # The poison tasks, and only they, each once.
     assert sorted(decode(letter.body).id for letter in letters) == sorted(r.id for r in poisons)
     # Crashes beside others mark them suspect, in groups halved until they run alone,
@@ -383,7 +385,7 @@ def test_poison_tasks_are_dead_lettered_and_nothing_else(amqp_project: Project,
     # was charged at once (then its reason is only the count, as on every broker).
     reasons = Counter(letter.reason for letter in letters)
     assert set(reasons) <= {ALONE, "max deliveries (2) exceeded"}, reasons
-    assert reasons[ALONE] >= 10, reasons
+    assert reasons[ALONE] >= 5, reasons
     found = runs(log)
     for result in poisons:
         # Its two charged runs, after at most log2(10) + 1 uncharged ones in shrinking groups.
@@ -392,6 +394,6 @@ def test_poison_tasks_are_dead_lettered_and_nothing_else(amqp_project: Project,
         # Once, and once more for each crash it shared a group with a poison task.
         assert 1 <= len(found[result.id]) <= 5, found[result.id]
         assert found[result.id][-1][1] == 1, "a normal task was charged for a poison task's crash"
-    nothing_left(amqp_project, dead=20)
+    nothing_left(amqp_project, dead=10)
     assert worker.proc.poll() is None
     assert worker.stop() == 0
