@@ -30,13 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from redisserver import RedisServer  # noqa: E402
+from redisserver import RedisServer
 
-from celeriac import Celeriac  # noqa: E402
-from celeriac.aio import client  # noqa: E402
-from celeriac.backends.base import ResultRecord  # noqa: E402
-from celeriac.result import AsyncResult  # noqa: E402
-from celeriac.states import SUCCESS  # noqa: E402
+from celeriac import Celeriac
+from celeriac.aio import client
+from celeriac.backends.base import ResultRecord
+from celeriac.result import AsyncResult
+from celeriac.states import SUCCESS
 
 
 async def one_run(app: Celeriac, approach: str, n: int, wait: float) -> dict[str, float]:
