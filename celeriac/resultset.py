@@ -202,7 +202,10 @@ class ResultSet(Generic[R]):
             return values
         finally:  # a failure or timeout ends the wait for the members after it too
             for wait in waits:
-                wait.cancel()
+                if not wait.done():
+                    wait.cancel()
+                elif not wait.cancelled():
+                    wait.exception()  # seen: no "exception was never retrieved" at exit
 
     def _describe(self) -> str:
         return "result set"

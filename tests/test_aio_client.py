@@ -10,6 +10,7 @@ the ``aget`` would time out.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -123,18 +124,42 @@ def test_hundreds_of_concurrent_agets_share_one_poller(app: Celeriac, gate: thre
         assert run(main) == list(range(count))
 
 
-def test_a_cancelled_aget_leaves_no_waiter_and_no_poller(app: Celeriac) -> None:
+def test_cancelled_agets_leave_no_waiter_no_poller_and_no_thread(app: Celeriac) -> None:
     async def main() -> None:
-        waiting = asyncio.create_task(AsyncResult(str(uuid.uuid4()), app).aget())
-        while client.poller(app.backend).waiting == 0:
+        waiting = [asyncio.create_task(AsyncResult(str(uuid.uuid4()), app).aget())
+                   for _ in range(200)]
+        while client.poller(app.backend).waiting < len(waiting):
             await asyncio.sleep(0.01)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
+        for task in waiting:
+            task.cancel()
+        for task in waiting:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert client.poller(app.backend).waiting == 0
         while not idle(app):  # the poller stops once nobody waits
             await asyncio.sleep(0.01)
 
+    app.backend.get("warm-up")  # a backend's own connection set-up is not the waits' doing
+    before = threading.active_count()
     run(main)
+    assert threading.active_count() == before  # asyncio.run joined the executor's threads
+
+
+def test_result_set_timeout_names_the_first_member_not_ready(app: Celeriac, gate: threading.Event,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    tasks = define(app, gate)
+
+    async def main() -> None:
+        done = await tasks["add"].adelay(1, 1)
+        pending = AsyncResult(str(uuid.uuid4()), app)
+        results = ResultSet([done, pending, AsyncResult(str(uuid.uuid4()), app)])
+        with pytest.raises(TimeoutError, match=rf"task 1 of 3 \({pending.id}\) not ready after 0.3s"):
+            await results.aget(timeout=0.3)
+
+    with start_worker(app, pool="threads", perform_ping_check=False):
+        run(main)
+    gc.collect()
+    assert "never retrieved" not in caplog.text  # the members after it were seen or cancelled
 
 
 def test_timeout_raises_celeriacs_timeout_error_and_zero_still_looks(

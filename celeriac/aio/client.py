@@ -36,6 +36,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celeriac.blocking import native_lock
 from celeriac.exceptions import TimeoutError
 
 if TYPE_CHECKING:
@@ -221,19 +222,28 @@ _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, ResultP
     weakref.WeakKeyDictionary()
 
 
+#: Loops of several threads may share the registry: a lock of the OS (a patched one would
+#: be a greenlet's), held only around dictionary operations.
+_pollers_lock = native_lock()
+
+
 def poller(backend: ResultBackend) -> ResultPoller:
     """The running loop's poller for ``backend`` (made on first use, dropped when idle)."""
-    by_backend = _pollers.setdefault(asyncio.get_running_loop(), {})
-    found = by_backend.get(id(backend))
-    if found is None or found.backend is not backend:
-        found = by_backend[id(backend)] = ResultPoller(backend)
-    return found
+    loop = asyncio.get_running_loop()
+    with _pollers_lock:
+        by_backend = _pollers.setdefault(loop, {})
+        found = by_backend.get(id(backend))
+        if found is None or found.backend is not backend:
+            found = by_backend[id(backend)] = ResultPoller(backend)
+        return found
 
 
 def _forget(stopped: ResultPoller) -> None:
-    by_backend = _pollers.get(asyncio.get_running_loop(), {})
-    if by_backend.get(id(stopped.backend)) is stopped:
-        del by_backend[id(stopped.backend)]
+    loop = asyncio.get_running_loop()
+    with _pollers_lock:
+        by_backend = _pollers.get(loop, {})
+        if by_backend.get(id(stopped.backend)) is stopped:
+            del by_backend[id(stopped.backend)]
 
 
 async def wait_for_record(backend: ResultBackend, task_id: str, *, timeout: float | None = None,
