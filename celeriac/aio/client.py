@@ -94,8 +94,6 @@ class ResultPoller:
         self._wake: asyncio.Future[None] | None = None
         #: A waiter came since the last look: look again now, and poll fast again.
         self._fresh = False
-        #: ``get_many`` calls made (what a thousand waiters cost: see bench/aio_client.py).
-        self.looks = 0
 
     @property
     def waiting(self) -> int:
@@ -157,7 +155,6 @@ class ResultPoller:
         """One ``get_many`` for every id waited for; settle the ready ones."""
         ids = list(self._waiters)
         looked = [w for task_id in ids for w in self._waiters[task_id]]
-        self.looks += 1
         try:
             records = await asyncio.get_running_loop().run_in_executor(None, self.backend.get_many, ids)
         except Exception as exc:  # e.g. the backend unreachable past its reconnect timeout
