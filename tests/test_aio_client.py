@@ -80,9 +80,19 @@ async def tick_until(gate: threading.Event, ticks: list[int], count: int = 3) ->
         await asyncio.sleep(0.01)
 
 
+def found(app: Celeriac) -> client.ResultPoller | None:
+    """The running loop's poller for ``app``'s backend, if there is one (never makes one)."""
+    return client._pollers.get(asyncio.get_running_loop(), {}).get(id(app.backend))
+
+
+def waiting(app: Celeriac) -> int:
+    poller = found(app)
+    return 0 if poller is None else poller.waiting
+
+
 def idle(app: Celeriac) -> bool:
     """No poller is left for ``app``'s backend on the running loop."""
-    return id(app.backend) not in client._pollers.get(asyncio.get_running_loop(), {})
+    return found(app) is None
 
 
 # -- sending and waiting --------------------------------------------------------------------
@@ -110,8 +120,7 @@ def test_hundreds_of_concurrent_agets_share_one_poller(app: Celeriac, gate: thre
     async def main() -> list[int]:
         results = await asyncio.gather(*(tasks["gated"].adelay(i) for i in range(count)))
         waits = asyncio.gather(*(r.aget(timeout=60) for r in results))
-        poller = client.poller(app.backend)
-        while poller.waiting < count:  # every aget registered with the one poller
+        while waiting(app) < count:  # every aget registered with the one poller
             await asyncio.sleep(0.01)
         threads = threading.active_count()
         gate.set()
@@ -125,16 +134,16 @@ def test_hundreds_of_concurrent_agets_share_one_poller(app: Celeriac, gate: thre
 
 def test_cancelled_agets_leave_no_waiter_no_poller_and_no_thread(app: Celeriac) -> None:
     async def main() -> None:
-        waiting = [asyncio.create_task(AsyncResult(str(uuid.uuid4()), app).aget())
-                   for _ in range(200)]
-        while client.poller(app.backend).waiting < len(waiting):
+        agets = [asyncio.create_task(AsyncResult(str(uuid.uuid4()), app).aget())
+                 for _ in range(200)]
+        while waiting(app) < len(agets):
             await asyncio.sleep(0.01)
-        for task in waiting:
+        for task in agets:
             task.cancel()
-        for task in waiting:
+        for task in agets:
             with pytest.raises(asyncio.CancelledError):
                 await task
-        assert client.poller(app.backend).waiting == 0
+        assert waiting(app) == 0
         while not idle(app):  # the poller stops once nobody waits
             await asyncio.sleep(0.01)
 
@@ -171,7 +180,7 @@ def test_timeout_raises_celeriacs_timeout_error_and_zero_still_looks(
             await AsyncResult(str(uuid.uuid4()), app).aget(timeout=0.2)
         result = await tasks["add"].adelay(1, 1)
         await result.aget(timeout=30)
-        assert idle(app) or client.poller(app.backend).waiting == 0
+        assert waiting(app) == 0
         value: int = await result.aget(timeout=0)  # ready: looked at before the deadline counts
         return value
 
