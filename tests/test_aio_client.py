@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
+import textwrap
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import normal_leg_only, take
 
 from celeriac import Celeriac
 from celeriac.aio import client
@@ -286,3 +290,70 @@ def test_an_unreachable_broker_raises_while_the_loop_keeps_ticking(tmp_path: Pat
 
     run(main)
     assert ticks  # the loop ran while the send waited for the broker
+
+
+#: A green worker process (its pool's offloader installed), where a NATIVE thread -- the one
+#: a worker's event loop runs async tasks on -- sends with ``delay()`` on SQLite: the
+#: offloaded SQLite calls must complete, not wait on a hub that thread does not have.
+GREEN_NATIVE_SEND = textwrap.dedent('''
+    import sys
+    kind, url = sys.argv[1], sys.argv[2]
+    if kind == "gevent":
+        from gevent import monkey
+        monkey.patch_all()
+        import gevent
+        hub = gevent.get_hub()
+        offloader = lambda fn, *args: hub.threadpool.apply(fn, args)  # pools/gevent.py's
+        green_sleep = gevent.sleep
+    else:
+        import warnings
+        warnings.filterwarnings("ignore")
+        import eventlet
+        eventlet.monkey_patch()
+        from eventlet import tpool
+        offloader = lambda fn, *args: tpool.execute(fn, *args)  # pools/eventlet.py's
+        green_sleep = eventlet.sleep
+    from celeriac import Celeriac
+    from celeriac.blocking import native_lock, set_offloader, start_native_thread
+
+    set_offloader(offloader)
+    app = Celeriac("green", broker=url, backend=url)
+
+    @app.task(name="green.add")
+    def add(x, y):
+        return x + y
+
+    done, sent = native_lock(), []
+    done.acquire()
+
+    def on_native_thread():
+        try:
+            sent.append(add.delay(1, 2).id)
+        except BaseException as exc:
+            sent.append(repr(exc))
+        finally:
+            done.release()
+
+    start_native_thread(on_native_thread)
+    for _ in range(1500):  # the hub keeps running meanwhile, as in a worker
+        if done.acquire(False):
+            print("sent", sent[0])
+            break
+        green_sleep(0.02)
+    else:
+        print("no answer after 30 s")
+''')
+
+
+@normal_leg_only
+@pytest.mark.parametrize("kind", ["gevent", "eventlet"])
+def test_delay_from_a_native_thread_of_a_green_process_completes(kind: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'celeriac.db'}"
+    proc = subprocess.run([sys.executable, "-c", GREEN_NATIVE_SEND, kind, url], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.startswith("sent "), proc.stdout + proc.stderr
+    app = Celeriac("tests", broker=url, backend=url)
+    try:
+        assert [m.id for m in take(app)] == [proc.stdout.split()[1]]
+    finally:
+        app.close()
