@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import normal_leg_only, take
 
-from celeriac import Celeriac
+from celeriac import Celeriac, group
 from celeriac.aio import client
 from celeriac.contrib.testing.worker import start_worker
 from celeriac.exceptions import BrokerUnreachable, SerializationError, TimeoutError, UnknownSettingError
@@ -234,12 +234,14 @@ def test_asend_task_signatures_and_result_sets(app: Celeriac, gate: threading.Ev
         with pytest.raises(ValueError, match="x"):
             await failing.aget(timeout=30)
         values.append(await failing.aget(timeout=30, propagate=False))
+        values.append(await group(tasks["add"].s(i, 1) for i in range(3)).delay().aget(timeout=30))
         return values
 
     with start_worker(app, pool="threads", perform_ping_check=False):
         values = run(main)
     assert values[:4] == [3, 15, 2, [0, 2, 4, 6, 8]]
     assert values[4][0] == 2 and isinstance(values[4][1], ValueError)
+    assert values[5] == [1, 2, 3]  # a GroupResult is a ResultSet
 
 
 def test_delay_and_get_inside_a_running_loop_do_not_deadlock(app: Celeriac, gate: threading.Event) -> None:
