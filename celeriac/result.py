@@ -383,6 +383,29 @@ class AsyncResult(Generic[R]):
 
     wait = get  # Celery's deprecated alias
 
+    async def aget(self, timeout: float | None = None, propagate: bool = True,
+                   interval: float | None = None, disable_sync_subtasks: bool = True) -> R:
+        """:meth:`get` for a coroutine: ``await result.aget(timeout=10)`` waits without
+        blocking the event loop (a celeriac addition; Celery has no async API).
+
+        Same outcome as ``get``: the value, the task's exception re-raised (returned with
+        ``propagate=False``), :class:`celeriac.exceptions.TimeoutError` after ``timeout``
+        seconds, :class:`SyncSubtaskError` inside a worker's task unless
+        ``disable_sync_subtasks=False``. Every ``aget`` of one event loop shares one
+        poller per result backend, which looks up all the ids awaited in one call on the
+        loop's executor (:mod:`celeriac.aio.client`): it looks at once, then every 5 ms
+        growing to 100 ms; ``interval`` caps that pause for this wait. Cancelling the
+        awaiting task simply stops the wait.
+        """
+        _before_wait(disable_sync_subtasks, True, True)
+        return self._value(await self._ready_record(timeout, interval), propagate)
+
+    async def _ready_record(self, timeout: float | None, interval: float | None) -> ResultRecord:
+        """The ready record, awaited on the loop's shared poller (:mod:`celeriac.aio.client`)."""
+        from celeriac.aio.client import wait_for_record
+
+        return await wait_for_record(self.app.backend, self.id, timeout=timeout, interval=interval)
+
     def _poll(self, timeout: float | None, interval: float,
               on_message: Callable[[dict[str, Any]], None] | None,
               on_interval: Callable[[], None] | None) -> ResultRecord:
@@ -514,6 +537,10 @@ class EagerResult(AsyncResult[R]):
         return self._value(self._local, propagate, callback, EXCEPTION_STATES, PROPAGATE_STATES)
 
     wait = get
+
+    async def _ready_record(self, timeout: float | None, interval: float | None) -> ResultRecord:
+        """Ready at once (``aget`` has nothing to wait for)."""
+        return self._local
 
     def forget(self) -> None:
         """Nothing is stored for an eager result."""

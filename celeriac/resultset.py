@@ -11,6 +11,7 @@ Celery.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -177,6 +178,34 @@ class ResultSet(Generic[R]):
             else:
                 values.append(value)
         return values
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True,
+                   interval: float | None = None, disable_sync_subtasks: bool = True) -> list[R]:
+        """:meth:`join` for a coroutine, without blocking the event loop (as
+        :meth:`AsyncResult.aget`): the same values, order, ``timeout`` for the whole set
+        and first failure *in order* re-raised. Every member is waited for at once, so
+        the shared poller looks them all up in each of its calls."""
+        from celeriac.result import check_can_block
+
+        if disable_sync_subtasks:
+            check_can_block()
+        waits = [asyncio.ensure_future(r._ready_record(timeout, interval)) for r in self.results]
+        try:
+            values: list[R] = []
+            for index, (result, wait) in enumerate(zip(self.results, waits, strict=True)):
+                try:
+                    record = await wait
+                except TimeoutError:
+                    raise TimeoutError(f"{self._describe()}: task {index} of {len(self.results)} "
+                                       f"({result.id}) not ready after {timeout}s") from None
+                values.append(result._value(record, propagate))
+            return values
+        finally:  # a failure or timeout ends the wait for the members after it too
+            for wait in waits:
+                if not wait.done():
+                    wait.cancel()
+                elif not wait.cancelled():
+                    wait.exception()  # seen: no "exception was never retrieved" at exit
 
     def _describe(self) -> str:
         return "result set"

@@ -101,6 +101,20 @@ def use_canvas() -> None:
     print(piped.parent, last, linked, back, errback, maps, parts)
 
 
+async def use_async() -> None:
+    """The async client API (``docs/asyncio.md``): the same types as the sync calls."""
+    result: AsyncResult[int] = await add.adelay(2, 3)
+    value: int = await result.aget(timeout=10, propagate=False, interval=0.5)
+    again: AsyncResult[int] = await add.aapply_async((2, 3), countdown=5, queue="q")
+    by_name: AsyncResult[Any] = await app.asend_task("tasks.add", (1, 2), priority=1)
+    signed: AsyncResult[int] = await add.s(2, 3).adelay()
+    values: list[int] = await group(add.s(i, i) for i in range(3)).delay().aget(timeout=10)
+    shared: AsyncResult[int] = await shared_add.adelay(1, 2)
+    await add.adelay("2", 3)  # type: ignore[arg-type]
+    await add.aapply_async((2, 3), countdwn=5)  # type: ignore[call-arg]
+    print(value, again, by_name, signed, values, shared)
+
+
 def configure_as_celery_does() -> None:
     celery_app: Celeriac = Celery("proj", broker="memory://", backend="memory://",
                                   include=["proj.tasks"], namespace="CELERY")

@@ -466,6 +466,15 @@ class Celeriac:
             add_to_parent(result)
         return result
 
+    async def asend_task(self, name: str, args: Sequence[Any] | None = None,
+                         kwargs: Mapping[str, Any] | None = None,
+                         **options: Unpack[MessageOptions]) -> AsyncResult[Any]:
+        """:meth:`send_task` for a coroutine: the send runs on the event loop's executor
+        while the loop goes on (:mod:`celeriac.aio.client`; a celeriac addition)."""
+        from celeriac.aio.client import run_blocking
+
+        return await run_blocking(self.send_task, name, args, kwargs, **options)
+
     def _publish(self, messages: list[OutgoingMessage], envelopes: list[Envelope]) -> None:
         """One ``Broker.publish`` call, then the ``after_publish`` hooks when any watch
         (``envelopes`` is empty when nobody does)."""

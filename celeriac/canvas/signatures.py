@@ -239,6 +239,19 @@ class Signature(Generic[R]):
         """Send it; ``args``/``kwargs`` are extra arguments, as for :meth:`apply_async`."""
         return self.apply_async(args, kwargs)
 
+    async def aapply_async(self, args: Sequence[Any] | None = None,
+                           kwargs: Mapping[str, Any] | None = None,
+                           **options: Unpack[SendOptions]) -> AsyncResult[R]:
+        """:meth:`apply_async` for a coroutine, without blocking the event loop
+        (:mod:`celeriac.aio.client`)."""
+        from celeriac.aio.client import run_blocking
+
+        return await run_blocking(self.apply_async, args, kwargs, **options)
+
+    async def adelay(self, /, *args: Any, **kwargs: Any) -> AsyncResult[R]:
+        """:meth:`delay` for a coroutine, without blocking the event loop."""
+        return await self.aapply_async(args, kwargs)
+
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Unpack[SendOptions]) -> EagerResult[R]:
         """Run it here and now (``Task.apply``), with extra arguments and options."""
