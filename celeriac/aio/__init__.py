@@ -1,0 +1,1 @@
+"""asyncio support (issue 13): the ``-P asyncio`` pool's parts and the per-process loop."""

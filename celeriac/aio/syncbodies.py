@@ -1,0 +1,134 @@
+"""Synchronous task bodies of the ``-P asyncio`` pool: on a bounded pool of OS threads.
+
+A sync task routed to an asyncio worker must run neither on the event loop
+(it would stop every coroutine) nor on the jobs thread (it would stop every
+other job). It runs on a thread of :class:`SyncBodies`, and its job greenlet
+parks until it is done.
+
+The job is where time limits and ``revoke(terminate=True)`` arrive (the
+scheduler throws them into its greenlet): the waiting job *forwards what it is
+hit with* to the body's thread with ``PyThreadState_SetAsyncExc``
+(:mod:`celeriac.pools.interrupts`). ``SoftTimeLimitExceeded`` is an
+``Exception`` the body may catch to clean up and still return a value, so the
+job keeps waiting for it. ``HardTimeLimit`` and ``Terminated`` end the job: it
+gives the body :data:`UNWIND_GRACE` seconds to stop, then ends anyway (the task
+is recorded as failed or revoked). A body stuck in one long C call keeps its
+thread until that call returns, and the exception is raised then.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from typing import Any
+
+from celeriac.pools.base import EventLike
+from celeriac.pools.interrupts import cancel_raise_in_thread, raise_in_thread
+
+#: Seconds an ending job (hard limit, termination) gives its body's thread to stop;
+#: below the supervisor's grace after a hard limit (1 s), so the job ends first.
+UNWIND_GRACE = 0.5
+
+
+class _Call:
+    """One body on its way through a thread: the outcome, and who may still be interrupted."""
+
+    def __init__(self, body: Callable[[], Any], done: EventLike) -> None:
+        self.body = body
+        self.context = contextvars.copy_context()  # the job's request, current task...
+        self.done = done
+        self.lock = threading.Lock()
+        self.ident: int | None = None
+        #: What was forwarded before a thread took the body (it then never starts).
+        self.early: type[BaseException] | None = None
+        self.finished = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        """On a pool thread: run the body in the job's context, then tell the job."""
+        with self.lock:
+            self.ident = threading.get_ident()
+            early = self.early
+        try:
+            try:
+                if early is not None:  # limit or termination while it waited for a thread
+                    raise early()
+                self.value = self.context.run(self.body)
+            except BaseException as exc:
+                self.error = exc
+            self._close()
+        except BaseException as late:  # forwarded just as the body ended: it ran too late
+            self.error = self.error or late
+            self._close()
+        self.done.set()
+
+    def _close(self) -> None:
+        """No forward from now on; drop one asked for but not raised yet."""
+        while True:
+            try:
+                with self.lock:
+                    self.finished = True
+                    if self.ident is not None:
+                        cancel_raise_in_thread(self.ident)
+                return
+            except BaseException:  # one more forward that came in between
+                continue
+
+    def forward(self, exc: BaseException) -> None:
+        """Raise ``exc``'s type in the body's thread, if the body still runs."""
+        with self.lock:
+            if self.ident is None:
+                self.early = self.early or type(exc)
+            elif not self.finished:
+                raise_in_thread(self.ident, type(exc))
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class SyncBodies:
+    """A bounded pool of OS threads for sync task bodies; callers wait on an event."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._executor = ThreadPoolExecutor(size, thread_name_prefix="celeriac-sync")
+
+    def call(self, body: Callable[[], Any], done: EventLike) -> Any:
+        """Run ``body`` on a pool thread and wait for it on ``done`` (a job's event that
+        parks it): its value, or its exception raised here."""
+        call = _Call(body, done)
+        self._executor.submit(call.run)
+        while not done.is_set():
+            try:
+                done.wait()
+            except Exception as exc:
+                call.forward(exc)  # a soft limit: the body may catch it and still return
+            except BaseException as exc:
+                call.forward(exc)
+                _wait_quietly(done, UNWIND_GRACE)
+                raise
+        return call.outcome()
+
+    def resize(self, size: int) -> None:
+        """Take a new pool of ``size`` threads; the old one's bodies finish on their threads."""
+        if size == self.size:
+            return
+        old, self._executor = self._executor, ThreadPoolExecutor(
+            size, thread_name_prefix="celeriac-sync")
+        self.size = size
+        old.shutdown(wait=False)
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _wait_quietly(done: EventLike, timeout: float) -> None:
+    """Wait up to ``timeout`` for the body to stop; a second throw meanwhile ends the wait."""
+    with suppress(BaseException):  # the job ends with the first exception anyway
+        done.wait(timeout)
