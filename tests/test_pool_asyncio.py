@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from celeriac.aio.greenjobs import JobEvent, JobScheduler
+from celeriac.aio.syncbodies import SyncBodies
 from celeriac.exceptions import (
     ConfigurationError,
     HardTimeLimit,
@@ -305,6 +306,35 @@ def test_free_slots_follow_resize(pool: AsyncioPool) -> None:
     assert pool.free_slots() == 7
     gate.set()
     assert pool.join(WAIT) and pool.running() == 0
+
+
+def test_no_more_bodies_run_at_once_than_threads() -> None:
+    bodies = SyncBodies(2)
+    scheduler = JobScheduler("test-jobs")
+    scheduler.start()
+    lock, release = threading.Lock(), threading.Event()
+    active, most = [0], [0]
+
+    def body() -> None:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        release.wait(WAIT)
+        with lock:
+            active[0] -= 1
+
+    for _ in range(5):
+        scheduler.submit(lambda: bodies.call(body, JobEvent(scheduler)))
+    deadline = time.monotonic() + WAIT
+    while active[0] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # room for a third body to start, if the bound did not hold
+    assert active[0] == 2
+    release.set()
+    assert scheduler.join(WAIT)
+    scheduler.stop()
+    bodies.stop()
+    assert most[0] == 2
 
 
 def test_sync_threads_are_bounded() -> None:

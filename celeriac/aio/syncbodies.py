@@ -19,9 +19,10 @@ thread until that call returns, and the exception is raised then.
 from __future__ import annotations
 
 import contextvars
+import itertools
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
@@ -93,17 +94,28 @@ class _Call:
 
 
 class SyncBodies:
-    """A bounded pool of OS threads for sync task bodies; callers wait on an event."""
+    """A bounded pool of OS threads for sync task bodies; callers wait on an event.
+
+    Daemon threads, started as needed up to ``size``: a body that a hard limit or a
+    termination gave up on while it is stuck in a C call must not hold the process's
+    exit (``concurrent.futures`` joins its threads at exit: a warm shutdown would wait
+    for a ``time.sleep(3600)`` the task no longer owns).
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._executor = ThreadPoolExecutor(size, thread_name_prefix="celeriac-sync")
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        #: Threads waiting for a body and not yet promised one.
+        self._idle = 0
+        self._names = itertools.count()
 
     def call(self, body: Callable[[], Any], done: EventLike) -> Any:
         """Run ``body`` on a pool thread and wait for it on ``done`` (a job's event that
         parks it): its value, or its exception raised here."""
         call = _Call(body, done)
-        self._executor.submit(call.run)
+        self._submit(call.run)
         while not done.is_set():
             try:
                 done.wait()
@@ -115,17 +127,44 @@ class SyncBodies:
                 raise
         return call.outcome()
 
+    def _submit(self, work: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._queue.put(work)
+            if self._idle:
+                self._idle -= 1
+                return
+            if work is None or self._threads >= self.size:
+                return  # a busy thread takes it when it is done
+            self._threads += 1
+        threading.Thread(target=self._serve, name=f"celeriac-sync-{next(self._names)}",
+                         daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            work = self._queue.get()
+            if work is None:
+                with self._lock:
+                    self._threads -= 1
+                return
+            work()
+            with self._lock:
+                if self._threads > self.size:  # shrunk meanwhile: one thread fewer
+                    self._threads -= 1
+                    return
+                self._idle += 1
+
     def resize(self, size: int) -> None:
-        """Take a new pool of ``size`` threads; the old one's bodies finish on their threads."""
-        if size == self.size:
-            return
-        old, self._executor = self._executor, ThreadPoolExecutor(
-            size, thread_name_prefix="celeriac-sync")
-        self.size = size
-        old.shutdown(wait=False)
+        """Run up to ``size`` bodies at once from now on: threads beyond it end as they
+        finish their bodies; running bodies are never stopped."""
+        with self._lock:
+            self.size = size
 
     def stop(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Let idle threads end (the others are daemons: they do not hold the exit)."""
+        with self._lock:
+            idle = self._idle
+        for _ in range(idle):
+            self._submit(None)
 
 
 def _wait_quietly(done: EventLike, timeout: float) -> None:
