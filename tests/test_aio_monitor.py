@@ -12,12 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
+from conftest import normal_leg_only
 
 from celeriac.aio.monitor import LoopMonitor, attach_monitor, register_job
 from celeriac.exceptions import CeleriacError
 from celeriac.pools.base import JobInfo, Stall
 
 MAX_BLOCKING = 0.1
+
+# A worker-side part on real native threads: the gevent-patched leg has no place for it.
+pytestmark = normal_leg_only
 
 
 @dataclass

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import normal_leg_only
 
 from celeriac.aio.greenjobs import JobEvent, JobScheduler
 from celeriac.aio.syncbodies import SyncBodies
@@ -29,6 +30,9 @@ from celeriac.pools import get_pool
 from celeriac.pools.asyncio import SYNC_THREADS, AsyncioPool, sync_threads
 
 WAIT = 20.0
+
+# The pool runs in a worker process of its own, never patched: real threads are the point.
+pytestmark = normal_leg_only
 
 
 @pytest.fixture

@@ -150,7 +150,11 @@ class JobScheduler:
     def limits(self, soft: float | None, hard: float | None) -> Iterator[None]:
         """Throw ``SoftTimeLimitExceeded`` / :class:`HardTimeLimit` into this job at its
         deadlines, where it is parked (``HardTimeLimit`` is a ``BaseException``: ``except
-        Exception`` in the task cannot swallow it)."""
+        Exception`` in the task cannot swallow it). Off the jobs thread there is no job to
+        throw into: nothing is enforced there."""
+        if not self.in_job():
+            yield
+            return
         current = greenlet.getcurrent()
         timers = []
         if soft:

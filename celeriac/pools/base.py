@@ -20,7 +20,6 @@ anything.
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -149,6 +148,8 @@ class Pool(ABC):
     def threadsafe_event(self) -> EventLike:
         """An event a job can wait on and ANY native thread may set (an event loop's
         thread, a pool thread): by default a ``threading.Event``."""
+        import threading  # not at the top: a gevent worker imports this module before patching
+
         return threading.Event()
 
     def current_job(self) -> Any:

@@ -14,7 +14,7 @@ import time
 from types import ModuleType
 
 import pytest
-from conftest import Project, Worker, wait_until
+from conftest import Project, Worker, normal_leg_only, wait_until
 
 from celeriac import TimeLimitExceeded
 
@@ -46,6 +46,9 @@ def on_asyncio():
 def on_prefork():
     return {"pid": os.getpid(), "thread": threading.current_thread().name}
 '''
+
+# What happens inside the worker processes: the normal leg runs it.
+pytestmark = normal_leg_only
 
 
 @pytest.fixture
