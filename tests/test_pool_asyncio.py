@@ -229,21 +229,11 @@ def test_soft_limit_is_forwarded_into_a_sync_body(pool: AsyncioPool) -> None:
 def test_hard_limit_ends_the_job_and_stops_the_body(pool: AsyncioPool) -> None:
     results: list[Any] = []
     body_saw: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            while True:
-                sum(range(1000))
-        except BaseException as exc:
-            body_saw.append(exc)
-            raise
-
+    body = _spinner(body_saw)
     pool.submit(outcome_of(lambda: pool.run_body(body, soft=None, hard=0.1), results))
     assert pool.join(WAIT)
     assert isinstance(results[0], HardTimeLimit)
-    deadline = time.monotonic() + WAIT
-    while not body_saw and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(body_saw)
     assert isinstance(body_saw[0], HardTimeLimit), "the body's thread was not stopped"
 
 
@@ -279,10 +269,11 @@ def test_a_body_still_waiting_for_a_thread_never_starts_once_its_job_ended() -> 
 def test_interrupt_terminates_a_job_waiting_for_its_sync_body(pool: AsyncioPool) -> None:
     handles: list[Any] = []
     results: list[Any] = []
+    body_saw: list[BaseException] = []
 
     def job() -> Any:
         handles.append(pool.current_job())
-        return pool.run_body(_spin_forever, soft=None, hard=None)
+        return pool.run_body(_spinner(body_saw), soft=None, hard=None)
 
     pool.submit(outcome_of(job, results))
     deadline = time.monotonic() + WAIT
@@ -292,11 +283,26 @@ def test_interrupt_terminates_a_job_waiting_for_its_sync_body(pool: AsyncioPool)
     pool.interrupt(handles[0], Terminated)
     assert pool.join(WAIT)
     assert isinstance(results[0], Terminated)
+    _wait_for(body_saw)
+    assert isinstance(body_saw[0], Terminated), "the body's thread was not stopped"
 
 
-def _spin_forever() -> None:
-    while True:
-        sum(range(1000))
+def _spinner(saw: list[BaseException]) -> Callable[[], None]:
+    """A body that spins until an exception is raised in its thread, and notes which."""
+    def spin() -> None:
+        try:
+            while True:
+                sum(range(1000))
+        except BaseException as exc:
+            saw.append(exc)
+            raise
+    return spin
+
+
+def _wait_for(items: list[Any]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not items and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def test_free_slots_follow_resize(pool: AsyncioPool) -> None:
