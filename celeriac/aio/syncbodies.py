@@ -50,20 +50,24 @@ class _Call:
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        """On a pool thread: run the body in the job's context, then tell the job."""
-        with self.lock:
-            self.ident = threading.get_ident()
-            early = self.early
+        """On a pool thread: run the body in the job's context, then tell the job.
+
+        A forward lands at any bytecode once ``ident`` is set: inside the body it is the
+        body's outcome (a limit hitting its last line is still a limit); after the body
+        has ended it comes too late and is dropped.
+        """
         try:
             try:
+                with self.lock:
+                    self.ident = threading.get_ident()
+                    early = self.early
                 if early is not None:  # limit or termination while it waited for a thread
                     raise early()
                 self.value = self.context.run(self.body)
             except BaseException as exc:
                 self.error = exc
             self._close()
-        except BaseException as late:  # forwarded just as the body ended: it ran too late
-            self.error = self.error or late
+        except BaseException:  # forwarded as the body ended: too late, dropped
             self._close()
         self.done.set()
 
