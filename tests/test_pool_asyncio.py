@@ -347,6 +347,23 @@ def test_no_more_bodies_run_at_once_than_threads() -> None:
     assert most[0] == 2
 
 
+def test_a_thread_stuck_past_a_hard_limit_is_replaced() -> None:
+    """One thread, stuck in a C call its job gave up on: the next body gets a new thread
+    instead of waiting for the call to return."""
+    pool = AsyncioPool(1)
+    pool.start()
+    results: list[Any] = []
+    pool.submit(outcome_of(lambda: pool.run_body(lambda: time.sleep(60), soft=None, hard=0.1),
+                           results))
+    assert pool.join(WAIT)
+    assert isinstance(results[0], HardTimeLimit)
+    assert pool._sync is not None and pool._sync.abandoned == 1
+    pool.submit(outcome_of(lambda: pool.run_body(lambda: "next", soft=None, hard=None), results))
+    assert pool.join(WAIT)
+    pool.stop()
+    assert results[1] == "next"
+
+
 def test_sync_threads_are_bounded() -> None:
     assert sync_threads(4) == 4
     assert sync_threads(1000) == SYNC_THREADS

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from celeriac.pools.base import EventLike
+from celeriac.pools.base import EventLike, JobInfo
 from celeriac.pools.interrupts import cancel_raise_in_thread, raise_in_thread
+
+log = logging.getLogger("celeriac.worker")
 
 #: Seconds an ending job (hard limit, termination) gives its body's thread to stop;
 #: below the supervisor's grace after a hard limit (1 s), so the job ends first.
@@ -48,6 +51,8 @@ class _Call:
         self.finished = False
         self.value: Any = None
         self.error: BaseException | None = None
+        #: Given up on by its job while still running: its thread leaves the pool after it.
+        self.abandoned = False
 
     def run(self) -> None:
         """On a pool thread: run the body in the job's context, then tell the job.
@@ -104,22 +109,29 @@ class SyncBodies:
     termination gave up on while it is stuck in a C call must not hold the process's
     exit (``concurrent.futures`` joins its threads at exit: a warm shutdown would wait
     for a ``time.sleep(3600)`` the task no longer owns).
+
+    Such an *abandoned* body's thread stops counting against ``size`` (a new thread
+    takes its place, so stuck calls cannot starve the pool) and ends when the call
+    returns; a warning names the task. At most ``size`` threads are abandoned at once:
+    past that they count again, so stuck calls cannot grow the process without bound.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
         #: Threads waiting for a body and not yet promised one.
         self._idle = 0
+        #: Threads running an abandoned body (not counted in ``_threads``).
+        self.abandoned = 0
         self._names = itertools.count()
 
-    def call(self, body: Callable[[], Any], done: EventLike) -> Any:
+    def call(self, body: Callable[[], Any], done: EventLike, job: JobInfo | None = None) -> Any:
         """Run ``body`` on a pool thread and wait for it on ``done`` (a job's event that
         parks it): its value, or its exception raised here."""
         call = _Call(body, done)
-        self._submit(call.run)
+        self._submit(call)
         while not done.is_set():
             try:
                 done.wait()
@@ -128,10 +140,25 @@ class SyncBodies:
             except BaseException as exc:
                 call.forward(exc)
                 _wait_quietly(done, UNWIND_GRACE)
+                if not done.is_set():
+                    self._abandon(call, exc, job)
                 raise
         return call.outcome()
 
-    def _submit(self, work: Callable[[], None] | None) -> None:
+    def _abandon(self, call: _Call, exc: BaseException, job: JobInfo | None) -> None:
+        with self._lock:
+            if call.ident is None or call.finished or self.abandoned >= self.size:
+                return  # never started (it will not), just ended, or too many abandoned
+            call.abandoned = True
+            self.abandoned += 1
+            self._threads -= 1
+            count = self.abandoned
+        what = f"task {job.task}[{job.task_id}]" if job is not None else "a task"
+        log.warning("%s ended (%s) but its thread is stuck in a call that cannot be "
+                    "interrupted; the thread leaves the pool until the call returns "
+                    "(%d abandoned of %d)", what, type(exc).__name__, count, self.size)
+
+    def _submit(self, work: _Call | None) -> None:
         with self._lock:
             self._queue.put(work)
             if self._idle:
@@ -150,8 +177,11 @@ class SyncBodies:
                 with self._lock:
                     self._threads -= 1
                 return
-            work()
+            work.run()
             with self._lock:
+                if work.abandoned:  # replaced already: this thread is not counted any more
+                    self.abandoned -= 1
+                    return
                 if self._threads > self.size:  # shrunk meanwhile: one thread fewer
                     self._threads -= 1
                     return

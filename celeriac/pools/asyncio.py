@@ -107,7 +107,7 @@ class AsyncioPool(Pool):
             return super().run_body(body, is_async=is_async, soft=soft, hard=hard, job=job)
         assert self._sync is not None, "start() the pool first"
         with self.limits(soft, hard, job):
-            return self._sync.call(body, self.threadsafe_event())
+            return self._sync.call(body, self.threadsafe_event(), job)
 
     def current_job(self) -> Any:
         return self._jobs.current()

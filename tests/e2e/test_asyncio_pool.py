@@ -104,6 +104,8 @@ def test_a_body_stuck_in_a_c_call_fails_at_its_hard_limit(project: Project,
     assert time.monotonic() - started < 20, "it waited for the sleep"
     assert tasks.add.delay(2, 3).get(timeout=30) == 5
     assert worker.children() == [child]
+    worker.wait_for_log(f"task tasks.sleep[{stuck.id}] ended (HardTimeLimit) but its thread "
+                        "is stuck")
     # The abandoned thread (still in its sleep) does not hold the warm shutdown.
     assert worker.stop(timeout=15) == 0
 
