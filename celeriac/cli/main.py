@@ -109,7 +109,7 @@ def _log_level(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 @cli.command()
 @click.option("-P", "--pool", "pools", multiple=True, metavar="NAME[:C[:QUEUES]]",
-              help="Execution pool: solo, threads, prefork, gevent, eventlet [default: "
+              help="Execution pool: solo, threads, prefork, gevent, eventlet, asyncio [default: "
                    "worker_pool]. Repeat to run several, e.g. -P gevent:1000:io -P prefork:2:cpu.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1),
               help="Tasks at once (prefork: processes) [default: CPUs].")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 #: Libraries a report lists when installed: clients of brokers and backends, and pools.
-LIBRARIES = ("click", "orjson", "psutil", "redis", "hiredis", "gevent", "eventlet")
+LIBRARIES = ("click", "orjson", "psutil", "redis", "hiredis", "gevent", "eventlet", "greenlet")
 
 
 def _version(distribution: str) -> str | None:

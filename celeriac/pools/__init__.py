@@ -23,10 +23,11 @@ POOLS: dict[str, str] = {
     "prefork": "celeriac.pools.prefork:PreforkPool",
     "gevent": "celeriac.pools.gevent:GeventPool",
     "eventlet": "celeriac.pools.eventlet:EventletPool",
+    "asyncio": "celeriac.pools.asyncio:AsyncioPool",
 }
 
 #: Pools that need an extra installed: ``pip install celeriac[NAME]``.
-EXTRAS = {"gevent": "gevent", "eventlet": "eventlet"}
+EXTRAS = {"gevent": "gevent", "eventlet": "eventlet", "asyncio": "asyncio"}
 
 
 def get_pool(name: str) -> type[Pool]:

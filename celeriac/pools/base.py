@@ -133,6 +133,25 @@ class Pool(ABC):
         """
         return _no_limits()
 
+    def run_body(self, body: Callable[[], Any], *, is_async: bool = False, soft: float | None,
+                 hard: float | None, job: JobInfo | None = None) -> Any:
+        """Run a task's ``body`` (its call) under its time limits, where it belongs; its value.
+
+        Called by the worker where the job runs. The default runs it right here inside
+        :meth:`limits`; a pool whose jobs must not run task code themselves (``-P
+        asyncio``: sync bodies go to a thread pool) overrides it. ``is_async``: the body
+        returns a coroutine to await (issue 13, the per-process loop).
+        """
+        with self.limits(soft, hard, job):
+            return body()
+
+    def threadsafe_event(self) -> EventLike:
+        """An event a job can wait on and ANY native thread may set (an event loop's
+        thread, a pool thread): by default a ``threading.Event``."""
+        import threading  # not at the top: a gevent worker imports this module before patching
+
+        return threading.Event()
+
     def current_job(self) -> Any:
         """A handle on the job running here, for :meth:`interrupt` (called from inside the
         job). None when the pool cannot interrupt a job in-process."""

@@ -11,7 +11,6 @@ other tasks of the process are then delivered again).
 
 from __future__ import annotations
 
-import ctypes
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +20,7 @@ from typing import Any
 
 from celeriac.exceptions import SoftTimeLimitExceeded
 from celeriac.pools.base import EventLike, Job, JobInfo, Pool
+from celeriac.pools.interrupts import raise_in_thread
 
 #: How often the soft-limit watchdog looks at deadlines (seconds).
 WATCH_INTERVAL = 0.05
@@ -54,8 +54,7 @@ class _SoftLimitWatchdog:
                 late = [ident for ident, deadline in self._deadlines.items() if deadline <= now]
                 for ident in late:
                     del self._deadlines[ident]
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(ident), ctypes.py_object(SoftTimeLimitExceeded))
+                    raise_in_thread(ident, SoftTimeLimitExceeded)
 
 
 class ThreadPool(Pool):
@@ -138,7 +137,7 @@ class ThreadPool(Pool):
         """Raised at the thread's next bytecode boundary: a thread inside one long C call
         (a ``time.sleep``, a read without timeout) sees it only when the call returns,
         so the revoke middleware escalates to replacing the process after a grace period."""
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(handle), ctypes.py_object(exc))
+        raise_in_thread(handle, exc)
 
     def stop(self) -> None:
         if self._executor is not None:

@@ -169,9 +169,13 @@ class Executor:
         acks_late = task.acks_late
         if not acks_late:
             self.early_ack(delivery)
-        guard = self.pool.limits(run.soft_time_limit, run.time_limit,
-                                 JobInfo(delivery.id, run.name, run.request.id))
-        record = run_task(run, self.pipeline, guard)
+        soft, hard = run.soft_time_limit, run.time_limit
+        job = JobInfo(delivery.id, run.name, run.request.id)
+
+        def runner(body: Callable[[], Any]) -> Any:
+            return self.pool.run_body(body, soft=soft, hard=hard, job=job)
+
+        record = run_task(run, self.pipeline, runner)
         if record.status in (IGNORED, REJECTED):
             return self._predicate(run, record, acks_late)
         if record.status == SUCCESS:

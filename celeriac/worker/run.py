@@ -18,7 +18,8 @@ from __future__ import annotations
 import socket
 import time
 import traceback
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celeriac import serialization
@@ -95,17 +96,26 @@ def describe_request(record: ResultRecord, request: Request, extended: bool) -> 
         record.worker, record.queue = request.hostname, request.queue
 
 
-def run_task(run: TaskRun, pipeline: Pipeline,
-             guard: AbstractContextManager[None] | None = None) -> ResultRecord:
-    """Run ``run.task`` for ``run.request`` inside ``guard`` (its time limits), with the
-    pipeline's hooks around it; ``run.record`` and the return value say how it ended."""
+#: Runs a task's body (a call without arguments) and returns its value: the pool's
+#: ``run_body`` with the task's limits, in a worker.
+BodyRunner = Callable[[Callable[[], Any]], Any]
+
+
+def _call(body: Callable[[], Any]) -> Any:
+    return body()
+
+
+def run_task(run: TaskRun, pipeline: Pipeline, runner: BodyRunner = _call) -> ResultRecord:
+    """Run ``run.task`` for ``run.request`` through ``runner`` (its pool, its time limits),
+    with the pipeline's hooks around it; ``run.record`` and the return value say how it
+    ended."""
     reset = current_request.set(run.request)
     reset_task = current_task_var.set(run.task)
     try:
         pipeline.before_task(run)
         run.started_at = time.time()
         started = time.monotonic()
-        run.record = _body(run, pipeline, guard or nullcontext())
+        run.record = _body(run, pipeline, runner)
         run.runtime = time.monotonic() - started
         describe_request(run.record, run.request, run.task.app.conf["result_extended"])
         pipeline.after_task(run)
@@ -115,11 +125,10 @@ def run_task(run: TaskRun, pipeline: Pipeline,
         current_request.reset(reset)
 
 
-def _body(run: TaskRun, pipeline: Pipeline, guard: AbstractContextManager[None]) -> ResultRecord:
+def _body(run: TaskRun, pipeline: Pipeline, runner: BodyRunner) -> ResultRecord:
     task, request = run.task, run.request
     try:
-        with guard:
-            value = task(*request.args, **request.kwargs)
+        value = runner(partial(task, *request.args, **request.kwargs))
         run.retval = _checked_value(value)
         return ResultRecord(task_id=request.id, status=SUCCESS, result=run.retval,
                             name=task.name, retries=request.retries, date_done=time.time())

@@ -53,7 +53,7 @@ def burst(tasks: ModuleType, gate: Path, count: int) -> list[Any]:
 
 
 @pytest.mark.parametrize(("pool", "broker"), [("threads", "sqlite"), ("gevent", "sqlite"),
-                                             ("threads", "redis")])
+                                             ("asyncio", "sqlite"), ("threads", "redis")])
 def test_slots_grow_with_a_burst_and_shrink_when_idle(pool: str, broker: str, tmp_path: Path,
                                                       request: pytest.FixtureRequest) -> None:
     project: Project = project_on(request, broker)

@@ -265,7 +265,7 @@ def test_malformed_commands_are_skipped(project: Project) -> None:
 
 @pytest.mark.skipif(gevent_patched(), reason="worker-side (a green pool's slots): the normal "
                     "leg runs it")
-@pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+@pytest.mark.parametrize("pool", ["gevent", "eventlet", "asyncio"])
 def test_green_pools_grow_and_shrink_in_place(pool: str, project: Project, tmp_path: Path) -> None:
     tasks = tasks_module(project)
     app = tasks.app

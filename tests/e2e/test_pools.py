@@ -25,7 +25,7 @@ from conftest import Project, Worker, executions, stop_project, wait_until
 from celeriac import TaskError
 
 #: Every ``-P`` pool; each test below runs once per pool.
-POOLS = ["solo", "threads", "prefork", "gevent", "eventlet"]
+POOLS = ["solo", "threads", "prefork", "gevent", "eventlet", "asyncio"]
 #: Pools that run one task at a time in one process whatever ``-c`` says.
 SERIAL_POOLS = {"solo"}
 #: Pools that run ``-c`` tasks as greenlets of one process; patching makes the

@@ -27,9 +27,9 @@ from celeriac import group
 #: Every pool; the gevent-patched leg runs threads only: which pool stops the task is the
 #: worker's side, the revoke the test process sends is the same for all of them.
 POOLS = [pytest.param(pool, marks=() if pool == "threads" else (normal_leg_only,))
-         for pool in ("solo", "threads", "prefork", "gevent", "eventlet")]
+         for pool in ("solo", "threads", "prefork", "gevent", "eventlet", "asyncio")]
 #: Pools that stop a terminated task inside the process; the others replace the process.
-IN_PROCESS = {"threads", "gevent", "eventlet"}
+IN_PROCESS = {"threads", "gevent", "eventlet", "asyncio"}
 
 EXTRA = r'''
 import json

@@ -34,11 +34,11 @@ from conftest import Project, wait_until
 
 from celeriac.brokers import OutgoingMessage
 
-POOLS = ["solo", "threads", "prefork", "gevent", "eventlet"]
-CONCURRENCY = {"solo": 1, "threads": 2, "prefork": 2, "gevent": 4, "eventlet": 4}
+POOLS = ["solo", "threads", "prefork", "gevent", "eventlet", "asyncio"]
+CONCURRENCY = {"solo": 1, "threads": 2, "prefork": 2, "gevent": 4, "eventlet": 4, "asyncio": 4}
 #: Which process has a ``setup_logging`` receiver (and configures logging itself).
 USER_LOGGING = {"solo": "worker", "threads": "supervisor", "prefork": "worker",
-                "gevent": "supervisor", "eventlet": "worker"}
+                "gevent": "supervisor", "eventlet": "worker", "asyncio": "worker"}
 
 TASKS = r'''
 """Receivers for every signal, each call recorded as one JSON line in signals.jsonl."""

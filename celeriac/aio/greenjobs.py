@@ -1,0 +1,274 @@
+"""Job greenlets on one native thread: where the ``-P asyncio`` pool runs its jobs.
+
+A job -- the consumer's synchronous callable that runs the executor for one
+message: pipeline hooks, result and status writes, the wait for the task's
+body -- is mostly waiting: for a coroutine on the event loop's thread, or for a
+synchronous task's body on a thread of the pool. Running each job on its own OS
+thread would cost a thread per task at ``-c 1000``; running jobs on the event
+loop would put blocking pipeline code (SQLite, a Redis round trip) on the loop.
+So jobs run as greenlets on ONE dedicated native thread, the *jobs thread*,
+under the small :class:`JobScheduler` here: a job that must wait *parks*
+(switches back to the scheduler's greenlet), and a thread-safe wake-up -- a
+command in the scheduler's inbox -- resumes it. The scheduler is not gevent:
+there is no I/O loop and nothing is monkey-patched; a job that blocks in a
+plain call blocks the jobs thread for that call, which pipeline code only does
+briefly.
+
+Time limits and ``revoke(terminate=True)`` are exceptions the scheduler throws
+into the job's greenlet where it is parked (:meth:`JobScheduler.limits`,
+:meth:`JobScheduler.throw`), as the gevent pool does with gevent timeouts. The
+code that waits catches them and forwards them to whatever it waits for (the
+body's thread, the coroutine); see :mod:`celeriac.aio.syncbodies`.
+
+Everything that touches a greenlet happens on the jobs thread: other threads
+only append commands to the inbox (under a native condition that also wakes the
+scheduler up), so no greenlet is ever switched to from the wrong thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import greenlet
+
+from celeriac.exceptions import HardTimeLimit, SoftTimeLimitExceeded
+from celeriac.pools.base import Job
+
+log = logging.getLogger("celeriac.worker")
+
+
+@dataclass(order=True)
+class _Timer:
+    """An action the scheduler runs on its own greenlet at ``deadline`` unless cancelled."""
+
+    deadline: float
+    seq: int
+    action: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+
+class JobScheduler:
+    """Runs jobs as greenlets on one native thread; parks and resumes them.
+
+    ``submit``, ``throw``, ``wake``, ``running`` and ``join`` may be called from any
+    thread; ``park``, ``limits``, ``call_later`` only from a job on the jobs thread.
+    """
+
+    def __init__(self, name: str = "celeriac-jobs") -> None:
+        self._name = name
+        self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._cond = threading.Condition()
+        self._active = 0
+        self._stopping = False
+        self._timers: list[_Timer] = []
+        self._seq = itertools.count()
+        #: Parked greenlet -> the token it waits for (a wake with another token is stale).
+        self._parked: dict[Any, object] = {}
+        self._hub: Any = None
+        self._thread: threading.Thread | None = None
+        self.ident: int | None = None
+
+    # -- any thread ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        """Start ``job`` as a new greenlet on the jobs thread."""
+        with self._cond:
+            self._active += 1
+        self._post(self._start_job, job)
+
+    def running(self) -> int:
+        return self._active
+
+    def wake(self, glet: Any, token: object) -> None:
+        """Resume ``glet`` if it is still parked waiting for ``token``."""
+        self._post(self._wake, glet, token)
+
+    def throw(self, glet: Any, exc: BaseException) -> None:
+        """Raise ``exc`` in ``glet`` where it is parked (dropped if it has ended)."""
+        self._post(self._throw, glet, exc)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until no job runs; True when none is left."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._active == 0, timeout)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """End the jobs thread once its jobs have ended (at most ``timeout`` to wait here)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def in_job(self) -> bool:
+        """True when called from a job greenlet (where :meth:`park` may be called)."""
+        return (threading.get_ident() == self.ident
+                and greenlet.getcurrent() is not self._hub)
+
+    def current(self) -> Any:
+        """The job greenlet calling, or None outside a job."""
+        return greenlet.getcurrent() if self.in_job() else None
+
+    def _post(self, command: Callable[..., None], *args: Any) -> None:
+        with self._cond:
+            self._inbox.append((command, args))
+            self._cond.notify_all()
+
+    # -- jobs thread: called from a job -------------------------------------------------
+    def park(self, token: object) -> None:
+        """Give the jobs thread to other jobs until :meth:`wake` with ``token`` (or a throw).
+
+        Called by a job that has registered ``token`` where something will wake it.
+        Raises whatever :meth:`throw` (a time limit, a termination) sends meanwhile.
+        """
+        current = greenlet.getcurrent()
+        self._parked[current] = token
+        try:
+            self._hub.switch()
+        finally:
+            self._parked.pop(current, None)
+
+    def call_later(self, delay: float, action: Callable[[], None]) -> _Timer:
+        """Run ``action`` on the scheduler after ``delay`` seconds (cancel: ``timer.cancelled``)."""
+        timer = _Timer(time.monotonic() + delay, next(self._seq), action)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    @contextmanager
+    def limits(self, soft: float | None, hard: float | None) -> Iterator[None]:
+        """Throw ``SoftTimeLimitExceeded`` / :class:`HardTimeLimit` into this job at its
+        deadlines, where it is parked (``HardTimeLimit`` is a ``BaseException``: ``except
+        Exception`` in the task cannot swallow it). Off the jobs thread there is no job to
+        throw into: nothing is enforced there."""
+        if not self.in_job():
+            yield
+            return
+        current = greenlet.getcurrent()
+        timers = []
+        if soft:
+            timers.append(self.call_later(soft, lambda: self._throw(
+                current, SoftTimeLimitExceeded(f"soft time limit ({soft}s) exceeded"))))
+        if hard:
+            timers.append(self.call_later(hard, lambda: self._throw(
+                current, HardTimeLimit(f"hard time limit ({hard}s) exceeded"))))
+        try:
+            yield
+        finally:
+            for timer in timers:
+                timer.cancelled = True
+
+    # -- jobs thread: the scheduler's own greenlet ---------------------------------------
+    def _main(self) -> None:
+        self._hub = greenlet.getcurrent()
+        self.ident = threading.get_ident()
+        while True:
+            with self._cond:
+                while not self._inbox and not self._due():
+                    if self._stopping and self._active == 0:
+                        return
+                    self._cond.wait(self._until_next_timer())
+                commands = list(self._inbox)
+                self._inbox.clear()
+            for command, args in commands:
+                command(*args)
+            while self._due():
+                timer = heapq.heappop(self._timers)
+                if not timer.cancelled:
+                    timer.action()
+
+    def _due(self) -> bool:
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        return bool(self._timers) and self._timers[0].deadline <= time.monotonic()
+
+    def _until_next_timer(self) -> float | None:
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0].deadline - time.monotonic())
+
+    def _start_job(self, job: Job) -> None:
+        greenlet.greenlet(self._run_job, parent=self._hub).switch(job)
+
+    def _run_job(self, job: Job) -> None:
+        try:
+            job()
+        except BaseException as exc:
+            # Nothing may reach the scheduler's greenlet. The consumer's job catches every
+            # Exception; what gets here is a termination or time limit thrown into the job
+            # after its task had ended (it was parked in a hook), which has nothing to stop.
+            log.warning("job ended by %r, thrown in after its task had ended", exc)
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def _wake(self, glet: Any, token: object) -> None:
+        if self._parked.get(glet) is token:
+            glet.switch()
+
+    def _throw(self, glet: Any, exc: BaseException) -> None:
+        if glet in self._parked:
+            glet.throw(exc)
+
+
+class JobEvent:
+    """An event whose ``wait()`` parks the job greenlet calling it (or blocks a plain
+    thread, when called off the jobs thread) and whose ``set()`` any thread may call:
+    the ``-P asyncio`` pool's ``threadsafe_event()``."""
+
+    def __init__(self, scheduler: JobScheduler) -> None:
+        self._scheduler = scheduler
+        self._cond = threading.Condition()
+        self._flag = False
+        self._waiters: list[tuple[Any, object]] = []
+
+    def set(self) -> None:
+        with self._cond:
+            self._flag = True
+            waiters, self._waiters = self._waiters, []
+            self._cond.notify_all()
+        for glet, token in waiters:
+            self._scheduler.wake(glet, token)
+
+    def clear(self) -> None:
+        with self._cond:
+            self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        scheduler = self._scheduler
+        if not scheduler.in_job():
+            with self._cond:
+                return self._cond.wait_for(lambda: self._flag, timeout)
+        token = object()
+        entry = (greenlet.getcurrent(), token)
+        with self._cond:
+            if self._flag:
+                return True
+            self._waiters.append(entry)
+        timer = None
+        if timeout is not None:
+            timer = scheduler.call_later(timeout, lambda: scheduler.wake(*entry))
+        try:
+            scheduler.park(token)
+        finally:
+            if timer is not None:
+                timer.cancelled = True
+            with self._cond:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+        return self._flag

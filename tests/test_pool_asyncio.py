@@ -1,0 +1,378 @@
+"""The ``-P asyncio`` pool's parts in-process: the jobs thread's greenlet scheduler, its
+thread-safe event, time limits and terminations thrown into parked jobs, and sync task
+bodies on the bounded thread pool (with what hits the job forwarded to the body).
+
+Everything is real: real threads, real greenlets; waits are bounded and only decide
+"did it happen" (no timing assertions).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import normal_leg_only
+
+from celeriac.aio.greenjobs import JobEvent, JobScheduler
+from celeriac.aio.syncbodies import SyncBodies
+from celeriac.exceptions import (
+    ConfigurationError,
+    HardTimeLimit,
+    SoftTimeLimitExceeded,
+    Terminated,
+)
+from celeriac.pools import get_pool
+from celeriac.pools.asyncio import SYNC_THREADS, AsyncioPool, sync_threads
+
+WAIT = 20.0
+
+# The pool runs in a worker process of its own, never patched: real threads are the point.
+pytestmark = normal_leg_only
+
+
+@pytest.fixture
+def scheduler() -> Iterator[JobScheduler]:
+    jobs = JobScheduler("test-jobs")
+    jobs.start()
+    yield jobs
+    jobs.stop()
+
+
+@pytest.fixture
+def pool() -> Iterator[AsyncioPool]:
+    made = AsyncioPool(4)
+    made.start()
+    yield made
+    assert made.join(WAIT)
+    made.stop()
+
+
+def outcome_of(fn: Callable[[], Any], into: list[Any]) -> Callable[[], None]:
+    """A job that records what ``fn`` returned, or the exception it raised."""
+    def job() -> None:
+        try:
+            into.append(fn())
+        except BaseException as exc:
+            into.append(exc)
+    return job
+
+
+def test_parked_jobs_let_the_others_run_on_one_thread(scheduler: JobScheduler) -> None:
+    gate = JobEvent(scheduler)
+    started: list[int] = []
+    threads: set[int] = set()
+    ended: list[Any] = []
+
+    def job(index: int) -> Callable[[], None]:
+        def run() -> None:
+            started.append(index)
+            threads.add(threading.get_ident())
+            assert gate.wait() is True
+            ended.append(index)
+        return run
+
+    for index in range(5):
+        scheduler.submit(job(index))
+    deadline = time.monotonic() + WAIT
+    while len(started) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(started) == [0, 1, 2, 3, 4], "a parked job kept the others from starting"
+    assert ended == [] and scheduler.running() == 5
+    gate.set()  # from the test's thread: wakes every parked job
+    assert scheduler.join(WAIT)
+    assert sorted(ended) == [0, 1, 2, 3, 4]
+    assert threads == {scheduler.ident} and scheduler.ident != threading.get_ident()
+
+
+def test_event_waits_natively_off_the_jobs_thread(scheduler: JobScheduler) -> None:
+    event = JobEvent(scheduler)
+    assert event.wait(0.01) is False
+    threading.Timer(0.05, event.set).start()
+    assert event.wait(WAIT) is True and event.is_set()
+    event.clear()
+    assert not event.is_set()
+
+
+def test_a_parked_wait_times_out_and_a_stale_wake_is_ignored(scheduler: JobScheduler) -> None:
+    event, later = JobEvent(scheduler), JobEvent(scheduler)
+    results: list[Any] = []
+
+    def job() -> None:
+        results.append(event.wait(0.05))   # nobody sets it: times out
+        results.append(later.wait())       # a wake for the first wait must not end this one
+        results.append("after")
+
+    scheduler.submit(job)
+    deadline = time.monotonic() + WAIT
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.01)
+    event.set()  # stale: its waiter gave up
+    time.sleep(0.1)
+    assert results == [False], "a stale wake resumed a job waiting for something else"
+    later.set()
+    assert scheduler.join(WAIT)
+    assert results == [False, True, "after"]
+
+
+def test_time_limits_are_thrown_where_the_job_waits(scheduler: JobScheduler) -> None:
+    results: list[Any] = []
+    never = JobEvent(scheduler)
+
+    def soft_then_cleanup() -> str:
+        with scheduler.limits(0.05, None):
+            try:
+                never.wait()
+            except SoftTimeLimitExceeded:
+                return "cleaned up"
+        return "not reached"
+
+    def hard() -> str:
+        with scheduler.limits(None, 0.05):
+            never.wait()
+        return "not reached"
+
+    scheduler.submit(outcome_of(soft_then_cleanup, results))
+    scheduler.submit(outcome_of(hard, results))
+    assert scheduler.join(WAIT)
+    assert "cleaned up" in results
+    [exc] = [r for r in results if isinstance(r, BaseException)]
+    assert isinstance(exc, HardTimeLimit) and "hard time limit (0.05s)" in str(exc)
+
+
+def test_limits_end_with_their_block(scheduler: JobScheduler) -> None:
+    results: list[Any] = []
+    pause = JobEvent(scheduler)
+
+    def quick_then_wait() -> str:
+        with scheduler.limits(0.05, 0.06):
+            pass
+        pause.wait(0.3)  # past both deadlines, outside the block: nothing thrown
+        return "fine"
+
+    scheduler.submit(outcome_of(quick_then_wait, results))
+    assert scheduler.join(WAIT)
+    assert results == ["fine"]
+
+
+def test_throw_from_another_thread_reaches_a_parked_job(scheduler: JobScheduler) -> None:
+    handles: list[Any] = []
+    results: list[Any] = []
+    never = JobEvent(scheduler)
+
+    def job() -> None:
+        handles.append(scheduler.current())
+        never.wait()
+
+    scheduler.submit(outcome_of(job, results))
+    deadline = time.monotonic() + WAIT
+    while not handles and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handles[0] is not None and scheduler.current() is None
+    scheduler.throw(handles[0], Terminated("stop"))
+    assert scheduler.join(WAIT)
+    assert isinstance(results[0], Terminated)
+
+
+request_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_var")
+
+
+def test_sync_bodies_run_on_pool_threads_with_the_jobs_context(pool: AsyncioPool) -> None:
+    results: list[Any] = []
+
+    def body() -> tuple[str, int, str]:
+        return request_var.get(), threading.get_ident(), threading.current_thread().name
+
+    def job() -> Any:
+        request_var.set("req-1")
+        return pool.run_body(body, soft=None, hard=None)
+
+    pool.submit(outcome_of(job, results))
+    assert pool.join(WAIT)
+    [(value, ident, name)] = results
+    assert value == "req-1", "the body did not see the job's contextvars"
+    assert ident not in (pool._jobs.ident, threading.get_ident())
+    assert name.startswith("celeriac-sync")
+
+
+def test_n_sync_bodies_run_at_once(pool: AsyncioPool) -> None:
+    arrived = threading.Barrier(4, timeout=WAIT)
+    results: list[Any] = []
+    for _ in range(4):
+        pool.submit(outcome_of(lambda: pool.run_body(arrived.wait, soft=None, hard=None),
+                               results))
+    assert pool.join(WAIT)
+    # A barrier of 4 is only passed by 4 bodies running at the same time.
+    assert sorted(results) == [0, 1, 2, 3]
+
+
+def _spin_until_soft_limit() -> str:
+    try:
+        while True:
+            sum(range(1000))
+    except SoftTimeLimitExceeded:
+        return "soft limit caught in the body"
+
+
+def test_soft_limit_is_forwarded_into_a_sync_body(pool: AsyncioPool) -> None:
+    results: list[Any] = []
+    pool.submit(outcome_of(lambda: pool.run_body(_spin_until_soft_limit, soft=0.1, hard=None),
+                           results))
+    assert pool.join(WAIT)
+    assert results == ["soft limit caught in the body"]
+
+
+def test_hard_limit_ends_the_job_and_stops_the_body(pool: AsyncioPool) -> None:
+    results: list[Any] = []
+    body_saw: list[BaseException] = []
+    body = _spinner(body_saw)
+    pool.submit(outcome_of(lambda: pool.run_body(body, soft=None, hard=0.1), results))
+    assert pool.join(WAIT)
+    assert isinstance(results[0], HardTimeLimit)
+    _wait_for(body_saw)
+    assert isinstance(body_saw[0], HardTimeLimit), "the body's thread was not stopped"
+
+
+def test_a_body_still_waiting_for_a_thread_never_starts_once_its_job_ended() -> None:
+    pool = AsyncioPool(2)
+    pool.start()
+    pool.resize(2)
+    pool._sync.resize(1)  # type: ignore[union-attr]  # one thread: the second body queues
+    release = threading.Event()
+    ran: list[str] = []
+    results: list[Any] = []
+
+    def first() -> str:
+        release.wait(WAIT)
+        return "first"
+
+    def second() -> str:
+        ran.append("second")
+        return "second"
+
+    pool.submit(outcome_of(lambda: pool.run_body(first, soft=None, hard=None), results))
+    pool.submit(outcome_of(lambda: pool.run_body(second, soft=None, hard=0.1), results))
+    deadline = time.monotonic() + WAIT
+    while not any(isinstance(r, HardTimeLimit) for r in results) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    assert pool.join(WAIT)
+    pool.stop()
+    assert "first" in results and any(isinstance(r, HardTimeLimit) for r in results)
+    assert ran == [], "a body whose job had ended ran anyway"
+
+
+def test_interrupt_terminates_a_job_waiting_for_its_sync_body(pool: AsyncioPool) -> None:
+    handles: list[Any] = []
+    results: list[Any] = []
+    body_saw: list[BaseException] = []
+
+    def job() -> Any:
+        handles.append(pool.current_job())
+        return pool.run_body(_spinner(body_saw), soft=None, hard=None)
+
+    pool.submit(outcome_of(job, results))
+    deadline = time.monotonic() + WAIT
+    while not handles and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.can_interrupt and pool.current_job() is None
+    pool.interrupt(handles[0], Terminated)
+    assert pool.join(WAIT)
+    assert isinstance(results[0], Terminated)
+    _wait_for(body_saw)
+    assert isinstance(body_saw[0], Terminated), "the body's thread was not stopped"
+
+
+def _spinner(saw: list[BaseException]) -> Callable[[], None]:
+    """A body that spins until an exception is raised in its thread, and notes which."""
+    def spin() -> None:
+        try:
+            while True:
+                sum(range(1000))
+        except BaseException as exc:
+            saw.append(exc)
+            raise
+    return spin
+
+
+def _wait_for(items: list[Any]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not items and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_free_slots_follow_resize(pool: AsyncioPool) -> None:
+    gate = JobEvent(pool._jobs)
+    for _ in range(3):
+        pool.submit(gate.wait)
+    assert pool.free_slots() == 1 and pool.running() == 3
+    pool.resize(2)  # running jobs go on; no room until enough ended
+    assert pool.free_slots() == 0 and pool.concurrency == 2
+    pool.resize(10)
+    assert pool.free_slots() == 7
+    gate.set()
+    assert pool.join(WAIT) and pool.running() == 0
+
+
+def test_no_more_bodies_run_at_once_than_threads() -> None:
+    bodies = SyncBodies(2)
+    scheduler = JobScheduler("test-jobs")
+    scheduler.start()
+    lock, release = threading.Lock(), threading.Event()
+    active, most = [0], [0]
+
+    def body() -> None:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        release.wait(WAIT)
+        with lock:
+            active[0] -= 1
+
+    for _ in range(5):
+        scheduler.submit(lambda: bodies.call(body, JobEvent(scheduler)))
+    deadline = time.monotonic() + WAIT
+    while active[0] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # room for a third body to start, if the bound did not hold
+    assert active[0] == 2
+    release.set()
+    assert scheduler.join(WAIT)
+    scheduler.stop()
+    bodies.stop()
+    assert most[0] == 2
+
+
+def test_a_thread_stuck_past_a_hard_limit_is_replaced() -> None:
+    """One thread, stuck in a C call its job gave up on: the next body gets a new thread
+    instead of waiting for the call to return."""
+    pool = AsyncioPool(1)
+    pool.start()
+    results: list[Any] = []
+    pool.submit(outcome_of(lambda: pool.run_body(lambda: time.sleep(60), soft=None, hard=0.1),
+                           results))
+    assert pool.join(WAIT)
+    assert isinstance(results[0], HardTimeLimit)
+    assert pool._sync is not None and pool._sync.abandoned == 1
+    pool.submit(outcome_of(lambda: pool.run_body(lambda: "next", soft=None, hard=None), results))
+    assert pool.join(WAIT)
+    pool.stop()
+    assert results[1] == "next"
+
+
+def test_sync_threads_are_bounded() -> None:
+    assert sync_threads(4) == 4
+    assert sync_threads(1000) == SYNC_THREADS
+
+
+def test_pool_is_registered_and_needs_greenlet(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert get_pool("asyncio") is AsyncioPool
+    for name in ("celeriac.pools.asyncio", "celeriac.aio.greenjobs"):
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "greenlet", None)  # what an uninstalled package looks like
+    with pytest.raises(ConfigurationError, match=r"pip install 'celeriac\[asyncio\]'"):
+        get_pool("asyncio")
