@@ -18,6 +18,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celeriac import serialization
@@ -169,9 +170,9 @@ class Executor:
         acks_late = task.acks_late
         if not acks_late:
             self.early_ack(delivery)
-        guard = self.pool.limits(run.soft_time_limit, run.time_limit,
-                                 JobInfo(delivery.id, run.name, run.request.id))
-        record = run_task(run, self.pipeline, guard)
+        runner = partial(self.pool.run_body, is_async=task.is_async, soft=run.soft_time_limit,
+                         hard=run.time_limit, job=JobInfo(delivery.id, run.name, run.request.id))
+        record = run_task(run, self.pipeline, runner)
         if record.status in (IGNORED, REJECTED):
             return self._predicate(run, record, acks_late)
         if record.status == SUCCESS:
