@@ -122,6 +122,12 @@ def _wait(trampoline: Trampoline, event: EventLike, loop: Any, hard: float | Non
 
 
 def _wait_until(event: EventLike, deadline: float | None) -> None:
+    """Until the event is set or the deadline passed. A greenlet waits in one go (its
+    pool raises in it at once, and a thousand waiting greenlets waking 20 times a second
+    would keep the hub busy); a thread in slices, for ``PyThreadState_SetAsyncExc``."""
+    if getattr(event, "cooperative", False):
+        event.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        return
     while not event.wait(SLICE):
         if deadline is not None and time.monotonic() >= deadline:
             return

@@ -81,6 +81,8 @@ class _GeventEvent:
     """A gevent Event of one hub; :meth:`set` is safe from any thread."""
 
     __slots__ = ("_event", "_hub")
+    #: Waited on by a greenlet, whose pool raises limits in it at once (no slices needed).
+    cooperative = True
 
     def __init__(self) -> None:
         import gevent
@@ -160,6 +162,8 @@ class _EventletEvent:
     """An eventlet-hub event (patched ``threading.Event``); :meth:`set` from any thread."""
 
     __slots__ = ("_bridge", "_event")
+    #: Waited on by a green thread, whose pool raises limits in it at once.
+    cooperative = True
 
     def __init__(self, bridge: _EventletBridge) -> None:
         import threading as green_threading  # patched by eventlet: waits cooperatively
