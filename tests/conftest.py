@@ -138,7 +138,7 @@ WORKER_SIDE_MODULES = frozenset({
     "test_autoscale.py", "test_beat.py", "test_limits.py", "test_canvas.py", "test_chords.py",
     "test_replace.py", "test_send_options.py", "test_predicates.py", "test_detach.py",
     "test_celery_compat.py", "test_attribution.py", "test_vanished_node.py",
-    "test_supervisor_followups.py",
+    "test_supervisor_followups.py", "test_aio_tasks.py",
 })
 
 

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from conftest import normal_leg_only
 
 from celeriac.aio import await_ as aio_await
 from celeriac.aio import is_async_function
@@ -23,6 +24,10 @@ from celeriac.aio.loop import LoopThread, new_loop, shared_loop
 from celeriac.aio.trampoline import Trampoline
 from celeriac.context import Request, current_request
 from celeriac.exceptions import HardTimeLimit, SoftTimeLimitExceeded, Terminated
+
+#: Raises in threads by their native ids and times native waits: the unpatched process's
+#: view (tests/test_aio_eager.py and test_aio_green.py run in the gevent leg too).
+pytestmark = normal_leg_only
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
 

@@ -6,8 +6,8 @@ coroutine ends on the loop's native thread, which must wake it from there:
 
 * :func:`native_event`: ``threading.Event`` of an unpatched process (threads, solo,
   prefork, and clients);
-* :func:`gevent_event`: a gevent ``Event`` of the waiter's hub, set through
-  ``hub.loop.run_callback_threadsafe`` (a gevent event is not thread-safe itself);
+* :func:`gevent_event`: a gevent ``Event`` of the waiter's hub, set through an async
+  watcher of the hub's loop (a gevent event is not thread-safe itself);
 * :func:`eventlet_event`: an eventlet ``Event`` set by a dispatcher green thread of
   the waiter's hub, which one socket pair per process wakes (eventlet's hub has no
   thread-safe callback, and its ``tpool`` has ~20 threads, too few to park waiters in).
@@ -78,9 +78,12 @@ def _patched() -> bool:
 
 
 class _GeventEvent:
-    """A gevent Event of one hub; :meth:`set` is safe from any thread."""
+    """A gevent Event of one hub, set through an async watcher of that hub's loop, whose
+    ``send()`` is safe from any thread. The started watcher also keeps the hub's loop
+    alive while a greenlet waits: with nothing else to wait for (an eager run in a
+    patched client), gevent would otherwise raise ``LoopExit``."""
 
-    __slots__ = ("_event", "_hub")
+    __slots__ = ("_event", "_watcher")
     #: Waited on by a greenlet, whose pool raises limits in it at once (no slices needed).
     cooperative = True
 
@@ -88,16 +91,16 @@ class _GeventEvent:
         import gevent
         import gevent.event
 
-        self._hub = gevent.get_hub()
         self._event = gevent.event.Event()
+        self._watcher = gevent.get_hub().loop.async_()
+        self._watcher.start(self._fire)
+
+    def _fire(self) -> None:
+        self._event.set()
+        self._watcher.close()
 
     def set(self) -> None:
-        import gevent
-
-        if gevent.get_hub() is self._hub:  # this hub's thread: no need to go round
-            self._event.set()
-        else:
-            self._hub.loop.run_callback_threadsafe(self._event.set)
+        self._watcher.send()
 
     def clear(self) -> None:
         self._event.clear()
