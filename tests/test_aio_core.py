@@ -316,3 +316,15 @@ def test_async_functions_are_recognised() -> None:
     assert is_async_function(functools.partial(coroutine_function, 1))
     assert is_async_function(wrapper)
     assert not is_async_function(plain)
+
+
+def test_native_event_of_a_patched_process_behaves_as_threading_event() -> None:
+    from celeriac.aio.events import _NativeEvent
+
+    event = _NativeEvent()
+    assert not event.is_set() and not event.wait(0.01)
+    threading.Timer(0.05, event.set).start()
+    assert event.wait(5) and event.is_set()
+    event.set()  # twice is harmless
+    event.clear()
+    assert not event.wait(0) and not event.is_set()

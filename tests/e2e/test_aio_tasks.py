@@ -131,7 +131,7 @@ def node(pool: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         project.app()
         tasks = sys.modules["tasks"]
         assert tasks.app.broker and tasks.app.backend
-        worker = project.start_worker("-P", pool, "-c", "2")
+        worker = project.start_worker("-P", pool, "-c", "2", "-E")
         try:
             yield Node(project, tasks, worker)
             assert worker.stop() == 0, worker.log()
@@ -153,6 +153,15 @@ def test_value_and_request_inside_the_coroutine(node: Node) -> None:
     result = tasks.arequest.delay()
     task_id, name, retries, _pid = result.get(timeout=30)
     assert (task_id, name, retries) == (result.id, "tasks.arequest", 0)
+
+    def kinds() -> list[str] | None:
+        found = [e.type for e in tasks.app.broker.events(after=0, limit=100_000)
+                 if e.data.get("uuid") == result.id]
+        return found if "task-succeeded" in found else None
+
+    # -E task events, as for a sync task.
+    assert wait_until(kinds, message="task events") == [
+        "task-received", "task-started", "task-succeeded"]
 
 
 def test_soft_limit_is_raised_inside_the_coroutine(node: Node) -> None:
