@@ -3,9 +3,9 @@
 The slot (a thread, the main thread, a greenlet) schedules the coroutine on the
 shared loop (:mod:`celeriac.aio.loop`) with its own ``contextvars`` (so
 ``self.request`` is right inside), then waits on an event its pool made
-(``Pool.threadsafe_event()``), in short slices so that whatever the pool raises in
-it -- ``SoftTimeLimitExceeded`` from a watchdog or ``SIGALRM``, a gevent or eventlet
-timeout, ``Terminated``, a greenlet kill -- reaches it. **The slot forwards what it
+(``Pool.threadsafe_event()``) -- a thread in short slices, so that whatever the pool
+raises in it reaches it: ``SoftTimeLimitExceeded`` from a watchdog or ``SIGALRM``, a
+gevent or eventlet timeout, ``Terminated``, a greenlet kill. **The slot forwards what it
 is hit with**: it throws the same exception into the coroutine at its current await
 (:class:`~celeriac.aio.trampoline.Trampoline`) and
 
@@ -16,6 +16,7 @@ is hit with**: it throws the same exception into the coroutine at its current aw
   re-raises it. A coroutine that has not ended by then holds the loop (a blocking
   call) or refuses to end: the slot keeps waiting, the run is never reported as
   ended, and the supervisor replaces the process at its own deadline, naming the task.
+  (``KeyboardInterrupt`` and ``SystemExit`` are re-raised after ``UNWIND`` all the same.)
 
 ``hard``: a hard limit the slot enforces itself (pools whose hard limit is the
 supervisor's: threads, solo, prefork), with the same rule. :func:`interrupt` lets
@@ -117,7 +118,8 @@ def _wait(trampoline: Trampoline, event: EventLike, loop: Any, hard: float | Non
             loop.call_soon_threadsafe(trampoline.inject, exc)
             if isinstance(exc, Exception):
                 continue
-            _unwind(event)
+            # Ctrl-C or exit (an eager run in a script) is never held up for good.
+            _unwind(event, forever=not isinstance(exc, KeyboardInterrupt | SystemExit))
             raise
 
 
@@ -133,7 +135,7 @@ def _wait_until(event: EventLike, deadline: float | None) -> None:
             return
 
 
-def _unwind(event: EventLike) -> None:
+def _unwind(event: EventLike, forever: bool = True) -> None:
     """Give the coroutine :data:`UNWIND` seconds to end; past that, wait for good (the
     supervisor replaces the process), whatever else this slot is hit with."""
     until = time.monotonic() + UNWIND
@@ -145,7 +147,7 @@ def _unwind(event: EventLike) -> None:
                 break
         except BaseException:
             continue
-    while True:
+    while forever:
         try:
             if event.wait(SLICE * 20):
                 return
