@@ -105,3 +105,14 @@ def test_failures_retries_and_signals_as_for_a_sync_task(app: Celeriac) -> None:
     postruns = [event for event in events if event.startswith("postrun")]
     assert postruns == ["postrun RETRY", "postrun RETRY", "postrun SUCCESS", "postrun FAILURE"]
     assert len(events) == 2 * len(postruns) and events[0].endswith("flaky")
+
+
+def test_map_and_starmap_of_an_async_task_await_each_call(app: Celeriac) -> None:
+    @app.task
+    async def add(x: int, y: int = 10) -> int:
+        await asyncio.sleep(0)
+        return x + y
+
+    app.conf.task_always_eager = True
+    assert add.map([1, 2]).delay().get() == [11, 12]
+    assert add.starmap([(1, 2), (3, 4)]).delay().get() == [3, 7]

@@ -26,6 +26,7 @@ supervisor's: threads, solo, prefork), with the same rule. :func:`interrupt` let
 from __future__ import annotations
 
 import contextvars
+import inspect
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -163,3 +164,15 @@ def interrupt(request: Any, exc: BaseException) -> bool:
         return False
     trampoline.task.get_loop().call_soon_threadsafe(trampoline.inject, exc)
     return True
+
+
+def call_and_wait(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, with a coroutine it returns awaited on this process's loop
+    while the caller waits (``task.map``/``starmap`` of an ``async def`` task: one
+    worker calls its function for each item)."""
+    value = fn(*args, **kwargs)
+    if not inspect.iscoroutine(value):
+        return value
+    from celeriac.aio.events import threadsafe_event
+
+    return run_coroutine(value, event=threadsafe_event())
