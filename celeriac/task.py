@@ -290,6 +290,14 @@ class Task(Generic[P, R]):
         return current_request.get() or Request(id="", task=self.name, called_directly=True)
 
     # -- running ----------------------------------------------------------------------
+    @cached_property
+    def is_async(self) -> bool:
+        """True for an ``async def`` task (bound or not): calling it returns a coroutine,
+        which a worker awaits on its process's event loop, on any pool (``docs/asyncio.md``)."""
+        from celeriac.aio import is_async_task
+
+        return is_async_task(self)
+
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         # self is positional-only: a task may take a keyword argument named "self".
         if self.options.bind:

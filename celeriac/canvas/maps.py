@@ -120,12 +120,16 @@ def register_builtins(app: Celeriac) -> None:
     from celeriac.task_options import TaskOptions
 
     def xmap_run(task: dict[str, Any], it: list[Any]) -> list[Any]:
+        from celeriac.aio.await_ import call_and_wait  # awaits an async def task's calls
+
         fn = _function(app, task)
-        return [fn(item) for item in it]
+        return [call_and_wait(fn, item) for item in it]
 
     def xstarmap_run(task: dict[str, Any], it: list[Any]) -> list[Any]:
+        from celeriac.aio.await_ import call_and_wait
+
         fn = _function(app, task)
-        return [fn(*item) for item in it]
+        return [call_and_wait(fn, *item) for item in it]
 
     app.add_task(xmap_run, TaskOptions.check({"name": MAP_TASK}), keep_existing=True)
     app.add_task(xstarmap_run, TaskOptions.check({"name": STARMAP_TASK}), keep_existing=True)

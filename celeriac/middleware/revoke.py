@@ -112,7 +112,12 @@ class Revoker(Middleware):
     def _stop(self, run: TaskRun, handle: Any, signal: str) -> None:
         self.asked[run.request.id] = time.monotonic()
         run.signal = signal
-        if handle is not None and self.pool.can_interrupt:
+        if run.task.is_async and _interrupt_coroutine(run):
+            # On any pool: the coroutine ends at its await; a loop blocked for
+            # TERMINATE_GRACE escalates to the supervisor as a stuck thread does.
+            log.warning("terminating task %s[%s] (revoked, %s): cancelling its coroutine",
+                        run.task.name, run.request.id, signal)
+        elif handle is not None and self.pool.can_interrupt:
             log.warning("terminating task %s[%s] (revoked, %s)", run.task.name, run.request.id,
                         signal)
             self.pool.interrupt(handle, Terminated)
@@ -155,3 +160,10 @@ class Revoker(Middleware):
         if self.asked:
             self.asked.pop(task_id, None)
             self.escalated.discard(task_id)
+
+
+def _interrupt_coroutine(run: TaskRun) -> bool:
+    """Throw Terminated into ``run``'s coroutine, if it runs yet."""
+    from celeriac.aio.await_ import interrupt
+
+    return interrupt(run.request, Terminated())

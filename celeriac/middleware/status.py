@@ -27,7 +27,7 @@ class StatusReporter(Middleware):
                 "group": request.group, "group_index": request.group_index})
         self.status.started(delivery, request.id, run.task.name, run.time_limit,
                             run.ignore_result, str(headers.get("argsrepr") or ""),
-                            str(headers.get("kwargsrepr") or ""))
+                            str(headers.get("kwargsrepr") or ""), run.task.is_async)
 
     def after_task(self, run: TaskRun) -> None:
         if run.delivery is not None:

@@ -10,6 +10,9 @@ whether it runs on threads, on the main thread, or on greenlets:
   job can set from wherever it runs;
 * :meth:`Pool.limits` wraps a job in its soft (and, where the pool can, hard)
   time limit;
+* :meth:`Pool.run_body` runs a task's body inside those limits: a sync task's
+  function here, an ``async def`` task's coroutine on the process's event loop while
+  this slot waits on a :meth:`Pool.threadsafe_event` (``docs/asyncio.md``);
 * :meth:`Pool.join` waits for running jobs at shutdown.
 
 How many processes a pool wants is its :meth:`Pool.layout`: prefork is N
@@ -133,24 +136,34 @@ class Pool(ABC):
         """
         return _no_limits()
 
-    def run_body(self, body: Callable[[], Any], *, is_async: bool = False, soft: float | None,
-                 hard: float | None, job: JobInfo | None = None) -> Any:
-        """Run a task's ``body`` (its call) under its time limits, where it belongs; its value.
-
-        Called by the worker where the job runs. The default runs it right here inside
-        :meth:`limits`; a pool whose jobs must not run task code themselves (``-P
-        asyncio``: sync bodies go to a thread pool) overrides it. ``is_async``: the body
-        returns a coroutine to await (issue 13, the per-process loop).
-        """
-        with self.limits(soft, hard, job):
-            return body()
-
     def threadsafe_event(self) -> EventLike:
-        """An event a job can wait on and ANY native thread may set (an event loop's
-        thread, a pool thread): by default a ``threading.Event``."""
-        import threading  # not at the top: a gevent worker imports this module before patching
+        """A new event a job of this pool waits on its own way (a thread blocks, a greenlet
+        lets its hub run) and whose ``set()`` any native thread may call: the event
+        loop's thread sets it when a coroutine a job awaits has ended."""
+        import threading  # not at the top: a green pool imports this module before patching
 
         return threading.Event()
+
+    def run_body(self, body: Callable[[], Any], *, is_async: bool, soft: float | None,
+                 hard: float | None, job: JobInfo | None = None) -> Any:
+        """Run a task's body in this slot, inside its time limits, and return its value.
+
+        ``body()`` calls the task's function. For an ``async def`` task (``is_async``)
+        that returns a coroutine, which runs on the process's event loop while this slot
+        waits and forwards what the pool raises in it (soft limit, hard limit,
+        terminate) into the coroutine (:func:`celeriac.aio.await_.run_coroutine`). A
+        pool whose hard limit is the supervisor's has the slot end the coroutine at the
+        hard limit itself; the supervisor only steps in when the loop is blocked.
+        """
+        if not is_async:
+            with self.limits(soft, hard, job):
+                return body()
+        from celeriac.aio.await_ import run_coroutine
+
+        in_slot = None if self.enforces_hard_limit else hard
+        with self.limits(soft, hard, job):
+            return run_coroutine(body(), event=self.threadsafe_event(), hard=in_slot,
+                                 name=f"{job.task}[{job.task_id}]" if job else None)
 
     def current_job(self) -> Any:
         """A handle on the job running here, for :meth:`interrupt` (called from inside the

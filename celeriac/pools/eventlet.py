@@ -98,6 +98,11 @@ class EventletPool(Pool):
 
         return threading.Event()
 
+    def threadsafe_event(self) -> EventLike:
+        from celeriac.aio.events import eventlet_event
+
+        return eventlet_event()
+
     def join(self, timeout: float | None = None) -> bool:
         import eventlet
 

@@ -214,6 +214,11 @@ class GeventPool(Pool):
         event: EventLike = gevent.event.Event()
         return event
 
+    def threadsafe_event(self) -> EventLike:
+        from celeriac.aio.events import gevent_event
+
+        return gevent_event()
+
     def join(self, timeout: float | None = None) -> bool:
         return bool(self._group.join(timeout=timeout))
 

@@ -18,6 +18,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celeriac import serialization
@@ -169,12 +170,8 @@ class Executor:
         acks_late = task.acks_late
         if not acks_late:
             self.early_ack(delivery)
-        soft, hard = run.soft_time_limit, run.time_limit
-        job = JobInfo(delivery.id, run.name, run.request.id)
-
-        def runner(body: Callable[[], Any]) -> Any:
-            return self.pool.run_body(body, soft=soft, hard=hard, job=job)
-
+        runner = partial(self.pool.run_body, is_async=task.is_async, soft=run.soft_time_limit,
+                         hard=run.time_limit, job=JobInfo(delivery.id, run.name, run.request.id))
         record = run_task(run, self.pipeline, runner)
         if record.status in (IGNORED, REJECTED):
             return self._predicate(run, record, acks_late)

@@ -1,13 +1,14 @@
 """Running one task: the same code path for a worker and for ``Task.apply()``.
 
 :func:`run_task` calls the task's function inside its request context and time
-limits, with the hook pipeline around it (``before_task`` in order, then the
-body, then ``after_task`` in reverse), and turns whatever happens into a
-:class:`ResultRecord`: a value (SUCCESS), a retry (RETRY: a new message was
-already sent), a termination (REVOKED), an ``Ignore`` (IGNORED) or a ``Reject``
-(REJECTED; neither is stored as such, the executor settles them) or an
-exception (FAILURE; a ``task_error`` hook such as autoretry may turn it, or a
-``Reject``, into a RETRY). It never lets
+limits (a *runner*: the worker's is its pool's ``run_body``, which also awaits an
+``async def`` task's coroutine on the process's event loop), with the hook
+pipeline around it (``before_task`` in order, then the body, then ``after_task``
+in reverse), and turns whatever happens into a :class:`ResultRecord`: a value
+(SUCCESS), a retry (RETRY: a new message was already sent), a termination
+(REVOKED), an ``Ignore`` (IGNORED) or a ``Reject`` (REJECTED; neither is stored
+as such, the executor settles them) or an exception (FAILURE; a ``task_error``
+hook such as autoretry may turn it, or a ``Reject``, into a RETRY). It never lets
 an ``Exception`` escape, so the worker always knows what to store and ack;
 ``BaseException``s that are not errors (shutdown, greenlet kills) do escape, on
 purpose, and the message is then not acked.
@@ -96,26 +97,40 @@ def describe_request(record: ResultRecord, request: Request, extended: bool) -> 
         record.worker, record.queue = request.hostname, request.queue
 
 
-#: Runs a task's body (a call without arguments) and returns its value: the pool's
-#: ``run_body`` with the task's limits, in a worker.
-BodyRunner = Callable[[Callable[[], Any]], Any]
+#: Runs a task's body (a call of its function, no arguments) and returns its value.
+Runner = Callable[[Callable[[], Any]], Any]
+
+
+def run_here(task: Task[Any, Any]) -> Runner:
+    """The runner of an eager run: no time limits (as in Celery); an ``async def`` task's
+    coroutine is awaited on this process's event loop thread while the caller waits --
+    also when the caller runs an event loop itself (whose thread then waits too)."""
+    if not task.is_async:
+        return _call
+    from celeriac.aio.await_ import run_coroutine
+    from celeriac.aio.events import threadsafe_event
+
+    def await_here(body: Callable[[], Any]) -> Any:
+        return run_coroutine(body(), event=threadsafe_event(), name=task.name)
+
+    return await_here
 
 
 def _call(body: Callable[[], Any]) -> Any:
     return body()
 
 
-def run_task(run: TaskRun, pipeline: Pipeline, runner: BodyRunner = _call) -> ResultRecord:
-    """Run ``run.task`` for ``run.request`` through ``runner`` (its pool, its time limits),
-    with the pipeline's hooks around it; ``run.record`` and the return value say how it
-    ended."""
+def run_task(run: TaskRun, pipeline: Pipeline, runner: Runner | None = None) -> ResultRecord:
+    """Run ``run.task`` for ``run.request`` with ``runner`` (its time limits; default
+    :func:`run_here`), with the pipeline's hooks around it; ``run.record`` and the return
+    value say how it ended."""
     reset = current_request.set(run.request)
     reset_task = current_task_var.set(run.task)
     try:
         pipeline.before_task(run)
         run.started_at = time.time()
         started = time.monotonic()
-        run.record = _body(run, pipeline, runner)
+        run.record = _body(run, pipeline, runner or run_here(run.task))
         run.runtime = time.monotonic() - started
         describe_request(run.record, run.request, run.task.app.conf["result_extended"])
         pipeline.after_task(run)
@@ -125,7 +140,7 @@ def run_task(run: TaskRun, pipeline: Pipeline, runner: BodyRunner = _call) -> Re
         current_request.reset(reset)
 
 
-def _body(run: TaskRun, pipeline: Pipeline, runner: BodyRunner) -> ResultRecord:
+def _body(run: TaskRun, pipeline: Pipeline, runner: Runner) -> ResultRecord:
     task, request = run.task, run.request
     try:
         value = runner(partial(task, *request.args, **request.kwargs))

@@ -76,6 +76,10 @@ class Started:
     kwargsrepr: str = ""
     #: A suspect message running alone (nothing else runs in its process).
     isolated: bool = False
+    #: The process ends the task at its hard limit itself (an ``async def`` task: its
+    #: slot throws the limit into the coroutine), so the supervisor waits a grace
+    #: before it steps in -- only a blocked event loop gets that far.
+    limit_in_process: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,14 +173,15 @@ class StatusWriter:
         self.send(Ready(os.getpid()))
 
     def started(self, delivery: Delivery, task_id: str, name: str, hard_limit: float | None,
-                ignore_result: bool, argsrepr: str = "", kwargsrepr: str = "") -> None:
+                ignore_result: bool, argsrepr: str = "", kwargsrepr: str = "",
+                limit_in_process: bool = False) -> None:
         """A :class:`Started` line, written for every task: encoded from its values
         without building the event first."""
         try:
             _raw_write(self._fd, _encode_start(Started, (
                 delivery.id, delivery.token, delivery.queue, delivery.delivery_count, task_id,
                 name[:NAME_LIMIT], hard_limit, ignore_result, argsrepr[:REPR_LIMIT],
-                kwargsrepr[:REPR_LIMIT], delivery.suspect == 1)))
+                kwargsrepr[:REPR_LIMIT], delivery.suspect == 1, limit_in_process)))
         except OSError:
             self.connected = False
 

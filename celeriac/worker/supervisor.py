@@ -121,6 +121,11 @@ GATHER = 0.01
 #: Extra seconds past a hard limit before the supervisor kills, for pools that
 #: enforce the limit themselves (their own kill should come first).
 HARD_LIMIT_GRACE = 1.0
+#: Extra seconds past a hard limit before the supervisor kills, for a task its process
+#: ends at the limit itself (``Started.limit_in_process``: an ``async def`` task, whose
+#: slot throws the limit into the coroutine and gives it ``celeriac.aio.await_.UNWIND``
+#: seconds to unwind): enough for that, and for the failure to be stored and acked.
+ASYNC_LIMIT_GRACE = 2.0
 #: A process that dies sooner than this after starting counts as a crash loop.
 QUICK_DEATH = 2.0
 #: Longest pause between restarts of a crash-looping process.
@@ -321,7 +326,8 @@ class Supervisor:
         events, _ = child.reader.read()
         for event in events:
             if isinstance(event, Started):
-                grace = HARD_LIMIT_GRACE if child.group.pool_class.enforces_hard_limit else 0.0
+                grace = (ASYNC_LIMIT_GRACE if event.limit_in_process else HARD_LIMIT_GRACE
+                         if child.group.pool_class.enforces_hard_limit else 0.0)
                 hard = event.hard_limit
                 child.running[event.delivery_id] = RunningTask(
                     delivery_id=event.delivery_id, token=event.token, queue=event.queue,
