@@ -170,3 +170,54 @@ def test_the_asyncio_pool_reports_its_loops_stalls_to_on_stall(loop_thread: Loop
         time.sleep(0.02)
     pool.stop()
     assert [stall.ended for stall in reports.seen] == [False, True]
+
+
+def wait_for_end(reports: Reports) -> None:
+    deadline = time.monotonic() + 10
+    while not (reports.seen and reports.seen[-1].ended) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("pool_name", ["threads", "solo"])
+def test_an_async_task_blocking_the_shared_loop_is_named_on_every_pool(pool_name: str) -> None:
+    """A pool's run_body watches the process's shared loop and registers the task's job:
+    the stall names it (through the trampoline run_coroutine wraps the coroutine in)."""
+    from celeriac.pools import get_pool
+
+    pool = get_pool(pool_name)(2, {"worker_max_blocking_time": MAX_BLOCKING})
+    reports = Reports()
+    pool.on_stall = reports  # set by the worker process after the pool is made
+    job = JobInfo("delivery-2", "tasks.ablocker", "task-2")
+
+    async def ablocker() -> str:
+        await asyncio.sleep(0.01)
+        block_for(0.5, reports)
+        return "done"
+
+    pool.start()
+    try:
+        assert pool.run_body(ablocker, is_async=True, soft=None, hard=None, job=job) == "done"
+        wait_for_end(reports)
+    finally:
+        pool.stop()
+    first, last = reports.seen[0], reports.seen[-1]
+    assert first.job == job and not first.ended and "block_for" in first.stack
+    assert reports.after_block[0] is False, "the stall was reported only after it ended"
+    assert last.job == job and last.ended
+
+
+def test_the_asyncio_pool_watches_the_shared_loop_from_its_start() -> None:
+    from celeriac.aio.loop import shared_loop
+    from celeriac.pools.asyncio import AsyncioPool
+
+    pool = AsyncioPool(2, {"worker_max_blocking_time": MAX_BLOCKING})
+    reports = Reports()
+    pool.on_stall = reports
+    pool.start()  # no async task ran: the loop is watched all the same
+    try:
+        shared_loop().loop.call_soon_threadsafe(block_for, 0.5, reports)
+        wait_for_end(reports)
+    finally:
+        pool.stop()
+    assert [stall.ended for stall in reports.seen] == [False, True]
+    assert reports.seen[0].job is None and "block_for" in reports.seen[0].stack

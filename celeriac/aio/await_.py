@@ -32,11 +32,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 from celeriac.aio.loop import LoopThread, shared_loop
+from celeriac.aio.monitor import register_job
 from celeriac.aio.trampoline import Trampoline
 from celeriac.blocking import native_function
 from celeriac.context import current_request
 from celeriac.exceptions import HardTimeLimit
-from celeriac.pools.base import EventLike
+from celeriac.pools.base import EventLike, JobInfo
 
 #: Seconds between two looks of a waiting slot: how late a thread sees an exception
 #: raised in it with ``PyThreadState_SetAsyncExc`` (soft limit, terminate).
@@ -51,9 +52,13 @@ _running: dict[int, Trampoline] = {}
 
 
 def run_coroutine(coro: Coroutine[Any, Any, Any], *, event: EventLike,
-                  hard: float | None = None, name: str | None = None) -> Any:
+                  hard: float | None = None, name: str | None = None,
+                  job: JobInfo | None = None) -> Any:
     """Run ``coro`` on this process's loop and wait for it here; its value, or its
-    exception raised here. See the module docstring for what reaches it meanwhile."""
+    exception raised here. See the module docstring for what reaches it meanwhile.
+
+    ``job``: the worker's job running it, named by the loop's blocking monitor
+    (:mod:`celeriac.aio.monitor`) when the coroutine holds the loop."""
     trampoline = Trampoline(coro)
     shared = shared_loop()
     if shared.ident == _native_ident():
@@ -61,19 +66,21 @@ def run_coroutine(coro: Coroutine[Any, Any, Any], *, event: EventLike,
         # task): waiting here would block the loop it waits for. A loop of its own.
         own = LoopThread()
         try:
-            return _run_on(own.loop, trampoline, event, hard, name)
+            return _run_on(own.loop, trampoline, event, hard, name, job)
         finally:
             own.stop()
-    return _run_on(shared.loop, trampoline, event, hard, name)
+    return _run_on(shared.loop, trampoline, event, hard, name, job)
 
 
 def _run_on(loop: Any, trampoline: Trampoline, event: EventLike, hard: float | None,
-            name: str | None) -> Any:
+            name: str | None, job: JobInfo | None) -> Any:
     context = contextvars.copy_context()
 
     def start() -> None:
         task = context.run(loop.create_task, trampoline, name=name)
         trampoline.task = task
+        if job is not None:
+            register_job(task, job)
         task.add_done_callback(_retrieved)
         task.add_done_callback(lambda _: event.set())
 

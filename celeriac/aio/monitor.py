@@ -22,21 +22,29 @@ coroutines do wait that long); the report then names whichever task was
 running when the monitor looked.
 
 The loop-side code that runs a job's coroutine registers its task with
-:func:`register_job`, so that a report names the job (task name and id).
-:func:`attach_monitor` starts watching a loop thread.
+:func:`register_job` (:func:`celeriac.aio.await_.run_coroutine` does), so that a
+report names the job (task name and id). :func:`attach_monitor` starts watching a
+loop thread; :func:`watch` does so once per loop thread, which is how every pool
+watches the process's shared loop (``Pool.watch_loop``).
+
+The monitor thread is a native OS thread waiting on a native lock, even in a
+gevent- or eventlet-patched process: it must run while the loop -- and the hub --
+is blocked, and a green primitive has no hub to switch to in that thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
+from celeriac.blocking import native_lock, start_native_thread
 from celeriac.exceptions import CeleriacError
 from celeriac.pools.base import JobInfo, Stall
 
@@ -76,24 +84,32 @@ class LoopMonitor:
         self._ident = ident
         self._max_blocking = max_blocking
         self._period = max(max_blocking / 4, 0.005)
-        self._on_stall = on_stall
+        #: Where reports go (:func:`watch` points it at the latest pool's).
+        self.on_stall = on_stall
         self._ticked = time.monotonic()
         #: The last (due, ran) of a tick that ran ``max_blocking`` or more late.
         self._gap = (0.0, 0.0)
         self._stall: Stall | None = None
         self._stall_since = 0.0
         self._handle: asyncio.TimerHandle | None = None
-        self._stopped = threading.Event()
+        self.stopped = False
+        #: Held until :meth:`stop`: the monitor thread's sleep, which stop() cuts short.
+        self._wake: Any = native_lock()
+        self._wake.acquire()
 
     def start(self) -> None:
         self._loop.call_soon_threadsafe(self._tick)
-        threading.Thread(target=self._watch, name="celeriac-loop-monitor", daemon=True).start()
+        start_native_thread(self._watch)
 
     def stop(self) -> None:
-        self._stopped.set()
+        if self.stopped:
+            return
+        self.stopped = True
+        self._wake.release()
         handle = self._handle
         if handle is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(handle.cancel)
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                self._loop.call_soon_threadsafe(handle.cancel)
 
     # -- on the loop ----------------------------------------------------------------------
     def _tick(self) -> None:
@@ -102,12 +118,16 @@ class LoopMonitor:
         if now - due >= self._max_blocking:
             self._gap = (due, now)
         self._ticked = now
-        if not self._stopped.is_set():
+        if not self.stopped:
             self._handle = self._loop.call_later(self._period, self._tick)
 
     # -- on the monitor thread ------------------------------------------------------------
     def _watch(self) -> None:
-        while not self._stopped.wait(self._period):
+        """Until :meth:`stop`, or until the loop is closed (the monitor ends with its loop)."""
+        while not self._wake.acquire(True, self._period):
+            if self._loop.is_closed():
+                self.stopped = True
+                return
             self.check()
 
     def check(self) -> None:
@@ -128,7 +148,7 @@ class LoopMonitor:
             return  # it ticked while we looked: over already, and that stack is not its own
         self._stall_since = since
         self._stall = Stall(_job_on(frame), now - since, stack)
-        self._on_stall(self._stall)
+        self.on_stall(self._stall)
 
     def _finish(self) -> None:
         stall, self._stall = self._stall, None
@@ -138,7 +158,7 @@ class LoopMonitor:
         if due == self._stall_since:
             stall.seconds = ran - due
         stall.ended = True
-        self._on_stall(stall)
+        self.on_stall(stall)
 
 
 def _job_on(frame: FrameType | None) -> JobInfo | None:
@@ -161,7 +181,8 @@ def _frames_of(awaitable: Any) -> list[FrameType]:
         frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
         if frame is not None:
             frames.append(frame)
-        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+        awaitable = (getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+                     or getattr(awaitable, "wrapped", None))  # a Trampoline's coroutine
     return frames
 
 
@@ -175,3 +196,37 @@ def attach_monitor(loop_thread: LoopThreadLike, max_blocking: float,
     monitor = LoopMonitor(loop_thread.loop, loop_thread.ident, max_blocking, on_stall)
     monitor.start()
     return monitor
+
+
+#: id(loop thread) -> (that loop thread, its monitor): one monitor per loop, see :func:`watch`.
+_monitors: dict[int, tuple[LoopThreadLike, LoopMonitor]] = {}
+_monitors_guard: Any = native_lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child has neither the parent's loop thread nor its monitor thread."""
+    global _monitors_guard
+    _monitors.clear()
+    _monitors_guard = native_lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def watch(loop_thread: LoopThreadLike, max_blocking: float,
+          on_stall: Callable[[Stall], None]) -> LoopMonitor:
+    """:func:`attach_monitor` once per loop thread (any thread may call it, as often as it
+    likes: every async task of a pool does); the monitor already watching it otherwise,
+    its reports now going to ``on_stall`` (a worker process has one pool; a test may
+    make several)."""
+    with _monitors_guard:
+        known = _monitors.get(id(loop_thread))
+        if known is not None and known[0] is loop_thread and not known[1].stopped:
+            known[1].on_stall = on_stall
+            return known[1]
+        for key, (_, monitor) in list(_monitors.items()):
+            if monitor.stopped:  # its loop was closed (a loop thread started afresh)
+                del _monitors[key]
+        monitor = attach_monitor(loop_thread, max_blocking, on_stall)
+        _monitors[id(loop_thread)] = (loop_thread, monitor)
+        return monitor

@@ -41,6 +41,11 @@ class Trampoline(Coroutine[Any, Any, Any]):
         #: The most severe exception injected so far (None: none was).
         self.injected: BaseException | None = None
 
+    @property
+    def wrapped(self) -> Coroutine[Any, Any, Any]:
+        """The task's own coroutine (the loop monitor follows it to name a blocking job)."""
+        return self._coro
+
     def send(self, value: Any) -> Any:
         return self._coro.send(value)
 

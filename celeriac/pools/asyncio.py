@@ -37,9 +37,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from celeriac.aio.greenjobs import JobEvent, JobScheduler
-from celeriac.aio.monitor import LoopMonitor, LoopThreadLike, attach_monitor
+from celeriac.aio.loop import shared_loop
 from celeriac.aio.syncbodies import SyncBodies
-from celeriac.pools.base import EventLike, Job, JobInfo, Pool, Stall
+from celeriac.pools.base import EventLike, Job, JobInfo, Pool
 
 #: Most OS threads for sync task bodies in one process (fewer when ``-c`` is smaller).
 SYNC_THREADS = 32
@@ -62,11 +62,13 @@ class AsyncioPool(Pool):
         super().__init__(concurrency, conf)
         self._jobs = JobScheduler()
         self._sync: SyncBodies | None = None
-        self._monitor: LoopMonitor | None = None
 
     def start(self) -> None:
+        """The event loop is this pool's: started now, and watched for blocking
+        coroutines from the start (``Pool.watch_loop``)."""
         self._sync = SyncBodies(sync_threads(self.concurrency))
         self._jobs.start()
+        self.watch_loop(shared_loop())
 
     def run(self, main: Callable[[], None]) -> None:
         main()
@@ -116,21 +118,7 @@ class AsyncioPool(Pool):
         """Thrown into the job where it waits, which forwards it to its body."""
         self._jobs.throw(handle, exc())
 
-    def watch_loop(self, loop_thread: LoopThreadLike) -> None:
-        """Report stalls of the process's event loop (a coroutine holding it longer than
-        ``worker_max_blocking_time``) to ``on_stall``, as the gevent pool does for its hub.
-        Called once the loop thread runs."""
-        max_blocking = float(self.conf.get("worker_max_blocking_time") or 0.1)
-
-        def report(stall: Stall) -> None:
-            if self.on_stall is not None:
-                self.on_stall(stall)
-
-        self._monitor = attach_monitor(loop_thread, max_blocking, report)
-
     def stop(self) -> None:
-        if self._monitor is not None:
-            self._monitor.stop()
         self._jobs.stop()
         if self._sync is not None:
             self._sync.stop()

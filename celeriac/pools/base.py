@@ -160,10 +160,30 @@ class Pool(ABC):
                 return body()
         from celeriac.aio.await_ import run_coroutine
 
+        if self.on_stall is not None:  # a worker's process: someone to tell
+            self.watch_loop()
         in_slot = None if self.enforces_hard_limit else hard
         with self.limits(soft, hard, job):
             return run_coroutine(body(), event=self.threadsafe_event(), hard=in_slot,
-                                 name=f"{job.task}[{job.task_id}]" if job else None)
+                                 name=f"{job.task}[{job.task_id}]" if job else None, job=job)
+
+    def watch_loop(self, loop_thread: Any = None) -> None:
+        """Report stalls of the process's event loop -- a coroutine holding it longer than
+        ``worker_max_blocking_time`` -- to :attr:`on_stall`, as the gevent pool does for
+        its hub (:mod:`celeriac.aio.monitor`). ``loop_thread``: the process's shared loop
+        (started here if need be) unless given. Once per loop: every async task calls it,
+        as the shared loop starts with the first one (``-P asyncio`` starts it eagerly)."""
+        from celeriac.aio.loop import shared_loop
+        from celeriac.aio.monitor import watch
+
+        max_blocking = float(self.conf.get("worker_max_blocking_time") or 0.1)
+        watch(loop_thread or shared_loop(), max_blocking, self._report_stall)
+
+    def _report_stall(self, stall: Stall) -> None:
+        """On the monitor thread: ``on_stall`` as it is now (set after the pool is made)."""
+        on_stall = self.on_stall
+        if on_stall is not None:
+            on_stall(stall)
 
     def current_job(self) -> Any:
         """A handle on the job running here, for :meth:`interrupt` (called from inside the

@@ -60,8 +60,8 @@ def blame(child: Child, restart_seconds: float = 0.0, durations: Mapping[str, fl
     """Who pays for a process that died on its own: ``(charged, suspects, group)``.
 
     A lone running task is charged a delivery (prefork always, or a suspect that ran
-    alone). A green process whose event loop a task was blocking was running that task
-    only: it alone is charged, the others could not have run. Any other death of a
+    alone). A green (or asyncio) process whose event loop a task was blocking was running
+    that task only: it alone is charged, the others could not have run. Any other death of a
     process running N tasks (an exit, SIGSEGV, SIGABRT, a SIGKILL from the kernel's OOM
     killer or an operator) cannot be pinned on one of them: none is charged, all are
     marked suspect, and each runs next in a group of at most :func:`suspect_group`
@@ -70,7 +70,8 @@ def blame(child: Child, restart_seconds: float = 0.0, durations: Mapping[str, fl
     running = tuple(child.running)
     if len(running) <= 1:
         return running, (), 0
-    if child.blocker in child.running:
+    if child.blocker in child.running and child.group.pool_class.enforces_hard_limit:
+        # (On threads a blocked loop holds up the other coroutines only, not the sync tasks.)
         return (child.blocker,), (), 0
     # How long the running tasks take: what runs of the same tasks took before, or at
     # least what they had run so far; a task never seen to finish counts as long.
@@ -139,8 +140,12 @@ class Verdicts:
         does not run again (the process's other messages go back uncharged). A task with
         ``reject_on_worker_lost`` goes back to the queue instead, charged a delivery; one with
         ``acks_on_failure_or_timeout=False`` is dead-lettered instead of acked."""
+        # A green or asyncio pool ends a late task itself unless its loop is blocked; on
+        # any pool, the task the process reported blocking its event loop is the culprit.
+        blocked = (child.group.pool_class.enforces_hard_limit
+                   or child.blocker == task.delivery_id)
         how = (f"blocked the event loop of worker process {child.proc.pid} past its hard time "
-               "limit" if child.group.pool_class.enforces_hard_limit
+               "limit" if blocked
                else f"exceeded its hard time limit in worker process {child.proc.pid}")
         registered = self.app.tasks.get(task.name)
         if registered is not None and registered.reject_on_worker_lost:
