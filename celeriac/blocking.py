@@ -112,6 +112,13 @@ def start_native_thread(fn: Callable[[], object]) -> None:
     _native_thread("start_new_thread")(fn, ())
 
 
+def native_ident() -> int:
+    """The OS thread id of the calling thread (the key of ``sys._current_frames()``), even
+    in a monkey-patched process, where ``threading.get_ident`` names the greenlet."""
+    ident: int = _native_thread("get_ident")()
+    return ident
+
+
 def native_function(module: str, name: str) -> Any:
     """``module.name`` as the OS provides it, even where gevent or eventlet patched the module.
 

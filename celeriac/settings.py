@@ -261,8 +261,11 @@ SETTINGS: dict[str, Setting] = {
                 "memory exceeds this many KiB (checked after each task).", _optional(_positive_int)),
         Setting("worker_shutdown_timeout", 30.0, "Seconds running tasks get to finish on a warm "
                 "shutdown before the cold one.", _non_negative_float),
-        Setting("worker_max_blocking_time", 0.1, "Green pools: seconds a task may hold the event "
-                "loop without switching before it is reported as blocking (with its stack).",
+        Setting("worker_max_blocking_time", 0.1, "Seconds a task may hold an event loop without "
+                "switching before it is reported as blocking (task, id, stack; a `task-blocked` "
+                "event): the hub of the gevent and eventlet pools, and the asyncio event loop "
+                "of every pool's process (`-P asyncio`, and the one `async def` tasks run on "
+                "under the other pools).",
                 _positive_float),
         Setting("worker_heartbeat_interval", 2.0, "Seconds between worker heartbeats in the "
                 "broker. A node whose heartbeat is three intervals old is taken for dead: "

@@ -34,7 +34,7 @@ from typing import Any
 from celeriac.aio.loop import LoopThread, shared_loop
 from celeriac.aio.monitor import register_job
 from celeriac.aio.trampoline import Trampoline
-from celeriac.blocking import native_function
+from celeriac.blocking import native_ident
 from celeriac.context import current_request
 from celeriac.exceptions import HardTimeLimit
 from celeriac.pools.base import EventLike, JobInfo
@@ -61,7 +61,7 @@ def run_coroutine(coro: Coroutine[Any, Any, Any], *, event: EventLike,
     (:mod:`celeriac.aio.monitor`) when the coroutine holds the loop."""
     trampoline = Trampoline(coro)
     shared = shared_loop()
-    if shared.ident == _native_ident():
+    if shared.ident == native_ident():
         # Called from a coroutine on the loop itself (an eager apply() inside an async
         # task): waiting here would block the loop it waits for. A loop of its own.
         own = LoopThread()
@@ -97,11 +97,6 @@ def _run_on(loop: Any, trampoline: Trampoline, event: EventLike, hard: float | N
     task = trampoline.task
     assert task is not None and task.done()
     return task.result()
-
-
-def _native_ident() -> int:
-    ident: int = native_function("_thread", "get_ident")()
-    return ident
 
 
 def _retrieved(task: Any) -> None:

@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from typing import Any
 
-from celeriac.blocking import native_function, native_lock
+from celeriac.blocking import native_function, native_ident, native_lock
 from celeriac.pools.base import EventLike
 
 
@@ -131,7 +131,7 @@ class _EventletBridge:
         import eventlet
         from eventlet.hubs import trampoline
 
-        self.thread = native_function("_thread", "get_ident")()
+        self.thread = native_ident()
         self._write = native_function("os", "write")
         self._reader, writer = _socket.socketpair()
         self._reader.setblocking(False)
@@ -178,7 +178,7 @@ class _EventletEvent:
         self._event.set()
 
     def set(self) -> None:
-        if native_function("_thread", "get_ident")() == self._bridge.thread:
+        if native_ident() == self._bridge.thread:
             self._event.set()
         else:
             self._bridge.post(self)

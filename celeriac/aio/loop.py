@@ -33,7 +33,7 @@ import selectors
 from typing import Any
 
 from celeriac.aio.threads import NativeExecutor
-from celeriac.blocking import native_function, native_lock, start_native_thread
+from celeriac.blocking import native_function, native_ident, native_lock, start_native_thread
 
 log = logging.getLogger("celeriac.worker")
 
@@ -183,7 +183,7 @@ class LoopThread:
         self._started.acquire()
 
     def _run(self) -> None:
-        self.ident = native_function("_thread", "get_ident")()
+        self.ident = native_ident()
         self.loop.call_soon(self._started.release)
         try:
             self.loop.run_forever()

@@ -143,7 +143,8 @@ def _log_level(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0),
               help="Seconds running tasks get on a warm shutdown.")
 @click.option("--max-blocking-time", type=click.FloatRange(min=0, min_open=True),
-              help="Green pools: report a task that blocks the event loop this long (s).")
+              help="Report a task that blocks an event loop (a green hub, an asyncio "
+                   "loop) this long (s).")
 @click.option("-E", "--task-events", "--events", is_flag=True,
               help="Record task events for 'celeriac events' and dashboards "
                    "[default: worker_send_task_events].")

@@ -1,16 +1,19 @@
-"""``-P asyncio`` end to end with sync tasks: where they run, hard limits enforced in the
-process, and mixed pools with ``pool="asyncio"`` routing.
+"""``-P asyncio`` end to end: sync tasks (where they run, hard limits enforced in the
+process), mixed pools with ``pool="asyncio"`` routing, and ``-c N`` running N coroutines
+at once in one process.
 
 The pool contract (results, failures, concurrency of ``-c``, soft limit, priorities,
 recycling...) is tests/e2e/test_pools.py, which runs every pool; revoke-terminate is in
 tests/e2e/test_revoke.py and ``pool_grow``/``pool_shrink`` in tests/e2e/test_control.py.
-Async tasks on this pool come with the per-process loop (issue 13, helper aiocore).
+Async tasks on this pool (limits, terminate, blocking detection) are in
+tests/e2e/test_aio_tasks.py, which runs them on every pool.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -19,7 +22,22 @@ from conftest import Project, Worker, normal_leg_only, wait_until
 from celeriac import TimeLimitExceeded
 
 EXTRA = r'''
-import threading
+import asyncio, threading
+
+@app.task
+async def abarrier(path, n):
+    """Note its start, then wait until n tasks have started: it only returns once n
+    ran at once (none returns before the n-th starts). Returns how many it saw."""
+    with open(path, "a") as f:
+        f.write("started\n")
+    deadline = time.monotonic() + 120
+    while True:
+        with open(path) as f:
+            seen = len(f.read().splitlines())
+        if seen >= n or time.monotonic() > deadline:
+            await asyncio.sleep(1)  # a one-second task, once all are in
+            return seen
+        await asyncio.sleep(0.2)
 
 @app.task
 def placement():
@@ -129,3 +147,16 @@ def test_mixed_pools_route_by_pool_name(project: Project, tasks: ModuleType) -> 
     assert set(info["queues"]) == {"io", "celery.asyncio", "cpu", "celery.prefork"}
     assert status["unserved"] == []
     assert worker.stop() == 0
+
+
+def test_c_n_runs_n_coroutines_at_once(project: Project, tasks: ModuleType,
+                                       tmp_path: Path) -> None:
+    """-c 200: 200 tasks awaiting at once in one process (each holds a job, no thread)."""
+    count = 200
+    path = tmp_path / "started.txt"
+    worker = project.start_worker("-P", "asyncio", "-c", str(count))
+    results = [tasks.abarrier.delay(str(path), count) for _ in range(count)]
+    seen = [r.get(timeout=180) for r in results]
+    # Every task saw all of them started before it returned: all ran at once.
+    assert seen == [count] * count, sorted(set(seen))
+    assert worker.stop() == 0, worker.log()
