@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
-from celeriac.worker.attribution import suspect_group
+from celeriac.worker.attribution import blame, suspect_group
+from celeriac.worker.options import PoolGroup
+from celeriac.worker.status import RunningTask, StatusReader
+from celeriac.worker.supervisor import Child, _Group
 
 
 @pytest.mark.parametrize(("count", "task_seconds", "restart_seconds", "group"), [
@@ -23,3 +31,32 @@ def test_the_cheaper_recovery_wins(count: int, task_seconds: float, restart_seco
 
 def test_unknown_task_length_halves() -> None:
     assert suspect_group(50, float("inf"), 0.5) == 25
+
+
+def _child_with_a_blocker(pool: str) -> Child:
+    """A real (ended) process of ``pool`` that ran two tasks, one of them reported blocking
+    its event loop."""
+    from celeriac.pools import get_pool
+
+    group = _Group(PoolGroup(pool, 2, ["celery"]), get_pool(pool), 1, 2)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    read_fd, write_fd = os.pipe()
+    os.close(write_fd)
+    child = Child(index=0, group=group, consumer_id="c", proc=proc,
+                  reader=StatusReader(read_fd), started_at=time.monotonic())
+    for n in (1, 2):
+        child.running[f"d{n}"] = RunningTask(f"d{n}", n, "celery", 1, f"t{n}", "tasks.t",
+                                             False, None, started_at=time.time())
+    child.blocker = "d2"
+    os.close(read_fd)
+    return child
+
+
+@pytest.mark.parametrize(("pool", "charged"), [
+    ("asyncio", ("d2",)),  # its loop blocked: the other tasks could not have run
+    ("threads", ()),       # an async task blocking the loop does not stop the sync tasks
+])
+def test_a_death_is_pinned_on_the_loop_blocker_only_where_it_stops_everything(
+        pool: str, charged: tuple[str, ...]) -> None:
+    assert blame(_child_with_a_blocker(pool))[0] == charged
