@@ -55,7 +55,8 @@ class JobInfo:
 
 @dataclass
 class Stall:
-    """A stretch of time during which one job blocked a green pool's event loop."""
+    """A stretch of time during which one job blocked an event loop: a green pool's hub, or
+    the process's asyncio loop (any pool: :mod:`celeriac.aio.monitor`)."""
 
     job: JobInfo | None
     #: Seconds the loop was blocked (so far, while ``ended`` is False).

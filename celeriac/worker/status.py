@@ -193,7 +193,7 @@ class StatusWriter:
             self.send(FollowupsPart(delivery.id, text[at:at + FOLLOWUPS_PART]))
 
     def stall(self, stall: Stall) -> None:
-        """A green pool's event loop was blocked (safe from any thread: no locks)."""
+        """An event loop of this process was blocked (safe from any thread: no locks)."""
         job = stall.job
         self.send(Stalled(job.delivery_id if job else None,
                           job.task[:NAME_LIMIT] if job else None, job.task_id if job else None,

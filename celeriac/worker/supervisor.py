@@ -169,7 +169,7 @@ class Child:
     processed: int = 0
     #: Set when the supervisor killed it on purpose (time limit, cold shutdown).
     killed_for: str = ""
-    #: Delivery id of the task blocking its event loop right now (green pools).
+    #: Delivery id of the task blocking its event loop right now (a green hub, an asyncio loop).
     blocker: str | None = None
     #: Delivery ids charged a delivery although the kill was on purpose.
     charged: list[str] = field(default_factory=list)
@@ -391,7 +391,8 @@ class Supervisor:
             self.pipeline.node_ready(self)
 
     def _on_stall(self, child: Child, event: Stalled) -> None:
-        """A green process reported its event loop blocked (start) or free again (end)."""
+        """A process reported an event loop blocked (start) or free again (end): a green
+        pool's hub, or the asyncio loop its async tasks run on (any pool)."""
         name = event.task or "<no task>"
         what = f"task {name}[{event.task_id}]" if event.task else "code outside any task"
         task = {"task": event.task or None, "id": event.task_id or None, "pid": child.proc.pid}
