@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -72,6 +73,18 @@ async def anap(seconds):
     started = time.time()
     await asyncio.sleep(seconds)
     return [started, time.time()]
+
+
+@app.task
+async def anoop(_):
+    now = time.time()
+    return [now, now]
+
+
+@app.task
+def noop(_):
+    now = time.time()
+    return [now, now]
 
 
 @app.task
@@ -121,6 +134,8 @@ VARIANTS = [
     Variant("sleep", "asyncio: await asyncio.sleep", "asyncio", "anap"),
     Variant("sleep", "gevent: time.sleep (sync)", "gevent", "nap"),
     Variant("sleep", "gevent: await asyncio.sleep", "gevent", "anap"),
+    Variant("noop", "asyncio: async no-op", "asyncio", "anoop"),
+    Variant("noop", "gevent: sync no-op", "gevent", "noop"),
     Variant("feeds", "ceiling: plain asyncio + aiohttp", None, "afetch"),
     Variant("feeds", "asyncio: aiohttp", "asyncio", "afetch"),
     Variant("feeds", "gevent: requests", "gevent", "fetch"),
@@ -133,19 +148,24 @@ def worker_command(pool: str, options: argparse.Namespace) -> list[str]:
 
 
 def run_worker(variant: Variant, module: Any, args: list[Any], options: argparse.Namespace,
-               directory: Path) -> list[list[float]]:
-    """Queue one task per ``args`` item, start the worker, collect the tasks' timestamps."""
+               directory: Path) -> tuple[list[list[float]], float]:
+    """Queue one task per ``args`` item, start the worker, collect the tasks' timestamps.
+
+    Also the worker's CPU seconds (supervisor and child) from its first result to its
+    last, per task after the first: what a task costs the worker, start-up excluded.
+    """
     assert variant.pool is not None
     task = getattr(module, variant.task)
     results = task.apply_many([(arg,) for arg in args])
     worker = Worker(worker_command(variant.pool, options), directory,
                     f"{variant.workload}-{variant.pool}-{variant.task}")
     try:
-        out = []
-        for result in results:
+        out = [results[0].get(timeout=options.timeout)]
+        cpu = worker.cpu_seconds()
+        for result in results[1:]:
             worker_alive(worker)
             out.append(result.get(timeout=options.timeout))
-        return out
+        return out, (worker.cpu_seconds() - cpu) / max(1, len(results) - 1)
     finally:
         worker.stop()
 
@@ -177,6 +197,20 @@ async def bare_fetches(urls: list[str], concurrency: int) -> list[list[float]]:
         return await asyncio.gather(*(one(url) for url in urls))
 
 
+def refill(stamps: list[list[float]], concurrency: int) -> dict[str, float]:
+    """How fast the worker fills its slots: ``ramp``, seconds from the first start to the
+    ``concurrency``-th (filling the empty pool); ``turnaround``, the median over k of the
+    ms from the k-th task end to the (k + concurrency)-th start: how long a slot that frees
+    up stays empty (the finished task's result and ack, the next message's start)."""
+    starts = sorted(s[0] for s in stamps)
+    ends = sorted(s[1] for s in stamps)
+    out = {"ramp": starts[min(len(starts), concurrency) - 1] - starts[0]}
+    gaps = [starts[k + concurrency] - ends[k] for k in range(len(starts) - concurrency)]
+    if gaps:
+        out["turnaround"] = statistics.median(gaps) * 1000
+    return out
+
+
 def rate(stamps: list[list[float]]) -> float:
     """Tasks/s from the first start to the last end."""
     return len(stamps) / (max(s[1] for s in stamps) - min(s[0] for s in stamps))
@@ -189,19 +223,27 @@ def one_run(run: int, options: argparse.Namespace, root: Path, redis_url: str, h
     out: dict[str, float] = {}
     for variant in variants[shift:] + variants[:shift]:
         client.flushall()
-        if variant.workload == "sleep":
-            args: list[Any] = [options.sleep] * options.tasks
-        else:
-            args = [f"http://127.0.0.1:{hub}/feeds/{n}.xml" for n in range(options.feeds)]
+        args: list[Any] = {
+            "sleep": lambda: [options.sleep] * options.tasks,
+            "noop": lambda: [None] * options.tasks,
+            "feeds": lambda: [f"http://127.0.0.1:{hub}/feeds/{n}.xml" for n in range(options.feeds)],
+        }[variant.workload]()
         if variant.pool is None:
             stamps = asyncio.run(bare_fetches(args, options.concurrency))
         else:
-            stamps = run_worker(variant, module, args, options, root)
+            stamps, cpu = run_worker(variant, module, args, options, root)
+            out[f"{variant.label}|cpu"] = cpu * 1000
+            if variant.workload != "noop":  # no-op tasks never fill the pool
+                out.update({f"{variant.label}|{k}": v
+                            for k, v in refill(stamps, options.concurrency).items()})
         if variant.workload == "feeds":
             parsed = sum(int(s[2]) for s in stamps)
             if parsed != 5 * len(args):
                 raise BenchError(f"{variant.label}: parsed {parsed} items of {5 * len(args)}")
         out[variant.label] = rate(stamps)
+        if options.workdir:  # the tasks' own start and end times, for a closer look
+            name = f"stamps-{variant.workload}-{variant.pool}-{variant.task}-{run + 1}.json"
+            (root / name).write_text(json.dumps(stamps))
         print(f"  run {run + 1} {variant.label:36} {out[variant.label]:8.0f}/s", flush=True)
     return out
 
@@ -210,19 +252,24 @@ def table(runs: list[dict[str, float]], options: argparse.Namespace) -> str:
     bound = options.concurrency / options.sleep
     medians = {label: statistics.median(r[label] for r in runs) for label in runs[0]}
     ceiling = medians.get("ceiling: plain asyncio + aiohttp")
-    lines = ["| workload | variant | tasks/s (median) | against | runs |", "|---|---|---:|---:|---|"]
+    lines = ["| workload | variant | tasks/s (median) | against | runs | worker CPU ms/task "
+             f"| s to the {options.concurrency:,}th start | slot turnaround ms |",
+             "|---|---|---:|---:|---|---:|---:|---:|"]
     for variant in VARIANTS:
         if variant.label not in medians:
             continue
         value = medians[variant.label]
+        against = "-"
         if variant.workload == "sleep":
             against = f"{value / bound:.2f} of the bound {bound:,.0f}/s"
-        elif ceiling and variant.pool is not None:
+        elif variant.workload == "feeds" and ceiling and variant.pool is not None:
             against = f"{value / ceiling:.2f} of the ceiling"
-        else:
-            against = "-"
         every = ", ".join(f"{r[variant.label]:,.0f}" for r in runs)
-        lines.append(f"| {variant.workload} | {variant.label} | {value:,.0f} | {against} | {every} |")
+        extra = [medians.get(f"{variant.label}|{key}") for key in ("cpu", "ramp", "turnaround")]
+        cells = " | ".join("-" if v is None else f"{v:.2f}" if i < 2 else f"{v:.0f}"
+                           for i, v in enumerate(extra))
+        lines.append(f"| {variant.workload} | {variant.label} | {value:,.0f} | {against} | {every} "
+                     f"| {cells} |")
     return "\n".join(lines)
 
 
@@ -249,9 +296,10 @@ def main() -> int:
     parser.add_argument("--sleep", type=float, default=0.5)
     parser.add_argument("--latency", type=float, default=0.5, help="the feed hub's seconds per answer")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", type=lambda s: s.split(","), default=["sleep", "feeds"])
+    parser.add_argument("--only", type=lambda s: s.split(","), default=["sleep", "noop", "feeds"])
     parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--workdir", type=Path, help="keep the worker logs here")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep the worker logs and each variant's task timestamps here")
     options = parser.parse_args()
     options.feed_latency, options.python = options.latency, Path(sys.executable)
     load_before = os.getloadavg()[0]
