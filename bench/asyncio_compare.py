@@ -9,12 +9,19 @@ rotated run to run), medians of ``--repeat`` runs, one markdown table:
   task as on ``-P asyncio``, run by ``-P gevent`` (each greenlet waits on the process's one
   loop thread). Tasks/s over the span (first start to last end, the tasks' own clocks)
   against the concurrency bound ``c / sleep`` (2,000/s).
+* **noop**: the same N tasks returning at once (async on ``-P asyncio``, sync on
+  ``-P gevent``): what a task costs the worker when nothing waits.
 * **feeds**: F fetches (default 3,000) from ``examples/gevent/feedhub.py`` (0.5 s per
   answer), each parsed with ElementTree: ``ceiling``: one plain asyncio program fetching
   all F with aiohttp, 1,000 at a time, no queue (what the hub serves this machine);
   ``asyncio``: the ``async def`` task with aiohttp on ``-P asyncio``; ``gevent``: the sync
   task with ``requests`` on ``-P gevent`` (as ``examples/gevent``). Feeds/s over the span,
   against the ceiling.
+
+Beside each rate: the worker's CPU per task, the seconds to the ``c``-th start (filling
+the empty pool) and the slot turnaround (how long a slot whose task ended stays empty):
+with tasks queued first, ``c`` tasks start together and end together, and the worker
+settles each wave one task after another (docs/asyncio.md, "Figures").
 
 Everything is loopback: ``redis-server`` is started on a free port without persistence
 (``bench/redis_compare.py``) and flushed before each variant; the worker is the real CLI,
