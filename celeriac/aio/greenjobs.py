@@ -228,6 +228,11 @@ class JobEvent:
     thread, when called off the jobs thread) and whose ``set()`` any thread may call:
     the ``-P asyncio`` pool's ``threadsafe_event()``."""
 
+    #: ``run_coroutine`` waits on it in one go, not in 50 ms slices: the scheduler throws
+    #: time limits and terminations into the parked job at once, and a thousand jobs
+    #: woken 20 times a second kept the jobs thread busy (bench/asyncio_compare.py).
+    cooperative = True
+
     def __init__(self, scheduler: JobScheduler) -> None:
         self._scheduler = scheduler
         self._cond = threading.Condition()

@@ -1,0 +1,346 @@
+"""`-P asyncio` against its bounds and against `-P gevent`, side by side, on a loopback Redis.
+
+Two workloads, each a set of variants run one after the other in every run (their order
+rotated run to run), medians of ``--repeat`` runs, one markdown table:
+
+* **sleep**: N tasks (default 3,000) queued first, each sleeping 0.5 s, at ``-c 1000``:
+  ``asyncio``: ``await asyncio.sleep`` on ``-P asyncio``; ``gevent sync``: ``time.sleep``
+  (patched: ``gevent.sleep``) on ``-P gevent``; ``gevent async``: the same ``async def``
+  task as on ``-P asyncio``, run by ``-P gevent`` (each greenlet waits on the process's one
+  loop thread). Tasks/s over the span (first start to last end, the tasks' own clocks)
+  against the concurrency bound ``c / sleep`` (2,000/s).
+* **noop**: the same N tasks returning at once (async on ``-P asyncio``, sync on
+  ``-P gevent``): what a task costs the worker when nothing waits.
+* **feeds**: F fetches (default 3,000) from ``examples/gevent/feedhub.py`` (0.5 s per
+  answer), each parsed with ElementTree: ``ceiling``: one plain asyncio program fetching
+  all F with aiohttp, 1,000 at a time, no queue (what the hub serves this machine);
+  ``asyncio``: the ``async def`` task with aiohttp on ``-P asyncio``; ``gevent``: the sync
+  task with ``requests`` on ``-P gevent`` (as ``examples/gevent``). Feeds/s over the span,
+  against the ceiling.
+
+Beside each rate: the worker's CPU per task, the seconds to the ``c``-th start (filling
+the empty pool) and the slot turnaround (how long a slot whose task ended stays empty):
+with tasks queued first, ``c`` tasks start together and end together, and the worker
+settles each wave one task after another (docs/asyncio.md, "Figures").
+
+Everything is loopback: ``redis-server`` is started on a free port without persistence
+(``bench/redis_compare.py``) and flushed before each variant; the worker is the real CLI,
+one process (``--processes 1``), started after its tasks are queued.
+
+    .venv/bin/python bench/asyncio_compare.py                      # 3 runs, both workloads
+    .venv/bin/python bench/asyncio_compare.py --repeat 5 --only sleep
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from amqp_compare import feed_hub  # noqa: E402
+from redis_compare import BenchError, Worker, redis_server, tail  # noqa: E402
+
+#: The tasks module every worker imports; BENCH_REDIS names the broker and backend.
+TASKS = '''
+import asyncio, os, time
+import xml.etree.ElementTree as ET
+
+import aiohttp
+import requests
+from requests.adapters import HTTPAdapter
+
+from celeriac import Celeriac
+
+app = Celeriac("aiobench", broker=os.environ["BENCH_REDIS"], backend=os.environ["BENCH_REDIS"])
+_sessions = {}
+_requests = requests.Session()
+_requests.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=1000))
+
+
+def items(content):
+    return len(ET.fromstring(content).find("channel").findall("item"))
+
+
+@app.task
+async def anap(seconds):
+    started = time.time()
+    await asyncio.sleep(seconds)
+    return [started, time.time()]
+
+
+@app.task
+async def anoop(_):
+    now = time.time()
+    return [now, now]
+
+
+@app.task
+def noop(_):
+    now = time.time()
+    return [now, now]
+
+
+@app.task
+def nap(seconds):
+    started = time.time()
+    time.sleep(seconds)
+    return [started, time.time()]
+
+
+async def session():
+    loop = asyncio.get_running_loop()
+    if loop not in _sessions:
+        _sessions[loop] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1000), timeout=aiohttp.ClientTimeout(total=60))
+    return _sessions[loop]
+
+
+@app.task
+async def afetch(url):
+    started = time.time()
+    async with (await session()).get(url) as response:
+        response.raise_for_status()
+        content = await response.read()
+    return [started, time.time(), items(content)]
+
+
+@app.task
+def fetch(url):
+    started = time.time()
+    response = _requests.get(url, timeout=60)
+    response.raise_for_status()
+    return [started, time.time(), items(response.content)]
+'''
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One measured line: a pool and a task, or (pool None) the bare client ceiling."""
+
+    workload: str
+    label: str
+    pool: str | None
+    task: str
+
+
+VARIANTS = [
+    Variant("sleep", "asyncio: await asyncio.sleep", "asyncio", "anap"),
+    Variant("sleep", "gevent: time.sleep (sync)", "gevent", "nap"),
+    Variant("sleep", "gevent: await asyncio.sleep", "gevent", "anap"),
+    Variant("noop", "asyncio: async no-op", "asyncio", "anoop"),
+    Variant("noop", "gevent: sync no-op", "gevent", "noop"),
+    Variant("feeds", "ceiling: plain asyncio + aiohttp", None, "afetch"),
+    Variant("feeds", "asyncio: aiohttp", "asyncio", "afetch"),
+    Variant("feeds", "gevent: requests", "gevent", "fetch"),
+]
+
+
+def worker_command(pool: str, options: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "celeriac", "-A", "benchtasks", "worker", "-l", "WARNING",
+            "-P", pool, "-c", str(options.concurrency), "--processes", "1"]
+
+
+def run_worker(variant: Variant, module: Any, args: list[Any], options: argparse.Namespace,
+               directory: Path) -> tuple[list[list[float]], float]:
+    """Queue one task per ``args`` item, start the worker, collect the tasks' timestamps.
+
+    Also the worker's CPU seconds (supervisor and child) from its first result to its
+    last, per task after the first: what a task costs the worker, start-up excluded.
+    """
+    assert variant.pool is not None
+    task = getattr(module, variant.task)
+    results = task.apply_many([(arg,) for arg in args])
+    worker = Worker(worker_command(variant.pool, options), directory,
+                    f"{variant.workload}-{variant.pool}-{variant.task}")
+    try:
+        out = [results[0].get(timeout=options.timeout)]
+        cpu = worker.cpu_seconds()
+        for result in results[1:]:
+            worker_alive(worker)
+            out.append(result.get(timeout=options.timeout))
+        return out, (worker.cpu_seconds() - cpu) / max(1, len(results) - 1)
+    finally:
+        worker.stop()
+
+
+def worker_alive(worker: Worker) -> None:
+    if worker.proc.poll() is not None:
+        raise BenchError(f"the worker exited:\n{tail(worker.log.read_text(errors='replace'))}")
+
+
+async def bare_fetches(urls: list[str], concurrency: int) -> list[list[float]]:
+    """The hub's ceiling here: aiohttp in one plain loop, ``concurrency`` fetches at a time."""
+    import xml.etree.ElementTree as ET
+
+    import aiohttp
+
+    limit = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as client:
+        async def one(url: str) -> list[float]:
+            async with limit:
+                started = time.time()
+                async with client.get(url) as response:
+                    response.raise_for_status()
+                    content = await response.read()
+                channel = ET.fromstring(content).find("channel")
+                assert channel is not None
+                return [started, time.time(), float(len(channel.findall("item")))]
+
+        return await asyncio.gather(*(one(url) for url in urls))
+
+
+def refill(stamps: list[list[float]], concurrency: int) -> dict[str, float]:
+    """How fast the worker fills its slots: ``ramp``, seconds from the first start to the
+    ``concurrency``-th (filling the empty pool); ``turnaround``, the median over k of the
+    ms from the k-th task end to the (k + concurrency)-th start: how long a slot that frees
+    up stays empty (the finished task's result and ack, the next message's start)."""
+    starts = sorted(s[0] for s in stamps)
+    ends = sorted(s[1] for s in stamps)
+    out = {"ramp": starts[min(len(starts), concurrency) - 1] - starts[0]}
+    gaps = [starts[k + concurrency] - ends[k] for k in range(len(starts) - concurrency)]
+    if gaps:
+        out["turnaround"] = statistics.median(gaps) * 1000
+    return out
+
+
+def rate(stamps: list[list[float]]) -> float:
+    """Tasks/s from the first start to the last end."""
+    return len(stamps) / (max(s[1] for s in stamps) - min(s[0] for s in stamps))
+
+
+def one_run(run: int, options: argparse.Namespace, root: Path, redis_url: str, hub: int,
+            module: Any, client: Any) -> dict[str, float]:
+    variants = [v for v in VARIANTS if v.workload in options.only]
+    shift = run % len(variants)
+    out: dict[str, float] = {}
+    for variant in variants[shift:] + variants[:shift]:
+        client.flushall()
+        args: list[Any] = {
+            "sleep": lambda: [options.sleep] * options.tasks,
+            "noop": lambda: [None] * options.tasks,
+            "feeds": lambda: [f"http://127.0.0.1:{hub}/feeds/{n}.xml" for n in range(options.feeds)],
+        }[variant.workload]()
+        if variant.pool is None:
+            stamps = asyncio.run(bare_fetches(args, options.concurrency))
+        else:
+            stamps, cpu = run_worker(variant, module, args, options, root)
+            out[f"{variant.label}|cpu"] = cpu * 1000
+            if variant.workload != "noop":  # no-op tasks never fill the pool
+                out.update({f"{variant.label}|{k}": v
+                            for k, v in refill(stamps, options.concurrency).items()})
+        if variant.workload == "feeds":
+            parsed = sum(int(s[2]) for s in stamps)
+            if parsed != 5 * len(args):
+                raise BenchError(f"{variant.label}: parsed {parsed} items of {5 * len(args)}")
+        out[variant.label] = rate(stamps)
+        if options.workdir:  # the tasks' own start and end times, for a closer look
+            name = f"stamps-{variant.workload}-{variant.pool}-{variant.task}-{run + 1}.json"
+            (root / name).write_text(json.dumps(stamps))
+        print(f"  run {run + 1} {variant.label:36} {out[variant.label]:8.0f}/s", flush=True)
+    return out
+
+
+def table(runs: list[dict[str, float]], options: argparse.Namespace) -> str:
+    bound = options.concurrency / options.sleep
+    medians = {label: statistics.median(r[label] for r in runs) for label in runs[0]}
+    ceiling = medians.get("ceiling: plain asyncio + aiohttp")
+    lines = ["| workload | variant | tasks/s (median) | against | runs | worker CPU ms/task "
+             f"| s to the {options.concurrency:,}th start | slot turnaround ms |",
+             "|---|---|---:|---:|---|---:|---:|---:|"]
+    for variant in VARIANTS:
+        if variant.label not in medians:
+            continue
+        value = medians[variant.label]
+        against = "-"
+        if variant.workload == "sleep":
+            against = f"{value / bound:.2f} of the bound {bound:,.0f}/s"
+        elif variant.workload == "feeds" and ceiling and variant.pool is not None:
+            against = f"{value / ceiling:.2f} of the ceiling"
+        every = ", ".join(f"{r[variant.label]:,.0f}" for r in runs)
+        extra = [medians.get(f"{variant.label}|{key}") for key in ("cpu", "ramp", "turnaround")]
+        cells = " | ".join("-" if v is None else f"{v:.2f}" if i < 2 else f"{v:.0f}"
+                           for i, v in enumerate(extra))
+        lines.append(f"| {variant.workload} | {variant.label} | {value:,.0f} | {against} | {every} "
+                     f"| {cells} |")
+    return "\n".join(lines)
+
+
+def versions() -> str:
+    import importlib.metadata as md
+
+    names = ["gevent", "greenlet", "aiohttp", "requests", "redis", "uvloop"]
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            found.append(f"{name} absent")
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return f"python {platform.python_version()}, " + ", ".join(found) + f", celeriac {commit}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=3000, help="sleep tasks per variant")
+    parser.add_argument("--feeds", type=int, default=3000, help="feeds per variant")
+    parser.add_argument("--concurrency", "-c", type=int, default=1000)
+    parser.add_argument("--sleep", type=float, default=0.5)
+    parser.add_argument("--latency", type=float, default=0.5, help="the feed hub's seconds per answer")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", type=lambda s: s.split(","), default=["sleep", "noop", "feeds"])
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--workdir", type=Path,
+                        help="keep the worker logs and each variant's task timestamps here")
+    options = parser.parse_args()
+    options.feed_latency, options.python = options.latency, Path(sys.executable)
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="celeriac-aiobench-") as tmp:
+        root = options.workdir or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "benchtasks.py").write_text(TASKS)
+        runs = measure(options, root)
+    load_after = os.getloadavg()[0]
+    print(f"\nMedians of {options.repeat} runs, one worker process at -c {options.concurrency}, "
+          f"loopback Redis; sleep: {options.tasks:,} tasks of {options.sleep} s; feeds: "
+          f"{options.feeds:,} fetches of {options.latency} s latency from examples/gevent/feedhub.py; "
+          f"{os.cpu_count()} CPUs (1-min load average {load_before:.1f} before, "
+          f"{load_after:.1f} after).\n")
+    print(table(runs, options))
+    print(f"\n{versions()}")
+    return 0
+
+
+def measure(options: argparse.Namespace, root: Path) -> list[dict[str, float]]:
+    import redis
+
+    with redis_server(root) as url, feed_hub(options, root) as hub:
+        os.environ["BENCH_REDIS"] = url
+        sys.path.insert(0, str(root))
+        import benchtasks
+
+        client = redis.Redis.from_url(url)
+        runs = [one_run(run, options, root, url, hub, benchtasks, client)
+                for run in range(options.repeat)]
+        client.close()
+        benchtasks.app.close()
+    return runs
+
+
+if __name__ == "__main__":
+    sys.exit(main())
