@@ -289,6 +289,11 @@ class Supervisor:
         self.stop_deadline = time.monotonic() + self.options.shutdown_timeout
         for child in self.children.values():
             self._signal(child, signal.SIGTERM)
+            # Also down its command pipe: a process between fork and exec takes the signal
+            # with this process's handler and loses it at exec; the pipe keeps the request
+            # until the process reads it (seen: a TERM right after start waited out the
+            # whole shutdown timeout).
+            self.send(child, Stop("warm shutdown requested"))
 
     def _on_cold(self, signum: int, frame: FrameType | None) -> None:
         log.warning("cold shutdown: killing worker processes; their messages go back to the queue")

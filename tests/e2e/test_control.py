@@ -282,6 +282,9 @@ def test_green_pools_grow_and_shrink_in_place(pool: str, project: Project, tmp_p
     assert [r.get(timeout=30) for r in calls] == [str(gate)] * 3
     assert app.control.pool_shrink(2, reply=True) == [
         {W1: {"ok": f"pool shrunk by 2: {pool} 1x3 -> {pool} 1x1"}}]
+    # The reply is the supervisor's; its process applies the size at its next look at the
+    # command pipe: messages sent before that may still start in the old slots.
+    worker.wait_for_log("now running up to 1 task(s) at once")
     gate.unlink()
     again = [tasks.wait_for.delay(str(gate)) for _ in range(2)]
     wait_running(app, W1, 1)

@@ -77,7 +77,18 @@ def daemons_in(path: Path) -> list[int]:
         if ("celeriac.worker.daemon" in cmdline and (cwd == str(path) or f"{path}/" in cmdline)
                 and alive(int(entry.name))):
             found.append(int(entry.name))
-    return found
+    # A daemon's child between fork and exec still shows the daemon's command line: only
+    # the daemons themselves count.
+    return [pid for pid in found if parent_of(pid) not in found]
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in status.splitlines()
+                 if line.startswith("PPid:")), None)
 
 
 def children_of(pid: int) -> list[int]:
