@@ -154,10 +154,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not gevent_patched():
         return
     skip = pytest.mark.skip(reason="worker-side end-to-end test: the normal leg runs it")
+    browser = pytest.mark.skip(reason="browser test: its own unpatched process runs it "
+                                      "(Playwright's sync API runs an event loop in a greenlet)")
     for item in items:
         path = item.path
         if path.parent.name == "e2e" and path.name in WORKER_SIDE_MODULES:
             item.add_marker(skip)
+        elif path.parent.name == "browser":
+            item.add_marker(browser)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

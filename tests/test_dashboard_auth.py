@@ -16,12 +16,12 @@ import pytest
 
 pytest.importorskip("flask")
 
-from werkzeug.security import check_password_hash, generate_password_hash  # noqa: E402
+from werkzeug.security import check_password_hash, generate_password_hash
 
-from celeriac import Celeriac  # noqa: E402
-from celeriac.backends.base import ResultRecord  # noqa: E402
-from celeriac.dashboard import create_app  # noqa: E402
-from celeriac.dashboard.auth import (  # noqa: E402
+from celeriac import Celeriac
+from celeriac.backends.base import ResultRecord
+from celeriac.dashboard import create_app
+from celeriac.dashboard.auth import (
     ADMIN,
     LOGIN_ATTEMPTS,
     VIEWER,
@@ -31,7 +31,7 @@ from celeriac.dashboard.auth import (  # noqa: E402
     is_loopback,
     same_origin,
 )
-from celeriac.exceptions import ConfigurationError  # noqa: E402
+from celeriac.exceptions import ConfigurationError
 
 ADMIN_PASSWORD = "correct horse battery staple"
 VIEWER_PASSWORD = "viewer only please"
