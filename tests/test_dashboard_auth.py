@@ -108,7 +108,9 @@ def test_same_origin() -> None:
     assert same_origin("http://127.0.0.1:5555", None, host)
     assert same_origin(None, "http://127.0.0.1:5555/queues", host)
     assert not same_origin("http://evil.example", "http://127.0.0.1:5555/queues", host)
-    assert not same_origin("https://127.0.0.1:5555", None, host)
+    assert same_origin("https://127.0.0.1:5555", None, host)  # TLS ended by a proxy
+    assert not same_origin("http://127.0.0.1:5556", None, host)
+    assert not same_origin("http://127.0.0.1.evil.example:5555", None, host)
     assert not same_origin("null", None, host)
     assert not same_origin(None, None, host)
 

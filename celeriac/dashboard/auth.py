@@ -210,10 +210,11 @@ def same_origin(origin: str | None, referer: str | None, host_url: str) -> bool:
 
     Browsers send ``Origin`` with every POST; ``Referer`` is the fallback for one that
     does not. Neither present: refused (a form on another site cannot forge either).
+    The host and port are compared, not the scheme: behind a proxy that terminates TLS
+    the browser says https and the dashboard sees http, for the same site.
     """
     expected = urlsplit(host_url)
     source = origin if origin and origin != "null" else referer
     if not source:
         return False
-    got = urlsplit(source)
-    return (got.scheme, got.netloc) == (expected.scheme, expected.netloc)
+    return urlsplit(source).netloc.lower() == expected.netloc.lower()

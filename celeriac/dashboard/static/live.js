@@ -22,8 +22,12 @@
     const data = event.data || {};
     const parts = [];
     for (const key of ["state", "runtime", "result", "exception", "reason", "seconds", "args", "kwargs", "hostname"]) {
-      if (data[key] !== undefined && data[key] !== null && data[key] !== "") {
-        parts.push(key + "=" + (typeof data[key] === "string" ? data[key] : JSON.stringify(data[key])));
+      const value = data[key];
+      if (value === undefined || value === null || value === "") { continue; }
+      if (key === "runtime" && typeof value === "number") {
+        parts.push("runtime=" + value.toFixed(3) + " s");
+      } else {
+        parts.push(key + "=" + (typeof value === "string" ? value : JSON.stringify(value)));
       }
     }
     return parts.join(" ").slice(0, 400);
