@@ -143,7 +143,8 @@ def test_pages_need_a_login_and_a_wrong_password_is_refused(celeriac_app: Celeri
     client = _client(create_app(celeriac_app))
     response = client.get("/queues")
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
-    assert client.get("/queues?fragment=1", headers={"HX-Request": "true"}).status_code == 401
+    refresh = client.get("/queues?fragment=1", headers={"HX-Request": "true"})
+    assert refresh.status_code == 401 and refresh.headers["HX-Redirect"] == "/login"
     assert _login(client, "wrong").status_code == 401
     assert client.get("/queues").status_code == 302
     assert client.get("/healthz").status_code == 200  # public, and says nothing secret

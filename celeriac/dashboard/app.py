@@ -133,7 +133,9 @@ def _guard() -> BaseResponse | None:
         g.role = current
         return None
     session.clear()
-    if request.method == "GET" and not request.headers.get("HX-Request"):
+    if request.headers.get("HX-Request"):  # a refreshing table: htmx takes the page to /login
+        return Response("login required", 401, {"HX-Redirect": url_for("login")})
+    if request.method == "GET":
         return redirect(url_for("login", next=request.full_path.rstrip("?")))
     abort(401)
 
