@@ -2,9 +2,9 @@
 and the control API, never a copy in this process's memory.
 
 The pages call :class:`DashboardData` only, so several dashboard processes agree, a
-restart loses nothing, and each new broker or backend call (browsing a queue, requeueing
-dead letters, pausing a queue, metric rollups, task search: docs/dashboard.md, "What
-comes next") is one method here.
+restart loses nothing, and each broker or backend call a page needs is one method here
+(the pages of browsing a queue, requeueing dead letters, pausing a queue, metric charts
+and task search are added with their broker and backend calls).
 
 Each call may go through ``call``: the server passes gevent's thread pool, so a slow
 broker round trip (a busy SQLite database, a far Redis) waits in a real thread while the
