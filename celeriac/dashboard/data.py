@@ -103,9 +103,11 @@ class DashboardData:
         return count
 
     # -- workers ---------------------------------------------------------------------------
-    def workers(self) -> list[WorkerRow]:
+    def workers(self, *, blocking_reports: bool = True) -> list[WorkerRow]:
+        """Live nodes by name; with their latest blocking reports unless told not to (a
+        read of up to :data:`BLOCKING_SCAN` events that /metrics does without)."""
         found = self.call(self.app.broker.workers)
-        blocking = self.blocking_reports() if found else {}
+        blocking = self.blocking_reports() if found and blocking_reports else {}
         now = time.time()
         rows = []
         for w in sorted(found, key=lambda w: w.name):

@@ -37,7 +37,7 @@ def exposition() -> str:
     """The figures of one scrape."""
     data = dashboard().data
     queues = data.queues()
-    workers = data.workers()
+    workers = data.workers(blocking_reports=False)
     lines = _family("celeriac_queue_messages", "gauge", "Messages per queue and state.", [
         ({"queue": row.name, "state": state}, float(count))
         for row in queues for state, count in row.stats.as_dict().items()])
