@@ -128,3 +128,20 @@ def test_healthz_says_what_is_unreachable_and_nothing_more(tmp_path: Path) -> No
     body = response.get_json()
     assert body["broker"] == "unreachable" and body["backend"] == "ok"
     assert "missing" not in response.data.decode()
+
+
+def test_arguments_can_be_redacted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    app = Celeriac("redacted", broker_url=url, result_backend=url, dashboard_redact_args=True,
+                   dashboard_viewer_password_hash=generate_password_hash(PASSWORD,
+                                                                          "pbkdf2:sha256:1000"))
+    from celeriac.backends.base import ResultRecord
+
+    app.backend.store(ResultRecord("secret-task", "SUCCESS", result=1, name="charge",
+                                   args=["4111 1111 1111 1111"], kwargs={"cvv": "123"}))
+    client = create_app(app).test_client()
+    client.post("/login", data={"password": PASSWORD}, headers={"Origin": ORIGIN})
+    html = client.get("/tasks/secret-task").data.decode()
+    assert "4111" not in html and "cvv" not in html
+    assert html.count("[redacted]") == 2
+    app.close()

@@ -5,9 +5,13 @@ worker dies without stopping it."""
 
 from __future__ import annotations
 
+import http.client
 import http.cookiejar
 import re
+import shutil
 import signal
+import ssl
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,7 +19,7 @@ from typing import Any
 
 import psutil
 import pytest
-from browser.stack import start_dashboard
+from browser.stack import ADMIN_PASSWORD, password_env, start_dashboard
 from conftest import Project, wait_until
 
 pytest.importorskip("flask")
@@ -98,3 +102,33 @@ def test_worker_dashboard_refuses_an_open_address_without_a_password(
     worker = project.start_worker("--dashboard", ready=False)
     assert worker.wait(30) == 1
     assert "no password configured" in worker.log()
+
+
+def test_tls(project: Project) -> None:
+    """--certfile/--keyfile: https, and the session cookie is marked Secure."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not found (makes the test's self-signed certificate)")
+    cert, key = project.path / "cert.pem", project.path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    env = {**project.env, **password_env(), "CELERIAC_DASHBOARD_CERTFILE": str(cert),
+           "CELERIAC_DASHBOARD_KEYFILE": str(key)}
+    dashboard = start_dashboard(project.path, env)
+    try:
+        assert dashboard.url.startswith("https://127.0.0.1:")
+        host, port = dashboard.url.removeprefix("https://").split(":")
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False  # a certificate for a name, reached by address
+        connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+        body = urllib.parse.urlencode({"password": ADMIN_PASSWORD})
+        connection.request("POST", "/login", body, {
+            "Origin": dashboard.url, "Content-Type": "application/x-www-form-urlencoded"})
+        response = connection.getresponse()
+        assert response.status == 302
+        cookie = response.getheader("Set-Cookie") or ""
+        assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        connection.close()
+    finally:
+        dashboard.stop()
