@@ -74,6 +74,8 @@ class Page:
     items: list[MessageSummary]
     total: int
     offset: int
+    #: Why the page shows less than its kind suggests, when it does (RabbitMQ's limits).
+    note: str | None = None
 
 
 def check_page(kind: str, offset: int, limit: int, kinds: tuple[str, ...] = KINDS) -> None:
