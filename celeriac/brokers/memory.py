@@ -129,8 +129,8 @@ class MemoryBroker(MemoryAdmin, Broker):
         self._ready: dict[str, list[_ReadyEntry]] = {}
         self._pending: dict[str, list[_PendingEntry]] = {}
         self._dead: list[DeadLetter] = []
-        #: When each dead letter was published, by id.
-        self._dead_published: dict[str, float] = {}
+        #: When each dead letter was published, and its priority, by id.
+        self._dead_meta: dict[str, tuple[float, int]] = {}
         #: Queues paused by :meth:`pause`.
         self._paused: set[str] = set()
         self._queues: set[str] = set()
@@ -211,7 +211,7 @@ class MemoryBroker(MemoryAdmin, Broker):
 
     def _bury(self, message: _Message, reason: str, now: float) -> None:
         del self._messages[message.id]
-        self._dead_published[str(message.id)] = message.published_at
+        self._dead_meta[str(message.id)] = (message.published_at, message.priority)
         self._dead.append(DeadLetter(id=str(message.id), queue=message.queue,
                                      body=message.body, reason=reason,
                                      delivery_count=message.delivery_count, failed_at=now))

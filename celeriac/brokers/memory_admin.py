@@ -38,7 +38,7 @@ class MemoryAdmin:
         _messages: dict[int, _Message]
         _queues: set[str]
         _dead: list[DeadLetter]
-        _dead_published: dict[str, float]
+        _dead_meta: dict[str, tuple[float, int]]
         _paused: set[str]
 
         def _place(self, message: _Message, now: float) -> None: ...
@@ -70,7 +70,7 @@ class MemoryAdmin:
                 letters = list(self._dead_of(queue))
                 for d in letters[offset:offset + limit]:
                     items.append(summarize(d.id, queue, d.body,
-                                           enqueued_at=self._dead_published.get(d.id, 0.0),
+                                           enqueued_at=self._dead_meta.get(d.id, (0.0, 0))[0],
                                            deliveries=d.delivery_count, reason=d.reason,
                                            failed_at=d.failed_at))
                 return Page(items=items, total=len(letters), offset=offset)
@@ -103,33 +103,24 @@ class MemoryAdmin:
                 result[queue].oldest_age = now - since
             return result
 
-    def _take_dead(self, queue: str, ids: Sequence[str] | None) -> list[DeadLetter]:
-        """Remove and return dead letters of ``queue`` (``ids``, or all); lock held."""
+    def _take_dead(self, queue: str, ids: Sequence[str] | None
+                   ) -> list[tuple[DeadLetter, int]]:
+        """Remove dead letters of ``queue`` (``ids``, or all); each with its priority.
+        Call with the lock held."""
         wanted = None if ids is None else set(ids)
         taken = [d for d in self._dead
                  if d.queue == queue and (wanted is None or d.id in wanted)]
         if taken:
             gone = {id(d) for d in taken}
             self._dead[:] = [d for d in self._dead if id(d) not in gone]
-            for d in taken:
-                self._dead_published.pop(d.id, None)
-        return taken
+        return [(d, self._dead_meta.pop(d.id, (0.0, 0))[1]) for d in taken]
 
     def requeue_dead(self, queue: str, ids: Sequence[str] | None) -> int:
         with self._lock:
             taken = self._take_dead(queue, ids)
         # Published as new messages: ready now, no deliveries counted.
-        self.publish([OutgoingMessage(queue, d.body, priority=self._priority(d)) for d in taken])
+        self.publish([OutgoingMessage(queue, d.body, priority=p) for d, p in taken])
         return len(taken)
-
-    @staticmethod
-    def _priority(letter: DeadLetter) -> int:
-        from celeriac.message import decode  # the envelope's priority property, if any
-
-        try:
-            return min(max(int(decode(letter.body).priority), 0), 9)
-        except Exception:
-            return 0
 
     def delete_messages(self, queue: str, kind: DeletableKind,
                         ids: Sequence[str] | None) -> int:

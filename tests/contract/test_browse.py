@@ -196,6 +196,18 @@ def test_requeued_dead_letters_run_again_with_deliveries_reset(broker: Broker) -
     assert stats_of(broker, queue).dead == 0 and stats_of(broker, other).dead == 1
 
 
+def test_a_requeued_dead_letter_keeps_its_priority(broker: Broker) -> None:
+    if on_rabbitmq(broker):
+        pytest.skip("the priority of a RabbitMQ queue is RabbitMQ's (quorum queues: none before 4.0)")
+    queue = new_queue()
+    send(broker, queue, body(task_id="urgent"), priority=8)
+    [urgent] = fetch(broker, queue)
+    assert broker.dead_letter([urgent], "boom") == [True]
+    send(broker, queue, body(task_id="plain"))
+    assert broker.requeue_dead(queue, None) == 1
+    assert [task_id(d.body) for d in fetch(broker, queue, count=1)] == ["urgent"]
+
+
 def test_delete_one_or_all_of_a_kind(broker: Broker) -> None:
     queue = new_queue()
     if on_rabbitmq(broker):
