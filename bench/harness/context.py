@@ -47,7 +47,7 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(feeds=2_000, noop=4_000, startup=2_000, enqueue=2_000, bulk=10_000,
                    latency_samples=30, memory_feeds=1_000, depth_small=1_000,
-                   depth_large=20_000, depth_measured=2_000, events=4_000, brokers=2_000)
+                   depth_large=10_000, depth_measured=1_000, events=4_000, brokers=2_000)
 
 
 @dataclass

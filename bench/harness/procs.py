@@ -25,6 +25,9 @@ from typing import Any
 BENCH = Path(__file__).resolve().parents[1]
 REPO = BENCH.parent
 PRODUCE = BENCH / "compare" / "produce.py"
+#: Seconds without a counter moving before a measurement is given up (a worker whose tasks
+#: all fail, or that stopped consuming, stays alive).
+STALL = 60.0
 #: Log lines worth reporting: errors, criticals, tracebacks (celeriac, Celery, Dramatiq forms).
 TROUBLE = re.compile(r"\b(ERROR|CRITICAL|Traceback)\b|\] (ERROR|CRITICAL)", re.IGNORECASE)
 
@@ -148,6 +151,21 @@ class PeakRss:
         return self.peak
 
 
+class Stall:
+    """Raises when a counter has not moved for ``STALL`` seconds."""
+
+    def __init__(self, value: int) -> None:
+        self.value, self.since = value, time.monotonic()
+
+    def check(self, value: int, target: int) -> None:
+        now = time.monotonic()
+        if value != self.value:
+            self.value, self.since = value, now
+        elif now - self.since > STALL:
+            raise BenchError(f"no task completed for {STALL:.0f} s, at {value} of {target} "
+                             "(see the worker's log)")
+
+
 def count_rate(client: Any, key: str, start: int, target: int, worker: Worker,
                timeout: float, cpu: list[float] | None = None) -> float:
     """Tasks/s while ``key`` goes from above ``start`` to ``target``.
@@ -161,9 +179,11 @@ def count_rate(client: Any, key: str, start: int, target: int, worker: Worker,
     first_at: float | None = None
     first_value = start
     first_cpu = 0.0
+    stalled = Stall(start)
     while True:
         value = int(client.get(key) or 0)
         now = time.perf_counter()
+        stalled.check(value, target)
         if first_at is None and value > start:
             first_at, first_value = now, value
             first_cpu = worker.cpu_seconds() if cpu is not None else 0.0
@@ -190,9 +210,11 @@ def wait_count(client: Any, key: str, target: int, worker: Worker | None, timeou
     every 10 ms (the start-up workload's curve)."""
     deadline = time.monotonic() + timeout
     last_traced = 0.0
+    stalled = Stall(0)
     while True:
         value = int(client.get(key) or 0)
         now = time.time()
+        stalled.check(value, target)
         if trace is not None and now - last_traced >= 0.01:
             trace.append((now, value))
             last_traced = now

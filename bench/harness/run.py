@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -52,6 +53,7 @@ def one(ctx: Context, outcome: Outcome, workload: str, entry: Entry, run: int,
         console: Console) -> None:
     assert entry.measure is not None
     directory = ctx.root / f"run{run + 1}" / workload / slug(entry.label)
+    began = time.monotonic()
     try:
         figures = entry.measure(ctx, Path(directory))
     except (BenchError, subprocess.TimeoutExpired, OSError) as exc:
@@ -62,4 +64,5 @@ def one(ctx: Context, outcome: Outcome, workload: str, entry: Entry, run: int,
     for metric, value in figures.items():
         target.setdefault(metric, []).append(value)
     console.print(f"run {run + 1} [cyan]{workload:8}[/cyan] {entry.label:28} "
-                  + ", ".join(f"{m} {v:,.2f}" for m, v in figures.items()))
+                  + ", ".join(f"{m} {v:,.2f}" for m, v in figures.items())
+                  + f" [dim]({time.monotonic() - began:.0f} s)[/dim]")

@@ -140,7 +140,9 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
     System("dramatiq-threads", "dramatiq", _dramatiq("dramatiq"),
            "dramatiq --processes 1 --threads C; no Results middleware (results off)"),
     System("huey-greenlet", "huey", _huey,
-           "huey_consumer -k greenlet -w C after gevent.monkey.patch_all(); results=False",
+           "huey_consumer -k greenlet -w C after gevent.monkey.patch_all(); results=False; "
+           "Redis: a BlockingConnectionPool of C + 16 connections (Huey's advice for greenlet "
+           "workers)",
            brokers=("redis", "sqlite"), producer=True),
     System("rq", "rq", _rq,
            f"rq worker-pool -n {CORES} (the cores; a forked work horse per job, RQ's "

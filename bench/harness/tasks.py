@@ -257,8 +257,11 @@ if BROKER.startswith("sqlite"):
     from huey import SqliteHuey
     huey = SqliteHuey("benchtasks", filename=BROKER.removeprefix("sqlite:///"), results=False)
 else:
+    # Huey's documentation: greenlet workers share one pool, so give it a blocking
+    # pool sized for the workers (its default pool refuses connections past its size).
     from huey import RedisHuey
-    huey = RedisHuey("benchtasks", url=BROKER, results=False)
+    huey = RedisHuey("benchtasks", results=False, connection_pool=redis.BlockingConnectionPool.from_url(
+        BROKER, max_connections=CONCURRENCY + 16, timeout=60))
 {settings}
 
 
