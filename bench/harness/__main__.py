@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                       timeout=options.timeout, stack=stack)
         measure_all(ctx, outcome, console)
         if ctx._rabbit is not None:
-            found["rabbitmq"] = ctx.rabbit().ctl("version").stdout.strip()
+            found["rabbitmq-server"] = ctx.rabbit().ctl("version").stdout.strip()
         outcome.trouble = ctx.trouble
     outcome.load = (outcome.load[0], os.getloadavg()[0])
     outcome.seconds = time.monotonic() - began

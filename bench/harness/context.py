@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .procs import REPO, BenchError, Worker, child_env, log_trouble, produce, tail
+from .procs import PRODUCE, REPO, BenchError, Worker, child_env, log_trouble, produce, tail
 from .servers import rabbit_server
 from .systems import System, bin_dir, resolve_command
 from .tasks import module_source
 
 CEILING = Path(__file__).resolve().parent / "ceiling.py"
+#: Producer processes that fill a queue at once for a framework without a bulk API.
+FILLERS = 4
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,23 @@ class Context:
 
     def produce(self, directory: Path, action: str, count: int) -> dict[str, Any]:
         return produce(self.python, directory, action, count, self.timeout, str(REPO))
+
+    def fill(self, directory: Path, count: int) -> None:
+        """Queue ``count`` no-op tasks before a measurement, the fastest way there is: the
+        framework's bulk call when it has one (``produce.py fill``), else its enqueue loop
+        in ``FILLERS`` processes at once (a million through one Celery loop would take ten
+        minutes). Not a measurement: nothing here is reported."""
+        bulk = "enqueue_bulk = None" not in (directory / "benchtasks.py").read_text()
+        parts = 1 if bulk or count < 10_000 else FILLERS
+        procs = [subprocess.Popen(
+            [str(self.python), str(PRODUCE), str(directory), "fill", str(share)],
+            cwd=directory, env=child_env(directory, str(REPO)), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+            for share in (count // parts + (1 if i < count % parts else 0) for i in range(parts))]
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=self.timeout)
+            if proc.returncode != 0:
+                raise BenchError(f"filling the queue failed:\n{tail(stderr)}")
 
     def ceiling(self, directory: Path, kind: str, count: int, concurrency: int) -> dict[str, float]:
         """The bare-pool run (``ceiling.py``) on ``directory``'s module: its start and end."""

@@ -52,9 +52,18 @@ def versions(python: Path) -> dict[str, str]:
     return found
 
 
+def rabbitmq_package() -> str:
+    """The installed ``rabbitmq-server`` package's version (the node says its own when the
+    broker workload starts one: ``rabbitmqctl version`` replaces this)."""
+    done = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "rabbitmq-server"],
+                          capture_output=True, text=True)
+    return f"{done.stdout.strip()} (package; no node started)" if done.returncode == 0 else "absent"
+
+
 def facts(python: Path) -> dict[str, str]:
-    """Cores, CPU, RAM, kernel, Python, Redis; RabbitMQ is added by the run that starts it."""
+    """Cores, CPU, RAM, kernel, Python, Redis, RabbitMQ, and the packages' versions."""
     found = {"cores": str(os.cpu_count()), "CPU": cpu_model(), "RAM": f"{ram_gb():.1f} GiB",
-             "kernel": platform.release(), "redis-server": redis_version()}
+             "kernel": platform.release(), "redis-server": redis_version(),
+             "rabbitmq-server": rabbitmq_package()}
     found.update(versions(python))
     return found

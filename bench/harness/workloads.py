@@ -117,7 +117,7 @@ def noop_run(ctx: Context, system: System, directory: Path, count: int, broker: 
     """``count`` one-INCR tasks queued, then the worker: tasks/s and its CPU per task."""
     c = system.concurrency(ctx.sizes.noop_concurrency)
     url = ctx.prepare(system, directory, c, broker)
-    ctx.produce(directory, "fill", count)
+    ctx.fill(directory, count)
     worker = ctx.worker(system, directory, url, c, "noop", extra_args)
     try:
         cpu: list[float] = []
@@ -158,7 +158,7 @@ def startup_system(system: System) -> Measure:
         count = ctx.sizes.startup
         c = system.concurrency(ctx.sizes.noop_concurrency)
         url = ctx.prepare(system, directory, c)
-        ctx.produce(directory, "fill", count)
+        ctx.fill(directory, count)
         worker = ctx.worker(system, directory, url, c, "startup")
         try:
             trace: list[tuple[float, int]] = []
@@ -220,7 +220,7 @@ def depth_system(system: System) -> Measure:
         c = system.concurrency(ctx.sizes.noop_concurrency)
         for depth in (sizes.depth_small, sizes.depth_large):
             url = ctx.prepare(system, directory / str(depth), c)
-            ctx.produce(directory / str(depth), "fill", depth)
+            ctx.fill(directory / str(depth), depth)
             measured = sizes.depth_measured
             out[f"enqueue/s @{depth:,}"] = ctx.produce(directory / str(depth), "enqueue",
                                                        measured)["rate"]
@@ -263,7 +263,7 @@ def latency_system(system: System) -> Measure:
         url = ctx.prepare(system, directory, c)
         worker = ctx.worker(system, directory, url, c, "latency")
         try:
-            ctx.produce(directory, "fill", 1)  # the worker is up and has run a task
+            ctx.fill(directory, 1)  # the worker is up and has run a task
             wait_count(ctx.client, COUNTER, 1, worker, ctx.timeout)
             time.sleep(0.5)
             samples = sorted(ctx.produce(directory, "latency", ctx.sizes.latency_samples)["samples"])
@@ -281,7 +281,7 @@ def memory_system(system: System) -> Measure:
         url = ctx.prepare(system, directory, c)
         worker = ctx.worker(system, directory, url, c, "memory")
         try:
-            ctx.produce(directory, "fill", 1)
+            ctx.fill(directory, 1)
             wait_count(ctx.client, COUNTER, 1, worker, ctx.timeout)
             time.sleep(1.0)
             idle = worker.rss_mb()
