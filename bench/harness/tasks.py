@@ -172,6 +172,10 @@ from celery import Celery
 app = Celery("benchtasks", broker=BROKER.replace("amqp://", "pyamqp://", 1))
 app.conf.task_ignore_result = True
 app.conf.broker_connection_retry_on_startup = True
+if BROKER.startswith("amqp"):
+    # AMQP heartbeats off on RabbitMQ: with the default (120 s) Celery 5.7's gevent worker
+    # runs ~10 tasks/s once its first prefetch window is used (bench/README.md).
+    app.conf.broker_heartbeat = 0
 {settings}
 
 

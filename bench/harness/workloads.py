@@ -234,6 +234,17 @@ def depth_system(system: System) -> Measure:
     return measure
 
 
+def _depth_method(s: Sizes) -> str:
+    text = (f"{s.depth_small:,} or {s.depth_large:,} no-op tasks queued first (the bulk API "
+            f"where there is one, else the enqueue loop in parallel processes); then "
+            f"{s.depth_measured:,} more enqueued with the `.delay()` loop (enqueue/s), then the "
+            f"worker started: drain/s over its first {s.depth_measured:,} tasks.")
+    if s.depth_large < Sizes().depth_large:
+        text += (f" **Smaller than the issue's 10,000 vs 1,000,000** (`--quick` or `--scale`): "
+                 f"{s.depth_small:,} vs {s.depth_large:,}.")
+    return text
+
+
 def depth_entries(systems: list[System]) -> list[Entry]:
     return _per_system("depth", [s for s in systems if s.producer], depth_system)
 
@@ -331,10 +342,7 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
              lambda systems: _per_system("memory", systems, memory_system),
              frozenset({"idle RSS MB", "RSS under feeds MB"})),
     Workload("depth", "Depth", [],  # columns depend on the sizes: depth_metrics()
-             lambda s: (f"{s.depth_small:,} or {s.depth_large:,} no-op tasks queued first "
-                        f"(bulk where there is a bulk API); then {s.depth_measured:,} more "
-                        "enqueued with the `.delay()` loop (enqueue/s), then the worker "
-                        f"started: drain/s over its first {s.depth_measured:,} tasks."),
+             _depth_method,
              depth_entries),
     Workload("events", "Events on (-E) vs off", ["tasks/s", "worker CPU us/task"],
              lambda s: (f"celeriac-gevent no-op ({s.events:,} tasks, c={s.noop_concurrency}) "
