@@ -241,12 +241,14 @@ def wait_first(client: Any, key: str, worker: Worker, timeout: float, since: flo
 
 
 def log_trouble(log: Path, seen: dict[str, int]) -> None:
-    """Count the error lines of ``log`` into ``seen`` (line text without its timestamp)."""
+    """Count the error lines of ``log`` into ``seen`` (line text without its timestamp,
+    every number as ``N``, so that a thousand tasks failing alike make one line)."""
     if not log.exists():
         return
     for line in log.read_text(errors="replace").splitlines():
         if TROUBLE.search(line):
-            key = re.sub(r"^\[?[\d\-: ,.T]+\]?\s*", "", line.strip())[:200]
+            key = re.sub(r"^\[?[\d\-: ,.T]+\]?\s*", "", line.strip())
+            key = re.sub(r"\d+", "N", key)[:200]  # one line per kind, not per pid or task
             seen[key] = seen.get(key, 0) + 1
 
 

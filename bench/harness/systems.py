@@ -139,10 +139,12 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
            f"-P prefork -c {CORES} (the cores); {_CELERY_SET}", processes=True,
            not_applicable={"feeds": PER_PROCESS, "memory": PER_PROCESS}),
     System("dramatiq-gevent", "dramatiq", _dramatiq("dramatiq-gevent"),
-           "dramatiq-gevent --processes 1 --threads C; no Results middleware (results off)",
+           "dramatiq-gevent --processes 1 --threads C; no Results middleware (results off); "
+           "Redis: the broker's client on a BlockingConnectionPool of C + 16 connections",
            brokers=("redis", "amqp"), producer=True),
     System("dramatiq-threads", "dramatiq", _dramatiq("dramatiq"),
-           "dramatiq --processes 1 --threads C; no Results middleware (results off)"),
+           "dramatiq --processes 1 --threads C; no Results middleware (results off); "
+           "Redis: the broker's client on a BlockingConnectionPool of C + 16 connections"),
     System("huey-greenlet", "huey", _huey,
            "huey_consumer -k greenlet -w C after gevent.monkey.patch_all(); results=False; "
            "Redis: a BlockingConnectionPool of C + 16 connections (Huey's advice for greenlet "

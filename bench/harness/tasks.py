@@ -218,8 +218,11 @@ if BROKER.startswith("amqp"):
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
     broker = RabbitmqBroker(url=BROKER)
 else:
+    # The worker's threads share the broker's client: a blocking pool sized for them
+    # (redis-py's default pool refuses connections past its size: "Too many connections").
     from dramatiq.brokers.redis import RedisBroker
-    broker = RedisBroker(url=BROKER)
+    broker = RedisBroker(client=redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+        BROKER, max_connections=CONCURRENCY + 16, timeout=60)))
 dramatiq.set_broker(broker)
 {settings}
 
