@@ -79,7 +79,21 @@ def workload_table(outcome: Outcome, workload: Workload) -> list[str]:
             cells.insert(1, f"{own / ceiling:.2f}" if own is not None else "-")
         every = ", ".join(number(v) for v in runs.get(label, {}).get(metrics[0], []))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {every or 'failed'} |")
+    if workload.name == "events":
+        lines += paired(runs, "celeriac-gevent -E", "celeriac-gevent", "tasks/s")
     return lines
+
+
+def paired(runs: dict[str, dict[str, list[float]]], top: str, bottom: str, metric: str
+           ) -> list[str]:
+    """``top / bottom`` run by run: the two ran side by side in each run, so their ratio is
+    steadier on a shared machine than the ratio of their medians."""
+    ups, downs = runs.get(top, {}).get(metric, []), runs.get(bottom, {}).get(metric, [])
+    if not ups or len(ups) != len(downs):
+        return []
+    ratios = [u / d for u, d in zip(ups, downs, strict=True)]
+    return ["", f"{top} / {bottom}, {metric}, run by run: "
+            + ", ".join(f"{r:.2f}" for r in ratios) + f" (median {statistics.median(ratios):.2f})"]
 
 
 def render(outcome: Outcome, charts: dict[str, str]) -> str:
