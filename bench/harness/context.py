@@ -47,9 +47,9 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(feeds=2_000, noop=3_000, startup=2_000, enqueue=2_000, bulk=10_000,
+        return cls(feeds=2_000, noop=2_000, startup=1_000, enqueue=2_000, bulk=10_000,
                    latency_samples=30, memory_feeds=1_000, depth_small=500,
-                   depth_large=5_000, depth_measured=500, events=3_000, brokers=1_000)
+                   depth_large=5_000, depth_measured=500, events=2_000, brokers=1_000)
 
 
 @dataclass
