@@ -13,6 +13,7 @@ charts in ``docs/benchmarks/`` beside it. See ``bench/README.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -59,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path,
                         help="keep task modules, worker logs and server files here")
     parser.add_argument("--no-charts", action="store_true", help="tables only")
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
     options = parser.parse_args(argv)
     chosen = options.only or ",".join(QUICK_WORKLOADS if options.quick else WORKLOADS)
     options.workloads = [w.strip() for w in chosen.split(",") if w.strip()]
@@ -118,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = options.out.resolve()
     made = {} if options.no_charts else charts.draw(outcome, out.parent / out.stem, out.parent)
     report.write(outcome, out, made)
+    if options.json:
+        options.json.write_text(json.dumps({
+            "command": command, "facts": found, "sizes": asdict(sizes), "load": outcome.load,
+            "repeat": options.repeat, "runs": outcome.runs, "medians": outcome.medians(),
+            "skipped": outcome.skipped, "errors": outcome.errors, "log_trouble": outcome.trouble},
+            indent=2))
     console.print(f"[bold]wrote[/bold] {out}" + (f" and {len(made)} charts" if made else ""))
     return 1 if outcome.errors else 0
 

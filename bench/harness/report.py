@@ -116,6 +116,7 @@ def render(outcome: Outcome, charts: dict[str, str]) -> str:
         workload = WORKLOADS[name]
         out += [f"## {workload.title}", "", workload.method(outcome.sizes), ""]
         out += workload_table(outcome, workload)
+        out += targets_of(outcome, name)
         if name in charts:
             out += ["", f"![{workload.title}]({charts[name]})"]
         out.append("")
@@ -144,6 +145,18 @@ def targets_section(outcome: Outcome) -> list[str]:
         figure, said = verdict(target, medians)
         out.append(f"| {target.workload} | {target.text} | {figure} | {said} |")
     return [*out, ""]
+
+
+def targets_of(outcome: Outcome, workload: str) -> list[str]:
+    """The issue's targets for ``workload``, each with the celeriac figure and its verdict,
+    under that workload's table."""
+    medians = outcome.medians()
+    out = []
+    for target in TARGETS:
+        if target.workload == workload:
+            figure, said = verdict(target, medians)
+            out.append(f"- target: {target.text}: celeriac {figure}, **{said}**")
+    return ["", *out] if out else []
 
 
 def problems(outcome: Outcome) -> list[str]:

@@ -146,9 +146,13 @@ def full_speed(trace: list[tuple[float, int]]) -> float:
     total = trace[-1][1]
     half = next(t for t, v in trace if v >= total // 2)
     steady = (total - total // 2) / max(trace[-1][0] - half, 1e-6)
-    for i, (t, v) in enumerate(trace):
-        later = [(t2, v2) for t2, v2 in trace[i:] if t2 >= t + 0.1]
-        if later and (later[0][1] - v) / (later[0][0] - t) >= 0.8 * steady:
+    j = 0
+    for t, v in trace:
+        while j < len(trace) and trace[j][0] < t + 0.1:  # the window's end, moving forward
+            j += 1
+        if j == len(trace):
+            break
+        if (trace[j][1] - v) / (trace[j][0] - t) >= 0.8 * steady:
             return max(0.0, t - first)
     return trace[-1][0] - first
 
