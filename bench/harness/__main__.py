@@ -1,6 +1,6 @@
 """``./scripts/bench``: every peer and the hardware ceiling side by side, one report.
 
-    ./scripts/bench                          # everything, 3 runs (an hour or more)
+    ./scripts/bench                          # everything, 3 runs (1.5-2 hours)
     ./scripts/bench --quick                  # a smoke check, under 3 minutes
     ./scripts/bench --only feeds,noop --systems celeriac-gevent,dramatiq-gevent --repeat 5
 
