@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -64,29 +63,27 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO / "tests"))  # rabbitserver, redisserver
 
 from compare.amqp_frameworks import FRAMEWORKS  # noqa: E402 - after the path
-from rabbitserver import RabbitServer, find_rabbitmq  # noqa: E402
-from redis_compare import (  # noqa: E402
-    SETUP,
-    VENV,
+from harness.procs import (  # noqa: E402
     BenchError,
     Worker,
     child_env,
     count_rate,
     exit_on_signal,
-    free_port,
-    redis_server,
+    log_trouble,
     tail,
+    wait_first,
 )
+from harness.servers import feed_hub as harness_feed_hub  # noqa: E402
+from harness.servers import redis_server  # noqa: E402
+from rabbitserver import RabbitServer, find_rabbitmq  # noqa: E402
+from redis_compare import SETUP, VENV  # noqa: E402
 
 PRODUCE = BENCH / "compare" / "produce.py"
-FEEDHUB = REPO / "examples" / "gevent" / "feedhub.py"
 
 METRICS = ["enqueue/s", "no-op tasks/s", "start s", "worker RSS MB", "p50 latency ms",
            "p90 latency ms", "feeds/s", "feeds/s incl. start", "bulk enqueue/s",
            "bulk-published tasks/s"]
 LOWER_IS_BETTER = {"start s", "worker RSS MB", "p50 latency ms", "p90 latency ms"}
-#: Log lines worth reporting: errors, criticals, tracebacks (celeriac, Celery, Dramatiq forms).
-TROUBLE = re.compile(r"\b(ERROR|CRITICAL|Traceback)\b|\] (ERROR|CRITICAL)", re.IGNORECASE)
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -105,53 +102,14 @@ def produce(options: argparse.Namespace, directory: Path, action: str, count: in
 
 @contextmanager
 def feed_hub(options: argparse.Namespace, root: Path) -> Iterator[int]:
-    """``examples/gevent/feedhub.py`` on a free loopback port; yields the port."""
-    port = free_port()
-    log = root / "feedhub.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(options.python), str(FEEDHUB), "--port", str(port), "--latency",
-             str(options.feed_latency)], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while "feed hub on" not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"the feed hub did not start:\n{tail(log.read_text())}")
-            time.sleep(0.05)
+    """``examples/gevent/feedhub.py`` on a free loopback port (``harness.servers``)."""
+    with harness_feed_hub(options.python, root, options.feed_latency) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def wait_first(client: Any, key: str, worker: Worker, timeout: float, since: float) -> float:
-    """Seconds from ``since`` until ``key`` is above 0: the worker's first task."""
-    deadline = time.monotonic() + timeout
-    while int(client.get(key) or 0) == 0:
-        worker.check()
-        if time.monotonic() > deadline:
-            raise BenchError(f"no task ran within {timeout:.0f} s of the worker's start")
-        time.sleep(0.0005)
-    return time.perf_counter() - since
 
 
 def rss_mb(worker: Worker) -> float:
     """Resident memory of the worker and its child processes, MB."""
-    import psutil
-
-    root = psutil.Process(worker.proc.pid)
-    procs = [root, *root.children(recursive=True)]
-    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
-
-
-def log_trouble(log: Path, seen: dict[str, int]) -> None:
-    """Count the error lines of ``log`` into ``seen`` (line text without its timestamp)."""
-    if not log.exists():
-        return
-    for line in log.read_text(errors="replace").splitlines():
-        if TROUBLE.search(line):
-            key = re.sub(r"^\[?[\d\-: ,.T]+\]?\s*", "", line.strip())[:200]
-            seen[key] = seen.get(key, 0) + 1
+    return worker.rss_mb()
 
 
 # -- one framework, one run ----------------------------------------------------------------

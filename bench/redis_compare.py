@@ -57,12 +57,10 @@ import importlib.metadata
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
@@ -71,12 +69,25 @@ from typing import Any
 
 from compare.frameworks import FRAMEWORKS as COMPETITORS
 from compare.frameworks import Framework
+from harness.procs import (
+    BenchError,
+    Worker,
+    child_env,
+    count_rate,
+    exit_on_signal,
+    free_port,
+    tail,
+)
+from harness.procs import produce as harness_produce
+from harness.servers import redis_server
+
+__all__ = ["SETUP", "VENV", "BenchError", "Worker", "child_env", "count_rate", "exit_on_signal",
+           "free_port", "redis_server", "tail"]
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".venv-compare"
 SETUP = BENCH / "compare" / "setup.sh"
 PRODUCE = BENCH / "compare" / "produce.py"
-REDIS_SERVER = "/usr/bin/redis-server"
 
 def _with_task_events(celeriac: Framework) -> Framework:
     """The celeriac worker with ``-E``: the same task module, the same command plus ``-E``."""
@@ -127,10 +138,6 @@ METRICS = ["enqueue/s", "prefilled tasks/s", "running tasks/s", "p50 latency ms"
 LOWER_IS_BETTER = {"p50 latency ms", "p90 latency ms", "worker CPU us/task"}
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 # -- the venv ------------------------------------------------------------------------------
 def ensure_compare_venv(force_setup: bool, names: list[str]) -> None:
     """Re-execute this script in ``bench/.venv-compare``, creating it first if needed
@@ -175,141 +182,10 @@ def celeriac_redis_missing() -> str | None:
     return lines[-1] if lines else f"exit status {probe.returncode}"
 
 
-# -- processes -----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    """A private ``redis-server`` on a free loopback port; yields its URL."""
-    import redis
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise BenchError("redis-server did not start") from None
-                time.sleep(0.05)
-        client.close()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def child_env(directory: Path, pythonpath: str = "") -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(directory), pythonpath) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
+# -- processes (the machinery lives in bench/harness/procs.py and servers.py) -----------------
 def produce(directory: Path, action: str, count: int, timeout: float,
             pythonpath: str = "") -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, str(PRODUCE), str(directory), action, str(count)],
-        cwd=directory, env=child_env(directory, pythonpath), capture_output=True, text=True,
-        timeout=timeout)
-    if done.returncode != 0:
-        raise BenchError(f"producer {action} failed:\n{tail(done.stderr)}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def tail(text: str, lines: int = 15) -> str:
-    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
-
-
-class Worker:
-    """One framework's worker, started with its own CLI; output goes to a log file."""
-
-    def __init__(self, command: list[str], directory: Path, name: str,
-                 pythonpath: str = "") -> None:
-        self.log = directory / f"worker-{name}.log"
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(command, cwd=directory,
-                                         env=child_env(directory, pythonpath),
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def cpu_seconds(self) -> float:
-        """User and system CPU time of the worker and its live child processes."""
-        import psutil
-
-        total = 0.0
-        with suppress(psutil.Error):
-            root = psutil.Process(self.proc.pid)
-            for proc in [root, *root.children(recursive=True)]:
-                with suppress(psutil.Error):
-                    times = proc.cpu_times()
-                    total += times.user + times.system
-        return total
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            raise BenchError(f"worker exited with status {self.proc.returncode}:\n"
-                             f"{tail(self.log.read_text(errors='replace'))}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        # children of a worker that exited on its own, if any are left
-        with suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def count_rate(client: Any, key: str, start: int, target: int, worker: Worker,
-               timeout: float, cpu: list[float] | None = None) -> float:
-    """Tasks/s while ``key`` goes from above ``start`` to ``target``.
-
-    Polls the counter: tightly until the first task has run, then about four times
-    per remaining stretch, tightly again near the end. The rate is taken from the
-    first observed value above ``start`` to the moment ``target`` is seen. With
-    ``cpu``, the worker's CPU seconds per task over the same stretch is appended to it.
-    """
-    deadline = time.monotonic() + timeout
-    first_at: float | None = None
-    first_value = start
-    first_cpu = 0.0
-    while True:
-        value = int(client.get(key) or 0)
-        now = time.perf_counter()
-        if first_at is None and value > start:
-            first_at, first_value = now, value
-            first_cpu = worker.cpu_seconds() if cpu is not None else 0.0
-        if value >= target:
-            if first_at is None or value == first_value:
-                raise BenchError("every task ran between two polls: use more --tasks")
-            if cpu is not None:
-                cpu.append((worker.cpu_seconds() - first_cpu) / (value - first_value))
-            return (target - first_value) / (now - first_at)
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out at {value - start} of {target - start} tasks")
-        worker.check()
-        if first_at is None or value == first_value:
-            time.sleep(0.0005)
-        else:
-            rate = (value - first_value) / (now - first_at)
-            time.sleep(min(0.05, max(0.0005, (target - value) / rate / 4)))
+    return harness_produce(sys.executable, directory, action, count, timeout, pythonpath)
 
 
 # -- one framework, one run ----------------------------------------------------------------
@@ -513,11 +389,6 @@ def paired_ratios(runs: dict[str, dict[str, list[float]]], variant: str
     return {metric: [e / p for p, e in zip(plain[metric], other[metric], strict=True)]
             for metric in ("prefilled tasks/s", "running tasks/s", "worker CPU us/task")
             if len(plain.get(metric, [])) == len(other.get(metric, [])) > 0}
-
-
-def exit_on_signal(signum: int, frame: object) -> None:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so workers and redis-server are stopped."""
-    raise SystemExit(128 + signum)
 
 
 def main() -> int:

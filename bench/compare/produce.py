@@ -10,6 +10,9 @@ apart: none of them is ever imported next to another, and none is gevent-patched
 * ``bulk``: one bulk call of ``COUNT`` messages, timed whole.
 * ``warm-bulk``: one untimed enqueue first (connection set-up, queue declaration, as
   ``enqueue``), then one bulk call of ``COUNT - 1`` messages, timed.
+* ``fill``: ``COUNT`` messages queued the fastest way the framework has (its bulk call
+  when there is one, else sequential enqueues), timed whole: filling a queue before a
+  measurement (``scripts/bench``), not a measurement of its own.
 * ``feeds``: ``COUNT`` sequential sends of the feed task (``bench/amqp_compare.py``),
   timed whole.
 * ``latency``: ``COUNT`` samples of enqueue-to-start latency, one task at a time
@@ -58,6 +61,16 @@ def warm_bulk(tasks: Any, count: int) -> dict[str, Any]:
     return {"seconds": seconds, "rate": (count - 1) / seconds}
 
 
+def fill(tasks: Any, count: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    if tasks.enqueue_bulk is not None:
+        tasks.enqueue_bulk(count)
+    else:
+        tasks.enqueue(count)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rate": count / seconds}
+
+
 def feeds(tasks: Any, count: int) -> dict[str, Any]:
     started = time.perf_counter()
     tasks.enqueue_feeds(count)
@@ -82,12 +95,13 @@ def latency(tasks: Any, count: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("directory")
-    parser.add_argument("action", choices=["enqueue", "bulk", "warm-bulk", "feeds", "latency"])
+    parser.add_argument("action", choices=["enqueue", "bulk", "warm-bulk", "fill", "feeds",
+                                                     "latency"])
     parser.add_argument("count", type=int)
     options = parser.parse_args()
     sys.path.insert(0, options.directory)
     tasks = importlib.import_module("benchtasks")
-    action = {"enqueue": enqueue, "bulk": bulk, "warm-bulk": warm_bulk, "feeds": feeds,
+    action = {"enqueue": enqueue, "bulk": bulk, "warm-bulk": warm_bulk, "fill": fill, "feeds": feeds,
               "latency": latency}[options.action]
     print(json.dumps(action(tasks, options.count)), flush=True)
     return 0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Creates bench/.venv-compare: Dramatiq (with pika, for RabbitMQ), Celery and Huey (never dependencies of
-# celeriac) plus celeriac itself, editable, so that all four frameworks run on the
-# same interpreter and the same gevent, greenlet and redis-py.
+# Creates bench/.venv-compare: Dramatiq (with pika, for RabbitMQ), Celery, Huey and RQ (never
+# dependencies of celeriac), the harness's tools (rich, matplotlib, requests, aiohttp), all pinned
+# in requirements.txt beside this file, plus celeriac itself, editable, so that every framework
+# runs on the same interpreter and the same gevent, greenlet and redis-py.
 #
 #   bash bench/compare/setup.sh            # create or update
 #   PYTHON=python3.12 bash bench/compare/setup.sh
@@ -22,8 +23,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet --upgrade \
-    "dramatiq[redis,rabbitmq,gevent]>=2,<3" "celery[redis]>=5,<6" "huey>=2.5" gevent redis
-"$venv/bin/python" -m pip install --quiet -e "$root[redis,gevent,amqp]"
+"$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt"
+"$venv/bin/python" -m pip install --quiet -e "$root[redis,gevent,amqp,asyncio]"
 "$venv/bin/python" -m pip list --format=freeze 2>/dev/null \
-    | grep -iE '^(celeriac|dramatiq|celery|kombu|amqp|pika|huey|gevent|greenlet|redis)=' || true
+    | grep -iE '^(celeriac|dramatiq|celery|kombu|amqp|pika|huey|rq|gevent|greenlet|redis|rich|matplotlib)=' || true

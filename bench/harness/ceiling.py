@@ -1,0 +1,44 @@
+"""The ceiling: the same task bodies in a bare ``gevent.pool.Pool``, no queue at all.
+
+``python ceiling.py DIRECTORY KIND COUNT CONCURRENCY`` imports ``benchtasks`` from
+DIRECTORY (any system's generated module: only its ``HEADER`` bodies are used, see
+``tasks.py``), runs ``feed_body(i)`` (KIND ``feeds``) or ``incr_body()`` (KIND ``noop``)
+COUNT times, at most CONCURRENCY at once, and prints ``{"start": t0, "end": t1}`` (wall
+clock) as JSON. What a system reaches against this is what its queue costs: the
+fetch, the parse and the Redis calls are the same code on the same servers.
+
+Run in its own process, monkey-patched first, as a gevent worker would be.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import importlib  # noqa: E402 - patch first
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from gevent.pool import Pool  # noqa: E402
+
+
+def main() -> int:
+    directory, kind, count, concurrency = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    sys.path.insert(0, directory)
+    tasks = importlib.import_module("benchtasks")
+    tasks.r.ping()  # connect before the clock starts, as a worker is connected
+    pool = Pool(concurrency)
+    start = time.time()
+    if kind == "feeds":
+        for i in range(count):
+            pool.spawn(tasks.feed_body, i)
+    else:
+        for _ in range(count):
+            pool.spawn(tasks.incr_body)
+    pool.join(raise_error=True)
+    print(json.dumps({"start": start, "end": time.time()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
