@@ -50,6 +50,9 @@ retried after a lost reply is as safe as a redelivered member.
 
 **Expiry** is Redis's job: it deletes keys whose TTL has passed, so
 :meth:`RedisBackend.cleanup` has nothing to delete.
+
+**The task index** (``{prefix}:tasks:...``, for :meth:`RedisBackend.search`) is written by
+the same ``MULTI`` as the records: see :mod:`celeriac.backends.redis_index`.
 """
 
 from __future__ import annotations
@@ -70,7 +73,9 @@ from redis.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from celeriac.backends import redis_index
 from celeriac.backends.base import ResultBackend, ResultRecord
+from celeriac.backends.search import TaskSummary, check_page
 from celeriac.exceptions import BackendError, TimeoutError
 from celeriac.redisconn import (
     DEFAULT_MAX_CONNECTIONS,
@@ -407,6 +412,8 @@ class RedisBackend(ResultBackend):
         self._claim_script = self._redis.register_script(CHORD_CLAIM_BODY_LUA)
         self._done_script = self._redis.register_script(CHORD_DONE_LUA)
         self._store_unready = self._redis.register_script(STORE_UNREADY_LUA)
+        self._index_script = self._redis.register_script(redis_index.INDEX_LUA)
+        self._forget_script = self._redis.register_script(redis_index.FORGET_LUA)
 
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"
@@ -458,6 +465,7 @@ class RedisBackend(ResultBackend):
             return
         encoded = [(r.task_id, r.status, r.to_json()) for r in records]  # a bad one stores nothing
         px = self._px()
+        index = redis_index.index_args(self.prefix, records, time.time(), px)
 
         def write() -> None:
             pipe = self._redis.pipeline(transaction=True)
@@ -468,6 +476,7 @@ class RedisBackend(ResultBackend):
                 else:
                     self._store_unready(keys=[self._key(task_id)], client=pipe, args=[
                         payload, "" if px is None else px, self._channel(task_id), status])
+            self._index_script(keys=[], args=index, client=pipe)
             pipe.execute()
 
         self._call(write)
@@ -544,7 +553,23 @@ class RedisBackend(ResultBackend):
             return listener
 
     def forget(self, task_id: str) -> None:
-        self._call(lambda: self._redis.delete(self._key(task_id)))
+        def delete() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(self._key(task_id))
+            self._forget_script(keys=[], args=[self.prefix, task_id], client=pipe)
+            pipe.execute()
+
+        self._call(delete)
+
+    def search(self, *, task_id_prefix: str | None = None, name: str | None = None,
+               state: str | None = None, offset: int = 0,
+               limit: int = 50) -> tuple[list[TaskSummary], int]:
+        """Two round trips: ``ZCOUNT`` and ``ZREVRANGEBYSCORE`` of the filter's sorted
+        set, then one ``MGET`` of the page's summaries (:mod:`celeriac.backends.redis_index`)."""
+        check_page(offset, limit)
+        return self._call(lambda: redis_index.search(
+            self._redis, self.prefix, self.expires, task_id_prefix=task_id_prefix, name=name,
+            state=state, offset=offset, limit=limit))
 
     # -- saved groups ----------------------------------------------------------------------
     def _group_key(self, group_id: str) -> str:
