@@ -28,7 +28,8 @@ to, the entries older than that (``ZREMRANGEBYSCORE``, nothing to do mostly), an
 ``all`` and ``ids`` up to :data:`PRUNE_BATCH` expired ids per call, which keeps up
 with any store rate; and it gives each set it touches the records' TTL, so a set
 nobody writes to any more (a task name no longer used) goes away with its last
-record. Scores use the storing process's clock; clocks a few seconds apart only move a
+record (a store kept forever, ``expires <= 0``, removes the TTL of the sets it adds
+to). Scores use the storing process's clock; clocks a few seconds apart only move a
 task that close to its expiry in or out of the listing early or late.
 
 Keys are built in the script from the prefix (the sets of a former state are only
@@ -122,6 +123,10 @@ if px > 0 then
             redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
         end
         redis.call('PEXPIRE', key, px)
+    end
+else
+    for key in pairs(touched) do
+        redis.call('PERSIST', key)
     end
 end
 return 0
