@@ -10,10 +10,13 @@ Key schema (``{prefix}`` is the URL's ``prefix=`` parameter, ``celeriac`` by def
 * ``{prefix}:listener:{random}`` -- pub/sub channel each process's listener holds so
   its connection always has a subscription; nothing is published on it.
 
-**Storing** is one round trip for any number of records: one ``MULTI``/``EXEC`` of
-``SET key json PX ms`` plus ``PUBLISH channel status`` per record, all or nothing.
-It is retried through connection loss: ``SET`` is idempotent, and a repeated
-notification only makes waiters look once more.
+**Storing** is one round trip for any number of records: one Lua script run
+(``EVALSHA``; Redis runs a script alone, all of it) doing ``SET key json PX ms`` plus
+``PUBLISH channel status`` per record, and the task index's entries (below). An unready
+record (STARTED, RETRY, a custom state) over a ready one is left out, as
+:meth:`ResultBackend.store` requires. It is retried through connection loss: ``SET``
+and the index are idempotent, and a repeated notification only makes waiters look
+once more.
 
 **Waiting** blocks on pub/sub, never sleep-and-poll. A process has one listener per
 server and prefix: one pub/sub connection read by one daemon thread (a greenlet
@@ -147,27 +150,6 @@ CHORD_DONE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
     redis.call('HSET', KEYS[1], 'done', 1)
 end
-"""
-
-#: Store an unready record (STARTED, RETRY, a custom state) unless the key holds a ready
-#: one (ResultBackend.store): KEYS[1] the record, ARGV payload, PX ('' = none), channel,
-#: status. Ready records, nearly every store, skip it: a plain SET needs no check.
-STORE_UNREADY_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current then
-    local ok, record = pcall(cjson.decode, current)
-    if ok and type(record) == 'table' and (record.status == 'SUCCESS'
-            or record.status == 'FAILURE' or record.status == 'REVOKED') then
-        return 0
-    end
-end
-if ARGV[2] == '' then
-    redis.call('SET', KEYS[1], ARGV[1])
-else
-    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
 """
 
 #: Longest the reader blocks in one read, so it notices close() and a silent connection.
@@ -411,8 +393,7 @@ class RedisBackend(ResultBackend):
         self._join_script = self._redis.register_script(CHORD_JOIN_LUA)
         self._claim_script = self._redis.register_script(CHORD_CLAIM_BODY_LUA)
         self._done_script = self._redis.register_script(CHORD_DONE_LUA)
-        self._store_unready = self._redis.register_script(STORE_UNREADY_LUA)
-        self._index_script = self._redis.register_script(redis_index.INDEX_LUA)
+        self._store_script = self._redis.register_script(redis_index.STORE_LUA)
         self._forget_script = self._redis.register_script(redis_index.FORGET_LUA)
 
     def _key(self, task_id: str) -> str:
@@ -459,27 +440,13 @@ class RedisBackend(ResultBackend):
         self.store_many([record])
 
     def store_many(self, records: Sequence[ResultRecord]) -> None:
-        """One ``MULTI``/``EXEC`` round trip: a ``SET`` with TTL and a ``PUBLISH`` per ready
-        record; an unready one goes through a script that leaves a ready record alone."""
+        """One script run (:data:`~celeriac.backends.redis_index.STORE_LUA`), one round
+        trip and atomic for any number of records: per record a ``SET`` with TTL, a
+        ``PUBLISH`` and its index entries; an unready record over a ready one is left out."""
         if not records:
             return
-        encoded = [(r.task_id, r.status, r.to_json()) for r in records]  # a bad one stores nothing
-        px = self._px()
-        index = redis_index.index_args(self.prefix, records, time.time(), px)
-
-        def write() -> None:
-            pipe = self._redis.pipeline(transaction=True)
-            for task_id, status, payload in encoded:
-                if status in READY_STATES:
-                    pipe.set(self._key(task_id), payload, px=px)
-                    pipe.publish(self._channel(task_id), status)
-                else:
-                    self._store_unready(keys=[self._key(task_id)], client=pipe, args=[
-                        payload, "" if px is None else px, self._channel(task_id), status])
-            self._index_script(keys=[], args=index, client=pipe)
-            pipe.execute()
-
-        self._call(write)
+        args = redis_index.store_args(self.prefix, records, time.time(), self._px())
+        self._call(lambda: self._store_script(keys=[], args=args))
 
     def get(self, task_id: str) -> ResultRecord | None:
         return self._parse(self._call(lambda: self._redis.get(self._key(task_id))))

@@ -13,12 +13,12 @@ Keys (``{p}`` is the backend's prefix), all kept with the records' TTL:
 * ``{p}:tasks:ids`` -- sorted set of every task id with score 0, for ``ZRANGEBYLEX``:
   the search by id prefix.
 
-**Writing** is one script run per ``store_many``, inside the same ``MULTI`` as the
-records' ``SET``s (no extra round trip): for each record it reads the task's meta,
-takes the id out of the sets of its former state (PENDING -> STARTED -> SUCCESS moves
-a task from set to set), writes the meta and adds the id to its sets. An unready
-record over a ready one is skipped, exactly as the record itself is
-(``STORE_UNREADY_LUA``), so the index never disagrees with the record.
+**Writing** is the store itself: one script run per ``store_many`` (one round trip,
+atomic, for any number of records) sets each record with its TTL, publishes its status
+(as :mod:`celeriac.backends.redis` describes), reads the task's meta, takes the id out
+of the sets of its former state (PENDING -> STARTED -> SUCCESS moves a task from set to
+set), writes the meta and adds the id to its sets. An unready record over a ready one
+is skipped whole, record and index, so the index never disagrees with the record.
 
 **Expiry.** A record stored at ``t`` expires at ``t + expires``; so does its meta key,
 and its score in every set is ``t``. Readers therefore count and list only scores
@@ -62,8 +62,10 @@ local function both_key(p, state, name)
 end
 """
 
-#: ARGV: prefix, now, TTL in ms (0: none), then per record: id, state, name ('' none), meta.
-INDEX_LUA = _KEYS_LUA + f"""
+#: The store itself (:meth:`RedisBackend.store_many`), records and index in one script run.
+#: ARGV: prefix, now, TTL in ms (0: none), then per record: id, state, name ('' none),
+#: meta, payload.
+STORE_LUA = _KEYS_LUA + f"""
 local ready = {_READY_LUA}
 local p, now, px = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local all, ids = p .. ':tasks:all', p .. ':tasks:ids'
@@ -72,18 +74,34 @@ local function add(key, id)
     redis.call('ZADD', key, now, id)
     touched[key] = true
 end
-for i = 4, #ARGV, 4 do
-    local id, state, name, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    local meta_key = p .. ':tasks:meta:' .. id
-    local old = redis.call('GET', meta_key)
+local function set(key, value)
+    if px > 0 then
+        redis.call('SET', key, value, 'PX', px)
+    else
+        redis.call('SET', key, value)
+    end
+end
+for i = 4, #ARGV, 5 do
+    local id, state, name, meta, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    local key = p .. ':result:' .. id
     local skip = false
-    if old then
-        local ok, before = pcall(cjson.decode, old)
-        if ok and type(before) == 'table' then
-            local was, was_named = tostring(before[1]), tostring(before[2])
-            if ready[was] and not ready[state] then
-                skip = true
-            else
+    if not ready[state] then
+        -- never over a ready record (ResultBackend.store): the record itself says
+        local current = redis.call('GET', key)
+        if current then
+            local ok, record = pcall(cjson.decode, current)
+            skip = ok and type(record) == 'table' and ready[record.status] == true
+        end
+    end
+    if not skip then
+        set(key, payload)
+        redis.call('PUBLISH', p .. ':done:' .. id, state)
+        local meta_key = p .. ':tasks:meta:' .. id
+        local old = redis.call('GET', meta_key)
+        if old then
+            local ok, before = pcall(cjson.decode, old)
+            if ok and type(before) == 'table' then
+                local was, was_named = tostring(before[1]), tostring(before[2])
                 if was ~= state then
                     redis.call('ZREM', state_key(p, was), id)
                 end
@@ -95,13 +113,7 @@ for i = 4, #ARGV, 4 do
                 end
             end
         end
-    end
-    if not skip then
-        if px > 0 then
-            redis.call('SET', meta_key, meta, 'PX', px)
-        else
-            redis.call('SET', meta_key, meta)
-        end
+        set(meta_key, meta)
         add(all, id)
         redis.call('ZADD', ids, 0, id)
         add(state_key(p, state), id)
@@ -158,13 +170,15 @@ return 0
 """
 
 
-def index_args(prefix: str, records: Sequence[ResultRecord], now: float,
-               px: int | None) -> list[str | int | float]:
-    """The arguments of :data:`INDEX_LUA` for ``records`` stored at ``now``."""
-    args: list[str | int | float] = [prefix, repr(now), px or 0]
+def store_args(prefix: str, records: Sequence[ResultRecord], now: float,
+               px: int | None) -> list[str | int]:
+    """The arguments of :data:`STORE_LUA` for ``records`` stored at ``now`` (each record
+    encoded first, so a record that is not JSON stores nothing)."""
+    args: list[str | int] = [prefix, repr(now), px or 0]
     for r in records:
+        payload = r.to_json()
         meta = json.dumps([r.status, r.name or "", r.date_done, r.queue, r.worker, now])
-        args += (r.task_id, r.status, r.name or "", meta)
+        args += (r.task_id, r.status, r.name or "", meta, payload)
     return args
 
 

@@ -27,6 +27,7 @@ from celeriac.cli.beat import beat_command
 from celeriac.cli.control import control_commands
 from celeriac.cli.events import events_command
 from celeriac.cli.report import report_commands
+from celeriac.cli.tasks import tasks_command
 from celeriac.exceptions import CeleriacError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -431,6 +432,7 @@ def status(app: Celeriac, as_json: bool) -> None:
 
 cli.add_command(events_command(_app_command))
 cli.add_command(beat_command(_app_command))
+cli.add_command(tasks_command(_app_command))
 for _command in [*control_commands(_app_command), *report_commands(_app_command)]:
     cli.add_command(_command)
 
