@@ -251,21 +251,29 @@ def test_sqlite_file_of_an_older_version_gains_the_index(tmp_path: Path) -> None
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE results (task_id TEXT PRIMARY KEY, status TEXT NOT NULL, "
                      "payload TEXT NOT NULL, expires_at REAL)")
-        old = record(SUCCESS, "app.before")
+        old, endless = record(SUCCESS, "app.before"), record(SUCCESS, "app.before")
+        conn.execute("INSERT INTO results VALUES (?, ?, ?, ?)",
+                     (old.task_id, SUCCESS, old.to_json(), time.time() + 3600))
         conn.execute("INSERT INTO results VALUES (?, ?, ?, NULL)",
-                     (old.task_id, SUCCESS, old.to_json()))
+                     (endless.task_id, SUCCESS, endless.to_json()))
     conn.close()
-    backend = backend_from_url(f"sqlite:///{path}")
+    backend = backend_from_url(f"sqlite:///{path}", expires=7200)
     new = record(SUCCESS, "app.after")
     backend.store(new)
-    # The old row has no name in its columns: found by state, last.
+    # The old rows get their name from the record, and a store time from their expiry
+    # (an hour ago); one kept forever has none and is listed only with expires <= 0.
     assert ids(backend.search(state=SUCCESS)) == [new.task_id, old.task_id]
+    assert ids(backend.search(name="app.before")) == [old.task_id]
     assert ids(backend.search(name="app.after")) == [new.task_id]
+    forever = backend_from_url(f"sqlite:///{path}", expires=0)
+    assert ids(forever.search(name="app.before")) == [old.task_id, endless.task_id]
+    forever.close()
     with sqlite3.connect(path) as conn:
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master "
                                                   "WHERE type = 'index'")}
     conn.close()
     assert {"results_recent", "results_by_state", "results_by_name"} <= indexes
+    assert "results_expires_at" not in indexes  # results_recent serves cleanup
     backend.close()
 
 
@@ -276,7 +284,7 @@ def test_sqlite_search_reads_its_index_and_never_sorts_all_rows(tmp_path: Path) 
     conn = sqlite3.connect(tmp_path / "r.db")
     try:
         def plans(name: str | None, state: str | None) -> tuple[str, str]:
-            count, page, params = search_sql(None, name, state, time.time())
+            count, page, params = search_sql(None, name, state, time.time(), 86400)
             return tuple(" ".join(str(row[-1]) for row in conn.execute(
                 f"EXPLAIN QUERY PLAN {sql}", args)) for sql, args in (  # type: ignore[return-value]
                     (count, params), (page, [*params, 50, 0])))
