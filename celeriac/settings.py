@@ -44,6 +44,7 @@ from celeriac.validators import (
     _no_result_compression,
     _non_negative_float,
     _optional,
+    _port,
     _positive_float,
     _positive_int,
     _priority,
@@ -299,6 +300,34 @@ SETTINGS: dict[str, Setting] = {
                 "handlers before adding its own (and the celeriac and celeriac.task loggers'); "
                 "False keeps handlers the app configured, and the worker adds one only to a "
                 "logger that has none.", _bool),
+        # -- the dashboard (celeriac.dashboard, docs/dashboard.md) --------------------------
+        Setting("dashboard_address", "127.0.0.1", "Address `celeriac dashboard` listens on. Any "
+                "other than a loopback one needs a password hash configured, or it refuses to "
+                "start.", _str, "CELERIAC_DASHBOARD_ADDRESS"),
+        Setting("dashboard_port", 5555, "Port of the dashboard (0: one the system picks; the "
+                "log says which).", _port, "CELERIAC_DASHBOARD_PORT"),
+        Setting("dashboard_admin_password_hash", None, "Hash of the admin password (may act: "
+                "purge, revoke), as `celeriac dashboard --hash-password` prints it. With no "
+                "hash configured, a one-time login token is printed at start.", _optional(_str),
+                "CELERIAC_DASHBOARD_ADMIN_PASSWORD_HASH"),
+        Setting("dashboard_viewer_password_hash", None, "Hash of the viewer password (sees every "
+                "page, may not act).", _optional(_str), "CELERIAC_DASHBOARD_VIEWER_PASSWORD_HASH"),
+        Setting("dashboard_password_file", None, "A file of `admin:HASH` and `viewer:HASH` lines, "
+                "read at start (instead of, or besides, the two hash settings).",
+                _optional(_str), "CELERIAC_DASHBOARD_PASSWORD_FILE"),
+        Setting("dashboard_secret_key", None, "Key that signs session cookies. None: a random "
+                "key per process (a restart logs everyone out); set it when several dashboard "
+                "processes serve one site.", _optional(_str), "CELERIAC_DASHBOARD_SECRET_KEY"),
+        Setting("dashboard_metrics_token", None, "Bearer token of the Prometheus endpoint "
+                "/metrics (None: /metrics is off).", _optional(_str),
+                "CELERIAC_DASHBOARD_METRICS_TOKEN"),
+        Setting("dashboard_certfile", None, "TLS certificate (PEM) of the dashboard; with "
+                "dashboard_keyfile it serves https and marks its cookie Secure.", _optional(_str),
+                "CELERIAC_DASHBOARD_CERTFILE"),
+        Setting("dashboard_keyfile", None, "TLS private key (PEM) of the dashboard.",
+                _optional(_str), "CELERIAC_DASHBOARD_KEYFILE"),
+        Setting("dashboard_redact_args", False, "Show task arguments as [redacted] on the "
+                "dashboard's pages.", _bool, "CELERIAC_DASHBOARD_REDACT_ARGS"),
     ]
 }
 

@@ -104,6 +104,14 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _port(value: Any) -> int:
+    """A TCP port, 0 meaning one the system picks (tests, ``--port 0``)."""
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a TCP port (0-65535)")
+    return number
+
+
 def _optional(inner: Validator) -> Validator:
     def check(value: Any) -> Any:
         return None if value is None or value == "" else inner(value)

@@ -139,7 +139,7 @@ WORKER_SIDE_MODULES = frozenset({
     "test_replace.py", "test_send_options.py", "test_predicates.py", "test_detach.py",
     "test_celery_compat.py", "test_attribution.py", "test_vanished_node.py",
     "test_supervisor_followups.py", "test_amqp_faults.py", "test_amqp_worker.py",
-    "test_amqp_celery.py", "test_aio_tasks.py",
+    "test_amqp_celery.py", "test_aio_tasks.py", "test_dashboard_cli.py",
 })
 
 
@@ -154,10 +154,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not gevent_patched():
         return
     skip = pytest.mark.skip(reason="worker-side end-to-end test: the normal leg runs it")
+    browser = pytest.mark.skip(reason="browser test: its own unpatched process runs it "
+                                      "(Playwright's sync API runs an event loop in a greenlet)")
     for item in items:
         path = item.path
         if path.parent.name == "e2e" and path.name in WORKER_SIDE_MODULES:
             item.add_marker(skip)
+        elif path.parent.name == "browser":
+            item.add_marker(browser)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

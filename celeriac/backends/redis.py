@@ -55,7 +55,7 @@ retried after a lost reply is as safe as a redelivered member.
 :meth:`RedisBackend.cleanup` has nothing to delete.
 
 **The task index** (``{prefix}:tasks:...``, for :meth:`RedisBackend.search`) is written by
-the same ``MULTI`` as the records: see :mod:`celeriac.backends.redis_index`.
+the same script run as the records: see :mod:`celeriac.backends.redis_index`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from rich.table import Table
 from celeriac import __version__, serialization
 from celeriac.cli.beat import beat_command
 from celeriac.cli.control import control_commands
+from celeriac.cli.dashboard import dashboard_command
 from celeriac.cli.events import events_command
 from celeriac.cli.report import report_commands
 from celeriac.cli.tasks import tasks_command
@@ -171,6 +173,9 @@ def _log_level(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="File mode creation mask: octal with a leading 0 (0022), else decimal.")
 @click.option("--executable", metavar="PATH",
               help="The Python a detached worker runs under [default: this one].")
+@click.option("--dashboard", is_flag=True,
+              help="Also serve the web dashboard, in a process beside the supervisor "
+                   "(dashboard_* settings; docs/dashboard.md).")
 @_app_command
 def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, processes: int | None,
            queues: str | None, exclude_queues: str | None, loglevel: str, logfile: str | None,
@@ -182,7 +187,8 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
            without_gossip: bool, without_mingle: bool, optimization: str | None,
            beat: bool, detach: bool, uid: str | None, gid: str | None, umask: str | None,
            executable: str | None, autoscale: str | None = None,
-           schedule_file: str | None = None, scheduler: str | None = None) -> None:
+           schedule_file: str | None = None, scheduler: str | None = None,
+           dashboard: bool = False) -> None:
     """Start a worker: a supervisor and its worker processes."""
     from celeriac.worker.autoscale import autoscaled_groups, parse_autoscale
     from celeriac.worker.options import WorkerOptions, parse_groups
@@ -241,12 +247,17 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
         autoscale=bounds)
     with _pidfile(pidfile, node_id):
         daemon.ready(process_logfile(logfile, node_id, None))
+        sidecar = _dashboard_sidecar(app) if dashboard else None
         stop_beat = _embedded_beat(app, beat, scheduler, schedule_file)
         try:
             code = Supervisor(app, options).run()
         finally:
             if stop_beat is not None:
                 stop_beat.set()
+            if sidecar is not None:
+                from celeriac.cli.dashboard import stop_sidecar
+
+                stop_sidecar(sidecar)
         raise SystemExit(code)
 
 
@@ -258,6 +269,13 @@ def _bound_hard_limit(conf: Settings, settings: dict[str, Any]) -> None:
     limit = worker_hard_limit(conf, settings.get("task_time_limit", conf.task_time_limit))
     if limit is not None:
         settings["task_time_limit"] = limit
+
+
+def _dashboard_sidecar(app: Celeriac) -> subprocess.Popen[bytes]:
+    """``--dashboard``: ``celeriac dashboard`` in a process of its own (cli/dashboard.py)."""
+    from celeriac.cli.dashboard import start_sidecar
+
+    return start_sidecar(app, _child_app_spec(app))
 
 
 def _embedded_beat(app: Celeriac, beat: bool, scheduler: str | None,
@@ -433,6 +451,7 @@ def status(app: Celeriac, as_json: bool) -> None:
 cli.add_command(events_command(_app_command))
 cli.add_command(beat_command(_app_command))
 cli.add_command(tasks_command(_app_command))
+cli.add_command(dashboard_command(_app_command))
 for _command in [*control_commands(_app_command), *report_commands(_app_command)]:
     cli.add_command(_command)
 

@@ -101,6 +101,10 @@ class Consumer:
         busy_wait = BUSY_WAIT_MIN
         tick = self.pipeline.tick
         while True:
+            # A slot that freed gets its next task before the finished one is settled:
+            # a wave of tasks that end together would otherwise wait, slot after slot,
+            # for the results and acks of the whole wave before the first restart.
+            self._dispatch()
             self._settle()
             tick()
             self._check_parent()
