@@ -7,6 +7,7 @@ children, and its events from the broker's event log.
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -87,3 +88,11 @@ def test_search_finds_tasks_by_name_and_state_after_they_ran(
     assert fanned is not None and fanned.children == children
     child = backend.task_detail(children[0])
     assert child is not None and child.parent_id == parent.id and child.events == []
+
+    # The same search from the command line.
+    shown = json.loads(project.cli("-A", "tasks", "tasks", "--name", "tasks.fail", "--state",
+                                   "FAILURE", "--json").stdout)
+    assert shown["total"] == 2
+    assert {row["task_id"] for row in shown["tasks"]} == {r.id for r in fails}
+    table = project.cli("-A", "tasks", "tasks", "--state", "SUCCESS", "--limit", "2").stdout
+    assert "1-2 of 7" in table
