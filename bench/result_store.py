@@ -6,10 +6,12 @@ each backend (Redis on a private loopback ``redis-server`` this script starts, S
 in a fresh file) and each batch size, a child process stores N SUCCESS records, the
 shape a worker stores (name, result, date_done), with ``store_many`` in batches of that
 size (the worker stores each settled batch in one call: 1 for a lone task, tens under
-load), and reports records/s. ``--against REV`` runs the same child on ``celeriac``
-exported from revision REV of this repository (``git archive``, no work tree) beside
-the working tree's, alternating within each run so drift on a shared machine hits
-both; figures are medians of ``--repeat`` runs, and the ratio is this tree's over REV's.
+load), and reports records/s, its own CPU time per record and, for Redis, the server's
+(``INFO cpu``): CPU figures are steadier than rates on a shared machine.
+``--against REV`` runs the same child on ``celeriac`` exported from revision REV of
+this repository (``git archive``, no work tree) beside the working tree's, alternating
+within each run so drift on a shared machine hits both; figures are medians of
+``--repeat`` runs, and the ratio is this tree's over REV's.
 
 Run: ``.venv/bin/python bench/result_store.py --against main [--records 20000]
 [--batches 1,20] [--repeat 3] [--backends redis,sqlite]``.
@@ -35,8 +37,21 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = "/usr/bin/redis-server"
 
 
+def server_cpu(url: str) -> float:
+    """CPU seconds the Redis server has used (0 for SQLite, which has no server)."""
+    if not url.startswith("redis"):
+        return 0.0
+    import redis
+
+    client = redis.Redis.from_url(url)
+    info = client.info("cpu")
+    client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def child(url: str, records: int, batch: int) -> None:
-    """Store ``records`` records in batches of ``batch``; print records/s as JSON."""
+    """Store ``records`` records in batches of ``batch``; print records/s and the CPU
+    microseconds per record of this process and of the Redis server, as JSON."""
     from celeriac.backends import ResultRecord, backend_from_url
 
     backend = backend_from_url(url, expires=3600)
@@ -44,12 +59,14 @@ def child(url: str, records: int, batch: int) -> None:
     prefix = uuid.uuid4().hex[:8]
     rows = [ResultRecord(task_id=f"{prefix}-{uuid.uuid4()}", status="SUCCESS", result=i,
                          name="bench.add", date_done=time.time()) for i in range(records)]
-    started = time.perf_counter()
+    server_before, started, cpu = server_cpu(url), time.perf_counter(), time.process_time()
     for start in range(0, records, batch):
         backend.store_many(rows[start:start + batch])
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    server = server_cpu(url) - server_before
     backend.close()
-    print(json.dumps({"rate": records / elapsed}))
+    print(json.dumps({"rate": records / elapsed, "client_us": cpu / records * 1e6,
+                      "server_us": server / records * 1e6}))
 
 
 def free_port() -> int:
@@ -96,7 +113,7 @@ def export(rev: str, directory: Path) -> Path:
     return directory
 
 
-def measure(pythonpath: Path, url: str, records: int, batch: int) -> float:
+def measure(pythonpath: Path, url: str, records: int, batch: int) -> dict[str, float]:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")},
            "PYTHONPATH": str(pythonpath)}
     done = subprocess.run(
@@ -106,7 +123,8 @@ def measure(pythonpath: Path, url: str, records: int, batch: int) -> float:
         env=env, capture_output=True, text=True, check=False, cwd=str(pythonpath))
     if done.returncode != 0:
         raise SystemExit(f"child failed:\n{done.stderr}")
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def main() -> None:
@@ -124,7 +142,7 @@ def main() -> None:
         variants = {"celeriac": ROOT}
         if options.against:
             variants[f"celeriac@{options.against}"] = export(options.against, work / "rev")
-        rates: dict[tuple[str, str, int], list[float]] = {}
+        runs: dict[tuple[str, str, int], list[dict[str, float]]] = {}
         with redis_server(work) as redis_url:
             for run in range(options.repeat):
                 for kind in options.backends.split(","):
@@ -132,17 +150,23 @@ def main() -> None:
                         for name, path in variants.items():
                             url = (redis_url if kind == "redis"
                                    else f"sqlite:///{work / f'{name}-{run}-{batch}.db'}")
-                            rates.setdefault((kind, name, batch), []).append(
+                            runs.setdefault((kind, name, batch), []).append(
                                 measure(path, url, options.records, batch))
-        print(f"{'backend':8} {'batch':>5} " + " ".join(f"{n:>22}" for n in variants)
-              + ("    ratio" if options.against else ""))
-        for kind in options.backends.split(","):
-            for batch in batches:
-                medians = [statistics.median(rates[(kind, name, batch)]) for name in variants]
-                line = f"{kind:8} {batch:>5} " + " ".join(f"{m:>18,.0f} r/s" for m in medians)
-                if options.against:
-                    line += f"    {medians[0] / medians[1]:.3f}"
-                print(line)
+        for metric, label in (("rate", "records/s"), ("client_us", "client CPU us/record"),
+                              ("server_us", "Redis server CPU us/record")):
+            print(f"\n{label} (median of {options.repeat})")
+            print(f"{'backend':8} {'batch':>5} " + " ".join(f"{n:>16}" for n in variants)
+                  + ("    ratio" if options.against else ""))
+            for kind in options.backends.split(","):
+                if metric == "server_us" and kind != "redis":
+                    continue
+                for batch in batches:
+                    medians = [statistics.median(r[metric] for r in runs[(kind, name, batch)])
+                               for name in variants]
+                    line = f"{kind:8} {batch:>5} " + " ".join(f"{m:>16,.1f}" for m in medians)
+                    if options.against and medians[1]:
+                        line += f"    {medians[0] / medians[1]:.2f}"
+                    print(line)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from typing import Any
 
 from celeriac.backends.base import ResultRecord
 from celeriac.backends.search import PREFIX_SCAN, TaskSummary
+from celeriac.fastjson import dumps
 from celeriac.redisconn import decode
 
 #: Expired ids taken out of ``all`` and ``ids`` per store call at most.
@@ -171,13 +172,13 @@ return 0
 
 
 def store_args(prefix: str, records: Sequence[ResultRecord], now: float,
-               px: int | None) -> list[str | int]:
+               px: int | None) -> list[str | int | bytes]:
     """The arguments of :data:`STORE_LUA` for ``records`` stored at ``now`` (each record
     encoded first, so a record that is not JSON stores nothing)."""
-    args: list[str | int] = [prefix, repr(now), px or 0]
+    args: list[str | int | bytes] = [prefix, repr(now), px or 0]
     for r in records:
         payload = r.to_json()
-        meta = json.dumps([r.status, r.name or "", r.date_done, r.queue, r.worker, now])
+        meta = dumps([r.status, r.name or "", r.date_done, r.queue, r.worker, now])
         args += (r.task_id, r.status, r.name or "", meta, payload)
     return args
 
