@@ -214,7 +214,8 @@ class ResultBackend(ABC):
         record = self.get(task_id)
         if record is None:
             return None
-        return detail_of(record, task_events(broker, task_id) if broker is not None else [])
+        events = [] if broker is None else task_events(broker, task_id, record.retries + 1)
+        return detail_of(record, events)
 
     @abstractmethod
     def cleanup(self) -> int:

@@ -297,3 +297,28 @@ def test_sqlite_search_reads_its_index_and_never_sorts_all_rows(tmp_path: Path) 
             assert index in page and "TEMP B-TREE" not in page, page
     finally:
         conn.close()
+
+
+def test_task_events_reads_the_log_newest_chunk_first(tmp_path: Path) -> None:
+    from celeriac.backends.search import EVENTS_CHUNK, newest_event_seq, task_events
+    from celeriac.brokers import broker_from_url
+
+    broker = broker_from_url(f"sqlite:///{tmp_path / 'events.db'}")
+    assert newest_event_seq(broker) == 0 and task_events(broker, "t") == []
+    filler = [WorkerEvent("task-succeeded", "w", {"uuid": "other"}, 1.0)] * (EVENTS_CHUNK - 1)
+    broker.emit([WorkerEvent("task-received", "w", {"uuid": "t", "retries": 0}, 1.0),
+                 *filler, *filler,
+                 WorkerEvent("task-retried", "w", {"uuid": "t"}, 2.0),
+                 WorkerEvent("task-received", "w", {"uuid": "t", "retries": 1}, 3.0),
+                 WorkerEvent("task-succeeded", "w", {"uuid": "t"}, 4.0)])
+    newest = newest_event_seq(broker)
+    assert newest == 2 * EVENTS_CHUNK + 2 and broker.events(newest, 1) == []
+    both_runs = task_events(broker, "t", runs=2)  # three chunks back to the first run
+    assert [(e.type, e.time) for e in both_runs] == [
+        ("task-received", 1.0), ("task-retried", 2.0), ("task-received", 3.0),
+        ("task-succeeded", 4.0)]
+    # One run asked for: the newest chunk holds its task-received, the read stops there.
+    assert [e.time for e in task_events(broker, "t", runs=1)] == [2.0, 3.0, 4.0]
+    broker.events_kept = EVENTS_CHUNK  # only the newest events count as kept
+    assert [e.time for e in task_events(broker, "t", runs=2)] == [2.0, 3.0, 4.0]
+    broker.close()
