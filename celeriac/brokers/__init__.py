@@ -27,6 +27,7 @@ from celeriac.brokers.base import (
     WorkerEvent,
     WorkerInfo,
 )
+from celeriac.brokers.browse import MessageSummary, Page
 from celeriac.brokers.memory import MemoryBroker
 from celeriac.brokers.sqlite import SQLiteBroker
 from celeriac.exceptions import ConfigurationError
@@ -41,7 +42,9 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "MemoryBroker",
+    "MessageSummary",
     "OutgoingMessage",
+    "Page",
     "QueueStats",
     "Revocation",
     "SQLiteBroker",

@@ -24,7 +24,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from celeriac.brokers.browse import DeletableKind, Kind, MessageSummary, Page
 from celeriac.exceptions import ConfigurationError
+
+__all__ = ["MessageSummary", "Page"]  # re-exported: the read model lives in browse.py
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,11 @@ class QueueStats:
     in_flight: int = 0
     #: In the dead-letter store.
     dead: int = 0
+    #: Seconds the oldest ready message has waited (None: nothing ready, or unknown).
+    #: A measurement that changes by the second, so stats compare equal without it.
+    oldest_age: float | None = field(default=None, compare=False)
+    #: Paused with :meth:`Broker.pause`: it takes messages, workers do not fetch from it.
+    paused: bool = False
 
     def as_dict(self) -> dict[str, int]:
         return {"ready": self.ready, "scheduled": self.scheduled,
@@ -304,6 +312,51 @@ class Broker(ABC):
     @abstractmethod
     def purge(self, queue: str | None = None) -> int:
         """Delete ready and scheduled messages (not in-flight ones) of one queue or all."""
+
+    # -- the dashboard's read model and admin actions (see celeriac.brokers.browse) ----
+    @abstractmethod
+    def browse(self, queue: str, kind: Kind, *, offset: int = 0, limit: int = 50) -> Page:
+        """One page of a queue's ``ready``, ``scheduled``, ``retries`` or ``dead`` messages.
+
+        Ready ones in the order a fetch claims them (priority, then oldest), scheduled
+        ones and retries (delayed messages that are, or are not, a task's retry: its
+        ``retries`` header above 0) due first, dead letters newest first. Costs
+        O(``limit``) plus an index look-up on the shared brokers, never a scan of the
+        queue; ``total`` is the size of the whole listing. A delayed message that came
+        due and was not fetched yet is still listed as delayed.
+        """
+
+    @abstractmethod
+    def requeue_dead(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Publish dead letters of ``queue`` again, ready now with no deliveries counted,
+        and remove them from the dead-letter store; ``None``: all of the queue's.
+
+        Ids that are not dead letters of ``queue`` are ignored. Returns how many.
+        """
+
+    @abstractmethod
+    def delete_messages(self, queue: str, kind: DeletableKind,
+                        ids: Sequence[str] | None) -> int:
+        """Delete scheduled messages, retries or dead letters of ``queue`` (``None``: all
+        of that kind); ids of another kind or queue are ignored. Returns how many."""
+
+    @abstractmethod
+    def enqueue_now(self, queue: str, ids: Sequence[str]) -> int:
+        """Make scheduled messages or retries of ``queue`` ready now; returns how many
+        (ids that are not delayed messages of ``queue`` are ignored)."""
+
+    @abstractmethod
+    def pause(self, queue: str) -> None:
+        """Pause ``queue``: it keeps taking messages, but workers stop fetching from it
+        (they look at :meth:`paused` about once a second)."""
+
+    @abstractmethod
+    def resume(self, queue: str) -> None:
+        """Undo :meth:`pause` (nothing if the queue is not paused)."""
+
+    @abstractmethod
+    def paused(self) -> set[str]:
+        """The paused queues: one cheap read (workers poll it)."""
 
     @abstractmethod
     def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:

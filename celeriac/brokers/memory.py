@@ -45,14 +45,15 @@ from celeriac.brokers.base import (
     DeadLetter,
     Delivery,
     OutgoingMessage,
-    QueueStats,
     Revocation,
     WorkerEvent,
     WorkerInfo,
     check_priority,
     max_deliveries_reason,
 )
+from celeriac.brokers.browse import is_retry
 from celeriac.brokers.limits import LimitState
+from celeriac.brokers.memory_admin import MemoryAdmin
 
 #: (-priority, available_at, id, stamp): the smallest entry is claimed first.
 _ReadyEntry = tuple[int, float, int, int]
@@ -76,6 +77,10 @@ class _Message:
     suspect: int = 0
     #: Bumped on every change; heap entries with an older stamp are stale.
     stamp: int = 0
+    #: When it was published (for the dashboard's listings).
+    published_at: float = 0.0
+    #: A task's retry published with a countdown (listed under "retries", not "scheduled").
+    retry: bool = False
 
 
 @dataclass
@@ -104,7 +109,7 @@ def _json_copy(info: dict[str, Any]) -> dict[str, Any]:
     return copied
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(MemoryAdmin, Broker):
     """Queues in heaps guarded by one lock; waiting fetches sleep on a condition."""
 
     schemes = ("memory",)
@@ -124,6 +129,10 @@ class MemoryBroker(Broker):
         self._ready: dict[str, list[_ReadyEntry]] = {}
         self._pending: dict[str, list[_PendingEntry]] = {}
         self._dead: list[DeadLetter] = []
+        #: When each dead letter was published, and its priority, by id.
+        self._dead_meta: dict[str, tuple[float, int]] = {}
+        #: Queues paused by :meth:`pause`.
+        self._paused: set[str] = set()
         self._queues: set[str] = set()
         self._workers: dict[str, _Worker] = {}
         #: Worker events, oldest first; seqs are consecutive, so a seq's index is arithmetic.
@@ -202,6 +211,7 @@ class MemoryBroker(Broker):
 
     def _bury(self, message: _Message, reason: str, now: float) -> None:
         del self._messages[message.id]
+        self._dead_meta[str(message.id)] = (message.published_at, message.priority)
         self._dead.append(DeadLetter(id=str(message.id), queue=message.queue,
                                      body=message.body, reason=reason,
                                      delivery_count=message.delivery_count, failed_at=now))
@@ -248,9 +258,12 @@ class MemoryBroker(Broker):
             now = time.time()
             ids: list[str] = []
             for outgoing in messages:
+                delayed = outgoing.eta is not None and outgoing.eta > now
                 message = _Message(id=next(self._ids), queue=outgoing.queue,
                                    body=bytes(outgoing.body), priority=outgoing.priority,
-                                   available_at=now if outgoing.eta is None else outgoing.eta)
+                                   available_at=now if outgoing.eta is None else outgoing.eta,
+                                   published_at=now,
+                                   retry=delayed and is_retry(outgoing.body))
                 self._messages[message.id] = message
                 self._queues.add(message.queue)
                 self._place(message, now)
@@ -343,22 +356,6 @@ class MemoryBroker(Broker):
             return len(released)
 
     # -- inspection and maintenance --------------------------------------------------
-    def stats(self) -> dict[str, QueueStats]:
-        with self._lock:
-            now = time.time()
-            result = {queue: QueueStats() for queue in self._queues}
-            for message in self._messages.values():
-                counts = result[message.queue]
-                if message.available_at <= now:
-                    counts.ready += 1
-                elif message.consumer is None:
-                    counts.scheduled += 1
-                else:
-                    counts.in_flight += 1
-            for dead in self._dead:
-                result.setdefault(dead.queue, QueueStats()).dead += 1
-            return result
-
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         with self._lock:
             newest_first = (d for d in reversed(self._dead) if queue is None or d.queue == queue)

@@ -73,7 +73,9 @@ from celeriac.brokers.base import (
     WorkerInfo,
     check_priority,
 )
+from celeriac.brokers.browse import is_retry
 from celeriac.brokers.ids import MessageIds
+from celeriac.brokers.redis_admin import RedisAdmin
 from celeriac.exceptions import BrokerError, BrokerUnreachable
 from celeriac.fastjson import dumps, loads
 from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url, split_url
@@ -111,10 +113,18 @@ def _ms(seconds: float) -> int:
     return max(math.ceil(seconds * 1000), 0)
 
 
-#: Encodes worker and task events (``default=str``: a value JSON cannot hold becomes text).
+def _timing(message: OutgoingMessage) -> tuple[int | str, str]:
+    """The eta (unix ms, "" for none) and retry flag ("1": a task's retry) of publish.lua.
+
+    Only a message with an eta is looked into: a retry waiting for its countdown is
+    listed apart from other scheduled messages (:mod:`celeriac.brokers.redis_admin`).
+    """
+    if message.eta is None:
+        return "", ""
+    return _ms(message.eta), "1" if is_retry(message.body) else ""
 
 
-class RedisBroker(Broker):
+class RedisBroker(RedisAdmin, Broker):
     """Messages in Redis, claimed, settled and recovered by server-side scripts."""
 
     schemes = ("redis", "rediss", "unix")
@@ -187,8 +197,8 @@ class RedisBroker(Broker):
             args: list[Any] = [ids[start], RECEIPT_TTL_MS, "0"]
             for message_id, message in zip(ids[start:start + PUBLISH_CHUNK],
                                            messages[start:start + PUBLISH_CHUNK], strict=True):
-                eta = "" if message.eta is None else _ms(message.eta)
-                args += (message_id, message.queue, message.priority, eta, message.body)
+                args += (message_id, message.queue, message.priority, *_timing(message),
+                         message.body)
             chunks.append(args)
         if len(chunks) == 1:
             self._run("publish", chunks[0], again=2)
@@ -307,7 +317,14 @@ class RedisBroker(Broker):
         if not queues:
             return {}
         counts = [int(n) for n in self._run("stats", queues)]
-        return {q: QueueStats(*counts[i * 4:i * 4 + 4]) for i, q in enumerate(queues)}
+        now = counts[-1]
+        found = {}
+        for i, q in enumerate(queues):
+            ready, scheduled, in_flight, dead, oldest, paused = counts[i * 6:i * 6 + 6]
+            found[q] = QueueStats(ready, scheduled, in_flight, dead,
+                                  oldest_age=None if oldest < 0 else max(now - oldest, 0) / 1000,
+                                  paused=bool(paused))
+        return found
 
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         if limit <= 0:
@@ -498,8 +515,8 @@ class RedisBroker(Broker):
         args: list[Any] = [ids[-1], RECEIPT_TTL_MS, "0", name,
                            "" if previous is None else repr(previous), repr(run_at)]
         for message_id, message in zip(ids, messages, strict=False):
-            args += (message_id, message.queue, message.priority,
-                     "" if message.eta is None else _ms(message.eta), message.body)
+            args += (message_id, message.queue, message.priority, *_timing(message),
+                     message.body)
         return bool(self._run("beat", args, again=2))
     # == end of periodic tasks (beat) =================================================
 

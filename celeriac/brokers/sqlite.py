@@ -47,6 +47,11 @@ stable cursor). Only the newest ``events_kept`` events count; the older rows are
 deleted in one primary-key range delete each time the seq crosses a multiple of
 a tenth of the cap, so trimming costs next to nothing per emit.
 
+``published_at``, ``retry`` and ``delayed`` serve the dashboard's listings, with the
+partial index ``messages_delayed`` over the delayed messages only (claims set
+``delayed`` to 0, so the claim index stays what it was): see
+:mod:`celeriac.brokers.sqlite_admin`.
+
 Revocations, remote-control commands and reply boxes have tables of their own
 in the same file, described with the mixin that owns them
 (:mod:`celeriac.brokers.sqlite_control`); so do rate and concurrency limits
@@ -68,12 +73,13 @@ from celeriac.brokers.base import (
     DeadLetter,
     Delivery,
     OutgoingMessage,
-    QueueStats,
     WorkerEvent,
     WorkerInfo,
     check_priority,
     max_deliveries_reason,
 )
+from celeriac.brokers.browse import is_retry
+from celeriac.brokers.sqlite_admin import ADMIN_SCHEMA, DELAYED_INDEX, SQLiteAdmin
 from celeriac.brokers.sqlite_control import CONTROL_SCHEMA, SQLiteControl
 from celeriac.brokers.sqlite_limits import LIMITS_SCHEMA
 from celeriac.exceptions import BrokerError, BrokerUnreachable
@@ -92,7 +98,10 @@ CREATE TABLE IF NOT EXISTS messages (
     consumer TEXT,
     token INTEGER NOT NULL DEFAULT 0,
     delivery_count INTEGER NOT NULL DEFAULT 0,
-    suspect INTEGER NOT NULL DEFAULT 0
+    suspect INTEGER NOT NULL DEFAULT 0,
+    published_at REAL,
+    retry INTEGER NOT NULL DEFAULT 0,
+    delayed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_claim ON messages (queue, priority DESC, available_at);
 CREATE INDEX IF NOT EXISTS messages_consumer ON messages (consumer) WHERE consumer IS NOT NULL;
@@ -104,9 +113,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     priority INTEGER NOT NULL,
     reason TEXT NOT NULL,
     delivery_count INTEGER NOT NULL,
-    failed_at REAL NOT NULL
+    failed_at REAL NOT NULL,
+    published_at REAL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue);
+CREATE INDEX IF NOT EXISTS dead_letters_message ON dead_letters (message_id);
 CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workers (
     name TEXT PRIMARY KEY,
@@ -124,13 +135,17 @@ CREATE TABLE IF NOT EXISTS events (
 """ + CONTROL_SCHEMA + """;
 -- periodic tasks (celeriac/beat/): each entry's last run
 CREATE TABLE IF NOT EXISTS beat_runs (name TEXT PRIMARY KEY, last_run REAL NOT NULL) WITHOUT ROWID;
-""" + LIMITS_SCHEMA
+""" + LIMITS_SCHEMA + ADMIN_SCHEMA
 
 #: Columns added to a table after files were already created without them:
 #: (table, column, declaration). ``CREATE TABLE IF NOT EXISTS`` leaves an older
 #: file's table as it was, so :func:`_add_missing_columns` adds these there.
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("messages", "suspect", "INTEGER NOT NULL DEFAULT 0"),
+    ("messages", "published_at", "REAL"),
+    ("messages", "retry", "INTEGER NOT NULL DEFAULT 0"),
+    ("messages", "delayed", "INTEGER NOT NULL DEFAULT 0"),
+    ("dead_letters", "published_at", "REAL"),
 )
 
 #: Longest sleep between two looks at ``PRAGMA data_version`` while waiting.
@@ -149,9 +164,13 @@ def _insert(conn: sqlite3.Connection, messages: Sequence[OutgoingMessage]) -> li
     # One execute per row is what gives each row's id exactly (via
     # lastrowid); with the statement cached it costs a few µs per row.
     for m in messages:
+        if m.eta is None or m.eta <= now:
+            row = (m.queue, bytes(m.body), m.priority, now, now, 0, 0)
+        else:  # delayed: filed under retries or scheduled (messages_delayed)
+            row = (m.queue, bytes(m.body), m.priority, m.eta, now, is_retry(m.body), 1)
         cursor.execute(
-            "INSERT INTO messages (queue, body, priority, available_at) VALUES (?,?,?,?)",
-            (m.queue, bytes(m.body), m.priority, now if m.eta is None else m.eta))
+            "INSERT INTO messages (queue, body, priority, available_at, published_at, retry,"
+            " delayed) VALUES (?,?,?,?,?,?,?)", row)
         ids.append(str(cursor.lastrowid))
     conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
                      [(q,) for q in {m.queue for m in messages}])
@@ -166,24 +185,24 @@ _HELD = """
 _ACK = f"DELETE FROM messages WHERE id IN ({_HELD}) RETURNING id, token"
 _RENEW = f"UPDATE messages SET available_at = ?2 WHERE id IN ({_HELD}) RETURNING id, token"
 _REQUEUE = f"""
-    UPDATE messages SET consumer = NULL, available_at = ?2,
+    UPDATE messages SET consumer = NULL, available_at = ?2, delayed = ?4,
         delivery_count = CASE WHEN ?3 THEN max(delivery_count - 1, 0) ELSE delivery_count END
     WHERE id IN ({_HELD}) RETURNING id, token
 """
 _UNCLAIM = f"""
     DELETE FROM messages WHERE id IN ({_HELD})
-    RETURNING id, token, queue, body, priority, delivery_count
+    RETURNING id, token, queue, body, priority, delivery_count, published_at
 """
 _BURY = """
     INSERT INTO dead_letters (message_id, queue, body, priority, reason, delivery_count,
-                              failed_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
+                              failed_at, published_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 _CLAIM = """
     UPDATE messages SET consumer = ?2, available_at = ?3, token = token + 1,
-        delivery_count = delivery_count + 1
+        delivery_count = delivery_count + 1, delayed = 0
     WHERE id IN (SELECT value FROM json_each(?1))
-    RETURNING id, queue, body, priority, token, delivery_count, suspect
+    RETURNING id, queue, body, priority, token, delivery_count, suspect, published_at
 """
 # Everything consumer ?3 holds, ready at ?1: ids in JSON array ?2 (started) keep
 # their charge, the others are uncharged; ids in ?4 (suspects) are marked suspect with
@@ -205,12 +224,6 @@ _NEXT_DUE = """
                 ORDER BY available_at LIMIT 1))
     FROM json_each(?1) AS q,
          (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS p
-"""
-_STATS = """
-    SELECT queue, total(available_at <= ?1),
-           total(available_at > ?1 AND consumer IS NULL),
-           total(available_at > ?1 AND consumer IS NOT NULL)
-    FROM messages GROUP BY queue
 """
 
 
@@ -243,6 +256,11 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
         present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in present:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            if (table, column) == ("messages", "delayed"):
+                # The messages an older version scheduled: listed as scheduled from now on.
+                conn.execute("UPDATE messages SET delayed = 1 WHERE consumer IS NULL"
+                             " AND available_at > ?", (time.time(),))
+    conn.execute(DELAYED_INDEX)  # on columns an old file has only now
 
 
 def _ids(ids: Collection[str]) -> str:
@@ -298,7 +316,7 @@ def _data_version(conn: sqlite3.Connection) -> tuple[int, tuple[int, int]]:
     return id(conn), (int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes)
 
 
-class SQLiteBroker(SQLiteControl, Broker):
+class SQLiteBroker(SQLiteAdmin, SQLiteControl, Broker):
     """Messages in a SQLite file, claimed under leases in ``BEGIN IMMEDIATE`` transactions."""
 
     schemes = ("sqlite",)
@@ -378,7 +396,7 @@ class SQLiteBroker(SQLiteControl, Broker):
             conn.executemany(_BURY, [
                 (row[0], row[1], row[2], row[3],
                  max_deliveries_reason(self.max_deliveries, suspect=row[6] == 1), row[5] - 1,
-                 now)
+                 now, row[7])
                 for row in spent])
         claimed.sort(key=lambda row: order[row[0]])
         return [Delivery(id=str(row[0]), queue=row[1], body=row[2], priority=row[3],
@@ -440,7 +458,7 @@ class SQLiteBroker(SQLiteControl, Broker):
 
     def requeue(self, deliveries: Sequence[Delivery], *, delay: float = 0.0,
                 uncharge: bool = False) -> list[bool]:
-        return self._settle(_REQUEUE, deliveries, time.time() + delay, uncharge)
+        return self._settle(_REQUEUE, deliveries, time.time() + delay, uncharge, delay > 0)
 
     def dead_letter(self, deliveries: Sequence[Delivery], reason: str) -> list[bool]:
         if not deliveries:
@@ -450,8 +468,8 @@ class SQLiteBroker(SQLiteControl, Broker):
         def bury(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = time.time()
             rows = conn.execute(_UNCLAIM, (pairs,)).fetchall()
-            conn.executemany(_BURY, [(row[0], row[2], row[3], row[4], reason, row[5], now)
-                                     for row in rows])
+            conn.executemany(_BURY, [(row[0], row[2], row[3], row[4], reason, row[5], now,
+                                      row[6]) for row in rows])
             return rows
 
         return _matched(deliveries, self._write(bury))
@@ -467,19 +485,6 @@ class SQLiteBroker(SQLiteControl, Broker):
         return self._write(release)
 
     # -- inspection and maintenance --------------------------------------------------
-    def stats(self) -> dict[str, QueueStats]:
-        def count(conn: sqlite3.Connection) -> dict[str, QueueStats]:
-            result = {name: QueueStats() for (name,) in conn.execute("SELECT name FROM queues")}
-            for queue, ready, scheduled, in_flight in conn.execute(_STATS, (time.time(),)):
-                result[queue] = QueueStats(ready=int(ready), scheduled=int(scheduled),
-                                           in_flight=int(in_flight))
-            for queue, dead in conn.execute(
-                    "SELECT queue, count(*) FROM dead_letters GROUP BY queue"):
-                result.setdefault(queue, QueueStats()).dead = dead
-            return result
-
-        return self._read(count)
-
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         def select(conn: sqlite3.Connection) -> list[DeadLetter]:
             rows = conn.execute(

@@ -1,5 +1,6 @@
 """``celeriac``: worker, call, result, status, beat (:mod:`celeriac.cli.beat`), events
-(:mod:`celeriac.cli.events`), inspect and control (:mod:`celeriac.cli.control`), purge and dead.
+(:mod:`celeriac.cli.events`), inspect and control (:mod:`celeriac.cli.control`), purge, dead and
+queue pause/resume (:mod:`celeriac.cli.queues`).
 
 Every command takes the app with ``-A``. Errors celeriac raises on purpose are
 printed as one line and exit with status 1; click reports a wrong flag itself
@@ -28,6 +29,7 @@ from celeriac.cli.beat import beat_command
 from celeriac.cli.control import control_commands
 from celeriac.cli.dashboard import dashboard_command
 from celeriac.cli.events import events_command
+from celeriac.cli.queues import queue_commands
 from celeriac.cli.report import report_commands
 from celeriac.cli.tasks import tasks_command
 from celeriac.exceptions import CeleriacError, ConfigurationError
@@ -452,7 +454,8 @@ cli.add_command(events_command(_app_command))
 cli.add_command(beat_command(_app_command))
 cli.add_command(tasks_command(_app_command))
 cli.add_command(dashboard_command(_app_command))
-for _command in [*control_commands(_app_command), *report_commands(_app_command)]:
+for _command in [*control_commands(_app_command), *report_commands(_app_command),
+                 *queue_commands(_app_command)]:
     cli.add_command(_command)
 
 
@@ -471,21 +474,6 @@ def purge(app: Celeriac, queues: str | None, force: bool) -> None:
             raise SystemExit(1)
     total = sum(app.broker.purge(name) for name in names) if names else app.broker.purge(None)
     click.echo(f"purged {total} message(s) from {what}")
-
-
-@cli.command()
-@click.option("-Q", "--queue", help="Only this queue.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
-@_app_command
-def dead(app: Celeriac, queue: str | None, limit: int) -> None:
-    """List dead letters (messages that could not be processed) with their reasons."""
-    from celeriac.message import peek_task_id
-
-    for letter in app.broker.dead_letters(queue, limit):
-        name, task_id = peek_task_id(letter.body)
-        click.echo(json.dumps({"queue": letter.queue, "task": name, "id": task_id,
-                               "reason": letter.reason, "deliveries": letter.delivery_count,
-                               "failed_at": letter.failed_at}))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,7 @@ from celeriac.brokers.base import Delivery
 from celeriac.middleware import RETRY_LATER, Outcome, Pipeline, Rejection, worker_pipeline
 from celeriac.pools.base import Pool
 from celeriac.worker.executor import Executor
+from celeriac.worker.pausing import PauseWatch
 from celeriac.worker.settle import Settler
 from celeriac.worker.spec import WorkerSpec
 from celeriac.worker.status import StatusWriter
@@ -78,6 +79,8 @@ class Consumer:
         self.may_lose = self.broker.knows_lost_claims
         #: Delivery id -> group of each suspect message running here (see :meth:`_dispatch`).
         self.suspects: dict[str, int] = {}
+        #: Paused queues are not fetched from (read from the broker once a second).
+        self.pauses = PauseWatch(self.broker)
 
     def stop(self, reason: str = "shutdown") -> None:
         """Ask the loop to shut down warm (safe from a signal handler)."""
@@ -135,10 +138,11 @@ class Consumer:
         self._shutdown()
 
     def _fetch(self, room: int, timeout: float) -> bool:
-        if not self.queues:  # every queue was cancelled: wait for add_consumer
+        queues = self.pauses.active(self.queues)
+        if not queues:  # every queue was cancelled (wait for add_consumer) or is paused
             self.wake.wait(timeout)
             return False
-        deliveries = self.broker.fetch(self.queues, room, consumer=self.spec.consumer_id,
+        deliveries = self.broker.fetch(queues, room, consumer=self.spec.consumer_id,
                                        lease=self.lease, timeout=timeout)
         for delivery in deliveries:
             self.held[delivery.id] = delivery

@@ -24,6 +24,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from celeriac.brokers.amqp import copies, envelope, letters, topology
+from celeriac.brokers.amqp.admin import AmqpAdmin
 from celeriac.brokers.amqp.connection import CONNECT_TIMEOUT, DEFAULT_HEARTBEAT, AmqpConnection
 from celeriac.brokers.amqp.consume import Buffer, Held, deadline, narrower
 from celeriac.brokers.amqp.delegated import InStateStore
@@ -66,7 +67,7 @@ TAKE_BATCH = 1000
 _ids = MessageIds()
 
 
-class AmqpBroker(InStateStore):
+class AmqpBroker(AmqpAdmin, InStateStore):
     """Messages on RabbitMQ, the rest in a Redis or SQLite state store."""
 
     schemes = AMQP_SCHEMES
@@ -598,11 +599,13 @@ class AmqpBroker(InStateStore):
         ready = topology.queue_ready_counts(self.conn, ordered)
         dead = topology.queue_ready_counts(self.conn, [topology.dead_queue(q) for q in ordered])
         scheduled = self.state.scheduled_counts(ordered, time.time())
+        paused = self.paused()
         with self._lock:
             here = self._buffer.counts(ordered)
         return {queue: QueueStats(ready=ready.get(queue, 0) + here[queue][0],
                                   scheduled=scheduled.get(queue, 0), in_flight=here[queue][1],
-                                  dead=dead.get(topology.dead_queue(queue), 0))
+                                  dead=dead.get(topology.dead_queue(queue), 0),
+                                  paused=queue in paused)  # oldest_age: RabbitMQ cannot tell
                 for queue in ordered}
 
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:

@@ -78,7 +78,8 @@ class RedisAmqpState(AmqpState):
             pipe = redis.pipeline(transaction=False)
             for message_id in wanted:
                 pipe.lrange(self._key("notes", message_id), 0, -1)
-            return pipe.execute()
+            notes: list[list[bytes]] = pipe.execute()
+            return notes
 
         found = {}
         for message_id, raw in zip(wanted, self._call(read), strict=True):
@@ -111,7 +112,8 @@ class RedisAmqpState(AmqpState):
             for queue in names:
                 pipe.zremrangebyscore(self._key("scheduled", queue), "-inf", at)
                 pipe.zcount(self._key("scheduled", queue), f"({at}", "+inf")
-            return pipe.execute()
+            counts: list[Any] = pipe.execute()
+            return counts
 
         replies = self._call(count)
         counts = {queue: int(replies[2 * i + 1]) for i, queue in enumerate(names)}

@@ -1,6 +1,6 @@
 -- fetch: claim up to COUNT messages across queues, highest priority first, then oldest.
 -- ARGV: P, count, consumer, lease (ms), max_deliveries, queue...
--- Keys: P:delayed:<q> and P:leased:<q> (due entries move to P:ready:<q>), P:ready:<q>,
+-- Keys: P:delayed:<q>, P:retry:<q> and P:leased:<q> (due entries move to P:ready:<q>), P:ready:<q>,
 --       P:m:<id> (d and t incremented, c set, x read), P:leased:<q>, P:held:<consumer>,
 --       P:dl:<id>, P:dead, P:dead:<q> (messages out of deliveries).
 -- Returns {wait_ms, suspects, id, queue, body, deliveries, token, priority, id, ...}; wait_ms
@@ -14,10 +14,12 @@ for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
 local now = now_ms()
 
 for _, q in ipairs(queues) do
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('delayed', q), '-inf', now, 'LIMIT', 0, 1000)) do
-    redis.call('ZREM', key('delayed', q), id)
-    local m = key('m', id)
-    if redis.call('EXISTS', m) == 1 then make_ready(id, m, q) end
+  for _, zset in ipairs({key('delayed', q), key('retry', q)}) do
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, 1000)) do
+      redis.call('ZREM', zset, id)
+      local m = key('m', id)
+      if redis.call('EXISTS', m) == 1 then make_ready(id, m, q) end
+    end
   end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('leased', q), '-inf', now, 'LIMIT', 0, 1000)) do
     local m = key('m', id)
@@ -74,7 +76,7 @@ end
 if claimed == 0 then
   local due = nil
   for _, q in ipairs(queues) do
-    for _, name in ipairs({'delayed', 'leased'}) do
+    for _, name in ipairs({'delayed', 'retry', 'leased'}) do
       local first = redis.call('ZRANGE', key(name, q), 0, 0, 'WITHSCORES')
       if first[2] and (due == nil or tonumber(first[2]) < due) then due = tonumber(first[2]) end
     end

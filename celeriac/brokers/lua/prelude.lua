@@ -4,15 +4,20 @@
 --   P:seq              string  publish counter; orders messages within a priority
 --   P:queues           set     names of every queue that has had a message
 --   P:m:<id>           hash    a live message: q queue, p priority (0-9), s ready score,
---                              b body, d deliveries so far, t fencing token (d and t
---                              from the first claim on),
+--                              b body, e when published (unix ms), r '1' for a task's
+--                              retry published with a countdown (else absent), d
+--                              deliveries so far, t fencing token (d and t from the
+--                              first claim on),
 --                              c consumer (present only while claimed),
 --                              x while suspect, its group: the most tasks it may run
 --                              beside, itself included (released from a process that
 --                              died running it beside other tasks; set by release, gone
 --                              with the message: absent means not suspect)
 --   P:ready:<q>        zset    id -> s = (9 - p) * 1e13 + seq: lowest is claimed first
---   P:delayed:<q>      zset    id -> unix ms when its eta/countdown/retry delay is due
+--   P:delayed:<q>      zset    id -> unix ms when its eta/countdown is due (not retries)
+--   P:retry:<q>        zset    id -> unix ms when a task's retry (r = '1') is due: the two
+--                              zsets are the dashboard's "scheduled" and "retries" pages
+--   P:paused           set     names of paused queues (workers poll it, fetch ignores it)
 --   P:leased:<q>       zset    id -> unix ms when its lease runs out (server clock)
 --   P:held:<consumer>  set     ids claimed by one worker process (for release at death)
 --   P:wake:<q>         list    wake-up tokens for fetches blocked in BLPOP (at most 16)
@@ -66,6 +71,12 @@ local function make_ready(id, m, q)
   redis.call('ZADD', key('ready', q), redis.call('HGET', m, 's'), id)
 end
 
+-- The zset of a message waiting for its due time: retries apart from the others.
+local function delayed_key(m, q)
+  if redis.call('HEXISTS', m, 'r') == 1 then return key('retry', q) end
+  return key('delayed', q)
+end
+
 -- Wake one fetch blocked on this queue; the list is capped so idle queues keep no backlog.
 local function wake(q)
   redis.call('LPUSH', key('wake', q), '1')
@@ -76,6 +87,7 @@ local function bury(id, m, q, reason, now)
   unclaim(id, m, q)
   redis.call('ZREM', key('ready', q), id)
   redis.call('ZREM', key('delayed', q), id)
+  redis.call('ZREM', key('retry', q), id)
   redis.call('HSET', m, 'reason', reason, 'at', now)
   redis.call('HDEL', m, 't', 's', 'x')
   redis.call('RENAME', m, key('dl', id))

@@ -5,7 +5,7 @@
 --   ack     -  again         P:m:<id> deleted (again = '1' on a retry: a message already
 --                            gone counts as acked); P:leased:<q>, P:held:<c> entries removed
 --   renew   lease_ms         P:leased:<q> score = now + lease
---   requeue delay_ms uncharge  back to P:ready:<q> (or P:delayed:<q> if delay > 0);
+--   requeue delay_ms uncharge  back to P:ready:<q> (or P:delayed:<q> / P:retry:<q> if delay > 0);
 --                            uncharge = 1 takes this delivery off P:m:<id> d; P:wake:<q>
 --                            (the suspect mark x stays: only ack and dead remove it)
 --   dead    reason           moved to P:dl:<id>, P:dead, P:dead:<q>
@@ -29,7 +29,7 @@ for i = 5, #ARGV, 2 do
         redis.call('HINCRBY', m, 'd', -1)
       end
       if tonumber(a) > 0 then
-        redis.call('ZADD', key('delayed', q), now + tonumber(a), id)
+        redis.call('ZADD', delayed_key(m, q), now + tonumber(a), id)
       else
         make_ready(id, m, q)
       end
