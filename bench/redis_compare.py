@@ -30,6 +30,9 @@ when Dramatiq is not.
 connected to every task signal (publish, received, prerun, postrun, success, failure,
 retry, revoked): what a Sentry- or OpenTelemetry-style integration costs.
 
+``--results`` makes celeriac (and ``celeriac@REV``) store every task's result in the
+Redis result backend, to measure what storing results costs a worker.
+
 ``--against REV`` runs ``celeriac@REV`` beside ``celeriac``: the same worker, imported
 from a git worktree of revision REV of this repository (checked out in the work
 directory and removed afterwards), for a before/after measurement of a hot-path change
@@ -300,12 +303,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--signals", action="store_true",
                         help="also run celeriac with a receiver on every task signal "
                              "(celeriac-signals) and report what they cost")
+    parser.add_argument("--results", action="store_true",
+                        help="celeriac (and celeriac@REV) store every task's result in the "
+                             "Redis result backend (the others keep results off)")
     parser.add_argument("--against", metavar="REV",
                         help="also run celeriac@REV, celeriac from a worktree of git revision "
                              "REV of this repository, and report its ratio to this checkout")
     parser.add_argument("--setup", action="store_true",
                         help=f"(re)install {VENV.name} first with {SETUP.name}")
     options = parser.parse_args()
+    if options.results:  # before celeriac@REV copies celeriac
+        source = COMPETITORS["celeriac"].source.replace("ignore_result=True", "ignore_result=False")
+        FRAMEWORKS["celeriac"] = COMPETITORS["celeriac"] = replace(
+            COMPETITORS["celeriac"], source=source)
     if options.against:
         # registered before the names are checked; its worktree is made in measure()
         name = f"celeriac@{options.against}"

@@ -126,8 +126,12 @@ def test_key_schema_and_ttl(redis_url: str, raw: redis.Redis) -> None:
         # Storing again under expires=0 drops the TTL an earlier store had set.
         endless.store(ResultRecord(task_id=kept, status=SUCCESS))
         assert raw.ttl(key) == -1
+        index = {f"{prefix}:tasks:{name}" for name in (
+            "all", "ids", "s:SUCCESS", f"meta:{kept}", f"meta:{forever}")}
         assert sorted(k.decode() for k in raw.scan_iter(f"{prefix}:*")) == sorted(
-            [key, f"{prefix}:result:{forever}"])
+            [key, f"{prefix}:result:{forever}", *index])
+        # The task index (celeriac.backends.redis_index) keeps the records' TTL.
+        assert {raw.ttl(k) for k in index} == {-1}
         assert timed.cleanup() == 0  # Redis expires keys itself
     finally:
         timed.close()

@@ -22,11 +22,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celeriac import serialization
+from celeriac.backends.search import TaskDetail, TaskSummary, detail_of, task_events
 from celeriac.exceptions import BackendError, SerializationError, TimeoutError
 from celeriac.states import PENDING, READY_STATES
+
+if TYPE_CHECKING:
+    from celeriac.brokers.base import Broker
 
 
 @dataclass
@@ -60,6 +64,12 @@ class ResultRecord:
     kwargs: dict[str, Any] | None = None
     worker: str | None = None
     queue: str | None = None
+    #: Lineage, whenever the task has one (not only with ``result_extended``): the task
+    #: that sent it and the group or chord header it belongs to.
+    parent_id: str | None = None
+    group_id: str | None = None
+    #: How many times the broker delivered the message, when more than once.
+    deliveries: int | None = None
 
     @property
     def ready(self) -> bool:
@@ -110,11 +120,14 @@ class ResultRecord:
             exc_module=data.get("exc_module"), exc_args=_list_or_none(data.get("exc_args")),
             children=_list_or_none(data.get("children")), args=_list_or_none(data.get("args")),
             kwargs=data.get("kwargs"), worker=data.get("worker"), queue=data.get("queue"),
+            parent_id=data.get("parent_id"), group_id=data.get("group_id"),
+            deliveries=data.get("deliveries"),
         )
 
 
 #: Fields written only when not None (see :meth:`ResultRecord.to_dict`).
-_OPTIONAL = ("exc_module", "exc_args", "children", "args", "kwargs", "worker", "queue")
+_OPTIONAL = ("exc_module", "exc_args", "children", "args", "kwargs", "worker", "queue",
+             "parent_id", "group_id", "deliveries")
 
 
 def _list_or_none(value: Any) -> list[Any] | None:
@@ -178,7 +191,31 @@ class ResultBackend(ABC):
 
     @abstractmethod
     def forget(self, task_id: str) -> None:
-        """Delete the record of ``task_id``."""
+        """Delete the record of ``task_id`` (and its index entries)."""
+
+    # -- the dashboard's Tasks page (celeriac.backends.search) -------------------------
+    @abstractmethod
+    def search(self, *, task_id_prefix: str | None = None, name: str | None = None,
+               state: str | None = None, offset: int = 0,
+               limit: int = 50) -> tuple[list[TaskSummary], int]:
+        """The live records matching every filter given, newest store first, ``limit``
+        of them from ``offset``; and how many match in all.
+
+        Served by the index the backend keeps with its records (O(page) plus index
+        look-ups, never a scan of all results). ``name`` and ``state`` match exactly;
+        ``task_id_prefix`` looks at the first :data:`~celeriac.backends.search.PREFIX_SCAN`
+        ids with that prefix only. A task's place in the order is the time its record
+        was last stored (STARTED, then SUCCESS moves it to the front)."""
+
+    def task_detail(self, task_id: str, *, broker: Broker | None = None) -> TaskDetail | None:
+        """Everything known about ``task_id`` (None: no live record): the record, its
+        lineage and children, and with ``broker`` its events from the broker's capped
+        event log (:func:`~celeriac.backends.search.task_events`)."""
+        record = self.get(task_id)
+        if record is None:
+            return None
+        events = [] if broker is None else task_events(broker, task_id, record.retries + 1)
+        return detail_of(record, events)
 
     @abstractmethod
     def cleanup(self) -> int:

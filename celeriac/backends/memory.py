@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from celeriac.backends.base import ResultBackend, ResultRecord
+from celeriac.backends.search import TaskSummary, check_page, summary_of
 from celeriac.exceptions import TimeoutError
 from celeriac.states import READY_STATES
 
@@ -31,8 +32,11 @@ class _Entry(NamedTuple):
     payload: str
     #: ``time.monotonic()`` after which the record is gone; None = never.
     expires_at: float | None
-    #: A task record's status (a saved group's entry has none).
+    #: A task record's status and name (a saved group's entry has none).
     status: str = ""
+    name: str | None = None
+    #: ``time.time()`` of the store: the search order.
+    stored_at: float = 0.0
 
 
 @dataclass
@@ -83,17 +87,21 @@ class MemoryBackend(ResultBackend):
     def store_many(self, records: Sequence[ResultRecord]) -> None:
         # Encode everything first so a bad record stores nothing (like a rolled-back
         # transaction in the SQL backend).
-        encoded = [(record.task_id, record.status, record.to_json()) for record in records]
+        encoded = [(record.task_id, record.status, record.name, record.to_json())
+                   for record in records]
         expires_at = self._expiry()
+        stored_at = time.time()
         with self._changed:
             now = time.monotonic()
-            for task_id, status, payload in encoded:
+            for task_id, status, name, payload in encoded:
                 if status not in READY_STATES:  # never over a ready record (see ResultBackend.store)
                     current = self._records.get(task_id)
                     if (current is not None and current.status in READY_STATES
                             and (current.expires_at is None or current.expires_at > now)):
                         continue
-                self._records[task_id] = _Entry(payload, expires_at, status)
+                # Popped first, so the dict's order stays the order of the stores.
+                self._records.pop(task_id, None)
+                self._records[task_id] = _Entry(payload, expires_at, status, name, stored_at)
             self._changed.notify_all()
 
     def get(self, task_id: str) -> ResultRecord | None:
@@ -123,6 +131,23 @@ class MemoryBackend(ResultBackend):
     def forget(self, task_id: str) -> None:
         with self._changed:
             self._records.pop(task_id, None)
+
+    def search(self, *, task_id_prefix: str | None = None, name: str | None = None,
+               state: str | None = None, offset: int = 0,
+               limit: int = 50) -> tuple[list[TaskSummary], int]:
+        """A filter over the dict, newest first: this backend lives in one process and
+        holds what its tests store, so it keeps no separate index."""
+        check_page(offset, limit)
+        with self._changed:
+            now = time.monotonic()
+            found = [entry for task_id, entry in reversed(self._records.items())
+                     if (entry.expires_at is None or entry.expires_at > now)
+                     and (name is None or entry.name == name)
+                     and (state is None or entry.status == state)
+                     and (task_id_prefix is None or task_id.startswith(task_id_prefix))]
+        page = found[offset:offset + limit]
+        return [summary_of(ResultRecord.from_json(e.payload, "memory backend")) for e in page], \
+            len(found)
 
     def cleanup(self) -> int:
         now = time.monotonic()

@@ -10,10 +10,13 @@ Key schema (``{prefix}`` is the URL's ``prefix=`` parameter, ``celeriac`` by def
 * ``{prefix}:listener:{random}`` -- pub/sub channel each process's listener holds so
   its connection always has a subscription; nothing is published on it.
 
-**Storing** is one round trip for any number of records: one ``MULTI``/``EXEC`` of
-``SET key json PX ms`` plus ``PUBLISH channel status`` per record, all or nothing.
-It is retried through connection loss: ``SET`` is idempotent, and a repeated
-notification only makes waiters look once more.
+**Storing** is one round trip for any number of records: one Lua script run
+(``EVALSHA``; Redis runs a script alone, all of it) doing ``SET key json PX ms`` plus
+``PUBLISH channel status`` per record, and the task index's entries (below). An unready
+record (STARTED, RETRY, a custom state) over a ready one is left out, as
+:meth:`ResultBackend.store` requires. It is retried through connection loss: ``SET``
+and the index are idempotent, and a repeated notification only makes waiters look
+once more.
 
 **Waiting** blocks on pub/sub, never sleep-and-poll. A process has one listener per
 server and prefix: one pub/sub connection read by one daemon thread (a greenlet
@@ -50,6 +53,9 @@ retried after a lost reply is as safe as a redelivered member.
 
 **Expiry** is Redis's job: it deletes keys whose TTL has passed, so
 :meth:`RedisBackend.cleanup` has nothing to delete.
+
+**The task index** (``{prefix}:tasks:...``, for :meth:`RedisBackend.search`) is written by
+the same script run as the records: see :mod:`celeriac.backends.redis_index`.
 """
 
 from __future__ import annotations
@@ -70,7 +76,9 @@ from redis.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from celeriac.backends import redis_index
 from celeriac.backends.base import ResultBackend, ResultRecord
+from celeriac.backends.search import TaskSummary, check_page
 from celeriac.exceptions import BackendError, TimeoutError
 from celeriac.redisconn import (
     DEFAULT_MAX_CONNECTIONS,
@@ -142,39 +150,6 @@ CHORD_DONE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
     redis.call('HSET', KEYS[1], 'done', 1)
 end
-"""
-
-#: Store a batch of records in one call (ResultBackend.store_many): KEYS the records'
-#: keys; ARGV[1] PX ('' = none), then per record its payload, channel, status and '1'
-#: when it is ready. A ready record is a plain SET; an unready one (STARTED, RETRY, a
-#: custom state) is written unless its key holds a ready record. One reply for the
-#: batch: a MULTI of a SET and a PUBLISH per record cost the worker ~25 us per record
-#: in redis-py (queuing replies parsed one by one), this ~9 us.
-STORE_MANY_LUA = """
-local px = ARGV[1]
-local ready = {SUCCESS = true, FAILURE = true, REVOKED = true}
-for i = 1, #KEYS do
-    local at = 2 + (i - 1) * 4
-    local write = true
-    if ARGV[at + 3] ~= '1' then
-        local current = redis.call('GET', KEYS[i])
-        if current then
-            local ok, record = pcall(cjson.decode, current)
-            if ok and type(record) == 'table' and ready[record.status] then
-                write = false
-            end
-        end
-    end
-    if write then
-        if px == '' then
-            redis.call('SET', KEYS[i], ARGV[at])
-        else
-            redis.call('SET', KEYS[i], ARGV[at], 'PX', px)
-        end
-        redis.call('PUBLISH', ARGV[at + 1], ARGV[at + 2])
-    end
-end
-return #KEYS
 """
 
 #: Longest the reader blocks in one read, so it notices close() and a silent connection.
@@ -418,7 +393,8 @@ class RedisBackend(ResultBackend):
         self._join_script = self._redis.register_script(CHORD_JOIN_LUA)
         self._claim_script = self._redis.register_script(CHORD_CLAIM_BODY_LUA)
         self._done_script = self._redis.register_script(CHORD_DONE_LUA)
-        self._store_many = self._redis.register_script(STORE_MANY_LUA)
+        self._store_script = self._redis.register_script(redis_index.STORE_LUA)
+        self._forget_script = self._redis.register_script(redis_index.FORGET_LUA)
 
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"
@@ -464,18 +440,13 @@ class RedisBackend(ResultBackend):
         self.store_many([record])
 
     def store_many(self, records: Sequence[ResultRecord]) -> None:
-        """One script call for the batch (:data:`STORE_MANY_LUA`): a ``SET`` with TTL and
-        a ``PUBLISH`` per record; an unready record leaves a ready one alone."""
+        """One script run (:data:`~celeriac.backends.redis_index.STORE_LUA`), one round
+        trip and atomic for any number of records: per record a ``SET`` with TTL, a
+        ``PUBLISH`` and its index entries; an unready record over a ready one is left out."""
         if not records:
             return
-        px = self._px()
-        keys: list[str] = []
-        args: list[str | int] = ["" if px is None else px]
-        for record in records:  # encoded first: a bad record stores nothing
-            keys.append(self._key(record.task_id))
-            args += (record.to_json(), self._channel(record.task_id), record.status,
-                     "1" if record.status in READY_STATES else "0")
-        self._call(lambda: self._store_many(keys=keys, args=args))
+        args = redis_index.store_args(self.prefix, records, time.time(), self._px())
+        self._call(lambda: self._store_script(keys=[], args=args))
 
     def get(self, task_id: str) -> ResultRecord | None:
         return self._parse(self._call(lambda: self._redis.get(self._key(task_id))))
@@ -549,7 +520,23 @@ class RedisBackend(ResultBackend):
             return listener
 
     def forget(self, task_id: str) -> None:
-        self._call(lambda: self._redis.delete(self._key(task_id)))
+        def delete() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(self._key(task_id))
+            self._forget_script(keys=[], args=[self.prefix, task_id], client=pipe)
+            pipe.execute()
+
+        self._call(delete)
+
+    def search(self, *, task_id_prefix: str | None = None, name: str | None = None,
+               state: str | None = None, offset: int = 0,
+               limit: int = 50) -> tuple[list[TaskSummary], int]:
+        """Two round trips: ``ZCOUNT`` and ``ZREVRANGEBYSCORE`` of the filter's sorted
+        set, then one ``MGET`` of the page's summaries (:mod:`celeriac.backends.redis_index`)."""
+        check_page(offset, limit)
+        return self._call(lambda: redis_index.search(
+            self._redis, self.prefix, self.expires, task_id_prefix=task_id_prefix, name=name,
+            state=state, offset=offset, limit=limit))
 
     # -- saved groups ----------------------------------------------------------------------
     def _group_key(self, group_id: str) -> str:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from celeriac.backends.base import ResultBackend, ResultRecord
+from celeriac.backends.search import PREFIX_SCAN, TaskSummary, check_page
 from celeriac.exceptions import BackendError, BrokerError, TimeoutError
 from celeriac.sqlitedb import Database, path_from_url
 from celeriac.states import READY_STATES
@@ -38,9 +39,10 @@ CREATE TABLE IF NOT EXISTS results (
     task_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
     payload TEXT NOT NULL,
-    expires_at REAL
+    expires_at REAL,
+    name TEXT,
+    stored_at REAL
 );
-CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at);
 CREATE TABLE IF NOT EXISTS result_groups (
     group_id TEXT PRIMARY KEY,
     payload TEXT NOT NULL,
@@ -66,14 +68,77 @@ _READY_SQL = ", ".join(f"'{state}'" for state in sorted(READY_STATES))
 #: Store a record: insert, or replace the stored one unless that one is ready (and
 #: live) and the new one is not (see ResultBackend.store).
 _UPSERT = (
-    "INSERT INTO results (task_id, status, payload, expires_at) VALUES (?1, ?2, ?3, ?4) "
+    "INSERT INTO results (task_id, status, payload, expires_at, name, stored_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?6, ?5) "
     "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, payload = excluded.payload, "
-    "expires_at = excluded.expires_at "
+    "expires_at = excluded.expires_at, name = excluded.name, stored_at = excluded.stored_at "
     f"WHERE excluded.status IN ({_READY_SQL}) OR results.status NOT IN ({_READY_SQL}) "
     "OR (results.expires_at IS NOT NULL AND results.expires_at <= ?5)")
 
 _SELECT_LIVE = ("SELECT payload FROM results "
                 "WHERE task_id = ? AND (expires_at IS NULL OR expires_at > ?)")
+
+#: The search index (:meth:`SQLiteBackend.search`): each filter's rows newest first, with
+#: ``expires_at`` in the index so counting live rows reads no table row. A name and a
+#: state together walk the name's index and test the state there. ``results_recent``
+#: replaces the index on ``expires_at`` alone, one index less on every store:
+#: :meth:`SQLiteBackend.cleanup`, which is rare, reads ``results_recent`` instead.
+_SEARCH_INDEXES = (
+    "DROP INDEX IF EXISTS results_expires_at",
+    "CREATE INDEX IF NOT EXISTS results_recent ON results (stored_at, expires_at)",
+    "CREATE INDEX IF NOT EXISTS results_by_state ON results (status, stored_at, expires_at)",
+    "CREATE INDEX IF NOT EXISTS results_by_name ON results (name, stored_at, status, expires_at)",
+)
+
+
+def _add_search_index(conn: sqlite3.Connection, expires: float) -> None:
+    """Give a ``results`` table the search columns and indexes. A file written by an
+    older celeriac lacks the columns: its rows get their name from the record and a
+    store time from their expiry (``expires_at - expires``), once."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+    if "stored_at" not in columns:
+        conn.execute("ALTER TABLE results ADD COLUMN name TEXT")
+        conn.execute("ALTER TABLE results ADD COLUMN stored_at REAL")
+        conn.execute("UPDATE results SET name = json_extract(payload, '$.name'), "
+                     "stored_at = coalesce(expires_at - ?, 0)", (max(expires, 0.0),))
+    for statement in _SEARCH_INDEXES:
+        conn.execute(statement)
+
+
+def search_sql(task_id_prefix: str | None, name: str | None, state: str | None,
+               now: float, expires: float) -> tuple[str, str, list[Any]]:
+    """The count and page statements of a search, and their parameters (the page's
+    ``LIMIT`` and ``OFFSET`` follow). Each names its index: without statistics the
+    planner would rather sort every live row. ``stored_at > now - expires`` bounds the
+    index range to rows that can be live, so expired rows that no :meth:`cleanup
+    <SQLiteBackend.cleanup>` deleted yet cost nothing (as the Redis index's score floor:
+    a row stored under a longer ``result_expires`` elsewhere is listed for this one's)."""
+    where = ["(expires_at IS NULL OR expires_at > ?)"]
+    params: list[Any] = [now]
+    index = "results_recent"
+    if state is not None:
+        where.append("status = ?")
+        params.append(state)
+        index = "results_by_state"
+    if name is not None:
+        where.append("name = ?")
+        params.append(name)
+        index = "results_by_name"
+    if expires > 0:
+        where.append("stored_at > ?")
+        params.append(now - expires)
+    source = f"results INDEXED BY {index}"
+    if task_id_prefix is not None:  # few rows: the primary key finds them, then a sort
+        where.append("task_id IN (SELECT task_id FROM results WHERE task_id >= ? "
+                     "AND task_id < ? ORDER BY task_id LIMIT ?)")
+        params += [task_id_prefix, task_id_prefix + "\U0010ffff", PREFIX_SCAN]
+        source = "results"
+    condition = " AND ".join(where)
+    return (f"SELECT count(*) FROM {source} WHERE {condition}",
+            "SELECT task_id, name, status, json_extract(payload, '$.date_done'), "
+            "json_extract(payload, '$.queue'), json_extract(payload, '$.worker') "
+            f"FROM {source} WHERE {condition} ORDER BY stored_at DESC LIMIT ? OFFSET ?", params)
+
 
 #: Returned by a wait probe when nothing was committed since the last look.
 _UNCHANGED = object()
@@ -88,6 +153,8 @@ class SQLiteBackend(ResultBackend):
         super().__init__(url, expires=expires)
         self.path = path_from_url(url)
         self._db = Database(self.path, SCHEMA)
+        #: Whether this object made sure the file has the search columns and indexes.
+        self._indexed = False
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -105,10 +172,16 @@ class SQLiteBackend(ResultBackend):
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._errors():
+            if not self._indexed:
+                self._db.write(lambda conn: _add_search_index(conn, self.expires))
+                self._indexed = True
             return self._db.read(fn)
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._errors():
+            if not self._indexed:
+                self._db.write(lambda conn: _add_search_index(conn, self.expires))
+                self._indexed = True
             return self._db.write(fn)
 
     def _expiry(self, expires: float | None = None) -> float | None:
@@ -128,10 +201,13 @@ class SQLiteBackend(ResultBackend):
         if not records:
             return
         expires_at = self._expiry()
-        rows = [(r.task_id, r.status, r.to_json(), expires_at) for r in records]
+        rows = [(r.task_id, r.status, r.to_json(), expires_at, r.name) for r in records]
         # A ready record is not replaced by an unready one (ResultBackend.store), unless
         # it has expired: one upsert per row decides, inside the transaction.
-        self._write(lambda conn: conn.executemany(_UPSERT, [(*row, time.time()) for row in rows]))
+        now = time.time()
+        self._write(lambda conn: conn.executemany(
+            _UPSERT, [(task_id, status, payload, expires, now, name)
+                      for task_id, status, payload, expires, name in rows]))
 
     def get(self, task_id: str) -> ResultRecord | None:
         row = self._read(lambda conn: conn.execute(
@@ -203,6 +279,26 @@ class SQLiteBackend(ResultBackend):
             else:
                 # Never sleep past the deadline: the last probe happens right at it.
                 time.sleep(min(period, deadline - now))
+
+    def search(self, *, task_id_prefix: str | None = None, name: str | None = None,
+               state: str | None = None, offset: int = 0,
+               limit: int = 50) -> tuple[list[TaskSummary], int]:
+        """Two statements in one read: the count, and the page (``LIMIT``/``OFFSET`` on
+        the index of the filter, newest first), its few fields read with
+        ``json_extract`` so that a page never decodes large results in Python."""
+        check_page(offset, limit)
+        count_sql, page_sql, params = search_sql(task_id_prefix, name, state, time.time(),
+                                                 self.expires)
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], int]:
+            (total,) = conn.execute(count_sql, params).fetchone()
+            rows = conn.execute(page_sql, [*params, limit, offset]).fetchall()
+            return rows, int(total)
+
+        rows, total = self._read(read)
+        return [TaskSummary(task_id=task_id, task=task, state=status, date_done=done,
+                            queue=queue, worker=worker)
+                for task_id, task, status, done, queue, worker in rows], total
 
     def forget(self, task_id: str) -> None:
         self._write(lambda conn: conn.execute(

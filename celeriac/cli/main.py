@@ -31,6 +31,7 @@ from celeriac.cli.dashboard import dashboard_command
 from celeriac.cli.events import events_command
 from celeriac.cli.queues import queue_commands
 from celeriac.cli.report import report_commands
+from celeriac.cli.tasks import tasks_command
 from celeriac.exceptions import CeleriacError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -451,6 +452,7 @@ def status(app: Celeriac, as_json: bool) -> None:
 
 cli.add_command(events_command(_app_command))
 cli.add_command(beat_command(_app_command))
+cli.add_command(tasks_command(_app_command))
 cli.add_command(dashboard_command(_app_command))
 for _command in [*control_commands(_app_command), *report_commands(_app_command),
                  *queue_commands(_app_command)]:

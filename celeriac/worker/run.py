@@ -89,9 +89,17 @@ def _checked_value(value: Any) -> Any:
 
 def describe_request(record: ResultRecord, request: Request, extended: bool) -> None:
     """Add what the request knows to its task's record: the results of the tasks it sent
-    (``children``), and with ``result_extended`` its arguments, worker and queue."""
+    (``children``), its lineage (``parent_id``, ``group_id``) and delivery count when it
+    has them (a few bytes, for the dashboard's task page), and with ``result_extended``
+    its arguments, worker and queue."""
     if request.children:
         record.children = [child.as_tuple() for child in request.children]
+    if request.parent_id is not None:
+        record.parent_id = request.parent_id
+    if request.group is not None:
+        record.group_id = request.group
+    if request.delivery_count > 1:
+        record.deliveries = request.delivery_count
     if extended:
         record.args, record.kwargs = list(request.args), dict(request.kwargs)
         record.worker, record.queue = request.hostname, request.queue

@@ -1,0 +1,252 @@
+"""The Redis result backend's task index, for :meth:`RedisBackend.search`.
+
+Keys (``{p}`` is the backend's prefix), all kept with the records' TTL:
+
+* ``{p}:tasks:meta:{task_id}`` -- string, the task's summary as a JSON array
+  ``[state, name, date_done, queue, worker, stored_at]`` (name ``""`` when unknown),
+  with the record's TTL: what a page of results reads (never the records, which may
+  be large), and what tells a store which sets the task leaves when its state changes;
+* ``{p}:tasks:all``, ``{p}:tasks:s:{state}``, ``{p}:tasks:n:{name}`` and
+  ``{p}:tasks:ns:{len(state)}:{state}:{name}`` -- sorted sets of task ids scored by the
+  time of their last store: every task, by state, by name, by both (the length keeps
+  a state holding ``:`` from being confused with a name);
+* ``{p}:tasks:ids`` -- sorted set of every task id with score 0, for ``ZRANGEBYLEX``:
+  the search by id prefix.
+
+**Writing** is the store itself: one script run per ``store_many`` (one round trip,
+atomic, for any number of records) sets each record with its TTL, publishes its status
+(as :mod:`celeriac.backends.redis` describes), reads the task's meta, takes the id out
+of the sets of its former state (PENDING -> STARTED -> SUCCESS moves a task from set to
+set), writes the meta and adds the id to its sets. An unready record over a ready one
+is skipped whole, record and index, so the index never disagrees with the record.
+
+**Expiry.** A record stored at ``t`` expires at ``t + expires``; so does its meta key,
+and its score in every set is ``t``. Readers therefore count and list only scores
+above ``now - expires`` (``ZCOUNT``/``ZREVRANGEBYSCORE``: O(log n + page)), and never
+see an expired task even before it is pruned. The script prunes: from each set it adds
+to, the entries older than that (``ZREMRANGEBYSCORE``, nothing to do mostly), and from
+``all`` and ``ids`` up to :data:`PRUNE_BATCH` expired ids per call, which keeps up
+with any store rate; and it gives each set it touches the records' TTL, so a set
+nobody writes to any more (a task name no longer used) goes away with its last
+record (a store kept forever, ``expires <= 0``, removes the TTL of the sets it adds
+to). Scores use the storing process's clock; clocks a few seconds apart only move a
+task that close to its expiry in or out of the listing early or late.
+
+Keys are built in the script from the prefix (the sets of a former state are only
+known there), so the index needs a single Redis server, as the rest of celeriac does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from celeriac.backends.base import ResultRecord
+from celeriac.backends.search import PREFIX_SCAN, TaskSummary
+from celeriac.fastjson import dumps
+from celeriac.redisconn import decode
+
+#: Expired ids taken out of ``all`` and ``ids`` per store call at most.
+PRUNE_BATCH = 500
+
+_READY_LUA = "{SUCCESS=true, FAILURE=true, REVOKED=true}"
+
+#: Shared by both scripts: the keys of a task's sets.
+_KEYS_LUA = """
+local function state_key(p, state) return p .. ':tasks:s:' .. state end
+local function name_key(p, name) return p .. ':tasks:n:' .. name end
+local function both_key(p, state, name)
+    return p .. ':tasks:ns:' .. #state .. ':' .. state .. ':' .. name
+end
+"""
+
+#: The store itself (:meth:`RedisBackend.store_many`), records and index in one script run.
+#: ARGV: prefix, now, TTL in ms (0: none), then per record: id, state, name ('' none),
+#: meta, payload.
+STORE_LUA = _KEYS_LUA + f"""
+local ready = {_READY_LUA}
+local p, now, px = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local all, ids = p .. ':tasks:all', p .. ':tasks:ids'
+local touched = {{[all] = true, [ids] = true}}
+local function add(key, id)
+    redis.call('ZADD', key, now, id)
+    touched[key] = true
+end
+local function set(key, value)
+    if px > 0 then
+        redis.call('SET', key, value, 'PX', px)
+    else
+        redis.call('SET', key, value)
+    end
+end
+for i = 4, #ARGV, 5 do
+    local id, state, name, meta, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    local key = p .. ':result:' .. id
+    local skip = false
+    if not ready[state] then
+        -- never over a ready record (ResultBackend.store): the record itself says
+        local current = redis.call('GET', key)
+        if current then
+            local ok, record = pcall(cjson.decode, current)
+            skip = ok and type(record) == 'table' and ready[record.status] == true
+        end
+    end
+    if not skip then
+        set(key, payload)
+        redis.call('PUBLISH', p .. ':done:' .. id, state)
+        local meta_key = p .. ':tasks:meta:' .. id
+        local old = redis.call('GET', meta_key)
+        if old then
+            local ok, before = pcall(cjson.decode, old)
+            if ok and type(before) == 'table' then
+                local was, was_named = tostring(before[1]), tostring(before[2])
+                if was ~= state then
+                    redis.call('ZREM', state_key(p, was), id)
+                end
+                if was_named ~= '' and (was ~= state or was_named ~= name) then
+                    redis.call('ZREM', both_key(p, was, was_named), id)
+                end
+                if was_named ~= '' and was_named ~= name then
+                    redis.call('ZREM', name_key(p, was_named), id)
+                end
+            end
+        end
+        set(meta_key, meta)
+        add(all, id)
+        redis.call('ZADD', ids, 0, id)
+        add(state_key(p, state), id)
+        if name ~= '' then
+            add(name_key(p, name), id)
+            add(both_key(p, state, name), id)
+        end
+    end
+end
+if px > 0 then
+    local cutoff = '(' .. (now - px / 1000)
+    local gone = redis.call('ZRANGEBYSCORE', all, '-inf', cutoff, 'LIMIT', 0, {PRUNE_BATCH})
+    if #gone > 0 then
+        redis.call('ZREM', all, unpack(gone))
+        redis.call('ZREM', ids, unpack(gone))
+    end
+    for key in pairs(touched) do
+        if key ~= all and key ~= ids then
+            redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+        end
+        redis.call('PEXPIRE', key, px)
+    end
+else
+    for key in pairs(touched) do
+        redis.call('PERSIST', key)
+    end
+end
+return 0
+"""
+
+#: ARGV: prefix, then task ids. Takes the tasks out of the index (``forget``).
+FORGET_LUA = _KEYS_LUA + """
+local p = ARGV[1]
+for i = 2, #ARGV do
+    local id = ARGV[i]
+    local meta_key = p .. ':tasks:meta:' .. id
+    local old = redis.call('GET', meta_key)
+    if old then
+        local ok, before = pcall(cjson.decode, old)
+        if ok and type(before) == 'table' then
+            local was, was_named = tostring(before[1]), tostring(before[2])
+            redis.call('ZREM', state_key(p, was), id)
+            if was_named ~= '' then
+                redis.call('ZREM', name_key(p, was_named), id)
+                redis.call('ZREM', both_key(p, was, was_named), id)
+            end
+        end
+        redis.call('DEL', meta_key)
+    end
+    redis.call('ZREM', p .. ':tasks:all', id)
+    redis.call('ZREM', p .. ':tasks:ids', id)
+end
+return 0
+"""
+
+
+def store_args(prefix: str, records: Sequence[ResultRecord], now: float,
+               px: int | None) -> list[str | int | bytes]:
+    """The arguments of :data:`STORE_LUA` for ``records`` stored at ``now`` (each record
+    encoded first, so a record that is not JSON stores nothing)."""
+    args: list[str | int | bytes] = [prefix, repr(now), px or 0]
+    for r in records:
+        payload = r.to_json()
+        meta = dumps([r.status, r.name or "", r.date_done, r.queue, r.worker, now])
+        args += (r.task_id, r.status, r.name or "", meta, payload)
+    return args
+
+
+def set_key(prefix: str, name: str | None, state: str | None) -> str:
+    """The sorted set listing the tasks of ``name`` and ``state`` (either may be None)."""
+    if name is not None and state is not None:
+        return f"{prefix}:tasks:ns:{len(state)}:{state}:{name}"
+    if name is not None:
+        return f"{prefix}:tasks:n:{name}"
+    if state is not None:
+        return f"{prefix}:tasks:s:{state}"
+    return f"{prefix}:tasks:all"
+
+
+def meta_key(prefix: str, task_id: str) -> str:
+    return f"{prefix}:tasks:meta:{task_id}"
+
+
+def floor(expires: float) -> str:
+    """The lowest score of a live entry (exclusive), for ``ZCOUNT``/``ZREVRANGEBYSCORE``."""
+    return f"({time.time() - expires!r}" if expires > 0 else "-inf"
+
+
+def ttl_ms(expires: float) -> int | None:
+    return max(math.ceil(expires * 1000), 1) if expires > 0 else None
+
+
+def summary(task_id: str, meta: Any) -> tuple[TaskSummary, float] | None:
+    """A task's summary and store time from its meta (None: gone or unreadable)."""
+    if meta is None:
+        return None
+    try:
+        state, name, done, queue, worker, stored_at = json.loads(decode(meta))
+    except (ValueError, TypeError):
+        return None
+    return TaskSummary(task_id=task_id, task=name or None, state=state, date_done=done,
+                       queue=queue, worker=worker), float(stored_at)
+
+
+def search(redis: Any, prefix: str, expires: float, *, task_id_prefix: str | None,
+           name: str | None, state: str | None, offset: int,
+           limit: int) -> tuple[list[TaskSummary], int]:
+    """Search the index (see :meth:`celeriac.backends.base.ResultBackend.search`)."""
+    if task_id_prefix is not None:
+        return _by_prefix(redis, prefix, task_id_prefix, name, state, offset, limit)
+    key, low = set_key(prefix, name, state), floor(expires)
+    pipe = redis.pipeline(transaction=False)
+    pipe.zcount(key, low, "+inf")
+    pipe.zrevrangebyscore(key, "+inf", low, start=offset, num=limit)
+    total, ids = pipe.execute()
+    ids = [decode(task_id) for task_id in ids]
+    metas = redis.mget([meta_key(prefix, task_id) for task_id in ids]) if ids else []
+    found = [summary(task_id, meta) for task_id, meta in zip(ids, metas, strict=True)]
+    return [item[0] for item in found if item is not None], int(total)
+
+
+def _by_prefix(redis: Any, prefix: str, task_id_prefix: str, name: str | None,
+               state: str | None, offset: int, limit: int) -> tuple[list[TaskSummary], int]:
+    """The first :data:`PREFIX_SCAN` ids with the prefix, their metas in one ``MGET``
+    (an expired task's meta is gone), filtered and ordered here."""
+    start = "[" + task_id_prefix
+    ids = [decode(task_id) for task_id in redis.zrangebylex(
+        f"{prefix}:tasks:ids", start, start + "\U0010ffff", start=0, num=PREFIX_SCAN)]
+    metas = redis.mget([meta_key(prefix, task_id) for task_id in ids]) if ids else []
+    found = [item for item in (summary(task_id, meta)
+                               for task_id, meta in zip(ids, metas, strict=True))
+             if item is not None and (name is None or item[0].task == name)
+             and (state is None or item[0].state == state)]
+    found.sort(key=lambda item: item[1], reverse=True)
+    return [item[0] for item in found[offset:offset + limit]], len(found)
