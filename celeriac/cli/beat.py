@@ -34,15 +34,16 @@ def note_unused_state_file(schedule_file: str | None) -> None:
 
 
 def start_embedded(app: Celeriac, *, max_interval: float | None, scheduler: str | None,
-                   schedule_file: str | None) -> threading.Event:
-    """``worker -B``: a beat on a thread of the supervisor process; set the event to stop it."""
+                   schedule_file: str | None, worker: str | None = None) -> threading.Event:
+    """``worker -B``: a beat on a thread of the supervisor process of node ``worker``; set
+    the event to stop it."""
     from celeriac import signals
     from celeriac.beat.service import run_in_thread
 
     if scheduler:
         app.conf.beat_scheduler = scheduler
     note_unused_state_file(schedule_file)
-    thread, stop = run_in_thread(app, max_interval=max_interval)
+    thread, stop = run_in_thread(app, max_interval=max_interval, worker=worker)
     signals.beat_embedded_init.send(sender=thread)
     return stop
 
