@@ -7,7 +7,8 @@ schedule, each running beat writes a heartbeat of its own with the calls workers
 (:meth:`~celeriac.brokers.base.Broker.heartbeat`, ``worker_heartbeat_interval``, a ttl
 of three intervals, removed on a clean stop), marked ``{"kind": "beat"}``, with the
 names of its entries and the runs it won (``sent``: entry -> scheduled time). No new
-broker call and one small write every interval: the same cost as a worker's heartbeat.
+broker call; one small write every interval, as a worker's heartbeat, and one after each
+look at the schedule that sent a run.
 
 The registry is the workers' one, so whatever lists worker nodes leaves beats out with
 :func:`worker_nodes` (remote control does not wait for a beat's reply; the Workers page
@@ -74,8 +75,11 @@ class Presence:
         self._failing = False
 
     def ran(self, entry: str, run_at: float) -> None:
-        """This beat sent the run of ``entry`` at ``run_at`` (said at the next heartbeat)."""
+        """This beat sent the run of ``entry`` at ``run_at``: said by a heartbeat written
+        at once (after the tick that sent it), so that "sent by" matches the broker's
+        last run but for a moment, even for an entry due every second."""
         self.sent[entry] = run_at
+        self._next = 0.0
 
     def info(self) -> dict[str, Any]:
         return {"kind": BEAT_KIND, "hostname": socket.gethostname(), "pid": os.getpid(),
