@@ -9,8 +9,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -128,10 +130,20 @@ def test_next_run_is_computed_from_the_last_run(celeriac_app: Celeriac) -> None:
     assert rows["every-30s"].next_run == pytest.approx(now + 20)
     assert not rows["every-30s"].due
     assert rows["quarterly"].last_run is None and rows["quarterly"].next_run is not None
+    # A crontab's stored time that is none of its times is when the first beat saw it.
+    assert rows["monday-morning"].seen_only and not rows["every-30s"].seen_only
+    monday = datetime(2026, 11, 30, 7, 30, tzinfo=ZoneInfo("Europe/London")).timestamp()
+    celeriac_app.broker.beat_claim("monday-morning", now - 3600, monday, [])
     celeriac_app.broker.beat_claim("every-30s", now - 10, now - 40, [])
     rows = {r.name: r for r in create_app(celeriac_app).extensions[
         "celeriac_dashboard"].data.periodic().entries}
     assert rows["every-30s"].due
+    assert not rows["monday-morning"].seen_only and rows["monday-morning"].last_run == monday
+    html = client_of(celeriac_app).get("/periodic").data.decode()
+    assert "not run yet" not in row(html, "monday-morning")
+    celeriac_app.broker.beat_claim("quarterly", None, now, [])
+    assert "not run yet" in row(client_of(celeriac_app).get("/periodic").data.decode(),
+                                "quarterly")
 
 
 def test_an_entry_only_a_running_beat_knows(celeriac_app: Celeriac) -> None:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from celeriac.beat.entries import Entry, entries
 from celeriac.beat.presence import beats
 from celeriac.beat.service import plan_entry
 from celeriac.exceptions import ConfigurationError
-from celeriac.schedules import crontab
+from celeriac.schedules import BaseSchedule, crontab
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -61,6 +62,9 @@ class EntryRow:
     cron: str | None
     #: Unix time of the last run stored in the broker (None: no beat has seen it yet).
     last_run: float | None
+    #: True when ``last_run`` is not a run but the time the first beat saw the entry (a
+    #: crontab's stored time that is none of its times; see :func:`_seen_only`).
+    seen_only: bool
     next_run: float | None
     #: True when its next run has come: the next look of any beat sends it.
     due: bool
@@ -124,11 +128,27 @@ def _entry_row(entry: Entry, last: float | None, now: float, running: list[BeatR
     following = planned.next_run.timestamp()
     held, sent_by = _holders(entry.name, last, running)
     schedule = entry.schedule
-    return EntryRow(entry.name, entry, schedule.describe(),
-                    schedule.cron_line if isinstance(schedule, crontab) else None,
-                    last, following, last is not None and following <= now, held, sent_by)
+    cron = schedule.cron_line if isinstance(schedule, crontab) else None
+    return EntryRow(entry.name, entry, schedule.describe(), cron,
+                    last, cron is not None and last is not None and _seen_only(schedule, last),
+                    following, last is not None and planned.next_run <= _utc(now), held, sent_by)
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def _seen_only(schedule: BaseSchedule, last: float) -> bool:
+    """The broker keeps one time per entry: its last run, or, before the first run, when
+    the first beat saw it (its schedule counts from there). A crontab's runs fall on its
+    own times, and a first sighting (``time.time()`` at a beat's look) practically never
+    does: so a crontab entry whose stored time is none of its times has not run yet. An
+    interval's runs count from the sighting, so there the two cannot be told apart (for
+    one period at most)."""
+    moment = _utc(last)
+    return schedule.next_run_after(moment - timedelta(seconds=1)) != moment
 
 
 def _unknown_row(name: str, last: float | None, running: list[BeatRow]) -> EntryRow:
     held, sent_by = _holders(name, last, running)
-    return EntryRow(name, None, "-", None, last, None, False, held, sent_by)
+    return EntryRow(name, None, "-", None, last, False, None, False, held, sent_by)

@@ -80,6 +80,8 @@ def test_an_entrys_last_run_appears_with_the_beat_that_sent_it(project_kind: Pro
         expect(beats).to_contain_text("celeriac beat")
         expect(beats.locator("td[data-sent]")).to_have_text("1")
         assert "Sending due task every-second" in beat.log()
+        status = project.status()  # celeriac status lists it as a beat, not a worker
+        assert [b["name"] for b in status["beats"]] == [name] and status["workers"] == []
         beat.stop()
         expect(page.locator("[data-no-beat]")).to_be_visible(timeout=10_000)
         expect(row.locator("td[data-last-run]")).to_contain_text("UTC")  # the broker keeps it
