@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -253,7 +252,7 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
             code = Supervisor(app, options).run()
         finally:
             if stop_beat is not None:
-                stop_beat.set()
+                stop_beat()
             if sidecar is not None:
                 from celeriac.cli.dashboard import stop_sidecar
 
@@ -279,7 +278,7 @@ def _dashboard_sidecar(app: Celeriac) -> subprocess.Popen[bytes]:
 
 
 def _embedded_beat(app: Celeriac, beat: bool, scheduler: str | None,
-                   schedule_file: str | None, node: str) -> threading.Event | None:
+                   schedule_file: str | None, node: str) -> Callable[[], None] | None:
     """``-B``: the beat thread of ``node`` (:mod:`celeriac.cli.beat`), or None; ``--scheduler`` and
     ``--schedule-filename`` without ``-B`` are logged as unused."""
     if beat:
