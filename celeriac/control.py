@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from celeriac.beat.presence import worker_nodes
 from celeriac.exceptions import ConfigurationError
 from celeriac.settings import suggest
 
@@ -267,8 +268,9 @@ class Control:
         deadline = time.monotonic() + timeout
         # A node whose supervisor is gone (its orphaned processes keep its heartbeat
         # while they finish) cannot answer.
+        # A beat's heartbeat record (celeriac.beat.presence) is no node: it never answers.
         expected = set(nodes) if nodes is not None else {
-            w.name for w in broker.workers() if not w.info.get("orphaned")}
+            w.name for w in worker_nodes(broker.workers()) if not w.info.get("orphaned")}
         got: list[Reply] = []
         answered: set[str] = set()
         while True:

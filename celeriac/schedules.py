@@ -99,6 +99,11 @@ class BaseSchedule(ABC):
     def next_run_after(self, after: datetime) -> datetime:
         """The first scheduled time strictly after ``after`` (aware, UTC)."""
 
+    def describe(self) -> str:
+        """The schedule in words, for people (the dashboard's Periodic page); a schedule
+        class of one's own that does not say more shows as its repr."""
+        return repr(self)
+
     def latest_run(self, last: datetime, now: datetime) -> datetime | None:
         """The newest scheduled time in ``(last, now]``, or None when none has come.
 
@@ -169,6 +174,10 @@ class schedule(BaseSchedule):
         last, now = aware(last), aware(now)
         periods = (now - last) // self.run_every
         return last + periods * self.run_every if periods >= 1 else None
+
+    def describe(self) -> str:
+        """``every 30 s``, ``every 1 h 30 min``."""
+        return f"every {_duration(self.seconds)}"
 
     def __repr__(self) -> str:
         return f"<freq: {self.seconds:g}s>"
@@ -350,9 +359,44 @@ class crontab(BaseSchedule):
             raise ConfigurationError(f"{self!r} has no run in the next 30 years")
         return best
 
-    def __repr__(self) -> str:
+    @property
+    def cron_line(self) -> str:
+        """The five fields as a cron line reads them: minute, hour, day of month, month,
+        day of week."""
         minute, hour, dow, dom, moy = (_text(part) for part in self._orig)
-        return f"<crontab: {minute} {hour} {dom} {moy} {dow} (m/h/dM/MY/d)>"
+        return f"{minute} {hour} {dom} {moy} {dow}"
+
+    def describe(self) -> str:
+        """``every 15 min``, ``at 07:30 on Mon``, ``at 00:00 on day 1 of the month in
+        Jan``..., then the zone it is read in: ``(Europe/London)``."""
+        days = " ".join(part for part in (
+            "" if len(self.day_of_week) == 7 else "on " + _ranges(self.day_of_week, _DAY_NAMES),
+            "" if len(self.day_of_month) == 31 else
+            f"on day {_ranges(self.day_of_month)} of the month",
+            "" if len(self.month_of_year) == 12 else "in " + _ranges(self.month_of_year,
+                                                                      _MONTH_NAMES)) if part)
+        return " ".join(part for part in (self._describe_times(), days, f"({self.tz})") if part)
+
+    def _describe_times(self) -> str:
+        minutes, hours = self._minutes, self._hours
+        every_hour = len(hours) == 24
+        step = _step(minutes, 60)
+        often = "every minute" if step == 1 else f"every {step} min"
+        if every_hour and step is not None:
+            return often
+        if every_hour and len(minutes) == 1:
+            return f"at minute {minutes[0]} of every hour"
+        if len(hours) * len(minutes) <= 6:
+            return "at " + ", ".join(f"{h:02d}:{m:02d}" for h in hours for m in minutes)
+        hour_step = _step(hours, 24)
+        if hour_step is not None:
+            return f"every {hour_step} h at minute {_ranges(minutes)}"
+        if step is not None:
+            return f"{often} during hour {_ranges(hours)}"
+        return f"at minute {_ranges(minutes)} of hour {_ranges(hours)}"
+
+    def __repr__(self) -> str:
+        return f"<crontab: {self.cron_line} (m/h/dM/MY/d)>"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, crontab):
@@ -364,6 +408,46 @@ class crontab(BaseSchedule):
     def __hash__(self) -> int:
         return hash((self.minute, self.hour, self.day_of_week, self.day_of_month,
                      self.month_of_year))
+
+
+_DAY_NAMES = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+_MONTH_NAMES = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                "Nov", "Dec")
+
+
+def _duration(seconds: float) -> str:
+    """``90`` -> ``1 min 30 s``; ``86400`` -> ``1 d``; ``0.5`` -> ``0.5 s``."""
+    parts = []
+    rest = seconds
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count:g} {unit}")
+    if rest or not parts:
+        parts.append(f"{round(rest, 3):g} s")
+    return " ".join(parts)
+
+
+def _step(values: list[int], size: int) -> int | None:
+    """The step when ``values`` are 0, s, 2s... through the whole range (``*/s``), else None."""
+    if len(values) < 2:
+        return None
+    step = values[1] - values[0]
+    return step if values == list(range(0, size, step)) else None
+
+
+def _ranges(values: Iterable[int], names: tuple[str, ...] = ()) -> str:
+    """``{1, 2, 3, 5}`` -> ``1-3, 5`` (with ``names``: ``Mon-Wed, Fri``)."""
+    ordered = sorted(values)
+    show = (lambda n: names[n]) if names else str
+    runs: list[list[int]] = []
+    for value in ordered:
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return ", ".join(show(run[0]) if len(run) == 1 else
+                     f"{show(run[0])}{', ' if len(run) == 2 else '-'}{show(run[-1])}" for run in runs)
 
 
 def _text(part: Cronspec) -> str:

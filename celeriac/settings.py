@@ -270,7 +270,8 @@ SETTINGS: dict[str, Setting] = {
                 _positive_float),
         Setting("worker_heartbeat_interval", 2.0, "Seconds between worker heartbeats in the "
                 "broker. A node whose heartbeat is three intervals old is taken for dead: "
-                "another node releases the messages it held.",
+                "another node releases the messages it held. Beats write their own heartbeat "
+                "at the same interval (the dashboard's Periodic page shows them).",
                 _positive_float),
         Setting("worker_autoscale_keepalive", 30.0, "celeriac's own: with `worker --autoscale "
                 "MAX,MIN`, seconds without a task starting (or the pool growing) before the pool "

@@ -1,9 +1,10 @@
 """Screenshots of each dashboard page into docs/dashboard/ (run ``scripts/screenshots``).
 
-Starts, in a temporary directory, a SQLite project with a gevent worker (``-E``) and a
-``celeriac dashboard``, gives them something to show (finished and failed tasks, a running
-one, a task that blocks the hub, waiting and scheduled messages, a dead letter), then
-photographs each page as an admin sees it with Debian's chromium.
+Starts, in a temporary directory, a SQLite project with a gevent worker (``-E``, with a
+beat: ``-B``), a second beat (``celeriac beat``) and a ``celeriac dashboard``, gives them
+something to show (finished and failed tasks, a running one, a task that blocks the hub,
+waiting and scheduled messages, a dead letter, periodic tasks), then photographs each page
+as an admin sees it with Debian's chromium.
 """
 
 from __future__ import annotations
@@ -34,9 +35,26 @@ OUT = ROOT / "docs" / "dashboard"
 TASKS = '''
 import time
 from celeriac import Celeriac
+from celeriac.schedules import crontab
 
-app = Celeriac("shop")
+app = Celeriac("shop", timezone="Europe/London")
 app.conf.result_extended = True
+app.conf.beat_schedule = {
+    "refresh-banner": {"task": "shop.resize_image", "schedule": 5.0,
+                       "args": ["/media/banner.jpg", 1200]},
+    "monthly-report": {"task": "shop.build_report", "args": ["last-month"],
+                       "schedule": crontab(minute=0, hour=6, day_of_month=1),
+                       "options": {"queue": "reports"}},
+}
+
+@app.on_after_configure.connect
+def periodic(sender, **kwargs):
+    sender.add_periodic_task(crontab(minute="*/15", hour="8-18", day_of_week="mon-fri"),
+                             purge_carts.s(days=3), name="purge-stale-carts")
+
+@app.task
+def purge_carts(days):
+    return days
 
 @app.task
 def resize_image(path, width):
@@ -115,12 +133,18 @@ def main() -> int:
         worker_log = path / "worker.log"
         worker = subprocess.Popen(
             [sys.executable, "-m", "celeriac", "-A", "shop", "worker", "-E", "-P", "gevent",
-             "-c", "20", "-n", "shop-1@web", "-l", "INFO"],
+             "-c", "20", "-n", "shop-1@web", "-l", "INFO", "-B"],
             cwd=path, env=env, stdout=worker_log.open("w"), stderr=subprocess.STDOUT)
+        beat_log = path / "beat.log"
+        beat = subprocess.Popen([sys.executable, "-m", "celeriac", "-A", "shop", "beat"],
+                                cwd=path, env=env, stdout=beat_log.open("w"),
+                                stderr=subprocess.STDOUT)
         dashboard = start_dashboard(path, env, app="shop")
         try:
             _wait(lambda: "all worker processes ready" in worker_log.read_text(), "the worker")
             ids = _load(shop)
+            _wait(lambda: "Sending due task refresh-banner" in worker_log.read_text()
+                  + beat_log.read_text(), "a periodic run")
             _wait(lambda: "blocking the event loop" in worker_log.read_text(), "a blocking report")
             time.sleep(2.5)  # a heartbeat with the running task and the stall
             with sync_playwright() as playwright:
@@ -130,7 +154,9 @@ def main() -> int:
                 browser.close()
         finally:
             dashboard.stop()
+            beat.send_signal(signal.SIGTERM)
             worker.send_signal(signal.SIGQUIT)
+            beat.wait(30)
             worker.wait(30)
     print(f"screenshots: written to {OUT.relative_to(ROOT)}/")
     return 0
@@ -141,6 +167,7 @@ def _shoot(page: Any, url: str, ids: dict[str, str], shop: Any) -> None:
     page.screenshot(path=OUT / "login.png")
     login(page, url, ADMIN_PASSWORD)
     for name, path in (("queues", "/queues"), ("workers", "/workers"), ("dead-letters", "/dead"),
+                       ("periodic", "/periodic"),
                        ("task", f"/tasks/{ids['failed']}"),
                        ("task-running", f"/tasks/{ids['running']}")):
         page.goto(f"{url}{path}")

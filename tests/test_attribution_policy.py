@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from celeriac.worker.attribution import blame, suspect_group
+from celeriac.worker.attribution import _running_from_heartbeat, blame, held_by, suspect_group
 from celeriac.worker.options import PoolGroup
 from celeriac.worker.status import RunningTask, StatusReader
 from celeriac.worker.supervisor import Child, _Group
@@ -60,3 +60,15 @@ def _child_with_a_blocker(pool: str) -> Child:
 def test_a_death_is_pinned_on_the_loop_blocker_only_where_it_stops_everything(
         pool: str, charged: tuple[str, ...]) -> None:
     assert blame(_child_with_a_blocker(pool))[0] == charged
+
+
+def test_the_heartbeat_carries_each_running_tasks_start() -> None:
+    """held_by's record says when each task started (the dashboard's "for 12.3 s"), and
+    reads back; a record of an older node, without it, reads too."""
+    task = RunningTask("d1", 7, "celery", 2, "t1", "tasks.t", False, None, started_at=1234.5)
+    record = held_by([("c1", [task])])
+    assert record == {"c1": [["d1", "t1", "tasks.t", 2, False, "celery", 1234.5]]}
+    back = _running_from_heartbeat(record["c1"][0])
+    assert (back.delivery_id, back.task_id, back.delivery_count, back.started_at) == (
+        "d1", "t1", 2, 1234.5)
+    assert _running_from_heartbeat(["d1", "t1", "tasks.t", 2, False, "celery"]).started_at == 0.0

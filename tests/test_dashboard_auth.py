@@ -145,6 +145,14 @@ def test_pages_need_a_login_and_a_wrong_password_is_refused(celeriac_app: Celeri
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
     refresh = client.get("/queues?fragment=1", headers={"HX-Request": "true"})
     assert refresh.status_code == 401 and refresh.headers["HX-Redirect"] == "/login"
+    # From the page it refreshes: back there after logging in; never to another site.
+    for current, target in [("http://localhost/workers", "/login?next=/workers"),
+                            ("http://localhost/dead?queue=a", "/login?next=/dead?queue%3Da"),
+                            ("http://evil.example/steal", "/login"),
+                            ("http://localhost//evil.example", "/login")]:
+        refresh = client.get("/workers?fragment=1",
+                             headers={"HX-Request": "true", "HX-Current-URL": current})
+        assert refresh.status_code == 401 and refresh.headers["HX-Redirect"] == target
     assert _login(client, "wrong").status_code == 401
     assert client.get("/queues").status_code == 302
     assert client.get("/healthz").status_code == 200  # public, and says nothing secret

@@ -6,6 +6,7 @@ live stream's cursor, and the task page of a task with no result yet."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def test_workers_page_shows_the_heartbeat_and_the_latest_blocking_report(
         "hostname": "host", "pid": 42, "pool": "gevent", "processes": 2, "concurrency": 200,
         "queues": ["celery"], "running": 1, "processed": 17, "children": [43, 44],
         "stalls": {"slow.task": 3},
-        "consumers": {"c1": [["d1", "task-id-1", "slow.task", 1, False, "celery"]]},
+        "consumers": {"c1": [["d1", "task-id-1", "slow.task", 1, False, "celery", time.time() - 1000],
+                             ["d2", "task-id-2", "old.node", 1, False, "celery"]]},
     }, ttl=30)
     broker.emit([WorkerEvent("worker-online", "node-1@host")])
     for n in range(3):
@@ -77,6 +79,8 @@ def test_workers_page_shows_the_heartbeat_and_the_latest_blocking_report(
     html = client.get("/workers").data.decode()
     assert 'data-worker="node-1@host"' in html
     assert "1 busy of 200" in html and "43, 44" in html and "task-id-1" in html
+    assert 'data-running-for>for 17 min<' in html  # since the supervisor learnt it started
+    assert 'data-running-for>-<' in html  # a node of an older version says no start time
     assert "slow.task</td><td class=\"n\">3" in html
     assert "blocker-2" in html and "line 2, in run" in html
     assert html.index("blocker-2") < html.index("blocker-0")  # newest first

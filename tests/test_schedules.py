@@ -178,3 +178,29 @@ def test_is_due_and_remaining_estimate_mean_what_they_mean_in_celery() -> None:
     assert cron.is_due(datetime(2026, 6, 1, 12, 0, tzinfo=UTC)) == schedstate(False, 270.0)
     naive = datetime(2026, 6, 1, 12, 0)  # naive: UTC, as Celery's maybe_make_aware
     assert cron.remaining_estimate(naive) == timedelta(seconds=270)
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({}, "every minute"),
+    ({"minute": "*/15"}, "every 15 min"),
+    ({"minute": 5}, "at minute 5 of every hour"),
+    ({"minute": 30, "hour": 7, "day_of_week": "mon"}, "at 07:30 on Mon"),
+    ({"minute": 0, "hour": "0,12"}, "at 00:00, 12:00"),
+    ({"minute": "0,30", "hour": "*/2"}, "every 2 h at minute 0, 30"),
+    ({"minute": "*/10", "hour": "9-17", "day_of_week": "mon-fri"},
+     "every 10 min during hour 9-17 on Mon-Fri"),
+    ({"minute": "7-9", "hour": "1-5,8"}, "at minute 7-9 of hour 1-5, 8"),
+    ({"minute": 0, "hour": 0, "day_of_month": "1,15", "month_of_year": "jan-mar"},
+     "at 00:00 on day 1, 15 of the month in Jan-Mar"),
+])
+def test_a_crontab_in_words(fields: dict[str, object], words: str) -> None:
+    cron = crontab(**fields, app=app_in("Europe/London"))  # type: ignore[arg-type]
+    assert cron.describe() == f"{words} (Europe/London)"
+
+
+def test_an_interval_in_words_and_a_cron_line() -> None:
+    assert schedule(30).describe() == "every 30 s"
+    assert schedule(timedelta(hours=1, minutes=30)).describe() == "every 1 h 30 min"
+    assert schedule(93784.25).describe() == "every 1 d 2 h 3 min 4.25 s"
+    assert schedule(0.5).describe() == "every 0.5 s"
+    assert crontab.from_string("*/15 3 1 jan sun").cron_line == "*/15 3 1 jan sun"

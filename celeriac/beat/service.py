@@ -8,6 +8,9 @@ every node), each run is sent once; there is no leader to elect and no takeover 
 when one beat dies the others, awake for the same run, send it. A crash between
 claiming and publishing cannot happen, since they are one step.
 
+Each running beat also writes a heartbeat of its own (:mod:`celeriac.beat.presence`),
+so the dashboard and ``celeriac status`` can say which beats hold the schedule.
+
 The last run of each entry lives in the broker, so a restarted beat neither repeats a
 run nor skips one. A run missed while no beat was alive is sent once, when a beat
 comes back (the newest missed run: no burst of catch-up runs); a crontab run missed by
@@ -27,6 +30,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from celeriac.beat.entries import Entry, entries
+from celeriac.beat.presence import Presence
 from celeriac.brokers.base import OutgoingMessage
 from celeriac.exceptions import CeleriacError, ConfigurationError
 
@@ -65,12 +69,17 @@ class Planned:
 class Beat:
     """Sends the app's periodic tasks; run as many as you like against one broker."""
 
-    def __init__(self, app: Celeriac, *, max_interval: float | None = None) -> None:
+    def __init__(self, app: Celeriac, *, max_interval: float | None = None,
+                 name: str | None = None, worker: str | None = None) -> None:
         app.configured()  # on_after_configure receivers add their periodic tasks first
         self.app = app
         self.max_interval = float(max_interval or app.conf.beat_max_loop_interval)
         self.entries = entries(app)
         names = [entry.name for entry in self.entries]
+        #: This beat's heartbeat (``name``: its record's, default ``beat.PID@HOST``;
+        #: ``worker``: the node of ``worker -B``), written while :meth:`run` runs.
+        self.presence = Presence(app, names, name=name, worker=worker,
+                                 max_interval=self.max_interval)
         #: Entries whose message could not be built or sent at the last try (logged once).
         self._failing: set[str] = set()
         for entry in self.entries:  # a bad argument or option stops the start, not a run
@@ -125,6 +134,7 @@ class Beat:
             return False
         self._failing.discard(entry.name)
         if sent:
+            self.presence.ran(entry.name, run_at)
             log.info("Scheduler: Sending due task %s (%s) for %s", entry.name, entry.task,
                      _at(run_at).isoformat())
             pipeline = self.app.middleware
@@ -157,9 +167,17 @@ class Beat:
 
     # -- running ----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set; a broker that fails is tried again after a second."""
+        """Tick until ``stop`` is set; a broker that fails is tried again after a second.
+        The beat's heartbeat is written meanwhile, and removed when it stops."""
         log.info("beat: %d periodic task(s), state in the broker %s, checking at least every "
-                 "%gs", len(self.entries), self.app.conf.broker_url, self.max_interval)
+                 "%gs, heartbeat as %s", len(self.entries), self.app.conf.broker_url,
+                 self.max_interval, self.presence.name)
+        try:
+            self._loop(stop)
+        finally:
+            self.presence.forget()
+
+    def _loop(self, stop: threading.Event) -> None:
         failing = False
         while not stop.is_set():
             try:
@@ -173,27 +191,31 @@ class Beat:
                 if failing:
                     log.info("beat: the broker answers again")
                 failing = False
-            stop.wait(delay)
+            self.presence.beat()
+            stop.wait(min(delay, self.presence.due_in()))
 
     def plan(self, now: float | None = None) -> list[Planned]:
         """Every entry with its stored last run and its next run (``beat --list``)."""
         now = time.time() if now is None else now
         runs = self.app.broker.beat_runs([entry.name for entry in self.entries])
-        planned = []
-        for entry in self.entries:
-            last = runs.get(entry.name)
-            start = _at(now if last is None else last)
-            following = entry.schedule.next_run_after(start)
-            if last is not None and following.timestamp() <= now:  # due: the next look sends it
-                following = _at(now)
-            planned.append(Planned(entry, None if last is None else _at(last), following))
-        return planned
+        return [plan_entry(entry, runs.get(entry.name), now) for entry in self.entries]
 
 
-def run_in_thread(app: Celeriac, *, max_interval: float | None = None
-                  ) -> tuple[threading.Thread, threading.Event]:
-    """A beat on a daemon thread of this process (``worker -B``); set the event to stop it."""
-    beat = Beat(app, max_interval=max_interval)
+def plan_entry(entry: Entry, last: float | None, now: float) -> Planned:
+    """``entry`` with its last run (as stored in the broker) and its next one: from the
+    last run (from ``now`` when no beat has seen it yet); ``now`` when it is due (the
+    next look of any beat sends it)."""
+    following = entry.schedule.next_run_after(_at(now if last is None else last))
+    if last is not None and following.timestamp() <= now:
+        following = _at(now)
+    return Planned(entry, None if last is None else _at(last), following)
+
+
+def run_in_thread(app: Celeriac, *, max_interval: float | None = None,
+                  worker: str | None = None) -> tuple[threading.Thread, threading.Event]:
+    """A beat on a daemon thread of this process (``worker -B``, of node ``worker``); set
+    the event to stop it."""
+    beat = Beat(app, max_interval=max_interval, worker=worker)
     stop = threading.Event()
     thread = threading.Thread(target=beat.run, args=(stop,), name="celeriac-beat", daemon=True)
     thread.start()

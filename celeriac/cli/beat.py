@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("celeriac.beat")
 
+#: Seconds a stopping ``worker -B`` waits for its beat thread (removing its heartbeat).
+EMBEDDED_STOP_WAIT = 5.0
+
 
 def note_unused_state_file(schedule_file: str | None) -> None:
     """``-s/--schedule``: said once in the log, as it has no effect here."""
@@ -34,17 +38,24 @@ def note_unused_state_file(schedule_file: str | None) -> None:
 
 
 def start_embedded(app: Celeriac, *, max_interval: float | None, scheduler: str | None,
-                   schedule_file: str | None) -> threading.Event:
-    """``worker -B``: a beat on a thread of the supervisor process; set the event to stop it."""
+                   schedule_file: str | None, worker: str | None = None) -> Callable[[], None]:
+    """``worker -B``: a beat on a thread of the supervisor process of node ``worker``.
+    Returns what stops it: it waits (a few seconds at most) for the beat to remove its
+    heartbeat, so the beat does not outlive its worker on the dashboard."""
     from celeriac import signals
     from celeriac.beat.service import run_in_thread
 
     if scheduler:
         app.conf.beat_scheduler = scheduler
     note_unused_state_file(schedule_file)
-    thread, stop = run_in_thread(app, max_interval=max_interval)
+    thread, stop = run_in_thread(app, max_interval=max_interval, worker=worker)
     signals.beat_embedded_init.send(sender=thread)
-    return stop
+
+    def stop_beat() -> None:
+        stop.set()
+        thread.join(EMBEDDED_STOP_WAIT)
+
+    return stop_beat
 
 
 def print_plan(beat: Beat) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from celeriac import __version__, serialization
+from celeriac.beat.presence import beats, worker_nodes
 from celeriac.cli.beat import beat_command
 from celeriac.cli.control import control_commands
 from celeriac.cli.dashboard import dashboard_command
@@ -250,12 +250,12 @@ def worker(app: Celeriac, pools: tuple[str, ...], concurrency: int | None, proce
     with _pidfile(pidfile, node_id):
         daemon.ready(process_logfile(logfile, node_id, None))
         sidecar = _dashboard_sidecar(app) if dashboard else None
-        stop_beat = _embedded_beat(app, beat, scheduler, schedule_file)
+        stop_beat = _embedded_beat(app, beat, scheduler, schedule_file, node_id)
         try:
             code = Supervisor(app, options).run()
         finally:
             if stop_beat is not None:
-                stop_beat.set()
+                stop_beat()
             if sidecar is not None:
                 from celeriac.cli.dashboard import stop_sidecar
 
@@ -281,14 +281,14 @@ def _dashboard_sidecar(app: Celeriac) -> subprocess.Popen[bytes]:
 
 
 def _embedded_beat(app: Celeriac, beat: bool, scheduler: str | None,
-                   schedule_file: str | None) -> threading.Event | None:
-    """``-B``: the beat thread (:mod:`celeriac.cli.beat`), or None; ``--scheduler`` and
+                   schedule_file: str | None, node: str) -> Callable[[], None] | None:
+    """``-B``: the beat thread of ``node`` (:mod:`celeriac.cli.beat`), or None; ``--scheduler`` and
     ``--schedule-filename`` without ``-B`` are logged as unused."""
     if beat:
         from celeriac.cli.beat import start_embedded
 
         return start_embedded(app, max_interval=None, scheduler=scheduler,
-                              schedule_file=schedule_file)
+                              schedule_file=schedule_file, worker=node)
     if scheduler or schedule_file:
         import logging
 
@@ -414,9 +414,10 @@ def result(app: Celeriac, task_id: str, wait: float | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_app_command
 def status(app: Celeriac, as_json: bool) -> None:
-    """Queues (ready, scheduled, in flight, dead) and live workers."""
+    """Queues (ready, scheduled, in flight, dead), live workers and running beats."""
     stats = app.broker.stats()
-    workers = app.broker.workers()
+    records = app.broker.workers()
+    workers = worker_nodes(records)
     served = {q for w in workers for q in w.info.get("queues", [])}
     unserved = sorted(name for name, s in stats.items()
                       if (s.ready or s.scheduled or s.in_flight) and name not in served)
@@ -425,6 +426,7 @@ def status(app: Celeriac, as_json: bool) -> None:
             "queues": {name: s.as_dict() for name, s in sorted(stats.items())},
             "workers": [{"name": w.name, "last_seen": w.last_seen, **w.info} for w in workers],
             "unserved": unserved,
+            "beats": [{"name": b.name, "last_seen": b.last_seen, **b.info} for b in beats(records)],
         }))
         return
     table = Table(title=f"queues on {app.conf.broker_url}")
@@ -448,6 +450,10 @@ def status(app: Celeriac, as_json: bool) -> None:
                       f"{info.get('processed', 0)} done, seen {time.time() - w.last_seen:.1f}s ago")
         for task, count in sorted(info.get("stalls", {}).items()):
             console.print(f"  [yellow]{task}[/] blocked the event loop {count} time(s)")
+    for b in beats(records):
+        where = f" (worker -B of {b.info['worker']})" if b.info.get("worker") else ""
+        console.print(f"[bold]{b.name}[/]: beat{where}, {len(b.info.get('entries', []))} "
+                      f"periodic task(s), seen {time.time() - b.last_seen:.1f}s ago")
 
 
 cli.add_command(events_command(_app_command))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 from flask import (
     Flask,
@@ -133,8 +134,13 @@ def _guard() -> BaseResponse | None:
         g.role = current
         return None
     session.clear()
-    if request.headers.get("HX-Request"):  # a refreshing table: htmx takes the page to /login
-        return Response("login required", 401, {"HX-Redirect": url_for("login")})
+    if request.headers.get("HX-Request"):
+        # A refreshing table whose session ended (a logout in another tab, a changed
+        # password): htmx reads HX-Redirect even on a 401 and takes the whole page to
+        # /login, which brings the user back to the page after logging in again.
+        back = _current_path(request.headers.get("HX-Current-URL"))
+        return Response("login required", 401,
+                        {"HX-Redirect": url_for("login", next=back) if back else url_for("login")})
     if request.method == "GET":
         return redirect(url_for("login", next=request.full_path.rstrip("?")))
     abort(401)
@@ -148,6 +154,17 @@ def _headers(response: Response) -> Response:
     if request.endpoint != "static":
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _current_path(url: str | None) -> str | None:
+    """The path (and query) of the page htmx refreshes from, if it is on this site."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.netloc and parts.netloc.lower() != urlsplit(request.host_url).netloc.lower():
+        return None
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return path if _safe_next(path) == path else None
 
 
 def _safe_next(target: str | None) -> str:

@@ -4,7 +4,8 @@ and the control API, never a copy in this process's memory.
 The pages call :class:`DashboardData` only, so several dashboard processes agree, a
 restart loses nothing, and each broker or backend call a page needs is one method here
 (the pages of browsing a queue, requeueing dead letters, pausing a queue, metric charts
-and task search are added with their broker and backend calls).
+and task search are added with their broker and backend calls; the Periodic page's
+reading is :mod:`.periodic`).
 
 Each call may go through ``call``: the server passes gevent's thread pool, so a slow
 broker round trip (a busy SQLite database, a far Redis) waits in a real thread while the
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celeriac.beat.presence import worker_nodes
+from celeriac.dashboard import periodic
 from celeriac.message import peek_task_id
 
 if TYPE_CHECKING:
@@ -57,6 +60,8 @@ class RunningTask:
     name: str
     queue: str
     deliveries: int
+    #: Unix time its supervisor learnt it started (None: a node of an older version).
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,13 @@ class DeadRow:
     reason: str
     deliveries: int
     failed_at: float
+
+
+def _running(entry: list[Any]) -> RunningTask:
+    """One task of a heartbeat's ``consumers`` (:func:`celeriac.worker.attribution.held_by`)."""
+    started = entry[6] if len(entry) > 6 and isinstance(entry[6], int | float) else None
+    return RunningTask(task_id=str(entry[1]), name=str(entry[2]), queue=str(entry[5]),
+                       deliveries=int(entry[3]), started_at=float(started) if started else None)
 
 
 class DashboardData:
@@ -106,13 +118,12 @@ class DashboardData:
     def workers(self, *, blocking_reports: bool = True) -> list[WorkerRow]:
         """Live nodes by name; with their latest blocking reports unless told not to (a
         read of up to :data:`BLOCKING_SCAN` events that /metrics does without)."""
-        found = self.call(self.app.broker.workers)
+        found = worker_nodes(self.call(self.app.broker.workers))  # beats: the Periodic page
         blocking = self.blocking_reports() if found and blocking_reports else {}
         now = time.time()
         rows = []
         for w in sorted(found, key=lambda w: w.name):
-            running = [RunningTask(task_id=str(entry[1]), name=str(entry[2]), queue=str(entry[5]),
-                                   deliveries=int(entry[3]))
+            running = [_running(entry)
                        for entries in (w.info.get("consumers") or {}).values() for entry in entries
                        if isinstance(entry, list) and len(entry) >= 6]
             rows.append(WorkerRow(w.name, w.info, max(0.0, now - w.last_seen), running,
@@ -156,6 +167,11 @@ class DashboardData:
                 break
             after = batch[-1].seq
         return {worker: list(reversed(found))[:BLOCKING_SHOWN] for worker, found in reports.items()}
+
+    # -- periodic tasks --------------------------------------------------------------------
+    def periodic(self) -> periodic.PeriodicView:
+        """The app's beat entries with their last and next runs, and the running beats."""
+        return periodic.read(self.app, self.call)
 
     # -- dead letters ----------------------------------------------------------------------
     def dead_letters(self, queue: str | None = None) -> list[DeadRow]:

@@ -37,6 +37,14 @@ def since(timestamp: float | None) -> str:
     return "-" if not timestamp else age(max(0.0, time.time() - timestamp))
 
 
+def until(timestamp: float | None) -> str:
+    """How long until a unix time: ``in 12 s``, or ``now`` when it has come."""
+    if not timestamp:
+        return "-"
+    left = timestamp - time.time()
+    return "now" if left <= 0 else f"in {age(left)}"
+
+
 def utc(timestamp: float | None) -> str:
     """A unix time as ``2026-12-04 12:31:47 UTC``."""
     if not timestamp:
@@ -56,5 +64,6 @@ def preview(value: Any, limit: int = PREVIEW_LIMIT) -> str:
 def register(app: Flask) -> None:
     app.add_template_filter(age)
     app.add_template_filter(since)
+    app.add_template_filter(until)
     app.add_template_filter(utc)
     app.add_template_filter(preview)

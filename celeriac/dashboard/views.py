@@ -1,4 +1,4 @@
-"""The pages: Queues, Workers, Dead letters, a task's page, and /healthz.
+"""The pages: Queues, Workers, Dead letters, a task's page, Periodic, and /healthz.
 
 Each page reads :class:`~celeriac.dashboard.data.DashboardData` per request; the tables
 that change refresh themselves with htmx (``?fragment=1`` renders the table alone). Every
@@ -63,6 +63,13 @@ def workers() -> str:
     rows = dashboard().data.workers()
     template = "workers_table.html" if _fragment() else "workers.html"
     return render_template(template, rows=rows, page="workers")
+
+
+@pages.get("/periodic")
+def periodic() -> str:
+    view = dashboard().data.periodic()
+    template = "periodic_table.html" if _fragment() else "periodic.html"
+    return render_template(template, view=view, page="periodic")
 
 
 @pages.get("/dead")

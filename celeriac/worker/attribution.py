@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from celeriac.beat.presence import is_beat
 from celeriac.context import Request
 from celeriac.exceptions import (
     BrokerError,
@@ -109,19 +110,23 @@ def held_by(consumers: Iterable[tuple[str, Iterable[RunningTask]]]) -> dict[str,
 
     A live node that finds this node's heartbeat expired releases each consumer's
     messages and blames these tasks (:meth:`Verdicts.reap_vanished`). Each task is
-    ``[delivery_id, task_id, name, delivery_count, ignore_result, queue]``: enough to
-    fail one whose crash cost its last delivery.
+    ``[delivery_id, task_id, name, delivery_count, ignore_result, queue, started_at]``:
+    enough to fail one whose crash cost its last delivery, and for the dashboard to say
+    how long it has run (``started_at``: Unix time the supervisor learnt it started).
     """
     return {consumer: [[t.delivery_id, t.task_id, t.name, t.delivery_count, t.ignore_result,
-                        t.queue] for t in running]
+                        t.queue, t.started_at] for t in running]
             for consumer, running in consumers}
 
 
 def _running_from_heartbeat(entry: Sequence[Any]) -> RunningTask:
-    delivery_id, task_id, name, count, ignore_result, queue = entry
+    """One task of :func:`held_by`'s record (a record of an older node, without
+    ``started_at``, reads too)."""
+    delivery_id, task_id, name, count, ignore_result, queue, *rest = entry
     return RunningTask(delivery_id=str(delivery_id), token=0, queue=str(queue),
                        delivery_count=int(count), task_id=str(task_id), name=str(name),
-                       ignore_result=bool(ignore_result), deadline=None)
+                       ignore_result=bool(ignore_result), deadline=None,
+                       started_at=float(rest[0]) if rest else 0.0)
 
 
 class Verdicts:
@@ -243,6 +248,10 @@ class Verdicts:
         for dead in self.app.broker.reap_workers():
             if dead.name == node:
                 continue  # our own record expired while we could not beat; we are alive
+            if is_beat(dead):  # a beat holds no message; the other beats send its runs
+                log.warning("beat %s stopped sending heartbeats (last seen %.1fs ago)",
+                            dead.name, max(0.0, time.time() - dead.last_seen))
+                continue
             consumers = dead.info.get("consumers")
             total = 0
             if isinstance(consumers, dict):

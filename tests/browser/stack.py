@@ -73,10 +73,12 @@ class Dashboard:
 
 
 def start_dashboard(cwd: Path, env: dict[str, str], app: str = "tasks",
-                    timeout: float = 30.0) -> Dashboard:
-    """Start ``celeriac -A app dashboard --port 0`` and wait for the address it prints."""
+                    timeout: float = 30.0, port: int = 0) -> Dashboard:
+    """Start ``celeriac -A app dashboard --port PORT`` (0: any free port) and wait for the
+    address it prints."""
     log_path = cwd / "dashboard.log"
-    proc = subprocess.Popen([sys.executable, "-m", "celeriac", "-A", app, "dashboard", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "celeriac", "-A", app, "dashboard",
+                             "--port", str(port)],
                             cwd=cwd, env=env, text=True, stdout=log_path.open("w"),
                             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout

@@ -155,7 +155,11 @@ def test_worker_with_embedded_beat(project: Project) -> None:
     record = beat_project(project, queue="celery")
     worker = project.start_worker("-P", "threads", "-c", "2", "-B", "-s", "celerybeat-schedule")
     wait_until(lambda: len(recorded(record)) >= 2, timeout=30, message="two runs")
+    status = project.status()  # the beat's own heartbeat, apart from the worker's
+    [beat] = status["beats"]
+    assert beat["worker"] == status["workers"][0]["name"] and beat["entries"] == ["every-second"]
     assert worker.stop() == 0
+    assert project.status()["beats"] == []  # removed when the worker stopped
     assert "--schedule celerybeat-schedule: not used" in worker.log()
     assert_each_run_once(recorded(record), at_least=2)
 

@@ -159,7 +159,8 @@ def test_countdown_queue_and_purge(project: Project) -> None:
 def test_status_json_shape_and_live_workers(project: Project) -> None:
     call(project, "tasks.add", "--args", "[1, 1]", "--queue", "shape")
     data = project.status()
-    assert set(data) == {"queues", "workers", "unserved"}
+    assert set(data) == {"queues", "workers", "unserved", "beats"}
+    assert data["beats"] == []
     assert data["workers"] == []
     assert data["unserved"] == ["shape"], "a queue with waiting messages and no worker"
     assert set(data["queues"]["shape"]) == {"ready", "scheduled", "in_flight", "dead"}
