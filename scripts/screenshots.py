@@ -3,8 +3,8 @@
 Starts, in a temporary directory, a SQLite project with a gevent worker (``-E``, with a
 beat: ``-B``), a second beat (``celeriac beat``) and a ``celeriac dashboard``, gives them
 something to show (finished and failed tasks, a running one, a task that blocks the hub,
-waiting and scheduled messages, a dead letter, periodic tasks), then photographs each page
-as an admin sees it with Debian's chromium.
+waiting, scheduled and retrying messages, a dead letter, a paused queue, periodic tasks),
+then photographs each page as an admin sees it with Debian's chromium.
 """
 
 from __future__ import annotations
@@ -107,10 +107,16 @@ def _load(shop: Any) -> dict[str, str]:
     for n in range(7):
         shop.resize_image.apply_async((f"/media/big-{n}.jpg", 2048), queue="thumbnails")
     shop.build_report.apply_async(("2026-12",), countdown=3600, queue="reports")
+    for n, month in enumerate(("2027-01", "2027-02", "2027-03")):
+        shop.build_report.apply_async((month,), countdown=86400 * (n + 2), queue="reports")
+    for n in range(3):  # retries waiting for their countdown (as self.retry() sends them)
+        shop.charge_card.apply_async((f"A-11{n}0", 1250 + n), countdown=300 * (n + 1),
+                                     retries=n + 1, queue="payments")
     broker = shop.app.broker
     shop.charge_card.apply_async(("A-0999", 500), queue="payments")
     broker.dead_letter(broker.fetch(["payments"], 1, consumer="screenshots", lease=30),
                        "max deliveries (5) exceeded; it crashed its worker process while running alone")
+    broker.pause("thumbnails")
     _wait(lambda: failed.state == "FAILURE", "the failed task")
     return {"failed": failed.id, "running": running.id}
 
@@ -166,8 +172,10 @@ def _shoot(page: Any, url: str, ids: dict[str, str], shop: Any) -> None:
     page.goto(f"{url}/queues")
     page.screenshot(path=OUT / "login.png")
     login(page, url, ADMIN_PASSWORD)
-    for name, path in (("queues", "/queues"), ("workers", "/workers"), ("dead-letters", "/dead"),
-                       ("periodic", "/periodic"),
+    for name, path in (("queues", "/queues"), ("workers", "/workers"),
+                       ("scheduled", "/scheduled?queue=reports"), ("retries", "/retries"),
+                       ("dead-letters", "/dead"), ("periodic", "/periodic"),
+                       ("confirm", "/dead/requeue?queue=payments&all=1"),
                        ("task", f"/tasks/{ids['failed']}"),
                        ("task-running", f"/tasks/{ids['running']}")):
         page.goto(f"{url}{path}")

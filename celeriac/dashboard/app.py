@@ -114,10 +114,11 @@ def create_app(app: Celeriac, *, credentials: auth.Credentials | None = None,
     flask.add_url_rule("/logout", "logout", _logout, methods=["POST"])
     flask.context_processor(lambda: {"role": role(), "admin": role() == auth.ADMIN,
                                      "redact": bool(conf.dashboard_redact_args)})
-    from celeriac.dashboard import filters, live, metrics, views
+    from celeriac.dashboard import filters, live, messages, metrics, views
 
     filters.register(flask)
     flask.register_blueprint(views.pages)
+    flask.register_blueprint(messages.messages)
     flask.register_blueprint(live.live)
     flask.register_blueprint(metrics.metrics)
     return flask

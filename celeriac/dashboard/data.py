@@ -2,10 +2,10 @@
 and the control API, never a copy in this process's memory.
 
 The pages call :class:`DashboardData` only, so several dashboard processes agree, a
-restart loses nothing, and each broker or backend call a page needs is one method here
-(the pages of browsing a queue, requeueing dead letters, pausing a queue, metric charts
-and task search are added with their broker and backend calls; the Periodic page's
-reading is :mod:`.periodic`).
+restart loses nothing, and each broker or backend call a page needs is one method here.
+Listings of messages are the broker's own pages (:meth:`~celeriac.brokers.base.Broker.browse`:
+offset and limit go to the server, which never scans the queue for them).
+The Periodic page's reading is :mod:`.periodic`.
 
 Each call may go through ``call``: the server passes gevent's thread pool, so a slow
 broker round trip (a busy SQLite database, a far Redis) waits in a real thread while the
@@ -21,21 +21,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celeriac.beat.presence import worker_nodes
+from celeriac.brokers.base import QueueStats
+from celeriac.brokers.browse import MAX_PAGE, DeletableKind, Kind, Page
 from celeriac.dashboard import periodic
-from celeriac.message import peek_task_id
+from celeriac.exceptions import BrokerError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.backends.base import ResultRecord
-    from celeriac.brokers.base import QueueStats, WorkerEvent
+    from celeriac.brokers.base import WorkerEvent
 
 log = logging.getLogger("celeriac.dashboard")
 
 T = TypeVar("T")
 Runner = Callable[..., Any]
 
-#: Dead letters one page lists (the newest); paginated listing comes with Broker.browse.
-DEAD_LETTERS_SHOWN = 100
 #: Recent worker events searched for the latest blocking reports of each worker.
 BLOCKING_SCAN = 2000
 #: Blocking reports kept per worker on the Workers page.
@@ -52,6 +52,13 @@ class QueueRow:
     stats: QueueStats
     #: True when no live worker consumes it while it has messages.
     unserved: bool
+    #: Of ``stats.scheduled`` (every delayed message), those that are a task's retry.
+    retries: int = 0
+
+    @property
+    def scheduled(self) -> int:
+        """Delayed messages that are not retries (an eta or a countdown)."""
+        return max(0, self.stats.scheduled - self.retries)
 
 
 @dataclass(frozen=True)
@@ -77,14 +84,15 @@ class WorkerRow:
 
 
 @dataclass(frozen=True)
-class DeadRow:
-    id: str
+class Listing:
+    """One page of a queue's messages of a kind, and the queues that have some."""
+
     queue: str
-    task: str | None
-    task_id: str | None
-    reason: str
-    deliveries: int
-    failed_at: float
+    kind: Kind
+    page: Page
+    limit: int
+    #: ``(queue, how many of this kind)`` for each queue holding some, and the one shown.
+    queues: list[tuple[str, int]]
 
 
 def _running(entry: list[Any]) -> RunningTask:
@@ -103,16 +111,33 @@ class DashboardData:
 
     # -- queues ----------------------------------------------------------------------------
     def queues(self) -> list[QueueRow]:
-        stats: dict[str, QueueStats] = self.call(self.app.broker.stats)
-        workers = self.call(self.app.broker.workers)
+        """Every queue that has or had a message, is paused or is consumed by a live worker
+        (so an empty queue can be paused before its first message)."""
+        broker = self.app.broker
+        stats: dict[str, QueueStats] = dict(self.call(broker.stats))
+        workers = self.call(broker.workers)
         served = {q for w in workers for q in w.info.get("queues", [])}
-        return [QueueRow(name, s, bool(s.ready or s.scheduled or s.in_flight) and name not in served)
-                for name, s in sorted(stats.items())]
+        paused: set[str] = self.call(broker.paused)
+        for name in (served | paused) - set(stats):
+            stats[name] = QueueStats(paused=name in paused)
+        rows = []
+        for name, s in sorted(stats.items()):
+            retries = self.total(name, "retries") if s.scheduled else 0
+            rows.append(QueueRow(name, s, bool(s.ready or s.scheduled or s.in_flight)
+                                 and name not in served, retries))
+        return rows
 
     def purge(self, queue: str) -> int:
         """Delete the ready and scheduled messages of ``queue``."""
         count: int = self.call(self.app.broker.purge, queue)
         return count
+
+    def pause(self, queue: str) -> None:
+        """Workers stop fetching from ``queue`` within about a second; it keeps taking messages."""
+        self.call(self.app.broker.pause, queue)
+
+    def resume(self, queue: str) -> None:
+        self.call(self.app.broker.resume, queue)
 
     # -- workers ---------------------------------------------------------------------------
     def workers(self, *, blocking_reports: bool = True) -> list[WorkerRow]:
@@ -173,15 +198,62 @@ class DashboardData:
         """The app's beat entries with their last and next runs, and the running beats."""
         return periodic.read(self.app, self.call)
 
-    # -- dead letters ----------------------------------------------------------------------
-    def dead_letters(self, queue: str | None = None) -> list[DeadRow]:
-        letters = self.call(self.app.broker.dead_letters, queue, DEAD_LETTERS_SHOWN)
-        rows = []
-        for letter in letters:
-            name, task_id = peek_task_id(letter.body)
-            rows.append(DeadRow(letter.id, letter.queue, name, task_id, letter.reason,
-                                letter.delivery_count, letter.failed_at))
-        return rows
+    # -- listings: scheduled, retries, dead letters ----------------------------------------
+    def total(self, queue: str, kind: Kind) -> int:
+        """How many messages of ``kind`` ``queue`` holds (a count on the broker's index)."""
+        page: Page = self.call(lambda: self.app.broker.browse(queue, kind, offset=0, limit=0))
+        return page.total
+
+    def listing(self, queue: str | None, kind: Kind, offset: int, limit: int) -> Listing:
+        """A page of ``queue``'s messages of ``kind``; with no queue, of the first queue that
+        has any (else the default queue)."""
+        stats: dict[str, QueueStats] = self.call(self.app.broker.stats)
+        if kind == "dead":
+            queues = [(name, s.dead) for name, s in sorted(stats.items()) if s.dead]
+        else:  # stats count every delayed message: count the kind where there are some
+            queues = [(name, self.total(name, kind))
+                      for name, s in sorted(stats.items()) if s.scheduled]
+            queues = [(name, count) for name, count in queues if count]
+        if queue is None:
+            queue = queues[0][0] if queues else str(self.app.conf.task_default_queue)
+        page: Page = self.call(
+            lambda: self.app.broker.browse(queue, kind, offset=offset, limit=limit))
+        if queue not in dict(queues):
+            queues = sorted([*queues, (queue, page.total)])
+        return Listing(queue, kind, page, limit, queues)
+
+    def requeue_dead(self, queue: str, ids: list[str] | None) -> int:
+        """Run dead letters of ``queue`` again (``None``: all of them)."""
+        count: int = self.call(self.app.broker.requeue_dead, queue, ids)
+        return count
+
+    def delete(self, queue: str, kind: DeletableKind, ids: list[str] | None) -> int:
+        """Delete messages of ``kind`` of ``queue`` (``None``: all of that kind)."""
+        count: int = self.call(self.app.broker.delete_messages, queue, kind, ids)
+        return count
+
+    def run_now(self, queue: str, kind: Kind, ids: list[str] | None) -> int:
+        """Make scheduled messages or retries of ``queue`` ready now; ``None``: all of
+        ``kind``, a broker page at a time (each page made ready leaves the listing, so
+        the next is again at offset 0; bounded by the count at the start, so messages
+        arriving meanwhile cannot keep it going)."""
+        broker = self.app.broker
+        if ids is not None:
+            count: int = self.call(broker.enqueue_now, queue, ids)
+            return count
+        done = 0
+        rounds = self.total(queue, kind) // MAX_PAGE + 1
+        for _ in range(rounds):
+            page: Page = self.call(lambda: broker.browse(queue, kind, offset=0, limit=MAX_PAGE))
+            if not page.items:
+                if page.total and page.note:  # counted, not listed: cannot be chosen
+                    raise BrokerError(f"cannot choose them: {page.note}")
+                break
+            moved: int = self.call(broker.enqueue_now, queue, [m.id for m in page.items])
+            done += moved
+            if not moved:
+                break
+        return done
 
     # -- tasks -----------------------------------------------------------------------------
     def task(self, task_id: str) -> ResultRecord | None:

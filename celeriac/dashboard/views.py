@@ -1,4 +1,5 @@
-"""The pages: Queues, Workers, Dead letters, a task's page, Periodic, and /healthz.
+"""The pages: Queues, Workers, a task's page, Periodic, and /healthz (the listings of
+messages are :mod:`.messages`).
 
 Each page reads :class:`~celeriac.dashboard.data.DashboardData` per request; the tables
 that change refresh themselves with htmx (``?fragment=1`` renders the table alone). Every
@@ -58,6 +59,24 @@ def purge(name: str) -> BaseResponse:
     return redirect(url_for("pages.queues"))
 
 
+@pages.post("/queues/<path:name>/pause")
+@admin_required
+def pause(name: str) -> BaseResponse:
+    """Workers stop fetching from the queue within about a second (not destructive: no
+    confirmation step; Resume undoes it)."""
+    dashboard().data.pause(name)
+    flash(f"Paused {name}: workers stop fetching from it within about a second.")
+    return redirect(url_for("pages.queues"))
+
+
+@pages.post("/queues/<path:name>/resume")
+@admin_required
+def resume(name: str) -> BaseResponse:
+    dashboard().data.resume(name)
+    flash(f"Resumed {name}.")
+    return redirect(url_for("pages.queues"))
+
+
 @pages.get("/workers")
 def workers() -> str:
     rows = dashboard().data.workers()
@@ -70,13 +89,6 @@ def periodic() -> str:
     view = dashboard().data.periodic()
     template = "periodic_table.html" if _fragment() else "periodic.html"
     return render_template(template, view=view, page="periodic")
-
-
-@pages.get("/dead")
-def dead() -> str:
-    queue = request.args.get("queue") or None
-    rows = dashboard().data.dead_letters(queue)
-    return render_template("dead.html", rows=rows, queue=queue, page="dead")
 
 
 @pages.get("/tasks")
