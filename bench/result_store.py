@@ -11,10 +11,11 @@ load), and reports records/s, its own CPU time per record and, for Redis, the se
 ``--against REV`` runs the same child on ``celeriac`` exported from revision REV of
 this repository (``git archive``, no work tree) beside the working tree's, alternating
 within each run so drift on a shared machine hits both; figures are medians of
-``--repeat`` runs, and the ratio is this tree's over REV's.
+``--repeat`` runs, and the ratio is this tree's over REV's. ``--index-off`` adds a
+column: this tree with ``result_index`` off.
 
 Run: ``.venv/bin/python bench/result_store.py --against main [--records 20000]
-[--batches 1,20] [--repeat 3] [--backends redis,sqlite]``.
+[--batches 1,20] [--repeat 3] [--backends redis,sqlite] [--index-off]``.
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ def server_cpu(url: str) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def child(url: str, records: int, batch: int) -> None:
+def child(url: str, records: int, batch: int, index: bool = True) -> None:
     """Store ``records`` records in batches of ``batch``; print records/s and the CPU
-    microseconds per record of this process and of the Redis server, as JSON."""
+    microseconds per record of this process and of the Redis server, as JSON.
+    ``index=False``: with ``result_index`` off (asked only then, so that revisions from
+    before the setting run too)."""
     from celeriac.backends import ResultRecord, backend_from_url
 
-    backend = backend_from_url(url, expires=3600)
+    backend = (backend_from_url(url, expires=3600) if index
+               else backend_from_url(url, expires=3600, index=False))
     backend.ping()
     prefix = uuid.uuid4().hex[:8]
     rows = [ResultRecord(task_id=f"{prefix}-{uuid.uuid4()}", status="SUCCESS", result=i,
@@ -113,13 +117,15 @@ def export(rev: str, directory: Path) -> Path:
     return directory
 
 
-def measure(pythonpath: Path, url: str, records: int, batch: int) -> dict[str, float]:
+def measure(pythonpath: Path, url: str, records: int, batch: int,
+            index: bool = True) -> dict[str, float]:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")},
            "PYTHONPATH": str(pythonpath)}
     done = subprocess.run(
         [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-         "import result_store; result_store.child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))",
-         str(ROOT / "bench"), url, str(records), str(batch)],
+         "import result_store; result_store.child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), "
+         "sys.argv[5] == '1')", str(ROOT / "bench"), url, str(records), str(batch),
+         "1" if index else "0"],
         env=env, capture_output=True, text=True, check=False, cwd=str(pythonpath))
     if done.returncode != 0:
         raise SystemExit(f"child failed:\n{done.stderr}")
@@ -135,23 +141,28 @@ def main() -> None:
     parser.add_argument("--batches", default="1,20")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backends", default="redis,sqlite")
+    parser.add_argument("--index-off", action="store_true",
+                        help="also run this tree with result_index off")
     options = parser.parse_args()
     batches = [int(b) for b in options.batches.split(",")]
     with tempfile.TemporaryDirectory(prefix="result-store-") as tmp:
         work = Path(tmp)
-        variants = {"celeriac": ROOT}
+        variants = {"celeriac": (ROOT, True)}
+        if options.index_off:
+            variants["index off"] = (ROOT, False)
         if options.against:
-            variants[f"celeriac@{options.against}"] = export(options.against, work / "rev")
+            variants[f"celeriac@{options.against}"] = (
+                export(options.against, work / "rev"), True)
         runs: dict[tuple[str, str, int], list[dict[str, float]]] = {}
         with redis_server(work) as redis_url:
             for run in range(options.repeat):
                 for kind in options.backends.split(","):
                     for batch in batches:
-                        for name, path in variants.items():
+                        for name, (path, index) in variants.items():
                             url = (redis_url if kind == "redis"
                                    else f"sqlite:///{work / f'{name}-{run}-{batch}.db'}")
                             runs.setdefault((kind, name, batch), []).append(
-                                measure(path, url, options.records, batch))
+                                measure(path, url, options.records, batch, index))
         for metric, label in (("rate", "records/s"), ("client_us", "client CPU us/record"),
                               ("server_us", "Redis server CPU us/record")):
             print(f"\n{label} (median of {options.repeat})")
@@ -164,8 +175,8 @@ def main() -> None:
                     medians = [statistics.median(r[metric] for r in runs[(kind, name, batch)])
                                for name in variants]
                     line = f"{kind:8} {batch:>5} " + " ".join(f"{m:>16,.1f}" for m in medians)
-                    if options.against and medians[1]:
-                        line += f"    {medians[0] / medians[1]:.2f}"
+                    if options.against and medians[-1]:
+                        line += f"    {medians[0] / medians[-1]:.2f}"
                     print(line)
 
 

@@ -89,6 +89,17 @@ SETTINGS: dict[str, Setting] = {
                 "members finished) is kept after its latest member joined; None: "
                 "result_expires. Must outlast the slowest header member "
                 "(docs/canvas-chords.md).", _optional(_positive_float)),
+        Setting("result_index", True, "Keep the task index with the results, for searching "
+                "them by name, state and id prefix: `celeriac tasks` and the dashboard's task "
+                "search need it (with it off they refuse, naming this setting; a task's detail "
+                "by id still works). It costs every store: on Redis the store script also "
+                "writes a summary key and adds the id to five sorted sets (2 to 3 times the "
+                "server CPU of the record alone: figures in docs/monitoring.md), on SQLite "
+                "two more table indexes to update. Off: Redis stores only the record and its "
+                "notification; SQLite does not create the two search indexes (a file that "
+                "has them keeps them: DROP INDEX results_by_state, results_by_name to save "
+                "their cost). Set it alike in every process that stores results: an index "
+                "missed by some stores is incomplete (docs/monitoring.md).", _bool),
         Setting("result_extended", False, "Also store each task's arguments, worker host and "
                 "queue with its result (AsyncResult.args, .kwargs, .worker, .queue), as Celery's; "
                 "the name and retries are stored either way.", _bool),

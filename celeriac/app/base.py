@@ -409,7 +409,8 @@ class Celeriac:
             self._check_pid()
             if self._backend is None:
                 self._backend = backend_from_url(self.conf.result_backend,
-                                                 expires=self.conf.result_expires)
+                                                 expires=self.conf.result_expires,
+                                                 index=self.conf.result_index)
             return self._backend
 
     def close(self) -> None:

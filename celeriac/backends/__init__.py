@@ -66,9 +66,10 @@ def backend_class(scheme: str) -> type[ResultBackend]:
     return loaded
 
 
-def backend_from_url(url: str, *, expires: float = 86400.0) -> ResultBackend:
-    """Build the backend for ``url``; ``expires`` is how long records are kept, in seconds."""
+def backend_from_url(url: str, *, expires: float = 86400.0, index: bool = True) -> ResultBackend:
+    """Build the backend for ``url``; ``expires`` is how long records are kept, in seconds,
+    ``index`` whether stores keep the task index that search reads (``result_index``)."""
     scheme = urlparse(url).scheme
     if scheme not in BACKENDS and scheme not in LAZY_BACKENDS:
         raise _unknown(f"{url!r} (scheme {scheme!r})")
-    return backend_class(scheme)(url, expires=expires)
+    return backend_class(scheme)(url, expires=expires, index=index)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import serialization
 from celeriac.backends.search import TaskDetail, TaskSummary, detail_of, task_events
-from celeriac.exceptions import BackendError, SerializationError, TimeoutError
+from celeriac.exceptions import BackendError, ConfigurationError, SerializationError, TimeoutError
 from celeriac.states import PENDING, READY_STATES
 
 if TYPE_CHECKING:
@@ -141,10 +141,12 @@ class ResultBackend(ABC):
     #: True when the store deletes expired records itself, so :meth:`cleanup` finds none.
     expires_itself: bool = False
 
-    def __init__(self, url: str, *, expires: float = 86400.0) -> None:
+    def __init__(self, url: str, *, expires: float = 86400.0, index: bool = True) -> None:
         self.url = url
         #: Seconds a record is kept after it is stored.
         self.expires = expires
+        #: Whether stores keep the task index :meth:`search` reads (``result_index``).
+        self.index = index
 
     @abstractmethod
     def store(self, record: ResultRecord) -> None:
@@ -205,7 +207,17 @@ class ResultBackend(ABC):
         look-ups, never a scan of all results). ``name`` and ``state`` match exactly;
         ``task_id_prefix`` looks at the first :data:`~celeriac.backends.search.PREFIX_SCAN`
         ids with that prefix only. A task's place in the order is the time its record
-        was last stored (STARTED, then SUCCESS moves it to the front)."""
+        was last stored (STARTED, then SUCCESS moves it to the front).
+
+        Raises :class:`~celeriac.exceptions.ConfigurationError` when the backend was
+        built with ``index=False`` (``result_index``): it keeps no index to read."""
+
+    def _check_index(self) -> None:
+        """Refuse a search on a backend that keeps no index (every :meth:`search` calls it)."""
+        if not self.index:
+            raise ConfigurationError(
+                "task search needs the task index, which result_index=False turns off: "
+                "set result_index=True (in every process that stores results) to search")
 
     def task_detail(self, task_id: str, *, broker: Broker | None = None) -> TaskDetail | None:
         """Everything known about ``task_id`` (None: no live record): the record, its

@@ -62,8 +62,9 @@ class MemoryBackend(ResultBackend):
 
     schemes = ("memory",)
 
-    def __init__(self, url: str = "memory://", *, expires: float = 86400.0) -> None:
-        super().__init__(url, expires=expires)
+    def __init__(self, url: str = "memory://", *, expires: float = 86400.0,
+                 index: bool = True) -> None:
+        super().__init__(url, expires=expires, index=index)
         self._records: dict[str, _Entry] = {}
         self._groups: dict[str, _Entry] = {}
         self._chords: dict[str, _Chord] = {}
@@ -136,7 +137,9 @@ class MemoryBackend(ResultBackend):
                state: str | None = None, offset: int = 0,
                limit: int = 50) -> tuple[list[TaskSummary], int]:
         """A filter over the dict, newest first: this backend lives in one process and
-        holds what its tests store, so it keeps no separate index."""
+        holds what its tests store, so it keeps no separate index (and refuses, as the
+        others, when ``index`` is off, so code tested on it behaves as on them)."""
+        self._check_index()
         check_page(offset, limit)
         with self._changed:
             now = time.monotonic()

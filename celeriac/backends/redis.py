@@ -55,7 +55,9 @@ retried after a lost reply is as safe as a redelivered member.
 :meth:`RedisBackend.cleanup` has nothing to delete.
 
 **The task index** (``{prefix}:tasks:...``, for :meth:`RedisBackend.search`) is written by
-the same script run as the records: see :mod:`celeriac.backends.redis_index`.
+the same script run as the records: see :mod:`celeriac.backends.redis_index`. With
+``result_index`` off (``index=False``) the script is :data:`STORE_RECORDS_LUA`: the
+records and their notifications only, as before the index.
 """
 
 from __future__ import annotations
@@ -94,6 +96,34 @@ from celeriac.redisconn import (
 from celeriac.states import READY_STATES
 
 T = TypeVar("T")
+
+#: The store with ``result_index`` off: the records alone, as before the task index.
+#: ARGV: TTL in ms (0: none), prefix, then per record: id, state, payload.
+STORE_RECORDS_LUA = """
+local px, p = tonumber(ARGV[1]), ARGV[2]
+local ready = {SUCCESS = true, FAILURE = true, REVOKED = true}
+for i = 3, #ARGV, 3 do
+    local id, state = ARGV[i], ARGV[i + 1]
+    local key = p .. ':result:' .. id
+    local write = true
+    if not ready[state] then
+        local current = redis.call('GET', key)
+        if current then
+            local ok, record = pcall(cjson.decode, current)
+            write = not (ok and type(record) == 'table' and ready[record.status] == true)
+        end
+    end
+    if write then
+        if px > 0 then
+            redis.call('SET', key, ARGV[i + 2], 'PX', px)
+        else
+            redis.call('SET', key, ARGV[i + 2])
+        end
+        redis.call('PUBLISH', p .. ':done:' .. id, state)
+    end
+end
+return 0
+"""
 
 #: KEYS: chord state hash, members hash. ARGV: index, result id, size, TTL in ms (0: none).
 #: Returns ``{1|0, 0}`` (fire or not), or ``{-1, recorded size}`` on a size mismatch.
@@ -380,9 +410,9 @@ class RedisBackend(ResultBackend):
     #: Seconds between a waiter's safety looks at its key (notifications do the real work).
     recheck_interval = 2.0
 
-    def __init__(self, url: str, *, expires: float = 86400.0,
+    def __init__(self, url: str, *, expires: float = 86400.0, index: bool = True,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
-        super().__init__(url, expires=expires)
+        super().__init__(url, expires=expires, index=index)
         self._url, self.prefix = split_url(url)
         self._redis = client(self._url, max_connections=max_connections)  # shared with a broker
         self._where = f"Redis result backend {safe_url(self._url)}"
@@ -393,7 +423,8 @@ class RedisBackend(ResultBackend):
         self._join_script = self._redis.register_script(CHORD_JOIN_LUA)
         self._claim_script = self._redis.register_script(CHORD_CLAIM_BODY_LUA)
         self._done_script = self._redis.register_script(CHORD_DONE_LUA)
-        self._store_script = self._redis.register_script(redis_index.STORE_LUA)
+        self._store_script = self._redis.register_script(
+            redis_index.STORE_LUA if index else STORE_RECORDS_LUA)
         self._forget_script = self._redis.register_script(redis_index.FORGET_LUA)
 
     def _key(self, task_id: str) -> str:
@@ -442,10 +473,17 @@ class RedisBackend(ResultBackend):
     def store_many(self, records: Sequence[ResultRecord]) -> None:
         """One script run (:data:`~celeriac.backends.redis_index.STORE_LUA`), one round
         trip and atomic for any number of records: per record a ``SET`` with TTL, a
-        ``PUBLISH`` and its index entries; an unready record over a ready one is left out."""
+        ``PUBLISH`` and its index entries (none with ``index`` off:
+        :data:`STORE_RECORDS_LUA`); an unready record over a ready one is left out."""
         if not records:
             return
-        args = redis_index.store_args(self.prefix, records, time.time(), self._px())
+        args: list[str | int | bytes]
+        if self.index:
+            args = redis_index.store_args(self.prefix, records, time.time(), self._px())
+        else:
+            args = [self._px() or 0, self.prefix]
+            for r in records:
+                args += (r.task_id, r.status, r.to_json())
         self._call(lambda: self._store_script(keys=[], args=args))
 
     def get(self, task_id: str) -> ResultRecord | None:
@@ -533,6 +571,7 @@ class RedisBackend(ResultBackend):
                limit: int = 50) -> tuple[list[TaskSummary], int]:
         """Two round trips: ``ZCOUNT`` and ``ZREVRANGEBYSCORE`` of the filter's sorted
         set, then one ``MGET`` of the page's summaries (:mod:`celeriac.backends.redis_index`)."""
+        self._check_index()
         check_page(offset, limit)
         return self._call(lambda: redis_index.search(
             self._redis, self.prefix, self.expires, task_id_prefix=task_id_prefix, name=name,

@@ -1,6 +1,6 @@
 """The Redis result backend's task index, for :meth:`RedisBackend.search`.
 
-Keys (``{p}`` is the backend's prefix), all kept with the records' TTL:
+Keys (``{p}`` is the backend's prefix), expiring with the records (see **Expiry**):
 
 * ``{p}:tasks:meta:{task_id}`` -- string, the task's summary as a JSON array
   ``[state, name, date_done, queue, worker, stored_at]`` (name ``""`` when unknown),
@@ -17,23 +17,36 @@ Keys (``{p}`` is the backend's prefix), all kept with the records' TTL:
 atomic, for any number of records) sets each record with its TTL, publishes its status
 (as :mod:`celeriac.backends.redis` describes), reads the task's meta, takes the id out
 of the sets of its former state (PENDING -> STARTED -> SUCCESS moves a task from set to
-set), writes the meta and adds the id to its sets. An unready record over a ready one
-is skipped whole, record and index, so the index never disagrees with the record.
+set) and writes the meta; the ids going into each set are gathered and added at the
+end with one ``ZADD`` per set, so a batch pays per set, not per record, for the calls
+and for what follows. A task stored again within half the TTL of its last store is
+already in ``ids`` (which is pruned with ``all`` only) and is not added again. An
+unready record over a ready one is skipped whole, record and index, so the index never
+disagrees with the record.
 
 **Expiry.** A record stored at ``t`` expires at ``t + expires``; so does its meta key,
 and its score in every set is ``t``. Readers therefore count and list only scores
 above ``now - expires`` (``ZCOUNT``/``ZREVRANGEBYSCORE``: O(log n + page)), and never
-see an expired task even before it is pruned. The script prunes: from each set it adds
-to, the entries older than that (``ZREMRANGEBYSCORE``, nothing to do mostly), and from
-``all`` and ``ids`` up to :data:`PRUNE_BATCH` expired ids per call, which keeps up
-with any store rate; and it gives each set it touches the records' TTL, so a set
-nobody writes to any more (a task name no longer used) goes away with its last
-record (a store kept forever, ``expires <= 0``, removes the TTL of the sets it adds
-to). Scores use the storing process's clock; clocks a few seconds apart only move a
-task that close to its expiry in or out of the listing early or late.
+see an expired task even before it is pruned. The script prunes ``all`` and ``ids`` of
+up to :data:`PRUNE_BATCH` expired ids per call, which keeps up with any store rate.
+Every set it adds to gets a TTL of 1.5 times the records' (so a set nobody writes to
+any more, a task name no longer used, goes away after its last record), and the set's
+``PTTL`` tells when that was last done: when :data:`PRUNE_EVERY_MS` (or half the TTL)
+has passed since, the script prunes the set's expired entries (``ZREMRANGEBYSCORE``)
+and sets its TTL again. So a store checks each set's TTL (a read) but writes it and
+prunes at most once a second per set, and the TTL never falls below the records' own
+after an add. A process with a shorter ``expires`` never shortens a set's TTL. A store
+kept forever (``expires <= 0``) removes the TTL of the sets it adds to. Scores use the
+storing process's clock; clocks a few seconds apart only move a task that close to its
+expiry in or out of the listing early or late.
 
 Keys are built in the script from the prefix (the sets of a former state are only
 known there), so the index needs a single Redis server, as the rest of celeriac does.
+
+With ``result_index`` off the backend stores with
+:data:`~celeriac.backends.redis.STORE_RECORDS_LUA` instead (records and notifications
+only) and :meth:`RedisBackend.search` refuses; ``forget`` still takes a task out of an
+index written earlier or by other processes.
 """
 
 from __future__ import annotations
@@ -51,6 +64,9 @@ from celeriac.redisconn import decode
 
 #: Expired ids taken out of ``all`` and ``ids`` per store call at most.
 PRUNE_BATCH = 500
+#: Milliseconds between two prunes of a set (and settings of its TTL) at most: a set
+#: touched more often is pruned once in that time (or half the TTL, if shorter).
+PRUNE_EVERY_MS = 1000
 
 _READY_LUA = "{SUCCESS=true, FAILURE=true, REVOKED=true}"
 
@@ -65,15 +81,33 @@ end
 
 #: The store itself (:meth:`RedisBackend.store_many`), records and index in one script run.
 #: ARGV: prefix, now, TTL in ms (0: none), then per record: id, state, name ('' none),
-#: meta, payload.
+#: meta, payload. Per record it reads and writes the meta and takes the id out of the
+#: sets it leaves; the ids going into each set are gathered and added with one ``ZADD``
+#: per set at the end, so a batch costs per set, not per record, for what follows:
+#: pruning and the TTL (see the module docstring).
 STORE_LUA = _KEYS_LUA + f"""
 local ready = {_READY_LUA}
-local p, now, px = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local p, at, px = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = tonumber(at)
 local all, ids = p .. ':tasks:all', p .. ':tasks:ids'
-local touched = {{[all] = true, [ids] = true}}
+-- ids has score 0 for ZRANGEBYLEX; every other set scores by the time of the store
+local adds, new_ids = {{}}, {{}}
+-- an id stored again within half the TTL is already in ids (pruned only with all)
+local recent = px > 0 and now - px / 2000 or nil
 local function add(key, id)
-    redis.call('ZADD', key, now, id)
-    touched[key] = true
+    local members = adds[key]
+    if not members then
+        members = {{}}
+        adds[key] = members
+    end
+    members[id] = true
+end
+local function remove(key, id)
+    local members = adds[key]
+    if members then
+        members[id] = nil
+    end
+    redis.call('ZREM', key, id)
 end
 local function set(key, value)
     if px > 0 then
@@ -81,6 +115,21 @@ local function set(key, value)
     else
         redis.call('SET', key, value)
     end
+end
+local function zadd(key, score, members)
+    local args, n = {{}}, 0
+    for id in pairs(members) do
+        args[n + 1], args[n + 2] = score, id
+        n = n + 2
+        if n >= 1000 then
+            redis.call('ZADD', key, unpack(args, 1, n))
+            n = 0
+        end
+    end
+    if n > 0 then
+        redis.call('ZADD', key, unpack(args, 1, n))
+    end
+    return next(members) ~= nil
 end
 for i = 4, #ARGV, 5 do
     local id, state, name, meta, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -99,29 +148,41 @@ for i = 4, #ARGV, 5 do
         redis.call('PUBLISH', p .. ':done:' .. id, state)
         local meta_key = p .. ':tasks:meta:' .. id
         local old = redis.call('GET', meta_key)
+        local listed = false
         if old then
             local ok, before = pcall(cjson.decode, old)
             if ok and type(before) == 'table' then
                 local was, was_named = tostring(before[1]), tostring(before[2])
                 if was ~= state then
-                    redis.call('ZREM', state_key(p, was), id)
+                    remove(state_key(p, was), id)
                 end
                 if was_named ~= '' and (was ~= state or was_named ~= name) then
-                    redis.call('ZREM', both_key(p, was, was_named), id)
+                    remove(both_key(p, was, was_named), id)
                 end
                 if was_named ~= '' and was_named ~= name then
-                    redis.call('ZREM', name_key(p, was_named), id)
+                    remove(name_key(p, was_named), id)
                 end
+                local stored = tonumber(before[6])
+                listed = stored ~= nil and (recent == nil or stored > recent)
             end
         end
         set(meta_key, meta)
         add(all, id)
-        redis.call('ZADD', ids, 0, id)
+        if not listed then
+            new_ids[id] = true
+        end
         add(state_key(p, state), id)
         if name ~= '' then
             add(name_key(p, name), id)
             add(both_key(p, state, name), id)
         end
+    end
+end
+zadd(ids, 0, new_ids)
+local touched = {{}}
+for key, members in pairs(adds) do
+    if zadd(key, at, members) then
+        touched[#touched + 1] = key
     end
 end
 if px > 0 then
@@ -131,14 +192,25 @@ if px > 0 then
         redis.call('ZREM', all, unpack(gone))
         redis.call('ZREM', ids, unpack(gone))
     end
-    for key in pairs(touched) do
-        if key ~= all and key ~= ids then
-            redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+    if #touched > 0 then
+        touched[#touched + 1] = ids
+    end
+    -- Each set's TTL is set to 1.5 px; PTTL tells how long ago: at most once per
+    -- `every` ms a set is pruned and its TTL set again, which keeps it >= px.
+    local long, every = math.floor(px * 1.5), math.min({PRUNE_EVERY_MS}, math.floor(px / 2))
+    for _, key in ipairs(touched) do
+        if redis.call('PTTL', key) < long - every then
+            if key ~= all and key ~= ids then
+                redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+            end
+            redis.call('PEXPIRE', key, long)
         end
-        redis.call('PEXPIRE', key, px)
     end
 else
-    for key in pairs(touched) do
+    if #touched > 0 then
+        touched[#touched + 1] = ids
+    end
+    for _, key in ipairs(touched) do
         redis.call('PERSIST', key)
     end
 end

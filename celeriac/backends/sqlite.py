@@ -8,7 +8,9 @@ and write locking come from :class:`celeriac.sqlitedb.Database`.
 The record lives in ``payload`` as JSON text; ``status`` is duplicated in its
 own column only so the file can be inspected with plain SQL. ``expires_at`` is
 wall-clock time (``time.time()``) because other processes compare against it;
-NULL means the row never expires.
+NULL means the row never expires. ``name`` and ``stored_at`` serve the task search,
+with two indexes on them that only a backend with ``result_index`` on creates (see
+:data:`_SEARCH_INDEXES`).
 
 ``result_groups`` holds saved groups (``GroupResult.save()``), and ``chords`` (one row
 per chord: its size, which member fired, whether the body was sent, the body's claim
@@ -78,30 +80,36 @@ _UPSERT = (
 _SELECT_LIVE = ("SELECT payload FROM results "
                 "WHERE task_id = ? AND (expires_at IS NULL OR expires_at > ?)")
 
-#: The search index (:meth:`SQLiteBackend.search`): each filter's rows newest first, with
-#: ``expires_at`` in the index so counting live rows reads no table row. A name and a
-#: state together walk the name's index and test the state there. ``results_recent``
-#: replaces the index on ``expires_at`` alone, one index less on every store:
-#: :meth:`SQLiteBackend.cleanup`, which is rare, reads ``results_recent`` instead.
-_SEARCH_INDEXES = (
+#: The indexes the table needs either way: ``results_recent`` replaces the index on
+#: ``expires_at`` alone, one index less on every store: :meth:`SQLiteBackend.cleanup`,
+#: which is rare, reads it, and so does a search with no filter.
+_TABLE_INDEXES = (
     "DROP INDEX IF EXISTS results_expires_at",
     "CREATE INDEX IF NOT EXISTS results_recent ON results (stored_at, expires_at)",
+)
+#: The search index (:meth:`SQLiteBackend.search`): each filter's rows newest first, with
+#: ``expires_at`` in the index so counting live rows reads no table row. A name and a
+#: state together walk the name's index and test the state there. Not created when
+#: ``result_index`` is off (each costs every store an index update); a file that has
+#: them keeps them, as another process may search it.
+_SEARCH_INDEXES = (
     "CREATE INDEX IF NOT EXISTS results_by_state ON results (status, stored_at, expires_at)",
     "CREATE INDEX IF NOT EXISTS results_by_name ON results (name, stored_at, status, expires_at)",
 )
 
 
-def _add_search_index(conn: sqlite3.Connection, expires: float) -> None:
-    """Give a ``results`` table the search columns and indexes. A file written by an
-    older celeriac lacks the columns: its rows get their name from the record and a
-    store time from their expiry (``expires_at - expires``), once."""
+def _add_search_index(conn: sqlite3.Connection, expires: float, index: bool = True) -> None:
+    """Give a ``results`` table the search columns and, with ``index``, the search
+    indexes. A file written by an older celeriac lacks the columns: its rows get their
+    name from the record and a store time from their expiry (``expires_at - expires``),
+    once."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
     if "stored_at" not in columns:
         conn.execute("ALTER TABLE results ADD COLUMN name TEXT")
         conn.execute("ALTER TABLE results ADD COLUMN stored_at REAL")
         conn.execute("UPDATE results SET name = json_extract(payload, '$.name'), "
                      "stored_at = coalesce(expires_at - ?, 0)", (max(expires, 0.0),))
-    for statement in _SEARCH_INDEXES:
+    for statement in _TABLE_INDEXES + (_SEARCH_INDEXES if index else ()):
         conn.execute(statement)
 
 
@@ -149,8 +157,8 @@ class SQLiteBackend(ResultBackend):
 
     schemes = ("sqlite",)
 
-    def __init__(self, url: str, *, expires: float = 86400.0) -> None:
-        super().__init__(url, expires=expires)
+    def __init__(self, url: str, *, expires: float = 86400.0, index: bool = True) -> None:
+        super().__init__(url, expires=expires, index=index)
         self.path = path_from_url(url)
         self._db = Database(self.path, SCHEMA)
         #: Whether this object made sure the file has the search columns and indexes.
@@ -173,14 +181,14 @@ class SQLiteBackend(ResultBackend):
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._errors():
             if not self._indexed:
-                self._db.write(lambda conn: _add_search_index(conn, self.expires))
+                self._db.write(lambda conn: _add_search_index(conn, self.expires, self.index))
                 self._indexed = True
             return self._db.read(fn)
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._errors():
             if not self._indexed:
-                self._db.write(lambda conn: _add_search_index(conn, self.expires))
+                self._db.write(lambda conn: _add_search_index(conn, self.expires, self.index))
                 self._indexed = True
             return self._db.write(fn)
 
@@ -286,6 +294,7 @@ class SQLiteBackend(ResultBackend):
         """Two statements in one read: the count, and the page (``LIMIT``/``OFFSET`` on
         the index of the filter, newest first), its few fields read with
         ``json_extract`` so that a page never decodes large results in Python."""
+        self._check_index()
         check_page(offset, limit)
         count_sql, page_sql, params = search_sql(task_id_prefix, name, state, time.time(),
                                                  self.expires)

@@ -34,6 +34,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Every backend; SHARED are those that separate processes can share.
 KINDS = ["memory", "sqlite", "redis"]
 SHARED = ["sqlite", "redis"]
+#: The shared backends again with ``result_index`` off: storing, waiting, chords and
+#: groups are the same contract without the task index.
+UNINDEXED = ["sqlite-noindex", "redis-noindex"]
 
 
 def _make_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> ResultBackend:
@@ -44,12 +47,13 @@ def _make_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
         # key prefix of this test's own on the session's redis-server.
         "redis": lambda: str(request.getfixturevalue("redis_url")),
     }
-    instance = backend_from_url(urls[kind]())
+    instance = backend_from_url(urls[kind.removesuffix("-noindex")](),
+                                index=not kind.endswith("-noindex"))
     instance.ping()
     return instance
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=KINDS + UNINDEXED)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
     instance = _make_backend(request.param, request, tmp_path)
     yield instance

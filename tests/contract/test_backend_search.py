@@ -21,12 +21,21 @@ from celeriac.backends.search import PREFIX_SCAN, TaskSummary, child_ids
 from celeriac.backends.sqlite import search_sql
 from celeriac.brokers.base import WorkerEvent
 from celeriac.brokers.memory import MemoryBroker
+from celeriac.exceptions import ConfigurationError
 from celeriac.states import FAILURE, PENDING, RETRY, STARTED, SUCCESS
-from contract.test_backend import KINDS, _make_backend
+from contract.test_backend import KINDS, UNINDEXED, _make_backend
 
 
 @pytest.fixture(params=KINDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
+    instance = _make_backend(request.param, request, tmp_path)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture(params=UNINDEXED)
+def unindexed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
+    """A shared backend with ``result_index`` off."""
     instance = _make_backend(request.param, request, tmp_path)
     yield instance
     instance.close()
@@ -209,6 +218,84 @@ def test_child_ids_skips_what_is_not_a_result_tuple() -> None:
     assert child_ids([["odd"], 3, [["a", None], None]]) == ["a"]
 
 
+def test_with_the_index_off_search_is_refused_and_the_rest_works(
+        unindexed: ResultBackend) -> None:
+    done, running = record(SUCCESS, "app.off"), record(STARTED, "app.off")
+    unindexed.store_many([done, running])
+    unindexed.store(record(STARTED, "app.off", done.task_id))  # never over a ready one
+    assert unindexed.get(done.task_id).status == SUCCESS  # type: ignore[union-attr]
+    assert unindexed.wait(done.task_id, timeout=5).task_id == done.task_id
+    for query in ({}, {"name": "app.off"}, {"state": SUCCESS},
+                  {"task_id_prefix": done.task_id[:8]}):
+        with pytest.raises(ConfigurationError, match="result_index"):
+            unindexed.search(**query)  # type: ignore[arg-type]
+    detail = unindexed.task_detail(running.task_id)
+    assert detail is not None and detail.summary.state == STARTED
+    unindexed.forget(running.task_id)
+    assert unindexed.task_detail(running.task_id) is None
+
+
+def test_memory_backend_refuses_search_with_the_index_off_too() -> None:
+    backend = backend_from_url("memory://", index=False)
+    backend.store(record(SUCCESS))
+    with pytest.raises(ConfigurationError, match="result_index"):
+        backend.search()
+
+
+def test_redis_with_the_index_off_writes_no_index_key(redis_url: str) -> None:
+    backend = backend_from_url(redis_url, index=False)
+    raw = redis.Redis.from_url(redis_url.split("?")[0])
+    p = backend.prefix
+    try:
+        backend.store_many([record(SUCCESS, "app.off"), record(PENDING, "app.off")])
+        assert raw.keys(f"{p}:tasks:*") == []
+        assert len(raw.keys(f"{p}:result:*")) == 2
+        assert all(0 < raw.pttl(key) <= 86_400_000 for key in raw.keys(f"{p}:result:*"))
+        forever = backend_from_url(redis_url, expires=0, index=False)
+        kept = record(SUCCESS, "app.off")
+        forever.store(kept)
+        assert raw.pttl(f"{p}:result:{kept.task_id}") == -1 and raw.keys(f"{p}:tasks:*") == []
+        forever.close()
+    finally:
+        backend.close()
+        raw.close()
+
+
+def test_redis_a_task_stored_again_stays_listed_by_prefix(redis_url: str) -> None:
+    """A store within half the TTL of the last one skips ``ids``: the id is there."""
+    backend = backend_from_url(redis_url)
+    raw = redis.Redis.from_url(redis_url.split("?")[0])
+    try:
+        task_id = str(uuid.uuid4())
+        for status in (PENDING, STARTED, SUCCESS):
+            backend.store(record(status, "app.again", task_id))
+        assert raw.zrange(f"{backend.prefix}:tasks:ids", 0, -1) == [task_id.encode()]
+        assert ids(backend.search(task_id_prefix=task_id[:8])) == [task_id]
+        # One batch with the task twice: it ends in its last state's sets only.
+        again = str(uuid.uuid4())
+        backend.store_many([record(STARTED, "app.again", again),
+                            record(SUCCESS, "app.again", again)])
+        assert ids(backend.search(name="app.again", state=SUCCESS)) == [again, task_id]
+        assert backend.search(state=STARTED) == ([], 0)
+        assert not raw.exists(f"{backend.prefix}:tasks:s:STARTED")
+    finally:
+        backend.close()
+        raw.close()
+
+
+def test_sqlite_with_the_index_off_creates_no_search_index(tmp_path: Path) -> None:
+    path = tmp_path / "off.db"
+    backend = backend_from_url(f"sqlite:///{path}", index=False)
+    backend.store(record(SUCCESS, "app.off"))
+    with sqlite3.connect(path) as conn:
+        names = {row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'results' "
+            "AND name NOT LIKE 'sqlite_autoindex%'")}
+    assert names == {"results_recent"}  # what cleanup reads
+    assert backend.cleanup() == 0
+    backend.close()
+
+
 # -- backend specifics --------------------------------------------------------------
 
 
@@ -229,7 +316,7 @@ def test_redis_index_sets_are_pruned_and_expire(redis_url: str) -> None:
         assert raw.zrange(f"{p}:tasks:s:SUCCESS", 0, -1) == [new.task_id.encode()]
         # Sets nobody writes any more go with their records' TTL.
         assert not raw.exists(f"{p}:tasks:n:app.old", f"{p}:tasks:meta:{old.task_id}")
-        assert 0 < raw.pttl(f"{p}:tasks:n:app.new") <= 300
+        assert 0 < raw.pttl(f"{p}:tasks:n:app.new") <= 450  # 1.5 TTL, refreshed below 1
     finally:
         backend.close()
         raw.close()

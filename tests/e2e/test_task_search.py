@@ -8,9 +8,11 @@ children, and its events from the broker's event log.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 
 import pytest
+import redis
 from conftest import Project, project_on, wait_until
 
 EXTRA = r'''
@@ -96,3 +98,38 @@ def test_search_finds_tasks_by_name_and_state_after_they_ran(
     assert {row["task_id"] for row in shown["tasks"]} == {r.id for r in fails}
     table = project.cli("-A", "tasks", "tasks", "--state", "SUCCESS", "--limit", "2").stdout
     assert "1-2 of 7" in table
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_with_result_index_off_the_worker_stores_no_index_and_search_refuses(
+        request: pytest.FixtureRequest, kind: str) -> None:
+    """``result_index = False`` reaches the worker's backend: results work as ever, the
+    store writes no index (no ``tasks:`` key on Redis, no search index in SQLite), and
+    ``celeriac tasks`` refuses, naming the setting."""
+    project: Project = project_on(request, kind)
+    project.write_tasks(extra="\napp.conf.result_index = False\n")
+    app = project.app()
+    tasks = sys.modules["tasks"]
+    project.start_worker("-P", "threads", "-c", "2")
+    results = [tasks.add.delay(i, i) for i in range(3)]
+    assert [r.get(timeout=30) for r in results] == [0, 2, 4]
+    backend = app.backend
+    assert backend.index is False
+    detail = backend.task_detail(results[0].id)
+    assert detail is not None and detail.summary.state == "SUCCESS"
+    if kind == "redis":
+        raw = redis.Redis.from_url(backend.url.split("?")[0])
+        try:
+            assert raw.keys(f"{backend.prefix}:tasks:*") == []
+            assert raw.exists(f"{backend.prefix}:result:{results[0].id}")
+        finally:
+            raw.close()
+    else:
+        with sqlite3.connect(backend.path) as conn:
+            indexes = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "results_recent" in indexes
+        assert not indexes & {"results_by_state", "results_by_name"}
+    refused = project.cli("-A", "tasks", "tasks", "--name", "tasks.add", check=False)
+    assert refused.returncode != 0
+    assert "result_index" in refused.stdout + refused.stderr
