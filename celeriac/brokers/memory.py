@@ -53,6 +53,7 @@ from celeriac.brokers.base import (
     max_deliveries_reason,
 )
 from celeriac.brokers.limits import LimitState
+from celeriac.brokers.metrics import MetricRow, MetricStore, minute_span
 
 #: (-priority, available_at, id, stamp): the smallest entry is claimed first.
 _ReadyEntry = tuple[int, float, int, int]
@@ -141,6 +142,8 @@ class MemoryBroker(Broker):
         self._replied = threading.Condition(self._lock)
         #: Rate and concurrency limits (see the block at the end of the class).
         self._limits = LimitState()
+        #: Metric rollups (see the block at the end of the class).
+        self._metric_rows = MetricStore()
 
     # -- internal bookkeeping (call with the lock held) ------------------------------
     def _place(self, message: _Message, now: float) -> None:
@@ -576,6 +579,16 @@ class MemoryBroker(Broker):
         with self._lock:
             return dict(self._limits.overrides)
     # == end of rate and concurrency limits ============================================
+
+    # == metric rollups (issue 14; see celeriac.brokers.metrics) =======================
+    def record_metrics(self, rows: Sequence[MetricRow]) -> None:
+        if rows:
+            self._metric_rows.record(rows, time.time(), self.metrics_retention)
+
+    def metrics(self, since: float, until: float, task: str | None = None) -> list[MetricRow]:
+        span = minute_span(since, until, time.time(), self.metrics_retention)
+        return self._metric_rows.read(span, task)
+    # == end of metric rollups ===========================================================
 
 
 #: Serialises beat claims on memory brokers: they are rare (one per periodic run), and a

@@ -42,6 +42,8 @@ count are one atomic step.
   pooled connection is never held long and a lost one goes through the
   reconnector on the next round.
 
+Metric rollups are a mixin of their own (:mod:`celeriac.brokers.metrics_redis`).
+
 Connections come from a shared, bounded pool per process
 (:mod:`celeriac.redisconn`): a thousand greenlets share a few sockets.
 """
@@ -74,6 +76,7 @@ from celeriac.brokers.base import (
     check_priority,
 )
 from celeriac.brokers.ids import MessageIds
+from celeriac.brokers.metrics_redis import RedisMetrics
 from celeriac.exceptions import BrokerError, BrokerUnreachable
 from celeriac.fastjson import dumps, loads
 from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url, split_url
@@ -114,7 +117,7 @@ def _ms(seconds: float) -> int:
 #: Encodes worker and task events (``default=str``: a value JSON cannot hold becomes text).
 
 
-class RedisBroker(Broker):
+class RedisBroker(RedisMetrics, Broker):
     """Messages in Redis, claimed, settled and recovered by server-side scripts."""
 
     schemes = ("redis", "rediss", "unix")
