@@ -26,6 +26,7 @@ from celeriac import __version__, serialization
 from celeriac.cli.beat import beat_command
 from celeriac.cli.control import control_commands
 from celeriac.cli.events import events_command
+from celeriac.cli.metrics import metrics_command
 from celeriac.cli.report import report_commands
 from celeriac.exceptions import CeleriacError, ConfigurationError
 
@@ -430,6 +431,7 @@ def status(app: Celeriac, as_json: bool) -> None:
 
 
 cli.add_command(events_command(_app_command))
+cli.add_command(metrics_command(_app_command))
 cli.add_command(beat_command(_app_command))
 for _command in [*control_commands(_app_command), *report_commands(_app_command)]:
     cli.add_command(_command)

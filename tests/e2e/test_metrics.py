@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from types import ModuleType
@@ -84,6 +85,17 @@ def test_a_worker_counts_runs_failures_and_retries(request: pytest.FixtureReques
     assert set(found) == set(expected)
     p50 = found["tasks.add"].percentile(50)
     assert p50 is not None and p50 < 5.0
+    # The same from the command line.
+    shown = json.loads(project.cli("-A", "tasks", "metrics", "--json").stdout)
+    assert {name: (row["processed"], row["failed"], row["retried"])
+            for name, row in shown["tasks"].items()} == {
+        "tasks.add": (5, 0, 0), "tasks.fail": (2, 2, 0), "tasks.flaky": (1, 0, 1)}
+    assert (shown["total"]["processed"], shown["total"]["failed"]) == (8, 2)
+    lines = project.cli("-A", "tasks", "metrics", "--minutes", "5").stdout.splitlines()
+    assert [line.split("\t")[:4] for line in lines] == [
+        ["task", "processed", "failed", "retried"], ["tasks.add", "5", "0", "0"],
+        ["tasks.fail", "2", "2", "0"], ["tasks.flaky", "1", "0", "1"],
+        ["(all tasks)", "8", "2", "1"]]
 
 
 def test_a_gevent_worker_counts_stalls_and_the_failures_its_supervisor_ends(
