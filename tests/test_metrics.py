@@ -17,8 +17,9 @@ from celeriac.brokers.metrics import (
     combine,
     decode,
     encode,
-    minute_span,
     percentile,
+    span,
+    stored_rows,
     with_totals,
 )
 
@@ -116,7 +117,21 @@ def test_with_totals_merges_equal_keys_and_adds_a_total_per_minute() -> None:
     assert len(stored) == 5
 
 
+def test_stored_rows_are_each_minutes_and_each_hours() -> None:
+    rows = [MetricRow(3540, "a", processed=1), MetricRow(3600, "a", processed=2),
+            MetricRow(3660, "b", failed=1)]
+    stored = {(step, r.minute, r.task): r.processed + r.failed for step, r in stored_rows(rows)}
+    assert stored == {
+        (60, 3540, "a"): 1, (60, 3600, "a"): 2, (60, 3660, "b"): 1,
+        (60, 3540, ALL_TASKS): 1, (60, 3600, ALL_TASKS): 2, (60, 3660, ALL_TASKS): 1,
+        (3600, 0, "a"): 1, (3600, 3600, "a"): 2, (3600, 3600, "b"): 1,
+        (3600, 0, ALL_TASKS): 1, (3600, 3600, ALL_TASKS): 3}
+
+
 def test_a_read_never_reaches_past_the_retention() -> None:
-    span = minute_span(0, 10_000, now=10_000, retention=600)
-    assert span[0] == 9360 and span[-1] == 9960
-    assert list(minute_span(9_990, 9_995, now=10_000, retention=600)) == [9960]
+    minutes = span(0, 10_000, now=10_000, retention=600)
+    assert minutes[0] == 9360 and minutes[-1] == 9960
+    assert list(span(9_990, 9_995, now=10_000, retention=600)) == [9960]
+    assert list(span(0, 10_000, now=10_000, retention=7200, step=3600)) == [0, 3600, 7200]
+    with pytest.raises(ValueError, match="per hour"):
+        span(0, 1, now=1, retention=1, step=120)

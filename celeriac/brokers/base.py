@@ -518,23 +518,25 @@ class Broker(ABC):
     @abstractmethod
     def record_metrics(self, rows: Sequence[MetricRow]) -> None:
         """Add ``rows`` to the stored rows of the same minute and task name, and to each
-        minute's total (task :data:`~celeriac.brokers.metrics.ALL_TASKS`), atomically, in
-        one round trip.
+        minute's total (task :data:`~celeriac.brokers.metrics.ALL_TASKS`), and the same to
+        the rows of their hours, atomically, in one round trip.
 
         Rows of several processes add up (counts and histograms are sums). Rows older than
-        ``metrics_retention`` seconds are deleted (by this call or by expiry); a minute
-        keeps at most :data:`~celeriac.brokers.metrics.MAX_TASK_NAMES` names, the runs of
+        ``metrics_retention`` seconds are deleted (by this call or by expiry); a minute (an
+        hour) keeps at most :data:`~celeriac.brokers.metrics.MAX_TASK_NAMES` names, the runs of
         any further name are added to :data:`~celeriac.brokers.metrics.OTHER_TASKS`.
         """
 
     @abstractmethod
-    def metrics(self, since: float, until: float, task: str | None = None) -> list[MetricRow]:
-        """Stored rows of the minutes from the one holding ``since`` to the one holding
-        ``until`` (never older than ``metrics_retention``), oldest first.
+    def metrics(self, since: float, until: float, task: str | None = None, *,
+                step: int = 60) -> list[MetricRow]:
+        """Stored rows of the minutes (``step=3600``: the hours) from the one holding
+        ``since`` to the one holding ``until`` (never older than ``metrics_retention``),
+        oldest first.
 
-        ``task=None``: every task name's rows (each minute's sorted by name, totals left
+        ``task=None``: every task name's rows (each period's sorted by name, totals left
         out); a name: that task's rows; :data:`~celeriac.brokers.metrics.ALL_TASKS`: the
-        per-minute totals over every task. Minutes nobody recorded have no row. Costs one
-        lookup per minute of the span (one round trip): O(minutes x task names).
+        totals over every task. Periods nobody recorded have no row. Costs one lookup per
+        period of the span (one round trip): O(periods x task names).
         """
     # == end of metric rollups ===========================================================

@@ -53,7 +53,7 @@ from celeriac.brokers.base import (
     max_deliveries_reason,
 )
 from celeriac.brokers.limits import LimitState
-from celeriac.brokers.metrics import MetricRow, MetricStore, minute_span
+from celeriac.brokers.metrics import MetricRow, MetricStore, span
 
 #: (-priority, available_at, id, stamp): the smallest entry is claimed first.
 _ReadyEntry = tuple[int, float, int, int]
@@ -585,9 +585,10 @@ class MemoryBroker(Broker):
         if rows:
             self._metric_rows.record(rows, time.time(), self.metrics_retention)
 
-    def metrics(self, since: float, until: float, task: str | None = None) -> list[MetricRow]:
-        span = minute_span(since, until, time.time(), self.metrics_retention)
-        return self._metric_rows.read(span, task)
+    def metrics(self, since: float, until: float, task: str | None = None, *,
+                step: int = 60) -> list[MetricRow]:
+        periods = span(since, until, time.time(), self.metrics_retention, step)
+        return self._metric_rows.read(periods, task)
     # == end of metric rollups ===========================================================
 
 

@@ -25,6 +25,10 @@ at most :data:`MAX_TASK_NAMES`: further names of that minute are added to the ro
 :data:`OTHER_TASKS`. A read of a span is one lookup per minute in it: O(minutes x
 task names), whatever else the broker holds.
 
+Each run is counted twice: in its minute's row and in its hour's (``step`` 60 and
+3600), so a read of a day of every task is 24 rows per name instead of 1,440; the
+hourly rows are kept for the same retention.
+
 This module holds what every broker shares: the row, the buckets, the text form of a
 row that SQLite and Redis store (:func:`encode`, merged on the Redis server by
 ``lua/metrics.lua``) and the memory broker's store (:class:`MetricStore`).
@@ -53,6 +57,10 @@ MAX_TASK_NAMES = 1000
 NAME_LIMIT = 200
 #: Default retention of the rows (seconds): 72 hours.
 DEFAULT_RETENTION = 72 * 3600.0
+#: The periods rows are kept for, in seconds: each run is counted in its minute's row and
+#: in its hour's (so a day of one task is 24 rows to read, not 1,440).
+MINUTE, HOUR = 60, 3600
+STEPS = (MINUTE, HOUR)
 
 _LOG_BASE = math.log2(FIRST_BOUND)
 
@@ -106,7 +114,7 @@ EMPTY_HIST: tuple[int, ...] = (0,) * BUCKETS
 class MetricRow:
     """What one task name did in one minute (or what every task did: :data:`ALL_TASKS`)."""
 
-    #: Unix time of the minute's start (a multiple of 60).
+    #: Unix time of the minute's start (a multiple of 60); of the hour's for an hourly row.
     minute: int
     task: str
     #: Runs that finished: succeeded or failed (a retry is not finished).
@@ -181,12 +189,35 @@ def _checked(hist: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(count) for count in hist)
 
 
-def minute_span(since: float, until: float, now: float, retention: float) -> range:
-    """The minutes (their start times) that a read of ``since``..``until`` covers: each
-    minute that starts at or after the one holding ``since`` (or the oldest kept one)
-    and at or before ``until``."""
-    first = int(max(since, now - retention)) // 60 * 60
-    return range(first, int(until) // 60 * 60 + 1, 60)
+def check_step(step: int) -> None:
+    if step not in STEPS:
+        raise ValueError(f"metric rows are kept per minute (step 60) and per hour (step 3600), "
+                         f"not per {step!r} seconds")
+
+
+def span(since: float, until: float, now: float, retention: float, step: int = MINUTE
+         ) -> range:
+    """The periods (their start times) that a read of ``since``..``until`` covers: each
+    one that starts at or after the one holding ``since`` (or the oldest kept one) and at
+    or before ``until``."""
+    check_step(step)
+    first = int(max(since, now - retention)) // step * step
+    return range(first, int(until) // step * step + 1, step)
+
+
+def stored_rows(rows: Sequence[MetricRow]) -> list[tuple[int, MetricRow]]:
+    """``(step, row)`` for every row a broker adds to for one
+    :meth:`~celeriac.brokers.base.Broker.record_metrics` call: the rows and totals of each
+    minute (:func:`with_totals`), then the same summed per hour."""
+    minutes = with_totals(rows)
+    hours: dict[tuple[int, str], MetricRow] = {}
+    for row in minutes:
+        hour = row.minute // HOUR * HOUR
+        as_hour = MetricRow(hour, row.task, row.processed, row.failed, row.retried,
+                            row.runtime_hist, row.stalls)
+        found = hours.get((hour, row.task))
+        hours[(hour, row.task)] = as_hour if found is None else found.merged(as_hour)
+    return [*((MINUTE, row) for row in minutes), *((HOUR, row) for row in hours.values())]
 
 
 # -- the stored text form (SQLite, Redis) ----------------------------------------------
@@ -223,17 +254,18 @@ def _named(names: dict[str, MetricRow]) -> int:
 
 
 class MetricStore:
-    """Rows in a dict per minute, behind a lock of their own (the memory broker's store)."""
+    """Rows in a dict per period, behind a lock of their own (the memory broker's store)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._minutes: dict[int, dict[str, MetricRow]] = {}
+        #: step -> period start -> task name -> row.
+        self._periods: dict[int, dict[int, dict[str, MetricRow]]] = {step: {} for step in STEPS}
 
     def record(self, rows: Sequence[MetricRow], now: float, retention: float) -> None:
-        stored = with_totals(rows)
+        stored = stored_rows(rows)
         with self._lock:
-            for row in stored:
-                names = self._minutes.setdefault(row.minute, {})
+            for step, row in stored:
+                names = self._periods[step].setdefault(row.minute, {})
                 task = row.task
                 if task not in names and task not in (ALL_TASKS, OTHER_TASKS) and (
                         _named(names) >= MAX_TASK_NAMES):
@@ -243,14 +275,16 @@ class MetricStore:
                 found = names.get(task)
                 names[task] = row if found is None else found.merged(row)
             oldest = now - retention
-            for minute in [m for m in self._minutes if m + 60 <= oldest]:
-                del self._minutes[minute]
+            for step, periods in self._periods.items():
+                for start in [m for m in periods if m + step <= oldest]:
+                    del periods[start]
 
-    def read(self, span: range, task: str | None) -> list[MetricRow]:
+    def read(self, periods: range, task: str | None) -> list[MetricRow]:
         found: list[MetricRow] = []
         with self._lock:
-            for minute in span:
-                names = self._minutes.get(minute)
+            kept = self._periods[periods.step]
+            for start in periods:
+                names = kept.get(start)
                 if not names:
                     continue
                 if task is None:

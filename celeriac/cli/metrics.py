@@ -1,12 +1,13 @@
-"""``celeriac metrics``: the broker's metric rollups over the last minutes, per task name.
+"""``celeriac metrics``: the broker's metric rollups of the last minutes or hours, per task.
 
 What workers counted (:mod:`celeriac.middleware.metrics`, kept by the broker:
 :mod:`celeriac.brokers.metrics`), summed over a span of whole minutes ending with the
 current one: per task name, the runs that finished, failed and retried, the rate of
 finished runs per second over the span, runtime percentiles from the merged
-histograms, and event loop stalls; then the total over every task. A table on a
-terminal, tab-separated lines when piped; ``--json`` prints the same as one JSON
-object, ``--per-minute`` one JSON line per stored row instead.
+histograms, and event loop stalls; then the total over every task. ``--hours`` sums
+whole hours from the hourly rows instead. A table on a terminal, tab-separated lines
+when piped; ``--json`` prints the same as one JSON object, ``--each`` one JSON line
+per stored row instead.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from celeriac.brokers.metrics import ALL_TASKS, MetricRow, combine
+from celeriac.brokers.metrics import ALL_TASKS, HOUR, MINUTE, MetricRow, combine
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -49,27 +50,30 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.1f}ms" if value < 1 else f"{value:.2f}s"
 
 
-def show_metrics(app: Celeriac, minutes: int, task: str | None, as_json: bool,
-                 per_minute: bool) -> None:
+def show_metrics(app: Celeriac, periods: int, step: int, task: str | None, as_json: bool,
+                 each: bool) -> None:
+    """Sum the last ``periods`` minutes (``step`` 60) or hours (3600), the current one
+    included; ``each``: print the stored rows instead."""
     now = time.time()
-    since = now - (minutes - 1) * 60
-    rows = app.broker.metrics(since, now, task)
-    if per_minute:
+    since = now - (periods - 1) * step
+    rows = app.broker.metrics(since, now, task, step=step)
+    if each:
         for row in rows:
-            click.echo(json.dumps({"minute": row.minute, "task": row.task,
-                                   **summary(row, 60.0)}))
+            click.echo(json.dumps({"start": row.minute, "task": row.task,
+                                   **summary(row, float(step))}))
         return
-    seconds = now - (int(since) // 60 * 60)
+    start = int(since) // step * step
+    seconds = now - start
     by_name: dict[str, list[MetricRow]] = {}
     for row in rows:
         by_name.setdefault(row.task, []).append(row)
     summed = {name: combine(found, task=name) for name, found in sorted(by_name.items())}
     if task is None:  # the stored totals: one row per minute, however many names
-        total = combine(app.broker.metrics(since, now, ALL_TASKS))
+        total = combine(app.broker.metrics(since, now, ALL_TASKS, step=step))
     else:
         total = summed.get(task, MetricRow(0, task))
     if as_json:
-        click.echo(json.dumps({"since": int(since) // 60 * 60, "until": now,
+        click.echo(json.dumps({"since": start, "until": now,
                                "tasks": {name: summary(row, seconds)
                                          for name, row in summed.items()},
                                "total": summary(total, seconds)}))
@@ -88,7 +92,8 @@ def show_metrics(app: Celeriac, minutes: int, task: str | None, as_json: bool,
         for line in lines:
             click.echo("\t".join(line))
         return
-    table = Table(title=f"the last {minutes} minute(s) on {app.conf.broker_url}")
+    what = f"{periods} minute(s)" if step == MINUTE else f"{periods} hour(s)"
+    table = Table(title=f"the last {what} on {app.conf.broker_url}")
     for column in columns:
         table.add_column(column, justify="left" if column == "task" else "right")
     for line in lines:
@@ -103,14 +108,20 @@ def metrics_command(app_command: AppCommand) -> click.Command:
     @click.option("-m", "--minutes", default=15, show_default=True,
                   type=click.IntRange(min=1, max=72 * 60),
                   help="Whole minutes to sum, the current one included.")
+    @click.option("-H", "--hours", type=click.IntRange(min=1, max=72),
+                  help="Whole hours to sum instead (from the hourly rows), the current one "
+                       "included.")
     @click.option("--task", default=None, help="Only this task name.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-    @click.option("--per-minute", is_flag=True,
-                  help="Print each stored row (minute, task) as a JSON line instead.")
+    @click.option("--each", is_flag=True,
+                  help="Print each stored row (minute or hour, task) as a JSON line instead.")
     @app_command
-    def metrics(app: Celeriac, minutes: int, task: str | None, as_json: bool,
-                per_minute: bool) -> None:
+    def metrics(app: Celeriac, minutes: int, hours: int | None, task: str | None,
+                as_json: bool, each: bool) -> None:
         """Tasks run, failed and retried per task name, with runtime percentiles."""
-        show_metrics(app, minutes, task, as_json, per_minute)
+        if hours is not None:
+            show_metrics(app, hours, HOUR, task, as_json, each)
+        else:
+            show_metrics(app, minutes, MINUTE, task, as_json, each)
 
     return metrics

@@ -89,16 +89,36 @@ def test_one_task_and_a_span_of_minutes(broker: Broker) -> None:
     assert broker.metrics(now, now - 600) == []
 
 
+def test_rows_are_also_kept_per_hour(broker: Broker) -> None:
+    now = this_minute()
+    hour = now // 3600 * 3600
+    broker.record_metrics([MetricRow(hour - 60, "a", processed=1, runtime_hist=hist(0.1)),
+                           MetricRow(hour, "a", processed=2, runtime_hist=hist(0.2, 0.2)),
+                           MetricRow(hour + 120, "a", failed=1, processed=1),
+                           MetricRow(hour + 60, "b", retried=3)])
+    rows = broker.metrics(hour - 3600, now, step=3600)
+    assert [(r.minute, r.task, r.processed, r.failed, r.retried, r.runs) for r in rows] == [
+        (hour - 3600, "a", 1, 0, 0, 1), (hour, "a", 3, 1, 0, 2), (hour, "b", 0, 0, 3, 0)]
+    assert [(r.minute, r.processed) for r in broker.metrics(hour - 3600, now, "a", step=3600)
+            ] == [(hour - 3600, 1), (hour, 3)]
+    totals = broker.metrics(hour - 3600, now, ALL_TASKS, step=3600)
+    assert [(r.minute, r.processed, r.retried) for r in totals] == [
+        (hour - 3600, 1, 0), (hour, 3, 3)]
+    with pytest.raises(ValueError, match="per hour"):
+        broker.metrics(hour, now, step=600)
+
+
 def test_rows_past_the_retention_are_gone(broker: Broker) -> None:
     now = this_minute()
     broker.metrics_retention = 300.0
-    broker.record_metrics([MetricRow(now - 3600, "old", processed=1),
+    broker.record_metrics([MetricRow(now - 3 * 3600, "old", processed=1),
                            MetricRow(now, "new", processed=1)])
-    assert [r.task for r in broker.metrics(now - 7200, now)] == ["new"]
+    assert [r.task for r in broker.metrics(now - 4 * 3600, now)] == ["new"]
     # Deleted, not only hidden: a longer retention later does not bring them back.
     broker.metrics_retention = 86_400.0
-    assert [r.task for r in broker.metrics(now - 7200, now)] == ["new"]
-    assert [r.processed for r in broker.metrics(now - 7200, now, ALL_TASKS)] == [1]
+    assert [r.task for r in broker.metrics(now - 4 * 3600, now)] == ["new"]
+    assert [r.processed for r in broker.metrics(now - 4 * 3600, now, ALL_TASKS)] == [1]
+    assert [r.task for r in broker.metrics(now - 4 * 3600, now, step=3600)] == ["new"]
 
 
 def test_a_minute_keeps_a_bounded_number_of_task_names(broker: Broker) -> None:

@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import Project, project_on, wait_until
+from conftest import BROKER_KINDS, Project, project_on, wait_until
 
 from celeriac.brokers.metrics import ALL_TASKS, MetricRow, combine
 from celeriac.exceptions import TimeLimitExceeded
@@ -55,7 +55,7 @@ def counts(row: MetricRow | None) -> tuple[int, int, int, int, int]:
     return (row.processed, row.failed, row.retried, row.runs, row.stalls)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", BROKER_KINDS)
 def test_a_worker_counts_runs_failures_and_retries(request: pytest.FixtureRequest,
                                                    kind: str) -> None:
     project: Project = project_on(request, kind)
@@ -96,6 +96,12 @@ def test_a_worker_counts_runs_failures_and_retries(request: pytest.FixtureReques
         ["task", "processed", "failed", "retried"], ["tasks.add", "5", "0", "0"],
         ["tasks.fail", "2", "2", "0"], ["tasks.flaky", "1", "0", "1"],
         ["(all tasks)", "8", "2", "1"]]
+    by_hour = json.loads(project.cli("-A", "tasks", "metrics", "--hours", "2", "--json").stdout)
+    assert by_hour["tasks"]["tasks.fail"]["failed"] == 2
+    assert by_hour["total"]["processed"] == 8
+    each = [json.loads(line) for line in project.cli(
+        "-A", "tasks", "metrics", "--each", "--task", "tasks.add").stdout.splitlines()]
+    assert sum(row["processed"] for row in each) == 5
 
 
 def test_a_gevent_worker_counts_stalls_and_the_failures_its_supervisor_ends(

@@ -201,5 +201,6 @@ class InStateStore(Broker):
         if rows:
             self._in_store(lambda s: s.record_metrics(rows))
 
-    def metrics(self, since: float, until: float, task: str | None = None) -> list[MetricRow]:
-        return self._in_store(lambda s: s.metrics(since, until, task))
+    def metrics(self, since: float, until: float, task: str | None = None, *,
+                step: int = 60) -> list[MetricRow]:
+        return self._in_store(lambda s: s.metrics(since, until, task, step=step))

@@ -4,18 +4,18 @@
 --                          (the runtime histogram's non-empty buckets); field '' is the
 --                          minute's total. Expires (EXPIREAT) when the minute is older
 --                          than the retention, so nothing else ever deletes rows.
+--   P:mxh:<hour>    hash   the same per hour
 --   P:sent:<receipt> string  the receipt of a write (as publish's): a retry whose first
 --                          try was applied before its reply was lost adds nothing twice
--- ARGV: P, receipt, receipt ttl (ms), again ('1' on a retry), retention (s), most task
---   names per minute, the overflow name, the total's name, then minute, task, row
---   triples (the rows and totals of with_totals)
--- A task name new to a minute that already has the most names is added to the overflow
+-- ARGV: P, receipt, receipt ttl (ms), again ('1' on a retry), most task names per
+--   period, the overflow name, the total's name, then per row (stored_rows): its hash
+--   ('mx:<minute>' or 'mxh:<hour>'), when the hash expires (unix s), task, row
+-- A task name new to a period that already has the most names is added to the overflow
 -- name's row instead. Returns 1.
 if ARGV[4] == '1' and redis.call('EXISTS', key('sent', ARGV[2])) == 1 then
   return 1
 end
-local retention, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
-local other, total = ARGV[7], ARGV[8]
+local cap, other, total = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 
 local function parse(text)
   local head, tail = string.match(text, '^([^|]*)|(.*)$')
@@ -52,12 +52,11 @@ local function add(old, new)
   return table.concat(counts, ',') .. '|' .. table.concat(pairs_, ',')
 end
 
-for at = 9, #ARGV, 3 do
-  local minute, task, row = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local k = key('mx', minute)
+for at = 8, #ARGV, 4 do
+  local k, expires, task, row = P .. ':' .. ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local old = redis.call('HGET', k, task)
   if not old and task ~= total and task ~= other then
-    -- The minute's names, less its total and overflow rows (when it has them).
+    -- The period's names, less its total and overflow rows (when it has them).
     local named = redis.call('HLEN', k) - redis.call('HEXISTS', k, total)
                   - redis.call('HEXISTS', k, other)
     if named >= cap then
@@ -66,7 +65,7 @@ for at = 9, #ARGV, 3 do
     end
   end
   redis.call('HSET', k, task, old and add(old, row) or row)
-  redis.call('EXPIREAT', k, tonumber(minute) + 60 + retention)
+  redis.call('EXPIREAT', k, expires)
 end
 redis.call('SET', key('sent', ARGV[2]), '1', 'PX', ARGV[3])
 return 1
