@@ -6,11 +6,11 @@ isolated). The pipelines a process builds:
 
 * the producer's (``app.middleware``): signals around publishing;
 * an eager run's (``Task.apply``): signals, task class handlers, autoretry, follow-ups;
-* a worker process's (:func:`worker_pipeline`): status reporting, expiry,
-  revocation, signals, ``track_started``, task class handlers, autoretry, result storage
-  and recycling, in that order, then cluster-wide rate and concurrency limits
-  (:mod:`.limits`); metric rollups (:mod:`.metrics`, unless ``worker_send_metrics`` is
-  off); with ``-E``, task events (:mod:`.events`); in a Django project,
+* a worker process's (:func:`worker_pipeline`): status reporting, metric rollups
+  (:mod:`.metrics`, unless ``worker_send_metrics`` is off), expiry, revocation, signals,
+  ``track_started``, task class handlers, autoretry, result storage and recycling, in
+  that order, then cluster-wide rate and concurrency limits (:mod:`.limits`); with
+  ``-E``, task events (:mod:`.events`); in a Django project,
   closing stale database connections around each task (:mod:`.django`); last,
   callbacks, errbacks and chains (:mod:`.followups`).
 """
