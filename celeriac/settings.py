@@ -267,6 +267,14 @@ SETTINGS: dict[str, Setting] = {
                 "task-revoked, task-rejected) in the broker's event stream, in batches, and the "
                 "supervisor a worker-heartbeat event on each heartbeat; `celeriac worker -E` "
                 "turns it on. See docs/monitoring.md.", _bool),
+        Setting("worker_send_metrics", True, "celeriac's own: worker processes count, per "
+                "minute and task name, the runs that finished, failed and retried, their "
+                "runtimes (a histogram: percentiles) and event loop stalls, and add the counts "
+                "to the broker's metric rollups every few seconds (one call): what "
+                "`celeriac metrics` and the dashboard show. See docs/monitoring.md.", _bool),
+        Setting("worker_metrics_retention", 259200.0, "celeriac's own: seconds the broker "
+                "keeps metric rollups (72 hours: one row per minute and task name, expired or "
+                "deleted past this age).", _positive_float),
         Setting("worker_max_tasks_per_child", None, "Replace a worker process after this many tasks.",
                 _optional(_positive_int)),
         Setting("worker_max_memory_per_child", None, "Replace a worker process whose resident "

@@ -399,6 +399,7 @@ class Celeriac:
                     pool_limit=self.conf.broker_pool_limit,
                     reconnect_timeout=self.conf.broker_reconnect_timeout,
                     options=broker_options(self.conf))
+                self._broker.metrics_retention = float(self.conf.worker_metrics_retention)
             return self._broker
 
     @property

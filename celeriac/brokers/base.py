@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celeriac.brokers.browse import DeletableKind, Kind, MessageSummary, Page
+from celeriac.brokers.metrics import DEFAULT_RETENTION, MetricRow
 from celeriac.exceptions import ConfigurationError
 
 __all__ = ["MessageSummary", "Page"]  # re-exported: the read model lives in browse.py
@@ -218,6 +219,8 @@ class Broker(ABC):
         self.events_kept = EVENTS_KEPT
         #: How many control commands the broker keeps (the newest ones).
         self.commands_kept = COMMANDS_KEPT
+        #: Seconds metric rows are kept (``worker_metrics_retention``).
+        self.metrics_retention = DEFAULT_RETENTION
 
     # -- producing -------------------------------------------------------------------
     @abstractmethod
@@ -563,3 +566,30 @@ class Broker(ABC):
     def rate_limits(self) -> dict[str, str]:
         """Every run-time rate limit stored with :meth:`set_rate_limit`, by task name."""
     # == end of rate and concurrency limits ============================================
+
+    # == metric rollups (issue 14; see celeriac.brokers.metrics) =======================
+    @abstractmethod
+    def record_metrics(self, rows: Sequence[MetricRow]) -> None:
+        """Add ``rows`` to the stored rows of the same minute and task name, and to each
+        minute's total (task :data:`~celeriac.brokers.metrics.ALL_TASKS`), and the same to
+        the rows of their hours, atomically, in one round trip.
+
+        Rows of several processes add up (counts and histograms are sums). Rows older than
+        ``metrics_retention`` seconds are deleted (by this call or by expiry); a minute (an
+        hour) keeps at most :data:`~celeriac.brokers.metrics.MAX_TASK_NAMES` names, the runs of
+        any further name are added to :data:`~celeriac.brokers.metrics.OTHER_TASKS`.
+        """
+
+    @abstractmethod
+    def metrics(self, since: float, until: float, task: str | None = None, *,
+                step: int = 60) -> list[MetricRow]:
+        """Stored rows of the minutes (``step=3600``: the hours) from the one holding
+        ``since`` to the one holding ``until`` (never older than ``metrics_retention``),
+        oldest first.
+
+        ``task=None``: every task name's rows (each period's sorted by name, totals left
+        out); a name: that task's rows; :data:`~celeriac.brokers.metrics.ALL_TASKS`: the
+        totals over every task. Periods nobody recorded have no row. Costs one lookup per
+        period of the span (one round trip): O(periods x task names).
+        """
+    # == end of metric rollups ===========================================================

@@ -54,6 +54,7 @@ from celeriac.brokers.base import (
 from celeriac.brokers.browse import is_retry
 from celeriac.brokers.limits import LimitState
 from celeriac.brokers.memory_admin import MemoryAdmin
+from celeriac.brokers.metrics import MetricRow, MetricStore, span
 
 #: (-priority, available_at, id, stamp): the smallest entry is claimed first.
 _ReadyEntry = tuple[int, float, int, int]
@@ -150,6 +151,8 @@ class MemoryBroker(MemoryAdmin, Broker):
         self._replied = threading.Condition(self._lock)
         #: Rate and concurrency limits (see the block at the end of the class).
         self._limits = LimitState()
+        #: Metric rollups (see the block at the end of the class).
+        self._metric_rows = MetricStore()
 
     # -- internal bookkeeping (call with the lock held) ------------------------------
     def _place(self, message: _Message, now: float) -> None:
@@ -573,6 +576,17 @@ class MemoryBroker(MemoryAdmin, Broker):
         with self._lock:
             return dict(self._limits.overrides)
     # == end of rate and concurrency limits ============================================
+
+    # == metric rollups (issue 14; see celeriac.brokers.metrics) =======================
+    def record_metrics(self, rows: Sequence[MetricRow]) -> None:
+        if rows:
+            self._metric_rows.record(rows, time.time(), self.metrics_retention)
+
+    def metrics(self, since: float, until: float, task: str | None = None, *,
+                step: int = 60) -> list[MetricRow]:
+        periods = span(since, until, time.time(), self.metrics_retention, step)
+        return self._metric_rows.read(periods, task)
+    # == end of metric rollups ===========================================================
 
 
 #: Serialises beat claims on memory brokers: they are rare (one per periodic run), and a

@@ -42,6 +42,8 @@ count are one atomic step.
   pooled connection is never held long and a lost one goes through the
   reconnector on the next round.
 
+Metric rollups are a mixin of their own (:mod:`celeriac.brokers.metrics_redis`).
+
 Connections come from a shared, bounded pool per process
 (:mod:`celeriac.redisconn`): a thousand greenlets share a few sockets.
 """
@@ -75,6 +77,7 @@ from celeriac.brokers.base import (
 )
 from celeriac.brokers.browse import is_retry
 from celeriac.brokers.ids import MessageIds
+from celeriac.brokers.metrics_redis import RedisMetrics
 from celeriac.brokers.redis_admin import RedisAdmin
 from celeriac.exceptions import BrokerError, BrokerUnreachable
 from celeriac.fastjson import dumps, loads
@@ -124,7 +127,7 @@ def _timing(message: OutgoingMessage) -> tuple[int | str, str]:
     return _ms(message.eta), "1" if is_retry(message.body) else ""
 
 
-class RedisBroker(RedisAdmin, Broker):
+class RedisBroker(RedisAdmin, RedisMetrics, Broker):
     """Messages in Redis, claimed, settled and recovered by server-side scripts."""
 
     schemes = ("redis", "rediss", "unix")

@@ -55,7 +55,8 @@ partial index ``messages_delayed`` over the delayed messages only (claims set
 Revocations, remote-control commands and reply boxes have tables of their own
 in the same file, described with the mixin that owns them
 (:mod:`celeriac.brokers.sqlite_control`); so do rate and concurrency limits
-(:mod:`celeriac.brokers.sqlite_limits`).
+(:mod:`celeriac.brokers.sqlite_limits`), and metric rollups
+(:mod:`celeriac.brokers.metrics_sqlite`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ from celeriac.brokers.base import (
     max_deliveries_reason,
 )
 from celeriac.brokers.browse import is_retry
+from celeriac.brokers.metrics_sqlite import METRICS_SCHEMA, SQLiteMetrics
 from celeriac.brokers.sqlite_admin import ADMIN_SCHEMA, DELAYED_INDEX, SQLiteAdmin
 from celeriac.brokers.sqlite_control import CONTROL_SCHEMA, SQLiteControl
 from celeriac.brokers.sqlite_limits import LIMITS_SCHEMA
@@ -135,7 +137,7 @@ CREATE TABLE IF NOT EXISTS events (
 """ + CONTROL_SCHEMA + """;
 -- periodic tasks (celeriac/beat/): each entry's last run
 CREATE TABLE IF NOT EXISTS beat_runs (name TEXT PRIMARY KEY, last_run REAL NOT NULL) WITHOUT ROWID;
-""" + LIMITS_SCHEMA + ADMIN_SCHEMA
+""" + LIMITS_SCHEMA + ADMIN_SCHEMA + ";\n" + METRICS_SCHEMA
 
 #: Columns added to a table after files were already created without them:
 #: (table, column, declaration). ``CREATE TABLE IF NOT EXISTS`` leaves an older
@@ -316,7 +318,7 @@ def _data_version(conn: sqlite3.Connection) -> tuple[int, tuple[int, int]]:
     return id(conn), (int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes)
 
 
-class SQLiteBroker(SQLiteAdmin, SQLiteControl, Broker):
+class SQLiteBroker(SQLiteAdmin, SQLiteControl, SQLiteMetrics, Broker):
     """Messages in a SQLite file, claimed under leases in ``BEGIN IMMEDIATE`` transactions."""
 
     schemes = ("sqlite",)

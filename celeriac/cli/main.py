@@ -29,6 +29,7 @@ from celeriac.cli.beat import beat_command
 from celeriac.cli.control import control_commands
 from celeriac.cli.dashboard import dashboard_command
 from celeriac.cli.events import events_command
+from celeriac.cli.metrics import metrics_command
 from celeriac.cli.queues import queue_commands
 from celeriac.cli.report import report_commands
 from celeriac.cli.tasks import tasks_command
@@ -457,6 +458,7 @@ def status(app: Celeriac, as_json: bool) -> None:
 
 
 cli.add_command(events_command(_app_command))
+cli.add_command(metrics_command(_app_command))
 cli.add_command(beat_command(_app_command))
 cli.add_command(tasks_command(_app_command))
 cli.add_command(dashboard_command(_app_command))

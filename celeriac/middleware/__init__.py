@@ -6,10 +6,11 @@ isolated). The pipelines a process builds:
 
 * the producer's (``app.middleware``): signals around publishing;
 * an eager run's (``Task.apply``): signals, task class handlers, autoretry, follow-ups;
-* a worker process's (:func:`worker_pipeline`): status reporting, expiry,
-  revocation, signals, ``track_started``, task class handlers, autoretry, result storage
-  and recycling, in that order, then cluster-wide rate and concurrency limits
-  (:mod:`.limits`); with ``-E``, task events (:mod:`.events`); in a Django project,
+* a worker process's (:func:`worker_pipeline`): status reporting, metric rollups
+  (:mod:`.metrics`, unless ``worker_send_metrics`` is off), expiry, revocation, signals,
+  ``track_started``, task class handlers, autoretry, result storage and recycling, in
+  that order, then cluster-wide rate and concurrency limits (:mod:`.limits`); with
+  ``-E``, task events (:mod:`.events`); in a Django project,
   closing stale database connections around each task (:mod:`.django`); last,
   callbacks, errbacks and chains (:mod:`.followups`).
 """
@@ -86,6 +87,12 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
     from celeriac.middleware.limits import Limits
 
     pipeline.add(Limits(app, app.broker, float(app.conf.broker_lease_timeout)))
+    if app.conf.worker_send_metrics:
+        from celeriac.middleware.metrics import TaskMetrics
+
+        # Second: its after_task runs next to last, when every other hook has settled
+        # how the run ended (Followups may turn it into a failure).
+        pipeline.add(TaskMetrics(app.broker), before=Expiry)
     if app.conf.worker_send_task_events:
         from celeriac.middleware.events import worker_task_events
 

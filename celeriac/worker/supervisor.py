@@ -74,7 +74,8 @@ log = logging.getLogger("celeriac.supervisor")
 
 def node_pipeline(app: Celeriac) -> Pipeline:
     """The supervisor's hooks: Celery's worker signals, the notice of rate limits not
-    enforced, and with ``-E`` (``worker_send_task_events``) worker-heartbeat events."""
+    enforced, with ``-E`` (``worker_send_task_events``) worker-heartbeat events, and the
+    metric rollups only the supervisor can count (``worker_send_metrics``)."""
     from celeriac.middleware.followups import Followups
     from celeriac.middleware.handlers import TaskHandlers
     from celeriac.middleware.ratelimit import RateLimitNotice
@@ -89,6 +90,10 @@ def node_pipeline(app: Celeriac) -> Pipeline:
         from celeriac.middleware.events import NodeEvents
 
         pipeline.add(NodeEvents())
+    if app.conf.worker_send_metrics:
+        from celeriac.middleware.metrics import NodeMetrics
+
+        pipeline.add(NodeMetrics())
     return pipeline
 
 

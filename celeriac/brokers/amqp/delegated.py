@@ -1,6 +1,6 @@
 """The RabbitMQ broker's state store, and the Broker methods it leaves to it unchanged.
 
-Workers, events, revocations, control, replies and limits need a key-value store with
+Workers, events, revocations, control, replies, limits and metric rollups need a key-value store with
 expiry, capped logs with cursors and compare-and-set, which RabbitMQ does not have;
 the Redis and SQLite brokers already keep them, proven by the same contract suite, so
 the AMQP broker hands these calls to one of them (``broker_state_url``), which also
@@ -26,6 +26,7 @@ from celeriac.brokers.base import (
     WorkerInfo,
     check_priority,
 )
+from celeriac.brokers.metrics import MetricRow
 from celeriac.exceptions import ConfigurationError
 from celeriac.validators import STATE_SCHEMES
 
@@ -115,6 +116,7 @@ class InStateStore(Broker):
     def _in_store(self, call: Callable[[Broker], T]) -> T:
         store = self.store
         store.events_kept, store.commands_kept = self.events_kept, self.commands_kept
+        store.metrics_retention = self.metrics_retention
         return call(store)
 
     def heartbeat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
@@ -194,3 +196,11 @@ class InStateStore(Broker):
 
     def rate_limits(self) -> dict[str, str]:
         return self._in_store(lambda s: s.rate_limits())
+
+    def record_metrics(self, rows: Sequence[MetricRow]) -> None:
+        if rows:
+            self._in_store(lambda s: s.record_metrics(rows))
+
+    def metrics(self, since: float, until: float, task: str | None = None, *,
+                step: int = 60) -> list[MetricRow]:
+        return self._in_store(lambda s: s.metrics(since, until, task, step=step))

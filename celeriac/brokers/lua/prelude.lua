@@ -32,6 +32,7 @@
 --   P:reply:<box>      list    JSON replies to one control command, expiring (PEXPIRE)
 --   P:sent:<receipt>   string  a short-lived receipt of a publish or control write (retries)
 --   P:rl:*, P:cl:*             rate and concurrency limits: see limits.lua
+--   P:mx:<minute>, P:mxh:<hour> metric rows of one minute or hour, by task name: metrics.lua
 --   P:amqp:*                   the RabbitMQ broker's records when this Redis is its state
 --                              store: see amqp_state.lua and brokers/amqp/state_redis.py
 -- Keys are built from ARGV, so the scripts need a standalone Redis (not Cluster).
