@@ -106,8 +106,12 @@ class Consumer:
         while True:
             # A slot that freed gets its next task before the finished one is settled:
             # a wave of tasks that end together would otherwise wait, slot after slot,
-            # for the results and acks of the whole wave before the first restart.
-            self._dispatch()
+            # for the results and acks of the whole wave before the first restart. Not
+            # when the supervisor is gone (nothing new starts then) nor on a late turn
+            # (renew first, below: a waiting message may have passed to another node).
+            self._check_parent()
+            if not self.stopping and time.monotonic() - last_turn < frozen_after:
+                self._dispatch()
             self._settle()
             tick()
             self._check_parent()
