@@ -139,7 +139,8 @@ WORKER_SIDE_MODULES = frozenset({
     "test_replace.py", "test_send_options.py", "test_predicates.py", "test_detach.py",
     "test_celery_compat.py", "test_attribution.py", "test_vanished_node.py",
     "test_supervisor_followups.py", "test_amqp_faults.py", "test_amqp_worker.py",
-    "test_amqp_celery.py", "test_aio_tasks.py", "test_dashboard_cli.py",
+    "test_amqp_celery.py", "test_aio_tasks.py", "test_dashboard_cli.py", "test_metrics.py",
+    "test_queue_admin.py",
 })
 
 
