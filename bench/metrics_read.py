@@ -20,32 +20,21 @@ nothing else the broker holds. Run: ``.venv/bin/python bench/metrics_read.py
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness.servers import redis_server
 
 from celeriac.brokers import Broker, broker_from_url
 from celeriac.brokers.metrics import ALL_TASKS, BUCKETS, MetricRow, bucket
 
-ROOT = Path(__file__).resolve().parents[1]
 HOURS = 72
-
-
-@contextlib.contextmanager
-def redis_url(directory: Path) -> Iterator[str]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from redisserver import RedisServer
-
-    server = RedisServer(directory / "redis")
-    server.start()
-    try:
-        yield server.url()
-    finally:
-        server.stop()
 
 
 def task_names(count: int) -> list[str]:
@@ -113,7 +102,7 @@ def main() -> None:
         directory = Path(tmp)
         for kind in args.brokers.split(","):
             if kind == "redis":
-                with redis_url(directory) as url:
+                with redis_server(directory) as url:
                     measure(kind, url, args.tasks, args.repeat)
             elif kind == "sqlite":
                 measure(kind, f"sqlite:///{directory / 'metrics.db'}", args.tasks, args.repeat)
