@@ -20,44 +20,40 @@ nothing else the broker holds. Run: ``.venv/bin/python bench/metrics_read.py
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness.servers import redis_server
 
 from celeriac.brokers import Broker, broker_from_url
 from celeriac.brokers.metrics import ALL_TASKS, BUCKETS, MetricRow, bucket
 
-ROOT = Path(__file__).resolve().parents[1]
 HOURS = 72
 
 
-@contextlib.contextmanager
-def redis_url(directory: Path) -> Iterator[str]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from redisserver import RedisServer
-
-    server = RedisServer(directory / "redis")
-    server.start()
-    try:
-        yield server.url()
-    finally:
-        server.stop()
+def task_names(count: int) -> list[str]:
+    """``count`` task names, as a project's tasks are named."""
+    return [f"proj.tasks.task_{i:03d}" for i in range(count)]
 
 
-def fill(broker: Broker, names: int, now: float) -> float:
-    """72 hours of rows, one call per minute; returns the median seconds per call."""
+def fill(broker: Broker, names: Sequence[str], now: float) -> float:
+    """72 hours of rows of ``names``, one call per minute (as a worker's flush makes it,
+    each name with a few histogram buckets); returns the median seconds per call.
+    ``bench/dashboard_scale.py`` fills its broker's metrics with it too."""
     hist = [0] * BUCKETS
     for runtime, count in ((0.002, 40), (0.004, 25), (0.05, 4), (1.2, 1)):
         hist[bucket(runtime)] += count
     first = int(now) // 60 * 60 - HOURS * 3600 + 60
     took = []
     for minute in range(first, int(now) + 1, 60):
-        rows = [MetricRow(minute, f"proj.tasks.task_{i:03d}", processed=70, failed=2, retried=1,
-                          runtime_hist=tuple(hist), stalls=i % 2) for i in range(names)]
+        rows = [MetricRow(minute, name, processed=70, failed=2, retried=1,
+                          runtime_hist=tuple(hist), stalls=i % 2) for i, name in enumerate(names)]
         start = time.perf_counter()
         broker.record_metrics(rows)
         took.append(time.perf_counter() - start)
@@ -76,8 +72,8 @@ def timed(read: Callable[[], object], repeat: int) -> float:
 def measure(kind: str, url: str, names: int, repeat: int) -> None:
     broker = broker_from_url(url)
     now = time.time()
-    write = fill(broker, names, now)
-    reads = {
+    write = fill(broker, task_names(names), now)
+    reads: dict[str, Callable[[], list[MetricRow]]] = {
         "totals 1 h": lambda: broker.metrics(now - 3600, now, ALL_TASKS),
         "totals 24 h": lambda: broker.metrics(now - 86400, now, ALL_TASKS),
         "totals 72 h": lambda: broker.metrics(now - HOURS * 3600, now, ALL_TASKS),
@@ -91,7 +87,7 @@ def measure(kind: str, url: str, names: int, repeat: int) -> None:
     print(f"{kind}: {names} task names, {HOURS} h of minutes; a write of one minute's rows "
           f"{write * 1000:.2f} ms")
     for label, read in reads.items():
-        rows = len(read())  # type: ignore[arg-type]
+        rows = len(read())
         print(f"  {label:<20} {rows:>7} rows  {timed(read, repeat) * 1000:8.1f} ms")
     broker.close()
 
@@ -106,7 +102,7 @@ def main() -> None:
         directory = Path(tmp)
         for kind in args.brokers.split(","):
             if kind == "redis":
-                with redis_url(directory) as url:
+                with redis_server(directory) as url:
                     measure(kind, url, args.tasks, args.repeat)
             elif kind == "sqlite":
                 measure(kind, f"sqlite:///{directory / 'metrics.db'}", args.tasks, args.repeat)

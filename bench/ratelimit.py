@@ -31,11 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness.servers import redis_server
+
 RATE = 10.0
 
 TASKS = '''
@@ -56,19 +58,6 @@ def limited(path):
 def unlimited(path):
     _note(path)
 '''
-
-
-@contextlib.contextmanager
-def redis_url(directory: Path) -> Iterator[str]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from redisserver import RedisServer
-
-    server = RedisServer(directory / "redis")
-    server.start()
-    try:
-        yield server.url()
-    finally:
-        server.stop()
 
 
 def fresh_app(directory: Path, url: str) -> Any:
@@ -166,7 +155,7 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix="celeriac-ratelimit-") as tmp:
                 directory = Path(tmp)
                 with contextlib.ExitStack() as stack:
-                    url = (stack.enter_context(redis_url(directory)) if broker == "redis"
+                    url = (stack.enter_context(redis_server(directory)) if broker == "redis"
                            else f"sqlite:///{directory / 'bench.db'}")
                     figures = one_run(directory, url, options.limited, options.unlimited)
             for name, value in figures.items():

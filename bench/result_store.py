@@ -23,19 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from harness.servers import redis_server
+
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_SERVER = "/usr/bin/redis-server"
 
 
 def server_cpu(url: str) -> float:
@@ -71,41 +69,6 @@ def child(url: str, records: int, batch: int, index: bool = True) -> None:
     backend.close()
     print(json.dumps({"rate": records / elapsed, "client_us": cpu / records * 1e6,
                       "server_us": server / records * 1e6}))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    import redis
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("redis-server did not start") from None
-                time.sleep(0.05)
-        client.flushall()
-        client.close()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def export(rev: str, directory: Path) -> Path:

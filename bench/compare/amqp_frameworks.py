@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compare.frameworks import FRAMEWORKS as REDIS_FRAMEWORKS
-from compare.frameworks import Framework
+from compare.frameworks import Framework, method, producers, tasks
 
 HEADER = '''
 import http.client
@@ -89,85 +89,25 @@ def fetch_feed(n):
     r.incr(FEEDS)
 '''
 
-DRAMATIQ = '''
+#: The feed task, after :data:`compare.frameworks.TASKS` in every module here.
+FEED = (("feed", "n", "fetch_feed(n)"),)
+
+DRAMATIQ = """
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 broker = RabbitmqBroker(url=BROKER)
 dramatiq.set_broker(broker)
+""" + tasks("@dramatiq.actor", FEED) + producers(method("send"), feeds=True)
 
-
-@dramatiq.actor
-def incr():
-    r.incr(COUNTER)
-
-
-@dramatiq.actor
-def started(sent):
-    r.rpush(LATENCY, time.time() - sent)
-
-
-@dramatiq.actor
-def feed(n):
-    fetch_feed(n)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr.send()
-
-
-def enqueue_latency(sent):
-    started.send(sent)
-
-
-def enqueue_feeds(n):
-    for i in range(n):
-        feed.send(i)
-
-
-enqueue_bulk = None
-'''
-
-CELERY = '''
+#: ``{extra}``: the settings of a variant (:data:`CELERY_QUORUM`, :data:`CELERY_NO_HEARTBEAT`).
+CELERY = """
 from celery import Celery
 
 app = Celery("benchtasks", broker=BROKER)
 app.conf.task_ignore_result = True
 app.conf.broker_connection_retry_on_startup = True
-{extra}
-
-@app.task(ignore_result=True)
-def incr():
-    r.incr(COUNTER)
-
-
-@app.task(ignore_result=True)
-def started(sent):
-    r.rpush(LATENCY, time.time() - sent)
-
-
-@app.task(ignore_result=True)
-def feed(n):
-    fetch_feed(n)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr.delay()
-
-
-def enqueue_latency(sent):
-    started.delay(sent)
-
-
-def enqueue_feeds(n):
-    for i in range(n):
-        feed.delay(i)
-
-
-enqueue_bulk = None
-'''
+{extra}""" + tasks("@app.task(ignore_result=True)", FEED) + producers(method("delay"), feeds=True)
 
 CELERY_QUORUM = '''
 app.conf.task_default_queue_type = "quorum"
@@ -181,47 +121,18 @@ CELERY_NO_HEARTBEAT = '''
 app.conf.broker_heartbeat = 0
 '''
 
-CELERIAC = '''
+CELERIAC = """
 from celeriac import Celeriac
 
 # Results are ignored; the backend only decides what the worker opens. The broker's
 # state store (workers, events, delivery counts) is the same Redis.
 app = Celeriac("benchtasks", broker=BROKER, backend=URL, broker_state_url=URL,
                task_ignore_result=True)
-
-
-@app.task(ignore_result=True)
-def incr():
-    r.incr(COUNTER)
-
-
-@app.task(ignore_result=True)
-def started(sent):
-    r.rpush(LATENCY, time.time() - sent)
-
-
-@app.task(ignore_result=True)
-def feed(n):
-    fetch_feed(n)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr.delay()
-
-
-def enqueue_latency(sent):
-    started.delay(sent)
-
-
-def enqueue_feeds(n):
-    for i in range(n):
-        feed.delay(i)
-
+""" + tasks("@app.task(ignore_result=True)", FEED) + producers(method("delay"), feeds=True, bulk="""
 
 def enqueue_bulk(n):
     incr.apply_many([()] * n)
-'''
+""")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Each framework gets a directory of its own holding a generated ``benchtasks.py``
 with the same two tasks, written the way that framework's documentation writes
-them, and the same producer functions:
+them, and the same producer functions (:func:`tasks` and :func:`producers` write them
+for every framework, here and in ``amqp_frameworks.py``, so a template holds only what
+differs):
 
 * ``incr()``: one Redis ``INCR`` of the framework's counter key, nothing else;
 * ``started(sent)``: ``RPUSH`` of ``time.time() - sent`` onto the latency key;
@@ -36,95 +38,55 @@ LATENCY = {latency!r}
 r = redis.Redis.from_url(URL)
 '''
 
-DRAMATIQ = '''
+#: The tasks every module has: name, parameters, body.
+TASKS = (("incr", "", "r.incr(COUNTER)"), ("started", "sent", "r.rpush(LATENCY, time.time() - sent)"))
+NO_BULK = "\n\nenqueue_bulk = None\n"
+
+
+def tasks(decorator: str, more: tuple[tuple[str, str, str], ...] = ()) -> str:
+    """The tasks (:data:`TASKS`, then ``more``) under ``decorator``, as module text."""
+    return "".join(f"\n\n{decorator}\ndef {name}({args}):\n    {body}\n"
+                   for name, args, body in (*TASKS, *more))
+
+
+def producers(send: Callable[[str, str], str], feeds: bool = False, bulk: str = NO_BULK) -> str:
+    """``enqueue(n)``, ``enqueue_latency(sent)``, with ``feeds`` ``enqueue_feeds(n)``, then
+    ``bulk`` (``enqueue_bulk``'s definition), each task sent by ``send(task, args)``."""
+    text = (f"\n\ndef enqueue(n):\n    for _ in range(n):\n        {send('incr', '')}\n"
+            f"\n\ndef enqueue_latency(sent):\n    {send('started', 'sent')}\n")
+    if feeds:
+        text += f"\n\ndef enqueue_feeds(n):\n    for i in range(n):\n        {send('feed', 'i')}\n"
+    return text + bulk
+
+
+def method(name: str) -> Callable[[str, str], str]:
+    """Sending by a method of the task: ``incr.send()``, ``started.delay(sent)``."""
+    return lambda task, args: f"{task}.{name}({args})"
+
+
+DRAMATIQ = """
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 broker = RedisBroker(url=URL)
 dramatiq.set_broker(broker)
+""" + tasks("@dramatiq.actor") + producers(method("send"))
 
-
-@dramatiq.actor
-def incr():
-    r.incr(COUNTER)
-
-
-@dramatiq.actor
-def started(sent):
-    r.rpush(LATENCY, time.time() - sent)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr.send()
-
-
-def enqueue_latency(sent):
-    started.send(sent)
-
-
-enqueue_bulk = None
-'''
-
-CELERY = '''
+CELERY = """
 from celery import Celery
 
 app = Celery("benchtasks", broker=URL)
 app.conf.task_ignore_result = True
 app.conf.broker_connection_retry_on_startup = True
+""" + tasks("@app.task(ignore_result=True)") + producers(method("delay"))
 
-
-@app.task(ignore_result=True)
-def incr():
-    r.incr(COUNTER)
-
-
-@app.task(ignore_result=True)
-def started(sent):
-    r.rpush(LATENCY, time.time() - sent)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr.delay()
-
-
-def enqueue_latency(sent):
-    started.delay(sent)
-
-
-enqueue_bulk = None
-'''
-
-HUEY = '''
+HUEY = """
 from huey import RedisHuey
 
 huey = RedisHuey("benchtasks", url=URL, results=False)
+""" + tasks("@huey.task()") + producers(lambda task, args: f"{task}({args})")
 
-
-@huey.task()
-def incr():
-    r.incr(COUNTER)
-
-
-@huey.task()
-def started(sent):
-    r.rpush(LATENCY, time.time() - sent)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr()
-
-
-def enqueue_latency(sent):
-    started(sent)
-
-
-enqueue_bulk = None
-'''
-
-CELERIAC = '''
+CELERIAC = """
 from celeriac import Celeriac
 
 # Results are ignored; the backend only decides what the worker opens (the default
@@ -136,26 +98,7 @@ except ImportError:
     BACKEND = None
 
 app = Celeriac("benchtasks", broker=URL, backend=BACKEND, task_ignore_result=True)
-
-
-@app.task(ignore_result=True)
-def incr():
-    r.incr(COUNTER)
-
-
-@app.task(ignore_result=True)
-def started(sent):
-    r.rpush(LATENCY, time.time() - sent)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr.delay()
-
-
-def enqueue_latency(sent):
-    started.delay(sent)
-
+""" + tasks("@app.task(ignore_result=True)") + producers(method("delay"), bulk="""
 
 if hasattr(incr, "apply_many"):
     def enqueue_bulk(n):
@@ -163,7 +106,7 @@ if hasattr(incr, "apply_many"):
 else:
     enqueue_bulk = None
     BULK_MISSING = "this celeriac has no Task.apply_many"
-'''
+""")
 
 #: Runs Huey's consumer after gevent's monkey patching, as Huey's documentation asks
 #: for the greenlet worker type (``huey_consumer`` itself does not patch).

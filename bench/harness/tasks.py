@@ -1,9 +1,10 @@
 """The task module each system runs, generated per system and broker as ``benchtasks.py``.
 
 Every framework gets the same task bodies, written once in ``HEADER`` and wrapped the way
-that framework's documentation writes a task; the bare-pool ceiling (``ceiling.py``) calls
-the same bodies with no queue at all, so the ratio of a system to the ceiling is exactly
-what the queue costs:
+that framework's documentation writes a task (``_tasks`` and ``_producers`` write the
+wrappers and producer functions, so a template holds only what differs); the bare-pool
+ceiling (``ceiling.py``) calls the same bodies with no queue at all, so the ratio of a
+system to the ceiling is exactly what the queue costs:
 
 * ``incr_body()``: one Redis ``INCR`` of the counter (the no-op workload);
 * ``feed_body(n)``: ``SET start NX`` (the first start, on the task's clock), GET
@@ -22,6 +23,8 @@ everywhere. Producer functions, called by ``bench/compare/produce.py``: ``enqueu
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 HEADER = '''
 import asyncio
@@ -70,63 +73,61 @@ def started_body(sent):
     r.rpush(LATENCY, time.time() - sent)
 '''
 
-CELERIAC = '''
+#: The three tasks: name and parameters (each task calls ``<name>_body`` with them).
+TASKS = (("incr", ""), ("feed", "n"), ("started", "sent"))
+
+
+def _tasks(decorator: str) -> str:
+    """The three tasks, each a call of its body, under ``decorator`` ("" for plain
+    functions)."""
+    line = f"{decorator}\n" if decorator else ""
+    return "".join(f"\n\n{line}def {name}({args}):\n    {name}_body({args})\n"
+                   for name, args in TASKS)
+
+
+def _producers(send: Callable[[str, str], str], bulk: str = "\n\nenqueue_bulk = None\n",
+               feeds: str | None = None) -> str:
+    """The producer functions, each task sent by ``send(task, args)`` (the call's text):
+    ``enqueue(n)``, ``enqueue_bulk`` (``bulk``: its definition, None by default),
+    ``enqueue_feeds(n)`` (a loop of sends unless ``feeds``, its body, says otherwise) and
+    ``enqueue_latency(sent)``."""
+    feeds = feeds or f"    for i in range(n):\n        {send('feed', 'i')}\n"
+    return (f"\n\ndef enqueue(n):\n    for _ in range(n):\n        {send('incr', '')}\n"
+            f"{bulk}"
+            f"\n\ndef enqueue_feeds(n):\n{feeds}"
+            f"\n\ndef enqueue_latency(sent):\n    {send('started', 'sent')}\n")
+
+
+def _method(method: str) -> Callable[[str, str], str]:
+    """Sending by a method of the task: ``incr.delay()``, ``feed.send(i)``."""
+    return lambda task, args: f"{task}.{method}({args})"
+
+
+def _rq_enqueue(task: str, args: str) -> str:
+    return f"queue.enqueue({task}, {args + ', ' if args else ''}result_ttl=0)"
+
+
+CELERIAC_APP = """
 from celeriac import Celeriac
 
 app = Celeriac("benchtasks", broker=BROKER, backend={backend!r}, task_ignore_result=True,
                {settings})
-
-
-@app.task(ignore_result=True)
-def incr():
-    incr_body()
-
-
-@app.task(ignore_result=True)
-def feed(n):
-    feed_body(n)
-
-
-@app.task(ignore_result=True)
-def started(sent):
-    started_body(sent)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr.delay()
-
+"""
+CELERIAC_PRODUCERS = _producers(
+    _method("delay"),
+    bulk="""
 
 def enqueue_bulk(n):
     for start in range(0, n, 10_000):
         incr.apply_many([()] * min(10_000, n - start))
-
-
-def enqueue_feeds(n):
-    feed.apply_many([(i,) for i in range(n)])
-
-
-def enqueue_latency(sent):
-    started.delay(sent)
-'''
+""",
+    feeds="    feed.apply_many([(i,) for i in range(n)])\n")
+CELERIAC = CELERIAC_APP + _tasks("@app.task(ignore_result=True)") + CELERIAC_PRODUCERS
 
 #: celeriac on ``-P asyncio``: the same tasks as ``async def``, with asyncio clients
 #: (redis.asyncio, aiohttp) made once per event loop, pools sized for the concurrency.
-CELERIAC_ASYNC = CELERIAC.replace('''
-@app.task(ignore_result=True)
-def incr():
-    incr_body()
+CELERIAC_ASYNC = CELERIAC_APP + """
 
-
-@app.task(ignore_result=True)
-def feed(n):
-    feed_body(n)
-
-
-@app.task(ignore_result=True)
-def started(sent):
-    started_body(sent)
-''', '''
 import aiohttp
 import redis.asyncio as aredis
 
@@ -164,9 +165,9 @@ async def feed(n):
 async def started(sent):
     ar, _ = await clients()
     await ar.rpush(LATENCY, time.time() - sent)
-''')
+""" + CELERIAC_PRODUCERS
 
-CELERY = '''
+CELERY = """
 from celery import Celery
 
 app = Celery("benchtasks", broker=BROKER.replace("amqp://", "pyamqp://", 1))
@@ -177,41 +178,9 @@ if BROKER.startswith("amqp"):
     # runs ~10 tasks/s once its first prefetch window is used (bench/README.md).
     app.conf.broker_heartbeat = 0
 {settings}
+""" + _tasks("@app.task(ignore_result=True)") + _producers(_method("delay"))
 
-
-@app.task(ignore_result=True)
-def incr():
-    incr_body()
-
-
-@app.task(ignore_result=True)
-def feed(n):
-    feed_body(n)
-
-
-@app.task(ignore_result=True)
-def started(sent):
-    started_body(sent)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr.delay()
-
-
-enqueue_bulk = None
-
-
-def enqueue_feeds(n):
-    for i in range(n):
-        feed.delay(i)
-
-
-def enqueue_latency(sent):
-    started.delay(sent)
-'''
-
-DRAMATIQ = '''
+DRAMATIQ = """
 import dramatiq
 
 if BROKER.startswith("amqp"):
@@ -225,41 +194,9 @@ else:
         BROKER, max_connections=CONCURRENCY + 16, timeout=60)))
 dramatiq.set_broker(broker)
 {settings}
+""" + _tasks("@dramatiq.actor") + _producers(_method("send"))
 
-
-@dramatiq.actor
-def incr():
-    incr_body()
-
-
-@dramatiq.actor
-def feed(n):
-    feed_body(n)
-
-
-@dramatiq.actor
-def started(sent):
-    started_body(sent)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr.send()
-
-
-enqueue_bulk = None
-
-
-def enqueue_feeds(n):
-    for i in range(n):
-        feed.send(i)
-
-
-def enqueue_latency(sent):
-    started.send(sent)
-'''
-
-HUEY = '''
+HUEY = """
 if BROKER.startswith("sqlite"):
     from huey import SqliteHuey
     huey = SqliteHuey("benchtasks", filename=BROKER.removeprefix("sqlite:///"), results=False)
@@ -270,78 +207,20 @@ else:
     huey = RedisHuey("benchtasks", results=False, connection_pool=redis.BlockingConnectionPool.from_url(
         BROKER, max_connections=CONCURRENCY + 16, timeout=60))
 {settings}
+""" + _tasks("@huey.task()") + _producers(lambda task, args: f"{task}({args})")
 
-
-@huey.task()
-def incr():
-    incr_body()
-
-
-@huey.task()
-def feed(n):
-    feed_body(n)
-
-
-@huey.task()
-def started(sent):
-    started_body(sent)
-
-
-def enqueue(n):
-    for _ in range(n):
-        incr()
-
-
-enqueue_bulk = None
-
-
-def enqueue_feeds(n):
-    for i in range(n):
-        feed(i)
-
-
-def enqueue_latency(sent):
-    started(sent)
-'''
-
-RQ = '''
+RQ = """
 from rq import Queue
 
 queue = Queue("bench", connection=redis.Redis.from_url(BROKER))
 {settings}
-
-
-def incr():
-    incr_body()
-
-
-def feed(n):
-    feed_body(n)
-
-
-def started(sent):
-    started_body(sent)
-
-
-def enqueue(n):
-    for _ in range(n):
-        queue.enqueue(incr, result_ttl=0)
-
+""" + _tasks("") + _producers(_rq_enqueue, bulk="""
 
 def enqueue_bulk(n):
     for start in range(0, n, 10_000):
         queue.enqueue_many([Queue.prepare_data(incr, result_ttl=0)
                             for _ in range(min(10_000, n - start))])
-
-
-def enqueue_feeds(n):
-    for i in range(n):
-        queue.enqueue(feed, i, result_ttl=0)
-
-
-def enqueue_latency(sent):
-    queue.enqueue(started, sent, result_ttl=0)
-'''
+""")
 
 #: The template of each framework, by its name in ``systems.System.framework`` (``bare``:
 #: the bodies alone, for the ceiling).

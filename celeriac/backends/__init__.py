@@ -6,19 +6,16 @@ Backends that need nothing beyond the standard library are registered in
 :data:`BACKENDS` directly; backends that need a client library (redis) go in
 :data:`LAZY_BACKENDS` as a ``"module:Class"`` path, so ``import celeriac`` never
 imports -- or requires -- a client the user does not use. The first use of such
-a scheme imports the class and moves it into :data:`BACKENDS` (as
-:mod:`celeriac.brokers` does for brokers).
+a scheme imports the class and moves it into :data:`BACKENDS` (the same
+:class:`celeriac.extras.SchemeRegistry` as :mod:`celeriac.brokers` uses for brokers).
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
-
 from celeriac.backends.base import ResultBackend, ResultRecord
 from celeriac.backends.memory import MemoryBackend
 from celeriac.backends.sqlite import SQLiteBackend
-from celeriac.exceptions import ConfigurationError
-from celeriac.extras import import_class
+from celeriac.extras import SchemeRegistry
 
 __all__ = [
     "BACKENDS",
@@ -43,33 +40,20 @@ LAZY_BACKENDS: dict[str, str] = {
 }
 
 
+_REGISTRY = SchemeRegistry("result backend", BACKENDS, LAZY_BACKENDS)
+
+
 def known_schemes() -> list[str]:
     """Every scheme :func:`backend_from_url` accepts, sorted."""
-    return sorted(BACKENDS.keys() | LAZY_BACKENDS.keys())
-
-
-def _unknown(what: str) -> ConfigurationError:
-    known = ", ".join(f"{name}://" for name in known_schemes())
-    return ConfigurationError(f"unknown result backend {what}; known schemes: {known}")
+    return _REGISTRY.known_schemes()
 
 
 def backend_class(scheme: str) -> type[ResultBackend]:
     """The backend class serving ``scheme``, importing it if it is a lazy one."""
-    cls = BACKENDS.get(scheme)
-    if cls is not None:
-        return cls
-    target = LAZY_BACKENDS.get(scheme)
-    if target is None:
-        raise _unknown(f"scheme {scheme!r}")
-    loaded: type[ResultBackend] = import_class(target, f"the {scheme}:// result backend")
-    BACKENDS[scheme] = loaded
-    return loaded
+    return _REGISTRY.cls(scheme)
 
 
 def backend_from_url(url: str, *, expires: float = 86400.0, index: bool = True) -> ResultBackend:
     """Build the backend for ``url``; ``expires`` is how long records are kept, in seconds,
     ``index`` whether stores keep the task index that search reads (``result_index``)."""
-    scheme = urlparse(url).scheme
-    if scheme not in BACKENDS and scheme not in LAZY_BACKENDS:
-        raise _unknown(f"{url!r} (scheme {scheme!r})")
-    return backend_class(scheme)(url, expires=expires, index=index)
+    return _REGISTRY.for_url(url)(url, expires=expires, index=index)

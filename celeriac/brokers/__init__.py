@@ -6,14 +6,14 @@ standard library are registered in :data:`BROKERS` directly; brokers that need
 a client library (redis, amqp) go in :data:`LAZY_BROKERS` as a
 ``"module:Class"`` path, so ``import celeriac`` never imports -- or requires --
 a client the user does not use. The first use of such a scheme imports the
-class and moves it into :data:`BROKERS`.
+class and moves it into :data:`BROKERS` (:class:`celeriac.extras.SchemeRegistry`, the
+lookup the result backends share).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlparse
 
 from celeriac.brokers.base import (
     COMMANDS_KEPT,
@@ -30,8 +30,7 @@ from celeriac.brokers.base import (
 from celeriac.brokers.browse import MessageSummary, Page
 from celeriac.brokers.memory import MemoryBroker
 from celeriac.brokers.sqlite import SQLiteBroker
-from celeriac.exceptions import ConfigurationError
-from celeriac.extras import import_class
+from celeriac.extras import SchemeRegistry
 
 __all__ = [
     "BROKERS",
@@ -67,27 +66,17 @@ LAZY_BROKERS: dict[str, str] = {
 }
 
 
+_REGISTRY = SchemeRegistry("broker", BROKERS, LAZY_BROKERS)
+
+
 def known_schemes() -> list[str]:
     """Every scheme :func:`broker_from_url` accepts, sorted."""
-    return sorted(BROKERS.keys() | LAZY_BROKERS.keys())
-
-
-def _unknown(what: str) -> ConfigurationError:
-    known = ", ".join(f"{name}://" for name in known_schemes())
-    return ConfigurationError(f"unknown broker {what}; known schemes: {known}")
+    return _REGISTRY.known_schemes()
 
 
 def broker_class(scheme: str) -> type[Broker]:
     """The broker class serving ``scheme``, importing it if it is a lazy one."""
-    cls = BROKERS.get(scheme)
-    if cls is not None:
-        return cls
-    target = LAZY_BROKERS.get(scheme)
-    if target is None:
-        raise _unknown(f"scheme {scheme!r}")
-    loaded: type[Broker] = import_class(target, f"the {scheme}:// broker")
-    BROKERS[scheme] = loaded
-    return loaded
+    return _REGISTRY.cls(scheme)
 
 
 def broker_from_url(url: str, *, max_deliveries: int = 5, poll_interval: float = 0.05,
@@ -99,10 +88,7 @@ def broker_from_url(url: str, *, max_deliveries: int = 5, poll_interval: float =
     raises :class:`~celeriac.exceptions.BrokerUnreachable` (None: forever).
     ``options`` are the settings only some transports use (:data:`~celeriac.brokers.base.OPTION_NAMES`).
     """
-    scheme = urlparse(url).scheme
-    if scheme not in BROKERS and scheme not in LAZY_BROKERS:
-        raise _unknown(f"URL {url!r} (scheme {scheme!r})")
-    broker = broker_class(scheme)(url, max_deliveries=max_deliveries, poll_interval=poll_interval,
+    broker = _REGISTRY.for_url(url)(url, max_deliveries=max_deliveries, poll_interval=poll_interval,
                                   pool_limit=pool_limit)
     broker.retry_for(reconnect_timeout)
     if options:
