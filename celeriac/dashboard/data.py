@@ -156,23 +156,9 @@ class DashboardData:
         return rows
 
     def last_event_seq(self) -> int:
-        """The ``seq`` of the newest worker event (0: none), found with O(log seq) reads of
-        one event each: the broker API reads forwards from a cursor only."""
-        def exists(after: int) -> bool:
-            return bool(self.call(self.app.broker.events, after, 1))
-
-        if not exists(0):
-            return 0
-        low, high = 0, 1  # an event exists after low; find a high with none after it
-        while exists(high):
-            low, high = high, high * 2
-        while high - low > 1:  # invariant: exists(low), not exists(high)
-            middle = (low + high) // 2
-            if exists(middle):
-                low = middle
-            else:
-                high = middle
-        return high
+        """The ``seq`` of the newest worker event (0: none)."""
+        newest: int = self.call(self.app.broker.newest_event_seq)
+        return newest
 
     def events(self, after: int, limit: int = 100) -> list[WorkerEvent]:
         found: list[WorkerEvent] = self.call(self.app.broker.events, after, limit)

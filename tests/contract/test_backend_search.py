@@ -387,18 +387,18 @@ def test_sqlite_search_reads_its_index_and_never_sorts_all_rows(tmp_path: Path) 
 
 
 def test_task_events_reads_the_log_newest_chunk_first(tmp_path: Path) -> None:
-    from celeriac.backends.search import EVENTS_CHUNK, newest_event_seq, task_events
+    from celeriac.backends.search import EVENTS_CHUNK, task_events
     from celeriac.brokers import broker_from_url
 
     broker = broker_from_url(f"sqlite:///{tmp_path / 'events.db'}")
-    assert newest_event_seq(broker) == 0 and task_events(broker, "t") == []
+    assert broker.newest_event_seq() == 0 and task_events(broker, "t") == []
     filler = [WorkerEvent("task-succeeded", "w", {"uuid": "other"}, 1.0)] * (EVENTS_CHUNK - 1)
     broker.emit([WorkerEvent("task-received", "w", {"uuid": "t", "retries": 0}, 1.0),
                  *filler, *filler,
                  WorkerEvent("task-retried", "w", {"uuid": "t"}, 2.0),
                  WorkerEvent("task-received", "w", {"uuid": "t", "retries": 1}, 3.0),
                  WorkerEvent("task-succeeded", "w", {"uuid": "t"}, 4.0)])
-    newest = newest_event_seq(broker)
+    newest = broker.newest_event_seq()
     assert newest == 2 * EVENTS_CHUNK + 2 and broker.events(newest, 1) == []
     both_runs = task_events(broker, "t", runs=2)  # three chunks back to the first run
     assert [(e.type, e.time) for e in both_runs] == [
