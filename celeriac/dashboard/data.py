@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celeriac.backends.search import task_events
 from celeriac.beat.presence import worker_nodes
 from celeriac.brokers.base import QueueStats
 from celeriac.brokers.browse import MAX_PAGE, DeletableKind, Kind, Page
@@ -28,8 +29,9 @@ from celeriac.exceptions import BrokerError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.backends.base import ResultRecord
+    from celeriac.backends.search import TaskDetail, TaskEvent, TaskSummary
     from celeriac.brokers.base import WorkerEvent
+    from celeriac.dashboard.tasks import SearchQuery
 
 log = logging.getLogger("celeriac.dashboard")
 
@@ -242,10 +244,27 @@ class DashboardData:
         return done
 
     # -- tasks -----------------------------------------------------------------------------
-    def task(self, task_id: str) -> ResultRecord | None:
-        """The task's stored result record (None: none stored, or it expired)."""
-        record: ResultRecord | None = self.call(self.app.backend.get, task_id)
-        return record
+    def search(self, query: SearchQuery) -> tuple[list[TaskSummary], int]:
+        """A page of the result backend's task index, newest first, and the total
+        (raises :class:`~celeriac.exceptions.ConfigurationError` with ``result_index`` off)."""
+        found: tuple[list[TaskSummary], int] = self.call(lambda: self.app.backend.search(
+            task_id_prefix=query.task_id_prefix, name=query.name, state=query.state,
+            offset=query.offset, limit=query.limit))
+        return found
+
+    def task_detail(self, task_id: str, *, events: bool = True) -> TaskDetail | None:
+        """The task's stored record with its lineage, children and (unless told not to)
+        its events from the broker's log; None: no record stored, or it expired."""
+        broker = self.app.broker if events else None
+        detail: TaskDetail | None = self.call(
+            lambda: self.app.backend.task_detail(task_id, broker=broker))
+        return detail
+
+    def task_events(self, task_id: str) -> list[TaskEvent]:
+        """The events of a task that has no record, from the broker's log (its newest run:
+        the read stops at its newest ``task-received``)."""
+        found: list[TaskEvent] = self.call(task_events, self.app.broker, task_id)
+        return found
 
     def revoke(self, task_id: str, *, terminate: bool) -> None:
         """Revoke ``task_id`` for every worker; with ``terminate``, stop it if running."""
