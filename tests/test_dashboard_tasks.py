@@ -218,6 +218,20 @@ def test_a_tasks_page_shows_its_timeline_lineage_and_children(celeriac_app: Cele
     assert "None in the broker's event log" in html  # it has no events
 
 
+def test_a_retried_task_is_not_its_own_parent(celeriac_app: Celeriac, client: Any) -> None:
+    """A retry's message names the task itself as parent (as Celery's do): the page shows
+    the first run's parent from its events, or none."""
+    _store(celeriac_app, _record(SUCCESS, "shop.charge", task_id="retried-1", retries=1,
+                                 parent_id="retried-1"))
+    html = _get(client, "/tasks/retried-1")
+    assert "data-parent" not in html
+    _events(celeriac_app, "retried-1",
+            ("task-received", {"retries": 0, "parent_id": "order-1"}),
+            ("task-received", {"retries": 1, "parent_id": "retried-1"}))
+    html = _get(client, "/tasks/retried-1")
+    assert '<dd data-parent><a href="/tasks/order-1">' in html
+
+
 def test_a_task_known_only_from_its_events_shows_what_they_tell(celeriac_app: Celeriac,
                                                                 client: Any) -> None:
     _events(celeriac_app, "running-1",

@@ -215,6 +215,14 @@ def _last(events: list[TaskEvent], key: str) -> Any:
     return None
 
 
+def _parent(task_id: str, recorded: str | None, events: list[TaskEvent]) -> str | None:
+    """The task that sent ``task_id``: a retry's message names the task itself as its
+    parent (as Celery's do), so the record of a retried task has lost the real one;
+    the first run's ``task-received`` still has it, when kept."""
+    sent_by = [recorded, *(e.fields.get("parent_id") for e in events)]
+    return next((found for found in sent_by if found and found != task_id), None)
+
+
 def _deliveries(record: ResultRecord | None, recorded: int | None,
                 events: list[TaskEvent]) -> int | None:
     if recorded is not None:
@@ -256,8 +264,7 @@ def build_task_view(task_id: str, redact: bool) -> TaskView:
                 else events[-1].worker if events else None),
         retries=(record.retries if record is not None else int(_last(events, "retries") or 0)),
         deliveries=_deliveries(record, detail.deliveries if detail else None, events),
-        parent_id=(detail.parent_id if detail is not None and detail.parent_id
-                   else _last(events, "parent_id")),
+        parent_id=_parent(task_id, detail.parent_id if detail is not None else None, events),
         root_id=_last(events, "root_id"),
         group_id=detail.group_id if detail is not None else None,
         children=children[:CHILDREN_SHOWN], more_children=max(0, len(children) - CHILDREN_SHOWN),
