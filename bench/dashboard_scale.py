@@ -9,7 +9,7 @@ out: it adds the same small cost to every page) and prints the median and the sl
 ``--repeat`` requests per page.
 
 Pages measured are those that exist today (Queues, Workers, Dead letters, a task's page,
-/metrics); browsing, search and metric charts join as their broker calls land.
+the Tasks page's searches, /metrics); metric charts join as their broker calls land.
 Filling takes a while (about a minute per million messages on SQLite): ``--messages``,
 ``--dead`` and ``--results`` make it smaller for a quick look.
 """
@@ -89,12 +89,23 @@ def fill(app: Celeriac, messages: int, dead: int, results: int) -> str:
     return task_id
 
 
+def task_pages(task_id: str) -> dict[str, str]:
+    """The Tasks page's searches (the newest page, a deep page of a name and state, an id
+    prefix) and a task's page for an id with no record (its events read to the oldest kept:
+    the worst case, as the bench's event stream holds no event of it)."""
+    return {"tasks": "/tasks",
+            "tasks deep": "/tasks?name=shop.resize_image&state=SUCCESS&offset=50000",
+            "tasks prefix": f"/tasks?prefix={task_id[:3]}",
+            "task unknown": f"/tasks/{uuid.uuid4()}"}
+
+
 def measure(app: Celeriac, task_id: str, repeat: int) -> dict[str, list[float]]:
     flask = create_app(app, secret_key="bench")
     client = flask.test_client()
     client.post("/login", data={"password": PASSWORD}, headers={"Origin": "http://localhost"})
     pages = {"queues": "/queues", "workers": "/workers", "dead letters": "/dead",
              "task": f"/tasks/{task_id}", "metrics": "/metrics"}
+    pages.update(task_pages(task_id))
     timings: dict[str, list[float]] = {name: [] for name in pages}
     for _ in range(repeat):
         for name, path in pages.items():

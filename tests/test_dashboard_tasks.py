@@ -23,6 +23,7 @@ from celeriac import Celeriac
 from celeriac.backends.base import ResultRecord
 from celeriac.brokers.base import WorkerEvent
 from celeriac.dashboard import create_app
+from celeriac.dashboard.tasks import TIMELINE_SCAN
 from celeriac.states import FAILURE, RETRY, STARTED, SUCCESS
 
 PASSWORD = "tasks page"
@@ -254,6 +255,27 @@ def test_a_task_known_only_from_its_events_shows_what_they_tell(celeriac_app: Ce
     html = _get(client, "/tasks/never-sent")
     assert 'data-state="PENDING"' in html and "No result is stored under this id:" in html
     assert 'data-deliveries=""' in html
+
+
+def test_the_timeline_reads_the_newest_events_unless_asked_for_all(
+        celeriac_app: Celeriac, client: Any) -> None:
+    """The page reads back through TIMELINE_SCAN events at most (fast whatever the log
+    holds), says so when that left the task's older events unread, and reads them all
+    when asked."""
+    _store(celeriac_app, _record(SUCCESS, "shop.charge", task_id="old-1"))
+    _events(celeriac_app, "old-1", ("task-received", {"args": "()", "retries": 0}),
+            ("task-succeeded", {"runtime": 0.1}))
+    filler = [WorkerEvent("worker-heartbeat", "shop-2@host", {"n": n}) for n in range(500)]
+    for _ in range(TIMELINE_SCAN // len(filler) + 1):
+        celeriac_app.broker.emit(filler)
+    html = _get(client, "/tasks/old-1")
+    assert 'id="events-partial"' in html and "data-event=" not in html
+    assert 'href="/tasks/old-1?events=all"' in html
+    html = _get(client, "/tasks/old-1?events=all")
+    assert re.findall(r'data-event="([\w-]+)"', html) == ["task-received", "task-succeeded"]
+    assert 'id="events-partial"' not in html
+    _events(celeriac_app, "old-1", ("task-received", {"retries": 0}))  # found: not partial
+    assert 'id="events-partial"' not in _get(client, "/tasks/old-1")
 
 
 def test_redaction_hides_arguments_in_the_record_and_the_events(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from celeriac.backends.search import task_events
+from celeriac.backends.search import read_task_events
 from celeriac.beat.presence import worker_nodes
 from celeriac.brokers.base import QueueStats
 from celeriac.brokers.browse import MAX_PAGE, DeletableKind, Kind, Page
@@ -29,7 +29,7 @@ from celeriac.exceptions import BrokerError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.backends.search import TaskDetail, TaskEvent, TaskSummary
+    from celeriac.backends.search import EventsRead, TaskDetail, TaskSummary
     from celeriac.brokers.base import WorkerEvent
     from celeriac.dashboard.tasks import SearchQuery
 
@@ -252,18 +252,17 @@ class DashboardData:
             offset=query.offset, limit=query.limit))
         return found
 
-    def task_detail(self, task_id: str, *, events: bool = True) -> TaskDetail | None:
-        """The task's stored record with its lineage, children and (unless told not to)
-        its events from the broker's log; None: no record stored, or it expired."""
-        broker = self.app.broker if events else None
-        detail: TaskDetail | None = self.call(
-            lambda: self.app.backend.task_detail(task_id, broker=broker))
+    def task_detail(self, task_id: str) -> TaskDetail | None:
+        """The task's stored record with its lineage and children (no events: see
+        :meth:`task_events`); None: no record stored, or it expired."""
+        detail: TaskDetail | None = self.call(self.app.backend.task_detail, task_id)
         return detail
 
-    def task_events(self, task_id: str) -> list[TaskEvent]:
-        """The events of a task that has no record, from the broker's log (its newest run:
-        the read stops at its newest ``task-received``)."""
-        found: list[TaskEvent] = self.call(task_events, self.app.broker, task_id)
+    def task_events(self, task_id: str, runs: int, scan: int | None) -> EventsRead:
+        """The task's events from the broker's log, read newest first until its ``runs``
+        are found, or the newest ``scan`` events (None: all those kept) were read."""
+        found: EventsRead = self.call(
+            lambda: read_task_events(self.app.broker, task_id, runs, scan=scan))
         return found
 
     def revoke(self, task_id: str, *, terminate: bool) -> None:

@@ -33,6 +33,7 @@ from celeriac.states import ALL_STATES, PENDING
 
 if TYPE_CHECKING:
     from celeriac.backends.base import ResultRecord
+    from celeriac.backends.search import TaskDetail
 
 #: Longest task id, id prefix or task name accepted from a request.
 TEXT_LIMIT = 255
@@ -42,6 +43,12 @@ CUSTOM_STATE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 OFFSET_MAX = 10**7
 #: Children linked from a task's page (a task that sent thousands shows the first ones).
 CHILDREN_SHOWN = 100
+#: Events of the broker's log a task's page reads back through at most, unless asked to
+#: read all those kept (``?events=all``): it finds a task that ran lately in a read or
+#: two and keeps the page well under 300 ms however large the events (a full log of
+#: 10,000 events with stacks or tracebacks took close to a second to read from Redis on a
+#: loaded 2-core machine: bench/dashboard_scale.py).
+TIMELINE_SCAN = 2000
 #: Characters of one event's detail line (arguments, result, exception) on the timeline.
 DETAIL_LIMIT = 300
 
@@ -203,6 +210,9 @@ class TaskView:
     #: The exception and traceback of a failed event, when no record has them.
     event_exception: str | None = None
     event_traceback: str | None = None
+    #: The read of the event log stopped at :data:`TIMELINE_SCAN` events short of the
+    #: oldest kept, without finding every run (``?events=all`` reads them all).
+    events_partial: bool = False
     #: Why the events could not be read (the broker's message), if they could not.
     events_error: str | None = None
 
@@ -223,64 +233,65 @@ def _parent(task_id: str, recorded: str | None, events: list[TaskEvent]) -> str 
     return next((found for found in sent_by if found and found != task_id), None)
 
 
-def _deliveries(record: ResultRecord | None, recorded: int | None,
-                events: list[TaskEvent]) -> int | None:
-    if recorded is not None:
-        return recorded
-    if (record is not None and record.status != PENDING) or events:
-        return 1  # ran, and the backend records the count only when over one
-    return None
-
-
-def build_task_view(task_id: str, redact: bool) -> TaskView:
-    """Read ``task_id``'s detail (one backend read, and a bounded read of the broker's
-    event log: see :func:`~celeriac.backends.search.task_events`)."""
+def _read(task_id: str, scan: int | None
+          ) -> tuple[TaskDetail | None, list[TaskEvent], bool, str | None]:
+    """The task's detail (None: no record), its events (read back through at most
+    ``scan`` events), whether that bound stopped the read short, and why the events could
+    not be read, if so (the record is shown without them)."""
     data = dashboard().data
-    events_error = None
+    detail = data.task_detail(task_id)
+    runs = detail.record.retries + 1 if detail is not None else 1
     try:
-        detail = data.task_detail(task_id)
-    except BrokerError as exc:  # the record without its events rather than no page
-        events_error = str(exc)
-        detail = data.task_detail(task_id, events=False)
-    if detail is not None:
-        record: ResultRecord | None = detail.record
-        events = detail.events
-    else:
-        record = None
-        try:
-            events = data.task_events(task_id)
-        except BrokerError as exc:
-            events, events_error = [], str(exc)
+        read = data.task_events(task_id, runs, scan)
+    except BrokerError as exc:
+        return detail, [], False, str(exc)
+    return detail, read.events, read.partial, None
+
+
+def build_task_view(task_id: str, redact: bool, scan: int | None = TIMELINE_SCAN) -> TaskView:
+    """What ``task_id``'s page shows: its record and detail, else what its events tell."""
+    detail, events, partial, error = _read(task_id, scan)
+    if detail is None:
+        return _from_events(task_id, events, redact, partial, error)
+    record = detail.record
+    ran = record.status != PENDING or bool(events)
+    children = detail.children
+    return TaskView(
+        task_id=task_id, record=record, state=record.status,
+        name=record.name or _last(events, "name"),
+        worker=record.worker or (events[-1].worker if events else None),
+        retries=record.retries,
+        # None in the record: delivered once if it ran (the count is kept when over one).
+        deliveries=detail.deliveries if detail.deliveries is not None else 1 if ran else None,
+        parent_id=_parent(task_id, detail.parent_id, events), root_id=_last(events, "root_id"),
+        group_id=detail.group_id, children=children[:CHILDREN_SHOWN],
+        more_children=max(0, len(children) - CHILDREN_SHOWN),
+        timeline=timeline(events, redact), events_partial=partial, events_error=error)
+
+
+def _from_events(task_id: str, events: list[TaskEvent], redact: bool, partial: bool,
+                 error: str | None) -> TaskView:
+    """The page of a task with no record: its state is the one its newest event reports."""
     failed = next((e for e in reversed(events) if e.type in ("task-failed", "task-retried")),
                   None)
-    newest_state = next((TASK_STATES[e.type] for e in reversed(events)
-                         if e.type in TASK_STATES), PENDING)
-    children = detail.children if detail is not None else []
+    state = next((TASK_STATES[e.type] for e in reversed(events) if e.type in TASK_STATES),
+                 PENDING)
     return TaskView(
-        task_id=task_id, record=record,
-        state=record.status if record is not None else newest_state,
-        name=record.name if record is not None and record.name else _last(events, "name"),
-        worker=(record.worker if record is not None and record.worker
-                else events[-1].worker if events else None),
-        retries=(record.retries if record is not None else int(_last(events, "retries") or 0)),
-        deliveries=_deliveries(record, detail.deliveries if detail else None, events),
-        parent_id=_parent(task_id, detail.parent_id if detail is not None else None, events),
-        root_id=_last(events, "root_id"),
-        group_id=detail.group_id if detail is not None else None,
-        children=children[:CHILDREN_SHOWN], more_children=max(0, len(children) - CHILDREN_SHOWN),
-        timeline=timeline(events, redact),
-        event_args=None if record is not None else _last(events, "args"),
-        event_kwargs=None if record is not None else _last(events, "kwargs"),
-        event_exception=(None if record is not None or failed is None
-                         else str(failed.fields.get("exception") or "")),
-        event_traceback=(None if record is not None or failed is None
-                         else str(failed.fields.get("traceback") or "") or None),
-        events_error=events_error)
+        task_id=task_id, record=None, state=state, name=_last(events, "name"),
+        worker=events[-1].worker if events else None,
+        retries=int(_last(events, "retries") or 0), deliveries=1 if events else None,
+        parent_id=_parent(task_id, None, events), root_id=_last(events, "root_id"),
+        group_id=None, children=[], more_children=0, timeline=timeline(events, redact),
+        event_args=_last(events, "args"), event_kwargs=_last(events, "kwargs"),
+        event_exception=str(failed.fields.get("exception") or "") if failed else None,
+        event_traceback=str(failed.fields.get("traceback") or "") or None if failed else None,
+        events_partial=partial, events_error=error)
 
 
 def task_view(task_id: str) -> str:
-    """A task's page."""
+    """A task's page; ``?events=all`` reads the whole event log kept for its timeline."""
     redact = bool(dashboard().app.conf.dashboard_redact_args)
-    view = build_task_view(task_id, redact)
+    scan = None if request.args.get("events") == "all" else TIMELINE_SCAN
+    view = build_task_view(task_id, redact, scan)
     return render_template("task.html", task_id=task_id, view=view, record=view.record,
-                           page="tasks")
+                           page="tasks", timeline_scan=TIMELINE_SCAN)
