@@ -20,7 +20,10 @@ pytest.importorskip("flask")
 from werkzeug.security import generate_password_hash
 
 from celeriac import Celeriac
+from celeriac.backends import BACKENDS
 from celeriac.backends.base import ResultRecord
+from celeriac.backends.memory import MemoryBackend
+from celeriac.backends.search import TaskSummary
 from celeriac.brokers.base import WorkerEvent
 from celeriac.dashboard import create_app
 from celeriac.dashboard.tasks import TIMELINE_SCAN
@@ -168,6 +171,29 @@ def test_without_the_index_the_page_says_so_and_still_jumps_to_an_id(
     assert 'id="search"' not in html and 'id="jump"' in html
     assert client.get("/tasks?id=known-id").headers["Location"] == "/tasks/known-id"
     assert 'data-state="SUCCESS"' in _get(client, "/tasks/known-id")  # detail by id works
+    app.close()
+
+
+class UnsearchableBackend(MemoryBackend):
+    """A backend that keeps results but cannot search them (as a third party's may)."""
+
+    schemes = ("unsearchable",)
+
+    def search(self, *, task_id_prefix: str | None = None, name: str | None = None,
+               state: str | None = None, offset: int = 0,
+               limit: int = 50) -> tuple[list[TaskSummary], int]:
+        raise NotImplementedError
+
+
+def test_a_backend_that_cannot_search_says_so(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BACKENDS, "unsearchable", UnsearchableBackend)
+    app = Celeriac("nosearch", broker_url="memory://", result_backend="unsearchable://",
+                   dashboard_viewer_password_hash=generate_password_hash(PASSWORD,
+                                                                          "pbkdf2:sha256:1000"))
+    html = _get(_client(app), "/tasks")
+    assert 'id="search-off"' in html and "this result backend cannot search" in html
+    assert 'id="jump"' in html
     app.close()
 
 
