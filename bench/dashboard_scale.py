@@ -82,7 +82,8 @@ ROUTE_VALUES = {"name": READY_QUEUE, "queue": READY_QUEUE, "task": TASK, "task_n
 #: Query arguments a page needs to show anything: sent with each of its requests.
 NEEDED = {"queue": OTHER_QUEUE, "all": "1"}
 #: Query arguments measured as a request of their own, each alone.
-VARIANTS = {"fragment": "1", "offset": str((DEEP_PAGE - 1) * PAGE_SIZE), "name": TASK}
+VARIANTS = {"fragment": "1", "offset": str((DEEP_PAGE - 1) * PAGE_SIZE), "name": TASK,
+            "state": "SUCCESS", "prefix": "ab", "events": "all"}
 #: Query arguments left at their default: the page size, a task id (``/tasks?id=``
 #: redirects to the task's page, measured itself), an action's chosen ids, the stream's
 #: cursor, login's return path.

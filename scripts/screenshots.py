@@ -2,7 +2,7 @@
 
 Starts, in a temporary directory, a SQLite project with a gevent worker (``-E``, with a
 beat: ``-B``), a second beat (``celeriac beat``) and a ``celeriac dashboard``, gives them
-something to show (finished and failed tasks, a running one, a task that blocks the hub,
+something to show (finished, failed and retried tasks, a running one, a task that blocks the hub,
 waiting, scheduled and retrying messages, a dead letter, a paused queue, periodic tasks),
 then photographs each page as an admin sees it with Debian's chromium.
 """
@@ -65,6 +65,12 @@ def resize_image(path, width):
 def charge_card(order_id, cents):
     raise ValueError(f"card declined for order {order_id}")
 
+@app.task(bind=True)
+def ship_order(self, order_id):
+    if self.request.retries == 0:  # the carrier's API is busy the first time
+        raise self.retry(countdown=0.2)
+    return {"order": order_id, "carrier": "parcel-post"}
+
 @app.task
 def build_report(month):
     time.sleep(120)
@@ -117,8 +123,10 @@ def _load(shop: Any) -> dict[str, str]:
     broker.dead_letter(broker.fetch(["payments"], 1, consumer="screenshots", lease=30),
                        "max deliveries (5) exceeded; it crashed its worker process while running alone")
     broker.pause("thumbnails")
+    shipped = shop.ship_order.delay("A-1043")
     _wait(lambda: failed.state == "FAILURE", "the failed task")
-    return {"failed": failed.id, "running": running.id}
+    _wait(lambda: shipped.state == "SUCCESS", "the retried task")
+    return {"failed": failed.id, "running": running.id, "retried": shipped.id}
 
 
 def main() -> int:
@@ -176,7 +184,9 @@ def _shoot(page: Any, url: str, ids: dict[str, str], shop: Any) -> None:
                        ("scheduled", "/scheduled?queue=reports"), ("retries", "/retries"),
                        ("dead-letters", "/dead"), ("periodic", "/periodic"),
                        ("confirm", "/dead/requeue?queue=payments&all=1"),
+                       ("tasks", "/tasks"),
                        ("task", f"/tasks/{ids['failed']}"),
+                       ("task-retried", f"/tasks/{ids['retried']}"),
                        ("task-running", f"/tasks/{ids['running']}")):
         page.goto(f"{url}{path}")
         page.wait_for_timeout(300)

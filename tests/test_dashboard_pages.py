@@ -1,6 +1,6 @@
 """The dashboard's pages and data access on a real SQLite broker and backend, through its
 Flask app (no browser: tests/browser drives the pages in chromium): dead letters, a
-worker's heartbeat and blocking reports, the newest event found in O(log n) reads, the
+worker's heartbeat and blocking reports, the newest event of the log, the
 live stream's cursor, and the task page of a task with no result yet."""
 
 from __future__ import annotations

@@ -128,39 +128,35 @@ def detail_of(record: ResultRecord, events: list[TaskEvent]) -> TaskDetail:
 EVENTS_CHUNK = 1000
 
 
-def newest_event_seq(broker: Broker) -> int:
-    """The ``seq`` of the newest event in ``broker``'s log (0: none), with O(log seq)
-    reads of one event each: the broker API reads forwards from a cursor only."""
-    def exists(after: int) -> bool:
-        return bool(broker.events(after, 1))
+@dataclass(frozen=True)
+class EventsRead:
+    """A task's events as :func:`read_task_events` found them."""
 
-    if not exists(0):
-        return 0
-    low, high = 0, 1  # an event exists after low; find a high with none after it
-    while exists(high):
-        low, high = high, high * 2
-    while high - low > 1:  # invariant: exists(low), not exists(high)
-        middle = (low + high) // 2
-        if exists(middle):
-            low = middle
-        else:
-            high = middle
-    return high
+    #: Oldest first.
+    events: list[TaskEvent]
+    #: The read stopped at its ``scan`` bound, before the oldest event kept, without
+    #: finding every run: older events of the task may be in the log.
+    partial: bool
 
 
-def task_events(broker: Broker, task_id: str, runs: int = 1) -> list[TaskEvent]:
+def read_task_events(broker: Broker, task_id: str, runs: int = 1, *,
+                     scan: int | None = None) -> EventsRead:
     """The events of ``task_id`` in ``broker``'s capped event log, oldest first.
 
     The log is read newest chunk first (:data:`EVENTS_CHUNK` events a read), filtered
     here by the events' ``uuid``, and the read stops once a ``task-received`` of each of
     the task's ``runs`` (its retries + 1) was found: a task that ran lately costs a
-    read or two after finding the newest ``seq`` (3 ms on SQLite, 35 ms on Redis, on a
-    loaded 2-core machine). Otherwise it goes on to the oldest event kept: at most
+    read or two after finding the newest ``seq`` (:meth:`Broker.newest_event_seq
+    <celeriac.brokers.base.Broker.newest_event_seq>`: one read on every broker we
+    ship). Otherwise it goes on to the oldest event kept: at most
     ``broker.events_kept`` events (10,000 by default), some 30 ms on SQLite and 140 ms
-    on Redis there.
+    on Redis for small events there, several times that for events carrying tracebacks
+    or stacks. ``scan`` bounds it to the newest ``scan`` events (a page that must answer
+    quickly), and the answer says whether that stopped it short (``partial``).
     """
-    high = newest_event_seq(broker)
-    oldest = max(0, high - broker.events_kept)
+    high = broker.newest_event_seq()
+    kept_from = max(0, high - broker.events_kept)
+    oldest = kept_from if scan is None else max(kept_from, high - scan)
     found: list[TaskEvent] = []
     received = 0
     while high > oldest and received < runs:
@@ -172,4 +168,10 @@ def task_events(broker: Broker, task_id: str, runs: int = 1) -> list[TaskEvent]:
         received += sum(event.type == "task-received" for event in mine)
         found[:0] = mine
         high = low
-    return found
+    return EventsRead(found, partial=received < runs and oldest > kept_from)
+
+
+def task_events(broker: Broker, task_id: str, runs: int = 1) -> list[TaskEvent]:
+    """The events of ``task_id`` in ``broker``'s event log, read back as far as its
+    ``runs`` or the oldest event kept (:func:`read_task_events` without a bound)."""
+    return read_task_events(broker, task_id, runs).events

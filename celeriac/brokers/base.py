@@ -401,6 +401,31 @@ class Broker(ABC):
         To follow the stream, pass the ``seq`` of the last event seen as ``after``.
         """
 
+    def newest_event_seq(self) -> int:
+        """The ``seq`` of the newest stored event (0: none), where a reader starts to
+        look back at the log (the dashboard's live tail, a task's timeline).
+
+        This default needs only :meth:`events`, which reads forwards from a cursor:
+        O(log seq) reads of one event each (find a ``seq`` with nothing after it by
+        doubling, then bisect). Brokers that have the newest ``seq`` at hand (a max of
+        an indexed column, the top of a sorted set) override it with one read.
+        """
+        def exists(after: int) -> bool:
+            return bool(self.events(after, 1))
+
+        if not exists(0):
+            return 0
+        low, high = 0, 1  # an event exists after low; find a high with none after it
+        while exists(high):
+            low, high = high, high * 2
+        while high - low > 1:  # invariant: exists(low), not exists(high)
+            middle = (low + high) // 2
+            if exists(middle):
+                low = middle
+            else:
+                high = middle
+        return high
+
     # -- revoke ----------------------------------------------------------------------
     @abstractmethod
     def revoke(self, revocations: Sequence[Revocation]) -> None:

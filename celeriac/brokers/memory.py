@@ -430,6 +430,10 @@ class MemoryBroker(MemoryAdmin, Broker):
                                 time=e.time, seq=e.seq)
                     for e in self._events[start:start + limit]]
 
+    def newest_event_seq(self) -> int:
+        with self._lock:
+            return self._event_seq if self._events else 0
+
     # -- revoke ----------------------------------------------------------------------
     def _drop_expired_revocations(self, now: float) -> None:
         """Forget revocations whose time is up (call with the lock held)."""

@@ -409,6 +409,12 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
                             time=float(data["time"]), seq=seq)
                 for seq, data in self._stream("events", after, limit, loads)]
 
+    def newest_event_seq(self) -> int:
+        """One ``ZREVRANGE`` of the top of ``P:events`` (scored by seq)."""
+        top = self._retry.call(lambda: self._redis.zrevrange(
+            f"{self.prefix}:events", 0, 0, withscores=True))
+        return int(top[0][1]) if top else 0
+
     # -- revoke ----------------------------------------------------------------------
     def revoke(self, revocations: Sequence[Revocation]) -> None:
         if not revocations:

@@ -579,6 +579,13 @@ class SQLiteBroker(SQLiteAdmin, SQLiteControl, SQLiteMetrics, Broker):
         return [WorkerEvent(seq=seq, time=when, type=kind, worker=worker, data=loads(data))
                 for seq, when, kind, worker, data in self._read(select)]
 
+    def newest_event_seq(self) -> int:
+        """One read: the max of the table's integer primary key (the end of its b-tree)."""
+        def newest(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+        return self._read(newest)
+
     def ping(self) -> None:
         try:
             self._db.read(lambda conn: conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall())

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celeriac.backends.search import read_task_events
 from celeriac.beat.presence import worker_nodes
 from celeriac.brokers.base import QueueStats
 from celeriac.brokers.browse import MAX_PAGE, DeletableKind, Kind, Page
@@ -28,8 +29,9 @@ from celeriac.exceptions import BrokerError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.backends.base import ResultRecord
+    from celeriac.backends.search import EventsRead, TaskDetail, TaskSummary
     from celeriac.brokers.base import WorkerEvent
+    from celeriac.dashboard.tasks import SearchQuery
 
 log = logging.getLogger("celeriac.dashboard")
 
@@ -156,23 +158,9 @@ class DashboardData:
         return rows
 
     def last_event_seq(self) -> int:
-        """The ``seq`` of the newest worker event (0: none), found with O(log seq) reads of
-        one event each: the broker API reads forwards from a cursor only."""
-        def exists(after: int) -> bool:
-            return bool(self.call(self.app.broker.events, after, 1))
-
-        if not exists(0):
-            return 0
-        low, high = 0, 1  # an event exists after low; find a high with none after it
-        while exists(high):
-            low, high = high, high * 2
-        while high - low > 1:  # invariant: exists(low), not exists(high)
-            middle = (low + high) // 2
-            if exists(middle):
-                low = middle
-            else:
-                high = middle
-        return high
+        """The ``seq`` of the newest worker event (0: none)."""
+        newest: int = self.call(self.app.broker.newest_event_seq)
+        return newest
 
     def events(self, after: int, limit: int = 100) -> list[WorkerEvent]:
         found: list[WorkerEvent] = self.call(self.app.broker.events, after, limit)
@@ -256,10 +244,26 @@ class DashboardData:
         return done
 
     # -- tasks -----------------------------------------------------------------------------
-    def task(self, task_id: str) -> ResultRecord | None:
-        """The task's stored result record (None: none stored, or it expired)."""
-        record: ResultRecord | None = self.call(self.app.backend.get, task_id)
-        return record
+    def search(self, query: SearchQuery) -> tuple[list[TaskSummary], int]:
+        """A page of the result backend's task index, newest first, and the total
+        (raises :class:`~celeriac.exceptions.ConfigurationError` with ``result_index`` off)."""
+        found: tuple[list[TaskSummary], int] = self.call(lambda: self.app.backend.search(
+            task_id_prefix=query.task_id_prefix, name=query.name, state=query.state,
+            offset=query.offset, limit=query.limit))
+        return found
+
+    def task_detail(self, task_id: str) -> TaskDetail | None:
+        """The task's stored record with its lineage and children (no events: see
+        :meth:`task_events`); None: no record stored, or it expired."""
+        detail: TaskDetail | None = self.call(self.app.backend.task_detail, task_id)
+        return detail
+
+    def task_events(self, task_id: str, runs: int, scan: int | None) -> EventsRead:
+        """The task's events from the broker's log, read newest first until its ``runs``
+        are found, or the newest ``scan`` events (None: all those kept) were read."""
+        found: EventsRead = self.call(
+            lambda: read_task_events(self.app.broker, task_id, runs, scan=scan))
+        return found
 
     def revoke(self, task_id: str, *, terminate: bool) -> None:
         """Revoke ``task_id`` for every worker; with ``terminate``, stop it if running."""

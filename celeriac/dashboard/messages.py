@@ -54,7 +54,8 @@ NOUNS: dict[str, str] = {"scheduled": "scheduled message(s)", "retries": "retry 
                          "dead": "dead letter(s)"}
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """Query parameter ``name`` as an int within ``[low, high]``; ``default`` if not one."""
     try:
         value = int(request.args.get(name, default))
     except ValueError:
@@ -83,8 +84,8 @@ def page_links(offset: int, limit: int, total: int) -> list[tuple[int, int | Non
 
 
 def _listing(kind: Kind) -> str:
-    offset = _int_arg("offset", 0, 0, 10**12)
-    limit = _int_arg("limit", PAGE_SIZE, 1, PAGE_SIZE_MAX)
+    offset = int_arg("offset", 0, 0, 10**12)
+    limit = int_arg("limit", PAGE_SIZE, 1, PAGE_SIZE_MAX)
     error = None
     listing = None
     try:

@@ -1,5 +1,5 @@
-"""The pages: Queues, Workers, a task's page, Periodic, and /healthz (the listings of
-messages are :mod:`.messages`).
+"""The pages: Queues, Workers, Tasks and a task's page (read by :mod:`.tasks`), Periodic,
+and /healthz (the listings of messages are :mod:`.messages`).
 
 Each page reads :class:`~celeriac.dashboard.data.DashboardData` per request; the tables
 that change refresh themselves with htmx (``?fragment=1`` renders the table alone). Every
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 
 from celeriac.dashboard.app import admin_required, dashboard
+from celeriac.dashboard.tasks import search_view, task_view
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse
@@ -92,17 +93,17 @@ def periodic() -> str:
 
 
 @pages.get("/tasks")
-def tasks() -> BaseResponse | str:
+def tasks() -> BaseResponse | tuple[str, int]:
+    """The search (:mod:`.tasks`); ``?id=`` jumps to the task of that exact id."""
     task_id = (request.args.get("id") or "").strip()[:TASK_ID_LIMIT]
     if task_id:
         return redirect(url_for("pages.task", task_id=task_id))
-    return render_template("tasks.html", page="tasks")
+    return search_view()
 
 
 @pages.get("/tasks/<path:task_id>")
 def task(task_id: str) -> str:
-    record = dashboard().data.task(task_id)
-    return render_template("task.html", task_id=task_id, record=record, page="tasks")
+    return task_view(task_id)
 
 
 @pages.post("/tasks/<path:task_id>/revoke")

@@ -387,18 +387,18 @@ def test_sqlite_search_reads_its_index_and_never_sorts_all_rows(tmp_path: Path) 
 
 
 def test_task_events_reads_the_log_newest_chunk_first(tmp_path: Path) -> None:
-    from celeriac.backends.search import EVENTS_CHUNK, newest_event_seq, task_events
+    from celeriac.backends.search import EVENTS_CHUNK, read_task_events, task_events
     from celeriac.brokers import broker_from_url
 
     broker = broker_from_url(f"sqlite:///{tmp_path / 'events.db'}")
-    assert newest_event_seq(broker) == 0 and task_events(broker, "t") == []
+    assert broker.newest_event_seq() == 0 and task_events(broker, "t") == []
     filler = [WorkerEvent("task-succeeded", "w", {"uuid": "other"}, 1.0)] * (EVENTS_CHUNK - 1)
     broker.emit([WorkerEvent("task-received", "w", {"uuid": "t", "retries": 0}, 1.0),
                  *filler, *filler,
                  WorkerEvent("task-retried", "w", {"uuid": "t"}, 2.0),
                  WorkerEvent("task-received", "w", {"uuid": "t", "retries": 1}, 3.0),
                  WorkerEvent("task-succeeded", "w", {"uuid": "t"}, 4.0)])
-    newest = newest_event_seq(broker)
+    newest = broker.newest_event_seq()
     assert newest == 2 * EVENTS_CHUNK + 2 and broker.events(newest, 1) == []
     both_runs = task_events(broker, "t", runs=2)  # three chunks back to the first run
     assert [(e.type, e.time) for e in both_runs] == [
@@ -406,6 +406,14 @@ def test_task_events_reads_the_log_newest_chunk_first(tmp_path: Path) -> None:
         ("task-succeeded", 4.0)]
     # One run asked for: the newest chunk holds its task-received, the read stops there.
     assert [e.time for e in task_events(broker, "t", runs=1)] == [2.0, 3.0, 4.0]
+    # A bound on the read: the newest chunk only; the first run is older, and it says so.
+    bounded = read_task_events(broker, "t", runs=2, scan=EVENTS_CHUNK)
+    assert [e.time for e in bounded.events] == [2.0, 3.0, 4.0] and bounded.partial
+    whole = read_task_events(broker, "t", runs=2, scan=10 * EVENTS_CHUNK)
+    assert len(whole.events) == 4 and not whole.partial
+    assert not read_task_events(broker, "t", runs=1, scan=EVENTS_CHUNK).partial  # found
     broker.events_kept = EVENTS_CHUNK  # only the newest events count as kept
     assert [e.time for e in task_events(broker, "t", runs=2)] == [2.0, 3.0, 4.0]
+    # Not partial: the bound is not what stopped it (the oldest event kept is).
+    assert not read_task_events(broker, "t", runs=2, scan=EVENTS_CHUNK).partial
     broker.close()

@@ -688,6 +688,22 @@ def test_events_are_capped_to_the_newest(broker: Broker) -> None:
     assert [e.data["n"] for e in broker.events(limit=1000)] == list(range(76, 96))
 
 
+def test_newest_event_seq_is_the_last_emitted_and_agrees_with_the_bisection(
+        broker: Broker) -> None:
+    """A broker's own ``newest_event_seq`` (one read where it overrides it) gives what
+    the base class's bisection over :meth:`Broker.events` gives, as the log grows and
+    once it is capped."""
+    def bisected() -> int:
+        return Broker.newest_event_seq(broker)
+
+    assert broker.newest_event_seq() == 0 == bisected()
+    broker.events_kept = 20
+    for count in (1, 2, 3, 17, 30):
+        broker.emit([event("e", n) for n in range(count)])
+        newest = broker.events(0, 1000)[-1].seq
+        assert broker.newest_event_seq() == newest == bisected()
+
+
 # -- revoke ------------------------------------------------------------------------------
 
 

@@ -151,6 +151,9 @@ class InStateStore(Broker):
     def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
         return self._in_store(lambda s: s.events(after, limit))
 
+    def newest_event_seq(self) -> int:
+        return self._in_store(lambda s: s.newest_event_seq())
+
     def revoke(self, revocations: Sequence[Revocation]) -> None:
         self._in_store(lambda s: s.revoke(revocations))
 
