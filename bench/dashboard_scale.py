@@ -8,8 +8,9 @@ requests each page through the real Flask app (``create_app``; the HTTP server i
 out: it adds the same small cost to every page) and prints the median and the slowest of
 ``--repeat`` requests per page.
 
-Pages measured are those that exist today (Queues, Workers, Dead letters, a task's page,
-/metrics); browsing, search and metric charts join as their broker calls land.
+Pages measured are those that exist today (the Overview and its chart's JSON over 1 h and
+72 h, Queues, Workers, Dead letters, a task's page, /metrics), with 72 hours of metric
+rollups of 20 task names stored (``bench/metrics_read.py``'s fill: one write per minute).
 Filling takes a while (about a minute per million messages on SQLite): ``--messages``,
 ``--dead`` and ``--results`` make it smaller for a quick look.
 """
@@ -36,6 +37,9 @@ from celeriac.backends.base import ResultRecord
 from celeriac.brokers.base import OutgoingMessage, WorkerEvent
 from celeriac.dashboard import create_app
 from celeriac.message import encode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from metrics_read import fill as fill_metrics
 
 BATCH = 10_000
 PASSWORD = "bench"
@@ -85,6 +89,7 @@ def fill(app: Celeriac, messages: int, dead: int, results: int) -> str:
         broker.emit([WorkerEvent("task-blocked", f"bench-{n % 4}@host",
                                  {"task": "shop.crunch", "id": str(n), "pid": 1, "stack": "x" * 800})
                      for n in range(start, start + 1000)])
+    fill_metrics(broker, 20, time.time())
     print(f"  filled in {time.monotonic() - began:.0f} s", flush=True)
     return task_id
 
@@ -93,7 +98,9 @@ def measure(app: Celeriac, task_id: str, repeat: int) -> dict[str, list[float]]:
     flask = create_app(app, secret_key="bench")
     client = flask.test_client()
     client.post("/login", data={"password": PASSWORD}, headers={"Origin": "http://localhost"})
-    pages = {"queues": "/queues", "workers": "/workers", "dead letters": "/dead",
+    pages = {"overview": "/", "series 1 h": "/overview/series?range=1h",
+             "series 72 h": "/overview/series?range=72h", "queues": "/queues",
+             "workers": "/workers", "dead letters": "/dead",
              "task": f"/tasks/{task_id}", "metrics": "/metrics"}
     timings: dict[str, list[float]] = {name: [] for name in pages}
     for _ in range(repeat):
