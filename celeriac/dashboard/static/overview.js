@@ -28,7 +28,7 @@
       width: width(), height: HEIGHT,
       scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.15 : 1]; } } },
       axes: [
-        { label: "UTC", values: function (u, splits) { return splits.map(function (t) { return utc(t, !perMinute); }); } },
+        { label: "UTC", space: perMinute ? 50 : 90, values: function (u, splits) { return splits.map(function (t) { return utc(t, !perMinute); }); } },
         { label: "per second", size: 60 },
       ],
       cursor: { points: { size: 6 } },
