@@ -83,7 +83,7 @@ ROUTE_VALUES = {"name": READY_QUEUE, "queue": READY_QUEUE, "task": TASK, "task_n
 NEEDED = {"queue": OTHER_QUEUE, "all": "1"}
 #: Query arguments measured as a request of their own, each alone.
 VARIANTS = {"fragment": "1", "offset": str((DEEP_PAGE - 1) * PAGE_SIZE), "name": TASK,
-            "state": "SUCCESS", "prefix": "ab", "events": "all"}
+            "state": "SUCCESS", "prefix": "ab", "events": "all", "range": "72h"}
 #: Query arguments left at their default: the page size, a task id (``/tasks?id=``
 #: redirects to the task's page, measured itself), an action's chosen ids, the stream's
 #: cursor, login's return path.

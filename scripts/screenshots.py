@@ -126,6 +126,8 @@ def _load(shop: Any) -> dict[str, str]:
     shipped = shop.ship_order.delay("A-1043")
     _wait(lambda: failed.state == "FAILURE", "the failed task")
     _wait(lambda: shipped.state == "SUCCESS", "the retried task")
+    _wait(lambda: sum(row.failed for row in broker.metrics(time.time() - 120, time.time(), "")),
+          "the metric rollups of the failed task")  # the Overview's chart
     return {"failed": failed.id, "running": running.id, "retried": shipped.id}
 
 
@@ -180,6 +182,9 @@ def _shoot(page: Any, url: str, ids: dict[str, str], shop: Any) -> None:
     page.goto(f"{url}/queues")
     page.screenshot(path=OUT / "login.png")
     login(page, url, ADMIN_PASSWORD)
+    page.wait_for_selector("#chart[data-drawn='1h']")
+    page.wait_for_timeout(300)
+    page.screenshot(path=OUT / "overview.png", full_page=True)
     for name, path in (("queues", "/queues"), ("workers", "/workers"),
                        ("scheduled", "/scheduled?queue=reports"), ("retries", "/retries"),
                        ("dead-letters", "/dead"), ("periodic", "/periodic"),

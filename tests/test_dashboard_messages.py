@@ -51,7 +51,7 @@ def _client(app: Celeriac, password: str) -> Any:
     client = create_app(app).test_client()
     response = client.post("/login", data={"password": password}, headers=ORIGIN,
                            follow_redirects=True)  # the page shows "Logged in as ..."
-    assert response.status_code == 200 and response.request.path == "/queues"
+    assert response.status_code == 200 and response.request.path == "/"
     return client
 
 

@@ -1,4 +1,5 @@
-"""The Flask application: :func:`create_app` wires the pages (:mod:`.views`), the live tail
+"""The Flask application: :func:`create_app` wires the pages (:mod:`.overview`,
+:mod:`.views`, :mod:`.messages`), the live tail
 (:mod:`.live`) and /metrics (:mod:`.metrics`) to one :class:`~.data.DashboardData`, behind
 the checks of :mod:`.auth` that every request passes (in :func:`_guard`):
 
@@ -114,9 +115,10 @@ def create_app(app: Celeriac, *, credentials: auth.Credentials | None = None,
     flask.add_url_rule("/logout", "logout", _logout, methods=["POST"])
     flask.context_processor(lambda: {"role": role(), "admin": role() == auth.ADMIN,
                                      "redact": bool(conf.dashboard_redact_args)})
-    from celeriac.dashboard import filters, live, messages, metrics, views
+    from celeriac.dashboard import filters, live, messages, metrics, overview, views
 
     filters.register(flask)
+    flask.register_blueprint(overview.overview)
     flask.register_blueprint(views.pages)
     flask.register_blueprint(messages.messages)
     flask.register_blueprint(live.live)
@@ -172,7 +174,7 @@ def _safe_next(target: str | None) -> str:
     """Only a path of this site (never ``//elsewhere`` or a full URL): no open redirect."""
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
-    return url_for("pages.index")
+    return url_for("overview.index")
 
 
 def _login() -> BaseResponse | str | tuple[str, int]:

@@ -1,5 +1,6 @@
 """The pages: Queues, Workers, Tasks and a task's page (read by :mod:`.tasks`), Periodic,
-and /healthz (the listings of messages are :mod:`.messages`).
+and /healthz (the Overview is :mod:`.overview`, the listings of messages are
+:mod:`.messages`).
 
 Each page reads :class:`~celeriac.dashboard.data.DashboardData` per request; the tables
 that change refresh themselves with htmx (``?fragment=1`` renders the table alone). Every
@@ -28,11 +29,6 @@ TASK_ID_LIMIT = 255
 
 def _fragment() -> bool:
     return request.args.get("fragment") == "1"
-
-
-@pages.get("/")
-def index() -> BaseResponse:
-    return redirect(url_for("pages.queues"))
 
 
 @pages.get("/queues")

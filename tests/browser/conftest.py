@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import Project
 
 from browser.stack import launch_browser, missing_browser
 
@@ -39,3 +40,11 @@ def page(browser: Any) -> Iterator[Any]:
     context.set_default_timeout(15_000)
     yield context.new_page()
     context.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def project_kind(request: pytest.FixtureRequest) -> Project:
+    """A project on SQLite, then on Redis (broker and result backend)."""
+    project: Project = request.getfixturevalue("project" if request.param == "sqlite"
+                                               else "redis_project")
+    return project

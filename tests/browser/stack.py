@@ -1,5 +1,6 @@
 """What the browser tests and ``scripts/screenshots`` start: a real ``celeriac dashboard``
-subprocess, and Debian's chromium driven by Playwright (never ``playwright install``)."""
+subprocess, and Debian's chromium driven by Playwright (never ``playwright install``);
+and the set-up the browser tests share (:func:`serving`, :func:`tasks_module`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conftest import Project
 
 #: Debian's chromium (``./scripts/test`` installs it when missing).
 CHROMIUM = os.environ.get("CELERIAC_CHROMIUM", "/usr/bin/chromium")
@@ -97,3 +103,28 @@ def login(page: Any, url: str, password: str) -> None:
     page.goto(f"{url}/login")
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
+
+
+def project_dashboard(project: Project, **kwargs: Any) -> Dashboard:
+    """A dashboard of ``project``'s ``tasks`` app, with the test passwords."""
+    return start_dashboard(project.path, {**project.env, **password_env()}, **kwargs)
+
+
+@contextmanager
+def serving(project: Project, extra: str, *worker_args: str) -> Iterator[Dashboard]:
+    """``project`` with ``extra`` added to its tasks module, a CLI worker started with
+    ``worker_args``, and a dashboard, stopped on leaving (the project's fixture stops the
+    worker)."""
+    project.write_tasks(extra=extra)
+    project.start_worker(*worker_args)
+    dashboard = project_dashboard(project)
+    try:
+        yield dashboard
+    finally:
+        dashboard.stop()
+
+
+def tasks_module(project: Project) -> Any:
+    """The project's ``tasks`` module, imported afresh in the test process (to send tasks)."""
+    project.app()
+    return sys.modules["tasks"]

@@ -13,7 +13,6 @@ SQLite and on Redis, with a real CLI worker (task events on, ``-E``) and a real
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,8 +25,8 @@ from browser.stack import (
     VIEWER_PASSWORD,
     Dashboard,
     login,
-    password_env,
-    start_dashboard,
+    serving,
+    tasks_module,
 )
 
 pytest.importorskip("flask")
@@ -43,21 +42,10 @@ def concat(a, b):
 '''
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Project, Dashboard]]:
-    project: Project = request.getfixturevalue("project" if request.param == "sqlite"
-                                               else "redis_project")
-    project.write_tasks(extra=EXTRA)
-    project.start_worker("-E", "-P", "threads", "-c", "4")
-    env = {**project.env, **password_env()}
-    dashboard = start_dashboard(project.path, env)
-    yield project, dashboard
-    dashboard.stop()
-
-
-def _app(project: Project) -> Any:
-    project.app()
-    return sys.modules["tasks"]
+@pytest.fixture
+def stack(project_kind: Project) -> Iterator[tuple[Project, Dashboard]]:
+    with serving(project_kind, EXTRA, "-E", "-P", "threads", "-c", "4") as dashboard:
+        yield project_kind, dashboard
 
 
 def test_login_is_required_and_a_wrong_password_refused(stack: tuple[Project, Dashboard],
@@ -80,7 +68,7 @@ def test_login_is_required_and_a_wrong_password_refused(stack: tuple[Project, Da
 
 def test_a_viewer_cannot_act(stack: tuple[Project, Dashboard], page: Any) -> None:
     project, dashboard = stack
-    tasks = _app(project)
+    tasks = tasks_module(project)
     waiting = tasks.add.apply_async((1, 2), queue="nobody-consumes")
     login(page, dashboard.url, VIEWER_PASSWORD)
     page.goto(f"{dashboard.url}/queues")
@@ -101,7 +89,7 @@ def test_a_viewer_cannot_act(stack: tuple[Project, Dashboard], page: Any) -> Non
 
 def test_an_admin_purges_a_queue(stack: tuple[Project, Dashboard], page: Any) -> None:
     project, dashboard = stack
-    tasks = _app(project)
+    tasks = tasks_module(project)
     for n in range(3):
         tasks.add.apply_async((n, n), queue="to-purge")
     login(page, dashboard.url, ADMIN_PASSWORD)
@@ -117,7 +105,7 @@ def test_an_admin_purges_a_queue(stack: tuple[Project, Dashboard], page: Any) ->
 
 def test_a_queues_count_changes_within_5_s(stack: tuple[Project, Dashboard], page: Any) -> None:
     project, dashboard = stack
-    tasks = _app(project)
+    tasks = tasks_module(project)
     tasks.add.apply_async((0, 0), queue="watched")
     login(page, dashboard.url, VIEWER_PASSWORD)
     page.goto(f"{dashboard.url}/queues")
@@ -130,7 +118,7 @@ def test_a_queues_count_changes_within_5_s(stack: tuple[Project, Dashboard], pag
 
 def test_the_live_tail_shows_a_tasks_events(stack: tuple[Project, Dashboard], page: Any) -> None:
     project, dashboard = stack
-    tasks = _app(project)
+    tasks = tasks_module(project)
     login(page, dashboard.url, VIEWER_PASSWORD)
     page.goto(f"{dashboard.url}/live")
     expect(page.locator("#live-status")).to_have_text("live")
@@ -143,7 +131,7 @@ def test_the_live_tail_shows_a_tasks_events(stack: tuple[Project, Dashboard], pa
 
 def test_revoke_from_a_tasks_page_stops_it(stack: tuple[Project, Dashboard], page: Any) -> None:
     project, dashboard = stack
-    tasks = _app(project)
+    tasks = tasks_module(project)
     gate = project.path / f"never-{uuid.uuid4().hex}"
     running = tasks.wait_for.delay(str(gate), 60)
     wait_until(lambda: project.queue()["in_flight"] == 1, message="the task running")
@@ -159,7 +147,7 @@ def test_revoke_from_a_tasks_page_stops_it(stack: tuple[Project, Dashboard], pag
 
 def test_markup_in_arguments_is_inert(stack: tuple[Project, Dashboard], page: Any) -> None:
     project, dashboard = stack
-    tasks = _app(project)
+    tasks = tasks_module(project)
     script = "<script>window.pwned = 'script'</script>"
     image = "<img src=x onerror=alert('img')>"
     result = tasks.concat.delay(script, image)

@@ -11,7 +11,6 @@ SQLite and on Redis, with a real CLI worker and a real ``celeriac dashboard`` su
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,8 +22,8 @@ from browser.stack import (
     VIEWER_PASSWORD,
     Dashboard,
     login,
-    password_env,
-    start_dashboard,
+    serving,
+    tasks_module,
 )
 
 pytest.importorskip("flask")
@@ -42,28 +41,18 @@ def picky(flag):
 '''
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Project, Dashboard]]:
+@pytest.fixture
+def stack(project_kind: Project) -> Iterator[tuple[Project, Dashboard]]:
     """A project, a worker of one process consuming ``celery``, ``held`` and ``side``, and
     a dashboard."""
-    project: Project = request.getfixturevalue("project" if request.param == "sqlite"
-                                               else "redis_project")
-    project.write_tasks(extra=EXTRA)
-    project.start_worker("-P", "threads", "-c", "2", "--processes", "1",
-                         "-Q", "celery,held,side")
-    dashboard = start_dashboard(project.path, {**project.env, **password_env()})
-    yield project, dashboard
-    dashboard.stop()
-
-
-def _tasks(project: Project) -> Any:
-    project.app()
-    return sys.modules["tasks"]
+    with serving(project_kind, EXTRA, "-P", "threads", "-c", "2", "--processes", "1",
+                 "-Q", "celery,held,side") as dashboard:
+        yield project_kind, dashboard
 
 
 def _bury(project: Project) -> tuple[Any, Any]:
     """A ``picky`` task dead-lettered by the worker; its result and its flag's path."""
-    tasks = _tasks(project)
+    tasks = tasks_module(project)
     flag = project.path / "flag"
     result = tasks.picky.delay(str(flag))
     wait_until(lambda: project.queue()["dead"] == 1, timeout=30, message="the dead letter")
@@ -113,7 +102,7 @@ def test_pause_stops_the_worker_and_resume_starts_it(stack: tuple[Project, Dashb
                                                      page: Any) -> None:
     project, dashboard = stack
     worker = project.workers[0]
-    tasks = _tasks(project)
+    tasks = tasks_module(project)
     login(page, dashboard.url, ADMIN_PASSWORD)
     page.goto(f"{dashboard.url}/queues")
     row = page.locator("tr[data-queue='held']")  # shown empty: a live worker consumes it
@@ -136,7 +125,7 @@ def test_pause_stops_the_worker_and_resume_starts_it(stack: tuple[Project, Dashb
 def test_pagination_shows_the_total_and_a_second_page(stack: tuple[Project, Dashboard],
                                                       page: Any) -> None:
     project, dashboard = stack
-    tasks = _tasks(project)
+    tasks = tasks_module(project)
     sent = [tasks.add.apply_async((n, n), countdown=3600 + n, queue="later").id
             for n in range(57)]
     login(page, dashboard.url, VIEWER_PASSWORD)

@@ -24,7 +24,15 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import Project, Worker, wait_until
 
-from browser.stack import ADMIN_PASSWORD, VIEWER_PASSWORD, login, password_env, start_dashboard
+from browser.stack import (
+    ADMIN_PASSWORD,
+    VIEWER_PASSWORD,
+    login,
+    password_env,
+    project_dashboard,
+    start_dashboard,
+    tasks_module,
+)
 
 pytest.importorskip("flask")
 from playwright.sync_api import expect
@@ -35,13 +43,6 @@ app.conf.beat_schedule = {
     "every-second": {"task": "tasks.add", "schedule": 1.0, "args": [20, 22]},
 }
 '''
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def project_kind(request: pytest.FixtureRequest) -> Project:
-    project: Project = request.getfixturevalue("project" if request.param == "sqlite"
-                                               else "redis_project")
-    return project
 
 
 def start_beat(project: Project) -> Worker:
@@ -60,7 +61,7 @@ def test_an_entrys_last_run_appears_with_the_beat_that_sent_it(project_kind: Pro
                                                                 page: Any) -> None:
     project = project_kind
     project.write_tasks(extra=BEAT_SCHEDULE)
-    dashboard = start_dashboard(project.path, {**project.env, **password_env()})
+    dashboard = project_dashboard(project)
     try:
         login(page, dashboard.url, VIEWER_PASSWORD)
         page.goto(f"{dashboard.url}/periodic")
@@ -93,10 +94,9 @@ def test_the_workers_page_says_how_long_each_task_runs(project_kind: Project,
                                                        page: Any) -> None:
     project = project_kind
     project.start_worker("-P", "threads", "-c", "2")
-    dashboard = start_dashboard(project.path, {**project.env, **password_env()})
+    dashboard = project_dashboard(project)
     try:
-        project.app()
-        tasks = sys.modules["tasks"]
+        tasks = tasks_module(project)
         gate = project.path / f"gate-{uuid.uuid4().hex}"
         running = tasks.wait_for.delay(str(gate), 60)
         wait_until(lambda: project.queue()["in_flight"] == 1, message="the task running")
