@@ -151,9 +151,65 @@ normal_leg_only = pytest.mark.skipif(
     gevent_patched(), reason="nothing gevent-specific in the test process: the normal leg runs it")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not gevent_patched():
+#: ``CELERIAC_TEST_SHARD=K/N`` keeps the K-th of N shards of the collected modules (a
+#: module is never split: its fixtures stay together). ./scripts/test runs the
+#: gevent-patched leg as two shards at once, since a pytest process patched by gevent
+#: cannot use pytest-xdist (its worker processes start unpatched).
+SHARD_VARIABLE = "CELERIAC_TEST_SHARD"
+
+
+def _item_weight(item: pytest.Item) -> int:
+    """A rough cost, to balance shards: an end-to-end test starts processes and waits on
+    them; a RabbitMQ-backed one waits on the node. Skipped items cost nothing."""
+    for mark in item.iter_markers():
+        if mark.name == "skip" or (mark.name == "skipif" and mark.args and mark.args[0] is True):
+            return 0
+    weight = 8 if item.path.parent.name == "e2e" else 1
+    return weight + (2 if "amqp" in item.nodeid else 0)
+
+
+def shard(items: list[pytest.Item], index: int, count: int) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """Split ``items`` by module into ``count`` shards of about equal weight (heaviest
+    module first into the lightest shard); return (kept, deselected) for shard ``index``
+    (1-based). The split depends only on the collected items, so every shard computes
+    the same one."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(str(item.path), []).append(item)
+    weights = {path: sum(_item_weight(item) for item in found) for path, found in modules.items()}
+    loads = [0] * count
+    owner: dict[str, int] = {}
+    for path in sorted(modules, key=lambda p: (-weights[p], p)):
+        lightest = loads.index(min(loads))
+        owner[path] = lightest
+        loads[lightest] += weights[path]
+    kept = [item for item in items if owner[str(item.path)] == index - 1]
+    return kept, [item for item in items if owner[str(item.path)] != index - 1]
+
+
+def _apply_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
+    value = os.environ.get(SHARD_VARIABLE, "")
+    if not value:
         return
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise pytest.UsageError(f"{SHARD_VARIABLE}={value!r}: expected K/N, e.g. 1/2") from None
+    if not 1 <= index <= count:
+        raise pytest.UsageError(f"{SHARD_VARIABLE}={value!r}: K must be within 1..N")
+    kept, dropped = shard(items, index, count)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if gevent_patched():
+        _mark_gevent_leg(items)
+    _apply_shard(config, items)
+
+
+def _mark_gevent_leg(items: list[pytest.Item]) -> None:
     skip = pytest.mark.skip(reason="worker-side end-to-end test: the normal leg runs it")
     browser = pytest.mark.skip(reason="browser test: its own unpatched process runs it "
                                       "(Playwright's sync API runs an event loop in a greenlet)")
