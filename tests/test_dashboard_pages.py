@@ -87,6 +87,24 @@ def test_workers_page_shows_the_heartbeat_and_the_latest_blocking_report(
     assert client.get("/workers?fragment=1").data.decode().startswith('<div id="workers"')
 
 
+@pytest.mark.parametrize(("info", "heading"), [
+    ({"pool": "gevent"}, "Hub stalls"),
+    ({"pool": "asyncio"}, "Loop stalls"),
+    ({"pool": "asyncio", "pools": [{"pool": "asyncio", "processes": 1, "concurrency": 100, "queues": ["io"]},
+                                   {"pool": "gevent", "processes": 1, "concurrency": 100, "queues": ["web"]}]},
+     "Hub and loop stalls"),
+])
+def test_stalls_are_named_for_the_pool_that_stalled(celeriac_app: Celeriac, client: Any,
+                                                    info: dict[str, Any], heading: str) -> None:
+    """An asyncio pool's stalls are its event loop's (issue 13's detector), a green pool's
+    its hub's: the page says which."""
+    celeriac_app.broker.heartbeat("node-1@host", {"hostname": "host", "pid": 42, "processes": 1,
+                                                  "concurrency": 100, "queues": ["celery"],
+                                                  "stalls": {"slow.task": 1}, **info}, ttl=30)
+    html = client.get("/workers").data.decode()
+    assert f"<h3>{heading}</h3>" in html
+
+
 def test_last_event_seq(celeriac_app: Celeriac) -> None:
     data = DashboardData(celeriac_app)
     assert data.last_event_seq() == 0
