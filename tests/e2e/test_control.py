@@ -38,13 +38,20 @@ def tasks_module(project: Project) -> ModuleType:
     return sys.modules["tasks"]
 
 
+#: Seconds a control call waits for replies in the inspect test: it returns as soon as
+#: every live node answered, so this only matters on a loaded machine, where 1 s (Celery's
+#: default) was seen to pass before a busy node's supervisor answered.
+CONTROL_TIMEOUT = 10.0
+
+
 def inspect(project: Project, *args: str, check: bool = True) -> Any:
     """``celeriac inspect ... --json``, parsed."""
-    return json.loads(project.cli("-A", "tasks", "inspect", *args, "--json", check=check).stdout)
+    return json.loads(project.cli("-A", "tasks", "inspect", *args, "-t", str(CONTROL_TIMEOUT), "--json",
+                                  check=check).stdout)
 
 
 def running(app: Any, node: str) -> list[dict[str, Any]]:
-    replies = app.control.inspect(destination=[node]).active() or {}
+    replies = app.control.inspect(destination=[node], timeout=CONTROL_TIMEOUT).active() or {}
     tasks: list[dict[str, Any]] = replies.get(node, [])
     return tasks
 
@@ -59,10 +66,11 @@ def test_two_nodes_answer_inspect(broker: str, request: pytest.FixtureRequest,
     w2 = project.start_worker("-P", "prefork", "-c", "2", "-n", "w2@%h")
 
     # Who is alive: Celery's shapes, from Python and from the CLI.
-    assert sorted(app.control.ping(), key=lambda r: list(r)) == [
+    assert sorted(app.control.ping(timeout=CONTROL_TIMEOUT), key=lambda r: list(r)) == [
         {W1: {"ok": "pong"}}, {W2: {"ok": "pong"}}]
-    assert app.control.inspect().ping() == {W1: {"ok": "pong"}, W2: {"ok": "pong"}}
-    out = project.cli("-A", "tasks", "inspect", "ping").stdout
+    assert app.control.inspect(timeout=CONTROL_TIMEOUT).ping() == {W1: {"ok": "pong"},
+                                                                   W2: {"ok": "pong"}}
+    out = project.cli("-A", "tasks", "inspect", "ping", "-t", str(CONTROL_TIMEOUT)).stdout
     assert f"-> {W1}: OK pong" in out and f"-> {W2}: OK pong" in out and "2 nodes online." in out
 
     # A running task and two held behind it, on w1 only (its slots are full).
@@ -77,19 +85,21 @@ def test_two_nodes_answer_inspect(broker: str, request: pytest.FixtureRequest,
         assert task["args"] == repr([str(gate)]) and task["hostname"] == W1
         assert task["worker_pid"] == child and task["delivery_info"]["routing_key"] == "only1"
     assert running(app, W2) == []
-    reserved = app.control.inspect().reserved()
+    reserved = app.control.inspect(timeout=CONTROL_TIMEOUT).reserved()
     assert {t["id"] for t in reserved[W1]} == {r.id for r in busy} - {t["id"] for t in active}
     assert reserved[W2] == []
     # query_task: by id, with its state (Celery's shape), from Python and from the CLI.
     held = sorted({t["id"] for t in reserved[W1]})[0]
-    asked = app.control.inspect().query_task(active[0]["id"], held, "unknown-id")
+    asked = app.control.inspect(timeout=CONTROL_TIMEOUT).query_task(active[0]["id"], held,
+                                                                    "unknown-id")
     assert set(asked[W1]) == {active[0]["id"], held} and asked[W2] == {}
     assert asked[W1][active[0]["id"]][0] == "active" and asked[W1][held][0] == "reserved"
     assert asked[W1][held][1]["name"] == "tasks.wait_for"
-    assert app.control.inspect().query_task([held])[W1][held][0] == "reserved"  # the old form
+    old_form = app.control.inspect(timeout=CONTROL_TIMEOUT).query_task([held])
+    assert old_form[W1][held][0] == "reserved"
     by_cli = inspect(project, "query_task", active[0]["id"], "-d", W1)
     assert by_cli[W1][active[0]["id"]][1]["worker_pid"] == child
-    report = app.control.inspect(destination=W2).report()
+    report = app.control.inspect(destination=W2, timeout=CONTROL_TIMEOUT).report()
     assert report["ok"].startswith("software -> celeriac:")
 
     stats = inspect(project, "stats")
@@ -101,20 +111,20 @@ def test_two_nodes_answer_inspect(broker: str, request: pytest.FixtureRequest,
     assert stats[W1]["broker"]["transport"] == broker
     assert set(stats[W1]["rusage"]) >= {"utime", "stime", "maxrss"}
 
-    registered = app.control.inspect().registered()
+    registered = app.control.inspect(timeout=CONTROL_TIMEOUT).registered()
     assert registered[W1] == registered[W2] == sorted(
         ["tasks.add", "tasks.noop", "tasks.sleep", "tasks.fail", "tasks.pid", "tasks.record",
          "tasks.record_until", "tasks.wait_for"])
     queues = inspect(project, "active_queues")
     assert [q["name"] for q in queues[W1]] == ["celery", "only1", "celery.threads"]
     assert [q["name"] for q in queues[W2]] == ["celery", "celery.prefork"]
-    conf = app.control.inspect(destination=W2).conf()
+    conf = app.control.inspect(destination=W2, timeout=CONTROL_TIMEOUT).conf()
     # A single name: that node's reply alone (passwords masked, as in every report).
     assert conf["broker_url"] == mask_url(project.broker_url)
 
     tasks.app.control.revoke("some-task-id")
     revoked = wait_until(lambda: (lambda r: r if r and r.get(W1) else None)(
-        app.control.inspect().revoked()), message="the revocation listed")
+        app.control.inspect(timeout=CONTROL_TIMEOUT).revoked()), message="the revocation listed")
     assert revoked == {W1: ["some-task-id"], W2: ["some-task-id"]}
 
     gate.touch()

@@ -145,15 +145,25 @@ def test_frozen_node_wakes_and_runs_nothing_twice_but_what_it_was_running(
     tasks = load(any_project, "app.conf.update(broker_heartbeat=1)\n"
                  if on_rabbitmq(any_project) else "")
     log = tmp_path / "runs.txt"
+    # The rescuer is up first, on a queue of its own, so that the freeze follows the first
+    # two starts at once however slowly a node starts on a loaded machine (it had taken
+    # longer than the tasks, and the frozen node had run them all before it froze); it
+    # reaps vanished nodes whatever queue it serves, and serves the tasks' queue once
+    # the frozen node is frozen.
+    rescuer = any_project.start_worker("-P", "threads", "-c", "8", "-n", "rescuer@test",
+                                       "-Q", "standby")
     frozen = any_project.start_worker("-P", "threads", "-c", "2", "-n", "frozen@test")
     frozen_pids = node_pids(frozen)
-    # Long enough to be still running when the freeze comes, after the rescuer started.
+    # Long enough to be still running when the freeze comes.
     results = [tasks.record.delay(str(log), 3.0) for _ in range(6)]
     # Two run, four wait in its prefetch (2 slots x 4).
     wait_until(lambda: started_by(log, frozen_pids) == 2, message="2 tasks started")
     wait_until(lambda: any_project.queue()["ready"] == 0, message="all 6 claimed")
-    rescuer = any_project.start_worker("-P", "threads", "-c", "8", "-n", "rescuer@test")
     signal_node(frozen_pids, signal.SIGSTOP)
+    # Two, unless a loaded machine let the first two end before the freeze.
+    started = started_by(log, frozen_pids)
+    assert tasks.app.control.add_consumer("celery", destination=["rescuer@test"], reply=True,
+                                          timeout=10) == [{"rescuer@test": {"ok": "add consumer celery"}}]
     try:
         for result in results:
             assert result.get(timeout=30) == result.id
@@ -161,23 +171,27 @@ def test_frozen_node_wakes_and_runs_nothing_twice_but_what_it_was_running(
         assert all(psutil.Process(pid).status() == psutil.STATUS_STOPPED for pid in frozen_pids)
     finally:
         signal_node(frozen_pids, signal.SIGCONT)
-    # Awake: its two tasks finish and their acks are refused; the four it had
-    # fetched but not started are dropped, not run.
-    frozen.wait_for_log("refused: its lease passed to another worker", timeout=15)
-    wait_until(lambda: frozen.log().count("refused: its lease passed") == 2,
-               message="both stale acks refused")
-    # Leases it finds lost: the 4 waiting ones, and those of the 2 running that had not
+    # What it was running when frozen (its two slots' tasks) the rescuer ran again: those
+    # and only those ran twice.
+    runs = executions(log)
+    twice = [task_id for task_id, pids in runs.items() if len(pids) == 2]
+    assert 1 <= len(twice) <= 2, runs
+    assert all(runs[task_id][0] in frozen_pids for task_id in twice), runs
+    # Awake: those finish and their acks are refused; what it had fetched but not
+    # started is dropped, not run.
+    wait_until(lambda: frozen.log().count("refused: its lease passed") == len(twice),
+               message="its stale acks refused")
+    # Leases it finds lost: the waiting ones, and those of the running ones that had not
     # finished when it renewed. (On RabbitMQ the broker knows a waiting one is lost before
     # any renewal: its channel died, and the consumer drops it before starting it.)
     text = frozen.log()
     lost = (text.count("was lost; it may run elsewhere")
             + text.count("was lost with the broker connection before it started"))
-    assert lost >= 4, text
+    assert lost >= len(results) - started, text
     time.sleep(1.5)  # time enough to start what it should not
-    assert started_by(log, frozen_pids) == 2
+    assert started_by(log, frozen_pids) == started
     runs = executions(log)
-    assert sorted(len(runs[r.id]) for r in results) == [1, 1, 1, 1, 2, 2], runs
-    assert started_by(log, frozen_pids) == 2
+    assert sorted(len(runs[r.id]) for r in results) == [1] * (6 - len(twice)) + [2] * len(twice), runs
     assert any_project.queue() == {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 0}
     # It is alive and serves; its supervisor saw nothing wrong.
     assert frozen.children() == frozen_pids[1:]
@@ -194,11 +208,14 @@ def test_orphans_of_a_killed_supervisor_keep_their_node_alive_until_they_finish(
     meanwhile, so no other node takes their messages and runs them twice."""
     tasks = load(any_project)
     log = tmp_path / "runs.txt"
+    # The rescuer is up first, on a queue of its own (it reaps vanished nodes whatever it
+    # serves), so the kill follows the starts at once however slowly a node starts.
+    rescuer = any_project.start_worker("-P", "threads", "-c", "4", "-n", "rescuer@test",
+                                       "-Q", "standby")
     node = any_project.start_worker("-P", "threads", "-c", "2", "-n", "headless@test")
     [child] = node.children()
     results = [tasks.record.delay(str(log), 4.0) for _ in range(2)]
     wait_until(lambda: started_by(log, [child]) == 2, message="2 tasks started")
-    rescuer = any_project.start_worker("-P", "threads", "-c", "4", "-n", "rescuer@test")
     node.signal(signal.SIGKILL)
     # Three heartbeat intervals (1.5 s) pass long before the tasks end.
     wait_until(lambda: any(w["name"] == "headless@test" and w.get("orphaned")
