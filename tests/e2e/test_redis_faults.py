@@ -408,23 +408,24 @@ def test_countdown_waits_in_redis_and_survives_a_worker_restart(redis_project: P
     log = tmp_path / "runs.txt"
     first = redis_project.start_worker("-P", "gevent", "-c", "10")
     sent = time.time()
-    soon = tasks.stamp.apply_async((str(log),), countdown=1.5)
-    later = tasks.stamp.apply_async((str(log),), eta=sent + 6.0)
+    # Long enough for the counts below to be read before either is due on a loaded machine.
+    soon = tasks.stamp.apply_async((str(log),), countdown=3.0)
+    later = tasks.stamp.apply_async((str(log),), eta=sent + 8.0)
     counts = redis_project.queue()
     assert counts == {"ready": 0, "scheduled": 2, "in_flight": 0, "dead": 0}, counts
 
-    began = soon.get(timeout=10)
-    assert began >= sent + 1.5, f"ran {began - sent:.3f}s after sending, countdown was 1.5s"
-    assert began < sent + 3.0, f"ran {began - sent:.3f}s after sending: woken late"
+    began = soon.get(timeout=12)
+    assert began >= sent + 3.0, f"ran {began - sent:.3f}s after sending, countdown was 3s"
+    assert began < sent + 5.0, f"ran {began - sent:.3f}s after sending: woken late"
     # The other one is still in Redis, not in the worker's memory: stop it and start another.
     counts = redis_project.queue()
     assert counts == {"ready": 0, "scheduled": 1, "in_flight": 0, "dead": 0}, counts
     assert first.stop() == 0
-    assert time.time() < sent + 5.0, "too slow to stop the worker before the eta"
+    assert time.time() < sent + 7.0, "too slow to stop the worker before the eta"
     assert later.status == "PENDING"
     second = redis_project.start_worker("-P", "threads", "-c", "2")
     began = later.get(timeout=15)
-    assert began >= sent + 6.0, f"ran {began - sent:.3f}s after sending, eta was 6s"
+    assert began >= sent + 8.0, f"ran {began - sent:.3f}s after sending, eta was 8s"
     runs = executions(log)
     assert len(runs[soon.id]) == 1 and len(runs[later.id]) == 1, runs
     assert runs[later.id][0] in second.children()
