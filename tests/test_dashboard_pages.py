@@ -90,8 +90,9 @@ def test_workers_page_shows_the_heartbeat_and_the_latest_blocking_report(
 @pytest.mark.parametrize(("info", "heading"), [
     ({"pool": "gevent"}, "Hub stalls"),
     ({"pool": "asyncio"}, "Loop stalls"),
-    ({"pool": "asyncio", "pools": [{"pool": "asyncio", "processes": 1, "concurrency": 100, "queues": ["io"]},
-                                   {"pool": "gevent", "processes": 1, "concurrency": 100, "queues": ["web"]}]},
+    ({"pool": "asyncio",
+      "pools": [{"pool": "asyncio", "processes": 1, "concurrency": 100, "queues": ["io"]},
+                {"pool": "gevent", "processes": 1, "concurrency": 100, "queues": ["web"]}]},
      "Hub and loop stalls"),
 ])
 def test_stalls_are_named_for_the_pool_that_stalled(celeriac_app: Celeriac, client: Any,

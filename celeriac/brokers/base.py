@@ -401,6 +401,17 @@ class Broker(ABC):
         To follow the stream, pass the ``seq`` of the last event seen as ``after``.
         """
 
+    def events_of(self, task_id: str, after: int, until: int) -> list[WorkerEvent]:
+        """The stored events about ``task_id`` (their ``uuid``) with ``after < seq <=
+        until``, oldest first: how a task's timeline is read back from the capped log.
+
+        This default reads every event of the range and keeps the task's; a broker that
+        can filter where the events are stored (SQLite: in SQL, before any row is decoded)
+        overrides it.
+        """
+        return [event for event in self.events(after, max(0, until - after))
+                if event.data.get("uuid") == task_id]
+
     def newest_event_seq(self) -> int:
         """The ``seq`` of the newest stored event (0: none), where a reader starts to
         look back at the log (the dashboard's live tail, a task's timeline).

@@ -704,6 +704,32 @@ def test_newest_event_seq_is_the_last_emitted_and_agrees_with_the_bisection(
         assert broker.newest_event_seq() == newest == bisected()
 
 
+def test_events_of_a_task_are_its_own_in_the_range_and_agree_with_the_default(
+        broker: Broker) -> None:
+    """``events_of`` (SQLite filters in SQL) keeps exactly the events whose ``uuid`` is
+    the task's, within ``after < seq <= until`` and the cap, as the base class's read
+    and filter does: an id that is only a prefix of another's, or that appears in
+    another field, is not the task's."""
+    broker.events_kept = 30
+    mine, other = "t-1", "t-10"
+    broker.emit([WorkerEvent("task-received", "w", {"uuid": other, "n": 0}),
+                 WorkerEvent("task-started", "w", {"uuid": mine, "n": 1}),
+                 WorkerEvent("task-failed", "w", {"uuid": other, "parent": mine, "n": 2}),
+                 WorkerEvent("worker-heartbeat", "w", {"n": 3}),
+                 WorkerEvent("task-succeeded", "w", {"uuid": mine, "n": 4})])
+    newest = broker.newest_event_seq()
+    for after, until in ((0, newest), (newest - 4, newest - 1), (newest - 1, newest), (newest, newest)):
+        got = broker.events_of(mine, after, until)
+        assert [(e.type, e.data["n"]) for e in got] == [
+            (e.type, e.data["n"]) for e in Broker.events_of(broker, mine, after, until)]
+        assert all(e.data["uuid"] == mine and after < e.seq <= until for e in got)
+    assert [e.data["n"] for e in broker.events_of(mine, 0, newest)] == [1, 4]
+    assert [e.data["n"] for e in broker.events_of(other, 0, newest)] == [0, 2]
+    broker.emit([WorkerEvent("e", "w", {"uuid": mine, "n": 5 + n}) for n in range(40)])
+    newest = broker.newest_event_seq()
+    assert [e.data["n"] for e in broker.events_of(mine, 0, newest)] == list(range(15, 45))
+
+
 # -- revoke ------------------------------------------------------------------------------
 
 

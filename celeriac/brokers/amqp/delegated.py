@@ -154,6 +154,9 @@ class InStateStore(Broker):
     def newest_event_seq(self) -> int:
         return self._in_store(lambda s: s.newest_event_seq())
 
+    def events_of(self, task_id: str, after: int, until: int) -> list[WorkerEvent]:
+        return self._in_store(lambda s: s.events_of(task_id, after, until))
+
     def revoke(self, revocations: Sequence[Revocation]) -> None:
         self._in_store(lambda s: s.revoke(revocations))
 
