@@ -153,8 +153,9 @@ def read_task_events(broker: Broker, task_id: str, runs: int = 1, *,
     on a loaded 2-core machine, several times that for events carrying tracebacks or
     stacks; SQLite picks the task's rows in SQL (:meth:`Broker.events_of
     <celeriac.brokers.base.Broker.events_of>`), 33 ms for 10,000 events with stacks
-    against 85 ms to read and decode them all. ``scan`` bounds it to the newest ``scan`` events (a page that must answer
-    quickly), and the answer says whether that stopped it short (``partial``).
+    against 85 ms to read and decode them all. ``scan`` bounds it to the newest ``scan``
+    events (a page that must answer quickly), and the answer says whether that stopped
+    it short (``partial``).
     """
     high = broker.newest_event_seq()
     kept_from = max(0, high - broker.events_kept)
