@@ -176,26 +176,29 @@ def run_worker(variant: Variant, module: Any, args: list[Any], options: argparse
             worker_alive(worker)
             out.append(result.get(timeout=options.timeout))
         per_task = max(1, len(results) - 1)
-        return out, (worker.cpu_seconds() - cpu) / per_task, (waits(worker) - switched) / per_task
+        now = waits(worker)
+        # Per thread: one that ended meanwhile is not counted (never a negative figure);
+        # one that started meanwhile counts from zero.
+        switches = sum(count - switched.get(thread, 0) for thread, count in now.items())
+        return out, (worker.cpu_seconds() - cpu) / per_task, switches / per_task
     finally:
         worker.stop()
 
 
-def waits(worker: Worker) -> float:
-    """Voluntary context switches of every thread of the worker's processes (Linux: each
-    thread's ``/proc/<pid>/task/<tid>/status``; NaN elsewhere): how often a thread gave
-    up its CPU to wait, above all for the GIL another thread of its process holds. A
-    structural figure, little moved by the machine's load (involuntary switches are)."""
+def waits(worker: Worker) -> dict[tuple[int, int], int]:
+    """Voluntary context switches of each thread of the worker's processes, by (pid, thread
+    id) (Linux: each thread's ``/proc/<pid>/task/<tid>/status``; nothing elsewhere): how
+    often a thread gave up its CPU to wait, above all for the GIL another thread of its
+    process holds. A structural figure, little moved by the machine's load (involuntary
+    switches are)."""
     import psutil
 
-    if not Path("/proc/self/task").is_dir():
-        return float("nan")
     try:
         root = psutil.Process(worker.proc.pid)
         pids = [root.pid, *(child.pid for child in root.children(recursive=True))]
     except psutil.Error:
-        return float("nan")
-    total = 0
+        return {}
+    found: dict[tuple[int, int], int] = {}
     for pid in pids:
         for status in Path(f"/proc/{pid}/task").glob("*/status"):
             try:
@@ -204,8 +207,8 @@ def waits(worker: Worker) -> float:
                 continue
             for line in text.splitlines():
                 if line.startswith("voluntary_ctxt_switches:"):
-                    total += int(line.split()[1])
-    return float(total)
+                    found[(pid, int(status.parent.name))] = int(line.split()[1])
+    return found
 
 
 def worker_alive(worker: Worker) -> None:
@@ -271,7 +274,8 @@ def one_run(run: int, options: argparse.Namespace, root: Path, redis_url: str, h
         else:
             stamps, cpu, switches = run_worker(variant, module, args, options, root)
             out[f"{variant.label}|cpu"] = cpu * 1000
-            out[f"{variant.label}|waits"] = switches
+            if Path("/proc/self/task").is_dir():
+                out[f"{variant.label}|waits"] = switches
             if variant.workload != "noop":  # no-op tasks never fill the pool
                 out.update({f"{variant.label}|{k}": v
                             for k, v in refill(stamps, options.concurrency).items()})
