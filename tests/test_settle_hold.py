@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import wait_until
@@ -30,21 +30,34 @@ def app() -> Iterator[Celeriac]:
 
 
 @pytest.fixture
-def consumer(app: Celeriac) -> Iterator[tuple[Consumer, StatusReader]]:
+def made(app: Celeriac) -> Iterator[Callable[[int, int], tuple[Consumer, StatusReader]]]:
+    """Makes consumers of ``concurrency`` slots that hold ``prefetch`` messages."""
+    rigs: list[tuple[ThreadPool, StatusWriter, StatusReader]] = []
+
+    def make(concurrency: int, prefetch: int) -> tuple[Consumer, StatusReader]:
+        read_fd, write_fd = os.pipe()
+        writer, reader = StatusWriter(write_fd), StatusReader(read_fd)
+        spec = WorkerSpec(app="hold", pool="threads", concurrency=concurrency, queues=[QUEUE],
+                          prefetch=prefetch, consumer_id=f"hold/{len(rigs)}", node="hold",
+                          index=0, status_fd=write_fd, parent_pid=os.getppid(), max_tasks=None)
+        pool = ThreadPool(concurrency, app.conf)
+        pool.start()
+        rigs.append((pool, writer, reader))
+        return Consumer(app, pool, spec, writer), reader
+
+    yield make
+    for pool, writer, reader in rigs:
+        pool.join(10)
+        pool.stop()
+        writer.close()
+        reader.close()
+
+
+@pytest.fixture
+def consumer(made: Callable[[int, int], tuple[Consumer, StatusReader]]
+             ) -> tuple[Consumer, StatusReader]:
     """A consumer of one slot that holds two messages: one runs, one waits for the slot."""
-    read_fd, write_fd = os.pipe()
-    writer, reader = StatusWriter(write_fd), StatusReader(read_fd)
-    spec = WorkerSpec(app="hold", pool="threads", concurrency=1, queues=[QUEUE], prefetch=2,
-                      consumer_id="hold/0", node="hold", index=0, status_fd=write_fd,
-                      parent_pid=os.getppid(), max_tasks=None)
-    pool = ThreadPool(1, app.conf)
-    pool.start()
-    made = Consumer(app, pool, spec, writer)
-    yield made, reader
-    pool.join(10)
-    pool.stop()
-    writer.close()
-    reader.close()
+    return made(1, 2)
 
 
 def in_flight(app: Celeriac) -> int:
@@ -125,3 +138,32 @@ def test_a_stopping_consumer_settles_at_once(
     assert loop._settle_wait() > 0.0
     loop.stop("test over")
     assert loop._settle_wait() == 0.0
+
+
+def test_a_long_backlog_is_settled_a_batch_a_turn_with_no_new_hold(
+        app: Celeriac, made: Callable[[int, int], tuple[Consumer, StatusReader]]) -> None:
+    gate = threading.Event()
+
+    @app.task(name="t.double")
+    def double(x: int) -> int:
+        gate.wait(10)
+        return 2 * x
+
+    loop, _ = made(2, 3)
+    first, second, third = (app.send_task("t.double", (n,)).id for n in (1, 2, 3))
+    assert loop._fetch(3, 0.0)
+    loop._dispatch()  # two slots: two run, the third waits
+    assert len(loop.waiting) == 1
+    gate.set()
+    wait_until(lambda: len(loop.finished) == 2, message="both running tasks ended")
+    assert loop._settle_wait() > 0.0
+    assert loop.finished_seen is not None
+    loop.finished_seen -= SETTLE_HOLD
+    assert loop._settle_wait() == 0.0
+    loop._settle(1)  # one a turn (SETTLE_BATCH in the loop)
+    assert len(loop.finished) == 1
+    assert loop._settle_wait() == 0.0  # the rest goes next turn, not after a new hold
+    loop._settle(1)
+    assert not loop.finished and loop.finished_seen is None
+    assert sorted(app.AsyncResult(i).get(timeout=5) for i in (first, second)) == [2, 4]
+    assert app.backend.get(third) is None

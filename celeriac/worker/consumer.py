@@ -44,6 +44,9 @@ BUSY_WAIT_MIN = 0.002
 #: Longest a finished job waits to be settled (its result stored, its message acked) while
 #: held messages wait for slots: see :meth:`Consumer._settle_wait`.
 SETTLE_HOLD = 0.05
+#: Most finished jobs settled in one turn while held messages wait for slots: the loop
+#: dispatches freed slots between two such batches instead of after one long one.
+SETTLE_BATCH = 100
 
 
 class Consumer:
@@ -120,7 +123,7 @@ class Consumer:
                 self._dispatch()
             hold = self._settle_wait()
             if hold == 0.0:
-                self._settle()
+                self._settle(SETTLE_BATCH if self.waiting and not self.stopping else None)
             tick()
             self._check_parent()
             if self.stopping:
@@ -258,13 +261,13 @@ class Consumer:
         Starting comes first. Tasks queued ahead run in waves: the ``c`` that start
         together end together, over the time it took to start them, and each end frees a
         slot for a held message. Settling is a result write and an ack per task on the
-        same GIL as the starts, so settling the wave as it ends made every start wait for
-        the settling of the ends before it, and the next wave started later and more
-        spread out than this one (bench/asyncio_compare.py, docs/asyncio.md "Figures").
-        So while held messages wait for slots, finished jobs are settled in one batch at
-        most :data:`SETTLE_HOLD` after the loop first saw them, or at once when nothing
-        is left to start (nothing waits, the process stops, has reached max_tasks, or runs
-        a suspect's group). Their ends still reach the supervisor every turn (the status
+        same GIL (or hub) as the starts: done in small batches as the wave ends, it costs
+        more in all (a round trip per batch) and competes with the restarts. So while
+        held messages wait for slots, finished jobs are settled at most
+        :data:`SETTLE_HOLD` after the loop first saw them, at most :data:`SETTLE_BATCH` a
+        turn (freed slots are dispatched in between), and at once when nothing is left to
+        start (nothing waits, the process stops, has reached max_tasks, or runs a
+        suspect's group). Their ends still reach the supervisor every turn (the status
         flush): its hard limits and crash attribution see what runs as before; holding
         only delays the results and acks, which leaves at-least-once as it was (a message
         is acked after its result is stored, whenever that is).
@@ -283,13 +286,17 @@ class Consumer:
         self.status.flush()
         return left
 
-    def _settle(self) -> None:
-        self.finished_seen = None
+    def _settle(self, limit: int | None = None) -> None:
+        """Settle what finished, or its oldest ``limit`` (the rest goes next turn, with
+        no new hold: :attr:`finished_seen` stays)."""
         if not self.finished:
+            self.finished_seen = None
             return
         batch: list[tuple[Delivery, Outcome]] = []
-        while self.finished:
+        while self.finished and (limit is None or len(batch) < limit):
             batch.append(self.finished.popleft())
+        if not self.finished:
+            self.finished_seen = None
         self.unsettled -= len(batch)
         self.tasks_run += sum(1 for _, outcome in batch if outcome.ran)
         self.settler.settle(batch)
