@@ -45,9 +45,10 @@ def _gil_holding_write() -> Callable[[int, bytes, int], int] | None:
     status line for each task it starts, from the thread that starts tasks, and while it
     has released the GIL another thread of the process (the event loop, the consumer)
     takes it: the writer then waits, on a loaded machine often for a whole time slice of
-    the OS, before it can start the next task. On ``-P asyncio`` that was half of the
-    jobs thread's time per task (bench/asyncio_compare.py: worker CPU per task 0.20 ms,
-    0.13 ms with this write). The fd is made non-blocking, so this write never waits:
+    the OS, before it can start the next task. On ``-P asyncio`` (cProfile of the jobs
+    thread, 3,000 tasks) the write took 0.53 s of its 2.7 s, nearly all of it waiting for
+    the GIL back (bench/asyncio_compare.py: worker CPU 0.22 ms per task, 0.16 with this
+    write and the consumer's settle hold). The fd is made non-blocking, so this write never waits:
     a full pipe makes it fail with ``EAGAIN``, and the caller waits with the GIL
     released (:meth:`StatusWriter._write`).
     """
