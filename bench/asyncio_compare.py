@@ -18,8 +18,10 @@ rotated run to run), medians of ``--repeat`` runs, one markdown table:
   task with ``requests`` on ``-P gevent`` (as ``examples/gevent``). Feeds/s over the span,
   against the ceiling.
 
-Beside each rate: the worker's CPU per task, the seconds to the ``c``-th start (filling
-the empty pool) and the slot turnaround (how long a slot whose task ended stays empty):
+Beside each rate: the worker's CPU per task, its threads' waits per task (voluntary
+context switches: a thread that gives the GIL away, or waits for it, switches), the
+seconds to the ``c``-th start (filling the empty pool) and the slot turnaround (how long
+a slot whose task ended stays empty):
 with tasks queued first, ``c`` tasks start together and end together, and the worker
 settles each wave one task after another (docs/asyncio.md, "Figures").
 
@@ -155,11 +157,12 @@ def worker_command(pool: str, options: argparse.Namespace) -> list[str]:
 
 
 def run_worker(variant: Variant, module: Any, args: list[Any], options: argparse.Namespace,
-               directory: Path) -> tuple[list[list[float]], float]:
+               directory: Path) -> tuple[list[list[float]], float, float]:
     """Queue one task per ``args`` item, start the worker, collect the tasks' timestamps.
 
     Also the worker's CPU seconds (supervisor and child) from its first result to its
-    last, per task after the first: what a task costs the worker, start-up excluded.
+    last, per task after the first: what a task costs the worker, start-up excluded;
+    and its threads' waits (:func:`waits`) per task over the same stretch.
     """
     assert variant.pool is not None
     task = getattr(module, variant.task)
@@ -168,13 +171,44 @@ def run_worker(variant: Variant, module: Any, args: list[Any], options: argparse
                     f"{variant.workload}-{variant.pool}-{variant.task}")
     try:
         out = [results[0].get(timeout=options.timeout)]
-        cpu = worker.cpu_seconds()
+        cpu, switched = worker.cpu_seconds(), waits(worker)
         for result in results[1:]:
             worker_alive(worker)
             out.append(result.get(timeout=options.timeout))
-        return out, (worker.cpu_seconds() - cpu) / max(1, len(results) - 1)
+        per_task = max(1, len(results) - 1)
+        now = waits(worker)
+        # Per thread: one that ended meanwhile is not counted (never a negative figure);
+        # one that started meanwhile counts from zero.
+        switches = sum(count - switched.get(thread, 0) for thread, count in now.items())
+        return out, (worker.cpu_seconds() - cpu) / per_task, switches / per_task
     finally:
         worker.stop()
+
+
+def waits(worker: Worker) -> dict[tuple[int, int], int]:
+    """Voluntary context switches of each thread of the worker's processes, by (pid, thread
+    id) (Linux: each thread's ``/proc/<pid>/task/<tid>/status``; nothing elsewhere): how
+    often a thread gave up its CPU to wait, above all for the GIL another thread of its
+    process holds. A structural figure, little moved by the machine's load (involuntary
+    switches are)."""
+    import psutil
+
+    try:
+        root = psutil.Process(worker.proc.pid)
+        pids = [root.pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.Error:
+        return {}
+    found: dict[tuple[int, int], int] = {}
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                text = status.read_text()
+            except OSError:  # the thread or process ended meanwhile
+                continue
+            for line in text.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    found[(pid, int(status.parent.name))] = int(line.split()[1])
+    return found
 
 
 def worker_alive(worker: Worker) -> None:
@@ -238,8 +272,10 @@ def one_run(run: int, options: argparse.Namespace, root: Path, redis_url: str, h
         if variant.pool is None:
             stamps = asyncio.run(bare_fetches(args, options.concurrency))
         else:
-            stamps, cpu = run_worker(variant, module, args, options, root)
+            stamps, cpu, switches = run_worker(variant, module, args, options, root)
             out[f"{variant.label}|cpu"] = cpu * 1000
+            if Path("/proc/self/task").is_dir():
+                out[f"{variant.label}|waits"] = switches
             if variant.workload != "noop":  # no-op tasks never fill the pool
                 out.update({f"{variant.label}|{k}": v
                             for k, v in refill(stamps, options.concurrency).items()})
@@ -260,8 +296,9 @@ def table(runs: list[dict[str, float]], options: argparse.Namespace) -> str:
     medians = {label: statistics.median(r[label] for r in runs) for label in runs[0]}
     ceiling = medians.get("ceiling: plain asyncio + aiohttp")
     lines = ["| workload | variant | tasks/s (median) | against | runs | worker CPU ms/task "
+             "| thread waits/task "
              f"| s to the {options.concurrency:,}th start | slot turnaround ms |",
-             "|---|---|---:|---:|---|---:|---:|---:|"]
+             "|---|---|---:|---:|---|---:|---:|---:|---:|"]
     for variant in VARIANTS:
         if variant.label not in medians:
             continue
@@ -272,9 +309,10 @@ def table(runs: list[dict[str, float]], options: argparse.Namespace) -> str:
         elif variant.workload == "feeds" and ceiling and variant.pool is not None:
             against = f"{value / ceiling:.2f} of the ceiling"
         every = ", ".join(f"{r[variant.label]:,.0f}" for r in runs)
-        extra = [medians.get(f"{variant.label}|{key}") for key in ("cpu", "ramp", "turnaround")]
-        cells = " | ".join("-" if v is None else f"{v:.2f}" if i < 2 else f"{v:.0f}"
-                           for i, v in enumerate(extra))
+        keys = ("cpu", "waits", "ramp", "turnaround")
+        digits = (2, 1, 2, 0)
+        extra = [medians.get(f"{variant.label}|{key}") for key in keys]
+        cells = " | ".join("-" if v is None else f"{v:.{d}f}" for v, d in zip(extra, digits, strict=True))
         lines.append(f"| {variant.workload} | {variant.label} | {value:,.0f} | {against} | {every} "
                      f"| {cells} |")
     return "\n".join(lines)
