@@ -173,7 +173,9 @@ def test_a_worker_with_E_records_every_outcome_and_events_shows_them(any_project
     assert ["worker-online", node] == lines[0][:2]
     assert not any(line[0] == "worker-heartbeat" for line in lines)  # unless asked for
     task_lines = [line for line in lines if line[0].isupper()]
-    assert ["PENDING", "tasks.add", ids["success"], "-", "-"] in task_lines
+    # The producer's task-sent may reach the log after the worker's task-received on a
+    # busy machine: its PENDING line then names the worker already seen.
+    assert ["PENDING", "tasks.add", ids["success"]] in [line[:3] for line in task_lines]
     assert ["RECEIVED", "tasks.add", ids["success"], node, "-"] in task_lines
     [success] = [line for line in task_lines if line[0] == "SUCCESS" and line[2] == ids["success"]]
     assert success[:4] == ["SUCCESS", "tasks.add", ids["success"], node]
