@@ -24,7 +24,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,16 +151,23 @@ normal_leg_only = pytest.mark.skipif(
     gevent_patched(), reason="nothing gevent-specific in the test process: the normal leg runs it")
 
 
-#: ``CELERIAC_TEST_SHARD=K/N`` keeps the K-th of N shards of the collected modules (a
-#: module is never split: its fixtures stay together). ./scripts/test runs the
-#: gevent-patched leg as two shards at once, since a pytest process patched by gevent
-#: cannot use pytest-xdist (its worker processes start unpatched).
-SHARD_VARIABLE = "CELERIAC_TEST_SHARD"
+#: ``CELERIAC_TEST_CLAIMS=DIR``: pytest processes given the same empty directory share out
+#: the collected modules as they go: each runs a module only once it has claimed it (a
+#: file of that module's name made in DIR with O_EXCL), heaviest first, so the processes
+#: end at about the same time whatever the modules cost. A module is never split (its
+#: fixtures stay together). ./scripts/test runs the gevent-patched leg as two such
+#: processes at once, since a patched process cannot use pytest-xdist (its workers start
+#: unpatched). Each process reports only the tests it ran; its progress percentages count
+#: every collected test, so they end short of 100%.
+CLAIMS_VARIABLE = "CELERIAC_TEST_CLAIMS"
+#: Taken out of the environment, so that a pytest a test starts does not claim modules.
+CLAIMS = os.environ.pop(CLAIMS_VARIABLE, "")
 
 
 def _item_weight(item: pytest.Item) -> int:
-    """A rough cost, to balance shards: an end-to-end test starts processes and waits on
-    them; a RabbitMQ-backed one waits on the node. Skipped items cost nothing."""
+    """A rough cost, to take the heavy modules first: an end-to-end test starts processes
+    and waits on them; a RabbitMQ-backed one waits on the node. Skipped items cost
+    nothing."""
     for mark in item.iter_markers():
         if mark.name == "skip" or (mark.name == "skipif" and mark.args and mark.args[0] is True):
             return 0
@@ -168,45 +175,66 @@ def _item_weight(item: pytest.Item) -> int:
     return weight + (2 if "amqp" in item.nodeid else 0)
 
 
-def shard(items: list[pytest.Item], index: int, count: int) -> tuple[list[pytest.Item], list[pytest.Item]]:
-    """Split ``items`` by module into ``count`` shards of about equal weight (heaviest
-    module first into the lightest shard); return (kept, deselected) for shard ``index``
-    (1-based). The split depends only on the collected items, so every shard computes
-    the same one."""
+def modules_by_weight(items: Sequence[pytest.Item]) -> list[list[pytest.Item]]:
+    """``items`` grouped by module, in collection order within each, heaviest module
+    first (ties by name)."""
     modules: dict[str, list[pytest.Item]] = {}
     for item in items:
-        modules.setdefault(str(item.path), []).append(item)
-    weights = {path: sum(_item_weight(item) for item in found) for path, found in modules.items()}
-    loads = [0] * count
-    owner: dict[str, int] = {}
-    for path in sorted(modules, key=lambda p: (-weights[p], p)):
-        lightest = loads.index(min(loads))
-        owner[path] = lightest
-        loads[lightest] += weights[path]
-    kept = [item for item in items if owner[str(item.path)] == index - 1]
-    return kept, [item for item in items if owner[str(item.path)] != index - 1]
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    weights = {name: sum(_item_weight(item) for item in found) for name, found in modules.items()}
+    return [modules[name] for name in sorted(modules, key=lambda name: (-weights[name], name))]
 
 
-def _apply_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
-    value = os.environ.get(SHARD_VARIABLE, "")
-    if not value:
-        return
+def claim(directory: Path, module: str) -> bool:
+    """True for the one process that claims ``module`` first in ``directory``."""
+    path = directory / module.replace("/", "__")
     try:
-        index, count = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise pytest.UsageError(f"{SHARD_VARIABLE}={value!r}: expected K/N, e.g. 1/2") from None
-    if not 1 <= index <= count:
-        raise pytest.UsageError(f"{SHARD_VARIABLE}={value!r}: K must be within 1..N")
-    kept, dropped = shard(items, index, count)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-    items[:] = kept
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """With :data:`CLAIMS_VARIABLE` set, run the modules this process claims (pytest's own
+    loop otherwise). The last test of a module is told the first test of the next module
+    claimed, as pytest's loop would, so session fixtures (the Redis and RabbitMQ nodes)
+    live on between modules."""
+    directory = CLAIMS
+    if not directory or session.config.option.collectonly:
+        return None
+    if session.testsfailed and not session.config.option.continue_on_collection_errors:
+        raise session.Interrupted(f"{session.testsfailed} error(s) during collection")
+    pending = iter(modules_by_weight(session.items))
+
+    def next_claimed() -> list[pytest.Item] | None:
+        for module in pending:
+            if claim(Path(directory), module[0].nodeid.split("::")[0]):
+                return module
+        return None
+
+    current = next_claimed()
+    while current is not None:
+        following = None
+        for index, item in enumerate(current):
+            if index + 1 < len(current):
+                nextitem: pytest.Item | None = current[index + 1]
+            else:
+                following = next_claimed()
+                nextitem = following[0] if following else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            if session.shouldfail:
+                raise session.Failed(session.shouldfail)
+            if session.shouldstop:
+                raise session.Interrupted(session.shouldstop)
+        current = following
+    return True
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if gevent_patched():
         _mark_gevent_leg(items)
-    _apply_shard(config, items)
 
 
 def _mark_gevent_leg(items: list[pytest.Item]) -> None:

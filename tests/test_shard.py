@@ -1,74 +1,47 @@
-"""``CELERIAC_TEST_SHARD``: the gevent-patched leg runs as shards at once (tests/conftest.py)."""
+"""``CELERIAC_TEST_CLAIMS``: pytest processes sharing one directory share out the modules
+(tests/conftest.py), as the gevent-patched leg's two processes do in ./scripts/test."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
 
-import pytest
-from conftest import shard
+from conftest import claim
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Small, quick modules of plain tests.
+MODULES = ["tests/test_compression.py", "tests/test_schedules.py", "tests/test_config.py",
+           "tests/test_serialization.py"]
 
 
-@dataclass
-class _Item:
-    """What :func:`shard` reads of a collected item: its module, id and marks."""
-
-    path: Path
-    nodeid: str
-    marks: list[pytest.Mark] = field(default_factory=list)
-
-    def iter_markers(self) -> Iterator[pytest.Mark]:
-        return iter(self.marks)
+def test_a_module_is_claimed_once(tmp_path: Path) -> None:
+    assert claim(tmp_path, "tests/e2e/test_a.py")
+    assert not claim(tmp_path, "tests/e2e/test_a.py")
+    assert claim(tmp_path, "tests/test_a.py")  # another module, not a path clash
 
 
-def _items() -> list[_Item]:
-    found = []
-    for module, count in (("tests/e2e/test_a.py", 3), ("tests/test_b.py", 40),
-                          ("tests/test_c.py", 5), ("tests/e2e/test_d.py", 2), ("tests/test_e.py", 1)):
-        found += [_Item(ROOT / module, f"{module}::t{n}") for n in range(count)]
-    return found
-
-
-@pytest.mark.parametrize("count", [1, 2, 3])
-def test_shards_partition_the_items_by_module(count: int) -> None:
-    items = _items()
-    parts = [shard(items, index, count) for index in range(1, count + 1)]  # type: ignore[arg-type]
-    kept = [item for part, _ in parts for item in part]
-    assert sorted(item.nodeid for item in kept) == sorted(item.nodeid for item in items)
-    owners = {item.path: index for index, (part, _) in enumerate(parts) for item in part}
-    assert all(owners[item.path] == index for index, (part, _) in enumerate(parts) for item in part)
-    for part, dropped in parts:
-        assert len(part) + len(dropped) == len(items)
-
-
-def test_heaviest_modules_go_to_different_shards() -> None:
-    (first, _), (second, _) = (shard(_items(), index, 2) for index in (1, 2))  # type: ignore[arg-type]
-    # weights: test_b 40, e2e/test_a 3 x 8, e2e/test_d 2 x 8, test_c 5, test_e 1: greedy,
-    # heaviest first into the lightest shard gives 40 + 5 against 24 + 16 + 1
-    assert {item.path.name for item in first} == {"test_b.py", "test_c.py"}
-    assert {item.path.name for item in second} == {"test_a.py", "test_d.py", "test_e.py"}
-
-
-def test_a_bad_shard_is_a_usage_error() -> None:
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "tests/test_shard.py", "-k", "partition"],
-                         cwd=ROOT, env={**os.environ, "CELERIAC_TEST_SHARD": "3/2"},
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 4, run.stdout + run.stderr
-    assert "K must be within 1..N" in run.stdout + run.stderr
-
-
-def test_a_shard_runs_only_its_modules() -> None:
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "--collect-only", "tests/test_shard.py", "tests/test_settings.py"],
-                         cwd=ROOT, env={**os.environ, "CELERIAC_TEST_SHARD": "2/2"},
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    modules = {line.split("::")[0] for line in run.stdout.splitlines() if "::" in line}
-    assert len(modules) == 1, run.stdout
+def test_processes_sharing_a_directory_run_every_test_once(tmp_path: Path) -> None:
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    env = {**os.environ, "CELERIAC_TEST_CLAIMS": str(claims)}
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q", *MODULES]
+    runs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    ran = Counter(match for out in outputs for match in re.findall(r"^PASSED (.+?)\s*$", out, re.M))
+    collected = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                                "--collect-only", "-q", *MODULES], cwd=ROOT, capture_output=True,
+                               text=True, timeout=300, check=True).stdout
+    every = {line for line in collected.splitlines() if "::" in line}
+    assert set(ran) == every and set(ran.values()) == {1}, outputs
+    # Whole modules: each ran in one process only.
+    by_process = [{nodeid.split("::")[0] for nodeid in re.findall(r"^PASSED (.+?)\s*$", out, re.M)}
+                  for out in outputs]
+    assert not by_process[0] & by_process[1]
+    assert sorted(path.name for path in claims.iterdir()) == sorted(
+        module.replace("/", "__") for module in MODULES)

@@ -8,6 +8,8 @@ import os
 import threading
 import time
 
+from conftest import normal_leg_only
+
 from celeriac.brokers.base import Delivery
 from celeriac.worker.status import Started, StatusReader, StatusWriter, _held_write, decode_event
 
@@ -31,6 +33,7 @@ def test_the_write_end_is_non_blocking_and_the_write_keeps_the_gil() -> None:
         reader.close()
 
 
+@normal_leg_only  # its writer waits in a native poll: as a greenlet it would block the reader
 def test_a_full_pipe_makes_the_writer_wait_until_the_supervisor_reads() -> None:
     read_fd, write_fd = os.pipe()
     writer = StatusWriter(write_fd)
