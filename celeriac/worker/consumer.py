@@ -3,8 +3,7 @@
 It keeps up to ``prefetch`` messages claimed (running plus waiting), fetches in
 batches, hands messages to the pool as slots free up, renews the leases of
 everything it holds, and settles finished messages in batches (one ``ack`` call
-for all that finished since the last turn; starting comes first, see
-:meth:`Consumer._settle_wait`). Jobs never talk to the broker
+for all that finished since the last turn). Jobs never talk to the broker
 themselves, except for the early ack of ``acks_late=False`` tasks, which must
 happen before the task runs.
 
@@ -41,12 +40,6 @@ log = logging.getLogger("celeriac.worker")
 FETCH_WAIT = 0.05
 #: First wait of a busy loop that has room for more messages (doubles up to FETCH_WAIT).
 BUSY_WAIT_MIN = 0.002
-#: Longest a finished job waits to be settled (its result stored, its message acked) while
-#: held messages wait for slots: see :meth:`Consumer._settle_wait`.
-SETTLE_HOLD = 0.05
-#: Most finished jobs settled in one turn while held messages wait for slots: the loop
-#: dispatches freed slots between two such batches instead of after one long one.
-SETTLE_BATCH = 100
 
 
 class Consumer:
@@ -88,8 +81,6 @@ class Consumer:
         self.suspects: dict[str, int] = {}
         #: Paused queues are not fetched from (read from the broker once a second).
         self.pauses = PauseWatch(self.broker)
-        #: When the loop first saw the finished jobs it has not settled yet (None: none).
-        self.finished_seen: float | None = None
 
     def stop(self, reason: str = "shutdown") -> None:
         """Ask the loop to shut down warm (safe from a signal handler)."""
@@ -121,9 +112,7 @@ class Consumer:
             self._check_parent()
             if not self.stopping and time.monotonic() - last_turn < frozen_after:
                 self._dispatch()
-            hold = self._settle_wait()
-            if hold == 0.0:
-                self._settle(SETTLE_BATCH if self.waiting and not self.stopping else None)
+            self._settle()
             tick()
             self._check_parent()
             if self.stopping:
@@ -145,11 +134,8 @@ class Consumer:
             if room > 0 and self._fetch(room, 0.0 if busy else FETCH_WAIT):
                 busy_wait = BUSY_WAIT_MIN
                 continue
-            # Finished jobs held back (hold > 0) wait at most that long: the loop sleeps
-            # as if there were none, until a job ends or the hold is over.
-            if (not self.finished or hold > 0.0) and (busy or room <= 0):
-                timeout = busy_wait if room > 0 else FETCH_WAIT
-                if self.wake.wait(min(timeout, hold) if hold > 0.0 else timeout):
+            if not self.finished and (busy or room <= 0):
+                if self.wake.wait(busy_wait if room > 0 else FETCH_WAIT):
                     busy_wait = BUSY_WAIT_MIN
                 else:
                     busy_wait = min(busy_wait * 2, FETCH_WAIT)
@@ -255,48 +241,12 @@ class Consumer:
         self.broker.ack([delivery])
 
     # -- settling -----------------------------------------------------------------------
-    def _settle_wait(self) -> float:
-        """Seconds the finished jobs may still wait to be settled: 0.0 to settle now.
-
-        Starting comes first. Tasks queued ahead run in waves: the ``c`` that start
-        together end together, over the time it took to start them, and each end frees a
-        slot for a held message. Settling is a result write and an ack per task on the
-        same GIL (or hub) as the starts: done in small batches as the wave ends, it costs
-        more in all (a round trip per batch) and competes with the restarts. So while
-        held messages wait for slots, finished jobs are settled at most
-        :data:`SETTLE_HOLD` after the loop first saw them, at most :data:`SETTLE_BATCH` a
-        turn (freed slots are dispatched in between), and at once when nothing is left to
-        start (nothing waits, the process stops, has reached max_tasks, or runs a
-        suspect's group). Their ends still reach the supervisor every turn (the status
-        flush): its hard limits and crash attribution see what runs as before; holding
-        only delays the results and acks, which leaves at-least-once as it was (a message
-        is acked after its result is stored, whenever that is).
-        """
+    def _settle(self) -> None:
         if not self.finished:
-            self.finished_seen = None
-            return 0.0
-        now = time.monotonic()
-        if self.finished_seen is None:
-            self.finished_seen = now
-        if not self.waiting or self.stopping or self.suspects or self._at_task_limit():
-            return 0.0
-        left = self.finished_seen + SETTLE_HOLD - now
-        if left <= 0.0:
-            return 0.0
-        self.status.flush()
-        return left
-
-    def _settle(self, limit: int | None = None) -> None:
-        """Settle what finished, or its oldest ``limit`` (the rest goes next turn, with
-        no new hold: :attr:`finished_seen` stays)."""
-        if not self.finished:
-            self.finished_seen = None
             return
         batch: list[tuple[Delivery, Outcome]] = []
-        while self.finished and (limit is None or len(batch) < limit):
+        while self.finished:
             batch.append(self.finished.popleft())
-        if not self.finished:
-            self.finished_seen = None
         self.unsettled -= len(batch)
         self.tasks_run += sum(1 for _, outcome in batch if outcome.ran)
         self.settler.settle(batch)

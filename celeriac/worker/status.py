@@ -48,7 +48,7 @@ def _gil_holding_write() -> Callable[[int, bytes, int], int] | None:
     the OS, before it can start the next task. On ``-P asyncio`` (cProfile of the jobs
     thread, 3,000 tasks) the write took 0.53 s of its 2.7 s, nearly all of it waiting for
     the GIL back (bench/asyncio_compare.py: worker CPU 0.22 ms per task, 0.16 with this
-    write and the consumer's settle hold). The fd is made non-blocking, so this write never waits:
+    write and a settle hold since taken back). The fd is made non-blocking, so this write never waits:
     a full pipe makes it fail with ``EAGAIN``, and the caller waits with the GIL
     released (:meth:`StatusWriter._write`).
     """
