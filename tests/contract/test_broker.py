@@ -150,8 +150,16 @@ def test_publish_nothing_and_fetch_nothing(broker: Broker) -> None:
 def test_fetch_claims_at_most_count(broker: Broker) -> None:
     queue = new_queue()
     publish(broker, queue, *(b"%d" % i for i in range(5)))
-    assert [d.body for d in fetch(broker, queue, count=3)] == [b"0", b"1", b"2"]
-    assert [d.body for d in fetch(broker, queue, count=3)] == [b"3", b"4"]
+    # RabbitMQ pushes deliveries to its consumer as they come: a fetch may see fewer than
+    # are queued, never more than asked for, and in order.
+    batches = []
+    while sum(len(batch) for batch in batches) < 5:
+        batches.append([d.body for d in fetch(broker, queue, count=3, timeout=5)])
+        assert 1 <= len(batches[-1]) <= 3, batches
+    assert [body for batch in batches for body in batch] == [b"%d" % i for i in range(5)]
+    assert fetch(broker, queue, count=3) == []
+    if not broker.url.startswith("amqp"):  # the others hand out all that is queued
+        assert batches == [[b"0", b"1", b"2"], [b"3", b"4"]]
 
 
 def test_priority_orders_highest_first(broker: Broker) -> None:
