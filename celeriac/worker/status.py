@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import posix
+import select
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,10 +48,9 @@ def _gil_holding_write() -> Callable[[int, bytes, int], int] | None:
     takes it: the writer then waits, on a loaded machine often for a whole time slice of
     the OS, before it can start the next task. On ``-P asyncio`` (cProfile of the jobs
     thread, 3,000 tasks) the write took 0.53 s of its 2.7 s, nearly all of it waiting for
-    the GIL back (bench/asyncio_compare.py: worker CPU 0.22 ms per task, 0.16 with this
-    write and a settle hold since taken back). The fd is made non-blocking, so this write never waits:
-    a full pipe makes it fail with ``EAGAIN``, and the caller waits with the GIL
-    released (:meth:`StatusWriter._write`).
+    the GIL back. The fd is made non-blocking, so this write never waits: a full pipe
+    makes it fail with ``EAGAIN``, and the caller waits with the GIL released
+    (:meth:`StatusWriter._write`).
     """
     try:
         write = ctypes.PyDLL(None, use_errno=True).write
@@ -222,7 +222,7 @@ class StatusWriter:
                 raise OSError(code, os.strerror(code))
             # Full: the supervisor is behind. Wait here (GIL released) until it drains.
             poll = native_poll()
-            poll.register(fd, 4)  # select.POLLOUT
+            poll.register(fd, select.POLLOUT)
             poll.poll(1000)
 
     def send(self, event: StatusEvent) -> None:
