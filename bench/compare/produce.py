@@ -17,6 +17,14 @@ apart: none of them is ever imported next to another, and none is gevent-patched
   timed whole.
 * ``latency``: ``COUNT`` samples of enqueue-to-start latency, one task at a time
   with 20 ms between them; the worker must be running and idle.
+* ``roundtrip``: no framework, the bound of any sequential enqueue: ``COUNT``
+  sequential ``LPUSH`` of a message-sized value with a plain redis-py client, each
+  waiting for Redis's answer (as a publish must before ``.delay()`` returns), the first
+  one untimed as in ``enqueue``.
+* ``bare-latency``: no framework, ``latency``'s samples against the bare consumer of
+  ``bench/harness/ceiling.py`` (``LPUSH`` of the send time, ``BLPOP`` there).
+* ``roundtrip-bulk``: no framework, the bound of a bulk publish: ``COUNT``
+  message-sized values in ``LPUSH`` commands of 10,000 values each.
 """
 
 from __future__ import annotations
@@ -78,12 +86,46 @@ def feeds(tasks: Any, count: int) -> dict[str, Any]:
     return {"seconds": seconds, "rate": count / seconds}
 
 
-def latency(tasks: Any, count: int) -> dict[str, Any]:
+#: A value the size of celeriac's no-op message (its envelope is 740 bytes).
+BARE_MESSAGE = b"x" * 740
+BARE_QUEUE = "bench:bare"
+
+
+def roundtrip(tasks: Any, count: int) -> dict[str, Any]:
+    client = redis.Redis.from_url(tasks.URL)
+    client.lpush(BARE_QUEUE, BARE_MESSAGE)
+    started = time.perf_counter()
+    for _ in range(count - 1):
+        client.lpush(BARE_QUEUE, BARE_MESSAGE)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rate": (count - 1) / seconds}
+
+
+def roundtrip_bulk(tasks: Any, count: int) -> dict[str, Any]:
+    client = redis.Redis.from_url(tasks.URL)
+    client.ping()
+    started = time.perf_counter()
+    for start in range(0, count, 10_000):
+        client.lpush(BARE_QUEUE, *([BARE_MESSAGE] * min(10_000, count - start)))
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rate": count / seconds}
+
+
+def bare_latency(tasks: Any, count: int) -> dict[str, Any]:
+    client = redis.Redis.from_url(tasks.URL)
+    try:
+        return latency(tasks, count, lambda sent: client.lpush("bench:bare-latency", sent))
+    finally:
+        client.lpush("bench:bare-latency", "stop")
+
+
+def latency(tasks: Any, count: int, send: Any = None) -> dict[str, Any]:
+    send = send or tasks.enqueue_latency
     client = redis.Redis.from_url(tasks.URL)
     client.delete(tasks.LATENCY)
     samples: list[float] = []
     for _ in range(count):
-        tasks.enqueue_latency(time.time())
+        send(time.time())
         item = client.blpop([tasks.LATENCY], timeout=30)
         if item is None:
             raise SystemExit(f"no task started within 30 s (after {len(samples)} samples)")
@@ -96,13 +138,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("directory")
     parser.add_argument("action", choices=["enqueue", "bulk", "warm-bulk", "fill", "feeds",
-                                                     "latency"])
+                                           "latency", "bare-latency", "roundtrip",
+                                           "roundtrip-bulk"])
     parser.add_argument("count", type=int)
     options = parser.parse_args()
     sys.path.insert(0, options.directory)
     tasks = importlib.import_module("benchtasks")
     action = {"enqueue": enqueue, "bulk": bulk, "warm-bulk": warm_bulk, "fill": fill, "feeds": feeds,
-              "latency": latency}[options.action]
+              "latency": latency, "bare-latency": bare_latency, "roundtrip": roundtrip,
+              "roundtrip-bulk": roundtrip_bulk}[options.action]
     print(json.dumps(action(tasks, options.count)), flush=True)
     return 0
 

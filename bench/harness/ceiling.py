@@ -7,6 +7,12 @@ COUNT times, at most CONCURRENCY at once, and prints ``{"start": t0, "end": t1}`
 clock) as JSON. What a system reaches against this is what its queue costs: the
 fetch, the parse and the Redis calls are the same code on the same servers.
 
+KIND ``latency`` is the latency workload's bare consumer: it waits in ``BLPOP`` on
+:data:`LATENCY_QUEUE` and, for each value (a send time, pushed by ``produce.py
+bare-latency``), pushes ``now - sent`` to the task module's ``LATENCY`` list, as a task
+body does, until it pops ``stop``. No queue can start a task sooner than this: one push
+and one wake-up from a blocking pop.
+
 Run in its own process, monkey-patched first, as a gevent worker would be.
 """
 
@@ -21,11 +27,29 @@ import time  # noqa: E402
 
 from gevent.pool import Pool  # noqa: E402
 
+#: Where ``produce.py bare-latency`` pushes send times for the bare consumer.
+LATENCY_QUEUE = "bench:bare-latency"
+
+
+def bare_consumer(tasks: object) -> None:
+    client = tasks.r  # type: ignore[attr-defined]
+    latency = tasks.LATENCY  # type: ignore[attr-defined]
+    client.ping()
+    print(json.dumps({"ready": time.time()}), flush=True)
+    while True:
+        _, value = client.blpop([LATENCY_QUEUE])
+        if value == b"stop":
+            return
+        client.rpush(latency, time.time() - float(value))
+
 
 def main() -> int:
     directory, kind, count, concurrency = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     sys.path.insert(0, directory)
     tasks = importlib.import_module("benchtasks")
+    if kind == "latency":
+        bare_consumer(tasks)
+        return 0
     tasks.r.ping()  # connect before the clock starts, as a worker is connected
     pool = Pool(concurrency)
     start = time.time()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .report import Outcome, metrics_of
-from .workloads import CEILING, WORKLOADS
+from .workloads import WORKLOADS
 
 
 def draw(outcome: Outcome, directory: Path, relative_to: Path) -> dict[str, str]:
@@ -29,19 +29,20 @@ def draw(outcome: Outcome, directory: Path, relative_to: Path) -> dict[str, str]
     for name in outcome.workloads:
         workload = WORKLOADS[name]
         figures = medians.get(name, {})
+        ceiling_label = workload.ceiling
         metrics = [m for m in metrics_of(workload, outcome.sizes)
-                   if any(m in v for label, v in figures.items() if label != CEILING)]
+                   if any(m in v for label, v in figures.items() if label != ceiling_label)]
         if not metrics:
             continue
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 1.4 + 0.42 * len(figures)),
                                  squeeze=False)
         for ax, metric in zip(axes[0], metrics, strict=True):
             labels = [label for label in outcome.labels.get(name, [])
-                      if label != CEILING and metric in figures.get(label, {})]
+                      if label != ceiling_label and metric in figures.get(label, {})]
             values = [figures[label][metric] for label in labels]
             colours = ["#2a7" if label.startswith("celeriac") else "#888" for label in labels]
             ax.barh(labels[::-1], values[::-1], color=colours[::-1])
-            ceiling = figures.get(CEILING, {}).get(metric)
+            ceiling = figures.get(ceiling_label, {}).get(metric)
             if ceiling:
                 ax.axvline(ceiling, linestyle="--", color="#c33", label="ceiling")
                 ax.legend(loc="lower right", fontsize=7)

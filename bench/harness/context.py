@@ -142,6 +142,11 @@ class Context:
             if proc.returncode != 0:
                 raise BenchError(f"filling the queue failed:\n{tail(stderr)}")
 
+    def bare_consumer(self, directory: Path) -> Worker:
+        """The latency workload's bare consumer (``ceiling.py DIRECTORY latency``), started."""
+        return Worker([str(self.python), str(CEILING), str(directory), "latency", "0", "1"],
+                      directory, "bare-consumer", str(REPO))
+
     def ceiling(self, directory: Path, kind: str, count: int, concurrency: int) -> dict[str, float]:
         """The bare-pool run (``ceiling.py``) on ``directory``'s module: its start and end."""
         done = subprocess.run(

@@ -15,7 +15,7 @@ from pathlib import Path
 from .context import Sizes
 from .systems import System
 from .targets import TARGETS, Medians, verdict
-from .workloads import CEILING, WORKLOADS, Workload, depth_metrics
+from .workloads import WORKLOADS, Workload, depth_metrics
 
 #: runs[workload][label][metric] = one value per run
 Runs = dict[str, dict[str, dict[str, list[float]]]]
@@ -61,7 +61,7 @@ def workload_table(outcome: Outcome, workload: Workload) -> list[str]:
     metrics = metrics_of(workload, outcome.sizes)
     runs = outcome.runs.get(workload.name, {})
     medians = outcome.medians().get(workload.name, {})
-    ceiling = medians.get(CEILING, {}).get(workload.ratio_of or "")
+    ceiling = medians.get(workload.ceiling, {}).get(workload.ratio_of or "")
     head = ["system", *metrics]
     if ceiling:
         head.insert(2, "x ceiling")

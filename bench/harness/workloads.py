@@ -29,6 +29,10 @@ COUNTER, START = "bench:count", "bench:start"
 #: The system the bare ceilings borrow their module header from (only the bodies run).
 BARE = replace(SYSTEMS["celeriac-gevent"], name="ceiling", framework="bare")
 CEILING = "ceiling (bare gevent pool)"
+#: The enqueue workload's ceiling: no framework, one Redis round trip per message.
+ROUNDTRIP = "ceiling (bare redis-py LPUSH)"
+#: The latency workload's ceiling: a push and a blocking pop, no framework.
+BARE_POP = "ceiling (bare BLPOP)"
 
 Measure = Callable[[Context, Path], dict[str, float]]
 
@@ -56,6 +60,8 @@ class Workload:
     lower: frozenset[str] = field(default_factory=frozenset)
     #: The column reported as a ratio to the ceiling's, when the workload has a ceiling.
     ratio_of: str | None = None
+    #: The label of its ceiling's line.
+    ceiling: str = CEILING
 
 
 def _per_system(workload: str, systems: list[System], make: Callable[[System], Measure]
@@ -260,6 +266,17 @@ def depth_metrics(sizes: Sizes) -> list[str]:
 
 
 # -- enqueue, latency, memory ------------------------------------------------------------------
+def enqueue_ceiling(ctx: Context, directory: Path) -> dict[str, float]:
+    """What no framework can beat on this machine: a plain redis-py ``LPUSH`` of a
+    message-sized value per call (one round trip), and 10,000 values per ``LPUSH``."""
+    sizes = ctx.sizes
+    ctx.prepare(BARE, directory, sizes.noop_concurrency)
+    out = {".delay() loop /s": ctx.produce(directory, "roundtrip", sizes.enqueue)["rate"]}
+    ctx.client.flushall()
+    out["bulk /s"] = ctx.produce(directory, "roundtrip-bulk", sizes.bulk)["rate"]
+    return out
+
+
 def enqueue_system(system: System) -> Measure:
     def measure(ctx: Context, directory: Path) -> dict[str, float]:
         sizes = ctx.sizes
@@ -271,6 +288,25 @@ def enqueue_system(system: System) -> Measure:
             out["bulk /s"] = bulk["rate"]
         return out
     return measure
+
+
+def latency_ceiling(ctx: Context, directory: Path) -> dict[str, float]:
+    """The least any Redis queue can take from send to start on this machine: one
+    ``LPUSH`` and a consumer woken from ``BLPOP`` (``ceiling.py latency``)."""
+    sizes = ctx.sizes
+    ctx.prepare(BARE, directory, sizes.noop_concurrency)
+    consumer = ctx.bare_consumer(directory)
+    try:
+        time.sleep(0.5)
+        samples = sorted(ctx.produce(directory, "bare-latency", sizes.latency_samples)["samples"])
+    finally:
+        consumer.stop()
+    return _percentiles(samples)
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    return {"p50 ms": 1000 * statistics.median(samples),
+            "p99 ms": 1000 * samples[min(len(samples) - 1, int(len(samples) * 0.99))]}
 
 
 def latency_system(system: System) -> Measure:
@@ -285,8 +321,7 @@ def latency_system(system: System) -> Measure:
             samples = sorted(ctx.produce(directory, "latency", ctx.sizes.latency_samples)["samples"])
         finally:
             ctx.stop(worker, system)
-        return {"p50 ms": 1000 * statistics.median(samples),
-                "p99 ms": 1000 * samples[min(len(samples) - 1, int(len(samples) * 0.99))]}
+        return _percentiles(samples)
     return measure
 
 
@@ -334,14 +369,23 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
                         "`queue.enqueue`) in one plain process, after one untimed; bulk: "
                         f"{s.bulk:,} messages through the framework's bulk API "
                         "(celeriac `apply_many`, RQ `enqueue_many`; 10,000 a call), none "
-                        "elsewhere. No worker runs."),
-             lambda systems: _per_system("enqueue", [s for s in systems if s.producer],
-                                         enqueue_system)),
+                        "elsewhere. No worker runs. The ceiling: no framework, a plain "
+                        "redis-py `LPUSH` of a 740-byte value (the size of celeriac's no-op "
+                        "message) per call, each waiting for Redis's answer as a publish "
+                        "must; bulk, 10,000 such values per `LPUSH`."),
+             lambda systems: [Entry(ROUNDTRIP, enqueue_ceiling),
+                              *_per_system("enqueue", [s for s in systems if s.producer],
+                                           enqueue_system)],
+             ratio_of=".delay() loop /s", ceiling=ROUNDTRIP),
     Workload("latency", "Latency", ["p50 ms", "p99 ms"],
              lambda s: (f"{s.latency_samples} tasks, one at a time 20 ms apart, sent to an idle "
-                        "worker that has run one task; enqueue-to-start on the task's clock."),
-             lambda systems: _per_system("latency", systems, latency_system),
-             frozenset({"p50 ms", "p99 ms"})),
+                        "worker that has run one task; enqueue-to-start on the task's clock. "
+                        "The ceiling: no framework, the send time `LPUSH`ed with redis-py to "
+                        "a plain consumer waiting in `BLPOP`, which pushes back its latency "
+                        "as a task body does."),
+             lambda systems: [Entry(BARE_POP, latency_ceiling),
+                              *_per_system("latency", systems, latency_system)],
+             frozenset({"p50 ms", "p99 ms"}), ratio_of="p50 ms", ceiling=BARE_POP),
     Workload("memory", "Memory", ["idle RSS MB", "RSS under feeds MB"],
              lambda s: (f"Worker RSS (supervisor and every process, summed) at "
                         f"c={s.feed_concurrency:,}: idle 1 s after its first task, and the peak "
