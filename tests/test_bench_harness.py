@@ -66,3 +66,10 @@ def test_scale_and_systems(harness: ModuleType) -> None:
     assert not chosen[1].applies("feeds") and chosen[1].applies("noop")
     with pytest.raises(SystemExit, match="unknown systems nope"):
         systems.parse("nope", quick=False)
+
+
+def test_every_workload_says_what_bounds_it(harness: ModuleType) -> None:
+    import harness.bounds
+
+    assert set(harness.bounds.BOUNDS) == set(harness.workloads.WORKLOADS)
+    assert all(len(text) > 100 for text in harness.bounds.BOUNDS.values())

@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bounds import BOUNDS
 from .context import Sizes
 from .systems import System
 from .targets import TARGETS, Medians, verdict
@@ -117,6 +118,8 @@ def render(outcome: Outcome, charts: dict[str, str]) -> str:
         out += [f"## {workload.title}", "", workload.method(outcome.sizes), ""]
         out += workload_table(outcome, workload)
         out += targets_of(outcome, name)
+        if name in BOUNDS:
+            out += ["", f"**What bounds it.** {BOUNDS[name]}"]
         if name in charts:
             out += ["", f"![{workload.title}]({charts[name]})"]
         out.append("")

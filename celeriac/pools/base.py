@@ -112,6 +112,13 @@ class Pool(ABC):
     def submit(self, job: Job) -> None:
         """Start ``job`` now. Only called while :meth:`free_slots` is positive."""
 
+    def let_jobs_start(self) -> None:  # noqa: B027 - optional hook
+        """Called by the consumer after it submitted jobs: a pool whose jobs share the
+        consumer's thread (green threads) lets them run up to their first wait now,
+        before the consumer goes back to the broker. Otherwise a fetch whose reply is
+        already there when it reads it never yields, and the jobs it just submitted
+        start a whole round trip later. Nothing to do where jobs run on other threads."""
+
     @abstractmethod
     def free_slots(self) -> int:
         """How many more jobs could start right now."""

@@ -65,6 +65,7 @@ class EventletPool(Pool):
         from celeriac.blocking import set_offloader
 
         self._pool = eventlet.GreenPool(self.concurrency)
+        self._sleep = eventlet.sleep
 
         def offload(fn: Callable[..., Any], *args: Any) -> Any:
             return tpool.execute(fn, *args)
@@ -78,6 +79,9 @@ class EventletPool(Pool):
 
     def submit(self, job: Job) -> None:
         self._pool.spawn_n(job)
+
+    def let_jobs_start(self) -> None:
+        self._sleep(0)
 
     def free_slots(self) -> int:
         free: int = self._pool.free()

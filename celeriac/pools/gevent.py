@@ -199,6 +199,9 @@ class GeventPool(Pool):
     def submit(self, job: Job) -> None:
         self._group.spawn(job)
 
+    def let_jobs_start(self) -> None:
+        gevent.sleep(0)
+
     def free_slots(self) -> int:
         return max(0, self.concurrency - len(self._group))
 

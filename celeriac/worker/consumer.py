@@ -111,7 +111,7 @@ class Consumer:
             # (renew first, below: a waiting message may have passed to another node).
             self._check_parent()
             if not self.stopping and time.monotonic() - last_turn < frozen_after:
-                self._dispatch()
+                self._start_waiting()
             self._settle()
             tick()
             self._check_parent()
@@ -122,7 +122,7 @@ class Consumer:
                 self._renew()
                 next_renew = time.monotonic() + renew_every
             last_turn = now
-            self._dispatch()
+            self._start_waiting()
             room = 0 if self._at_task_limit() else self.prefetch - len(self.held)
             # While jobs run, a finishing one must be settled (its result stored) at
             # once, so the loop waits on the wake-up event rather than in the broker.
@@ -153,8 +153,15 @@ class Consumer:
             self.waiting.append(delivery)
         return bool(deliveries)
 
-    def _dispatch(self) -> None:
-        """Hand waiting messages to the pool, in order, while it has free slots.
+    def _start_waiting(self) -> None:
+        """Dispatch, and let the jobs just submitted start before the loop goes on (to
+        the broker, most often: a fetch that does not wait would hold them back a round
+        trip on a green pool, :meth:`Pool.let_jobs_start`)."""
+        if self._dispatch():
+            self.pool.let_jobs_start()
+
+    def _dispatch(self) -> int:
+        """Hand waiting messages to the pool, in order, while it has free slots; how many.
 
         A *suspect* message (its process died while it ran beside other tasks, so the
         crash could be its fault) runs in a group of at most ``delivery.suspect`` jobs
@@ -164,6 +171,7 @@ class Consumer:
         runs alone, and a crash then is its own.
         """
         group = min(self.suspects.values(), default=0)
+        submitted = 0
         while (self.waiting and self.pool.free_slots() > 0 and not self.stopping
                and not self._at_task_limit() and (not group or self.unsettled < group)):
             delivery = self.waiting[0]
@@ -172,7 +180,7 @@ class Consumer:
                 continue
             if delivery.suspect:
                 if self.unsettled >= delivery.suspect:
-                    return  # wait until few enough run here
+                    return submitted  # wait until few enough run here
                 self.suspects[delivery.id] = delivery.suspect
                 group = min(group or delivery.suspect, delivery.suspect)
                 if delivery.suspect == 1:
@@ -181,6 +189,8 @@ class Consumer:
             self.waiting.popleft()
             self.unsettled += 1
             self.pool.submit(partial(self._job, delivery))
+            submitted += 1
+        return submitted
 
     def _drop_lost(self, delivery: Delivery) -> None:
         """Drop a waiting message whose claim the broker knows is gone (on RabbitMQ: its

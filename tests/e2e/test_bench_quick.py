@@ -45,7 +45,7 @@ def positive(cell: str) -> bool:
 def test_quick_bench_writes_a_report(tmp_path: Path) -> None:
     require_redis_server()
     out = tmp_path / "benchmarks.md"
-    argv = ["--quick", "--scale", "0.05", "--only", "feeds,noop,enqueue,memory",
+    argv = ["--quick", "--scale", "0.05", "--only", "feeds,noop,enqueue,latency,memory",
             "--systems", "celeriac-gevent", "--out", str(out), "--no-charts"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
     env["BENCH_VENV"] = sys.prefix
@@ -68,13 +68,22 @@ def test_quick_bench_writes_a_report(tmp_path: Path) -> None:
     assert positive(celeriac[0]) and positive(celeriac[1])  # feeds/s and its ratio
     noop = rows(report, "No-op overhead")
     assert positive(noop["ceiling (bare gevent pool)"][0]) and positive(noop["celeriac-gevent"][0])
-    assert positive(rows(report, "Enqueue")["celeriac-gevent"][0])
+    enqueue = rows(report, "Enqueue")
+    assert positive(enqueue["ceiling (bare redis-py LPUSH)"][0])  # .delay() loop /s
+    assert positive(enqueue["ceiling (bare redis-py LPUSH)"][2])  # bulk /s
+    assert positive(enqueue["celeriac-gevent"][0]) and positive(enqueue["celeriac-gevent"][1])
+    latency = rows(report, "Latency")
+    assert positive(latency["ceiling (bare BLPOP)"][0])  # p50 ms
+    assert positive(latency["celeriac-gevent"][0]) and positive(latency["celeriac-gevent"][1])
+    for heading in ("Feed hub", "No-op overhead", "Enqueue", "Latency", "Memory"):
+        section = report.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+        assert "**What bounds it.**" in section, heading
     assert all(positive(c) for c in rows(report, "Memory")["celeriac-gevent"][:2])
 
     targets = report.split("## Targets (issue 15)\n", 1)[1].split("\n## ", 1)[0]
     verdicts = re.findall(r"\| (met|NOT met|not measured) \|", targets)
-    # feeds x2, noop, memory, enqueue x2; --processes 2 and memory (against Celery's) are
-    # "not measured": neither celeriac-gevent-p2 nor celery-gevent was chosen
-    assert len(verdicts) == 6 and verdicts.count("not measured") == 2, targets
+    # feeds x2, noop, enqueue x2, latency, memory; --processes 2 and memory (against
+    # Celery's) are "not measured": neither celeriac-gevent-p2 nor celery-gevent was chosen
+    assert len(verdicts) == 7 and verdicts.count("not measured") == 2, targets
     assert "| celeriac-gevent | -P gevent -c C --processes 1;" in report
     assert "## Failed measurements" not in report
