@@ -40,9 +40,9 @@ BOUNDS: dict[str, str] = {
         "`patch_all` (0.12-0.19 s), then the app again. `import redis` alone takes about "
         "0.1 s and 20 MB in each, because redis-py 8 imports its asyncio client from the "
         "package's `__init__` (`python -X importtime -c 'import redis'`). Once the first "
-        "task has run, the worker is at full speed within a few hundredths of a second. "
-        "The short run is slower than the long one because its rate includes the "
-        "process's first turns: pools filling, connections opening."),
+        "task has run, the worker is at full speed within a few hundredths of a second "
+        "(pools filling, connections opening), so what separates the systems here is "
+        "the time to the first task."),
     "enqueue": (
         "One round trip per `.delay()`. The ceiling line is a plain redis-py `LPUSH` of a "
         "message-sized value per call, and nothing sent sequentially and confirmed can beat "
