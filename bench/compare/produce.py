@@ -89,6 +89,9 @@ def feeds(tasks: Any, count: int) -> dict[str, Any]:
 #: A value the size of celeriac's no-op message (its envelope is 740 bytes).
 BARE_MESSAGE = b"x" * 740
 BARE_QUEUE = "bench:bare"
+#: Where the bare consumer of bench/harness/ceiling.py waits (its LATENCY_QUEUE; that
+#: module patches with gevent on import, so it is not imported here).
+BARE_LATENCY_QUEUE = "bench:bare-latency"
 
 
 def roundtrip(tasks: Any, count: int) -> dict[str, Any]:
@@ -114,9 +117,9 @@ def roundtrip_bulk(tasks: Any, count: int) -> dict[str, Any]:
 def bare_latency(tasks: Any, count: int) -> dict[str, Any]:
     client = redis.Redis.from_url(tasks.URL)
     try:
-        return latency(tasks, count, lambda sent: client.lpush("bench:bare-latency", sent))
+        return latency(tasks, count, lambda sent: client.lpush(BARE_LATENCY_QUEUE, sent))
     finally:
-        client.lpush("bench:bare-latency", "stop")
+        client.lpush(BARE_LATENCY_QUEUE, "stop")
 
 
 def latency(tasks: Any, count: int, send: Any = None) -> dict[str, Any]:

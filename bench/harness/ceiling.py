@@ -35,7 +35,6 @@ def bare_consumer(tasks: object) -> None:
     client = tasks.r  # type: ignore[attr-defined]
     latency = tasks.LATENCY  # type: ignore[attr-defined]
     client.ping()
-    print(json.dumps({"ready": time.time()}), flush=True)
     while True:
         _, value = client.blpop([LATENCY_QUEUE])
         if value == b"stop":

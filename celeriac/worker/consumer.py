@@ -159,8 +159,8 @@ class Consumer:
         trip on a green pool, :meth:`Pool.let_jobs_start`) -- when they are at least as
         many as those already running: an idle worker's next task (latency) and a
         filling pool (start-up). A busy pool's jobs run at the loop's next wait anyway,
-        and yielding on every turn there cost more than it gave (bench/redis_compare.py,
-        40,000 no-ops at c=100)."""
+        and yielding on every turn there showed no gain (bench/redis_compare.py, 40,000
+        no-ops at c=100: within the noise of the machine)."""
         running = self.pool.running()
         submitted = self._dispatch()
         if submitted and submitted >= running:
