@@ -188,8 +188,11 @@ def test_a_worker_with_E_records_every_outcome_and_events_shows_them(any_project
     assert rejection[5].startswith("dead-lettered: no task named 'tasks.nope'")
     [expiry] = [line for line in task_lines if line[0] == "REVOKED"]
     assert expiry == ["REVOKED", "tasks.add", ids["expired"], node, "-", "expired"]
+    # As above, the retry's own run may end before the first run's task-retried is logged,
+    # so RETRY may be the last line of the three.
     states = [line[0] for line in task_lines if line[2] == ids["retry"]]
-    assert states[0] == "PENDING" and states[-1] == "SUCCESS" and "RETRY" in states
+    assert states[0] == "PENDING" and {"RETRY", "SUCCESS"} <= set(states[1:])
+    assert states.count("STARTED") == 2
 
     # -- filters ---------------------------------------------------------------------------
     assert {e["type"] for e in dump(project, "--type", "task-failed")} == {"task-failed"}
