@@ -580,6 +580,8 @@ class Settings(MutableMapping[str, Any]):
         merged = self._merged
         if name in merged:
             return merged[name]
+        if name in _FIXED_DEFAULTS:  # a registry name nobody set: every send reads a few
+            return _FIXED_DEFAULTS[name]
         name = canonical_name(name)
         if name in merged:
             return merged[name]
@@ -621,6 +623,13 @@ class Settings(MutableMapping[str, Any]):
     def is_set(self, name: str) -> bool:
         """True when the environment, a config object or code gave ``name`` a value."""
         return canonical_name(name) in self._merged
+
+
+#: The defaults that are not lists or dicts, by registry name: a read of one that nobody
+#: set returns it without resolving the name (mutable defaults are copied on each read).
+_FIXED_DEFAULTS: dict[str, Any] = {
+    name: setting.default for name, setting in SETTINGS.items()
+    if not isinstance(setting.default, list | dict)}
 
 
 def markdown() -> str:

@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import ModuleType
@@ -26,6 +25,7 @@ from urllib.parse import urlparse
 from celeriac import _state
 from celeriac.backends import ResultBackend, backend_from_url
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
+from celeriac.brokers.base import note_stored
 from celeriac.context import current_request, current_task_var
 from celeriac.exceptions import ConfigurationError, NotRegistered
 from celeriac.message import CHORD_CLAIM_HEADER, Envelope, build
@@ -33,6 +33,7 @@ from celeriac.result import AsyncResult, add_to_parent
 from celeriac.send_options import add_extras, note_publish_retry, routed_queue
 from celeriac.settings import Settings, suggest
 from celeriac.task import MESSAGE_OPTIONS, Task, TaskOptions, check_send_options, to_timestamp
+from celeriac.utils import uuid as new_id
 from celeriac.validators import AMQP_SCHEMES
 from celeriac.worker.options import pool_queue
 
@@ -525,12 +526,22 @@ class Celeriac:
         # of envelopes held until the publish cost more in garbage collection than in
         # building them.
         watched = self.middleware.publish_watched()
+        # Signatures of one task with equal options (every one of an apply_many) resolve
+        # them once; each one's arguments are still checked.
+        resolved: tuple[Mapping[str, Any], Task[..., Any] | None, Mapping[str, Any]] | None = None
         for index, signature in enumerate(signatures):
             if signature.app is not self:
                 raise ConfigurationError(f"{signature!r} belongs to {signature.app!r}, not {self!r}: "
                                          "one bulk send goes to one broker")
             try:
-                options: dict[str, Any] = signature.resolved_options()  # type: ignore[assignment]
+                if (resolved is not None and resolved[1] is signature.task is not None
+                        and resolved[0] == signature.options):
+                    signature.task.check_arguments(signature.args, signature.kwargs)
+                    options: dict[str, Any] = dict(resolved[2])
+                else:
+                    options = signature.resolved_options()  # type: ignore[assignment]
+                    resolved = (signature.options, signature.task, options)
+                    options = dict(options)
                 # A message of another group in this call (a chord's header sent with the
                 # group that holds it) names its own.
                 group = options.pop("group") if "group" in options else group_id
@@ -555,14 +566,17 @@ class Celeriac:
 
     def _publish_chunks(self, messages: list[OutgoingMessage], envelopes: list[Envelope],
                         size: int) -> None:
+        if not envelopes:  # no hook watches: the broker may overlap the chunks
+            self.broker.publish_chunks([messages[start:start + size]
+                                        for start in range(0, len(messages), size)])
+            return
         for start in range(0, len(messages), size):
             try:
                 self._publish(messages[start:start + size],
                               envelopes[start:start + size] if envelopes else [])
             except Exception as exc:
                 if start:
-                    _note(exc, f"{start} of {len(messages)} messages were published (in earlier "
-                               "chunks) before this failure; the others were not")
+                    note_stored(exc, start, len(messages))
                 raise
 
     def _prepare(
@@ -604,7 +618,7 @@ class Celeriac:
         ``rare``: the send options of :mod:`celeriac.send_options` (headers, shadow,
         routing_key...), already checked by name; the common send pays one test for them.
         """
-        task_id = task_id or str(uuid.uuid4())
+        task_id = task_id or new_id()
         eta_ts = now + countdown if countdown else to_timestamp(eta)
         expires_ts = now + expires if isinstance(expires, int | float) else to_timestamp(expires)
         conf = self.conf  # item access: a fifth of the time of attribute access

@@ -198,6 +198,16 @@ OPTION_NAMES = ("state_url", "result_backend", "queue_type", "heartbeat", "use_s
 COMMANDS_KEPT = 1000
 
 
+def note_stored(exc: BaseException, stored: int, total: int, *, unsure: int = 0) -> None:
+    """Say on ``exc`` how many of a bulk send's ``total`` messages were stored before it
+    (``unsure``: how many after those may have been: sent, with no reply)."""
+    text = f"{stored} of {total} messages were published (in earlier chunks) before this failure; "
+    text += (f"the next {unsure} may have been (sent, no reply), the others were not" if unsure
+             else "the others were not")
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(text)
+
+
 class Broker(ABC):
     """Stores messages in queues and hands them out under leases."""
 
@@ -226,6 +236,25 @@ class Broker(ABC):
     @abstractmethod
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Store ``messages`` atomically (all or none) and return their broker ids in order."""
+
+    def publish_chunks(self, chunks: Sequence[Sequence[OutgoingMessage]]) -> None:
+        """Store each chunk as one :meth:`publish` would (all or none), in order: a bulk
+        send. A broker may overlap the calls (Redis sends the next chunk while the
+        server stores the one before). An error raised part way carries a note saying
+        how many messages were stored before it. A bad priority anywhere is refused
+        before anything is stored."""
+        for chunk in chunks:
+            for message in chunk:
+                check_priority(message)
+        stored = 0
+        for chunk in chunks:
+            try:
+                self.publish(chunk)
+            except Exception as exc:
+                if stored:
+                    note_stored(exc, stored, sum(map(len, chunks)))
+                raise
+            stored += len(chunk)
 
     # -- consuming -------------------------------------------------------------------
     @abstractmethod

@@ -74,6 +74,7 @@ from celeriac.brokers.base import (
     WorkerEvent,
     WorkerInfo,
     check_priority,
+    note_stored,
 )
 from celeriac.brokers.browse import is_retry
 from celeriac.brokers.ids import MessageIds
@@ -125,6 +126,15 @@ def _timing(message: OutgoingMessage) -> tuple[int | str, str]:
     if message.eta is None:
         return "", ""
     return _ms(message.eta), "1" if is_retry(message.body) else ""
+
+
+def _publish_args(ids: Sequence[str], messages: Sequence[OutgoingMessage]) -> list[Any]:
+    """The arguments of one publish.lua call: the receipt, named after the first id
+    (unique, and known to a retry), its ttl, the retry flag, then six per message."""
+    args: list[Any] = [ids[0], RECEIPT_TTL_MS, "0"]
+    for message_id, message in zip(ids, messages, strict=True):
+        args += (message_id, message.queue, message.priority, *_timing(message), message.body)
+    return args
 
 
 class RedisBroker(RedisAdmin, RedisMetrics, Broker):
@@ -194,15 +204,9 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
         ids = _ids.take(len(messages))
         if not messages:
             return ids
-        chunks: list[list[Any]] = []
-        for start in range(0, len(messages), PUBLISH_CHUNK):
-            # The receipt is named after the chunk's first id: unique, and known to a retry.
-            args: list[Any] = [ids[start], RECEIPT_TTL_MS, "0"]
-            for message_id, message in zip(ids[start:start + PUBLISH_CHUNK],
-                                           messages[start:start + PUBLISH_CHUNK], strict=True):
-                args += (message_id, message.queue, message.priority, *_timing(message),
-                         message.body)
-            chunks.append(args)
+        chunks = [_publish_args(ids[start:start + PUBLISH_CHUNK],
+                                messages[start:start + PUBLISH_CHUNK])
+                  for start in range(0, len(messages), PUBLISH_CHUNK)]
         if len(chunks) == 1:
             self._run("publish", chunks[0], again=2)
             return ids
@@ -233,6 +237,74 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
 
         self._retry.call(attempt)
         return ids
+
+    def publish_chunks(self, chunks: Sequence[Sequence[OutgoingMessage]]) -> None:
+        """Each chunk in one script call (at most :data:`PUBLISH_CHUNK` a call), the
+        calls pipelined: the server stores one chunk while this process writes the
+        next, so a bulk send costs the larger of the two, not their sum. A call is
+        atomic; after a lost connection every call not yet answered is sent again as a
+        retry, which its receipt makes a no-op if the first try was applied."""
+        calls: list[list[Any]] = []
+        for chunk in chunks:
+            for message in chunk:
+                check_priority(message)
+            for start in range(0, len(chunk), PUBLISH_CHUNK):
+                part = chunk[start:start + PUBLISH_CHUNK]
+                calls.append(_publish_args(_ids.take(len(part)), part))
+        if len(calls) < 2:
+            for args in calls:
+                self._run("publish", args, again=2)
+            return
+        sizes = [(len(args) - 3) // 6 for args in calls]
+        script = self._script("publish")
+        answered = 0  # calls whose reply was read: stored
+        tries = 0
+
+        def attempt() -> None:
+            nonlocal answered, tries
+            while answered < len(calls):
+                if tries:  # a retry: a call applied before its reply was lost is skipped
+                    for args in calls[answered:]:
+                        args[2] = "1"
+                tries += 1
+                stored, missing = self._pipeline_scripts(script, calls[answered:])
+                answered += stored
+                if missing:  # the server lost the script (a restart, SCRIPT FLUSH)
+                    self._redis.script_load(script.script)
+
+        try:
+            self._retry.call(attempt)
+        except Exception as exc:
+            note_stored(exc, sum(sizes[:answered]), sum(sizes), unsure=sum(sizes[answered:]))
+            raise
+
+    def _pipeline_scripts(self, script: Script, calls: Sequence[Sequence[Any]]) -> tuple[int, bool]:
+        """Send every call of ``script`` on one connection, then read the replies: how
+        many calls in a row from the first were applied, and whether one was refused
+        because the server lacks the script (it and those after are then not counted)."""
+        pool = self._redis.connection_pool
+        connection = pool.get_connection()
+        applied, missing = 0, False
+        try:
+            for args in calls:
+                connection.send_command("EVALSHA", script.sha, 0, self.prefix, *args)
+            for _ in calls:
+                try:
+                    connection.read_response()
+                except redis.exceptions.NoScriptError:
+                    missing = True
+                    continue
+                except redis.ResponseError as exc:
+                    if "BUSY" in str(exc) or "LOADING" in str(exc):
+                        raise redis.ConnectionError(str(exc)) from exc
+                    raise BrokerError(f"{self._where}: script publish failed: {exc}") from exc
+                applied += not missing
+        except BaseException:
+            connection.disconnect()  # replies may be left unread on it
+            raise
+        finally:
+            pool.release(connection)
+        return applied, missing
 
     # -- consuming -------------------------------------------------------------------
     def fetch(self, queues: Sequence[str], count: int, *, consumer: str, lease: float,

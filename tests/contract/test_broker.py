@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -139,6 +140,29 @@ def test_round_trip_keeps_body_bytes(broker: Broker) -> None:
     assert broker.ack(got) == [True] * len(bodies)
     assert fetch(broker, queue) == []
     assert broker.ack(got[:1]) == [False]  # already gone
+
+
+def test_publish_chunks_stores_every_chunk_in_order(broker: Broker) -> None:
+    """A bulk send: more chunks than one call takes, one past the Redis script's 1,000,
+    mixed queues, priorities and a scheduled message; all stored once, in order."""
+    queue, other = new_queue(), new_queue()
+    first = [OutgoingMessage(queue=queue, body=b"a%d" % i) for i in range(1_500)]
+    second = [OutgoingMessage(queue=other, body=b"urgent", priority=9),
+              OutgoingMessage(queue=queue, body=b"later", eta=time.time() + LONG)]
+    third = [OutgoingMessage(queue=queue, body=b"c%d" % i) for i in range(700)]
+    broker.publish_chunks([first, second, [], third])
+    assert fetch_one_by_one(broker, other) == [b"urgent"]
+    expected = [m.body for m in first + third]
+    assert fetch_one_by_one(broker, queue) == expected
+    assert stats_of(broker, queue).scheduled == 1
+
+
+def test_publish_chunks_refuses_a_bad_priority_before_storing_anything(broker: Broker) -> None:
+    queue = new_queue()
+    good = [OutgoingMessage(queue=queue, body=b"ok")] * 3
+    with pytest.raises(ConfigurationError, match="priority"):
+        broker.publish_chunks([good, [OutgoingMessage(queue=queue, body=b"bad", priority=10)]])
+    assert fetch(broker, queue) == []
 
 
 def test_publish_nothing_and_fetch_nothing(broker: Broker) -> None:
@@ -1136,6 +1160,68 @@ def test_redis_control_writes_retried_after_a_lost_reply_are_stored_once(redis_u
         {"command": "pool_grow", "arguments": {"n": 1}}]
     assert [r.task_id for r in broker.revocations()] == ["t-once"]
     assert broker.replies("box", timeout=0) == [{"from": "w1"}]
+
+
+def _redis_chunks(queue: str, sizes: list[int]) -> list[list[OutgoingMessage]]:
+    return [[OutgoingMessage(queue=queue, body=b"%d-%d" % (c, i)) for i in range(n)]
+            for c, n in enumerate(sizes)]
+
+
+def test_redis_publish_chunks_survive_a_lost_script_and_a_lost_reply(redis_url: str,
+                                                                    redis_server: Any) -> None:
+    """The pipelined bulk publish: the server forgets its scripts (a restart, SCRIPT FLUSH),
+    then the connection drops after every call was applied but before the replies were
+    read. The calls are sent again as retries, which their receipts make no-ops."""
+    import redis
+
+    broker = broker_from_url(redis_url)
+    queue = new_queue()
+    redis.Redis.from_url(redis_server.url()).script_flush()
+    chunks = _redis_chunks(queue, [1_000, 1_000, 500])
+    broker.publish_chunks(chunks)
+    assert fetch_one_by_one(broker, queue) == [m.body for chunk in chunks for m in chunk]
+
+    real = broker._pipeline_scripts  # type: ignore[attr-defined]
+    tries: list[int] = []
+
+    def lose_the_replies(script: object, calls: list[list[object]]) -> tuple[int, bool]:
+        tries.append(len(calls))
+        applied = real(script, calls)
+        if len(tries) == 1:
+            # A worker runs and acks the first message before the retry goes out.
+            assert broker.ack(fetch(broker, queue, count=1)) == [True]
+            raise redis.ConnectionError("Connection closed by server. (simulated)")
+        return applied  # type: ignore[no-any-return]
+
+    broker._pipeline_scripts = lose_the_replies  # type: ignore[attr-defined]
+    chunks = _redis_chunks(queue, [1_000, 300, 300])
+    broker.publish_chunks(chunks)
+    assert tries == [3, 3], "the retry sends every call whose reply was not read"
+    assert fetch_one_by_one(broker, queue) == [m.body for chunk in chunks for m in chunk][1:]
+    broker.close()
+
+
+def test_redis_publish_chunks_that_give_up_say_what_may_be_stored(redis_url: str) -> None:
+    import redis
+
+    broker = broker_from_url(redis_url)
+    broker.retry_for(0.3)
+    queue = new_queue()
+    real = broker._pipeline_scripts  # type: ignore[attr-defined]
+
+    def answer_one_then_drop(script: object, calls: list[list[object]]) -> tuple[int, bool]:
+        if len(calls) == 3:  # the first try: the first call is answered, then the line drops
+            real(script, calls[:1])
+        raise redis.ConnectionError("Connection closed by server. (simulated)")
+
+    broker._pipeline_scripts = answer_one_then_drop  # type: ignore[attr-defined]
+    with pytest.raises(BrokerUnreachable) as info:
+        broker.publish_chunks(_redis_chunks(queue, [10, 20, 30]))
+    if sys.version_info >= (3, 11):
+        assert any("0 of 60 messages were published" in note and "the next 60 may have been"
+                   in note for note in info.value.__notes__)
+    assert len(fetch_one_by_one(broker, queue)) == 10, "the answered call was stored, once"
+    broker.close()
 
 
 # -- SQLite specifics and the URL registry -------------------------------------------------

@@ -6,35 +6,50 @@
 --       P:sent:<receipt> (a short-lived receipt).
 -- Safe to retry: a retry whose first try was applied (its reply was lost with the
 -- connection) finds the receipt and stores nothing, even if a worker already ran and
--- acked the messages; HSETNX also skips any id that is still stored.
+-- acked the messages; a retry also skips any id that is still stored. A first try
+-- does not look: its ids are new (celeriac/brokers/ids.py), so it spends one HSET per
+-- message and one ZADD per queue, not a call per field.
 local receipt = key('sent', ARGV[2])
-if ARGV[4] == '1' and redis.call('EXISTS', receipt) == 1 then return 0 end
+local again = ARGV[4] == '1'
+if again and redis.call('EXISTS', receipt) == 1 then return 0 end
 local now = now_ms()
 local n = (#ARGV - 4) / 6
 -- One INCRBY for the whole batch: its messages take consecutive sequence numbers.
 local seq = redis.call('INCRBY', key('seq'), n) - n
-local queues = {}
+local mkey = P .. ':m:'
+local ready = {}  -- queue -> {score, id, score, id, ...}: one ZADD per queue
 for i = 5, #ARGV, 6 do
   local id, q, p, eta, body = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 5]
-  local m = key('m', id)
+  local m = mkey .. id
   seq = seq + 1
-  if redis.call('HSETNX', m, 'b', body) == 1 then
+  if not again or redis.call('EXISTS', m) == 0 then
     local s = (9 - p) * 1e13 + seq
-    redis.call('HSET', m, 'q', q, 'p', p, 's', s, 'e', now)
     if eta ~= '' and tonumber(eta) > now then
       if ARGV[i + 4] == '1' then
-        redis.call('HSET', m, 'r', '1')
+        redis.call('HSET', m, 'b', body, 'q', q, 'p', p, 's', s, 'e', now, 'r', '1')
         redis.call('ZADD', key('retry', q), eta, id)
       else
+        redis.call('HSET', m, 'b', body, 'q', q, 'p', p, 's', s, 'e', now)
         redis.call('ZADD', key('delayed', q), eta, id)
       end
+      ready[q] = ready[q] or {}
     else
-      redis.call('ZADD', key('ready', q), s, id)
+      redis.call('HSET', m, 'b', body, 'q', q, 'p', p, 's', s, 'e', now)
+      local pairs_of = ready[q]
+      if not pairs_of then
+        pairs_of = {}
+        ready[q] = pairs_of
+      end
+      pairs_of[#pairs_of + 1] = s
+      pairs_of[#pairs_of + 1] = id
     end
-    queues[q] = true
   end
 end
-for q in pairs(queues) do
+for q, pairs_of in pairs(ready) do
+  -- unpack is bounded by Lua's C stack: at most 4,000 arguments a call.
+  for j = 1, #pairs_of, 4000 do
+    redis.call('ZADD', key('ready', q), unpack(pairs_of, j, math.min(j + 3999, #pairs_of)))
+  end
   redis.call('SADD', key('queues'), q)
   wake(q)
 end
