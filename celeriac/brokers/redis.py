@@ -314,8 +314,8 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
             return []
         deadline = time.monotonic() + timeout
         wake_keys = [f"{self.prefix}:wake:{q}" for q in queues]
+        reply = self._claim(count, consumer, lease, queues)
         while True:
-            reply = self._claim(count, consumer, lease, queues)
             deliveries = [
                 Delivery(id=decode(reply[i]), queue=decode(reply[i + 1]), body=bytes(reply[i + 2]),
                          delivery_count=int(reply[i + 3]), token=int(reply[i + 4]),
@@ -336,9 +336,33 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
                     # BLPOP would wake up to a tick late; a publish in the meantime waits
                     # at most this long (< BLOCK_RESOLUTION) instead.
                     time.sleep(wait)
+                    reply = self._claim(count, consumer, lease, queues)
                     continue
             if wait >= 0.001:  # BLPOP 0 would block forever
-                self._block(wake_keys, wait)
+                reply = self._block_then_claim(wake_keys, wait, count, consumer, lease, queues)
+            else:
+                reply = self._claim(count, consumer, lease, queues)
+
+    def _block_then_claim(self, wake_keys: list[str], wait: float, count: int, consumer: str,
+                          lease: float, queues: list[str]) -> Any:
+        """BLPOP on the wake-up keys and the claim after it, sent together: the server
+        runs the claim as soon as the BLPOP returns, woken or timed out, so a message
+        published to an idle worker is claimed without a second round trip (a quarter
+        of the enqueue-to-start latency on loopback). On any error, the claim is made
+        alone, as :meth:`_claim` makes it: after a lost connection, only once the
+        server answers again."""
+        script = self._script("fetch")
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.blpop(wake_keys, timeout=wait)
+        pipe.evalsha(script.sha, 0, self.prefix, count, consumer, _ms(lease), self.max_deliveries,
+                     *queues)
+        try:
+            return pipe.execute()[1]
+        except redis.exceptions.NoScriptError:
+            self._redis.script_load(script.script)  # the server lost it: nothing was claimed
+        except (redis.ResponseError, *TRANSIENT):
+            pass
+        return self._claim(count, consumer, lease, queues)
 
     def _claim(self, count: int, consumer: str, lease: float, queues: list[str]) -> Any:
         """Run the claim script; through connection loss, but never resend a claim blindly.
