@@ -431,7 +431,9 @@ class Celeriac:
         ``celery.prefork``), then ``task_default_queue``."""
         if queue:
             return queue
-        routes: dict[str, Any] = self.conf.task_routes
+        conf = self.conf
+        # Unset, the default is an empty dict, copied on every read: not worth one per send.
+        routes: dict[str, Any] = conf["task_routes"] if conf.is_set("task_routes") else {}
         target = routes.get(name)
         if target is None:
             for pattern, candidate in routes.items():
@@ -444,7 +446,7 @@ class Celeriac:
         if target:
             return str(target)
         task = self.tasks.get(name)
-        default = str(self.conf.task_default_queue)
+        default = str(conf["task_default_queue"])
         if task is not None and task.options.queue:
             return task.options.queue
         if task is not None and task.options.pool:

@@ -4,9 +4,37 @@
 from __future__ import annotations
 
 import os
+import threading
 
 #: The variant digit of an RFC 4122 UUID: 10xx in binary, from any random hex digit.
 _VARIANT = "89ab" * 4
+#: Random bytes are drawn for this many ids at a time: ``os.urandom`` is a system call,
+#: which cost more than the rest of an id (a bulk send takes thousands).
+_IDS_PER_DRAW = 256
+
+
+class _Randomness:
+    """Hex digits from ``os.urandom``, drawn in blocks and handed out once each (a lock
+    between threads; drawn again in a forked child, so parent and child never share)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._digits, self._at = "", 0
+
+    def take32(self) -> str:
+        with self._lock:
+            at = self._at
+            if at >= len(self._digits):
+                self._digits, at = os.urandom(16 * _IDS_PER_DRAW).hex(), 0
+            self._at = at + 32
+            return self._digits[at:at + 32]
+
+
+_random = _Randomness()
 
 
 def uuid() -> str:
@@ -15,8 +43,9 @@ def uuid() -> str:
 
     The same random version 4 UUID as ``str(uuid.uuid4())`` (16 bytes from
     ``os.urandom``, version and variant set), written without building a ``UUID``
-    object: a third of the time, and every message sent takes one."""
-    h = os.urandom(16).hex()
+    object, from bytes drawn for many ids at once: a sixth of the time, and every
+    message sent takes one."""
+    h = _random.take32()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
 
 
