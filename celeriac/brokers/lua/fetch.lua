@@ -34,9 +34,12 @@ local claimed = 0
 while claimed < count do
   local want = count - claimed
   local candidates = {}
+  -- Every queue gave fewer than asked: nothing is left to look at after this round.
+  local exhausted = true
   for _, q in ipairs(queues) do
     local r = redis.call('ZRANGE', key('ready', q), 0, want - 1, 'WITHSCORES')
     for j = 1, #r, 2 do candidates[#candidates + 1] = {tonumber(r[j + 1]), r[j], q} end
+    if #r >= 2 * want then exhausted = false end
   end
   if #candidates == 0 then break end
   table.sort(candidates, function(a, b) return a[1] < b[1] end)
@@ -44,7 +47,7 @@ while claimed < count do
     local id, q = candidates[j][2], candidates[j][3]
     redis.call('ZREM', key('ready', q), id)
     local m = key('m', id)
-    local f = redis.call('HMGET', m, 'd', 'b', 'p', 'x')
+    local f = redis.call('HMGET', m, 'd', 'b', 'p', 'x', 't')
     if f[2] then
       if tonumber(f[1] or 0) >= maxd then
         -- The same text as celeriac.brokers.base.max_deliveries_reason.
@@ -52,9 +55,9 @@ while claimed < count do
         if f[4] == '1' then reason = reason .. '; it crashed its worker process while running alone' end
         bury(id, m, q, reason, now)
       else
-        local d = redis.call('HINCRBY', m, 'd', 1)
-        local t = redis.call('HINCRBY', m, 't', 1)
-        redis.call('HSET', m, 'c', consumer)
+        -- One write for the count, the token and the holder: each call costs.
+        local d, t = tonumber(f[1] or 0) + 1, tonumber(f[5] or 0) + 1
+        redis.call('HSET', m, 'd', d, 't', t, 'c', consumer)
         redis.call('ZADD', key('leased', q), now + lease, id)
         redis.call('SADD', key('held', consumer), id)
         out[#out + 1] = id
@@ -71,6 +74,7 @@ while claimed < count do
       end
     end
   end
+  if exhausted then break end
 end
 
 if claimed == 0 then

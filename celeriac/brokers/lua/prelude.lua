@@ -48,14 +48,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The message hash of a claim that (id, token) still holds, and its queue; nil if stale.
+-- The message hash of a claim that (id, token) still holds, its queue and its holder;
+-- nil if stale.
 local function held(id, token)
   local m = key('m', id)
   local v = redis.call('HMGET', m, 't', 'c', 'q')
   if v[2] and v[1] == token then
-    return m, v[3]
+    return m, v[3], v[2]
   end
-  return nil, nil
+  return nil, nil, nil
 end
 
 -- Forget that a message is claimed: its holder, its lease.
@@ -78,10 +79,12 @@ local function delayed_key(m, q)
   return key('delayed', q)
 end
 
--- Wake one fetch blocked on this queue; the list is capped so idle queues keep no backlog.
+-- Wake one fetch blocked on this queue; the list is capped so idle queues keep no backlog
+-- (trimmed only when it has grown past the cap: a call less on every publish).
 local function wake(q)
-  redis.call('LPUSH', key('wake', q), '1')
-  redis.call('LTRIM', key('wake', q), 0, 15)
+  if redis.call('LPUSH', key('wake', q), '1') > 16 then
+    redis.call('LTRIM', key('wake', q), 0, 15)
+  end
 end
 
 local function bury(id, m, q, reason, now)

@@ -16,10 +16,12 @@ local out = {}
 local woken = {}
 for i = 5, #ARGV, 2 do
   local id = ARGV[i]
-  local m, q = held(id, ARGV[i + 1])
+  local m, q, c = held(id, ARGV[i + 1])
   if m then
     if action == 'ack' then
-      unclaim(id, m, q)
+      -- unclaim() without reading the holder again or clearing it from a hash that goes.
+      redis.call('SREM', key('held', c), id)
+      redis.call('ZREM', key('leased', q), id)
       redis.call('DEL', m)
     elseif action == 'renew' then
       redis.call('ZADD', key('leased', q), now + tonumber(a), id)
