@@ -74,7 +74,7 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
     from celeriac.middleware.status import StatusReporter
 
     pipeline = Pipeline([
-        StatusReporter(status),
+        StatusReporter(status, pool),
         Expiry(),
         Revoker(app.broker, pool, status),
         SignalsMiddleware(consumer),

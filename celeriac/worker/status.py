@@ -190,6 +190,8 @@ class StatusWriter:
         self._fd = fd
         #: Delivery ids of tasks that ended since the last flush (appended from any job).
         self._done: deque[str] = deque()
+        #: Start lines written later, together (:meth:`flush_starts`); jobs' thread only.
+        self._starts: list[bytes] = []
         #: False once the supervisor is gone (the pipe broke).
         self.connected = True
         #: The write that keeps the GIL, on a non-blocking fd (only this process writes
@@ -237,14 +239,40 @@ class StatusWriter:
 
     def started(self, delivery: Delivery, task_id: str, name: str, hard_limit: float | None,
                 ignore_result: bool, argsrepr: str = "", kwargsrepr: str = "",
-                limit_in_process: bool = False) -> None:
+                limit_in_process: bool = False, *, later: bool = False) -> None:
         """A :class:`Started` line, written for every task: encoded from its values
-        without building the event first."""
+        without building the event first. ``later``: kept for :meth:`flush_starts`, which
+        the task must call before its body runs."""
+        line = _encode_start(Started, (
+            delivery.id, delivery.token, delivery.queue, delivery.delivery_count, task_id,
+            name[:NAME_LIMIT], hard_limit, ignore_result, argsrepr[:REPR_LIMIT],
+            kwargsrepr[:REPR_LIMIT], delivery.suspect == 1, limit_in_process))
+        if later:
+            self._starts.append(line)
+            return
         try:
-            self._write(_encode_start(Started, (
-                delivery.id, delivery.token, delivery.queue, delivery.delivery_count, task_id,
-                name[:NAME_LIMIT], hard_limit, ignore_result, argsrepr[:REPR_LIMIT],
-                kwargsrepr[:REPR_LIMIT], delivery.suspect == 1, limit_in_process)))
+            self._write(line)
+        except OSError:
+            self.connected = False
+
+    def flush_starts(self) -> None:
+        """Write the start lines kept by ``started(later=True)``, many per write (each
+        write under PIPE_BUF, so still atomic): a write to the pipe costs a system call
+        and a wake-up of the supervisor, more than the rest of a no-op task's start."""
+        starts = self._starts
+        if not starts:
+            return
+        self._starts = []
+        batch: list[bytes] = []
+        size = 0
+        try:
+            for line in starts:
+                if batch and size + len(line) > select.PIPE_BUF:
+                    self._write(b"".join(batch))
+                    batch, size = [], 0
+                batch.append(line)
+                size += len(line)
+            self._write(b"".join(batch))
         except OSError:
             self.connected = False
 
