@@ -39,8 +39,8 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import gevent
@@ -59,6 +59,37 @@ def patch_threads_wanted() -> bool:
     """False when ``GEVENT_PATCHTHREAD`` says no (N, 0, no, false, off)."""
     value = os.environ.get("GEVENT_PATCHTHREAD", "").strip().lower()
     return value not in {"n", "0", "no", "false", "off"}
+
+
+class _Limits:
+    """One job's slot: its :class:`JobInfo` noted for the blocking monitor, and its soft
+    and hard limits as gevent timeouts. A class, not a generator context manager: every
+    task enters one, and most have no limit (a third of the cost)."""
+
+    __slots__ = ("current", "hard", "job", "jobs", "soft", "timers")
+
+    def __init__(self, jobs: dict[Any, tuple[JobInfo, float]], soft: float | None,
+                 hard: float | None, job: JobInfo | None) -> None:
+        self.jobs, self.soft, self.hard, self.job = jobs, soft, hard, job
+        self.timers: list[gevent.Timeout] = []
+
+    def __enter__(self) -> None:
+        self.current = gevent.getcurrent()
+        if self.job is not None:
+            self.jobs[self.current] = (self.job, time.monotonic())
+        if self.soft:
+            self.timers.append(gevent.Timeout(self.soft, SoftTimeLimitExceeded(
+                f"soft time limit ({self.soft}s) exceeded")))
+        if self.hard:
+            self.timers.append(gevent.Timeout(self.hard, HardTimeLimit(
+                f"hard time limit ({self.hard}s) exceeded")))
+        for timer in self.timers:
+            timer.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        for timer in self.timers:
+            timer.close()
+        self.jobs.pop(self.current, None)
 
 
 class GeventPool(Pool):
@@ -227,28 +258,7 @@ class GeventPool(Pool):
 
     def limits(self, soft: float | None, hard: float | None,
                job: JobInfo | None = None) -> AbstractContextManager[None]:
-        return self._timeouts(soft, hard, job)
-
-    @contextmanager
-    def _timeouts(self, soft: float | None, hard: float | None,
-                  job: JobInfo | None) -> Iterator[None]:
-        current = gevent.getcurrent()
-        if job is not None:
-            self._jobs[current] = (job, time.monotonic())
-        timers = []
-        if soft:
-            timers.append(gevent.Timeout(soft, SoftTimeLimitExceeded(
-                f"soft time limit ({soft}s) exceeded")))
-        if hard:
-            timers.append(gevent.Timeout(hard, HardTimeLimit(f"hard time limit ({hard}s) exceeded")))
-        for timer in timers:
-            timer.start()
-        try:
-            yield
-        finally:
-            for timer in timers:
-                timer.close()
-            self._jobs.pop(current, None)
+        return _Limits(self._jobs, soft, hard, job)
 
     def current_job(self) -> Any:
         return gevent.getcurrent()
