@@ -1201,6 +1201,40 @@ def test_redis_publish_chunks_survive_a_lost_script_and_a_lost_reply(redis_url: 
     broker.close()
 
 
+def test_redis_waiting_fetch_claims_behind_its_blpop_even_after_a_script_flush(
+        redis_url: str, redis_server: Any) -> None:
+    """An idle fetch sends its claim behind its BLPOP. A message published meanwhile is
+    claimed in that same round trip; if the server lost the claim script (a restart,
+    SCRIPT FLUSH) the fetch loads it and claims alone, losing nothing."""
+    import redis
+
+    broker = broker_from_url(redis_url)
+    queue = new_queue()
+    sent: list[object] = []
+    original = broker._claim  # type: ignore[attr-defined]
+
+    def counted(*args: object) -> object:
+        sent.append(args)
+        return original(*args)
+
+    broker._claim = counted  # type: ignore[attr-defined]
+    try:
+        thread = later(0.3, lambda: publish(broker, queue, b"first"))
+        got = fetch(broker, queue, timeout=LONG)
+        thread.join()
+        assert [d.body for d in got] == [b"first"]
+        assert len(sent) == 1, "the first claim only: the woken one came behind the BLPOP"
+
+        # The scripts go while the fetch waits: its queued claim is refused (NOSCRIPT).
+        raw = redis.Redis.from_url(redis_server.url())
+        thread = later(0.3, lambda: (raw.script_flush(), publish(broker, queue, b"second")))
+        got = fetch(broker, queue, timeout=LONG)
+        thread.join()
+        assert [d.body for d in got] == [b"second"]
+    finally:
+        broker.close()
+
+
 def test_redis_publish_chunks_that_give_up_say_what_may_be_stored(redis_url: str) -> None:
     import redis
 
