@@ -380,12 +380,6 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
                 # Wait for the server with a harmless command, then claim again.
                 self._retry.call(self._redis.ping)
 
-    def _block(self, wake_keys: list[str], wait: float) -> None:
-        try:
-            self._redis.blpop(wake_keys, timeout=wait)
-        except TRANSIENT:
-            return  # the next fetch goes through the reconnector
-
     def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
         return self._settle("ack", deliveries, "", "0")
 
