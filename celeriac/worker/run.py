@@ -76,10 +76,16 @@ def revoked_record(task_id: str, name: str | None, why: str, retries: int = 0) -
                         exc_message=why, retries=retries, date_done=time.time())
 
 
+#: Return values JSON always carries (a float may be NaN, which the encoder refuses).
+_PLAIN = frozenset({type(None), bool, int, str})
+
+
 def _checked_value(value: Any) -> Any:
     """Results are stored as JSON (with kombu's markers for datetime, date, time, Decimal,
     UUID and bytes): refuse what it cannot carry here, where the task fails with a clear
     error, rather than when the record is stored."""
+    if type(value) in _PLAIN:  # most tasks return one: nothing to encode to know
+        return value
     try:
         serialization.json_dumps(value)
     except (TypeError, ValueError) as exc:
