@@ -239,22 +239,21 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
         return ids
 
     def publish_chunks(self, chunks: Sequence[Sequence[OutgoingMessage]]) -> None:
-        """Each chunk in one script call (at most :data:`PUBLISH_CHUNK` a call), the
-        calls pipelined: the server stores one chunk while this process writes the
-        next, so a bulk send costs the larger of the two, not their sum. A call is
-        atomic; after a lost connection every call not yet answered is sent again as a
-        retry, which its receipt makes a no-op if the first try was applied."""
-        calls: list[list[Any]] = []
+        """Each chunk in one script call, the calls pipelined: the server stores one
+        chunk while this process writes the next, so a bulk send costs the larger of
+        the two, not their sum. A call is atomic; after a lost connection every call not
+        yet answered is sent again as a retry, which its receipt makes a no-op if the
+        first try was applied. A chunk too big for one script call (a group of more than
+        :data:`PUBLISH_CHUNK`) goes through :meth:`publish`, one transaction, so it
+        stays all or none."""
+        chunks = [chunk for chunk in chunks if chunk]
+        if len(chunks) < 2 or any(len(chunk) > PUBLISH_CHUNK for chunk in chunks):
+            super().publish_chunks(chunks)
+            return
         for chunk in chunks:
             for message in chunk:
                 check_priority(message)
-            for start in range(0, len(chunk), PUBLISH_CHUNK):
-                part = chunk[start:start + PUBLISH_CHUNK]
-                calls.append(_publish_args(_ids.take(len(part)), part))
-        if len(calls) < 2:
-            for args in calls:
-                self._run("publish", args, again=2)
-            return
+        calls = [_publish_args(_ids.take(len(chunk)), chunk) for chunk in chunks]
         sizes = [(len(args) - 3) // 6 for args in calls]
         script = self._script("publish")
         answered = 0  # calls whose reply was read: stored

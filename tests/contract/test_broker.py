@@ -1235,6 +1235,28 @@ def test_redis_waiting_fetch_claims_behind_its_blpop_even_after_a_script_flush(
         broker.close()
 
 
+def test_redis_publish_chunks_keep_a_chunk_past_one_script_call_in_one_transaction(
+        redis_url: str) -> None:
+    """A group sends all its messages as one chunk, which must stay all or none: a chunk
+    over a script call's 1,000 goes through publish (one MULTI), never the pipeline, whose
+    calls are atomic one by one only."""
+    broker = broker_from_url(redis_url)
+    queue = new_queue()
+
+    def pipelined(script: object, calls: list[list[object]]) -> tuple[int, bool]:
+        raise AssertionError(f"{len(calls)} calls pipelined")
+
+    broker._pipeline_scripts = pipelined  # type: ignore[attr-defined]
+    try:
+        broker.publish_chunks(_redis_chunks(queue, [1_500]))
+        broker.publish_chunks(_redis_chunks(queue, [1_200, 10]))
+        assert len(fetch_one_by_one(broker, queue)) == 2_710
+        with pytest.raises(AssertionError, match="2 calls pipelined"):
+            broker.publish_chunks(_redis_chunks(queue, [1_000, 10]))
+    finally:
+        broker.close()
+
+
 def test_redis_publish_chunks_that_give_up_say_what_may_be_stored(redis_url: str) -> None:
     import redis
 
