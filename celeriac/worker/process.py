@@ -5,7 +5,8 @@ before anything else is imported -- this module imports only ``os``, ``sys``
 and the spec at the top, because even ``logging`` imports ``threading`` -- then
 the user's app, logging (after the app, so that ``setup_logging`` receivers the
 app connects decide it), ``app.finalize()`` (``on_after_configure``,
-``on_after_finalize``), the pool and the consumer start. SIGTERM asks for a
+``on_after_finalize``), the garbage collector is set for a long run (everything made so
+far frozen: :mod:`celeriac.worker.heap`), the pool and the consumer start. SIGTERM asks for a
 warm shutdown; SIGINT is ignored, because Ctrl-C reaches the whole process
 group and the supervisor decides what it means.
 """
@@ -50,6 +51,7 @@ def main() -> int:
     setup_before_app()  # DJANGO_SETTINGS_MODULE set: django.setup(), patched, before the app
 
     from celeriac.loader import load_app
+    from celeriac.worker import heap
     from celeriac.worker.consumer import Consumer
     from celeriac.worker.status import StatusWriter
 
@@ -81,6 +83,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    heap.settle()  # the garbage collector set for a long run (celeriac.worker.heap)
     pool.start()
     exitcode = 1
     try:

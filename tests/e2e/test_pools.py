@@ -23,6 +23,7 @@ import pytest
 from conftest import Project, Worker, executions, stop_project, wait_until
 
 from celeriac import TaskError
+from celeriac.worker.heap import YOUNG_THRESHOLD
 
 #: Every ``-P`` pool; each test below runs once per pool.
 POOLS = ["solo", "threads", "prefork", "gevent", "eventlet", "asyncio"]
@@ -74,6 +75,12 @@ def spin():
 @app.task(acks_late=False)
 def early(x):
     return x * 2
+
+@app.task
+def collector():
+    """The garbage collector of the process running this task."""
+    import gc
+    return [gc.isenabled(), gc.get_threshold()[0], gc.get_freeze_count()]
 '''
 
 
@@ -142,6 +149,15 @@ def test_tasks_run_and_results_come_back(node: Node) -> None:
     assert {r.status for r in results} == {"SUCCESS"}
     wait_until(lambda: project.queue()["in_flight"] == 0, message="every message acked")
     assert project.queue() == {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 0}
+
+
+def test_the_collector_is_set_for_a_long_run(node: Node) -> None:
+    """Every pool's process freezes what it made before the first task and raises the
+    young threshold (celeriac.worker.heap)."""
+    enabled, young, frozen = node.tasks.collector.delay().get(timeout=30)
+    assert enabled
+    assert young == YOUNG_THRESHOLD
+    assert frozen > 5000  # the imports, the app and the pool, frozen before the first task
 
 
 def test_failure_is_stored_and_reraised(node: Node) -> None:
