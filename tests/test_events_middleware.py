@@ -191,7 +191,7 @@ def test_an_event_batch_the_broker_refuses_is_logged_and_dropped_and_the_next_on
     with caplog.at_level(logging.WARNING, logger="celeriac.events"):
         events.before_task(a_run(app))
         events.tick()
-    assert "could not record 1 event(s) (task-started)" in caplog.text
+    assert "could not record 1 task event(s)" in caplog.text
     assert "disk full" in caplog.text
     assert not events.buffer
     conn.execute("DROP TRIGGER refuse")

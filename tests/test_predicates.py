@@ -218,9 +218,10 @@ def test_task_events_report_a_reject_as_failed_then_rejected(app: Celeriac) -> N
 
     ev.delay()
     handle(app, fetch(app), pipeline(app, events))
-    kinds = [(e.type, e.data.get("requeue")) for e in events.buffer]
+    buffered = [json.loads(line) for line in events.buffer]
+    kinds = [(e["type"], e["data"].get("requeue")) for e in buffered]
     assert kinds[2:] == [("task-failed", None), ("task-rejected", False)]
-    assert events.buffer[-1].data["reason"] == "no"
+    assert buffered[-1]["data"]["reason"] == "no"
 
 
 # -- eager ------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ count are one atomic step.
 * **Revoke and remote control** (``lua/control.lua``): revocations in a sorted
   set by seq with a second one by expiry (a worker's poll is one script call
   that drops the expired ones, then reads past its cursor), commands in a capped
-  sorted set like the events, and replies in a list per reply box that expires.
+  sorted set of one command per member, and replies in a list per reply box that
+  expires.
   ``replies()`` waits in ``BLPOP``, at most :data:`MAX_BLOCK` at a time, so a
   pooled connection is never held long and a lost one goes through the
   reconnector on the next round.
@@ -74,6 +75,7 @@ from celeriac.brokers.base import (
     WorkerEvent,
     WorkerInfo,
     check_priority,
+    encode_event,
     note_stored,
 )
 from celeriac.brokers.browse import is_retry
@@ -81,7 +83,7 @@ from celeriac.brokers.ids import MessageIds
 from celeriac.brokers.metrics_redis import RedisMetrics
 from celeriac.brokers.redis_admin import RedisAdmin
 from celeriac.exceptions import BrokerError, BrokerUnreachable
-from celeriac.fastjson import dumps, loads
+from celeriac.fastjson import loads
 from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url, split_url
 
 #: Seconds a call waits out a lost connection until ``retry_for`` says otherwise.
@@ -470,19 +472,18 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
         return sorted(found, key=lambda w: w.name)
 
     def emit(self, events: Sequence[WorkerEvent]) -> None:
-        if not events:
-            return
         now = time.time()
-        # One argument for the whole batch (compact JSON never holds a raw newline),
-        # encoded by orjson: with -E this runs for three events of every task.
-        payload = b"\n".join([dumps({"type": e.type, "worker": e.worker, "data": e.data,
-                                      "time": e.time or now}, default=str) for e in events])
-        self._run("workers", ["emit", self.events_kept, len(events), payload])
+        self.emit_encoded([encode_event(e.type, e.worker, e.data, e.time or now) for e in events])
+
+    def emit_encoded(self, lines: Sequence[bytes]) -> None:
+        """The batch goes as one argument and is stored as one member (``workers.lua``)."""
+        if lines:
+            self._run("workers", ["emit", self.events_kept, len(lines), b"\n".join(lines)])
 
     def _stream(self, name: str, after: int, limit: int, parse: Callable[[str], Any] = json.loads
                 ) -> list[tuple[int, dict[str, Any]]]:
-        """The entries of a capped stream (``P:events``, ``P:control``: a sorted set of
-        ``seq|json`` scored by seq) after ``after``, oldest first: (seq, parsed JSON)."""
+        """The entries of ``P:control`` (a sorted set of ``seq|json`` scored by seq) after
+        ``after``, oldest first: (seq, parsed JSON)."""
         raw = self._retry.call(lambda: self._redis.zrangebyscore(
             f"{self.prefix}:{name}", f"({after}", "+inf", start=0, num=limit))
         found = []
@@ -492,14 +493,19 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
         return found
 
     def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
+        """Read by the script, which splits the stored batches (``workers.lua``)."""
         if limit <= 0:
             return []
-        return [WorkerEvent(type=data["type"], worker=data["worker"], data=data["data"],
-                            time=float(data["time"]), seq=seq)
-                for seq, data in self._stream("events", after, limit, loads)]
+        reply = self._run("workers", ["events", after, limit, self.events_kept])
+        found = []
+        for i in range(0, len(reply), 2):
+            data = loads(reply[i + 1])
+            found.append(WorkerEvent(type=data["type"], worker=data["worker"], data=data["data"],
+                                     time=float(data["time"]), seq=int(reply[i])))
+        return found
 
     def newest_event_seq(self) -> int:
-        """One ``ZREVRANGE`` of the top of ``P:events`` (scored by seq)."""
+        """One ``ZREVRANGE`` of the top of ``P:events`` (a batch, scored by its last seq)."""
         top = self._retry.call(lambda: self._redis.zrevrange(
             f"{self.prefix}:events", 0, 0, withscores=True))
         return int(top[0][1]) if top else 0

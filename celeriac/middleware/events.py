@@ -11,10 +11,12 @@ monitoring guide, "Event Reference"); ``docs/monitoring.md`` lists them.
 Three middleware, one per kind of process, each added to its pipeline only when
 its setting is on, so a worker without ``-E`` pays nothing:
 
-* :class:`TaskEvents` (a worker process) buffers events in memory as tasks move
-  and publishes them with one ``emit`` call per batch, from the consumer loop's
-  ``tick`` (every :data:`FLUSH_INTERVAL`, or sooner once :data:`FLUSH_SIZE` are
-  waiting) and when the process stops. Jobs append from their own threads or
+* :class:`TaskEvents` (a worker process) encodes each event as tasks move
+  (:func:`~celeriac.brokers.base.encode_event`: while its fields are fresh in the
+  CPU's cache, and what waits is bytes, which the garbage collector does not walk)
+  and publishes them with one ``emit_encoded`` call per batch, from the consumer
+  loop's ``tick`` (every :data:`FLUSH_INTERVAL`, or sooner once :data:`FLUSH_SIZE`
+  are waiting) and when the process stops. Jobs append from their own threads or
   greenlets and only the loop drains, through a ``deque`` (whose ``append`` and
   ``popleft`` are atomic), so no lock is taken per event;
 * :class:`NodeEvents` (the supervisor) publishes ``worker-heartbeat``, and
@@ -39,7 +41,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import __version__
-from celeriac.brokers.base import Broker, WorkerEvent
+from celeriac.brokers.base import Broker, WorkerEvent, encode_event
 from celeriac.message import REPR_LIMIT
 from celeriac.middleware.base import Middleware, Rejection, TaskRun
 from celeriac.states import FAILURE, REJECTED, RETRY, REVOKED, SUCCESS
@@ -114,10 +116,15 @@ def emit_now(broker: Broker, events: list[WorkerEvent]) -> None:
 def finished_event(run: TaskRun, node: str) -> WorkerEvent | None:
     """The event for how a run ended: task-succeeded, -failed (a ``Reject`` not requeued
     too), -retried or -revoked; None for an ``Ignore`` (Celery sends none)."""
+    found = finished(run, node, time.time())
+    return None if found is None else WorkerEvent(found[0], node, found[1], found[1]["timestamp"])
+
+
+def finished(run: TaskRun, node: str, now: float) -> tuple[str, dict[str, Any]] | None:
+    """The type and data of :func:`finished_event`."""
     record = run.record
     if record is None:
         return None
-    now = time.time()
     data: dict[str, Any] = {"uuid": run.request.id, "name": run.name, "hostname": node,
                             "timestamp": now, "runtime": run.runtime}
     status = record.status
@@ -140,7 +147,7 @@ def finished_event(run: TaskRun, node: str) -> WorkerEvent | None:
         data["expired"] = False
     else:
         return None
-    return WorkerEvent(kind, node, data, now)
+    return kind, data
 
 
 class TaskEvents(Middleware):
@@ -161,8 +168,9 @@ class TaskEvents(Middleware):
         self.flush_size = flush_size
         self.flush_interval = flush_interval
         self.pid = os.getpid()
-        #: Events not published yet, oldest first (appended by jobs, drained by the loop).
-        self.buffer: deque[WorkerEvent] = deque()
+        #: Events not published yet, encoded, oldest first (appended by jobs, drained by
+        #: the loop).
+        self.buffer: deque[bytes] = deque()
         #: time.monotonic() after which a tick publishes whatever is buffered.
         self._due = 0.0
 
@@ -171,6 +179,9 @@ class TaskEvents(Middleware):
         this runs three times per task)."""
         return {"uuid": run.request.id, "name": run.name, "hostname": self.node,
                 "timestamp": now}
+
+    def _add(self, kind: str, data: dict[str, Any], now: float) -> None:
+        self.buffer.append(encode_event(kind, self.node, data, now))
 
     # -- publishing ---------------------------------------------------------------------
     def tick(self) -> None:
@@ -183,8 +194,13 @@ class TaskEvents(Middleware):
         self._due = time.monotonic() + self.flush_interval
         buffer = self.buffer
         count = len(buffer)
-        if count:
-            emit_now(self.broker, [buffer.popleft() for _ in range(count)])
+        if not count:
+            return
+        lines = [buffer.popleft() for _ in range(count)]
+        try:
+            self.broker.emit_encoded(lines)
+        except Exception as exc:
+            log.warning("could not record %d task event(s): %s; they are dropped", count, exc)
 
     def process_started(self, app: Celeriac) -> None:
         self._due = time.monotonic() + self.flush_interval
@@ -205,7 +221,7 @@ class TaskEvents(Middleware):
         data["retries"] = request.retries
         data["eta"] = headers.get("eta")
         data["expires"] = headers.get("expires")
-        self.buffer.append(WorkerEvent("task-received", self.node, data, now))
+        self._add("task-received", data, now)
 
     def message_rejected(self, rejection: Rejection) -> None:
         # Unknown tasks and malformed messages are dead-lettered (requeue False); a message
@@ -214,7 +230,7 @@ class TaskEvents(Middleware):
         data = {"uuid": rejection.task_id, "name": rejection.task_name, "hostname": self.node,
                 "timestamp": now, "pid": self.pid, "requeue": rejection.kind == "internal",
                 "reason": rejection.reason}
-        self.buffer.append(WorkerEvent("task-rejected", self.node, data, now))
+        self._add("task-rejected", data, now)
 
     def task_skipped(self, run: TaskRun) -> None:
         now = time.time()
@@ -222,28 +238,28 @@ class TaskEvents(Middleware):
         data["terminated"] = False
         data["signum"] = None
         data["expired"] = run.revoked == "expired"
-        self.buffer.append(WorkerEvent("task-revoked", self.node, data, now))
+        self._add("task-revoked", data, now)
 
     def before_task(self, run: TaskRun) -> None:
         now = time.time()
         data = self._data(run, now)
         data["pid"] = self.pid
-        self.buffer.append(WorkerEvent("task-started", self.node, data, now))
+        self._add("task-started", data, now)
 
     def after_task(self, run: TaskRun) -> None:
-        event = finished_event(run, self.node)
-        if event is not None:
-            self.buffer.append(event)
+        now = time.time()
+        found = finished(run, self.node, now)
+        if found is not None:
+            self._add(found[0], found[1], now)
         record = run.record
         if record is not None and record.status == REJECTED and run.task.acks_late:
             # The task raised Reject: its message is requeued or dead-lettered (after
             # task-failed above when it is not requeued), as Celery's worker reports it.
-            now = time.time()
             data = self._data(run, now)
             data["pid"] = self.pid
             data["requeue"] = run.requeue
             data["reason"] = record.exc_message
-            self.buffer.append(WorkerEvent("task-rejected", self.node, data, now))
+            self._add("task-rejected", data, now)
 
 
 def worker_task_events(app: Celeriac, consumer: object) -> TaskEvents:

@@ -714,6 +714,19 @@ def test_a_large_batch_of_events_keeps_every_event_and_its_text(broker: Broker) 
     assert [e.seq for e in got] == list(range(got[0].seq, got[0].seq + 1200))
 
 
+def test_events_of_many_small_batches_read_in_order_across_pages(broker: Broker) -> None:
+    """Events emitted one or two at a time (Redis stores a batch as one member and reads
+    members a page at a time): any window of them comes back whole and in order."""
+    for n in range(0, 60, 3):
+        broker.emit([event("e", n)])
+        broker.emit([event("e", n + 1), event("e", n + 2)])
+    everything = broker.events(limit=1000)
+    assert [e.data["n"] for e in everything] == list(range(60))
+    for start, limit in ((0, 45), (1, 17), (16, 33), (40, 100)):
+        got = broker.events(after=everything[start].seq, limit=limit)
+        assert [e.data["n"] for e in got] == list(range(start + 1, min(60, start + 1 + limit)))
+
+
 def test_events_are_capped_to_the_newest(broker: Broker) -> None:
     broker.events_kept = 20
     for n in range(0, 95, 5):  # 95 events in 19 emits

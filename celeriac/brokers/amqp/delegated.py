@@ -148,6 +148,9 @@ class InStateStore(Broker):
     def emit(self, events: Sequence[WorkerEvent]) -> None:
         self._in_store(lambda s: s.emit(events))
 
+    def emit_encoded(self, lines: Sequence[bytes]) -> None:
+        self._in_store(lambda s: s.emit_encoded(lines))
+
     def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
         return self._in_store(lambda s: s.events(after, limit))
 

@@ -4,9 +4,18 @@
 --   forget name                      both removed
 --   live                             the unexpired ones: {name, seen_ms|info, ...}
 --   reap                             the expired ones, removed: {name, seen_ms|info, ...}
---   emit   kept, n, json\njson...   the n events (one argument, one JSON object per line)
---                                    stored in P:events as "seq|json", seqs taken from
---                                    P:events:seq with one INCRBY; only the newest `kept` kept
+--   emit   kept, n, json\njson...   the n events (one argument, one JSON object per line),
+--                                    seqs taken from P:events:seq with one INCRBY, stored as
+--                                    one member of P:events, "first|json\njson...", scored by
+--                                    the batch's last seq; batches wholly older than the
+--                                    newest `kept` events are removed
+--   events after, limit, kept        {seq, json, ...}: up to `limit` events with seq > after,
+--                                    oldest first, among the newest `kept`
+--
+-- A batch is one member, not a member per event: per event, a member cost the server
+-- about 5 us (a string built here, a skiplist node, its removal when trimmed), a third
+-- of what -E added to a no-op task; a batch costs one ZADD whatever its size. A reader
+-- skips the events of a batch that are past the cap, so the cap holds exactly.
 local action = ARGV[2]
 local now = now_ms()
 if action == 'beat' then
@@ -41,25 +50,45 @@ elseif action == 'live' or action == 'reap' then
 elseif action == 'emit' then
   local kept = tonumber(ARGV[3])
   local n = tonumber(ARGV[4])
-  local seq = redis.call('INCRBY', key('events', 'seq'), n) - n
-  local args = {}
-  for line in string.gmatch(ARGV[5], '[^\n]+') do
-    seq = seq + 1
-    args[#args + 1] = seq
-    args[#args + 1] = seq .. '|' .. line
-    if #args >= 1000 then  -- unpack() has a limit on how many values it returns
-      redis.call('ZADD', key('events'), unpack(args))
-      args = {}
+  local last = redis.call('INCRBY', key('events', 'seq'), n)
+  if kept <= 0 then
+    redis.call('DEL', key('events'))
+    return 1
+  end
+  redis.call('ZADD', key('events'), last, (last - n + 1) .. '|' .. ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', key('events'), '-inf', last - kept)
+  return 1
+elseif action == 'events' then
+  local top = redis.call('ZREVRANGE', key('events'), 0, 0, 'WITHSCORES')
+  if #top == 0 then
+    return {}
+  end
+  local after = math.max(tonumber(ARGV[3]), tonumber(top[2]) - tonumber(ARGV[5]))
+  local want = 2 * tonumber(ARGV[4])
+  local out = {}
+  local offset = 0
+  while #out < want do
+    local batches = redis.call('ZRANGEBYSCORE', key('events'), '(' .. after, '+inf',
+                               'LIMIT', offset, 16)
+    if #batches == 0 then
+      break
+    end
+    offset = offset + #batches
+    for _, batch in ipairs(batches) do
+      local bar = string.find(batch, '|', 1, true)
+      local seq = tonumber(string.sub(batch, 1, bar - 1))
+      local pos = bar + 1
+      while pos <= #batch and #out < want do
+        local stop = string.find(batch, '\n', pos, true) or (#batch + 1)
+        if seq > after then
+          out[#out + 1] = seq
+          out[#out + 1] = string.sub(batch, pos, stop - 1)
+        end
+        seq = seq + 1
+        pos = stop + 1
+      end
     end
   end
-  if #args > 0 then
-    redis.call('ZADD', key('events'), unpack(args))
-  end
-  if kept > 0 then
-    redis.call('ZREMRANGEBYRANK', key('events'), 0, -(kept + 1))
-  else
-    redis.call('DEL', key('events'))
-  end
-  return 1
+  return out
 end
 return redis.error_reply('unknown workers action ' .. action)
