@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -206,58 +207,104 @@ class Envelope:
 CHORD_CLAIM_HEADER = "celeriac_chord_claim"
 
 
-def build(
-    task: str,
-    task_id: str,
-    args: tuple[Any, ...] | list[Any],
-    kwargs: dict[str, Any],
-    *,
-    queue: str,
-    serializer: str = "json",
-    eta: float | None = None,
-    expires: float | None = None,
-    retries: int = 0,
-    time_limit: float | None = None,
-    soft_time_limit: float | None = None,
-    root_id: str | None = None,
-    parent_id: str | None = None,
-    group: str | None = None,
-    priority: int = 0,
-    ignore_result: bool = False,
-    embed: dict[str, Any] | None = None,
-    compression: str | None = None,
-    group_index: int | None = None,
-    extra_headers: dict[str, Any] | None = None,
-) -> Envelope:
-    """Build a task message; raises SerializationError for arguments the serializer refuses,
-    ConfigurationError for an unknown serializer or compression."""
-    embed = embed or {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-    args = list(args)
-    body, content_type, content_encoding, body_encoding, compressed = _serialize(
-        [args, kwargs, embed], serializer, task, compression)
-    wire: dict[str, Any] = {
-        "body": body,
-        "content-encoding": content_encoding,
-        "content-type": content_type,
-        "headers": {
-            "lang": "py", "task": task, "id": task_id, "shadow": None,
+class MessageTemplate:
+    """What every message of one send shares: built once from the send's options, then
+    :meth:`stamp`-ed with each message's id and arguments.
+
+    ``apply_many`` of 10,000 tasks with equal options stamps one template 10,000
+    times: the options are passed, checked and laid out once, not once per message
+    (their keyword arguments alone took a tenth of a bulk send's time, py-spy,
+    2026-12-05). :func:`build` is a template stamped once.
+    """
+
+    __slots__ = (
+        "compression",
+        "embed",
+        "extra_headers",
+        "headers",
+        "properties",
+        "queue",
+        "root_id",
+        "serializer",
+        "task",
+    )
+
+    def __init__(
+        self,
+        task: str,
+        *,
+        queue: str,
+        serializer: str = "json",
+        eta: float | None = None,
+        expires: float | None = None,
+        retries: int = 0,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group: str | None = None,
+        priority: int = 0,
+        ignore_result: bool = False,
+        embed: dict[str, Any] | None = None,
+        compression: str | None = None,
+        group_index: int | None = None,
+        extra_headers: dict[str, Any] | None = None,
+    ) -> None:
+        self.task, self.queue, self.serializer, self.compression = task, queue, serializer, compression
+        self.embed = embed or {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+        self.root_id = root_id
+        self.extra_headers = extra_headers
+        #: The headers in their order on the wire; ``None`` where each message has its own.
+        self.headers: dict[str, Any] = {
+            "lang": "py", "task": task, "id": None, "shadow": None,
             "eta": _iso(eta), "expires": _iso(expires), "group": group, "group_index": group_index,
             "retries": retries, "timelimit": [time_limit, soft_time_limit],
-            "root_id": root_id or task_id, "parent_id": parent_id,
-            "argsrepr": _short_repr(args), "kwargsrepr": _short_repr(kwargs),
+            "root_id": None, "parent_id": parent_id, "argsrepr": None, "kwargsrepr": None,
             "origin": ORIGIN, "ignore_result": ignore_result,
-        },
-        "properties": {
-            "correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
+        }
+        self.properties: dict[str, Any] = {
+            "correlation_id": None, "reply_to": "", "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": priority, "body_encoding": body_encoding, "delivery_tag": task_id,
-        },
-    }
-    if compressed is not None:
-        wire["headers"]["compression"] = compressed
-    if extra_headers:
-        wire["headers"].update(extra_headers)
-    return Envelope(wire, args, kwargs, embed, queue)
+            "priority": priority, "body_encoding": None, "delivery_tag": None,
+        }
+
+    def stamp(self, task_id: str, args: Sequence[Any], kwargs: dict[str, Any], *,
+              last: bool = False) -> Envelope:
+        """One message; raises SerializationError for arguments the serializer refuses,
+        ConfigurationError for an unknown serializer or compression. Each message has
+        its own headers, properties and embed; ``last``: the template is not stamped
+        again, so the message takes the template's own (a single send copies nothing)."""
+        args = list(args)
+        if last:
+            embed, headers, properties = self.embed, self.headers, self.properties
+        else:
+            embed, headers, properties = self.embed.copy(), self.headers.copy(), self.properties.copy()
+            headers["timelimit"] = list(headers["timelimit"])
+            properties["delivery_info"] = dict(properties["delivery_info"])
+        body, content_type, content_encoding, body_encoding, compressed = _serialize(
+            [args, kwargs, embed], self.serializer, self.task, self.compression)
+        headers["id"] = task_id
+        headers["root_id"] = self.root_id or task_id
+        headers["argsrepr"] = _short_repr(args)
+        headers["kwargsrepr"] = _short_repr(kwargs)
+        properties["correlation_id"] = properties["delivery_tag"] = task_id
+        properties["body_encoding"] = body_encoding
+        if compressed is not None:
+            headers["compression"] = compressed
+        if self.extra_headers:
+            headers.update(self.extra_headers)
+        wire: dict[str, Any] = {"body": body, "content-encoding": content_encoding,
+                                "content-type": content_type, "headers": headers,
+                                "properties": properties}
+        return Envelope(wire, args, kwargs, embed, self.queue)
+
+
+def build(task: str, task_id: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
+          *, queue: str, **options: Any) -> Envelope:
+    """Build a task message (a :class:`MessageTemplate` of ``options``, stamped once);
+    raises SerializationError for arguments the serializer refuses, ConfigurationError
+    for an unknown serializer or compression."""
+    return MessageTemplate(task, queue=queue, **options).stamp(task_id, args, kwargs, last=True)
 
 
 def encode(task: str, task_id: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -65,3 +66,31 @@ def test_celery_style_base64_json_body_is_understood() -> None:
     data = json.dumps({"headers": {"task": "t", "id": "x"}, "body": body,
                        "content-type": JSON, "properties": {"body_encoding": "base64"}}).encode()
     assert decode(data).args == [1]
+
+
+def test_a_template_stamps_independent_messages_as_build_writes_them() -> None:
+    """A MessageTemplate (what apply_many uses for equal options) stamps each message with
+    its own id, arguments and containers, byte for byte what build() writes for it."""
+    from celeriac.message import MessageTemplate, build
+
+    options: dict[str, Any] = dict(
+        queue="q", eta=time.time() + 60, expires=time.time() + 120, retries=2, time_limit=30.0,
+        soft_time_limit=20.0, root_id=None, parent_id="p-1", group="g-1", priority=3,
+        ignore_result=True, group_index=4, compression="zlib", extra_headers={"x-trace": "t"})
+    template = MessageTemplate("t.add", **options)
+    first = template.stamp("id-1", (1, 2), {"k": "v"})
+    second = template.stamp("id-2", [3], {})
+    assert first.dumps() == build("t.add", "id-1", (1, 2), {"k": "v"}, **options).dumps()
+    assert second.dumps() == build("t.add", "id-2", [3], {}, **options).dumps()
+    assert decode(first.dumps(), {JSON}).args == [1, 2]
+    for header in ("id", "root_id"):
+        assert (first.headers[header], second.headers[header]) == ("id-1", "id-2")
+    assert first.properties["correlation_id"] == "id-1" != second.properties["delivery_tag"]
+    # A hook that changes one message's parts leaves the others and the template alone.
+    first.headers["timelimit"][0] = 1.0
+    first.properties["delivery_info"]["routing_key"] = "elsewhere"
+    first.embed["callbacks"] = ["x"]
+    third = template.stamp("id-3", (), {})
+    assert second.headers["timelimit"] == third.headers["timelimit"] == [30.0, 20.0]
+    assert third.properties["delivery_info"]["routing_key"] == "q"
+    assert second.embed["callbacks"] is None is third.embed["callbacks"]

@@ -17,23 +17,22 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 from urllib.parse import urlparse
 
 from celeriac import _state
+from celeriac.app.plan import SendPlan
 from celeriac.backends import ResultBackend, backend_from_url
 from celeriac.brokers import Broker, OutgoingMessage, broker_from_url
 from celeriac.brokers.base import note_stored
-from celeriac.context import current_request, current_task_var
+from celeriac.context import current_task_var
 from celeriac.exceptions import ConfigurationError, NotRegistered
-from celeriac.message import CHORD_CLAIM_HEADER, Envelope, build
+from celeriac.message import Envelope
 from celeriac.result import AsyncResult, add_to_parent
-from celeriac.send_options import add_extras, note_publish_retry, routed_queue
+from celeriac.send_options import routed_queue
 from celeriac.settings import Settings, suggest
-from celeriac.task import MESSAGE_OPTIONS, Task, TaskOptions, check_send_options, to_timestamp
-from celeriac.utils import uuid as new_id
+from celeriac.task import MESSAGE_OPTIONS, Task, TaskOptions, check_send_options
 from celeriac.validators import AMQP_SCHEMES
 from celeriac.worker.options import pool_queue
 
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from celeriac.control import Control
     from celeriac.discovery import Discovery, Packages
     from celeriac.middleware.base import Pipeline
-    from celeriac.task import Links, MessageOptions, SendOptions
+    from celeriac.task import MessageOptions, SendOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -528,9 +527,10 @@ class Celeriac:
         # of envelopes held until the publish cost more in garbage collection than in
         # building them.
         watched = self.middleware.publish_watched()
-        # Signatures of one task with equal options (every one of an apply_many) resolve
-        # them once; each one's arguments are still checked.
-        resolved: tuple[Mapping[str, Any], Task[..., Any] | None, Mapping[str, Any]] | None = None
+        # Signatures of one task with equal options (every one of an apply_many) share
+        # one plan: options resolved, routed and checked once; each one's arguments are
+        # still checked, and each message gets its own id.
+        resolved: tuple[Mapping[str, Any], Task[..., Any] | None, SendPlan] | None = None
         for index, signature in enumerate(signatures):
             if signature.app is not self:
                 raise ConfigurationError(f"{signature!r} belongs to {signature.app!r}, not {self!r}: "
@@ -539,17 +539,16 @@ class Celeriac:
                 if (resolved is not None and resolved[1] is signature.task is not None
                         and resolved[0] == signature.options):
                     signature.task.check_arguments(signature.args, signature.kwargs)
-                    options: dict[str, Any] = dict(resolved[2])
+                    plan = resolved[2]
                 else:
-                    options = signature.resolved_options()  # type: ignore[assignment]
-                    resolved = (signature.options, signature.task, options)
-                    options = dict(options)
-                # A message of another group in this call (a chord's header sent with the
-                # group that holds it) names its own.
-                group = options.pop("group") if "group" in options else group_id
-                task_id, message, envelope = self._prepare(
-                    signature.name, signature.args, signature.kwargs, now, watched=watched,
-                    group=group, **options)
+                    options: dict[str, Any] = dict(signature.resolved_options())
+                    # A message of another group in this call (a chord's header sent with
+                    # the group that holds it) names its own.
+                    group = options.pop("group") if "group" in options else group_id
+                    plan = SendPlan(self, signature.name, now, watched=watched, group=group,
+                                    **options)
+                    resolved = (signature.options, signature.task, plan)
+                task_id, message, envelope = plan.make(signature.args, signature.kwargs)
             except Exception as exc:
                 _note(exc, f"raised for message {index} ({signature!r}); nothing was published")
                 raise
@@ -580,87 +579,14 @@ class Celeriac:
                     note_stored(exc, start, len(messages))
                 raise
 
-    def _prepare(
-        self,
-        name: str,
-        args: Sequence[Any] | None,
-        kwargs: Mapping[str, Any] | None,
-        now: float,
-        *,
-        watched: bool = False,
-        task_id: str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-        serializer: str | None = None,
-        compression: str | None = None,
-        ignore_result: bool | None = None,
-        retries: int = 0,
-        root_id: str | None = None,
-        parent_id: str | None = None,
-        group: str | None = None,
-        link: Links = None,
-        link_error: Links = None,
-        chain: list[dict[str, Any]] | None = None,
-        chord: dict[str, Any] | None = None,
-        group_index: int | None = None,
-        chord_claim: list[str] | None = None,
-        **rare: Any,
-    ) -> tuple[str, OutgoingMessage, Envelope | None]:
-        """Route, check and encode one message; send nothing. Returns its task id, the
-        message and, when ``watched`` (a publish hook watches), its parts for the hooks.
-
-        Raises before anything is sent: ConfigurationError for a bad priority,
-        serializer or compression, SerializationError for arguments the serializer cannot encode.
-        ``rare``: the send options of :mod:`celeriac.send_options` (headers, shadow,
-        routing_key...), already checked by name; the common send pays one test for them.
-        """
-        task_id = task_id or new_id()
-        eta_ts = now + countdown if countdown else to_timestamp(eta)
-        expires_ts = now + expires if isinstance(expires, int | float) else to_timestamp(expires)
-        conf = self.conf  # item access: a fifth of the time of attribute access
-        if priority is None:
-            priority = conf["task_default_priority"]
-        if not 0 <= priority <= 9:
-            raise ConfigurationError(f"priority={priority!r}: must be 0-9")
-        serializer = serializer or conf["task_serializer"]
-        if serializer not in conf["accept_content"]:
-            raise ConfigurationError(
-                f"serializer {serializer!r} is not in accept_content {conf['accept_content']}; "
-                "workers would refuse the message")
-        parent = current_request.get()
-        if parent is not None and parent.id and parent_id is None:
-            parent_id = parent.id
-            root_id = root_id or parent.root_id or parent.id
-        if rare:
-            queue = routed_queue(queue, rare.get("routing_key"), rare.get("exchange"))
-            note_publish_retry(rare.get("retry"), rare.get("retry_policy"))
-        target = self.route(name, queue)
-        embed = None
-        if link or link_error or chain or chord:  # the common case pays one test
-            from celeriac.canvas.signatures import wire_links
-
-            embed = {"callbacks": wire_links(link), "errbacks": wire_links(link_error),
-                     "chain": chain or None, "chord": chord or None}
-        envelope = build(
-            name, task_id, list(args or ()), dict(kwargs or {}), queue=target,
-            serializer=serializer, eta=eta_ts, expires=expires_ts, retries=retries,
-            time_limit=time_limit, soft_time_limit=soft_time_limit, root_id=root_id,
-            parent_id=parent_id, group=group, priority=priority, ignore_result=bool(ignore_result),
-            compression=compression or conf["task_compression"], embed=embed,
-            group_index=group_index,
-            extra_headers={CHORD_CLAIM_HEADER: chord_claim} if chord_claim else None)
-        if rare:
-            add_extras(envelope, rare.get("headers"), rare.get("shadow"), rare.get("reply_to"))
-        if watched:
-            self.middleware.before_publish(self, envelope)
-        message = OutgoingMessage(queue=target, body=envelope.dumps(), priority=priority,
-                                  eta=eta_ts if eta_ts and eta_ts > now else None)
-        return task_id, message, envelope if watched else None
+    def _prepare(self, name: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
+                 now: float, *, watched: bool = False, **options: Any
+                 ) -> tuple[str, OutgoingMessage, Envelope | None]:
+        """Route, check and encode one message; send nothing (a :class:`SendPlan
+        <celeriac.app.plan.SendPlan>` made once). Returns its task id, the message and,
+        when ``watched`` (a publish hook watches), its parts for the hooks."""
+        return SendPlan(self, name, now, watched=watched, **options).make(args, kwargs,
+                                                                        last=True)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         """A handle on the result of ``task_id``."""
