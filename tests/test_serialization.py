@@ -9,6 +9,7 @@ checked, then, to read :data:`OURS` back to :data:`OURS_VALUE`.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import uuid
 from collections.abc import Iterator
@@ -289,3 +290,31 @@ def test_a_serializer_that_misbehaves_is_a_serialization_error(registered: None)
             encode("t", "i", [1], {}, queue="q", serializer="broken")
     finally:
         serialization.unregister("broken")
+
+
+def _outcome(encode: Any, value: Any) -> tuple[str, str]:
+    try:
+        return "ok", encode(value)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+
+
+def test_json_dumps_writes_and_refuses_what_the_json_encoders_do() -> None:
+    """json_dumps calls CPython's C encoder itself (without JSONEncoder's per-call set-up):
+    the same text, and the same errors, as the JSONEncoders it stands for."""
+    circular: list[Any] = []
+    circular.append(circular)
+    shared = [1, 2]
+    values: list[Any] = [
+        [], {}, "x", "\u00e9\ud800", 1, 2**80, -1.5, 1e300, True, None, (1, 2),
+        [[1, {"a": [2, 3]}]], {"k": datetime(2026, 1, 1)}, {1: 2, 2.5: "x", None: 1, False: 0},
+        uuid.UUID(int=5), Decimal("1.5"), b"bytes", b"\xff", [shared, shared],
+        float("nan"), [float("inf")], object(), {"a": {1, 2}}, circular,
+    ]
+    for value in values:
+        for ascii_only, encoder in ((False, serialization._ARGS_ENCODER),
+                                    (True, serialization._RESULT_ENCODER)):
+            ours = functools.partial(serialization.json_dumps, ascii_only=ascii_only)
+            assert _outcome(ours, value) == _outcome(encoder.encode, value), (value, ascii_only)
+    # An error part-way leaves nothing behind for the next call (markers are per call).
+    assert serialization.json_dumps([shared, shared]) == "[[1,2],[1,2]]"
