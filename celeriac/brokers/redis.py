@@ -139,6 +139,15 @@ def _publish_args(ids: Sequence[str], messages: Sequence[OutgoingMessage]) -> li
     return args
 
 
+def _delivery(head: bytes, body: bytes) -> Delivery:
+    """A claimed message from its two items in the claim's reply (``fetch.lua``): its head,
+    ``"deliveries token priority len(id) id+queue"``, and its body."""
+    count, token, priority, size, rest = head.split(b" ", 4)
+    cut = int(size)  # bytes: a queue's name may be any text
+    return Delivery(id=rest[:cut].decode(), queue=rest[cut:].decode(), body=bytes(body),
+                    delivery_count=int(count), token=int(token), priority=int(priority))
+
+
 class RedisBroker(RedisAdmin, RedisMetrics, Broker):
     """Messages in Redis, claimed, settled and recovered by server-side scripts."""
 
@@ -317,11 +326,7 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
         wake_keys = [f"{self.prefix}:wake:{q}" for q in queues]
         reply = self._claim(count, consumer, lease, queues)
         while True:
-            deliveries = [
-                Delivery(id=decode(reply[i]), queue=decode(reply[i + 1]), body=bytes(reply[i + 2]),
-                         delivery_count=int(reply[i + 3]), token=int(reply[i + 4]),
-                         priority=int(reply[i + 5]))
-                for i in range(2, len(reply), 6)]
+            deliveries = [_delivery(reply[i], reply[i + 1]) for i in range(2, len(reply), 2)]
             if reply[1]:  # id, group of suspect messages: rare, so not a field of every one
                 marks = reply[1]
                 suspects = {decode(marks[i]): int(marks[i + 1]) for i in range(0, len(marks), 2)}

@@ -142,6 +142,18 @@ def test_round_trip_keeps_body_bytes(broker: Broker) -> None:
     assert broker.ack(got[:1]) == [False]  # already gone
 
 
+def test_a_claim_keeps_a_queue_name_of_any_text_with_its_fields(broker: Broker) -> None:
+    """A queue named with spaces, separators and non-ASCII text comes back whole with each
+    message's id, priority, count and token (Redis packs them into one string per
+    message of the claim's reply)."""
+    queue = f"{new_queue()} caf\u00e9 | 1 2 \u2603"
+    ids = publish(broker, queue, b"a", priority=7) + publish(broker, queue, b"b", priority=0)
+    got = fetch(broker, queue)
+    assert [(d.id, d.queue, d.body, d.priority, d.delivery_count) for d in got] == [
+        (ids[0], queue, b"a", 7, 1), (ids[1], queue, b"b", 0, 1)]
+    assert broker.ack(got) == [True, True]  # the tokens came back right too
+
+
 def test_publish_chunks_stores_every_chunk_in_order(broker: Broker) -> None:
     """A bulk send: more chunks than one call takes, one past the Redis script's 1,000,
     mixed queues, priorities and a scheduled message; all stored once, in order."""
