@@ -54,7 +54,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from functools import cache
 from importlib import resources
@@ -485,18 +485,6 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
         if lines:
             self._run("workers", ["emit", self.events_kept, len(lines), b"\n".join(lines)])
 
-    def _stream(self, name: str, after: int, limit: int, parse: Callable[[str], Any] = json.loads
-                ) -> list[tuple[int, dict[str, Any]]]:
-        """The entries of ``P:control`` (a sorted set of ``seq|json`` scored by seq) after
-        ``after``, oldest first: (seq, parsed JSON)."""
-        raw = self._retry.call(lambda: self._redis.zrangebyscore(
-            f"{self.prefix}:{name}", f"({after}", "+inf", start=0, num=limit))
-        found = []
-        for entry in raw:
-            seq, _, payload = decode(entry).partition("|")
-            found.append((int(seq), parse(payload)))
-        return found
-
     def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
         """Read by the script, which splits the stored batches (``workers.lua``)."""
         if limit <= 0:
@@ -547,8 +535,15 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
     def commands(self, after: int, limit: int = 100) -> list[ControlCommand]:
         if limit <= 0:
             return []
-        return [ControlCommand(seq=seq, body=data["body"], time=float(data["time"]))
-                for seq, data in self._stream("control", after, limit)]
+        # P:control: a sorted set of "seq|json", scored by seq.
+        raw = self._retry.call(lambda: self._redis.zrangebyscore(
+            f"{self.prefix}:control", f"({after}", "+inf", start=0, num=limit))
+        found = []
+        for entry in raw:
+            seq, _, payload = decode(entry).partition("|")
+            data = json.loads(payload)
+            found.append(ControlCommand(seq=int(seq), body=data["body"], time=float(data["time"])))
+        return found
 
     def command_cursor(self) -> int:
         seq = self._retry.call(lambda: self._redis.get(f"{self.prefix}:control:seq"))
