@@ -69,10 +69,13 @@ def test_a_full_pipe_makes_the_writer_wait_until_the_supervisor_reads() -> None:
         data = b""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            # Read "done" before the read: checked after an empty read, it could have been
+            # set (every line written) between the two, and the last lines left unread.
+            finished = done.is_set()
             try:
                 data += os.read(read_fd, 65536)
             except BlockingIOError:
-                if done.is_set():
+                if finished:
                     break
                 time.sleep(0.01)
         thread.join(10)

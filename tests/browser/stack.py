@@ -100,9 +100,17 @@ def start_dashboard(cwd: Path, env: dict[str, str], app: str = "tasks",
 
 
 def login(page: Any, url: str, password: str) -> None:
+    """Log in with ``password`` and wait until the dashboard has granted it.
+
+    Waiting matters: a ``page.goto`` made while the login's POST is still in flight
+    cancels it, the session cookie is never set, and the next page is the login form
+    (seen in CI, where checking the password's hash took longer under load)."""
+    from playwright.sync_api import expect
+
     page.goto(f"{url}/login")
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
+    expect(page.locator("form.logout button")).to_be_visible(timeout=20_000)
 
 
 def project_dashboard(project: Project, **kwargs: Any) -> Dashboard:
