@@ -101,6 +101,7 @@ class GeventPool(Pool):
     enforces_hard_limit = True
     can_interrupt = True
     resizable = True
+    refills = True
     imported_too_early: ClassVar[list[str]] = []
 
     def __init__(self, concurrency: int, conf: Mapping[str, Any] | None = None) -> None:
@@ -128,6 +129,7 @@ class GeventPool(Pool):
     def start(self) -> None:
         import gevent.event
         import gevent.queue
+        import greenlet
 
         from celeriac.blocking import set_offloader
 
@@ -149,6 +151,25 @@ class GeventPool(Pool):
 
         set_offloader(offload)
         self._start_monitor(hub)
+        #: Calls on_free at the hub's next turn after jobs ended, once for all of them.
+        self._refiller = greenlet.greenlet(self._refill, parent=hub)
+        self._refill_due = False
+
+    def _refill(self) -> None:
+        """The refiller's greenlet: a job's end schedules a switch to it (one at a time:
+        :attr:`_refill_due` stays set while it runs, so a switch never lands on it while
+        it waits inside ``on_free``), it calls ``on_free`` and goes back to the hub. A
+        greenlet switched to by a hub callback costs two switches; a gevent event and
+        a waiting greenlet cost more, per task (bench/redis_compare.py)."""
+        hub = gevent.get_hub()
+        while True:
+            try:
+                if self.on_free is not None:
+                    self.on_free()
+            except Exception:
+                hub.handle_error(gevent.getcurrent(), *sys.exc_info())
+            self._refill_due = False
+            hub.switch()
 
     # -- blocking detection ---------------------------------------------------------------
     def _start_monitor(self, hub: Any) -> None:
@@ -268,6 +289,9 @@ class GeventPool(Pool):
                     self._running -= 1
                     if not self._running:
                         self._idle.set()
+                    if self.on_free is not None and not self._refill_due:
+                        self._refill_due = True
+                        hub.loop.run_callback(self._refiller.switch)
         finally:
             self._slots -= 1
             self._taken.pop(current, None)

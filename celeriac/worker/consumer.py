@@ -81,6 +81,12 @@ class Consumer:
         self.suspects: dict[str, int] = {}
         #: Paused queues are not fetched from (read from the broker once a second).
         self.pauses = PauseWatch(self.broker)
+        #: When the loop last went round, and how late a turn means the process was
+        #: frozen (see :meth:`run`).
+        self.last_turn = time.monotonic()
+        self.frozen_after = float(app.conf.worker_heartbeat_interval)
+        if pool.refills:
+            pool.on_free = self._refill
 
     def stop(self, reason: str = "shutdown") -> None:
         """Ask the loop to shut down warm (safe from a signal handler)."""
@@ -94,12 +100,13 @@ class Consumer:
         self.pipeline.process_started(self.app)
         self.status.ready()
         renew_every = self.lease / 3
-        last_turn = time.monotonic()
-        next_renew = last_turn + renew_every
-        # A turn this late means the process was frozen (SIGSTOP, a suspended VM) or
-        # starved: its node's heartbeat may have lapsed and a live node released what it
-        # holds. Renew before starting anything, so waiting messages it lost are dropped.
-        frozen_after = float(self.app.conf.worker_heartbeat_interval)
+        self.last_turn = time.monotonic()
+        next_renew = self.last_turn + renew_every
+        # A turn later than frozen_after means the process was frozen (SIGSTOP, a
+        # suspended VM) or starved: its node's heartbeat may have lapsed and a live node
+        # released what it holds. Renew before starting anything, so waiting messages it
+        # lost are dropped.
+        frozen_after = self.frozen_after
         #: How long a busy loop with room waits before it looks at the broker again.
         busy_wait = BUSY_WAIT_MIN
         tick = self.pipeline.tick
@@ -110,7 +117,7 @@ class Consumer:
             # when the supervisor is gone (nothing new starts then) nor on a late turn
             # (renew first, below: a waiting message may have passed to another node).
             self._check_parent()
-            if not self.stopping and time.monotonic() - last_turn < frozen_after:
+            if not self.stopping and time.monotonic() - self.last_turn < frozen_after:
                 self._start_waiting()
             self._settle()
             tick()
@@ -118,10 +125,10 @@ class Consumer:
             if self.stopping:
                 break
             now = time.monotonic()
-            if now >= next_renew or now - last_turn >= frozen_after:
+            if now >= next_renew or now - self.last_turn >= frozen_after:
                 self._renew()
                 next_renew = time.monotonic() + renew_every
-            last_turn = now
+            self.last_turn = now
             self._start_waiting()
             room = 0 if self._at_task_limit() else self.prefetch - len(self.held)
             # While jobs run, a finishing one must be settled (its result stored) at
@@ -197,6 +204,17 @@ class Consumer:
             self.pool.submit(partial(self._job, delivery))
             submitted += 1
         return submitted
+
+    def _refill(self) -> None:
+        """A job just ended in a slot of a pool on this thread: give the slot its next
+        waiting message now, as the loop would. The loop runs only when the hub has run
+        every greenlet that is ready, so when a wave of tasks ends together each freed
+        slot would wait for every other's end, and the next wave would start later and
+        more spread out at each round (bench/asyncio_compare.py's sleep workload). Not
+        on a late turn or without the supervisor, as in the loop."""
+        if (self.waiting and not self.stopping and self.status.connected
+                and time.monotonic() - self.last_turn < self.frozen_after):
+            self._dispatch()
 
     def _drop_lost(self, delivery: Delivery) -> None:
         """Drop a waiting message whose claim the broker knows is gone (on RabbitMQ: its
