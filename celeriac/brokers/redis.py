@@ -83,7 +83,7 @@ from celeriac.brokers.ids import MessageIds
 from celeriac.brokers.metrics_redis import RedisMetrics
 from celeriac.brokers.redis_admin import RedisAdmin
 from celeriac.exceptions import BrokerError, BrokerUnreachable
-from celeriac.fastjson import loads
+from celeriac.fastjson import dumps, loads
 from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url, split_url
 
 #: Seconds a call waits out a lost connection until ``retry_for`` says otherwise.
@@ -487,9 +487,20 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
 
     def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
         """Read by the script, which splits the stored batches (``workers.lua``)."""
-        if limit <= 0:
+        return self._events(["events", after, limit, self.events_kept]) if limit > 0 else []
+
+    def events_of(self, task_id: str, after: int, until: int) -> list[WorkerEvent]:
+        """The script keeps only the lines holding the task id as JSON writes it (in any
+        field: a superset), so a task's page does not decode the whole log; the uuid is
+        checked here."""
+        if until <= after:
             return []
-        reply = self._run("workers", ["events", after, limit, self.events_kept])
+        found = self._events(["events", after, until - after, self.events_kept,
+                              dumps(task_id), until])
+        return [event for event in found if event.data.get("uuid") == task_id]
+
+    def _events(self, args: list[Any]) -> list[WorkerEvent]:
+        reply = self._run("workers", args)
         found = []
         for i in range(0, len(reply), 2):
             data = loads(reply[i + 1])

@@ -584,12 +584,13 @@ class SQLiteBroker(SQLiteAdmin, SQLiteControl, SQLiteMetrics, Broker):
         but those), then checked exactly: the whole log (10,000 events carrying stacks)
         is read in a few ms where decoding every row took ~300 ms."""
         kept = self.events_kept
+        needle = dumps(task_id).decode()  # as the stored JSON writes it: escapes and all
 
         def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return conn.execute(
                 "SELECT seq, time, type, worker, data FROM events WHERE seq > ?1 AND seq <= ?2"
                 " AND seq > (SELECT coalesce(max(seq), 0) FROM events) - ?3"
-                " AND instr(data, ?4) > 0 ORDER BY seq", (after, until, kept, task_id)).fetchall()
+                " AND instr(data, ?4) > 0 ORDER BY seq", (after, until, kept, needle)).fetchall()
 
         found = [WorkerEvent(seq=seq, time=when, type=kind, worker=worker, data=loads(data))
                  for seq, when, kind, worker, data in self._read(select)]

@@ -1355,3 +1355,21 @@ def test_unknown_scheme_names_the_known_ones() -> None:
         broker_from_url("carrierpigeon://loft")
     assert "sqlite://" in str(info.value)
     assert "carrierpigeon" in str(info.value)
+
+
+def test_events_of_an_odd_id_across_many_batches_and_a_bound_inside_one(broker: Broker) -> None:
+    """An id JSON must escape (a quote, a backslash, non-ASCII text) is found in the log
+    as the events hold it (Redis filters the stored lines for it before decoding), over
+    more batches than one page of the store, and ``until`` may fall inside a batch."""
+    odd, plain = 'q"uote\\é-1', "q-1"
+    for n in range(40):
+        broker.emit([WorkerEvent("task-started", "w", {"uuid": odd if n % 3 == 0 else plain,
+                                                        "n": n})])
+    broker.emit([WorkerEvent("task-succeeded", "w", {"uuid": odd, "n": 40 + n}) for n in range(5)])
+    newest = broker.newest_event_seq()
+    got = broker.events_of(odd, 0, newest - 2)  # stops inside the last batch
+    assert [e.data["n"] for e in got] == [n for n in range(40) if n % 3 == 0] + [40, 41, 42]
+    assert all(e.data["uuid"] == odd for e in got)
+    first = broker.events(limit=1)[0].seq
+    assert [e.data["n"] for e in broker.events_of(odd, first + 3, first + 9)] == [6, 9]
+    assert broker.events_of(odd, newest, newest) == []

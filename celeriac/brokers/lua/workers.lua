@@ -9,8 +9,11 @@
 --                                    one member of P:events, "first|json\njson...", scored by
 --                                    the batch's last seq; batches wholly older than the
 --                                    newest `kept` events are removed
---   events after, limit, kept        {seq, json, ...}: up to `limit` events with seq > after,
---                                    oldest first, among the newest `kept`
+--   events after, limit, kept[, needle, upto]
+--                                    {seq, json, ...}: up to `limit` events with seq > after,
+--                                    oldest first, among the newest `kept`; with a needle,
+--                                    only lines containing it (plain text), and none past
+--                                    seq `upto`
 --
 -- A batch is one member, not a member per event: per event, a member cost the server
 -- about 5 us (a string built here, a skiplist node, its removal when trimmed), a third
@@ -65,24 +68,47 @@ elseif action == 'events' then
   end
   local after = math.max(tonumber(ARGV[3]), tonumber(top[2]) - tonumber(ARGV[5]))
   local want = 2 * tonumber(ARGV[4])
+  local needle = ARGV[6]
+  if needle == '' then
+    needle = nil
+  end
+  local upto = tonumber(ARGV[7] or '')
   local out = {}
-  local offset = 0
-  while #out < want do
-    local batches = redis.call('ZRANGEBYSCORE', key('events'), '(' .. after, '+inf',
-                               'LIMIT', offset, 16)
-    if #batches == 0 then
+  -- Pages of batches by score (a batch's last seq, unique), not by offset: an offset
+  -- walks the skiplist from the start again on every page.
+  local cursor = '(' .. after
+  local done = false
+  while #out < want and not done do
+    local page = redis.call('ZRANGEBYSCORE', key('events'), cursor, '+inf', 'WITHSCORES',
+                            'LIMIT', 0, 16)
+    if #page == 0 then
       break
     end
-    offset = offset + #batches
-    for _, batch in ipairs(batches) do
+    cursor = '(' .. page[#page]
+    for i = 1, #page, 2 do
+      local batch = page[i]
       local bar = string.find(batch, '|', 1, true)
       local seq = tonumber(string.sub(batch, 1, bar - 1))
+      if upto and seq > upto then
+        done = true
+        break
+      end
       local pos = bar + 1
+      if needle and not string.find(batch, needle, pos, true) then
+        pos = #batch + 1  -- none of its lines is wanted
+      end
       while pos <= #batch and #out < want do
         local stop = string.find(batch, '\n', pos, true) or (#batch + 1)
+        if upto and seq > upto then
+          done = true
+          break
+        end
         if seq > after then
-          out[#out + 1] = seq
-          out[#out + 1] = string.sub(batch, pos, stop - 1)
+          local line = string.sub(batch, pos, stop - 1)
+          if not needle or string.find(line, needle, 1, true) then
+            out[#out + 1] = seq
+            out[#out + 1] = line
+          end
         end
         seq = seq + 1
         pos = stop + 1
