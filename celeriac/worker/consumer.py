@@ -206,12 +206,15 @@ class Consumer:
         return submitted
 
     def _refill(self) -> None:
-        """A job just ended in a slot of a pool on this thread: give the slot its next
-        waiting message now, as the loop would. The loop runs only when the hub has run
-        every greenlet that is ready, so when a wave of tasks ends together each freed
-        slot would wait for every other's end, and the next wave would start later and
-        more spread out at each round (bench/asyncio_compare.py's sleep workload). Not
-        on a late turn or without the supervisor, as in the loop."""
+        """Jobs ended on a pool that shares this thread (``Pool.on_free``, called once
+        per turn of the hub): give the freed slots their next waiting messages now, as
+        the loop would. The loop is mostly in broker round trips (settling, fetching),
+        each of whose replies waits for the hub to run everything else that is ready, so
+        when a wave of tasks ended together the freed slots waited for it, and each wave
+        started later and more spread out than the one before
+        (bench/asyncio_compare.py's sleep workload). Not on a late turn, as in the loop;
+        nor once the status pipe to the supervisor is broken (the loop's next turn also
+        asks the OS whether the supervisor lives, a system call kept off this path)."""
         if (self.waiting and not self.stopping and self.status.connected
                 and time.monotonic() - self.last_turn < self.frozen_after):
             self._dispatch()
