@@ -81,9 +81,9 @@ class Pool(ABC):
     #: True when :meth:`resize` changes how many jobs run at once in one process (threads,
     #: green pools); a pool of one task per process (solo, prefork) grows by processes.
     resizable: ClassVar[bool] = False
-    #: True when the pool calls :attr:`on_free` as each job ends, on the consumer's own
-    #: thread (a green pool's slots): a freed slot need not wait for the consumer's loop,
-    #: which runs only when the hub has run everything else that is ready.
+    #: True when the pool calls :attr:`on_free` after jobs end, on the consumer's own
+    #: thread (a green pool): a freed slot need not wait for the consumer's loop, whose
+    #: broker replies wait for the hub to run everything else that is ready.
     refills: ClassVar[bool] = False
     #: Modules that patching affects which were imported before :meth:`prepare_process`
     #: patched (the worker logs a warning naming them).
@@ -95,9 +95,9 @@ class Pool(ABC):
         self.conf: Mapping[str, Any] = conf or {}
         #: Called with a :class:`Stall` when the pool saw its event loop blocked.
         self.on_stall: Callable[[Stall], None] | None = None
-        #: Called by a pool whose jobs share the consumer's thread (:attr:`refills`) in
-        #: the slot of a job that just ended, its slot free: the consumer hands it the
-        #: next waiting message there and then.
+        #: Called by a pool whose jobs share the consumer's thread (:attr:`refills`) once
+        #: per turn of its event loop in which jobs ended, their slots free: the consumer
+        #: hands them their next waiting messages there and then.
         self.on_free: Callable[[], None] | None = None
 
     @classmethod

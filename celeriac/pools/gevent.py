@@ -156,11 +156,11 @@ class GeventPool(Pool):
         self._refill_due = False
 
     def _refill(self) -> None:
-        """The refiller's greenlet: a job's end schedules a switch to it (one at a time:
-        :attr:`_refill_due` stays set while it runs, so a switch never lands on it while
-        it waits inside ``on_free``), it calls ``on_free`` and goes back to the hub. A
-        greenlet switched to by a hub callback costs two switches; a gevent event and
-        a waiting greenlet cost more, per task (bench/redis_compare.py)."""
+        """The refiller's greenlet: a job's end schedules a switch to it at the hub's
+        next turn (one at a time: :attr:`_refill_due` stays set while it runs, so a
+        switch never lands on it while it waits inside ``on_free``); it calls
+        ``on_free`` once for every job that ended meanwhile and goes back to the hub.
+        A raw greenlet switched to by a hub callback: two switches a turn, no event."""
         hub = gevent.get_hub()
         while True:
             try:
