@@ -81,10 +81,6 @@ class Pool(ABC):
     #: True when :meth:`resize` changes how many jobs run at once in one process (threads,
     #: green pools); a pool of one task per process (solo, prefork) grows by processes.
     resizable: ClassVar[bool] = False
-    #: True when the pool calls :attr:`on_free` after jobs end, on the consumer's own
-    #: thread (a green pool): a freed slot need not wait for the consumer's loop, whose
-    #: broker replies wait for the hub to run everything else that is ready.
-    refills: ClassVar[bool] = False
     #: Modules that patching affects which were imported before :meth:`prepare_process`
     #: patched (the worker logs a warning naming them).
     imported_too_early: ClassVar[list[str]] = []
@@ -95,9 +91,10 @@ class Pool(ABC):
         self.conf: Mapping[str, Any] = conf or {}
         #: Called with a :class:`Stall` when the pool saw its event loop blocked.
         self.on_stall: Callable[[Stall], None] | None = None
-        #: Called by a pool whose jobs share the consumer's thread (:attr:`refills`) once
-        #: per turn of its event loop in which jobs ended, their slots free: the consumer
-        #: hands them their next waiting messages there and then.
+        #: Set by the consumer; called by a pool whose jobs share the consumer's thread
+        #: (gevent) once per turn of its event loop in which jobs ended, their slots free:
+        #: the consumer hands them their next waiting messages there and then, not when
+        #: its loop is back from its broker round trips. Other pools never call it.
         self.on_free: Callable[[], None] | None = None
 
     @classmethod

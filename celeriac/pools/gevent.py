@@ -101,7 +101,6 @@ class GeventPool(Pool):
     enforces_hard_limit = True
     can_interrupt = True
     resizable = True
-    refills = True
     imported_too_early: ClassVar[list[str]] = []
 
     def __init__(self, concurrency: int, conf: Mapping[str, Any] | None = None) -> None:

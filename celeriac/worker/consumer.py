@@ -85,8 +85,7 @@ class Consumer:
         #: frozen (see :meth:`run`).
         self.last_turn = time.monotonic()
         self.frozen_after = float(app.conf.worker_heartbeat_interval)
-        if pool.refills:
-            pool.on_free = self._refill
+        pool.on_free = self._refill
 
     def stop(self, reason: str = "shutdown") -> None:
         """Ask the loop to shut down warm (safe from a signal handler)."""
@@ -105,8 +104,7 @@ class Consumer:
         # A turn later than frozen_after means the process was frozen (SIGSTOP, a
         # suspended VM) or starved: its node's heartbeat may have lapsed and a live node
         # released what it holds. Renew before starting anything, so waiting messages it
-        # lost are dropped.
-        frozen_after = self.frozen_after
+        # lost are dropped (_on_time).
         #: How long a busy loop with room waits before it looks at the broker again.
         busy_wait = BUSY_WAIT_MIN
         tick = self.pipeline.tick
@@ -117,7 +115,7 @@ class Consumer:
             # when the supervisor is gone (nothing new starts then) nor on a late turn
             # (renew first, below: a waiting message may have passed to another node).
             self._check_parent()
-            if not self.stopping and time.monotonic() - self.last_turn < frozen_after:
+            if not self.stopping and self._on_time():
                 self._start_waiting()
             self._settle()
             tick()
@@ -125,7 +123,7 @@ class Consumer:
             if self.stopping:
                 break
             now = time.monotonic()
-            if now >= next_renew or now - self.last_turn >= frozen_after:
+            if now >= next_renew or now - self.last_turn >= self.frozen_after:
                 self._renew()
                 next_renew = time.monotonic() + renew_every
             self.last_turn = now
@@ -215,9 +213,12 @@ class Consumer:
         (bench/asyncio_compare.py's sleep workload). Not on a late turn, as in the loop;
         nor once the status pipe to the supervisor is broken (the loop's next turn also
         asks the OS whether the supervisor lives, a system call kept off this path)."""
-        if (self.waiting and not self.stopping and self.status.connected
-                and time.monotonic() - self.last_turn < self.frozen_after):
+        if self.waiting and not self.stopping and self.status.connected and self._on_time():
             self._dispatch()
+
+    def _on_time(self) -> bool:
+        """False on a late turn (see :meth:`run`): nothing starts before the renew."""
+        return time.monotonic() - self.last_turn < self.frozen_after
 
     def _drop_lost(self, delivery: Delivery) -> None:
         """Drop a waiting message whose claim the broker knows is gone (on RabbitMQ: its
