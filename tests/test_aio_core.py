@@ -16,12 +16,12 @@ import time
 from typing import Any
 
 import pytest
-from conftest import normal_leg_only
+from conftest import normal_leg_only, wait_until
 
 from celeriac.aio import await_ as aio_await
 from celeriac.aio import is_async_function
 from celeriac.aio.await_ import interrupt, run_coroutine
-from celeriac.aio.loop import LoopThread, new_loop, shared_loop
+from celeriac.aio.loop import LoopThread, NativeSelectorLoop, new_loop, shared_loop
 from celeriac.aio.trampoline import Trampoline
 from celeriac.context import Request, current_request
 from celeriac.exceptions import HardTimeLimit, SoftTimeLimitExceeded, Terminated
@@ -299,6 +299,39 @@ def test_loop_thread_runs_to_thread_sleep_and_tcp(use_uvloop: bool) -> None:
     assert future.result(10) == [True, b"ping\n"]
     own.stop()
     assert own.loop.is_closed()
+
+
+class CountingLoop(NativeSelectorLoop):
+    """The selector loop, counting the wake-ups asked of it from other threads."""
+
+    wakes = 0
+
+    def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> Any:
+        self.wakes += 1
+        return super().call_soon_threadsafe(*args, **kwargs)
+
+
+def test_soon_batches_a_burst_into_one_wake_up_in_order_past_one_that_raises() -> None:
+    loop = CountingLoop()
+    own = LoopThread(loop)
+    errors: list[BaseException] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context["exception"]))
+    try:
+        hold, done = threading.Event(), threading.Event()
+        seen: list[int] = []
+        own.soon(lambda: hold.wait(5))  # the loop's turn runs this one and waits in it
+        wait_until(lambda: loop.wakes == 1 and not own._drain_due, message="the first turn")
+        for n in range(100):
+            own.soon(lambda n=n: seen.append(n))  # type: ignore[misc]
+        own.soon(lambda: 1 / 0)
+        own.soon(done.set)
+        hold.set()
+        assert done.wait(5)
+        assert seen == list(range(100))
+        assert [type(e) for e in errors] == [ZeroDivisionError]
+        assert loop.wakes == 2  # the first, and one for the burst queued behind it
+    finally:
+        own.stop()
 
 
 def test_shared_loop_is_one_per_process() -> None:

@@ -66,14 +66,15 @@ def run_coroutine(coro: Coroutine[Any, Any, Any], *, event: EventLike,
         # task): waiting here would block the loop it waits for. A loop of its own.
         own = LoopThread()
         try:
-            return _run_on(own.loop, trampoline, event, hard, name, job)
+            return _run_on(own, trampoline, event, hard, name, job)
         finally:
             own.stop()
-    return _run_on(shared.loop, trampoline, event, hard, name, job)
+    return _run_on(shared, trampoline, event, hard, name, job)
 
 
-def _run_on(loop: Any, trampoline: Trampoline, event: EventLike, hard: float | None,
+def _run_on(thread: LoopThread, trampoline: Trampoline, event: EventLike, hard: float | None,
             name: str | None, job: JobInfo | None) -> Any:
+    loop = thread.loop
     context = contextvars.copy_context()
 
     def start() -> None:
@@ -89,7 +90,7 @@ def _run_on(loop: Any, trampoline: Trampoline, event: EventLike, hard: float | N
     if key:
         _running[key] = trampoline
     try:
-        loop.call_soon_threadsafe(start)
+        thread.soon(start)
         _wait(trampoline, event, loop, hard)
     finally:
         if key and _running.get(key) is trampoline:

@@ -96,6 +96,8 @@ class Pool(ABC):
         #: the consumer hands them their next waiting messages there and then, not when
         #: its loop is back from its broker round trips. Other pools never call it.
         self.on_free: Callable[[], None] | None = None
+        #: The loop thread :meth:`watch_loop` was last called for from :meth:`run_body`.
+        self._watched: Any = None
 
     @classmethod
     def layout(cls, concurrency: int, processes: int | None) -> tuple[int, int]:
@@ -172,9 +174,13 @@ class Pool(ABC):
             with self.limits(soft, hard, job):
                 return body()
         from celeriac.aio.await_ import run_coroutine
+        from celeriac.aio.loop import shared_loop
 
         if self.on_stall is not None:  # a worker's process: someone to tell
-            self.watch_loop()
+            shared = shared_loop()
+            if shared is not self._watched:  # once per loop, not a lookup under a lock per task
+                self.watch_loop(shared)
+                self._watched = shared
         in_slot = None if self.enforces_hard_limit else hard
         with self.limits(soft, hard, job):
             return run_coroutine(body(), event=self.threadsafe_event(), hard=in_slot,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -81,27 +82,31 @@ class Executor:
         #: The longest hard time limit the broker allows (RabbitMQ's consumer_timeout), or None.
         self.limit_bound = limit_bound(app.conf)
 
-    def handle(self, delivery: Delivery) -> Outcome:
+    def ahead(self, delivery: Delivery) -> TaskRun | None:
+        """``delivery``'s run, decoded and built before its start (the consumer does it
+        for waiting messages while it has nothing else to do), for :meth:`handle`.
+
+        Only what depends on the message alone: the hooks run at the start, as ever.
+        None for a message that cannot run (malformed, unknown task): its start decodes
+        it again and reports it there, with the dead letter and the result."""
         try:
             message = decode(delivery.body, self.accept)
-        except MessageDecodeError as exc:
-            name, task_id = peek_task_id(delivery.body)
-            log.error("dead-lettered malformed message %s from queue %r: %s",
-                      task_id or delivery.id, delivery.queue, exc)
-            self.pipeline.message_rejected(Rejection(delivery, str(exc), exc, name, task_id))
-            record = failure_record(task_id, name, exc) if task_id else None
-            return Outcome(DEAD, f"malformed message: {exc}", record=record)
-        try:
-            task = self.app.get_task(message.task)
-        except NotRegistered as exc:
-            log.error("dead-lettered task %s[%s] from queue %r: %s", message.task, message.id,
-                      delivery.queue, exc)
-            self.pipeline.message_rejected(Rejection(delivery, str(exc), exc, message.task,
-                                                     message.id, kind="unknown"))
-            record = None if message.ignore_result else failure_record(
-                message.id, message.task, exc, message.retries)
-            return Outcome(DEAD, f"unknown task {message.task!r}", record=record)
-        run = self._prepare(delivery, message, task)
+            return self._prepare(delivery, message, self.app.get_task(message.task))
+        except (MessageDecodeError, NotRegistered):
+            return None
+
+    def handle(self, delivery: Delivery, ready: TaskRun | None = None) -> Outcome:
+        """Run ``delivery``'s task; ``ready``: its run from :meth:`ahead`, if it was built."""
+        if ready is None:
+            built = self._build(delivery)
+            if isinstance(built, Outcome):
+                return built
+            run = built
+        else:
+            run = ready
+            run.received_at = time.time()  # when it reached the pool, as for any other
+        message = run.message
+        assert message is not None
         too_long = over_bound(run.time_limit, self.limit_bound)
         if too_long is not None:
             return self._refuse(delivery, message, run.name, too_long)
@@ -126,6 +131,31 @@ class Executor:
             finally:
                 limits.release(run)
         return self._run(run)
+
+    def _build(self, delivery: Delivery) -> TaskRun | Outcome:
+        """Decode ``delivery`` and build its run; a DEAD outcome for a message that cannot
+        run (malformed, unknown task), rejected and, where a task id is known, with a
+        FAILURE result so that ``get()`` does not wait forever."""
+        try:
+            message = decode(delivery.body, self.accept)
+        except MessageDecodeError as exc:
+            name, task_id = peek_task_id(delivery.body)
+            log.error("dead-lettered malformed message %s from queue %r: %s",
+                      task_id or delivery.id, delivery.queue, exc)
+            self.pipeline.message_rejected(Rejection(delivery, str(exc), exc, name, task_id))
+            record = failure_record(task_id, name, exc) if task_id else None
+            return Outcome(DEAD, f"malformed message: {exc}", record=record)
+        try:
+            task = self.app.get_task(message.task)
+        except NotRegistered as exc:
+            log.error("dead-lettered task %s[%s] from queue %r: %s", message.task, message.id,
+                      delivery.queue, exc)
+            self.pipeline.message_rejected(Rejection(delivery, str(exc), exc, message.task,
+                                                     message.id, kind="unknown"))
+            record = None if message.ignore_result else failure_record(
+                message.id, message.task, exc, message.retries)
+            return Outcome(DEAD, f"unknown task {message.task!r}", record=record)
+        return self._prepare(delivery, message, task)
 
     def _refuse(self, delivery: Delivery, message: TaskMessage, name: str,
                 reason: str) -> Outcome:
