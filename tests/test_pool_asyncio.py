@@ -9,6 +9,7 @@ Everything is real: real threads, real greenlets; waits are bounded and only dec
 from __future__ import annotations
 
 import contextvars
+import os
 import sys
 import threading
 import time
@@ -16,8 +17,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import normal_leg_only
+from conftest import normal_leg_only, wait_until
 
+from celeriac import Celeriac
 from celeriac.aio.greenjobs import JobEvent, JobScheduler
 from celeriac.aio.syncbodies import SyncBodies
 from celeriac.exceptions import (
@@ -26,8 +28,12 @@ from celeriac.exceptions import (
     SoftTimeLimitExceeded,
     Terminated,
 )
+from celeriac.middleware import Middleware, Pipeline
 from celeriac.pools import get_pool
 from celeriac.pools.asyncio import SYNC_THREADS, AsyncioPool, sync_threads
+from celeriac.worker.consumer import Consumer
+from celeriac.worker.spec import WorkerSpec
+from celeriac.worker.status import StatusReader, StatusWriter
 
 WAIT = 20.0
 
@@ -233,7 +239,7 @@ def test_hard_limit_ends_the_job_and_stops_the_body(pool: AsyncioPool) -> None:
     pool.submit(outcome_of(lambda: pool.run_body(body, soft=None, hard=0.1), results))
     assert pool.join(WAIT)
     assert isinstance(results[0], HardTimeLimit)
-    _wait_for(body_saw)
+    _wait_until(body_saw)
     assert isinstance(body_saw[0], HardTimeLimit), "the body's thread was not stopped"
 
 
@@ -283,7 +289,7 @@ def test_interrupt_terminates_a_job_waiting_for_its_sync_body(pool: AsyncioPool)
     pool.interrupt(handles[0], Terminated)
     assert pool.join(WAIT)
     assert isinstance(results[0], Terminated)
-    _wait_for(body_saw)
+    _wait_until(body_saw)
     assert isinstance(body_saw[0], Terminated), "the body's thread was not stopped"
 
 
@@ -299,7 +305,7 @@ def _spinner(saw: list[BaseException]) -> Callable[[], None]:
     return spin
 
 
-def _wait_for(items: list[Any]) -> None:
+def _wait_until(items: list[Any]) -> None:
     deadline = time.monotonic() + WAIT
     while not items and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -376,3 +382,96 @@ def test_pool_is_registered_and_needs_greenlet(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "greenlet", None)  # what an uninstalled package looks like
     with pytest.raises(ConfigurationError, match=r"pip install 'celeriac\[asyncio\]'"):
         get_pool("asyncio")
+
+
+# -- freed slots: handed their next messages from the jobs thread ---------------------------
+def test_on_free_is_called_on_the_jobs_thread_once_per_turn_and_may_fail(
+        scheduler: JobScheduler, caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+    gate = JobEvent(scheduler)
+
+    def freed() -> None:
+        calls.append(threading.get_ident())
+        if len(calls) == 1:
+            raise RuntimeError("the first call fails")
+
+    scheduler.on_free = freed
+    for _ in range(20):
+        scheduler.submit(gate.wait)
+    wait_until(lambda: scheduler.running() == 20)
+    assert calls == []  # parked, not ended
+    gate.set()  # wakes all twenty in one command batch
+    assert scheduler.join(WAIT)
+    wait_until(lambda: len(calls) >= 1)
+    assert set(calls) == {scheduler.ident}
+    assert len(calls) < 20  # once per turn, not once per job
+    assert "handing freed slots their next messages failed" in caplog.text
+    # The scheduler went on: a job submitted now runs, and its end calls on_free again.
+    before = len(calls)
+    scheduler.submit(lambda: None)
+    assert scheduler.join(WAIT)
+    wait_until(lambda: len(calls) > before)
+
+
+class HoldTick(Middleware):
+    """Once armed, holds the consumer's loop in its next tick until ``released`` is set
+    (at most WAIT): the loop hands out nothing meanwhile."""
+
+    def __init__(self, released: threading.Event) -> None:
+        self.armed, self.entered, self.released = threading.Event(), threading.Event(), released
+        self.waited: list[bool] = []
+
+    def tick(self) -> None:
+        if self.armed.is_set() and not self.waited:
+            self.entered.set()
+            self.waited.append(self.released.wait(WAIT))
+
+
+def test_a_freed_slot_gets_its_next_message_while_the_consumer_loop_is_held() -> None:
+    app = Celeriac("refill", broker="memory://", backend="memory://")
+    first_go, second_started = threading.Event(), threading.Event()
+    running: list[str] = []
+
+    @app.task(name="t.first")
+    def first() -> None:
+        running.append("first")
+        assert first_go.wait(WAIT)
+
+    @app.task(name="t.other")
+    def other() -> None:
+        running.append("other")
+        assert first_go.wait(WAIT)
+
+    @app.task(name="t.second")
+    def second() -> None:
+        second_started.set()
+
+    for name in ("t.first", "t.other", "t.second"):
+        app.send_task(name)
+    hold = HoldTick(second_started)
+    read_fd, write_fd = os.pipe()
+    writer, reader = StatusWriter(write_fd), StatusReader(read_fd)
+    spec = WorkerSpec(app="refill", pool="asyncio", concurrency=2, queues=["celery"], prefetch=8,
+                      consumer_id="refill/0", node="refill", index=0, status_fd=write_fd,
+                      parent_pid=os.getppid())
+    pool = AsyncioPool(2, app.conf)
+    consumer = Consumer(app, pool, spec, writer, Pipeline([hold]))
+    pool.start()
+    loop = threading.Thread(target=pool.run, args=(consumer.run,), daemon=True)
+    loop.start()
+    try:
+        wait_until(lambda: sorted(running) == ["first", "other"])
+        hold.armed.set()
+        assert hold.entered.wait(WAIT)  # the loop is held from here on
+        first_go.set()  # both slots free: only the jobs thread can hand out t.second now
+        wait_until(lambda: bool(hold.waited))
+        assert hold.waited == [True], "t.second did not start while the loop was held"
+    finally:
+        second_started.set()
+        consumer.stop("test over")
+        loop.join(WAIT)
+        pool.stop()
+        writer.close()
+        reader.close()
+        app.close()
+    assert not loop.is_alive()

@@ -74,6 +74,11 @@ class JobScheduler:
         #: Parked greenlet -> the token it waits for (a wake with another token is stale).
         self._parked: dict[Any, object] = {}
         self._hub: Any = None
+        #: Called on the jobs thread after a turn of the scheduler in which jobs ended,
+        #: once for all of them (the pool's ``on_free``: their slots are free).
+        self.on_free: Callable[[], None] | None = None
+        #: Jobs that ended since the scheduler last called ``on_free``.
+        self._ended = 0
         self._thread: threading.Thread | None = None
         self.ident: int | None = None
 
@@ -187,6 +192,18 @@ class JobScheduler:
                 timer = heapq.heappop(self._timers)
                 if not timer.cancelled:
                     timer.action()
+            if self._ended:
+                self._freed()
+
+    def _freed(self) -> None:
+        """Jobs ended this turn: ``on_free``, once. Nothing it raises may end the jobs
+        thread: it is logged, and the consumer's own loop hands the slots over instead."""
+        self._ended = 0
+        if self.on_free is not None:
+            try:
+                self.on_free()
+            except Exception:
+                log.exception("handing freed slots their next messages failed")
 
     def _due(self) -> bool:
         while self._timers and self._timers[0].cancelled:
@@ -210,6 +227,7 @@ class JobScheduler:
             # after its task had ended (it was parked in a hook), which has nothing to stop.
             log.warning("job ended by %r, thrown in after its task had ended", exc)
         finally:
+            self._ended += 1
             with self._cond:
                 self._active -= 1
                 self._cond.notify_all()

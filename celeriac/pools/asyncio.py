@@ -67,8 +67,14 @@ class AsyncioPool(Pool):
         """The event loop is this pool's: started now, and watched for blocking
         coroutines from the start (``Pool.watch_loop``)."""
         self._sync = SyncBodies(sync_threads(self.concurrency))
+        self._jobs.on_free = self._freed
         self._jobs.start()
         self.watch_loop(shared_loop())
+
+    def _freed(self) -> None:
+        """On the jobs thread, once per turn in which jobs ended: ``on_free``."""
+        if self.on_free is not None:
+            self.on_free()
 
     def run(self, main: Callable[[], None]) -> None:
         main()

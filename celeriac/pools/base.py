@@ -91,10 +91,11 @@ class Pool(ABC):
         self.conf: Mapping[str, Any] = conf or {}
         #: Called with a :class:`Stall` when the pool saw its event loop blocked.
         self.on_stall: Callable[[Stall], None] | None = None
-        #: Set by the consumer; called by a pool whose jobs share the consumer's thread
-        #: (gevent) once per turn of its event loop in which jobs ended, their slots free:
-        #: the consumer hands them their next waiting messages there and then, not when
-        #: its loop is back from its broker round trips. Other pools never call it.
+        #: Set by the consumer; called by a pool whose jobs run on one thread (gevent:
+        #: the consumer's; asyncio: its jobs thread) once per turn of that thread in
+        #: which jobs ended, their slots free: the consumer hands them their next waiting
+        #: messages there and then, not when its loop is back from its broker round
+        #: trips or awake. Other pools never call it.
         self.on_free: Callable[[], None] | None = None
         #: The loop thread :meth:`watch_loop` was last called for from :meth:`run_body`.
         self._watched: Any = None

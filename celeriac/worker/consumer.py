@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 import time
 from collections import deque
 from functools import partial
@@ -100,6 +101,10 @@ class Consumer:
         #: frozen (see :meth:`run`).
         self.last_turn = time.monotonic()
         self.frozen_after = float(app.conf.worker_heartbeat_interval)
+        #: Held while the messages waiting here, the runs built ahead and the count of
+        #: unsettled jobs change: the -P asyncio pool hands freed slots their next
+        #: messages from its jobs thread (:meth:`_refill`), beside this loop.
+        self.handover = threading.Lock()
         pool.on_free = self._refill
 
     def stop(self, reason: str = "shutdown") -> None:
@@ -189,6 +194,12 @@ class Consumer:
             self.pool.let_jobs_start()
 
     def _dispatch(self) -> int:
+        """Hand waiting messages to the pool, in order, while it has free slots; how many
+        (:meth:`_hand_over`, under :attr:`handover`)."""
+        with self.handover:
+            return self._hand_over()
+
+    def _hand_over(self) -> int:
         """Hand waiting messages to the pool, in order, while it has free slots; how many.
 
         A *suspect* message (its process died while it ran beside other tasks, so the
@@ -221,16 +232,20 @@ class Consumer:
         return submitted
 
     def _refill(self) -> None:
-        """Jobs ended on a pool that shares this thread (``Pool.on_free``, called once
-        per turn of the hub): give the freed slots their next waiting messages now, as
-        the loop would. The loop is mostly in broker round trips (settling, fetching),
-        each of whose replies waits for the hub to run everything else that is ready, so
-        when a wave of tasks ended together the freed slots waited for it, and each wave
-        started later and more spread out than the one before
-        (bench/asyncio_compare.py's sleep workload). Not on a late turn, as in the loop;
-        nor once the status pipe to the supervisor is broken (the loop's next turn also
-        asks the OS whether the supervisor lives, a system call kept off this path)."""
-        if self.waiting and not self.stopping and self.status.connected and self._on_time():
+        """Jobs ended (``Pool.on_free``, called by the gevent pool once per turn of its
+        hub, by the asyncio pool once per turn of its jobs thread): give the freed slots
+        their next waiting messages now, as the loop would. The loop is mostly in broker
+        round trips (settling, fetching) or asleep until a job wakes it, so when a wave
+        of tasks ended together the freed slots waited for it, and each wave started
+        later and more spread out than the one before (bench/asyncio_compare.py's sleep
+        workload). Not on a late turn, as in the loop; nor once the status pipe to the
+        supervisor is broken (the loop's next turn also asks the OS whether the
+        supervisor lives, a system call kept off this path); nor where a waiting
+        message must be checked with the broker before it starts (RabbitMQ: it may have
+        been lost with its channel), since this may run on a thread beside the loop's,
+        which alone talks to the broker."""
+        if (self.waiting and not self.stopping and self.status.connected and not self.may_lose
+                and self._on_time()):
             self._dispatch()
 
     def _on_time(self) -> bool:
@@ -253,13 +268,15 @@ class Consumer:
         """Consume ``queues`` from now on. Messages waiting here from a queue no longer
         consumed go back to the broker at once, uncharged; returns their ids."""
         self.queues = list(queues)
-        dropped = [d for d in self.waiting if d.queue not in self.queues]
+        with self.handover:
+            dropped = [d for d in self.waiting if d.queue not in self.queues]
         if dropped:
             self.broker.requeue(dropped, uncharge=True)
-            for delivery in dropped:
-                self.waiting.remove(delivery)
-                self.held.pop(delivery.id, None)
-                self.ahead.pop(delivery.id, None)
+            with self.handover:
+                for delivery in dropped:
+                    self.waiting.remove(delivery)
+                    self.held.pop(delivery.id, None)
+                    self.ahead.pop(delivery.id, None)
         self.wake.set()
         return [d.id for d in dropped]
 
@@ -291,17 +308,17 @@ class Consumer:
         consumer is idle then) shortens the handover (bench/asyncio_compare.py). Only
         what depends on the message alone is built ahead (:meth:`Executor.ahead`)."""
         waiting, ahead = self.waiting, self.ahead
-        limit = min(len(waiting), self.pool.concurrency)
-        if len(ahead) >= limit:
+        if len(ahead) >= min(len(waiting), self.pool.concurrency):
             return False
-        built = 0
-        for delivery in itertools.islice(waiting, limit):
-            if delivery.id in ahead:
-                continue
-            ahead[delivery.id] = self.executor.ahead(delivery)
-            built += 1
-            if built >= AHEAD_CHUNK:
-                return True
+        with self.handover:
+            built = 0
+            for delivery in itertools.islice(waiting, self.pool.concurrency):
+                if delivery.id in ahead:
+                    continue
+                ahead[delivery.id] = self.executor.ahead(delivery)
+                built += 1
+                if built >= AHEAD_CHUNK:
+                    return True
         return self.wake.is_set()
 
     def _job(self, delivery: Delivery, ready: TaskRun | None = None) -> None:
@@ -328,13 +345,15 @@ class Consumer:
         batch: list[tuple[Delivery, Outcome]] = []
         while self.finished:
             batch.append(self.finished.popleft())
-        self.unsettled -= len(batch)
+        with self.handover:
+            self.unsettled -= len(batch)
         self.tasks_run += sum(1 for _, outcome in batch if outcome.ran)
         self.settler.settle(batch)
-        for delivery, _ in batch:
-            self.held.pop(delivery.id, None)
-            if self.suspects:
-                self.suspects.pop(delivery.id, None)
+        with self.handover:
+            for delivery, _ in batch:
+                self.held.pop(delivery.id, None)
+                if self.suspects:
+                    self.suspects.pop(delivery.id, None)
 
     def _renew(self) -> None:
         if not self.held:
@@ -343,10 +362,11 @@ class Consumer:
         for delivery, ok in zip(held, self.broker.renew(held, self.lease), strict=True):
             if not ok:
                 log.warning("lease of message %s was lost; it may run elsewhere", delivery.id)
-                if delivery in self.waiting:
-                    self.waiting.remove(delivery)
-                    self.held.pop(delivery.id, None)
-                    self.ahead.pop(delivery.id, None)
+                with self.handover:
+                    if delivery in self.waiting:
+                        self.waiting.remove(delivery)
+                        self.held.pop(delivery.id, None)
+                        self.ahead.pop(delivery.id, None)
 
     def _orphaned(self) -> bool:
         return os.getppid() != self.spec.parent_pid or not self.status.connected
@@ -357,9 +377,10 @@ class Consumer:
 
     def _shutdown(self) -> None:
         log.info("worker process %d stopping: %s", os.getpid(), self.stop_reason)
-        unstarted = list(self.waiting)
-        self.waiting.clear()
-        self.ahead.clear()
+        with self.handover:
+            unstarted = list(self.waiting)
+            self.waiting.clear()
+            self.ahead.clear()
         if unstarted:
             self.broker.requeue(unstarted, uncharge=True)
             for delivery in unstarted:
