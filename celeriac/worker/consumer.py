@@ -345,9 +345,9 @@ class Consumer:
         batch: list[tuple[Delivery, Outcome]] = []
         while self.finished:
             batch.append(self.finished.popleft())
-        with self.handover:
+        with self.handover:  # together: a hand-over between the two would pass max_tasks
             self.unsettled -= len(batch)
-        self.tasks_run += sum(1 for _, outcome in batch if outcome.ran)
+            self.tasks_run += sum(1 for _, outcome in batch if outcome.ran)
         self.settler.settle(batch)
         with self.handover:
             for delivery, _ in batch:
