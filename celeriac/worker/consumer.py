@@ -194,8 +194,7 @@ class Consumer:
             self.pool.let_jobs_start()
 
     def _dispatch(self) -> int:
-        """Hand waiting messages to the pool, in order, while it has free slots; how many
-        (:meth:`_hand_over`, under :attr:`handover`)."""
+        """:meth:`_hand_over`, under :attr:`handover`."""
         with self.handover:
             return self._hand_over()
 

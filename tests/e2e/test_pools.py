@@ -23,6 +23,7 @@ import pytest
 from conftest import Project, Worker, executions, stop_project, wait_until
 
 from celeriac import TaskError
+from celeriac.brokers.base import OutgoingMessage
 from celeriac.worker.heap import YOUNG_THRESHOLD
 
 #: Every ``-P`` pool; each test below runs once per pool.
@@ -269,4 +270,30 @@ def test_expired_task_is_revoked_not_run(project: Project, tasks: ModuleType, po
     assert expired.id not in executions(log), "an expired task ran"
     wait_until(lambda: project.queue()["in_flight"] == 0, message="expired message acked")
     assert project.queue()["ready"] == 0
+    stop(worker)
+
+
+def test_messages_queued_first_each_run_once_and_bad_ones_are_dead_lettered(
+        project: Project, tasks: ModuleType, pool: str, tmp_path: Path) -> None:
+    """More messages queued before the worker starts than it has slots, a malformed one
+    and one of an unknown task among them. A lone process holds the rest waiting and
+    decodes them ahead while the first ones run; the gevent and asyncio pools hand them
+    to freed slots from the slots' own thread. Each good one runs exactly once, and the
+    two bad ones are dead-lettered with their reasons, as when they come one at a time."""
+    log = tmp_path / "runs.txt"
+    results = [tasks.record.delay(str(log), 0.2) for _ in range(6)]
+    tasks.app.broker.publish([OutgoingMessage(queue="celery", body=b"not json")])
+    unknown = tasks.app.send_task("tasks.nobody_registered_this")
+    results += [tasks.record.delay(str(log), 0.2) for _ in range(6)]
+    worker = project.start_worker("-P", pool, "-c", "2")
+    assert [r.get(timeout=60) for r in results] == [r.id for r in results]
+    runs = executions(log)
+    assert sorted(len(runs[r.id]) for r in results) == [1] * len(results), runs
+    wait_until(lambda: project.queue()["dead"] == 2, message="two dead letters")
+    reasons = sorted(letter.reason for letter in tasks.app.broker.dead_letters())
+    assert reasons[0].startswith("malformed message: message is not JSON"), reasons
+    assert reasons[1] == "unknown task 'tasks.nobody_registered_this'", reasons
+    assert unknown.status == "FAILURE"
+    wait_until(lambda: project.queue()["in_flight"] == 0, message="every message settled")
+    assert project.queue() == {"ready": 0, "scheduled": 0, "in_flight": 0, "dead": 2}
     stop(worker)
