@@ -187,6 +187,74 @@ def test_throw_from_another_thread_reaches_a_parked_job(scheduler: JobScheduler)
 request_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_var")
 
 
+def test_jobs_reuse_their_greenlets_each_in_a_fresh_context(scheduler: JobScheduler) -> None:
+    import greenlet
+
+    seen: list[Any] = []
+
+    def job() -> tuple[Any, str]:
+        found = request_var.get("unset")
+        request_var.set("set by a job")
+        return greenlet.getcurrent(), found
+
+    for _ in range(3):  # one after another: each ends before the next starts
+        scheduler.submit(outcome_of(job, seen))
+        assert scheduler.join(WAIT)
+    assert [found for _, found in seen] == ["unset"] * 3
+    assert len({id(glet) for glet, _ in seen}) == 1
+
+
+def test_spares_beyond_the_limit_end_and_the_rest_end_with_the_scheduler() -> None:
+    import greenlet
+
+    jobs = JobScheduler("test-spares")
+    jobs.max_spares = 2
+    jobs.start()
+    gate = JobEvent(jobs)
+    glets: list[Any] = []
+
+    def job() -> None:
+        glets.append(greenlet.getcurrent())
+        gate.wait()
+
+    for _ in range(5):
+        jobs.submit(outcome_of(job, []))
+    assert wait_until(lambda: len(glets) == 5, WAIT)
+    gate.set()
+    assert jobs.join(WAIT)
+    assert wait_until(lambda: sum(not glet.dead for glet in glets) == 2, WAIT)
+    jobs.stop()
+    assert wait_until(lambda: all(glet.dead for glet in glets), WAIT)
+
+
+def test_a_throw_for_an_ended_job_misses_the_next_job_of_its_greenlet(
+        scheduler: JobScheduler) -> None:
+    handles: list[Any] = []
+    results: list[Any] = []
+    gate = JobEvent(scheduler)
+
+    def first() -> str:
+        handles.append(scheduler.current())
+        return "first"
+
+    def second() -> str:
+        handles.append(scheduler.current())
+        gate.wait()
+        return "second ran to its end"
+
+    scheduler.submit(outcome_of(first, results))
+    assert scheduler.join(WAIT)
+    scheduler.submit(outcome_of(second, results))
+    assert wait_until(lambda: len(handles) == 2, WAIT)
+    assert handles[0][0] is handles[1][0]  # the same greenlet ran both
+    scheduler.throw(handles[0], Terminated("meant for the first job"))
+    scheduler.throw(handles[1], SoftTimeLimitExceeded("meant for the second"))
+    gate.set()
+    assert scheduler.join(WAIT)
+    # Only the throw naming the second job reached it (the first's came too late).
+    assert results[0] == "first" and isinstance(results[1], SoftTimeLimitExceeded)
+
+
 def test_sync_bodies_run_on_pool_threads_with_the_jobs_context(pool: AsyncioPool) -> None:
     results: list[Any] = []
 

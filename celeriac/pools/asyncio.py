@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from celeriac.aio.greenjobs import JobEvent, JobScheduler
 from celeriac.aio.loop import shared_loop
 from celeriac.aio.syncbodies import SyncBodies
 from celeriac.pools.base import EventLike, Job, JobInfo, Pool
+
+_NO_LIMITS = nullcontext()
 
 #: Most OS threads for sync task bodies in one process (fewer when ``-c`` is smaller).
 SYNC_THREADS = 32
@@ -68,6 +70,7 @@ class AsyncioPool(Pool):
         coroutines from the start (``Pool.watch_loop``)."""
         self._sync = SyncBodies(sync_threads(self.concurrency))
         self._jobs.on_free = self._freed
+        self._jobs.max_spares = self.concurrency
         self._jobs.start()
         self.watch_loop(shared_loop())
 
@@ -91,6 +94,7 @@ class AsyncioPool(Pool):
     def resize(self, concurrency: int) -> None:
         """A number for the jobs; the sync threads follow ``min(SYNC_THREADS, concurrency)``."""
         self.concurrency = concurrency
+        self._jobs.max_spares = concurrency
         if self._sync is not None:
             self._sync.resize(sync_threads(concurrency))
 
@@ -105,6 +109,8 @@ class AsyncioPool(Pool):
 
     def limits(self, soft: float | None, hard: float | None,
                job: JobInfo | None = None) -> AbstractContextManager[None]:
+        if not soft and not hard:
+            return _NO_LIMITS  # most tasks: no generator to run around each one
         return self._jobs.limits(soft, hard)
 
     def run_body(self, body: Callable[[], Any], *, is_async: bool = False, soft: float | None,
