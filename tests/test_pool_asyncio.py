@@ -204,6 +204,50 @@ def test_jobs_reuse_their_greenlets_each_in_a_fresh_context(scheduler: JobSchedu
     assert len({id(glet) for glet, _ in seen}) == 1
 
 
+def test_no_post_is_lost_while_the_scheduler_falls_asleep(scheduler: JobScheduler) -> None:
+    # Posts take no lock unless the scheduler sleeps: submits from four threads and
+    # wake-ups from a fifth race its falling asleep thousands of times. A lost post
+    # would leave a job unstarted or parked for good (no timer would rescue it).
+    events: list[JobEvent] = []
+    guard = threading.Lock()
+    ended: list[Any] = []
+
+    def job() -> None:
+        event = JobEvent(scheduler)
+        with guard:
+            events.append(event)
+        event.wait()
+
+    def submitter() -> None:
+        for _ in range(500):
+            scheduler.submit(outcome_of(job, ended))
+            time.sleep(0)
+
+    stop = threading.Event()
+
+    def waker() -> None:
+        while not stop.is_set():
+            with guard:
+                pending, events[:] = events[:], []
+            for event in pending:
+                event.set()
+            time.sleep(0)
+
+    threads = [threading.Thread(target=submitter) for _ in range(4)]
+    wakers = threading.Thread(target=waker)
+    wakers.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert scheduler.join(WAIT)
+    finally:
+        stop.set()
+        wakers.join()
+    assert ended == [None] * 2000
+
+
 def test_spares_beyond_the_limit_end_and_the_rest_end_with_the_scheduler() -> None:
     import greenlet
 

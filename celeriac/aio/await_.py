@@ -32,7 +32,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from celeriac.aio.loop import LoopThread, shared_loop
-from celeriac.aio.monitor import register_job
+from celeriac.aio.monitor import forget_job, register_job
 from celeriac.aio.trampoline import Trampoline
 from celeriac.blocking import native_ident
 from celeriac.context import current_request
@@ -77,13 +77,19 @@ def _run_on(thread: LoopThread, trampoline: Trampoline, event: EventLike, hard: 
     loop = thread.loop
     context = contextvars.copy_context()
 
+    def ended(task: Any) -> None:
+        # One done callback for all three (each one is a handle the loop schedules).
+        if job is not None:
+            forget_job(task)
+        _retrieved(task)
+        event.set()
+
     def start() -> None:
         task = context.run(loop.create_task, trampoline, name=name)
         trampoline.task = task
         if job is not None:
-            register_job(task, job)
-        task.add_done_callback(_retrieved)
-        task.add_done_callback(lambda _: event.set())
+            register_job(task, job, until_done=False)
+        task.add_done_callback(ended)
 
     request = current_request.get()
     key = id(request) if request is not None else 0

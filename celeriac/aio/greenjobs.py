@@ -68,7 +68,14 @@ class JobScheduler:
     def __init__(self, name: str = "celeriac-jobs") -> None:
         self._name = name
         self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        #: Wakes the scheduler when it sleeps (``_sleeping``) and whoever :meth:`join` s.
         self._cond = threading.Condition()
+        #: True while the scheduler waits on ``_cond``: only then does a post notify it.
+        self._sleeping = False
+        #: Threads in :meth:`join` (a job's end notifies ``_cond`` only when there are).
+        self._joining = 0
+        #: Guards ``_active``, changed from any thread (a plain lock: cheaper than ``_cond``).
+        self._counter = threading.Lock()
         self._active = 0
         self._stopping = False
         self._timers: list[_Timer] = []
@@ -98,7 +105,7 @@ class JobScheduler:
 
     def submit(self, job: Job) -> None:
         """Start ``job`` as a new greenlet on the jobs thread."""
-        with self._cond:
+        with self._counter:
             self._active += 1
         self._post(self._start_job, job)
 
@@ -117,7 +124,11 @@ class JobScheduler:
     def join(self, timeout: float | None = None) -> bool:
         """Wait until no job runs; True when none is left."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._active == 0, timeout)
+            self._joining += 1
+            try:
+                return self._cond.wait_for(lambda: self._active == 0, timeout)
+            finally:
+                self._joining -= 1
 
     def stop(self, timeout: float = 1.0) -> None:
         """End the jobs thread once its jobs have ended (at most ``timeout`` to wait here)."""
@@ -140,9 +151,16 @@ class JobScheduler:
         return current, self._taken.get(current, 0)
 
     def _post(self, command: Callable[..., None], *args: Any) -> None:
-        with self._cond:
-            self._inbox.append((command, args))
-            self._cond.notify_all()
+        """Append a command to the inbox (a deque: atomic); notify the scheduler only if it
+        sleeps. Two posts per task (its start, its wake-up), each taking the condition and
+        notifying it, cost a few microseconds of the GIL per task. No wake-up is lost: the
+        scheduler sets ``_sleeping`` and looks at the inbox again under the condition
+        before it waits, and a post notifies under the condition, which it can only take
+        once the scheduler waits."""
+        self._inbox.append((command, args))
+        if self._sleeping:
+            with self._cond:
+                self._cond.notify_all()  # not notify(): a joiner may wait on it too
 
     # -- jobs thread: called from a job -------------------------------------------------
     def park(self, token: object) -> None:
@@ -199,14 +217,19 @@ class JobScheduler:
 
     def _turn(self) -> bool:
         """One turn: wait for commands or a due timer, run them; False once stopped."""
-        with self._cond:
-            while not self._inbox and not self._due():
-                if self._stopping and self._active == 0:
-                    return False
-                self._cond.wait(self._until_next_timer())
-            commands = list(self._inbox)
-            self._inbox.clear()
-        for command, args in commands:
+        inbox = self._inbox
+        if not inbox and not self._due():
+            with self._cond:
+                while not inbox and not self._due():
+                    if self._stopping and self._active == 0:
+                        return False
+                    self._sleeping = True
+                    if not inbox:  # a post after the look above saw _sleeping False
+                        self._cond.wait(self._until_next_timer())
+                    self._sleeping = False
+        # Taken one by one: other threads append meanwhile, without a lock.
+        for _ in range(len(inbox)):
+            command, args = inbox.popleft()
             command(*args)
         while self._due():
             timer = heapq.heappop(self._timers)
@@ -270,9 +293,12 @@ class JobScheduler:
             log.warning("job ended by %r, thrown in after its task had ended", exc)
         finally:
             self._ended += 1
-            with self._cond:
+            with self._counter:
                 self._active -= 1
-                self._cond.notify_all()
+                none_left = not self._active
+            if none_left and self._joining:
+                with self._cond:
+                    self._cond.notify_all()
 
     def _wake(self, glet: Any, token: object) -> None:
         if self._parked.get(glet) is token:

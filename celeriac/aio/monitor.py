@@ -52,13 +52,18 @@ from celeriac.pools.base import JobInfo, Stall
 _running_jobs: dict[asyncio.Task[Any], JobInfo] = {}
 
 
-def register_job(task: asyncio.Task[Any], job: JobInfo) -> None:
-    """Name ``task``'s job in stall reports until the task is done (any thread)."""
+def register_job(task: asyncio.Task[Any], job: JobInfo, *, until_done: bool = True) -> None:
+    """Name ``task``'s job in stall reports until the task is done (any thread), or,
+    with ``until_done`` False, until the caller's own done callback calls
+    :func:`forget_job` (one callback per task instead of two: each is a handle the loop
+    schedules when the task ends)."""
     _running_jobs[task] = job
-    task.add_done_callback(_forget)
+    if until_done:
+        task.add_done_callback(forget_job)
 
 
-def _forget(task: asyncio.Task[Any]) -> None:
+def forget_job(task: asyncio.Task[Any]) -> None:
+    """Stop naming ``task``'s job in stall reports."""
     _running_jobs.pop(task, None)
 
 
