@@ -22,9 +22,10 @@ BOUNDS: dict[str, str] = {
         "together). The garbage collector had taken a sixth of it, walking every object "
         "of a thousand green threads and the start-up's 50,000 again and again: frozen "
         "before the first task, with a higher young threshold (`celeriac.worker.heap`), "
-        "the one-process ratio went from 0.84 in the last published run to 0.93 in this "
-        "one, and to 1.01 and 0.96 in two sets of three runs of the workload alone "
-        "(2026-12-05): single runs on this shared machine vary by several hundredths. "
+        "the one-process ratio went from 0.84 in the published run of 2026-12-04 to 0.93 "
+        "in that of 2026-12-05 (e5d933c), and to 1.01 and 0.96 in two sets of three runs "
+        "of the workload alone the same day: single runs on this shared machine vary by "
+        "several hundredths. "
         "`--processes 2` adds a GIL, not a core: both processes share the same "
         "two cores with the feed hub and Redis, so 1.5 times the one-process ceiling would "
         "need more cores than the machine has once the feed hub and Redis take theirs."),
@@ -52,8 +53,10 @@ BOUNDS: dict[str, str] = {
         "\n- the garbage collector, now about 2.5 us per task: it took 17 us (0.70 s of a "
         "6.5 s run) until the worker process froze the start-up's objects and raised the "
         "young threshold before its first task (`celeriac.worker.heap`), which took the "
-        "ratio from 0.68 in the last published run to 0.78 in this one (0.75 and 0.71 in "
-        "two sets of three runs of the workload alone, 2026-12-05)."
+        "ratio from 0.68 in the published run of 2026-12-04 to 0.78 in that of 2026-12-05 "
+        "(e5d933c; 0.75 and 0.71 in two sets of three runs of the workload alone the same "
+        "day, and 0.71 in the run at fc0ce09 on another host's CPU): single runs move by "
+        "several hundredths."
         "\n\nredis-py costs the body's INCR about 60 us of CPU per command on this VM: eight "
         "system calls per command (a `getpid` on checkout and release, a non-blocking "
         "read checking the connection, two polls, the send and the read), each slow here."),
@@ -66,7 +69,8 @@ BOUNDS: dict[str, str] = {
         "task has run, the worker is at full speed within a few hundredths of a second "
         "(pools filling, connections opening), so what separates the systems here is "
         "the time to the first task. The short run (10,000 tasks, about 1.2 s at this rate) "
-        "reached 0.93, 0.99 and 0.97 of the no-op rate in the last three published runs, "
+        "reached 0.93, 0.99 and 0.97 of the no-op rate in the three published runs "
+        "before fc0ce09, "
         "and 1.02 in three runs of the two workloads alone (2026-12-05): at this length, "
         "the first tenth of a second and the machine's noise weigh on a single run."),
     "enqueue": (
