@@ -204,6 +204,25 @@ def test_jobs_reuse_their_greenlets_each_in_a_fresh_context(scheduler: JobSchedu
     assert len({id(glet) for glet, _ in seen}) == 1
 
 
+def test_a_spare_greenlet_keeps_nothing_of_its_last_job(scheduler: JobScheduler) -> None:
+    import gc
+    import weakref
+
+    class Job:
+        def __call__(self) -> None:
+            pass
+
+    last = Job()
+    last_ref = weakref.ref(last)
+    scheduler.submit(last)
+    del last
+    assert scheduler.join(WAIT)
+    # The job ends before its greenlet goes among the spares: wait for that, then look.
+    assert wait_until(lambda: bool(scheduler._spares), WAIT)
+    gc.collect()
+    assert last_ref() is None, "a spare greenlet keeps its last job alive"
+
+
 def test_no_post_is_lost_while_the_scheduler_falls_asleep(scheduler: JobScheduler) -> None:
     # Posts take no lock unless the scheduler sleeps: submits from four threads and
     # wake-ups from a fifth race its falling asleep thousands of times. A lost post

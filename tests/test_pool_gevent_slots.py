@@ -53,6 +53,19 @@ def main():
     facts["slots_for_one_at_a_time"] = len(slots)
     facts["context_seen"] = seen
 
+    # An idle slot keeps nothing of its last job (at -c 1000, a thousand messages and runs).
+    import gc, weakref
+    class Job:
+        def __call__(self):
+            pass
+    last = Job()
+    last_ref = weakref.ref(last)
+    pool.submit(last)
+    del last
+    pool.join(5)
+    gc.collect()
+    facts["last_job_kept"] = last_ref() is not None
+
     # Still one slot. An interrupt names a job: one sent for a job that has ended does not reach the
     # next job its slot took; one sent for a running job ends it.
     handles, outcomes = {}, []
@@ -237,6 +250,7 @@ def _probe(code: str) -> dict[str, Any]:
 def test_the_gevent_pool_runs_jobs_on_reused_slots_with_a_fresh_context_each() -> None:
     facts = _probe(PROBE)
     assert facts["slots_for_one_at_a_time"] == 1
+    assert facts["last_job_kept"] is False, "an idle slot keeps its last job alive"
     assert facts["context_seen"] == ["unset"] * 5, "a task's context vars do not leak"
     assert facts["slots_for_two_waves"] == 3 and facts["peak_running"] == 3
     assert facts["joined_after_error"] is True and facts["ran_after_error"] == ["after"]

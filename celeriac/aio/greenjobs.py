@@ -22,8 +22,9 @@ code that waits catches them and forwards them to whatever it waits for (the
 body's thread, the coroutine); see :mod:`celeriac.aio.syncbodies`.
 
 Everything that touches a greenlet happens on the jobs thread: other threads
-only append commands to the inbox (under a native condition that also wakes the
-scheduler up), so no greenlet is ever switched to from the wrong thread.
+only append commands to the inbox (a deque; a native condition wakes the
+scheduler up when it sleeps), so no greenlet is ever switched to from the wrong
+thread.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class JobScheduler:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
-        """Start ``job`` as a new greenlet on the jobs thread."""
+        """Start ``job`` on a greenlet of the jobs thread (a spare one if there is one)."""
         with self._counter:
             self._active += 1
         self._post(self._start_job, job)
@@ -261,10 +262,14 @@ class JobScheduler:
 
     def _start_job(self, job: Job) -> None:
         spares = self._spares
-        slot = spares.pop() if spares else greenlet.greenlet(self._slot, parent=self._hub)
+        if spares:
+            slot = spares.pop()
+        else:
+            slot = greenlet.greenlet(self._slot, parent=self._hub)
+            slot.switch()  # up to where it waits for a job, as a spare does
         slot.switch(job)
 
-    def _slot(self, job: Job) -> None:
+    def _slot(self) -> None:
         """A job greenlet: runs jobs one after another, as a thread of a thread pool does,
         waiting among the spares between two. A greenlet per job cost its creation and
         the frame stack CPython gives each new one, a 16 KB ``mmap`` and ``munmap``: two
@@ -272,10 +277,15 @@ class JobScheduler:
         Each job runs in a fresh ``contextvars`` context, as in a new greenlet."""
         current = greenlet.getcurrent()
         taken = self._taken
+        taken[current] = 0
         try:
+            # Every job, the first too, comes by a switch: the arguments of a greenlet's
+            # run() stay alive as long as it runs, and would keep the first job alive.
+            job = self._hub.switch()
             while True:
-                taken[current] = taken.get(current, 0) + 1
+                taken[current] += 1
                 self._run_job(job)
+                del job  # a spare does not keep its last job (its message, its run) alive
                 if len(self._spares) >= self.max_spares or self._stopping:
                     return
                 self._spares.append(current)

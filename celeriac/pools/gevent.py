@@ -291,6 +291,7 @@ class GeventPool(Pool):
                     if self.on_free is not None and not self._refill_due:
                         self._refill_due = True
                         hub.loop.run_callback(self._refiller.switch)
+                del job  # an idle slot does not keep its last job (its message, its run) alive
         finally:
             self._slots -= 1
             self._taken.pop(current, None)
