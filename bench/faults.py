@@ -62,8 +62,10 @@ from faults_harness import (
     write_tasks,
 )
 
-#: Pool name -> ``-c``: many green threads, a few threads, four processes.
-POOLS = {"gevent": 50, "threads": 8, "prefork": 4}
+#: Pool name -> ``-c``: many green threads, a few threads, four processes, many coroutines.
+POOLS = {"gevent": 50, "threads": 8, "prefork": 4, "asyncio": 50}
+#: Pools whose cells send the tasks' coroutines (``faulttasks.awork``...).
+ASYNC_POOLS = {"asyncio"}
 BROKERS = ("sqlite", "redis")
 HEARTBEAT = 2.0
 MAX_DELIVERIES = 5
@@ -167,7 +169,8 @@ class Cell:
         return jobs
 
     def produce(self, jobs: list[Job], seconds: float) -> Producer:
-        self.producer = Producer(self.module, jobs, seconds, self.dir)
+        self.producer = Producer(self.module, jobs, seconds, self.dir,
+                                 prefix="a" if self.pool in ASYNC_POOLS else "")
         self.sending_since = time.monotonic()
         self.producer.start()
         return self.producer

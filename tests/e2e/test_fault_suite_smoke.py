@@ -3,8 +3,9 @@
 The full suite runs every scenario on every pool and broker with 2000 tasks a cell
 (``docs/reliability.md``); here two cheap cells keep its harness honest and catch a
 regression in the promises it scores: a gevent node on SQLite whose worker process is
-SIGKILLed four times under load, and the same node with poison tasks among 200
-innocent ones. The verdict comes from the producer's record and the tasks' ledger, not
+SIGKILLed four times under load, the same node with poison tasks among 200 innocent
+ones, and an ``-P asyncio`` node running the tasks' coroutines whose worker process is
+SIGKILLed the same way. The verdict comes from the producer's record and the tasks' ledger, not
 from celeriac: nothing lost, nothing unexpected, no innocent task dead-lettered.
 """
 
@@ -43,10 +44,12 @@ def faults() -> Iterator[ModuleType]:
     sys.modules.pop("faults", None)
 
 
-def run(faults: ModuleType, scenario: str, root: Path, **options: Any) -> Any:
-    """One cell on gevent and SQLite, with generous timeouts for a loaded CI machine."""
+def run(faults: ModuleType, scenario: str, root: Path, pool: str = "gevent",
+        **options: Any) -> Any:
+    """One cell on SQLite (gevent unless said), with generous timeouts for a loaded CI
+    machine."""
     settings = faults.Options(tasks=200, quick=True, drain_timeout=120.0, **options)
-    result = faults.run_cell(scenario, "gevent", "sqlite", settings, root)
+    result = faults.run_cell(scenario, pool, "sqlite", settings, root)
     print(faults.table([result]))  # shown by pytest when an assertion fails
     return result
 
@@ -67,6 +70,18 @@ def test_killed_worker_processes_lose_nothing(faults: ModuleType, tmp_path: Path
     assert_nothing_lost(result)
     assert len(result.faults) == 4
     assert result.passed, result.notes
+
+
+@pytest.mark.timeout(300)
+def test_killed_asyncio_worker_processes_lose_no_coroutine(faults: ModuleType,
+                                                          tmp_path: Path) -> None:
+    result = run(faults, "kill-process", tmp_path, pool="asyncio")
+    assert_nothing_lost(result)
+    assert len(result.faults) == 4
+    assert result.passed, result.notes
+    # The cell sent the tasks' coroutines (faulttasks.awork), not the sync sleepers.
+    log = "".join(path.read_text() for path in Path(result.workdir).glob("node-*.log"))
+    assert "faulttasks.awork" in log and "faulttasks.work[" not in log
 
 
 @pytest.mark.timeout(300)
