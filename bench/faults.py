@@ -70,6 +70,10 @@ BROKERS = ("sqlite", "redis")
 HEARTBEAT = 2.0
 MAX_DELIVERIES = 5
 DEFAULT_LEASE = 30.0
+#: Seconds between two samples of the messages in flight (poison crashes: ``sampled_at``).
+SAMPLE_EVERY = 0.05
+#: Seconds either side of a poison task's start whose samples count for its crash.
+SAMPLE_WINDOW = 0.15
 
 
 class ScenarioError(RuntimeError):
@@ -189,10 +193,11 @@ class Cell:
             return None
 
     def sample(self) -> None:
-        """Sample the messages in flight four times a second, for faults nobody injects
-        (a poison task's crash): the nearest sample stands for the moment of the fault."""
+        """Sample the messages in flight every :data:`SAMPLE_EVERY` seconds, for faults
+        nobody injects (a poison task's crash): the samples near it stand for the moment
+        of the fault (:meth:`sampled_at`)."""
         def run() -> None:
-            while not self._sampling.wait(0.25):
+            while not self._sampling.wait(SAMPLE_EVERY):
                 count = self.in_flight()
                 if count is not None:
                     self.samples.append((time.monotonic(), count))
@@ -200,14 +205,23 @@ class Cell:
         threading.Thread(target=run, name="sampler", daemon=True).start()
 
     def sampled_at(self, moment: float) -> int | None:
-        """Messages in flight at ``moment``: the larger of the two samples either side of
-        it, the rule :meth:`fault` keeps for the counts before and after an injected
-        fault (holdings turn over between two samples, and the nearest one alone can
-        miss what the crash caught)."""
+        """Messages in flight at ``moment``: the largest sample within
+        :data:`SAMPLE_WINDOW` either side of it (the two nearest at least), as
+        :meth:`fault` keeps the larger of its counts before and after an injected fault.
+
+        ``moment`` is when the ledger showed a poison task's start (polled every 50 ms),
+        and its crash follows 50 ms after the start; a node clears a burst of short tasks
+        in a fraction of a second and hands a dead process's messages back at once. With
+        the two samples either side of it four times a second, both could fall outside
+        the burst the crash caught (a smoke cell once scored 2 duplicates against 0 in
+        flight): the window covers the start, the crash and the claim before them."""
         if not self.samples:
             return None
-        index = bisect.bisect(self.samples, (moment, 0))
-        near = self.samples[max(index - 1, 0):index + 1]
+        samples = self.samples
+        index = bisect.bisect(samples, (moment, 0))
+        low = bisect.bisect(samples, (moment - SAMPLE_WINDOW, 0))
+        high = bisect.bisect(samples, (moment + SAMPLE_WINDOW, 0))
+        near = samples[min(low, max(index - 1, 0)):max(high, index + 1)]
         return max(count for _, count in near)
 
     def orphans(self, victims: Collection[int]) -> set[str]:
