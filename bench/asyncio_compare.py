@@ -8,7 +8,11 @@ rotated run to run), medians of ``--repeat`` runs, one markdown table:
   (patched: ``gevent.sleep``) on ``-P gevent``; ``gevent async``: the same ``async def``
   task as on ``-P asyncio``, run by ``-P gevent`` (each greenlet waits on the process's one
   loop thread). Tasks/s over the span (first start to last end, the tasks' own clocks)
-  against the concurrency bound ``c / sleep`` (2,000/s).
+  against the concurrency bound ``c / sleep`` (2,000/s). Two ceilings beside them, the
+  same sleeps with no queue at all: ``ceiling: plain asyncio``, one loop running the
+  coroutines ``c`` at a time (a semaphore); ``ceiling: bare gevent pool``, a
+  ``gevent.pool.Pool(c)`` of patched ``time.sleep`` in a process of its own. What the
+  event loop or the hub costs by itself, with nothing of a task queue around it.
 * **noop**: the same N tasks returning at once (async on ``-P asyncio``, sync on
   ``-P gevent``): what a task costs the worker when nothing waits.
 * **feeds**: F fetches (default 3,000) from ``examples/gevent/feedhub.py`` (0.5 s per
@@ -140,6 +144,8 @@ class Variant:
 
 
 VARIANTS = [
+    Variant("sleep", "ceiling: plain asyncio, no queue", None, "anap"),
+    Variant("sleep", "ceiling: bare gevent pool, no queue", None, "nap"),
     Variant("sleep", "asyncio: await asyncio.sleep", "asyncio", "anap"),
     Variant("sleep", "gevent: time.sleep (sync)", "gevent", "nap"),
     Variant("sleep", "gevent: await asyncio.sleep", "gevent", "anap"),
@@ -238,6 +244,57 @@ async def bare_fetches(urls: list[str], concurrency: int) -> list[list[float]]:
         return await asyncio.gather(*(one(url) for url in urls))
 
 
+async def bare_sleeps(seconds: float, count: int, concurrency: int) -> list[list[float]]:
+    """The sleep workload's asyncio ceiling: ``count`` sleeps in one plain loop,
+    ``concurrency`` at a time, no queue."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one() -> list[float]:
+        async with limit:
+            started = time.time()
+            await asyncio.sleep(seconds)
+            return [started, time.time()]
+
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+#: The sleep workload's gevent ceiling, run by a fresh interpreter (patching is process-wide):
+#: argv is the sleep, the count and the concurrency; prints the stamps as JSON.
+GEVENT_SLEEPS = """
+from gevent import monkey
+monkey.patch_all()
+import json, sys, time
+import gevent.pool
+
+seconds, count, concurrency = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+
+def nap():
+    started = time.time()
+    time.sleep(seconds)
+    return [started, time.time()]
+
+
+pool = gevent.pool.Pool(concurrency)
+print(json.dumps([job.get() for job in [pool.spawn(nap) for _ in range(count)]]))
+"""
+
+
+def no_queue(variant: Variant, args: list[Any], options: argparse.Namespace) -> list[list[float]]:
+    """A no-queue ceiling's stamps: the feed fetches, or the sleeps on asyncio or gevent."""
+    if variant.workload == "feeds":
+        return asyncio.run(bare_fetches(args, options.concurrency))
+    if variant.task == "anap":
+        return asyncio.run(bare_sleeps(options.sleep, len(args), options.concurrency))
+    done = subprocess.run([sys.executable, "-c", GEVENT_SLEEPS, str(options.sleep),
+                           str(len(args)), str(options.concurrency)],
+                          capture_output=True, text=True, timeout=options.timeout)
+    if done.returncode:
+        raise BenchError(f"the bare gevent pool failed:\n{tail(done.stderr)}")
+    stamps: list[list[float]] = json.loads(done.stdout)
+    return stamps
+
+
 def refill(stamps: list[list[float]], concurrency: int) -> dict[str, float]:
     """How fast the worker fills its slots: ``ramp``, seconds from the first start to the
     ``concurrency``-th (filling the empty pool); ``turnaround``, the median over k of the
@@ -270,7 +327,7 @@ def one_run(run: int, options: argparse.Namespace, root: Path, redis_url: str, h
             "feeds": lambda: [f"http://127.0.0.1:{hub}/feeds/{n}.xml" for n in range(options.feeds)],
         }[variant.workload]()
         if variant.pool is None:
-            stamps = asyncio.run(bare_fetches(args, options.concurrency))
+            stamps = no_queue(variant, args, options)
         else:
             stamps, cpu, switches = run_worker(variant, module, args, options, root)
             out[f"{variant.label}|cpu"] = cpu * 1000
