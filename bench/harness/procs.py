@@ -112,6 +112,19 @@ class Worker:
                     total += proc.memory_info().rss
         return total / 2**20
 
+    def open_files(self) -> int:
+        """File descriptors open in the worker and its child processes (sockets, pipes,
+        files; Linux and macOS), summed: under the feed run, mostly the task module's
+        HTTP and Redis connections, one of each per task running at once."""
+        import psutil
+
+        total = 0
+        with suppress(psutil.Error):
+            for proc in self._tree():
+                with suppress(psutil.Error):
+                    total += proc.num_fds()
+        return total
+
     def check(self) -> None:
         """Raise when the worker has exited (with its log's tail)."""
         if self.proc.poll() is not None:
@@ -133,10 +146,11 @@ class Worker:
 
 
 class PeakRss:
-    """Samples a worker's RSS on a thread every 0.1 s until stopped; keeps the peak (MB)."""
+    """Samples a worker's RSS on a thread every 0.1 s until stopped; keeps the peak (MB),
+    and the most file descriptors it held at once (:attr:`files`)."""
 
     def __init__(self, worker: Worker) -> None:
-        self.worker, self.peak = worker, 0.0
+        self.worker, self.peak, self.files = worker, 0.0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -144,6 +158,7 @@ class PeakRss:
     def _run(self) -> None:
         while not self._stop.wait(0.1):
             self.peak = max(self.peak, self.worker.rss_mb())
+            self.files = max(self.files, self.worker.open_files())
 
     def stop(self) -> float:
         self._stop.set()

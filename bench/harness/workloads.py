@@ -339,7 +339,8 @@ def memory_system(system: System) -> Measure:
             peak = PeakRss(worker)
             ctx.produce(directory, "feeds", sizes.memory_feeds)
             wait_count(ctx.client, COUNTER, 1 + sizes.memory_feeds, worker, ctx.timeout)
-            return {"idle RSS MB": idle, "RSS under feeds MB": peak.stop()}
+            return {"idle RSS MB": idle, "RSS under feeds MB": peak.stop(),
+                    "open files under feeds": peak.files}
         finally:
             ctx.stop(worker, system)
     return measure
@@ -386,10 +387,13 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
              lambda systems: [Entry(BARE_POP, latency_ceiling),
                               *_per_system("latency", systems, latency_system)],
              frozenset({"p50 ms", "p99 ms"}), ratio_of="p50 ms", ceiling=BARE_POP),
-    Workload("memory", "Memory", ["idle RSS MB", "RSS under feeds MB"],
+    Workload("memory", "Memory", ["idle RSS MB", "RSS under feeds MB", "open files under feeds"],
              lambda s: (f"Worker RSS (supervisor and every process, summed) at "
                         f"c={s.feed_concurrency:,}: idle 1 s after its first task, and the peak "
-                        f"(sampled every 0.1 s) while it runs {s.memory_feeds:,} feed tasks."),
+                        f"(sampled every 0.1 s) while it runs {s.memory_feeds:,} feed tasks; "
+                        "beside it the most file descriptors its processes held at once in "
+                        "that run, sampled with it: mostly the task module's HTTP and Redis "
+                        "connections, one of each per task running at once."),
              lambda systems: _per_system("memory", systems, memory_system),
              frozenset({"idle RSS MB", "RSS under feeds MB"})),
     Workload("depth", "Depth", [],  # columns depend on the sizes: depth_metrics()
