@@ -200,6 +200,33 @@ def test_store_many_publishes_each_status(redis_url: str, backend: RedisBackend,
         pubsub.close()
 
 
+@pytest.mark.parametrize("index", [True, False])
+def test_a_batch_of_odd_ids_names_and_results_round_trips(redis_url: str, index: bool) -> None:
+    """The records of a batch go to the store script as one JSON array: ids, names and
+    results with quotes, backslashes, brackets, control characters and text beyond
+    ASCII come back as they went, and the task index finds them by name."""
+    backend = backend_from_url(redis_url, index=index)
+    assert isinstance(backend, RedisBackend)
+    tag = new_id()
+    odd = ['q"uote', "back\\slash", "br]ack[et", "nul\x00and\ttab", "é ü 漢", "\u2028"]
+    records = [ResultRecord(task_id=f"{tag}-{text}", status=SUCCESS, name=f"t.{tag}.{text}",
+                            result={"text": text, "n": [1, 2.5, None]}, date_done=time.time())
+               for text in odd]
+    records.append(ResultRecord(task_id=f"{tag}-uuid", status=SUCCESS, name="t.uuid",
+                                result=uuid.UUID(int=7), date_done=time.time()))
+    try:
+        backend.store_many(records)
+        for record in records:
+            got = backend.get(record.task_id)
+            assert got is not None and got.result == record.result and got.name == record.name
+        if index:  # the name went to the index as it was
+            for record in records:
+                found, total = backend.search(name=record.name)
+                assert [t.task_id for t in found] == [record.task_id] and total == 1
+    finally:
+        backend.close()
+
+
 def test_corrupt_record_is_a_backend_error(redis_url: str, backend: RedisBackend,
                                            raw: redis.Redis) -> None:
     task_id = new_id()

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from celeriac import serialization
+from celeriac import fastjson, serialization
 from celeriac.backends.search import TaskDetail, TaskSummary, detail_of, task_events
 from celeriac.exceptions import BackendError, ConfigurationError, SerializationError, TimeoutError
 from celeriac.states import PENDING, READY_STATES
@@ -93,8 +93,12 @@ class ResultRecord:
     def to_json(self) -> str:
         """The stored form: JSON, with markers for the types JSON lacks, escaped to ASCII.
         NaN and Infinity are refused: other readers would choke on them."""
+        data = self.to_dict()
+        plain = fastjson.plain_ascii(data)  # most records
+        if plain is not None:
+            return plain
         try:
-            return serialization.json_dumps(self.to_dict(), ascii_only=True)
+            return serialization.json_dumps(data, ascii_only=True)
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"result of task {self.task_id} is not JSON-serialisable: {exc}") from exc

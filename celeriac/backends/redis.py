@@ -82,6 +82,7 @@ from celeriac.backends import redis_index
 from celeriac.backends.base import ResultBackend, ResultRecord
 from celeriac.backends.search import TaskSummary, check_page
 from celeriac.exceptions import BackendError, TimeoutError
+from celeriac.fastjson import dumps
 from celeriac.redisconn import (
     DEFAULT_MAX_CONNECTIONS,
     TRANSIENT,
@@ -98,12 +99,13 @@ from celeriac.states import READY_STATES
 T = TypeVar("T")
 
 #: The store with ``result_index`` off: the records alone, as before the task index.
-#: ARGV: TTL in ms (0: none), prefix, then per record: id, state, payload.
+#: ARGV: TTL in ms (0: none), prefix, and the records as one JSON array of
+#: ``[id, state, payload]`` (as :func:`~celeriac.backends.redis_index.store_args`).
 STORE_RECORDS_LUA = """
 local px, p = tonumber(ARGV[1]), ARGV[2]
 local ready = {SUCCESS = true, FAILURE = true, REVOKED = true}
-for i = 3, #ARGV, 3 do
-    local id, state = ARGV[i], ARGV[i + 1]
+for _, row in ipairs(cjson.decode(ARGV[3])) do
+    local id, state, payload = row[1], row[2], row[3]
     local key = p .. ':result:' .. id
     local write = true
     if not ready[state] then
@@ -115,9 +117,9 @@ for i = 3, #ARGV, 3 do
     end
     if write then
         if px > 0 then
-            redis.call('SET', key, ARGV[i + 2], 'PX', px)
+            redis.call('SET', key, payload, 'PX', px)
         else
-            redis.call('SET', key, ARGV[i + 2])
+            redis.call('SET', key, payload)
         end
         redis.call('PUBLISH', p .. ':done:' .. id, state)
     end
@@ -481,9 +483,8 @@ class RedisBackend(ResultBackend):
         if self.index:
             args = redis_index.store_args(self.prefix, records, time.time(), self._px())
         else:
-            args = [self._px() or 0, self.prefix]
-            for r in records:
-                args += (r.task_id, r.status, r.to_json())
+            args = [self._px() or 0, self.prefix,
+                    dumps([(r.task_id, r.status, r.to_json()) for r in records])]
         self._call(lambda: self._store_script(keys=[], args=args))
 
     def get(self, task_id: str) -> ResultRecord | None:
