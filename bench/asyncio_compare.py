@@ -29,6 +29,10 @@ a slot whose task ended stays empty):
 with tasks queued first, ``c`` tasks start together and end together, and the worker
 settles each wave one task after another (docs/asyncio.md, "Figures").
 
+``--against REV`` also runs every pool variant with celeriac imported from a git worktree
+of revision REV (labelled ``@REV``), in the same runs: a before/after measurement of a
+change, each run's pair side by side, with the ratios run by run under the table.
+
 Everything is loopback: ``redis-server`` is started on a free port without persistence
 (``bench/redis_compare.py``) and flushed before each variant; the worker is the real CLI,
 one process (``--processes 1``), started after its tasks are queued.
@@ -49,7 +53,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +63,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from amqp_compare import feed_hub  # noqa: E402
-from redis_compare import BenchError, Worker, redis_server, tail  # noqa: E402
+from redis_compare import BenchError, Worker, redis_server, tail, worktree  # noqa: E402
 
 #: The tasks module every worker imports; BENCH_REDIS names the broker and backend.
 TASKS = '''
@@ -141,6 +146,8 @@ class Variant:
     label: str
     pool: str | None
     task: str
+    #: Put first on the worker's import path (``--against``: a worktree of another revision).
+    pythonpath: str = ""
 
 
 VARIANTS = [
@@ -174,7 +181,8 @@ def run_worker(variant: Variant, module: Any, args: list[Any], options: argparse
     task = getattr(module, variant.task)
     results = task.apply_many([(arg,) for arg in args])
     worker = Worker(worker_command(variant.pool, options), directory,
-                    f"{variant.workload}-{variant.pool}-{variant.task}")
+                    f"{variant.workload}-{variant.pool}-{variant.task}"
+                    f"{'-against' if variant.pythonpath else ''}", variant.pythonpath)
     try:
         out = [results[0].get(timeout=options.timeout)]
         cpu, switched = worker.cpu_seconds(), waits(worker)
@@ -316,7 +324,7 @@ def rate(stamps: list[list[float]]) -> float:
 
 def one_run(run: int, options: argparse.Namespace, root: Path, redis_url: str, hub: int,
             module: Any, client: Any) -> dict[str, float]:
-    variants = [v for v in VARIANTS if v.workload in options.only]
+    variants = [v for v in all_variants(options) if v.workload in options.only]
     shift = run % len(variants)
     out: dict[str, float] = {}
     for variant in variants[shift:] + variants[:shift]:
@@ -342,10 +350,42 @@ def one_run(run: int, options: argparse.Namespace, root: Path, redis_url: str, h
                 raise BenchError(f"{variant.label}: parsed {parsed} items of {5 * len(args)}")
         out[variant.label] = rate(stamps)
         if options.workdir:  # the tasks' own start and end times, for a closer look
-            name = f"stamps-{variant.workload}-{variant.pool}-{variant.task}-{run + 1}.json"
+            twin = "-against" if variant.pythonpath else ""
+            name = f"stamps-{variant.workload}-{variant.pool}-{variant.task}{twin}-{run + 1}.json"
             (root / name).write_text(json.dumps(stamps))
         print(f"  run {run + 1} {variant.label:36} {out[variant.label]:8.0f}/s", flush=True)
     return out
+
+
+def all_variants(options: argparse.Namespace) -> list[Variant]:
+    """:data:`VARIANTS`, and with ``--against`` each pool variant again on that revision."""
+    if not options.against:
+        return VARIANTS
+    out = []
+    for variant in VARIANTS:
+        out.append(variant)
+        if variant.pool is not None:
+            out.append(replace(variant, label=f"{variant.label} @{options.against}",
+                               pythonpath=options.against_path))
+    return out
+
+
+def against(runs: list[dict[str, float]], options: argparse.Namespace) -> str:
+    """Each pool variant over its ``--against`` twin, run by run, and the median."""
+    lines = [f"\nthis checkout against @{options.against}, run by run (median): a rate of "
+             "1.05 is 5% faster here, a CPU figure of 0.95 5% less per task"]
+    for variant in VARIANTS:
+        twin = f"{variant.label} @{options.against}"
+        if variant.pool is None or twin not in runs[0]:
+            continue
+        for key, what in (("", "tasks/s"), ("|cpu", "worker CPU")):
+            ratios = [r[variant.label + key] / r[twin + key] for r in runs
+                      if r.get(twin + key)]
+            if ratios:
+                lines.append(f"  {variant.label:36} {what:10} "
+                             + " ".join(f"{x:.2f}" for x in ratios)
+                             + f"  (median {statistics.median(ratios):.2f})")
+    return "\n".join(lines)
 
 
 def table(runs: list[dict[str, float]], options: argparse.Namespace) -> str:
@@ -356,7 +396,7 @@ def table(runs: list[dict[str, float]], options: argparse.Namespace) -> str:
              "| thread waits/task "
              f"| s to the {options.concurrency:,}th start | slot turnaround ms |",
              "|---|---|---:|---:|---|---:|---:|---:|---:|"]
-    for variant in VARIANTS:
+    for variant in all_variants(options):
         if variant.label not in medians:
             continue
         value = medians[variant.label]
@@ -400,6 +440,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", type=lambda s: s.split(","), default=["sleep", "noop", "feeds"])
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--against", metavar="REV",
+                        help="also run every pool variant on celeriac from a git worktree of REV")
     parser.add_argument("--workdir", type=Path,
                         help="keep the worker logs and each variant's task timestamps here")
     options = parser.parse_args()
@@ -417,6 +459,8 @@ def main() -> int:
           f"{os.cpu_count()} CPUs (1-min load average {load_before:.1f} before, "
           f"{load_after:.1f} after).\n")
     print(table(runs, options))
+    if options.against:
+        print(against(runs, options))
     print(f"\n{versions()}")
     return 0
 
@@ -424,7 +468,13 @@ def main() -> int:
 def measure(options: argparse.Namespace, root: Path) -> list[dict[str, float]]:
     import redis
 
-    with redis_server(root) as url, feed_hub(options, root) as hub:
+    with ExitStack() as stack:
+        url = stack.enter_context(redis_server(root))
+        hub = stack.enter_context(feed_hub(options, root))
+        options.against_path = ""
+        if options.against:
+            options.against_path = str(stack.enter_context(worktree(options.against,
+                                                                    root / "against")))
         os.environ["BENCH_REDIS"] = url
         sys.path.insert(0, str(root))
         import benchtasks
