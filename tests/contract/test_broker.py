@@ -310,6 +310,23 @@ def test_waiting_fetch_wakes_when_a_lease_runs_out(broker: Broker) -> None:
     assert time.monotonic() - started < 2.5
 
 
+def test_a_batch_settles_its_fresh_tokens_and_flags_each_in_order(broker: Broker) -> None:
+    """One settle call over messages with fresh and stale tokens: a flag per message, in
+    the order given, and only the fresh ones are settled."""
+    queue = new_queue()
+    publish(broker, queue, b"stale")
+    [stale] = fetch(broker, queue, consumer="c1", lease=LEASE)
+    time.sleep(AFTER_LEASE)
+    [current] = fetch(broker, queue, consumer="c2")
+    for body in (b"a", b"b"):
+        publish(broker, queue, body)
+    first, second = fetch(broker, queue, consumer="c2", count=2)
+    assert broker.renew([first, stale, second], LONG) == [True, False, True]
+    assert broker.ack([stale, first, current, stale, second]) == [False, True, True, False,
+                                                                   True]
+    assert stats_of(broker, queue) == QueueStats()
+
+
 def test_stale_token_cannot_touch_the_message(broker: Broker) -> None:
     queue = new_queue()
     publish(broker, queue, b"job")
