@@ -141,12 +141,13 @@ def _publish_args(ids: Sequence[str], messages: Sequence[OutgoingMessage]) -> li
     return args
 
 
-def _delivery(head: bytes, body: bytes) -> Delivery:
-    """A claimed message from its two items in the claim's reply (``fetch.lua``): its head,
-    ``"deliveries token priority len(id) id+queue"``, and its body."""
-    count, token, priority, size, rest = head.split(b" ", 4)
-    cut = int(size)  # bytes: a queue's name may be any text
-    return Delivery(id=rest[:cut].decode(), queue=rest[cut:].decode(), body=bytes(body),
+def _delivery(item: bytes) -> Delivery:
+    """A claimed message from its item in the claim's reply (``fetch.lua``):
+    ``"deliveries token priority len(id) len(queue) id+queue+body"``."""
+    count, token, priority, size, qsize, rest = item.split(b" ", 5)
+    cut = int(size)  # bytes: a queue's name may be any text, a body any bytes
+    end = cut + int(qsize)
+    return Delivery(id=rest[:cut].decode(), queue=rest[cut:end].decode(), body=rest[end:],
                     delivery_count=int(count), token=int(token), priority=int(priority))
 
 
@@ -330,7 +331,7 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
         wake_keys = [f"{self.prefix}:wake:{q}" for q in queues]
         reply = self._claim(count, consumer, lease, queues)
         while True:
-            deliveries = [_delivery(reply[i], reply[i + 1]) for i in range(2, len(reply), 2)]
+            deliveries = [_delivery(item) for item in reply[2:]]
             if reply[1]:  # id, group of suspect messages: rare, so not a field of every one
                 marks = reply[1]
                 suspects = {decode(marks[i]): int(marks[i + 1]) for i in range(0, len(marks), 2)}

@@ -3,13 +3,14 @@
 -- Keys: P:delayed:<q>, P:retry:<q> and P:leased:<q> (due entries move to P:ready:<q>), P:ready:<q>,
 --       P:m:<id> (d and t incremented, c set, x read), P:leased:<q>, P:held:<consumer>,
 --       P:dl:<id>, P:dead, P:dead:<q> (messages out of deliveries).
--- Returns {wait_ms, suspects, head, body, head, body, ...}; wait_ms is how long until
+-- Returns {wait_ms, suspects, message, message, ...}; wait_ms is how long until
 -- something in these queues comes due (-1: nothing scheduled), 0 if claimed; suspects lists
 -- the claimed ids marked suspect, each followed by its group (x), nearly always empty: one
--- empty array costs the reply less than a field per message. A message's head is
--- "deliveries token priority #id id..queue": one string, not five items, because the
--- client parses each item of a reply in Python (five cost it about as much as the rest
--- of a no-op task's fetch).
+-- empty array costs the reply less than a field per message. A message is
+-- "deliveries token priority #id #queue id..queue..body": one string, not six items,
+-- because the client parses each item of a reply in Python (five cost it about as much
+-- as the rest of a no-op task's fetch; a head and a body, a microsecond more a message
+-- than one).
 local count, consumer = tonumber(ARGV[2]), ARGV[3]
 local lease, maxd = tonumber(ARGV[4]), tonumber(ARGV[5])
 local queues = {}
@@ -63,8 +64,8 @@ while claimed < count do
         redis.call('HSET', m, 'd', d, 't', t, 'c', consumer)
         redis.call('ZADD', key('leased', q), now + lease, id)
         redis.call('SADD', key('held', consumer), id)
-        out[#out + 1] = d .. ' ' .. t .. ' ' .. (f[3] or 0) .. ' ' .. #id .. ' ' .. id .. q
-        out[#out + 1] = f[2]
+        out[#out + 1] = d .. ' ' .. t .. ' ' .. (f[3] or 0) .. ' ' .. #id .. ' ' .. #q .. ' '
+                        .. id .. q .. f[2]
         if f[4] then
           suspects[#suspects + 1] = id
           suspects[#suspects + 1] = tonumber(f[4])
