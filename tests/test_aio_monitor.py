@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import pytest
 from conftest import normal_leg_only
 
-from celeriac.aio.monitor import LoopMonitor, attach_monitor, register_job
+from celeriac.aio.monitor import LoopMonitor, attach_monitor, forget_job, register_job
 from celeriac.exceptions import CeleriacError
 from celeriac.pools.base import JobInfo, Stall
 
@@ -90,6 +90,7 @@ def test_a_blocking_coroutine_is_reported_while_it_blocks_and_when_it_ends(
     async def start() -> str:
         task = asyncio.ensure_future(blocker())
         register_job(task, job)
+        task.add_done_callback(forget_job)
         return await task
 
     assert loop_thread.run(start) == "done"

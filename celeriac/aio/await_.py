@@ -88,7 +88,7 @@ def _run_on(thread: LoopThread, trampoline: Trampoline, event: EventLike, hard: 
         task = context.run(loop.create_task, trampoline, name=name)
         trampoline.task = task
         if job is not None:
-            register_job(task, job, until_done=False)
+            register_job(task, job)
         task.add_done_callback(ended)
 
     request = current_request.get()

@@ -22,8 +22,9 @@ coroutines do wait that long); the report then names whichever task was
 running when the monitor looked.
 
 The loop-side code that runs a job's coroutine registers its task with
-:func:`register_job` (:func:`celeriac.aio.await_.run_coroutine` does), so that a
-report names the job (task name and id). :func:`attach_monitor` starts watching a
+:func:`register_job` and forgets it with :func:`forget_job` when it is done
+(:func:`celeriac.aio.await_.run_coroutine` does), so that a report names the job (task
+name and id). :func:`attach_monitor` starts watching a
 loop thread; :func:`watch` does so once per loop thread, which is how every pool
 watches the process's shared loop (``Pool.watch_loop``).
 
@@ -52,14 +53,11 @@ from celeriac.pools.base import JobInfo, Stall
 _running_jobs: dict[asyncio.Task[Any], JobInfo] = {}
 
 
-def register_job(task: asyncio.Task[Any], job: JobInfo, *, until_done: bool = True) -> None:
-    """Name ``task``'s job in stall reports until the task is done (any thread), or,
-    with ``until_done`` False, until the caller's own done callback calls
-    :func:`forget_job` (one callback per task instead of two: each is a handle the loop
-    schedules when the task ends)."""
+def register_job(task: asyncio.Task[Any], job: JobInfo) -> None:
+    """Name ``task``'s job in stall reports (any thread) until :func:`forget_job`, which
+    the caller's own done callback calls: one callback per task, not one more here
+    (each is a handle the loop schedules when the task ends)."""
     _running_jobs[task] = job
-    if until_done:
-        task.add_done_callback(forget_job)
 
 
 def forget_job(task: asyncio.Task[Any]) -> None:
