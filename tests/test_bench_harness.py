@@ -73,3 +73,16 @@ def test_every_workload_says_what_bounds_it(harness: ModuleType) -> None:
 
     assert set(harness.bounds.BOUNDS) == set(harness.workloads.WORKLOADS)
     assert all(len(text) > 100 for text in harness.bounds.BOUNDS.values())
+
+
+def test_the_published_report_says_what_bounds_it_in_the_harness_words(harness: ModuleType) -> None:
+    """docs/benchmarks.md is written by the harness; a bound text edited by hand in one place
+    (or pasted twice) drifts from ``bounds.py``, which writes the next report."""
+    import harness.bounds
+
+    report = (BENCH.parent / "docs" / "benchmarks.md").read_text()
+    for name, workload in harness.workloads.WORKLOADS.items():
+        section = report.split(f"\n## {workload.title}\n", 1)[1].split("\n## ", 1)[0]
+        assert section.count("**What bounds it.**") == 1, name
+        said = section.split("**What bounds it.** ", 1)[1].split("\n\n![", 1)[0].rstrip("\n")
+        assert said == harness.bounds.BOUNDS[name], name

@@ -7,6 +7,12 @@ COUNT times, at most CONCURRENCY at once, and prints ``{"start": t0, "end": t1}`
 clock) as JSON. What a system reaches against this is what its queue costs: the
 fetch, the parse and the Redis calls are the same code on the same servers.
 
+KIND ``memory`` is the memory workload's bare run: ``incr_body()`` once (the first task
+a worker has run before its idle RSS is read), then it waits in ``BLPOP`` on
+:data:`GO` until the harness, sampling its RSS, pushes to it, and runs the COUNT feeds.
+What the feed bodies hold at CONCURRENCY at once, in one process, with no queue: the
+part of a worker's memory under the feeds that is the workload's, not the queue's.
+
 KIND ``latency`` is the latency workload's bare consumer: it waits in ``BLPOP`` on
 :data:`LATENCY_QUEUE` and, for each value (a send time, pushed by ``produce.py
 bare-latency``), pushes ``now - sent`` to the task module's ``LATENCY`` list, as a task
@@ -29,6 +35,8 @@ from gevent.pool import Pool  # noqa: E402
 
 #: Where ``produce.py bare-latency`` pushes send times for the bare consumer.
 LATENCY_QUEUE = "bench:bare-latency"
+#: Where the memory workload's bare run waits to be told to start its feeds.
+GO = "bench:bare-go"
 
 
 def bare_consumer(tasks: object) -> None:
@@ -50,9 +58,12 @@ def main() -> int:
         bare_consumer(tasks)
         return 0
     tasks.r.ping()  # connect before the clock starts, as a worker is connected
+    if kind == "memory":
+        tasks.incr_body()
+        tasks.r.blpop([GO])
     pool = Pool(concurrency)
     start = time.time()
-    if kind == "feeds":
+    if kind in ("feeds", "memory"):
         for i in range(count):
             pool.spawn(tasks.feed_body, i)
     else:

@@ -147,6 +147,14 @@ class Context:
         return Worker([str(self.python), str(CEILING), str(directory), "latency", "0", "1"],
                       directory, "bare-consumer", str(REPO))
 
+    def bare_memory(self, directory: Path) -> Worker:
+        """The memory workload's bare run (``ceiling.py DIRECTORY memory``), started: it
+        runs one no-op and waits for :data:`ceiling.GO` before its feeds."""
+        sizes = self.sizes
+        return Worker([str(self.python), str(CEILING), str(directory), "memory",
+                       str(sizes.memory_feeds), str(sizes.feed_concurrency)],
+                      directory, "bare-memory", str(REPO))
+
     def ceiling(self, directory: Path, kind: str, count: int, concurrency: int) -> dict[str, float]:
         """The bare-pool run (``ceiling.py``) on ``directory``'s module: its start and end."""
         done = subprocess.run(

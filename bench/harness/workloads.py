@@ -33,6 +33,9 @@ CEILING = "ceiling (bare gevent pool)"
 ROUNDTRIP = "ceiling (bare redis-py LPUSH)"
 #: The latency workload's ceiling: a push and a blocking pop, no framework.
 BARE_POP = "ceiling (bare BLPOP)"
+#: Where the memory workload's bare run waits for its start: ``ceiling.py``'s ``GO`` (not
+#: imported: that module monkey-patches the process it is imported into).
+BARE_GO = "bench:bare-go"
 
 Measure = Callable[[Context, Path], dict[str, float]]
 
@@ -325,6 +328,25 @@ def latency_system(system: System) -> Measure:
     return measure
 
 
+def memory_ceiling(ctx: Context, directory: Path) -> dict[str, float]:
+    """The same feeds in a bare gevent pool, measured as a worker is: what the workload
+    holds by itself, with a thousand requests and Redis calls in flight and no queue."""
+    sizes = ctx.sizes
+    ctx.prepare(BARE, directory, sizes.feed_concurrency)
+    bare = ctx.bare_memory(directory)
+    try:
+        wait_count(ctx.client, COUNTER, 1, bare, ctx.timeout)
+        time.sleep(1.0)
+        idle = bare.rss_mb()
+        peak = PeakRss(bare)
+        ctx.client.rpush(BARE_GO, "go")
+        wait_count(ctx.client, COUNTER, 1 + sizes.memory_feeds, bare, ctx.timeout)
+        return {"idle RSS MB": idle, "RSS under feeds MB": peak.stop(),
+                "open files under feeds": peak.files}
+    finally:
+        bare.stop()
+
+
 def memory_system(system: System) -> Measure:
     def measure(ctx: Context, directory: Path) -> dict[str, float]:
         sizes = ctx.sizes
@@ -394,7 +416,8 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
                         "beside it the most file descriptors its processes held at once in "
                         "that run, sampled with it: mostly the task module's HTTP and Redis "
                         "connections, one of each per task running at once."),
-             lambda systems: _per_system("memory", systems, memory_system),
+             lambda systems: [Entry(CEILING, memory_ceiling),
+                              *_per_system("memory", systems, memory_system)],
              frozenset({"idle RSS MB", "RSS under feeds MB"})),
     Workload("depth", "Depth", [],  # columns depend on the sizes: depth_metrics()
              _depth_method,

@@ -78,7 +78,9 @@ def test_quick_bench_writes_a_report(tmp_path: Path) -> None:
     for heading in ("Feed hub", "No-op overhead", "Enqueue", "Latency", "Memory"):
         section = report.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
         assert "**What bounds it.**" in section, heading
-    assert all(positive(c) for c in rows(report, "Memory")["celeriac-gevent"][:3])  # RSS x2, files
+    memory = rows(report, "Memory")
+    assert all(positive(c) for c in memory["celeriac-gevent"][:3])  # RSS x2, files
+    assert all(positive(c) for c in memory["ceiling (bare gevent pool)"][:3])
 
     targets = report.split("## Targets (issue 15)\n", 1)[1].split("\n## ", 1)[0]
     verdicts = re.findall(r"\| (met|NOT met|not measured) \|", targets)
