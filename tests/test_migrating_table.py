@@ -207,7 +207,7 @@ def checkers() -> dict[str, Callable[[str], bool]]:
         "worker flag": lambda name: worker_flag_accepted(name, *flags[("worker flag", name)]),
         "celery option": lambda name: _known(cli, flags[("celery option", name)][0],
                                              f"celery option {name}"),
-        "command": lambda name: name in cli.commands,
+        "command": lambda name: name in cli.list_commands(click.Context(cli)),
         "import": import_accepted,
         "AsyncResult": lambda name: name in _async_result_names(),
         "exception": lambda name: hasattr(celeriac.exceptions, name),

@@ -20,19 +20,9 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from celeriac import __version__, serialization
-from celeriac.beat.presence import beats, worker_nodes
-from celeriac.cli.beat import beat_command
-from celeriac.cli.control import control_commands
-from celeriac.cli.dashboard import dashboard_command
-from celeriac.cli.events import events_command
-from celeriac.cli.metrics import metrics_command
-from celeriac.cli.queues import queue_commands
-from celeriac.cli.report import report_commands
-from celeriac.cli.tasks import tasks_command
+from celeriac.cli.lazy import LazyGroup
 from celeriac.exceptions import CeleriacError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -41,7 +31,21 @@ if TYPE_CHECKING:
     from celeriac.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
+
+#: Subcommands in modules of their own, imported when used (:mod:`celeriac.cli.lazy`).
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "beat": ("celeriac.cli.beat", "beat_command"),
+    "dashboard": ("celeriac.cli.dashboard", "dashboard_command"),
+    "events": ("celeriac.cli.events", "events_command"),
+    "metrics": ("celeriac.cli.metrics", "metrics_command"),
+    "tasks": ("celeriac.cli.tasks", "tasks_command"),
+    "inspect": ("celeriac.cli.control", "control_commands"),
+    "control": ("celeriac.cli.control", "control_commands"),
+    "report": ("celeriac.cli.report", "report_commands"),
+    "shell": ("celeriac.cli.report", "report_commands"),
+    "queue": ("celeriac.cli.queues", "queue_commands"),
+    "dead": ("celeriac.cli.queues", "queue_commands"),
+}
 
 
 @contextmanager
@@ -77,7 +81,8 @@ def _app_command(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS, app_command=_app_command,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-A", "--app", "app_spec", metavar="MODULE[:ATTR]",
               help="The app: a module (its 'app'), module:attribute or a file.py.")
 @click.option("--workdir", metavar="DIR", is_eager=True, expose_value=False,
@@ -416,6 +421,12 @@ def result(app: Celeriac, task_id: str, wait: float | None) -> None:
 @_app_command
 def status(app: Celeriac, as_json: bool) -> None:
     """Queues (ready, scheduled, in flight, dead), live workers and running beats."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from celeriac.beat.presence import beats, worker_nodes
+
+    console = Console()
     stats = app.broker.stats()
     records = app.broker.workers()
     workers = worker_nodes(records)
@@ -455,16 +466,6 @@ def status(app: Celeriac, as_json: bool) -> None:
         where = f" (worker -B of {b.info['worker']})" if b.info.get("worker") else ""
         console.print(f"[bold]{b.name}[/]: beat{where}, {len(b.info.get('entries', []))} "
                       f"periodic task(s), seen {time.time() - b.last_seen:.1f}s ago")
-
-
-cli.add_command(events_command(_app_command))
-cli.add_command(metrics_command(_app_command))
-cli.add_command(beat_command(_app_command))
-cli.add_command(tasks_command(_app_command))
-cli.add_command(dashboard_command(_app_command))
-for _command in [*control_commands(_app_command), *report_commands(_app_command),
-                 *queue_commands(_app_command)]:
-    cli.add_command(_command)
 
 
 @cli.command()
