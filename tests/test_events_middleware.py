@@ -202,6 +202,106 @@ def test_an_event_batch_the_broker_refuses_is_logged_and_dropped_and_the_next_on
     broker.close()
 
 
+# -- the publisher beside the loop (a worker process's pool runs it) ----------------------
+class GatedBroker(CountingBroker):
+    """A memory broker whose ``emit`` waits for ``gate``: a broker slow to answer. It
+    notes the thread of each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.threads: list[str] = []
+
+    def emit(self, events: Sequence[WorkerEvent]) -> None:
+        self.threads.append(threading.current_thread().name)
+        self.entered.set()
+        assert self.gate.wait(20), "the test never opened the gate"
+        super().emit(events)
+
+
+def in_thread(fn: Any) -> threading.Thread:
+    thread = threading.Thread(target=fn, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_with_a_pool_a_full_batch_leaves_from_the_pools_service_not_the_loop(
+        app: Celeriac) -> None:
+    broker = GatedBroker()
+    pool = ThreadPool(2, app.conf)
+    events = TaskEvents(broker, "node-1", pool=pool, flush_size=5, flush_interval=3600)
+    events.process_started(app)
+    for index in range(5):
+        events.message_received(a_run(app, task_id=f"id-{index}"))
+    tick = in_thread(events.tick)
+    tick.join(5)
+    # The loop's tick is back while the broker still holds the batch: it did not wait.
+    assert not tick.is_alive()
+    assert broker.entered.wait(5) and not broker.emits
+    assert broker.threads == ["celeriac-events"]
+    broker.gate.set()
+    wait_until(lambda: broker.emits == [5], timeout=5, message="the batch stored")
+    assert [e.data["uuid"] for e in stored(broker)] == [f"id-{i}" for i in range(5)]
+    events.process_stopping(app, 0)
+
+
+def test_the_publisher_also_sends_a_partial_batch_once_its_interval_passes(
+        app: Celeriac) -> None:
+    broker = CountingBroker()
+    events = TaskEvents(broker, "node-1", pool=ThreadPool(2, app.conf), flush_size=1000,
+                        flush_interval=0.05)
+    events.process_started(app)
+    events.before_task(a_run(app))
+    # No tick at all: the publisher's own interval sends it.
+    wait_until(lambda: broker.emits == [1], timeout=5, message="the lone event sent")
+    events.process_stopping(app, 0)
+
+
+def test_a_backlog_past_ten_batches_makes_the_loop_wait_for_the_publisher(
+        app: Celeriac) -> None:
+    """The broker stalls with one batch in hand; the loop goes on until ten batches wait,
+    then its tick waits for the publisher to drain (bounded memory, and the worker slows
+    down with its broker as it did when the loop published)."""
+    broker = GatedBroker()
+    events = TaskEvents(broker, "node-1", pool=ThreadPool(2, app.conf), flush_size=2,
+                        flush_interval=3600)
+    events.process_started(app)
+    for index in range(2):
+        events.before_task(a_run(app, task_id=f"a-{index}"))
+    events.tick()
+    assert broker.entered.wait(5)  # the publisher holds the first batch, waiting
+    for index in range(19):  # 19 waiting: one short of the backlog, the tick goes on
+        events.before_task(a_run(app, task_id=f"b-{index}"))
+    quick = in_thread(events.tick)
+    quick.join(5)
+    assert not quick.is_alive()
+    events.before_task(a_run(app, task_id="b-19"))  # 20 waiting: ten batches
+    waits = in_thread(events.tick)
+    waits.join(0.3)
+    assert waits.is_alive()  # waiting for the publisher, which waits for the broker
+    broker.gate.set()
+    waits.join(5)
+    assert not waits.is_alive()
+    wait_until(lambda: sum(broker.emits) == 22, timeout=5, message="every event stored")
+    assert [e.data["uuid"] for e in stored(broker)] == [
+        "a-0", "a-1", *(f"b-{i}" for i in range(20))]
+    events.process_stopping(app, 0)
+
+
+def test_process_stopping_stops_the_publisher_and_sends_the_rest(app: Celeriac) -> None:
+    broker = CountingBroker()
+    pool = ThreadPool(2, app.conf)
+    events = TaskEvents(broker, "node-1", pool=pool, flush_size=1000, flush_interval=3600)
+    events.process_started(app)
+    assert any(t.name == "celeriac-events" for t in threading.enumerate())
+    for index in range(7):
+        events.before_task(a_run(app, task_id=f"id-{index}"))
+    events.process_stopping(app, 0)
+    assert sum(broker.emits) == 7 and len(stored(broker)) == 7
+    assert not any(t.name == "celeriac-events" for t in threading.enumerate())
+
+
 # -- what each event carries ------------------------------------------------------------
 def test_a_successful_run_records_received_started_and_succeeded_with_celerys_fields(
         app: Celeriac) -> None:

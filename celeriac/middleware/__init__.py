@@ -96,7 +96,7 @@ def worker_pipeline(app: Celeriac, pool: Pool, status: StatusWriter, consumer: R
     if app.conf.worker_send_task_events:
         from celeriac.middleware.events import worker_task_events
 
-        pipeline.add(worker_task_events(app, consumer))
+        pipeline.add(worker_task_events(app, consumer, pool))
     from celeriac.contrib.django.fixup import applies as django_applies
 
     if django_applies(app):

@@ -102,6 +102,20 @@ class EventletPool(Pool):
 
         return threading.Event()
 
+    def start_service(self, target: Callable[[], None], name: str) -> Callable[[float | None], bool]:
+        """A green thread of the hub (``name`` is for the other pools' threads)."""
+        import eventlet
+
+        thread = eventlet.spawn(target)
+
+        def join(timeout: float | None) -> bool:
+            with eventlet.Timeout(timeout, False):
+                thread.wait()
+                return True
+            return False
+
+        return join
+
     def threadsafe_event(self) -> EventLike:
         from celeriac.aio.events import eventlet_event
 

@@ -314,6 +314,18 @@ class GeventPool(Pool):
         event: EventLike = gevent.event.Event()
         return event
 
+    def start_service(self, target: Callable[[], None], name: str) -> Callable[[float | None], bool]:
+        """A greenlet (a native thread would not share the hub's sockets), whatever
+        ``GEVENT_PATCHTHREAD`` says."""
+        glet = gevent.spawn(target)
+        glet.name = name
+
+        def join(timeout: float | None) -> bool:
+            glet.join(timeout)
+            return bool(glet.dead)
+
+        return join
+
     def threadsafe_event(self) -> EventLike:
         from celeriac.aio.events import gevent_event
 
