@@ -24,7 +24,9 @@
 --   P:dl:<id>          hash    a dead letter: q, p, b, d, reason, at (unix ms)
 --   P:dead, P:dead:<q> zset    dead-letter ids -> unix ms, all queues / one queue
 --   P:workers          hash    worker name -> JSON info;  P:workers:exp zset name -> unix ms
---   P:events           zset    seq -> "seq|json";  P:events:seq string counter
+--   P:events           zset    last seq of a batch -> "n|@id" (its events at P:events:b:<id>,
+--                              a string of JSON lines; or "first|json\njson..." inline, as
+--                              earlier versions stored it);  P:events:seq string counter
 --   P:revoked          zset    seq -> "seq|json" of a revocation;  P:revoked:seq string counter
 --   P:revoked:exp      zset    seq -> unix s (float) when that revocation expires
 --   P:control          zset    seq -> "seq|json" of a control command (the newest 1000);
