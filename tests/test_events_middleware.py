@@ -289,6 +289,31 @@ def test_a_backlog_past_ten_batches_makes_the_loop_wait_for_the_publisher(
     events.process_stopping(app, 0)
 
 
+def test_if_the_publisher_is_gone_the_loop_publishes_instead_of_waiting(
+        app: Celeriac, caplog: pytest.LogCaptureFixture) -> None:
+    """A publisher that ended (a greenlet killed by something no ``except Exception``
+    catches) would leave a backlog no one drains, and the loop waiting a second a turn."""
+    broker = CountingBroker()
+    events = TaskEvents(broker, "node-1", pool=ThreadPool(2, app.conf), flush_size=2,
+                        flush_interval=3600)
+    events.process_started(app)
+    events._stopping = True  # end the service, as a kill would, without process_stopping
+    events.tick()
+    assert events._wake is not None
+    events._wake.set()
+    assert events._join is not None and events._join(5)
+    for index in range(20):  # ten batches waiting
+        events.before_task(a_run(app, task_id=f"id-{index}"))
+    with caplog.at_level(logging.WARNING, logger="celeriac.events"):
+        events.tick()
+    assert broker.emits == [20]  # published by this call, on the caller's thread
+    assert "the task event publisher has stopped" in caplog.text
+    events.before_task(a_run(app, task_id="id-20"))
+    events.before_task(a_run(app, task_id="id-21"))
+    events.tick()  # a full batch: the loop publishes it itself now
+    assert broker.emits == [20, 2]
+
+
 def test_process_stopping_stops_the_publisher_and_sends_the_rest(app: Celeriac) -> None:
     broker = CountingBroker()
     pool = ThreadPool(2, app.conf)

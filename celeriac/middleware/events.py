@@ -214,6 +214,14 @@ class TaskEvents(Middleware):
                 self.flush()
         elif waiting >= self.flush_size:
             if waiting >= self.flush_size * BACKLOG_BATCHES and self._drained is not None:
+                if self._join is not None and self._join(0):
+                    # The publisher has ended (killed: it survives any Exception), so
+                    # nothing would ever drain: the loop publishes from now on.
+                    log.warning("the task event publisher has stopped; the consumer's "
+                                "loop publishes the events from now on")
+                    self._wake = None
+                    self.flush()
+                    return
                 self._drained.clear()
                 self._wake.set()
                 self._drained.wait(DRAIN_WAIT)
