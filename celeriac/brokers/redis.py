@@ -72,18 +72,16 @@ from celeriac.brokers.base import (
     OutgoingMessage,
     QueueStats,
     Revocation,
-    WorkerEvent,
     WorkerInfo,
     check_priority,
-    encode_event,
     note_stored,
 )
 from celeriac.brokers.browse import is_retry
 from celeriac.brokers.ids import MessageIds
 from celeriac.brokers.metrics_redis import RedisMetrics
 from celeriac.brokers.redis_admin import RedisAdmin
+from celeriac.brokers.redis_events import RedisEvents
 from celeriac.exceptions import BrokerError, BrokerUnreachable
-from celeriac.fastjson import dumps, loads
 from celeriac.redisconn import TRANSIENT, Reconnector, client, decode, safe_url, split_url
 
 #: Seconds a call waits out a lost connection until ``retry_for`` says otherwise.
@@ -106,9 +104,6 @@ BLOCK_RESOLUTION = 0.1
 ONE = ord("1")
 #: Replies taken from a box per LPOP when no count bounds them.
 REPLIES_BATCH = 1000
-#: Seconds a batch of events SET by ``emit_encoded`` lives if the script that indexes it
-#: in the same transaction failed (the script makes an indexed batch permanent).
-UNINDEXED_BATCH_TTL = 600
 
 
 _ids = MessageIds()
@@ -154,7 +149,7 @@ def _delivery(item: bytes) -> Delivery:
                     delivery_count=int(count), token=int(token), priority=int(priority))
 
 
-class RedisBroker(RedisAdmin, RedisMetrics, Broker):
+class RedisBroker(RedisAdmin, RedisMetrics, RedisEvents, Broker):
     """Messages in Redis, claimed, settled and recovered by server-side scripts."""
 
     schemes = ("redis", "rediss", "unix")
@@ -501,58 +496,6 @@ class RedisBroker(RedisAdmin, RedisMetrics, Broker):
             found.append(WorkerInfo(name=decode(reply[i]), info=json.loads(info),
                                     last_seen=int(seen) / 1000))
         return sorted(found, key=lambda w: w.name)
-
-    def emit(self, events: Sequence[WorkerEvent]) -> None:
-        now = time.time()
-        self.emit_encoded([encode_event(e.type, e.worker, e.data, e.time or now) for e in events])
-
-    def emit_encoded(self, lines: Sequence[bytes]) -> None:
-        """The batch is SET as one string and indexed by ``workers.lua`` in the same
-        transaction: the script never handles its bytes (a batch as the script's argument
-        cost the server about 3 us of CPU per task of a no-op with ``-E``). A retry after
-        a lost reply indexes nothing twice; a batch whose script failed expires."""
-        if not lines:
-            return
-        batch = _ids.take(1)[0]
-        name = f"{self.prefix}:events:b:{batch}"
-        data = b"\n".join(lines)
-        args = ["emit", self.events_kept, len(lines), batch]
-        sha = self._script("workers").sha
-
-        def queue(pipe: Any) -> None:
-            pipe.set(name, data, ex=UNINDEXED_BATCH_TTL)
-            pipe.evalsha(sha, 0, self.prefix, *args)
-
-        self._retry.call(lambda: self._transaction("workers", queue))
-
-    def events(self, after: int = 0, limit: int = 100) -> list[WorkerEvent]:
-        """Read by the script, which splits the stored batches (``workers.lua``)."""
-        return self._events(["events", after, limit, self.events_kept]) if limit > 0 else []
-
-    def events_of(self, task_id: str, after: int, until: int) -> list[WorkerEvent]:
-        """The script keeps only the lines holding the task id as JSON writes it (in any
-        field: a superset), so a task's page does not decode the whole log; the uuid is
-        checked here."""
-        if until <= after:
-            return []
-        found = self._events(["events", after, until - after, self.events_kept,
-                              dumps(task_id), until])
-        return [event for event in found if event.data.get("uuid") == task_id]
-
-    def _events(self, args: list[Any]) -> list[WorkerEvent]:
-        reply = self._run("workers", args)
-        found = []
-        for i in range(0, len(reply), 2):
-            data = loads(reply[i + 1])
-            found.append(WorkerEvent(type=data["type"], worker=data["worker"], data=data["data"],
-                                     time=float(data["time"]), seq=int(reply[i])))
-        return found
-
-    def newest_event_seq(self) -> int:
-        """One ``ZREVRANGE`` of the top of ``P:events`` (a batch, scored by its last seq)."""
-        top = self._retry.call(lambda: self._redis.zrevrange(
-            f"{self.prefix}:events", 0, 0, withscores=True))
-        return int(top[0][1]) if top else 0
 
     # -- revoke ----------------------------------------------------------------------
     def revoke(self, revocations: Sequence[Revocation]) -> None:
