@@ -299,9 +299,9 @@ def test_if_the_publisher_is_gone_the_loop_publishes_instead_of_waiting(
     events.process_started(app)
     events._stopping = True  # end the service, as a kill would, without process_stopping
     events.tick()
-    assert events._wake is not None
-    events._wake.set()
-    assert events._join is not None and events._join(5)
+    assert events._publisher is not None
+    events._publisher.wake.set()
+    assert events._publisher.join(5)
     for index in range(20):  # ten batches waiting
         events.before_task(a_run(app, task_id=f"id-{index}"))
     with caplog.at_level(logging.WARNING, logger="celeriac.events"):

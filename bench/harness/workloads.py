@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .context import Context, Sizes
-from .procs import BenchError, PeakRss, count_rate, wait_count
+from .procs import BenchError, PeakRss, Worker, count_rate, wait_count
 from .servers import rabbitmq_missing
 from .systems import SYSTEMS, System
 
@@ -331,20 +331,26 @@ def latency_system(system: System) -> Measure:
 def memory_ceiling(ctx: Context, directory: Path) -> dict[str, float]:
     """The same feeds in a bare gevent pool, measured as a worker is: what the workload
     holds by itself, with a thousand requests and Redis calls in flight and no queue."""
-    sizes = ctx.sizes
-    ctx.prepare(BARE, directory, sizes.feed_concurrency)
+    ctx.prepare(BARE, directory, ctx.sizes.feed_concurrency)
     bare = ctx.bare_memory(directory)
     try:
-        wait_count(ctx.client, COUNTER, 1, bare, ctx.timeout)
-        time.sleep(1.0)
-        idle = bare.rss_mb()
-        peak = PeakRss(bare)
-        ctx.client.rpush(BARE_GO, "go")
-        wait_count(ctx.client, COUNTER, 1 + sizes.memory_feeds, bare, ctx.timeout)
-        return {"idle RSS MB": idle, "RSS under feeds MB": peak.stop(),
-                "open files under feeds": peak.files}
+        return _rss_under_feeds(ctx, bare, lambda: ctx.client.rpush(BARE_GO, "go"))
     finally:
         bare.stop()
+
+
+def _rss_under_feeds(ctx: Context, worker: Worker, feed: Callable[[], object]
+                     ) -> dict[str, float]:
+    """Once ``worker`` has run its first task (the counter at 1): its RSS a second later,
+    then its peak RSS and descriptors while ``feed()`` gives it the feeds to run."""
+    wait_count(ctx.client, COUNTER, 1, worker, ctx.timeout)
+    time.sleep(1.0)
+    idle = worker.rss_mb()
+    peak = PeakRss(worker)
+    feed()
+    wait_count(ctx.client, COUNTER, 1 + ctx.sizes.memory_feeds, worker, ctx.timeout)
+    return {"idle RSS MB": idle, "RSS under feeds MB": peak.stop(),
+            "open files under feeds": peak.files}
 
 
 def memory_system(system: System) -> Measure:
@@ -355,14 +361,8 @@ def memory_system(system: System) -> Measure:
         worker = ctx.worker(system, directory, url, c, "memory")
         try:
             ctx.fill(directory, 1)
-            wait_count(ctx.client, COUNTER, 1, worker, ctx.timeout)
-            time.sleep(1.0)
-            idle = worker.rss_mb()
-            peak = PeakRss(worker)
-            ctx.produce(directory, "feeds", sizes.memory_feeds)
-            wait_count(ctx.client, COUNTER, 1 + sizes.memory_feeds, worker, ctx.timeout)
-            return {"idle RSS MB": idle, "RSS under feeds MB": peak.stop(),
-                    "open files under feeds": peak.files}
+            return _rss_under_feeds(
+                ctx, worker, lambda: ctx.produce(directory, "feeds", sizes.memory_feeds))
         finally:
             ctx.stop(worker, system)
     return measure

@@ -43,6 +43,8 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celeriac import __version__
@@ -163,6 +165,17 @@ def finished(run: TaskRun, node: str, now: float) -> tuple[str, dict[str, Any]] 
     return kind, data
 
 
+@dataclass
+class _Publisher:
+    """A worker process's event publisher (:meth:`TaskEvents._publish`, a pool service)."""
+
+    #: Set to wake it; it sets ``drained`` after each batch.
+    wake: EventLike
+    drained: EventLike
+    #: Its ``join`` (:meth:`Pool.start_service <celeriac.pools.base.Pool.start_service>`).
+    join: Callable[[float | None], bool]
+
+
 class TaskEvents(Middleware):
     """A worker process's task events, buffered and published in batches.
 
@@ -188,10 +201,8 @@ class TaskEvents(Middleware):
         self._due = 0.0
         #: The pool whose service publishes (:meth:`process_started`); None: the loop does.
         self._pool = pool
-        #: Set to wake the publisher; set by it after each batch (made by process_started).
-        self._wake: EventLike | None = None
-        self._drained: EventLike | None = None
-        self._join: Callable[[float | None], bool] | None = None
+        #: The running publisher (made by process_started); None: the loop publishes.
+        self._publisher: _Publisher | None = None
         self._stopping = False
 
     def _data(self, run: TaskRun, now: float) -> dict[str, Any]:
@@ -209,24 +220,24 @@ class TaskEvents(Middleware):
         if not buffer:
             return
         waiting = len(buffer)
-        if self._wake is None:
+        publisher = self._publisher
+        if publisher is None:
             if waiting >= self.flush_size or time.monotonic() >= self._due:
                 self.flush()
-        elif waiting >= self.flush_size:
-            if waiting >= self.flush_size * BACKLOG_BATCHES and self._drained is not None:
-                if self._join is not None and self._join(0):
-                    # The publisher has ended (killed: it survives any Exception), so
-                    # nothing would ever drain: the loop publishes from now on.
-                    log.warning("the task event publisher has stopped; the consumer's "
-                                "loop publishes the events from now on")
-                    self._wake = None
-                    self.flush()
-                    return
-                self._drained.clear()
-                self._wake.set()
-                self._drained.wait(DRAIN_WAIT)
-            else:
-                self._wake.set()
+        elif waiting < self.flush_size * BACKLOG_BATCHES:
+            if waiting >= self.flush_size:
+                publisher.wake.set()
+        elif publisher.join(0):
+            # The publisher has ended (killed: it survives any Exception), so nothing
+            # would ever drain: the loop publishes from now on.
+            log.warning("the task event publisher has stopped; the consumer's loop "
+                        "publishes the events from now on")
+            self._publisher = None
+            self.flush()
+        else:
+            publisher.drained.clear()
+            publisher.wake.set()
+            publisher.drained.wait(DRAIN_WAIT)
 
     def flush(self) -> None:
         """Publish everything buffered so far as one batch (one ``emit`` call)."""
@@ -246,10 +257,8 @@ class TaskEvents(Middleware):
             log.warning("could not record %d task event(s): %s; they are dropped",
                         len(lines), exc)
 
-    def _publish(self) -> None:
+    def _publish(self, wake: EventLike, drained: EventLike) -> None:
         """The publisher: a batch every :attr:`flush_interval`, or as soon as woken."""
-        wake, drained = self._wake, self._drained
-        assert wake is not None and drained is not None
         while not self._stopping:
             wake.wait(self.flush_interval)
             wake.clear()
@@ -262,14 +271,16 @@ class TaskEvents(Middleware):
     def process_started(self, app: Celeriac) -> None:
         self._due = time.monotonic() + self.flush_interval
         if self._pool is not None:
-            self._wake, self._drained = self._pool.event(), self._pool.event()
-            self._join = self._pool.start_service(self._publish, "celeriac-events")
+            wake, drained = self._pool.event(), self._pool.event()
+            join = self._pool.start_service(partial(self._publish, wake, drained),
+                                            "celeriac-events")
+            self._publisher = _Publisher(wake, drained, join)
 
     def process_stopping(self, app: Celeriac, exitcode: int) -> None:
-        if self._join is not None and self._wake is not None:
+        if self._publisher is not None:
             self._stopping = True
-            self._wake.set()
-            if not self._join(STOP_WAIT):
+            self._publisher.wake.set()
+            if not self._publisher.join(STOP_WAIT):
                 log.warning("the task event publisher did not stop within %.0f s", STOP_WAIT)
         self.flush()
 
