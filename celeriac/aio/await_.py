@@ -74,36 +74,49 @@ def run_coroutine(coro: Coroutine[Any, Any, Any], *, event: EventLike,
 
 def _run_on(thread: LoopThread, trampoline: Trampoline, event: EventLike, hard: float | None,
             name: str | None, job: JobInfo | None) -> Any:
-    loop = thread.loop
-    context = contextvars.copy_context()
-
-    def ended(task: Any) -> None:
-        # One done callback for all three (each one is a handle the loop schedules).
-        if job is not None:
-            forget_job(task)
-        _retrieved(task)
-        event.set()
-
-    def start() -> None:
-        task = context.run(loop.create_task, trampoline, name=name)
-        trampoline.task = task
-        if job is not None:
-            register_job(task, job)
-        task.add_done_callback(ended)
-
+    run = _Start(thread.loop, contextvars.copy_context(), trampoline, name, job, event)
     request = current_request.get()
     key = id(request) if request is not None else 0
     if key:
         _running[key] = trampoline
     try:
-        thread.soon(start)
-        _wait(trampoline, event, loop, hard)
+        thread.soon(run.start)
+        _wait(trampoline, event, run.loop, hard)
     finally:
         if key and _running.get(key) is trampoline:
             del _running[key]
-    task = trampoline.task
+    # The task and its trampoline refer to each other: let go of the cycle here, so the
+    # run (its coroutine, context and request) is freed now, not by the cycle collector.
+    task, trampoline.task = trampoline.task, None
     assert task is not None and task.done()
     return task.result()
+
+
+class _Start:
+    """A coroutine's start and end on the loop's thread, for :func:`_run_on`: an object
+    rather than two closures, whose cells a task in flight held (a thousand in flight
+    at ``-c 1000``, each object one more for the cycle collector to walk)."""
+
+    __slots__ = ("context", "event", "job", "loop", "name", "trampoline")
+
+    def __init__(self, loop: Any, context: contextvars.Context, trampoline: Trampoline,
+                 name: str | None, job: JobInfo | None, event: EventLike) -> None:
+        self.loop, self.context, self.trampoline = loop, context, trampoline
+        self.name, self.job, self.event = name, job, event
+
+    def start(self) -> None:
+        task = self.context.run(self.loop.create_task, self.trampoline, name=self.name)
+        self.trampoline.task = task
+        if self.job is not None:
+            register_job(task, self.job)
+        task.add_done_callback(self.ended)
+
+    def ended(self, task: Any) -> None:
+        # One done callback for all three (each one is a handle the loop schedules).
+        if self.job is not None:
+            forget_job(task)
+        _retrieved(task)
+        self.event.set()
 
 
 def _retrieved(task: Any) -> None:

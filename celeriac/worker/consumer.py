@@ -34,6 +34,7 @@ from celeriac.middleware import (
     worker_pipeline,
 )
 from celeriac.pools.base import Pool
+from celeriac.worker import heap
 from celeriac.worker.executor import Executor
 from celeriac.worker.pausing import PauseWatch
 from celeriac.worker.settle import Settler
@@ -284,6 +285,7 @@ class Consumer:
         Held messages past a smaller prefetch stay and run: they are not taken back."""
         if concurrency != self.pool.concurrency:
             self.pool.resize(concurrency)
+            heap.resize(concurrency)
         self.prefetch = prefetch
         self.wake.set()
 

@@ -83,7 +83,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    heap.settle()  # the garbage collector set for a long run (celeriac.worker.heap)
+    heap.settle(spec.concurrency)  # the collector set for a long run (celeriac.worker.heap)
     pool.start()
     exitcode = 1
     try:

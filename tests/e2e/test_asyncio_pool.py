@@ -20,9 +20,10 @@ import pytest
 from conftest import Project, Worker, normal_leg_only, wait_until
 
 from celeriac import TimeLimitExceeded
+from celeriac.worker.heap import young_threshold
 
 EXTRA = r'''
-import asyncio, threading
+import asyncio, gc, threading
 
 @app.task
 async def abarrier(path, n):
@@ -58,11 +59,13 @@ def spin_forever():
 
 @app.task(pool="asyncio")
 def on_asyncio():
-    return {"pid": os.getpid(), "thread": threading.current_thread().name}
+    return {"pid": os.getpid(), "thread": threading.current_thread().name,
+            "young": gc.get_threshold()[0]}
 
 @app.task(pool="prefork")
 def on_prefork():
-    return {"pid": os.getpid(), "thread": threading.current_thread().name}
+    return {"pid": os.getpid(), "thread": threading.current_thread().name,
+            "young": gc.get_threshold()[0]}
 '''
 
 # What happens inside the worker processes: the normal leg runs it.
@@ -138,6 +141,9 @@ def test_mixed_pools_route_by_pool_name(project: Project, tasks: ModuleType) -> 
     assert len(io_pids) == 1 and all(run["thread"].startswith("celeriac-sync") for run in io)
     assert all(run["thread"] == "MainThread" for run in cpu)
     assert not io_pids & {run["pid"] for run in cpu}
+    # Each process's collector is set for its own group's concurrency (celeriac.worker.heap).
+    assert {run["young"] for run in io} == {young_threshold(100)} != {young_threshold(2)}
+    assert {run["young"] for run in cpu} == {young_threshold(2)}
     assert io_pids | {run["pid"] for run in cpu} <= children
     assert tasks.pid.apply_async(queue="io").get(timeout=30) in io_pids
 
