@@ -19,18 +19,20 @@ and the child 15% less CPU. A task's own garbage is still collected: what it lea
 reference cycles waits for at most that many allocations instead of 700.
 
 **The threshold grows with the concurrency.** A task in flight holds 45 to 75 tracked
-objects (its message, request and run, its green thread or coroutine, their contexts:
-counted with ``gc.get_objects()`` in a ``-c 1000`` worker, 2026-12-05). A pool that runs
-at its concurrency frees about as many as it makes (a task ends, the next one starts),
+objects (its message, request and run, its green thread or coroutine, their contexts),
+and a run built ahead for a waiting message about 14 more (counted with
+``gc.get_objects()`` in ``-c 1000`` workers, 2026-12-05: a full ``-P asyncio`` pool
+with a pool's worth of runs built ahead held 68 a slot). A pool that runs at its
+concurrency frees about as many as it makes (a task ends, the next one starts),
 but a wave of starts -- a full pool filling up, or a thousand tasks that ended together
 handing over -- makes tens of thousands at once; with a threshold below that, every
 wave set off several young collections, each walking the new tasks' objects (alive: they
 had just started), and the middle generation walked them all again. At ``-c 1000`` on
 the sleep workload of ``bench/asyncio_compare.py``, 18-22 collections took 21-43 ms of
 a 1.6 s run, in the handovers that bound its figure. With :data:`PER_SLOT` objects a
-slot, a worker at its concurrency collects about once per pool's worth of new objects,
-and at most ``PER_SLOT x concurrency`` of garbage waits for it: in proportion to what
-the worker holds when it is full anyway. A resize (``pool_grow``, ``--autoscale``)
+slot (that, and room to spare), a worker at its concurrency collects about once per
+pool's worth of new objects, and at most ``PER_SLOT x concurrency`` of garbage waits
+for it: in proportion to what the worker holds when it is full anyway. A resize (``pool_grow``, ``--autoscale``)
 moves it with the concurrency (:func:`resize`).
 
 An app that sets the collector itself is left alone: if the collector is off, or its
