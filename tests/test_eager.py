@@ -192,3 +192,33 @@ def test_a_task_may_take_a_keyword_argument_named_self() -> None:
     assert echo.delay(self="you").get() == "you"
     assert echo.s(self="sig").delay().get() == "sig"
     assert echo.s().delay(self="partial").get() == "partial"
+
+
+def test_a_result_is_refused_exactly_when_json_cannot_carry_it() -> None:
+    """The check of a task's return value takes a fast path for plain JSON values
+    (orjson's word, no encoding by the standard library): it must refuse and let through
+    exactly what the results' own encoder does."""
+    import datetime
+    import decimal
+    import uuid
+
+    from celeriac import serialization
+    from celeriac.worker.run import _checked_value
+
+    class Custom:
+        pass
+
+    values: list[Any] = [
+        [1.5, 2.25], {"a": [1, 2, {"b": None}], "c": True}, ("x", 1), [2**70], {"é": "ü"},
+        [float("nan")], [float("inf")], {1: "int key"}, datetime.datetime(2026, 12, 5),
+        decimal.Decimal("1.5"), uuid.UUID(int=5), b"bytes", [Custom()], {"k": Custom()},
+        set(), [[[[[[[[[[[[1]]]]]]]]]]]], list(range(500)),
+    ]
+    for value in values:
+        try:
+            serialization.json_dumps(value)
+        except (TypeError, ValueError):
+            with pytest.raises(SerializationError, match="cannot be encoded as JSON"):
+                _checked_value(value)
+        else:
+            assert _checked_value(value) is value, value

@@ -195,9 +195,7 @@ class Pool(ABC):
         if not is_async:
             with self.limits(soft, hard, job):
                 return body()
-        from celeriac.aio.await_ import run_coroutine
-        from celeriac.aio.loop import shared_loop
-
+        run_coroutine, shared_loop = _aio()
         if self.on_stall is not None:  # a worker's process: someone to tell
             shared = shared_loop()
             if shared is not self._watched:  # once per loop, not a lookup under a lock per task
@@ -256,3 +254,18 @@ class Pool(ABC):
 @contextmanager
 def _no_limits() -> Iterator[None]:
     yield
+
+
+_aio_functions: tuple[Callable[..., Any], Callable[[], Any]] | None = None
+
+
+def _aio() -> tuple[Callable[..., Any], Callable[[], Any]]:
+    """``run_coroutine`` and ``shared_loop``, imported on the first async task (the aio
+    modules import this one; a ``from`` import on every task cost about 1 us)."""
+    global _aio_functions
+    if _aio_functions is None:
+        from celeriac.aio.await_ import run_coroutine
+        from celeriac.aio.loop import shared_loop
+
+        _aio_functions = (run_coroutine, shared_loop)
+    return _aio_functions

@@ -32,8 +32,8 @@ the sleep workload of ``bench/asyncio_compare.py``, 18-22 collections took 21-43
 a 1.6 s run, in the handovers that bound its figure. With :data:`PER_SLOT` objects a
 slot (that, and room to spare), a worker at its concurrency collects about once per
 pool's worth of new objects, and at most ``PER_SLOT x concurrency`` of garbage waits
-for it: in proportion to what the worker holds when it is full anyway. A resize (``pool_grow``, ``--autoscale``)
-moves it with the concurrency (:func:`resize`).
+for it: in proportion to what the worker holds when it is full anyway. A resize
+(``pool_grow``, ``--autoscale``) moves it with the concurrency (:func:`resize`).
 
 An app that sets the collector itself is left alone: if the collector is off, or its
 young threshold is already at least the one this would set (or 0), only the freeze

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from celeriac import serialization
+from celeriac import fastjson, serialization
 from celeriac.backends.base import ResultRecord
 from celeriac.context import Request, current_request, current_task_var
 from celeriac.exceptions import (
@@ -85,6 +85,8 @@ def _checked_value(value: Any) -> Any:
     UUID and bytes): refuse what it cannot carry here, where the task fails with a clear
     error, rather than when the record is stored."""
     if type(value) in _PLAIN:  # most tasks return one: nothing to encode to know
+        return value
+    if fastjson.plain_ascii(value) is not None:  # plain JSON values: orjson's word is enough
         return value
     try:
         serialization.json_dumps(value)
