@@ -191,6 +191,40 @@ def test_a_finished_run_is_freed_without_the_cycle_collector() -> None:
             gc.enable()
 
 
+def test_a_failed_run_is_freed_without_the_cycle_collector() -> None:
+    """The failed task holds its exception, whose traceback holds the frame that waited
+    for it: that frame let go of the task, or the coroutine's locals stayed in a cycle."""
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    refs: list[weakref.ref[Any]] = []
+
+    async def fails() -> None:
+        payload = Payload()
+        refs.append(weakref.ref(payload))
+        await asyncio.sleep(0)
+        raise KeyError("inside")
+
+    def call() -> str:
+        try:
+            run_coroutine(fails(), event=threading.Event())
+        except KeyError:
+            return "raised"
+        return "returned"
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        assert call() == "raised"
+        wait_until(lambda: refs and refs[0]() is None, timeout=5)
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def test_soft_limit_in_the_waiting_thread_is_raised_in_the_coroutine() -> None:
     async def body() -> str:
         try:

@@ -89,7 +89,12 @@ def _run_on(thread: LoopThread, trampoline: Trampoline, event: EventLike, hard: 
     # run (its coroutine, context and request) is freed now, not by the cycle collector.
     task, trampoline.task = trampoline.task, None
     assert task is not None and task.done()
-    return task.result()
+    try:
+        return task.result()
+    finally:
+        # A failed task holds its exception, whose traceback holds this frame: without
+        # this, the frame's reference to the task would make a cycle of them.
+        del task
 
 
 class _Start:

@@ -195,6 +195,16 @@ class Executor:
                        ignore_result=message.ignore_result or task.ignore_result)
 
     def _run(self, run: TaskRun) -> Outcome:
+        try:
+            return self._execute(run)
+        finally:
+            # A failure's exception holds its traceback, whose frames hold the run (and
+            # the task's own locals): a reference cycle that only the cycle collector
+            # would free, and a worker's collects only every 100 objects a slot
+            # (celeriac.worker.heap). Every hook has seen the exception by now.
+            run.einfo = None
+
+    def _execute(self, run: TaskRun) -> Outcome:
         task, delivery = run.task, run.delivery
         assert delivery is not None
         acks_late = task.acks_late

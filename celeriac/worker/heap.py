@@ -32,7 +32,10 @@ the sleep workload of ``bench/asyncio_compare.py``, 18-22 collections took 21-43
 a 1.6 s run, in the handovers that bound its figure. With :data:`PER_SLOT` objects a
 slot (that, and room to spare), a worker at its concurrency collects about once per
 pool's worth of new objects, and at most ``PER_SLOT x concurrency`` of garbage waits
-for it: in proportion to what the worker holds when it is full anyway. A resize
+for it: in proportion to what the worker holds when it is full anyway. celeriac's own
+runs leave no cycle for it (a failed run's exception, whose traceback holds the run and
+the task's locals, is let go of by the executor; an async run's task and trampoline by
+the slot that waited for it), so what waits is the tasks' own garbage. A resize
 (``pool_grow``, ``--autoscale``) moves it with the concurrency (:func:`resize`).
 
 An app that sets the collector itself is left alone: if the collector is off, or its
