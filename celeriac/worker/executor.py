@@ -200,7 +200,7 @@ class Executor:
         finally:
             # A failure's exception holds its traceback, whose frames hold the run (and
             # the task's own locals): a reference cycle that only the cycle collector
-            # would free, and a worker's collects only every 100 objects a slot
+            # would free, and a worker's runs only after 100 new objects a slot
             # (celeriac.worker.heap). Every hook has seen the exception by now.
             run.einfo = None
 
