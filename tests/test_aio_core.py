@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import normal_leg_only, wait_until
+from conftest import collector_off, normal_leg_only, wait_until
 
 from celeriac.aio import await_ as aio_await
 from celeriac.aio import is_async_function
@@ -166,7 +166,6 @@ def test_a_finished_run_is_freed_without_the_cycle_collector() -> None:
     """The asyncio task and the trampoline it drives refer to each other: a run left that
     cycle behind (its coroutine, context and request with it) for a full collection to
     find, in a worker at -c 1000 a thousand of them per wave (bench/asyncio_compare.py)."""
-    import gc
     import weakref
 
     class Payload:
@@ -180,21 +179,15 @@ def test_a_finished_run_is_freed_without_the_cycle_collector() -> None:
         await asyncio.sleep(0)
         return 7
 
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_off():
         assert run_coroutine(body(Payload()), event=threading.Event(), job=None) == 7
         # The loop's thread lets go of its handles once it has run them.
         wait_until(lambda: all(ref() is None for ref in refs), timeout=5)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def test_a_failed_run_is_freed_without_the_cycle_collector() -> None:
     """The failed task holds its exception, whose traceback holds the frame that waited
     for it: that frame let go of the task, or the coroutine's locals stayed in a cycle."""
-    import gc
     import weakref
 
     class Payload:
@@ -215,14 +208,9 @@ def test_a_failed_run_is_freed_without_the_cycle_collector() -> None:
             return "raised"
         return "returned"
 
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_off():
         assert call() == "raised"
         wait_until(lambda: refs and refs[0]() is None, timeout=5)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def test_soft_limit_in_the_waiting_thread_is_raised_in_the_coroutine() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import collector_off, wait_until
 
 from celeriac import Celeriac
 from celeriac.backends.base import ResultRecord
@@ -310,7 +310,6 @@ def test_a_failed_run_leaves_no_reference_cycle_behind(app: Celeriac) -> None:
     task's locals: the executor lets go of it once every hook has seen it, so a storm of
     failures does not wait for the cycle collector, which a worker at -c 1000 runs only
     every 100,000 objects (celeriac.worker.heap)."""
-    import gc
     import weakref
 
     class Payload:
@@ -327,16 +326,11 @@ def test_a_failed_run_leaves_no_reference_cycle_behind(app: Celeriac) -> None:
     executor = Executor(app, ThreadPool(1, app.conf), Pipeline([]), lambda delivery: None)
     publish(app, "t.heavy_boom")
     [delivery] = claim(app, 1)
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_off():
         outcome = executor.handle(delivery)
         assert outcome.record is not None and outcome.record.exc_type == "KeyError"
         assert "KeyError" in (outcome.record.traceback or "")  # the text is kept
         assert refs and refs[0]() is None, "the task's locals outlived its run"
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def test_consumer_runs_settles_and_reports_on_the_status_pipe(app: Celeriac, rigs: list[Rig]

@@ -11,6 +11,7 @@ tests/e2e/test_aio_tasks.py, which runs them on every pool.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,11 @@ async def abarrier(path, n):
             await asyncio.sleep(1)  # a one-second task, once all are in
             return seen
         await asyncio.sleep(0.2)
+
+@app.task
+async def loop_kind():
+    """The module of the loop running this coroutine's class (uvloop's, when installed)."""
+    return type(asyncio.get_running_loop()).__module__
 
 @app.task
 def placement():
@@ -91,6 +97,9 @@ def test_sync_tasks_run_on_the_sync_threads(project: Project, tasks: ModuleType)
     assert {run["pid"] for run in runs} == {child}, "one process runs -c 50"
     assert all(run["thread"].startswith("celeriac-sync") and not run["main"] for run in runs), runs
     assert "asyncio 1x50" in worker.log(), worker.log()
+    # Coroutines run on uvloop's loop when it is installed (the ``asyncio`` extra).
+    expected = "uvloop" if importlib.util.find_spec("uvloop") else "celeriac"
+    assert tasks.loop_kind.delay().get(timeout=30).split(".")[0] == expected
     assert worker.stop() == 0
 
 
